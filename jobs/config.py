@@ -1,0 +1,221 @@
+"""Typed, validated configuration: one YAML file plus CLI overrides, checked once at the edge.
+
+Every stage receives a `Config`; nothing downstream re-reads files or environment variables
+for settings (secrets are the exception: they are read from the environment or a Databricks
+secret scope at the moment a client is built, and never stored in the config object).
+
+Errors in user input raise `ConfigError` with one line per problem naming the dotted key, so
+the CLI can print them without a stack trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A user mistake in configuration: printed as-is by the CLI, never as a traceback."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkConfig(_Strict):
+    master: str = "local[*]"
+    shuffle_partitions: int = Field(4, ge=1)
+    ui_enabled: bool = False
+    driver_memory: str = "4g"
+    # Extra Spark conf entries passed through verbatim (spark.* keys).
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class TaskOverride(_Strict):
+    """Per-task changes to the lm-eval YAML, e.g. point winogrande at the winogrande_l files."""
+
+    dataset_path: str | None = None
+    dataset_name: str | None = None
+    training_split: str | None = None
+    validation_split: str | None = None
+    test_split: str | None = None
+
+
+class TasksConfig(_Strict):
+    include_path: list[Path] = Field(
+        default_factory=list, description="Extra folders of lm-eval task YAMLs (user tasks)."
+    )
+    select: list[str] = Field(
+        default_factory=list,
+        description="Task names, groups or tags to ingest; empty means every eligible task.",
+    )
+    heldout_only: list[str] = Field(
+        default_factory=list,
+        description="Eval-only benchmarks whose validation/test splits feed heldout (e.g. mmlu).",
+    )
+    mirror: Path | None = Field(
+        None, description="Local dataset mirror laid out <dataset_path>/<config|default>/<split>.jsonl"
+    )
+    overrides: dict[str, TaskOverride] = Field(default_factory=dict)
+    shard_rows: int = Field(20000, ge=100, description="Rows per ingest shard of a large split.")
+
+
+class EndpointConfig(_Strict):
+    """An OpenAI-compatible endpoint. `base_url: null` starts the built-in simulator."""
+
+    base_url: str | None = None
+    model: str = "taskseed-sim"
+    api_key_env: str | None = "TASKSEED_API_KEY"
+    secret_scope: str | None = None
+    secret_key: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    max_concurrency: int = Field(64, ge=1, description="Requests in flight across all Spark tasks.")
+    max_retries: int = Field(6, ge=0)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    structured_output: bool = True
+
+    @model_validator(mode="after")
+    def _scope_and_key_together(self) -> "EndpointConfig":
+        if (self.secret_scope is None) != (self.secret_key is None):
+            raise ValueError("secret_scope and secret_key must be set together")
+        return self
+
+
+class SimulatorConfig(_Strict):
+    """Settings for the built-in simulator when no endpoint base_url is configured."""
+
+    seed: int = 0
+    latency_ms: float = Field(20.0, ge=0)
+    latency_jitter_ms: float = Field(10.0, ge=0)
+    max_concurrency: int = Field(256, ge=1)
+    fault_rate: float = Field(0.0, ge=0, le=1)
+    wrong_answer_rate: float = Field(0.1, ge=0, le=1)
+    duplicate_rate: float = Field(0.05, ge=0, le=1)
+    heldout_copy_rate: float = Field(0.02, ge=0, le=1)
+
+
+class LLMConfig(_Strict):
+    micro_batch_rows: int = Field(2000, ge=1, description="Requests per ledger commit.")
+    max_requests: int | None = Field(None, ge=0, description="Stop a stage cleanly after this many.")
+    max_tokens_budget: int | None = Field(None, ge=0)
+
+
+class GenerateConfig(_Strict):
+    items_per_seed: int = Field(2, ge=1, description="K new items per seed.")
+    temperature: float = Field(0.9, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=16)
+    fewshot: int = Field(2, ge=0, le=8)
+    seeds_per_task: int | None = Field(None, ge=1, description="Cap seeds used per task (demo, tests).")
+
+
+class EnrichConfig(_Strict):
+    samples_per_item: int = Field(4, ge=1, description="M samples per item for majority voting.")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=16)
+    enrich_seeds: bool = False
+
+
+class Config(_Strict):
+    home: Path = Path("lakehouse")
+    catalog: str | None = Field(None, description="Unity Catalog name; None = spark_catalog.")
+    schema_name: str = Field("taskseed", alias="schema")
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    enrich: EnrichConfig = Field(default_factory=EnrichConfig)
+    runtime: Literal["local", "databricks"] = "local"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    @field_validator("schema_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum():
+            raise ValueError("must be letters, digits and underscores")
+        return value
+
+    def fingerprint(self) -> str:
+        """Stable hash of the settings that shape outputs (logged to MLflow, never secrets)."""
+        payload = self.model_dump(mode="json", by_alias=True, exclude={"home"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key.sub=value` with the value parsed as YAML (so numbers, bools and lists work)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+    return key, value
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(root)"
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "missing":
+            message = "missing value"
+        else:
+            message = error["msg"]
+            if "input" in error and not isinstance(error["input"], dict):
+                message += f" (got {error['input']!r})"
+        lines.append(f"{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    home: str | Path | None = None,
+) -> Config:
+    """Read YAML (if given), apply `key=value` overrides and --home, validate once."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys")
+        tree = loaded
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    if home is not None:
+        tree["home"] = str(home)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None

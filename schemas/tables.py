@@ -1,0 +1,233 @@
+"""Table schemas: the single source of truth for every Delta table taskseed writes.
+
+Each `TableSpec` names its key columns (the MERGE condition that makes a stage idempotent) and
+its columns. Jobs import these specs; nothing else declares a table's columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    keys: tuple[str, ...]
+    schema: StructType
+    description: str
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+def _fields(*specs: tuple) -> StructType:
+    """(name, type) or (name, type, nullable) tuples; columns are nullable unless said."""
+    fields = []
+    for spec in specs:
+        name, dtype, *rest = spec
+        fields.append(StructField(name, dtype, rest[0] if rest else True))
+    return StructType(fields)
+
+
+S, I, L, B, D, T = StringType(), IntegerType(), LongType(), BooleanType(), DoubleType(), TimestampType()
+STRINGS = ArrayType(StringType())
+
+TASK_CATALOG = TableSpec(
+    name="task_catalog",
+    keys=("task",),
+    description="One row per lm-eval task: where its data lives, its splits and formats, license, eligibility.",
+    schema=_fields(
+        ("task", S, False),
+        ("family", S, False),
+        ("groups", STRINGS),
+        ("tags", STRINGS),
+        ("yaml_path", S),
+        ("dataset_path", S),
+        ("dataset_name", S),
+        ("training_split", S),
+        ("validation_split", S),
+        ("test_split", S),
+        ("fewshot_split", S),
+        ("output_type", S),
+        ("answer_format", S),
+        ("doc_to_text", S),
+        ("doc_to_choice", S),
+        ("doc_to_target", S),
+        ("process_docs", S),
+        ("doc_to_decontamination_query", S),
+        ("license", S),
+        ("license_class", S),
+        ("commercial_ok", S),
+        ("eligible", B, False),
+        ("ineligible_reason", S),
+        ("config_json", S),
+        ("lm_eval_version", S),
+        ("cataloged_at", T),
+    ),
+)
+
+LICENSE_POLICY = TableSpec(
+    name="license_policy",
+    keys=("dataset_path",),
+    description="License of each dataset lm-eval loads, its class and whether commercial use is allowed.",
+    schema=_fields(
+        ("dataset_path", S, False),
+        ("license", S, False),
+        ("license_class", S, False),
+        ("commercial_ok", S, False),
+        ("lm_eval_task_dirs", STRINGS),
+        ("source_url", S),
+        ("note", S),
+    ),
+)
+
+# Seeds and heldout share the normalized record; heldout adds the decontamination text.
+_NORMALIZED = (
+    ("task", S, False),
+    ("task_family", S),
+    ("dataset_path", S),
+    ("dataset_name", S),
+    ("split", S, False),
+    ("doc_index", L, False),
+    ("answer_format", S),
+    ("question", S),
+    ("context", S),
+    ("choices", STRINGS),
+    ("answer_index", I),
+    ("answer_text", S),
+    ("rationale", S),
+    ("prompt_text", S),
+    ("source_record", S),
+    ("license", S),
+    ("license_class", S),
+    ("ingested_at", T),
+)
+
+SEEDS = TableSpec(
+    name="seeds",
+    keys=("seed_id",),
+    description="Normalized training-split records: the only input generation ever sees.",
+    schema=_fields(("seed_id", S, False), *_NORMALIZED),
+    partition_by=(),
+)
+
+HELDOUT = TableSpec(
+    name="heldout",
+    keys=("heldout_id",),
+    description="Normalized validation/test records, used only for contamination checks.",
+    schema=_fields(("heldout_id", S, False), *_NORMALIZED, ("decontamination_text", S)),
+)
+
+QUARANTINE = TableSpec(
+    name="quarantine",
+    keys=("stage", "source_key"),
+    description="Records or responses that could not be used, with the reason and raw payload.",
+    schema=_fields(
+        ("stage", S, False),
+        ("source_key", S, False),
+        ("task", S),
+        ("split", S),
+        ("reason", S, False),
+        ("detail", S),
+        ("raw", S),
+        ("run_id", S),
+        ("quarantined_at", T),
+    ),
+)
+
+LLM_CALLS = TableSpec(
+    name="llm_calls",
+    keys=("request_id",),
+    description="Request ledger: one row per finished endpoint call (terminal statuses only).",
+    schema=_fields(
+        ("request_id", S, False),
+        ("stage", S, False),
+        ("source_key", S),
+        ("task", S),
+        ("task_family", S),
+        ("sample_index", I),
+        ("model", S),
+        ("prompt_version", S),
+        ("status", S, False),
+        ("content", S),
+        ("error_class", S),
+        ("error_detail", S),
+        ("attempts", I),
+        ("latency_ms", D),
+        ("prompt_tokens", I),
+        ("completion_tokens", I),
+        ("finish_reason", S),
+        ("run_id", S),
+        ("micro_batch", I),
+        ("completed_at", T),
+    ),
+)
+
+GENERATED = TableSpec(
+    name="generated",
+    keys=("gen_id",),
+    description="New task-aligned items parsed from generation responses, linked to their seed.",
+    schema=_fields(
+        ("gen_id", S, False),
+        ("seed_id", S, False),
+        ("sample_index", I),
+        ("task", S),
+        ("task_family", S),
+        ("answer_format", S),
+        ("question", S),
+        ("context", S),
+        ("choices", STRINGS),
+        ("answer_index", I),
+        ("answer_text", S),
+        ("license", S),
+        ("license_class", S),
+        ("model", S),
+        ("prompt_version", S),
+        ("request_id", S),
+        ("run_id", S),
+        ("generated_at", T),
+    ),
+)
+
+ENRICHED = TableSpec(
+    name="enriched",
+    keys=("gen_id", "sample"),
+    description="Per sample: relevant knowledge, step-by-step reasoning and the extracted final answer.",
+    schema=_fields(
+        ("gen_id", S, False),
+        ("sample", I, False),
+        ("item_kind", S),
+        ("task", S),
+        ("task_family", S),
+        ("answer_format", S),
+        ("knowledge", S),
+        ("reasoning", S),
+        ("final_answer_raw", S),
+        ("final_answer", S),
+        ("final_answer_index", I),
+        ("model", S),
+        ("prompt_version", S),
+        ("request_id", S),
+        ("run_id", S),
+        ("enriched_at", T),
+    ),
+)
+
+ALL_TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED)
+}

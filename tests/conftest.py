@@ -1,0 +1,63 @@
+"""Shared fixtures: one SparkSession for the whole suite, a fresh lakehouse per test that wants one,
+and the path to the real benchmark mirror in ../shared/data/hf."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jobs.config import Config, load_config
+
+pytest_plugins = ["tests.fixtures_sim"]
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+MIRROR = SHARED_DATA / "hf"
+REFERENCE = SHARED_DATA.parent / "reference"
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not MIRROR.is_dir():
+        pytest.fail(f"benchmark mirror not found at {MIRROR} (set TASKSEED_SHARED_DATA)")
+    return MIRROR
+
+
+@pytest.fixture(scope="session")
+def spark_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lakehouse-session")
+
+
+@pytest.fixture(scope="session")
+def spark(spark_home):
+    from jobs.runtime import get_spark
+
+    config = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=2"], home=spark_home)
+    return get_spark(config)
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Config factory with a fresh home per test; overrides are `key=value` strings."""
+
+    def _make(*overrides: str, **kwargs) -> Config:
+        home = kwargs.pop("home", tmp_path / "lakehouse")
+        return load_config(
+            overrides=["spark.master=local[2]", "spark.shuffle_partitions=2", *overrides], home=home
+        )
+
+    return _make
+
+
+@pytest.fixture
+def lakehouse(spark, make_config, request):
+    """A Lakehouse in its own schema and home, so tests never see each other's tables."""
+    from jobs.lakehouse import Lakehouse
+
+    schema = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
+    config = make_config(f"schema={schema}")
+    lh = Lakehouse(spark, config)
+    yield lh
+    spark.sql(f"DROP SCHEMA IF EXISTS {lh.namespace} CASCADE")
