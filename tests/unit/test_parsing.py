@@ -1,0 +1,517 @@
+"""Parsing and validation over messy model output, with real benchmark seeds as the frame."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.unit import seed_records
+from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
+from udfs.parsing import (
+    ParseError,
+    ValidationError,
+    answers_agree,
+    extract_json_object,
+    normalize_boolean,
+    normalize_number,
+    normalize_short_text,
+    numbers_in_text,
+    parse_enrichment,
+    parse_generated_item,
+    recover_final_answer,
+    resolve_choice,
+)
+
+ARC = seed_records.arc_easy(1)[0]  # 4 options
+WINOGRANDE = seed_records.winogrande(1)[0]  # 2 options
+GSM8K = seed_records.gsm8k(1)[0]
+BOOLQ = seed_records.boolq(1)[0]
+WEBQS = seed_records.webqs(1)[0]
+NLI = seed_records.nli_seed()
+NLI_LABELS = ["entailment", "neutral", "contradiction"]
+
+NEW_ARC = {
+    "question": "Which process lets plants turn sunlight into chemical energy?",
+    "context": None,
+    "choices": ["respiration", "photosynthesis", "transpiration", "germination"],
+    "answer": "photosynthesis",
+}
+NEW_ARC_JSON = json.dumps(NEW_ARC)
+
+
+# --- extract_json_object ---------------------------------------------------------------------
+
+GOOD = {"question": "Q?", "answer": "A"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"question": "Q?", "answer": "A"}',
+        '```json\n{"question": "Q?", "answer": "A"}\n```',
+        '```\n{"question": "Q?", "answer": "A"}\n```',
+        'Sure! Here is a new item:\n\n{"question": "Q?", "answer": "A"}\n\nLet me know if you need more.',
+        '{"question": "Q?", "answer": "A",}',
+        '{"question": "Q?", "answer": "A", }\n',
+        "{'question': 'Q?', 'answer': 'A'}",
+        "{\u201cquestion\u201d: \u201cQ?\u201d, \u201canswer\u201d: \u201cA\u201d}",
+        '<think>The user wants {a new item}. Let me think.</think>\n{"question": "Q?", "answer": "A"}',
+        '[{"question": "Q?", "answer": "A"}]',
+        '"{\\"question\\": \\"Q?\\", \\"answer\\": \\"A\\"}"',
+        '\ufeff{"question": "Q?", "answer": "A"}',
+        'Example: {"task": "arc_easy"}\nAnswer: {"question": "Q?", "answer": "A"}',
+    ],
+    ids=["plain", "json_fence", "bare_fence", "prose_around", "trailing_comma", "trailing_comma_space",
+         "single_quotes", "smart_quotes", "think_block", "wrapped_in_list", "double_encoded", "bom",
+         "echo_then_answer"],
+)
+def test_extract_json_object_tolerates_messy_wrapping(text):
+    assert extract_json_object(text, expected_keys=("question", "answer")) == GOOD
+
+
+def test_extract_keeps_quotes_and_apostrophes_inside_values():
+    text = "{'question': \"Who's the author of \u201cDune\u201d?\", 'answer': 'Frank Herbert', 'ok': True, 'x': None}"
+    assert extract_json_object(text) == {
+        "question": "Who's the author of \u201cDune\u201d?", "answer": "Frank Herbert", "ok": True, "x": None,
+    }
+
+
+def test_extract_escapes_raw_newlines_inside_strings():
+    assert extract_json_object('{"question": "line one\nline two", "answer": "B"}')["question"] == "line one\nline two"
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        (None, "empty"),
+        ("<think>hmm</think>", "empty"),
+        ("I cannot help with that request.", "no_json"),
+        ('{"question": "Which gas do plants absorb?", "choices": ["oxygen", "carbon', "truncated_json"),
+        ('```json\n{"question": "Q?", "answer": "A"', "truncated_json"),
+        ('Example: {"task": "x"} then {"question": "cut off', "truncated_json"),
+        ('["a", "b"]', "not_an_object"),
+        ("42", "not_an_object"),
+        ('{"question": "Q?" "answer": "A"}', "invalid_json"),
+        ("{question: Q?, answer: A}", "invalid_json"),
+    ],
+    ids=["empty", "whitespace", "none", "only_think", "refusal", "truncated", "truncated_fence",
+         "echo_then_truncated", "array", "number", "missing_comma", "unquoted"],
+)
+def test_extract_json_object_reasons(text, reason):
+    with pytest.raises(ParseError) as err:
+        extract_json_object(text, expected_keys=("question", "answer"))
+    assert err.value.reason == reason
+
+
+# --- normalization ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("$1,000.00", "1000"), ("1000.0", "1000"), ("1,000", "1000"), ("1000", "1000"), (" 1000. ", "1000"),
+        ("-3.50", "-3.5"), ("\u22125", "-5"), (".5", "0.5"), ("1e3", "1000"), ("50%", "50"), ("3/4", "0.75"),
+        ("2/6", "1/3"), ("£12", "12"), ("-$5", "-5"), ("0.0", "0"), (1000.0, "1000"), (72, "72"),
+        ("72 clips", None), ("12,34", None), ("", None), ("one", None), ("1/0", None), (True, None), (None, None),
+    ],
+)
+def test_normalize_number(text, expected):
+    assert normalize_number(text) == expected
+
+
+def test_numbers_in_text():
+    assert numbers_in_text("She paid $1,200 for 3 chairs, i.e. 400.50 each; -2 left") == ["1200", "3", "400.5", "-2"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The Eiffel Tower!", "eiffel tower"), ("  an   Apple ", "apple"), ("Padmé Amidala", "padmé amidala"),
+        ("\u201cQuoted,\u201d she said.", "quoted she said"), ("", ""), (None, ""),
+    ],
+)
+def test_normalize_short_text(text, expected):
+    assert normalize_short_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("yes", "yes"), ("Yes.", "yes"), ("YES", "yes"), ("True", "yes"), (True, "yes"), ("yes, it is", "yes"),
+        ("no", "no"), ("No.", "no"), ("false", "no"), (False, "no"), ("No, because the passage says otherwise", "no"),
+        ("maybe", None), ("not sure", None), ("", None), (None, None),
+    ],
+)
+def test_normalize_boolean(value, expected):
+    assert normalize_boolean(value) == expected
+
+
+@pytest.mark.parametrize(
+    "a, b, answer_format, agree",
+    [
+        ("$1,000", "1000.0", NUMERIC, True),
+        ("1000", "1001", NUMERIC, False),
+        ("72", "seventy-two", NUMERIC, False),
+        ("Yes.", "true", BOOLEAN, True),
+        ("yes", "no", BOOLEAN, False),
+        ("Not_Entailment", "not entailment", LABEL, True),
+        ("entailment", "not entailment", LABEL, False),
+        ("The Padmé Amidala", "padmé amidala.", SHORT_TEXT, True),
+        ("food", "Food", MCQ, True),
+        ("food", "water", MCQ, False),
+        ("```python\nx = 1\n```", "x  =  1", CODE, True),
+        (None, "x", SHORT_TEXT, False),
+        ("", "", SHORT_TEXT, False),
+    ],
+)
+def test_answers_agree(a, b, answer_format, agree):
+    assert answers_agree(a, b, answer_format) is agree
+
+
+# --- choices ---------------------------------------------------------------------------------
+
+OPTIONS = ["carbon dioxide", "food", "protection", "water"]
+
+
+@pytest.mark.parametrize(
+    "answer, index",
+    [
+        ("food", 1), ("Food.", 1), (" water ", 3), ("B", 1), ("(B)", 1), ("B.", 1), ("b", 1), ("[D]", 3),
+        ("Option C", 2), ("Answer: B", 1), ("2", 1), ("(4)", 3), ("B) food", 1), ("(B) Food", 1),
+        ("E", None), ("5", None), ("0", None), ("C) food", None), ("sunlight", None), ("", None), (None, None),
+    ],
+)
+def test_resolve_choice(answer, index):
+    assert resolve_choice(answer, OPTIONS) == index
+
+
+def test_letters_are_text_when_the_options_are_letters():
+    assert resolve_choice("B", ["A", "B", "C", "D"]) == 1
+    assert resolve_choice("E", ["A", "B", "C", "D"]) is None
+
+
+def test_numbers_are_text_when_the_options_mention_numbers():
+    assert resolve_choice("3", ["2 apples", "3 apples", "4 apples"]) is None
+    assert resolve_choice("3", ["1", "2", "3", "4"]) == 2
+    assert resolve_choice("B", ["2 apples", "3 apples", "4 apples"]) == 1
+
+
+# --- generated items: mcq --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        NEW_ARC_JSON,
+        f"```json\n{NEW_ARC_JSON}\n```",
+        f"Here is a new question in the same style:\n{NEW_ARC_JSON}\nI hope this helps!",
+        NEW_ARC_JSON.replace('"germination"]', '"germination",]'),
+        json.dumps(dict(NEW_ARC, answer="B")),
+        json.dumps(dict(NEW_ARC, answer="(B)")),
+        json.dumps(dict(NEW_ARC, answer="B. photosynthesis")),
+        json.dumps(dict(NEW_ARC, answer="2")),
+        json.dumps(dict(NEW_ARC, answer="Photosynthesis.")),
+        json.dumps(dict(NEW_ARC, choices=["A) respiration", "B) photosynthesis", "C) transpiration", "D) germination"])),
+        json.dumps({"Question": NEW_ARC["question"], "options": NEW_ARC["choices"], "correct_answer": "B"}),
+    ],
+    ids=["plain", "fence", "prose", "trailing_comma", "letter", "paren_letter", "letter_and_text", "number",
+         "case_and_punct", "lettered_options", "aliases"],
+)
+def test_mcq_item_resolves_to_option_text_and_index(text):
+    item = parse_generated_item(text, MCQ, ARC, None)
+    assert item.choices == NEW_ARC["choices"]
+    assert (item.answer_index, item.answer_text) == (1, "photosynthesis")
+    assert item.answer_format == MCQ and item.context is None
+
+
+def test_mcq_item_with_the_seeds_two_options():
+    text = json.dumps({
+        "question": "Maria lent her umbrella to Jen because _ was going out into the rain.",
+        "context": None, "choices": ["Maria", "Jen"], "answer": "Jen",
+    })
+    item = parse_generated_item(text, MCQ, WINOGRANDE, None)
+    assert (item.answer_index, item.answer_text) == (1, "Jen")
+
+
+@pytest.mark.parametrize(
+    "obj, seed, reason",
+    [
+        (dict(NEW_ARC, choices=NEW_ARC["choices"][:3]), ARC, "wrong_choice_count"),
+        (dict(NEW_ARC, choices=NEW_ARC["choices"] + ["osmosis"]), ARC, "wrong_choice_count"),
+        (dict(NEW_ARC, choices=["Maria", "Jen", "Tom"], answer="Jen"), WINOGRANDE, "wrong_choice_count"),
+        (dict(NEW_ARC, answer="chlorophyll"), ARC, "answer_not_in_choices"),
+        (dict(NEW_ARC, answer="E"), ARC, "answer_not_in_choices"),
+        (dict(NEW_ARC, answer="C) photosynthesis"), ARC, "answer_not_in_choices"),
+        (dict(NEW_ARC, choices=["food", "Food", "water", "air"], answer="water"), ARC, "duplicate_choices"),
+        (dict(NEW_ARC, choices=None), ARC, "missing_field"),
+        (dict(NEW_ARC, choices="respiration, photosynthesis"), ARC, "wrong_type"),
+        ({k: v for k, v in NEW_ARC.items() if k != "answer"}, ARC, "missing_field"),
+        ({k: v for k, v in NEW_ARC.items() if k != "question"}, ARC, "missing_field"),
+        (dict(NEW_ARC, question="  "), ARC, "empty_question"),
+        (dict(NEW_ARC, question="x" * 5000), ARC, "too_long"),
+        (dict(NEW_ARC, question=ARC["question"]), ARC, "same_as_seed"),
+        (dict(NEW_ARC, question=ARC["question"].upper() + "  "), ARC, "same_as_seed"),
+        (dict(NEW_ARC, answer=""), ARC, "empty_answer"),
+        (dict(NEW_ARC, question=["not", "a", "string"]), ARC, "wrong_type"),
+    ],
+    ids=["three_of_four", "five_of_four", "three_of_two", "answer_elsewhere", "letter_out_of_range",
+         "letter_text_disagree", "duplicate_options", "null_choices", "choices_string", "no_answer", "no_question",
+         "blank_question", "too_long", "copy_of_seed", "copy_of_seed_case", "empty_answer", "question_list"],
+)
+def test_invalid_mcq_items_are_rejected_with_a_reason(obj, seed, reason):
+    with pytest.raises(ValidationError) as err:
+        parse_generated_item(json.dumps(obj), MCQ, seed, None)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [("", "empty"), ("Sorry, I can't do that.", "no_json"), (NEW_ARC_JSON[:80], "truncated_json")],
+)
+def test_unparsable_generation_raises_parse_error(text, reason):
+    with pytest.raises(ParseError) as err:
+        parse_generated_item(text, MCQ, ARC, None)
+    assert err.value.reason == reason
+
+
+def test_parse_generated_item_accepts_an_already_parsed_object():
+    assert parse_generated_item(NEW_ARC, MCQ, ARC, None) == parse_generated_item(NEW_ARC_JSON, MCQ, ARC, None)
+
+
+# --- generated items: other formats ----------------------------------------------------------
+
+PASSAGE = "Mount Fuji -- Mount Fuji is the highest mountain in Japan, at 3,776 metres, and an active volcano."
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [("yes", "yes"), ("Yes.", "yes"), ("TRUE", "yes"), (True, "yes"), ("no", "no"), ("False", "no"), (False, "no")],
+)
+def test_boolean_items_normalize_to_yes_no(answer, expected):
+    obj = {"question": "is mount fuji the highest mountain in japan", "context": PASSAGE, "choices": None,
+           "answer": answer}
+    item = parse_generated_item(json.dumps(obj), BOOLEAN, BOOLQ, None)
+    assert item.answer_text == expected
+    assert item.choices == ["no", "yes"] and item.answer_index == ["no", "yes"].index(expected)
+    assert item.context == PASSAGE
+
+
+@pytest.mark.parametrize("answer", ["maybe", "It depends", "unknown"])
+def test_boolean_items_reject_other_answers(answer):
+    obj = {"question": "is mount fuji in japan", "context": PASSAGE, "choices": None, "answer": answer}
+    with pytest.raises(ValidationError) as err:
+        parse_generated_item(json.dumps(obj), BOOLEAN, BOOLQ, None)
+    assert err.value.reason == "not_boolean"
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [("neutral", "neutral"), ("Neutral", "neutral"), (" CONTRADICTION ", "contradiction"), ("entailment.", "entailment")],
+)
+def test_label_items_match_the_label_set(answer, expected):
+    obj = {"question": "The concert was cancelled.", "context": "The band played to a full hall last night.",
+           "choices": None, "answer": answer}
+    item = parse_generated_item(json.dumps(obj), LABEL, NLI, NLI_LABELS)
+    assert item.answer_text == expected
+    assert item.choices == NLI_LABELS and item.answer_index == NLI_LABELS.index(expected)
+
+
+def test_label_items_reject_labels_outside_the_set():
+    obj = {"question": "The hall was empty.", "context": "Nobody came.", "choices": None, "answer": "not_entailment"}
+    with pytest.raises(ValidationError) as err:
+        parse_generated_item(json.dumps(obj), LABEL, NLI, NLI_LABELS)
+    assert err.value.reason == "label_not_in_set"
+
+
+def test_label_set_matching_prefers_the_longest_label():
+    obj = {"question": "The hall was empty.", "context": "Nobody came.", "choices": None, "answer": "Not entailment"}
+    item = parse_generated_item(json.dumps(obj), LABEL, NLI, ["entailment", "not_entailment"])
+    assert item.answer_text == "not_entailment"
+
+
+GSM_NEW = "A baker sells 36 muffins in the morning and twice as many in the afternoon. How many muffins does he sell?"
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [("108", "108"), (108, "108"), ("108.0", "108"), ("$1,080.00", "1080"), ("108 muffins", "108"), ("1,080", "1080")],
+)
+def test_numeric_items_get_a_canonical_number(answer, expected):
+    obj = {"question": GSM_NEW, "context": None, "choices": None, "answer": answer}
+    assert parse_generated_item(json.dumps(obj), NUMERIC, GSM8K, None).answer_text == expected
+
+
+@pytest.mark.parametrize("answer", ["one hundred and eight", "36 + 72 = 108", "N/A"])
+def test_numeric_items_reject_non_numbers(answer):
+    obj = {"question": GSM_NEW, "context": None, "choices": None, "answer": answer}
+    with pytest.raises(ValidationError) as err:
+        parse_generated_item(json.dumps(obj), NUMERIC, GSM8K, None)
+    assert err.value.reason == "not_a_number"
+
+
+def test_numeric_item_copying_the_seed_is_rejected():
+    obj = {"question": GSM8K["question"], "context": None, "choices": None, "answer": "72"}
+    with pytest.raises(ValidationError) as err:
+        parse_generated_item(json.dumps(obj), NUMERIC, GSM8K, None)
+    assert err.value.reason == "same_as_seed"
+
+
+def test_short_text_item_and_null_like_context():
+    obj = {"question": "what country is the eiffel tower in?", "context": "N/A", "choices": ["x"], "answer": " France "}
+    item = parse_generated_item(json.dumps(obj), SHORT_TEXT, WEBQS, None)
+    assert (item.answer_text, item.context, item.choices, item.answer_index) == ("France", None, None, None)
+
+
+def test_short_text_answer_length_is_bounded():
+    obj = {"question": "what country is the eiffel tower in?", "context": None, "choices": None, "answer": "x" * 400}
+    with pytest.raises(ValidationError) as err:
+        parse_generated_item(json.dumps(obj), SHORT_TEXT, WEBQS, None)
+    assert err.value.reason == "too_long"
+
+
+def test_code_item_answer_loses_its_fence():
+    seed = {"task": "code_handwritten", "question": "def add(a, b): ...", "choices": None}
+    obj = {"question": "def mul(a, b):\n    \"\"\"Return a times b.\"\"\"", "context": None, "choices": None,
+           "answer": "```python\ndef mul(a, b):\n    return a * b\n```"}
+    item = parse_generated_item(json.dumps(obj), CODE, seed, None)
+    assert item.answer_text == "def mul(a, b):\n    return a * b"
+
+
+def test_freeform_item_keeps_its_text():
+    seed = {"task": "t", "question": "Summarize: the vote passed.", "choices": None}
+    obj = {"question": "Summarize: the bridge reopened after repairs.", "context": None, "choices": None,
+           "answer": "The bridge is open again."}
+    assert parse_generated_item(obj, FREEFORM, seed, None).answer_text == "The bridge is open again."
+
+
+# --- enrichment ------------------------------------------------------------------------------
+
+ARC_ITEM = {"question": NEW_ARC["question"], "context": None, "choices": NEW_ARC["choices"]}
+
+
+def _enrichment_json(final_answer, knowledge="Plants contain chlorophyll.", reasoning="Light energy is stored."):
+    return json.dumps({"knowledge": knowledge, "reasoning": reasoning, "final_answer": final_answer})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _enrichment_json("photosynthesis"),
+        _enrichment_json("B"),
+        _enrichment_json("(B) photosynthesis"),
+        _enrichment_json("The answer is B."),
+        "```json\n" + _enrichment_json("Photosynthesis") + "\n```",
+        _enrichment_json("photosynthesis").replace('"}', '",}'),
+        _enrichment_json("")[:-1].replace('"final_answer": ""', '"final_answer": "photosynthesis"') + "}",
+    ],
+    ids=["text", "letter", "letter_text", "sentence", "fence", "trailing_comma", "rebuilt"],
+)
+def test_mcq_enrichment_resolves_option(text):
+    enrichment = parse_enrichment(text, MCQ, ARC_ITEM, None)
+    assert (enrichment.final_answer, enrichment.final_answer_index) == ("photosynthesis", 1)
+    assert enrichment.knowledge == "Plants contain chlorophyll."
+    assert enrichment.reasoning == "Light energy is stored."
+
+
+@pytest.mark.parametrize(
+    "text, raw",
+    [
+        ("Plants absorb light in chloroplasts.\nSo the answer is (B).", "(B)"),
+        ("Reasoning...\n**Final answer:** B) photosynthesis", "B) photosynthesis"),
+        ("B", "B"),
+    ],
+)
+def test_mcq_answer_recovered_from_prose(text, raw):
+    enrichment = parse_enrichment(text, MCQ, ARC_ITEM, None)
+    assert (enrichment.final_answer_raw, enrichment.final_answer_index) == (raw, 1)
+
+
+def test_mcq_enrichment_answer_outside_the_options_is_kept_as_a_non_vote():
+    enrichment = parse_enrichment(_enrichment_json("chlorophyll"), MCQ, ARC_ITEM, None)
+    assert (enrichment.final_answer_raw, enrichment.final_answer, enrichment.final_answer_index) == (
+        "chlorophyll", None, None)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Natalia sold 48/2 = 24 clips in May.\n48 + 24 = 72.\n#### 72", "72"),
+        ("She earned $10 in total.\nFinal answer: $10.00", "10"),
+        ("The total is \\boxed{1,000}.", "1000"),
+        (_enrichment_json("$1,000"), "1000"),
+        (_enrichment_json("72 clips"), "72"),
+        (_enrichment_json("48 + 24 = 72"), "72"),
+        (_enrichment_json("", reasoning="48 + 24 = 72. The answer is 72."), "72"),
+        (json.dumps({"knowledge": "k", "reasoning": "r", "final_answer": 72}), "72"),
+        ('{"knowledge": "k", "reasoning": "she said "hi" twice", "final_answer": "72"}', "72"),
+        ('{"knowledge": "k", "final_answer": "1,000", "reasoning": "cut off mid-sent', "1000"),
+    ],
+    ids=["gsm_hashes", "final_answer_dollars", "boxed", "json_dollars", "json_units", "json_equation",
+         "json_empty_answer_recovered", "json_number", "broken_quotes_salvaged", "truncated_after_answer"],
+)
+def test_numeric_enrichment(text, expected):
+    assert parse_enrichment(text, NUMERIC, GSM8K, None).final_answer == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (_enrichment_json("yes"), "yes"), (_enrichment_json("No."), "no"), (_enrichment_json("TRUE"), "yes"),
+        (_enrichment_json("No, the passage says otherwise"), "no"), ("The passage says so.\nFinal answer: yes", "yes"),
+        ("Yes.", "yes"), (json.dumps({"knowledge": "", "reasoning": "", "final_answer": False}), "no"),
+        (_enrichment_json("perhaps"), None),
+    ],
+)
+def test_boolean_enrichment(text, expected):
+    enrichment = parse_enrichment(text, BOOLEAN, BOOLQ, None)
+    assert enrichment.final_answer == expected
+    assert enrichment.final_answer_index == (None if expected is None else ["no", "yes"].index(expected))
+
+
+@pytest.mark.parametrize(
+    "final, expected",
+    [("Neutral", "neutral"), ("contradiction.", "contradiction"), ("Entailment, because the premise says so", "entailment"),
+     ("The answer is: contradiction", "contradiction"), ("unrelated", None)],
+)
+def test_label_enrichment(final, expected):
+    assert parse_enrichment(_enrichment_json(final), LABEL, NLI, NLI_LABELS).final_answer == expected
+
+
+def test_short_text_enrichment_is_normalized_and_keeps_raw():
+    enrichment = parse_enrichment(_enrichment_json("The Padmé Amidala."), SHORT_TEXT, WEBQS, None)
+    assert (enrichment.final_answer_raw, enrichment.final_answer) == ("The Padmé Amidala.", "padmé amidala")
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("I am not able to answer this.\nIt is unclear\nwhat is being asked.", "no_json"),
+        ('{"knowledge": "Plants use light", "reasoning": "so the answer is B because', "truncated_json"),
+        (json.dumps({"knowledge": "k", "reasoning": "r", "final_answer": ""}), "no_final_answer"),
+        ('{"knowledge": "k" "reasoning": "r"}', "invalid_json"),
+    ],
+    ids=["empty", "prose_without_answer", "truncated_before_answer", "json_without_answer", "broken_no_answer"],
+)
+def test_enrichment_without_a_final_answer_raises(text, reason):
+    with pytest.raises(ParseError) as err:
+        parse_enrichment(text, MCQ, ARC_ITEM, None)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so 48 + 24 = 72\n#### 72", "72"),
+        ("The answer is (C).", "(C)"),
+        ("Therefore, the correct answer is: **B**", "B"),
+        ("Final Answer: yes", "yes"),
+        ("The answer is 3. Wait, recomputing... The answer is 4.", "4"),
+        ("No conclusion here", None),
+    ],
+)
+def test_recover_final_answer(text, expected):
+    assert recover_final_answer(text) == expected
