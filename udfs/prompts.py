@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from udfs.answer_formats import ALL_FORMATS, BOOLEAN, LABEL, MCQ, default_label_set
+from udfs.answer_formats import ALL_FORMATS, CHOICE_FORMATS, LABEL, MCQ, default_label_set
 from udfs.hashing import stable_hash
 
 GENERATE = "generate"
@@ -99,21 +99,25 @@ def prompt_versions() -> dict[str, str]:
 # --- rendering -------------------------------------------------------------------------------
 
 
-def _choices_or_none(record: Mapping[str, Any]) -> list[str] | None:
+def _choices_or_none(record: Mapping[str, Any], answer_format: str) -> list[str] | None:
+    """Options only where they are part of the frame: for open formats the normalized record may
+    keep the accepted answers in `choices` (WebQuestions), which must never reach a prompt."""
     choices = record.get("choices")
-    return [str(c) for c in choices] if choices is not None and len(choices) > 0 else None
+    if answer_format not in CHOICE_FORMATS or choices is None or len(choices) == 0:
+        return None
+    return [str(c) for c in choices]
 
 
 def _none_if_blank(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _item_view(record: Mapping[str, Any], with_answer: bool) -> dict[str, Any]:
+def _item_view(record: Mapping[str, Any], answer_format: str, with_answer: bool) -> dict[str, Any]:
     """The fields a prompt shows of a record: never ids, splits or the source record."""
     view: dict[str, Any] = {
         "question": record.get("question") or "",
         "context": _none_if_blank(record.get("context")),
-        "choices": _choices_or_none(record),
+        "choices": _choices_or_none(record, answer_format),
     }
     if with_answer:
         view["answer_text"] = record.get("answer_text")
@@ -135,7 +139,9 @@ def _same_record(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return (a.get("question"), a.get("context")) == (b.get("question"), b.get("context"))
 
 
-def select_examples(seed: Mapping[str, Any], examples: Sequence[Mapping[str, Any]], task: str) -> list[dict]:
+def select_examples(
+    seed: Mapping[str, Any], examples: Sequence[Mapping[str, Any]], task: str, answer_format: str
+) -> list[dict]:
     """Few-shot exemplars, checked: same task and split as the seed, and never the seed itself.
 
     A mismatched task or split is a caller bug that would leak another task (or held-out data) into
@@ -149,7 +155,7 @@ def select_examples(seed: Mapping[str, Any], examples: Sequence[Mapping[str, Any
         if example.get("split") is not None and seed.get("split") is not None and example["split"] != seed["split"]:
             raise ValueError(f"few-shot example from split {example['split']!r}, seed is from {seed['split']!r}")
         if not _same_record(example, seed):
-            chosen.append(_item_view(example, with_answer=True))
+            chosen.append(_item_view(example, answer_format, with_answer=True))
     return chosen
 
 
@@ -188,7 +194,7 @@ def render_generation_messages(
     if not task:
         raise ValueError("task is required (argument or seed['task'])")
     template = load_template(GENERATE, answer_format)
-    choices = _choices_or_none(seed)
+    choices = _choices_or_none(seed, answer_format)
     if answer_format == MCQ and not choices:
         raise ValueError("an mcq seed needs choices")
     labels = _resolve_label_set(answer_format, label_set, choices)
@@ -196,10 +202,10 @@ def render_generation_messages(
     payload = {
         "task": task,
         "answer_format": answer_format,
-        "seed": _item_view(seed, with_answer=True),
+        "seed": _item_view(seed, answer_format, with_answer=True),
         "n_choices": n_choices,
         "label_set": labels,
-        "examples": select_examples(seed, examples, task),
+        "examples": select_examples(seed, examples, task, answer_format),
     }
     values = _placeholders(task, answer_format, n_choices, labels)
     return _messages(template, values, payload), template.prompt_version
@@ -219,14 +225,14 @@ def render_enrichment_messages(
     if not task:
         raise ValueError("task is required (argument or item['task'])")
     template = load_template(ENRICH, answer_format)
-    choices = _choices_or_none(item)
+    choices = _choices_or_none(item, answer_format)
     if answer_format == MCQ and not choices:
         raise ValueError("an mcq item needs choices")
     labels = _resolve_label_set(answer_format, label_set, choices)
     payload = {
         "task": task,
         "answer_format": answer_format,
-        "item": _item_view(item, with_answer=False),
+        "item": _item_view(item, answer_format, with_answer=False),
         "label_set": labels,
     }
     values = _placeholders(task, answer_format, len(choices) if choices else None, labels)

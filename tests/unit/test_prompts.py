@@ -101,6 +101,16 @@ def test_enrichment_prompt_follows_the_contract_and_hides_the_answer(answer_form
     assert "answer_text" not in json.dumps(payload)
 
 
+def test_accepted_answers_kept_in_choices_of_open_formats_never_reach_a_prompt():
+    webqs = dict(seed_records.webqs(1)[0], choices=["Padmé Amidala", "Queen Amidala"])  # as normalize keeps them
+    messages, _ = render_enrichment_messages(webqs, SHORT_TEXT, None, "webqs")
+    assert extract_input_payload(messages)["item"]["choices"] is None
+    assert "Amidala" not in messages[-1]["content"]
+    messages, _ = render_generation_messages(webqs, [webqs], SHORT_TEXT, None, "webqs")
+    payload = extract_input_payload(messages)
+    assert payload["seed"]["choices"] is None and payload["n_choices"] is None
+
+
 def test_mcq_prompt_states_the_seed_option_count():
     winogrande = seed_records.winogrande(1)[0]
     messages, _ = render_generation_messages(winogrande, [], MCQ, None, "winogrande")
