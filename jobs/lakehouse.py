@@ -105,10 +105,19 @@ class Lakehouse:
             ]
         )
 
-    def merge(self, df: DataFrame, spec: TableSpec, update_existing: bool = False) -> None:
-        """Insert rows whose key is new; with update_existing, also overwrite matched rows.
+    def merge(
+        self,
+        df: DataFrame,
+        spec: TableSpec,
+        update_existing: bool = False,
+        update_when_changed: list[str] | None = None,
+    ) -> None:
+        """Insert rows whose key is new; optionally overwrite matched rows.
 
-        Rows are deduplicated on the key first: MERGE refuses two source rows for one target row.
+        update_existing rewrites every matched row; update_when_changed rewrites a matched row
+        only when one of those columns differs (null-safe), so an unchanged rerun commits no
+        rewritten files. Rows are deduplicated on the key first: MERGE refuses two source rows
+        for one target row.
         """
         from delta.tables import DeltaTable
 
@@ -120,7 +129,10 @@ class Lakehouse:
             .alias("t")
             .merge(source.alias("s"), condition)
         )
-        if update_existing:
+        if update_when_changed:
+            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in update_when_changed)
+            merge = merge.whenMatchedUpdateAll(condition=changed)
+        elif update_existing:
             merge = merge.whenMatchedUpdateAll()
         merge.whenNotMatchedInsertAll().execute()
 
