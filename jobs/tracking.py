@@ -1,0 +1,137 @@
+"""MLflow tracking: one run per pipeline run, a child run per stage.
+
+Locally the tracking store is a SQLite file in the lakehouse home (`<home>/mlflow.db`, artifacts
+under `<home>/mlruns`); on Databricks the workspace tracking server is used. What is logged:
+params (config fingerprint, model, endpoint host, prompt versions, code and lm-eval versions),
+metrics (rows per table, stage seconds, LLM accounting) and every table a stage wrote as an
+MLflow dataset pinned to its Delta version.
+
+Secrets never reach MLflow: params are built from an allow-list of config fields, the endpoint
+URL is reduced to scheme://host[:port]/path without credentials or query string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+from jobs.config import Config
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "taskseed"
+
+
+def safe_endpoint_url(url: str | None) -> str:
+    """scheme://host[:port]/path: userinfo and query strings can carry credentials."""
+    if not url:
+        return "simulator"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def code_version() -> str:
+    version = metadata.version("taskseed")
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        sha = ""
+    return f"{version}+{sha}" if sha else version
+
+
+def run_params(config: Config) -> dict[str, str]:
+    """The allow-listed parameters of a run (nothing from the environment, no key material)."""
+    params = {
+        "config_fingerprint": config.fingerprint(),
+        "runtime": config.runtime,
+        "namespace": f"{config.catalog}.{config.schema_name}" if config.catalog else config.schema_name,
+        "endpoint_url": safe_endpoint_url(config.endpoint.base_url),
+        "model": config.endpoint.model,
+        "max_concurrency": str(config.endpoint.max_concurrency),
+        "items_per_seed": str(config.generate.items_per_seed),
+        "samples_per_item": str(config.enrich.samples_per_item),
+        "generate_temperature": str(config.generate.temperature),
+        "enrich_temperature": str(config.enrich.temperature),
+        "tasks": ",".join(config.tasks.select) or "all-eligible",
+        "code_version": code_version(),
+        "lm_eval_version": metadata.version("lm-eval"),
+    }
+    try:
+        from udfs.prompts import prompt_versions
+
+        params.update({f"prompt_version.{k}": v for k, v in sorted(prompt_versions().items())})
+    except ImportError:  # prompts are optional for catalog-only runs
+        pass
+    return params
+
+
+def configure_mlflow(config: Config) -> None:
+    import mlflow
+
+    if config.runtime == "databricks":
+        mlflow.set_tracking_uri("databricks")
+        experiment = f"/Shared/{EXPERIMENT}-{config.schema_name}"
+    else:
+        home = Path(config.home).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+        experiment = EXPERIMENT
+        if mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=(home / "mlruns").as_uri())
+    mlflow.set_experiment(experiment)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@contextmanager
+def pipeline_run(config: Config, name: str) -> Iterator[object]:
+    import mlflow
+
+    configure_mlflow(config)
+    with mlflow.start_run(run_name=name) as run:
+        mlflow.log_params(run_params(config))
+        yield run
+
+
+@contextmanager
+def stage_run(stage: str) -> Iterator[object]:
+    import mlflow
+
+    with mlflow.start_run(run_name=stage, nested=True) as run:
+        yield run
+
+
+def log_table_versions(lakehouse, tables: list[str], context: str) -> dict[str, int]:
+    """Log each table as an MLflow dataset pinned to its current Delta version, plus its row count."""
+    import mlflow
+
+    versions = {}
+    for name in tables:
+        if not lakehouse.exists(name):
+            continue
+        version = lakehouse.version(name)
+        rows = lakehouse.read(name).count()
+        versions[name] = version
+        mlflow.log_metric(f"rows.{name}", rows)
+        mlflow.log_param(f"{context}.{name}.delta_version", version)
+        try:
+            if lakehouse.managed:
+                dataset = mlflow.data.load_delta(table_name=lakehouse.table_name(name), version=version)
+            else:
+                dataset = mlflow.data.load_delta(path=lakehouse.table_path(name).as_posix(), version=version,
+                                                 name=name)
+            mlflow.log_input(dataset, context=context)
+        except Exception as exc:  # lineage is best effort; the run itself must not fail on it
+            log.warning("could not log %s as an MLflow dataset: %s", name, type(exc).__name__)
+    return versions
