@@ -31,6 +31,7 @@ import asyncio
 import atexit
 import collections
 import email.utils
+import hashlib
 import json
 import os
 import random
@@ -344,7 +345,11 @@ def classify(exc: BaseException) -> Failure:
         # The aiohttp transport reports a dropped connection as ConnectTimeout; the root cause
         # (a TimeoutError vs. e.g. ServerDisconnectedError) tells which it really was.
         root = _root_cause(exc)
-        if isinstance(root, (TimeoutError, httpx2.TimeoutException)):
+        if root is exc:
+            timed_out = isinstance(exc, openai.APITimeoutError)
+        else:
+            timed_out = isinstance(root, (TimeoutError, httpx2.TimeoutException))
+        if timed_out:
             return Failure("timeout", True, None, None, "request timed out")
         return Failure("connection", True, None, None, f"connection error ({type(root).__name__})")
     if isinstance(exc, InvalidResponse):
@@ -468,9 +473,9 @@ class BatchStats:
 class Engine:
     """One AsyncOpenAI client + its event loop thread, per (process, EndpointSettings)."""
 
-    def __init__(self, settings: EndpointSettings):
+    def __init__(self, settings: EndpointSettings, api_key: str | None = None):
         self.settings = settings
-        key = resolve_api_key(settings)
+        key = api_key or resolve_api_key(settings)
         self.redact = Redactor(key)
         self.learned_limit: float | None = None
         self.loop = asyncio.new_event_loop()
@@ -625,21 +630,23 @@ class Engine:
             self._thread.join(10)
 
 
-_ENGINES: dict[EndpointSettings, Engine] = {}
+_ENGINES: dict[tuple[EndpointSettings, str], Engine] = {}
 _ENGINES_PID: int | None = None
 _ENGINES_LOCK = threading.Lock()
 
 
-def get_engine(settings: EndpointSettings) -> Engine:
-    """The process-wide engine for these settings (rebuilt after a fork)."""
+def get_engine(settings: EndpointSettings, api_key: str | None = None) -> Engine:
+    """The process-wide engine for these settings (and explicitly passed key; rebuilt after a
+    fork). The cache is keyed by a digest of the key, so a rotated key builds a new client."""
     global _ENGINES_PID
+    cache_key = (settings, hashlib.sha256(api_key.encode()).hexdigest() if api_key else "")
     with _ENGINES_LOCK:
         if _ENGINES_PID != os.getpid():
             _ENGINES.clear()
             _ENGINES_PID = os.getpid()
-        engine = _ENGINES.get(settings)
+        engine = _ENGINES.get(cache_key)
         if engine is None:
-            engine = _ENGINES[settings] = Engine(settings)
+            engine = _ENGINES[cache_key] = Engine(settings, api_key)
         return engine
 
 
@@ -658,11 +665,15 @@ def close_engines() -> None:
 atexit.register(close_engines)
 
 
-def call_batch(settings: EndpointSettings, requests: Iterable[dict], concurrency: int | None = None
-               ) -> tuple[list[dict], BatchStats]:
+def call_batch(settings: EndpointSettings, requests: Iterable[dict], concurrency: int | None = None,
+               api_key: str | None = None) -> tuple[list[dict], BatchStats]:
     """Send every request (up to `concurrency` in flight) and return one result per request,
-    in input order, plus batch stats. Never raises for a bad row or a failing endpoint."""
+    in input order, plus batch stats. Never raises for a bad row or a failing endpoint.
+
+    `api_key` is for callers that received the key from the driver (Spark workers); otherwise
+    it is resolved from `settings` when the process's client is first built.
+    """
     rows = list(requests)
     if not rows:
         return [], BatchStats()
-    return get_engine(settings).run(rows, concurrency or settings.max_concurrency)
+    return get_engine(settings, api_key).run(rows, concurrency or settings.max_concurrency)

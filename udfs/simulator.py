@@ -86,6 +86,18 @@ class SimSettings:
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
 
+    def validated(self) -> "SimSettings":
+        """Self, after checking every probability and the fault-rate total (ValueError)."""
+        for name in ("fault_rate", "wrong_answer_rate", "duplicate_rate", "heldout_copy_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if any(not 0.0 <= r <= 1.0 for _, r in self.fault_rates):
+            raise ValueError("each fault rate must be in [0, 1]")
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.rate_limit_rps < 0:
+            raise ValueError("latency and rate limit must be >= 0")
+        self.kind_rates()
+        return self
+
     def kind_rates(self) -> list[tuple[str, float]]:
         """Effective per-kind fault probabilities (sum must stay <= 1)."""
         explicit = dict(self.fault_rates)
@@ -407,8 +419,10 @@ class SimulatorState:
         self.by_request_id: Counter[str] = Counter()
         self.first_attempts: Counter[str] = Counter()
         self.by_content: Counter[str] = Counter()
-        self.in_flight = 0
+        self.in_flight = 0  # requests being processed (holding one of max_concurrency slots)
         self.peak_in_flight = 0
+        self.queued = 0  # requests waiting for a slot
+        self.peak_queued = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -422,6 +436,7 @@ class SimulatorState:
             "distinct_contents": len(self.by_content),
             "max_content_hits": max(self.by_content.values(), default=0),
             "peak_in_flight": self.peak_in_flight,
+            "peak_queued": self.peak_queued,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
@@ -524,15 +539,24 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
             request.transport.abort()
             raise asyncio.CancelledError()
 
-        state.in_flight += 1
-        state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        state.queued += 1
+        state.peak_queued = max(state.peak_queued, state.queued)
+        admitted = False
         try:
             async with semaphore:
-                delay = _latency_s(settings, content_key, n)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                state.queued -= 1
+                admitted = True
+                state.in_flight += 1
+                state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+                try:
+                    delay = _latency_s(settings, content_key, n)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                finally:
+                    state.in_flight -= 1
         finally:
-            state.in_flight -= 1
+            if not admitted:
+                state.queued -= 1
 
         if fault == "bad_body":
             state.outcomes["bad_body"] += 1
@@ -584,7 +608,6 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
     app.router.add_get("/v1/models", models)
     app.router.add_get("/admin/stats", stats)
     app.router.add_post("/admin/reset", reset)
-    app["state"] = state
     return app
 
 
@@ -605,7 +628,8 @@ async def _serve(settings: SimSettings, host: str, port: int, state: SimulatorSt
                  bound: list | None = None) -> None:
     from aiohttp import web
 
-    runner = web.AppRunner(build_app(settings, state), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(settings, state), access_log=None, handle_signals=False,
+                           shutdown_timeout=0.25)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
     await site.start()
@@ -671,6 +695,11 @@ class SimulatorServer:
                 errors.append(exc)
                 started.set()
             finally:
+                # Handlers still sleeping (hang faults) are cancelled, not left dangling.
+                pending = asyncio.all_tasks(self._loop)
+                for task in pending:
+                    task.cancel()
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 self._loop.close()
 
         self._thread = threading.Thread(target=main, name="taskseed-simulator", daemon=True)

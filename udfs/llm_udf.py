@@ -1,0 +1,153 @@
+"""Spark side of the LLM engine: `mapInPandas` over request rows, one result row per request.
+
+Each Spark task runs `udfs.llm_client.call_batch` on its pandas batches, so a task keeps up to
+`max_concurrency // concurrent_tasks` requests in flight (the endpoint's budget split over the
+tasks that run at once); the client and its event loop are built once per Python worker.
+
+Input columns (requests): request_id, messages_json, response_format_json (nullable),
+temperature, max_tokens, plus any passthrough columns (stage, source_key, task, task_family,
+sample_index, model, prompt_version) that are copied to the output unchanged.
+
+Output columns: the passthrough columns, then request_id, status, content, parsed_json,
+error_class, error_detail, attempts, latency_ms, prompt_tokens, completion_tokens, finish_reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Callable, Iterator, Sequence
+
+import pandas as pd
+from pyspark import Broadcast
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+from udfs.llm_client import EndpointSettings, call_batch, resolve_api_key
+
+REQUEST_COLUMNS = ("request_id", "messages_json", "response_format_json", "temperature", "max_tokens")
+PASSTHROUGH_COLUMNS = ("stage", "source_key", "task", "task_family", "sample_index", "model", "prompt_version")
+RESULT_FIELDS = (
+    StructField("request_id", StringType(), False),
+    StructField("status", StringType(), False),
+    StructField("content", StringType()),
+    StructField("parsed_json", StringType()),
+    StructField("error_class", StringType()),
+    StructField("error_detail", StringType()),
+    StructField("attempts", IntegerType()),
+    StructField("latency_ms", DoubleType()),
+    StructField("prompt_tokens", IntegerType()),
+    StructField("completion_tokens", IntegerType()),
+    StructField("finish_reason", StringType()),
+)
+_RESULT_NAMES = [f.name for f in RESULT_FIELDS]
+_INT_COLUMNS = ("attempts", "prompt_tokens", "completion_tokens")
+
+
+def per_task_concurrency(max_concurrency: int, concurrent_tasks: int) -> int:
+    """The endpoint's in-flight budget split evenly over the Spark tasks that run at once."""
+    return max(1, int(max_concurrency) // max(1, int(concurrent_tasks)))
+
+
+def result_schema(input_schema: StructType, passthrough: Sequence[str]) -> StructType:
+    by_name = {f.name: f for f in input_schema.fields}
+    fields = [StructField(n, by_name[n].dataType, True) for n in passthrough if n != "request_id"]
+    return StructType(fields + list(RESULT_FIELDS))
+
+
+def results_frame(rows: list[dict], batch: pd.DataFrame, passthrough: Sequence[str]) -> pd.DataFrame:
+    """Result dicts (in request order) + the batch's passthrough columns → output pandas frame."""
+    out = pd.DataFrame({n: batch[n].to_numpy() for n in passthrough if n != "request_id"}, index=range(len(batch)))
+    for name in _RESULT_NAMES:
+        if name == "parsed_json":
+            out[name] = [None if r["parsed"] is None else json.dumps(r["parsed"], ensure_ascii=False) for r in rows]
+        elif name in _INT_COLUMNS:
+            out[name] = pd.array([r[name] for r in rows], dtype="Int32")
+        elif name == "latency_ms":
+            out[name] = pd.array([r[name] for r in rows], dtype="Float64")
+        else:
+            out[name] = [r[name] for r in rows]
+    return out
+
+
+def make_call_partition(settings: EndpointSettings, concurrency: int, passthrough: Sequence[str],
+                        api_key: Broadcast | None = None
+                        ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The mapInPandas function: a picklable closure over settings (no secret), a concurrency
+    budget and, optionally, the broadcast handle of the key (see `shared_api_key`)."""
+    passthrough = tuple(passthrough)
+
+    def call_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if batch.empty:
+                continue
+            batch = batch.reset_index(drop=True)
+            cols = [c for c in REQUEST_COLUMNS if c in batch.columns]
+            if "model" in batch.columns:
+                cols.append("model")
+            requests = batch[cols].to_dict("records")
+            key = api_key.value.reveal() if api_key is not None else None
+            rows, _stats = call_batch(settings, requests, concurrency, api_key=key)
+            yield results_frame(rows, batch, passthrough)
+
+    return call_partition
+
+
+def call_endpoint(df: DataFrame, settings: EndpointSettings, concurrent_tasks: int,
+                  passthrough: Sequence[str] = PASSTHROUGH_COLUMNS, api_key: Broadcast | None = None) -> DataFrame:
+    """Lazily map request rows to result rows across `concurrent_tasks` partitions.
+
+    Evaluating the result calls the endpoint: evaluate it exactly once (write it, or
+    checkpoint it) — every re-evaluation is another paid request.
+    """
+    missing = [c for c in ("request_id", "messages_json") if c not in df.columns]
+    if missing:
+        raise ValueError(f"request frame lacks columns {missing}")
+    present = [c for c in passthrough if c in df.columns]
+    fn = make_call_partition(settings, per_task_concurrency(settings.max_concurrency, concurrent_tasks), present,
+                             api_key)
+    return df.repartition(max(1, concurrent_tasks)).mapInPandas(fn, result_schema(df.schema, present))
+
+
+class SecretBox:
+    """A secret value whose repr/str never show it (what the broadcast carries)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretBox(***)"
+
+    __str__ = __repr__
+
+    def __getstate__(self):
+        return self._value
+
+    def __setstate__(self, state):
+        self._value = state
+
+
+@contextlib.contextmanager
+def shared_api_key(spark: SparkSession, settings: EndpointSettings) -> Iterator[Broadcast | None]:
+    """Resolve the key once on the driver and share it with the Python workers as a broadcast.
+
+    Workers inherit the JVM's environment as it was at session start, so a key exported later
+    (notebooks) or read from a Databricks secret scope (driver-only) would be missing there.
+    A broadcast travels through Spark's block manager, not through py4j command strings (which
+    py4j logs at DEBUG) and not through the conf/UI; the closure pickles only its id. It is
+    destroyed when the block ends. Fails fast on the driver when a required key is missing.
+    """
+    key = resolve_api_key(settings)
+    if not key:
+        yield None
+        return
+    handle = spark.sparkContext.broadcast(SecretBox(key))
+    try:
+        yield handle
+    finally:
+        handle.destroy()
