@@ -1,0 +1,191 @@
+"""The simulator: deterministic answers to the project's own prompts, content faults, and the
+HTTP behaviour of a real server (labels, usage, latency/queueing, rate limits, truncation)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from jobs.sim_cli import add_sim_parser, settings_from_args
+from tests.unit import seed_records
+from udfs.prompts import render_enrichment_messages, render_generation_messages
+from udfs.simulator import SimSettings, parse_contract, sim_answer, sim_truth
+
+
+def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read())
+
+
+def _gen_body(seed: dict, examples: list[dict], fmt: str, labels=None) -> dict:
+    messages, _ = render_generation_messages(seed, examples, fmt, labels, seed["task"])
+    return {"model": "taskseed-sim", "messages": messages}
+
+
+# ---- pure answers --------------------------------------------------------------------------------
+def test_truth_ignores_choice_order_and_whitespace():
+    a = sim_truth("Which  metal is magnetic?", "mcq", ["iron", "gold", "copper"])
+    assert a == sim_truth("which metal is magnetic?", "mcq", ["copper", "iron", "gold"])
+    assert sim_truth("Is it?", "boolean") in ("yes", "no")
+    assert sim_truth("x", "label", ["a", "b"], ["neutral", "entailment"]) in ("neutral", "entailment")
+    assert sim_truth("Tom has 3 apples and buys 4 more.", "numeric") == "7"
+
+
+def test_generation_keeps_the_frame_with_new_surface_text():
+    seeds = seed_records.arc_easy(3)
+    settings = SimSettings(seed=1)
+    for i, seed in enumerate(seeds):
+        item = json.loads(sim_answer(_gen_body(seed, seeds, "mcq"), settings, f"r{i}", f"c{i}"))
+        assert len(item["choices"]) == len(seed["choices"])
+        assert item["answer"] in item["choices"]
+        assert item["answer"] == sim_truth(item["question"], "mcq", item["choices"])
+        assert item["question"] != seed["question"]
+        seed_words, new_words = set(seed["question"].split()), set(item["question"].split())
+        assert len(seed_words & new_words) < 0.8 * len(seed_words)  # not a near-copy
+
+
+@pytest.mark.parametrize("loader, fmt, labels", [
+    (seed_records.boolq, "boolean", None),
+    (seed_records.gsm8k, "numeric", None),
+    (lambda n: [seed_records.nli_seed()], "label", ["entailment", "neutral", "contradiction"]),
+])
+def test_generation_other_formats(loader, fmt, labels):
+    seed = loader(1)[0]
+    item = json.loads(sim_answer(_gen_body(seed, [], fmt, labels), SimSettings(), "r", "c"))
+    if fmt == "boolean":
+        assert item["answer"] in ("yes", "no")
+    elif fmt == "numeric":
+        float(item["answer"])
+    else:
+        assert item["answer"] in labels
+
+
+def test_enrichment_agrees_with_truth_unless_wrong_answers_are_injected():
+    seed = seed_records.arc_easy(1)[0]
+    item = {"task": "arc_easy", "question": seed["question"], "choices": seed["choices"], "context": None}
+    messages, _ = render_enrichment_messages(item, "mcq")
+    truth = sim_truth(seed["question"], "mcq", seed["choices"])
+    good = json.loads(sim_answer({"messages": messages}, SimSettings(), "e1", "c"))
+    assert good["final_answer"] == truth and good["knowledge"] and good["reasoning"]
+    bad = json.loads(sim_answer({"messages": messages}, SimSettings(wrong_answer_rate=1.0), "e1", "c"))
+    assert bad["final_answer"] != truth and bad["final_answer"] in seed["choices"]
+
+
+def test_generation_wrong_answer_duplicate_and_heldout_copy(tmp_path):
+    seeds = seed_records.arc_easy(2)
+    body = _gen_body(seeds[0], seeds, "mcq")
+    wrong = json.loads(sim_answer(body, SimSettings(wrong_answer_rate=1.0), "r1", "c"))
+    assert wrong["answer"] != sim_truth(wrong["question"], "mcq", wrong["choices"])
+    a = sim_answer(body, SimSettings(), "r1", "c")
+    b = sim_answer(body, SimSettings(), "r2", "c")
+    assert a != b  # different samples of one seed differ...
+    dup = SimSettings(duplicate_rate=1.0)
+    assert sim_answer(body, dup, "r1", "c") == sim_answer(body, dup, "r2", "c")  # ...unless duplicated
+    heldout = tmp_path / "heldout.jsonl"
+    row = {"question": "Which planet is known as the red planet?",
+           "choices": ["Mars", "Venus", "Jupiter", "Saturn"], "answer_text": "Mars"}
+    heldout.write_text(json.dumps(row) + "\n")
+    copied = json.loads(sim_answer(body, SimSettings(heldout_copy_rate=1.0, heldout_file=str(heldout)),
+                                   "r1", "c", [row]))
+    assert (copied["question"], copied["answer"]) == (row["question"], "Mars")
+
+
+def test_same_seed_same_answer_and_non_contract_prompts_get_generic_json():
+    body = _gen_body(seed_records.arc_easy(1)[0], [], "mcq")
+    assert sim_answer(body, SimSettings(seed=5), "r", "c") == sim_answer(body, SimSettings(seed=5), "r", "c")
+    assert parse_contract([{"role": "user", "content": "hi"}]) is None
+    generic = {"messages": [{"role": "user", "content": "hi"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "integer"}}}}}}
+    assert json.loads(sim_answer(generic, SimSettings(), "r", "c")) == {"a": "simulated", "n": 0}
+    assert "simulat" in sim_answer({"messages": [{"role": "user", "content": "hi"}]}, SimSettings(), "r", "c")
+
+
+# ---- over HTTP -----------------------------------------------------------------------------------
+def test_models_and_completions_are_labelled_and_report_usage(sim):
+    with urllib.request.urlopen(sim.base_url + "/models", timeout=5) as resp:
+        models = json.loads(resp.read())
+    assert models["data"][0]["id"] == "taskseed-sim" and "not a model" in models["data"][0]["description"]
+    status, headers, body = _post(sim.base_url, _gen_body(seed_records.arc_easy(1)[0], [], "mcq"))
+    assert status == 200 and headers["X-Taskseed-Simulator"] == "1"
+    assert body["system_fingerprint"] == "taskseed-simulator"
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 50 and usage["completion_tokens"] > 5
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    json.loads(body["choices"][0]["message"]["content"])
+
+
+def test_max_tokens_truncates_with_finish_reason_length(sim):
+    body = dict(_gen_body(seed_records.arc_easy(1)[0], [], "mcq"), max_tokens=5)
+    _, _, resp = _post(sim.base_url, body)
+    assert resp["choices"][0]["finish_reason"] == "length"
+    assert len(resp["choices"][0]["message"]["content"]) == 20
+
+
+def test_rate_limit_answers_429_with_retry_after(start_sim):
+    server = start_sim(rate_limit_rps=1, rate_limit_burst=2, latency_ms=0)
+    codes = [_post(server.base_url, {"messages": [{"role": "user", "content": f"{i}"}]}) for i in range(4)]
+    assert [c[0] for c in codes] == [200, 200, 429, 429]
+    assert int(codes[2][1]["Retry-After"]) >= 1 and "retry-after-ms" in {k.lower() for k in codes[2][1]}
+
+
+def test_max_concurrency_queues_the_excess(start_sim):
+    server = start_sim(latency_ms=100, latency_jitter_ms=0, max_concurrency=4)
+
+    async def burst():
+        loop = asyncio.get_running_loop()
+        body = {"messages": [{"role": "user", "content": "x"}]}
+        return await asyncio.gather(*[loop.run_in_executor(None, _post, server.base_url, body) for _ in range(12)])
+
+    t0 = time.perf_counter()
+    results = asyncio.run(burst())
+    elapsed = time.perf_counter() - t0
+    assert all(r[0] == 200 for r in results)
+    assert server.stats()["peak_in_flight"] <= 4 and elapsed >= 0.29  # 12 requests / 4 slots x 100 ms
+
+
+def test_faults_are_deterministic_per_seed(start_sim):
+    def outcomes(seed):
+        server = start_sim(seed=seed, fault_rate=0.5, latency_ms=0, hang_s=0.01,
+                           fault_kinds=("500", "503", "429", "malformed", "truncate"))
+        codes = [_post(server.base_url, {"messages": [{"role": "user", "content": f"q{i}"}]})[0] for i in range(30)]
+        server.stop()
+        return codes
+
+    first = outcomes(4)
+    assert first == outcomes(4) and 200 in first and set(first) - {200}
+    assert first != outcomes(5)
+
+
+def test_required_key_gives_401_without_it(start_sim):
+    server = start_sim(require_api_key="sk-test-SECRET123")
+    assert _post(server.base_url, {"messages": []})[0] == 401
+    ok = _post(server.base_url, {"messages": [{"role": "user", "content": "x"}]},
+               {"Authorization": "Bearer sk-test-SECRET123"})
+    assert ok[0] == 200 and "sk-test-SECRET123" not in json.dumps(ok[2])
+
+
+def test_cli_flags_map_to_settings(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_sim_parser(parser.add_subparsers(dest="command"))
+    heldout = tmp_path / "h.jsonl"
+    heldout.write_text("")
+    args = parser.parse_args(["sim", "--port", "0", "--seed", "9", "--latency-ms", "50", "--max-concurrency", "8",
+                              "--rate-limit-rps", "20", "--fault-rate", "0.2", "--fault", "hang=0.05",
+                              "--heldout-file", str(heldout)])
+    settings = settings_from_args(args)
+    assert (settings.seed, settings.latency_ms, settings.max_concurrency, settings.rate_limit_rps) == (9, 50, 8, 20)
+    assert dict(settings.kind_rates())["hang"] == 0.05 and settings.heldout_file == str(heldout)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sim", "--fault", "explode=0.1"])
