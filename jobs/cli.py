@@ -152,7 +152,11 @@ def _register_optional(commands) -> None:
             if exc.name == module_name:
                 continue
             raise
-        getattr(module, register)(commands)
+        added = getattr(module, register)(commands)
+        if module_name == "jobs.sim_cli":
+            # the simulator is standalone: no lakehouse, no pipeline config
+            run_sim = module.run_sim
+            added.set_defaults(handler=lambda args, _config: run_sim(args), needs_config=False)
 
 
 def main(argv: list[str] | None = None) -> int:
