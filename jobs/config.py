@@ -98,12 +98,19 @@ class SimulatorConfig(_Strict):
     wrong_answer_rate: float = Field(0.1, ge=0, le=1)
     duplicate_rate: float = Field(0.05, ge=0, le=1)
     heldout_copy_rate: float = Field(0.02, ge=0, le=1)
+    heldout_file: str | None = Field(None, description="JSONL of held-out items generation may copy.")
+    rate_limit_rps: float = Field(0.0, ge=0, description="Token-bucket rate; excess gets 429 (0 = off).")
+    rate_limit_burst: float | None = Field(None, ge=1)
+    retry_after_s: float = Field(1.0, ge=0)
+    hang_s: float = Field(120.0, ge=0)
+    latency_dist: Literal["fixed", "uniform", "lognormal"] = "uniform"
 
 
 class LLMConfig(_Strict):
     micro_batch_rows: int = Field(2000, ge=1, description="Requests per ledger commit.")
     max_requests: int | None = Field(None, ge=0, description="Stop a stage cleanly after this many.")
     max_tokens_budget: int | None = Field(None, ge=0)
+    retry_failed: bool = Field(False, description="Re-send requests whose ledger row is `failed`.")
 
 
 class GenerateConfig(_Strict):

@@ -245,7 +245,7 @@ def run_llm_stage(
     *,
     endpoint: EndpointSettings | None = None,
     run_id: str | None = None,
-    retry_failed: bool = False,
+    retry_failed: bool | None = None,
     concurrent_tasks: int | None = None,
 ) -> RunAccounting:
     """Send the requests that have no terminal ledger row; append results per micro-batch.
@@ -260,6 +260,8 @@ def run_llm_stage(
         with endpoint_for(config) as ep:
             return run_llm_stage(lakehouse, config, requests_df, stage, progress, endpoint=ep,
                                  run_id=run_id, retry_failed=retry_failed, concurrent_tasks=concurrent_tasks)
+    if retry_failed is None:
+        retry_failed = config.llm.retry_failed
     missing = [c for c in REQUIRED_COLUMNS if c not in requests_df.columns]
     if missing:
         raise ValueError(f"requests frame lacks columns {missing}")

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from functools import lru_cache
 
 from jobs.config import Config, ConfigError
@@ -80,6 +81,9 @@ def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, drive
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.python.worker.reuse", "true")
+        # Executors must run this interpreter (the venv with pandas, lm-eval, openai), not `python3`.
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.pyspark.driver.python", sys.executable)
     )
     for key, value in extra_conf:
         builder = builder.config(key, value)
