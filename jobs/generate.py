@@ -400,6 +400,19 @@ class StageResult:
         """Requests of the plan with no ledger row yet (budget stop)."""
         return self.planned - self.items - self.quarantined
 
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric metrics for MLflow (`<stage>.items`, `<stage>.quarantined.<reason>`, ...)."""
+        prefix = f"{self.stage}."
+        values = dict(self.accounting.metrics()) if self.accounting is not None else {}
+        values.update({prefix + "planned": float(self.planned), prefix + "items": float(self.items),
+                       prefix + "quarantined": float(self.quarantined), prefix + "unsent": float(self.unsent),
+                       prefix + "render_errors": float(self.render_errors)})
+        for family, n in self.items_by_family.items():
+            values[f"{prefix}items.{family}"] = float(n)
+        for reason, n in self.quarantined_by_reason.items():
+            values[f"{prefix}quarantined.{reason}"] = float(n)
+        return values
+
     def summary_lines(self) -> list[str]:
         lines = []
         if self.accounting is not None:
@@ -447,9 +460,10 @@ def parse_ledger(lakehouse: Lakehouse, plan: DataFrame, stage: str, parse_row: C
 
 
 def write_quarantine(lakehouse: Lakehouse, parsed: DataFrame, stage: str) -> None:
-    """One MERGE into `quarantine` for a stage: insert new bad rows, update changed ones, and delete
-    rows whose key now parses into a usable row (after a parser fix), so every request is in
-    exactly one place."""
+    """Bring `quarantine` in line with the parsed rows of a stage in at most one MERGE: insert new
+    bad rows, update changed ones, and delete rows whose key now parses into a usable row (after a
+    parser fix), so every request is in exactly one place. Rows already right are filtered out
+    first, so a rerun that changes nothing commits nothing."""
     from delta.tables import DeltaTable
 
     lakehouse.ensure(QUARANTINE)
@@ -460,9 +474,19 @@ def write_quarantine(lakehouse: Lakehouse, parsed: DataFrame, stage: str) -> Non
           for f in QUARANTINE.schema.fields],
         (F.col("kind") != "quarantine").alias("_usable"),
     ).dropDuplicates(["source_key"])
+    compared = ["source_key", *QUARANTINE_CHANGE_COLUMNS]
+    existing = (lakehouse.read(QUARANTINE.name).where(F.col("stage") == stage)
+                .select(*[F.col(c).alias(f"_t_{c}") for c in compared]))
+    new_or_changed_bad = source.where(~F.col("_usable")).join(
+        existing, [F.col(c).eqNullSafe(F.col(f"_t_{c}")) for c in compared], "left_anti")
+    healed = source.where(F.col("_usable")).join(
+        existing, F.col("source_key") == F.col("_t_source_key"), "left_semi")
+    todo = new_or_changed_bad.unionByName(healed)
+    if not todo.count():
+        return
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in QUARANTINE_CHANGE_COLUMNS)
     (DeltaTable.forName(lakehouse.spark, lakehouse.table_name(QUARANTINE.name)).alias("t")
-     .merge(source.alias("s"), "t.stage = s.stage AND t.source_key = s.source_key")
+     .merge(todo.alias("s"), "t.stage = s.stage AND t.source_key = s.source_key")
      .whenMatchedDelete(condition="s._usable")
      .whenMatchedUpdate(condition=f"NOT s._usable AND ({changed})",
                         set={c: f"s.`{c}`" for c in QUARANTINE.columns})
@@ -492,16 +516,22 @@ def finish_stage(lakehouse: Lakehouse, plan: DataFrame, stage: str, parse_row, s
     parsed = parse_ledger(lakehouse, plan, stage, parse_row, schema)
     result = tally(stage, parsed, accounting)
     if result.items:
-        usable = parsed.where(F.col("kind") == usable_kind).withColumn(timestamp_column, F.current_timestamp())
-        lakehouse.merge(usable, spec, update_when_changed=change_columns)
-    if result.quarantined or result.render_errors or (result.items and _has_quarantine(lakehouse, stage)):
+        usable = parsed.where(F.col("kind") == usable_kind)
+        fresh = new_or_changed(lakehouse, usable, spec, change_columns)
+        if fresh.count():  # a rerun that changes nothing commits nothing (and skips a MERGE)
+            lakehouse.merge(fresh.withColumn(timestamp_column, F.current_timestamp()), spec,
+                            update_when_changed=change_columns)
+    if result.items or result.quarantined or result.render_errors:
         write_quarantine(lakehouse, parsed, stage)
     return result
 
 
-def _has_quarantine(lakehouse: Lakehouse, stage: str) -> bool:
-    """Whether a stage has quarantine rows at all (a cheap probe that spares the healing MERGE)."""
-    return bool(lakehouse.read(QUARANTINE.name).where(F.col("stage") == stage).limit(1).count())
+def new_or_changed(lakehouse: Lakehouse, rows: DataFrame, spec, change_columns: list[str]) -> DataFrame:
+    """`rows` whose key is not in the table yet or whose `change_columns` differ (null-safe)."""
+    columns = [*spec.keys, *change_columns]
+    target = lakehouse.read(spec.name).select(*[F.col(c).alias(f"_t_{c}") for c in columns])
+    same = [F.col(c).eqNullSafe(F.col(f"_t_{c}")) for c in columns]
+    return rows.join(target, same, "left_anti")
 
 
 def parse_generation(lakehouse: Lakehouse, plan: DataFrame, accounting: RunAccounting | None = None) -> StageResult:

@@ -1,0 +1,222 @@
+"""Generate and enrich on local Spark against the simulator over HTTP, on tiny inline seed tables.
+
+Pure plan/parse helpers are tested first without Spark; then few Spark tests (each stage run is
+~10-20 Spark actions): K rows per seed and M per item with lineage, broken outputs quarantined with
+every request accounted for and no resend on rerun, and a dry run / budget stop / continue cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from argparse import Namespace
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.enrich import enrichment_requests, parse_enrichment_row, pretraining_documents, run_enrich
+from jobs.generate import (
+    choose_exemplars,
+    cmd_generate,
+    generation_requests,
+    parse_generation_row,
+    run_generate,
+)
+from schemas.tables import ENRICHED, GENERATED, LLM_CALLS, QUARANTINE, SEEDS
+from tests.unit import seed_records
+from udfs.llm_client import EndpointSettings
+from udfs.prompts import extract_input_payload
+from udfs.simulator import SimSettings, sim_answer
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers need the venv's pandas
+
+FAMILY = {"arc_easy": "arc", "gsm8k": "gsm8k", "boolq": "boolq", "winogrande": "winogrande",
+          "webqs": "webqs", "nli_handwritten": "nli"}
+
+
+def seed_rows(**counts: int) -> list[dict]:
+    """Real records from the mirror (tests/unit/seed_records) as full `seeds` rows."""
+    rows = []
+    for task, n in counts.items():
+        records = [seed_records.nli_seed()] if task == "nli_handwritten" else getattr(seed_records, task)(n)
+        rows.extend(records)
+    for row in rows:
+        row.update(task_family=FAMILY[row["task"]], license="CC-BY-4.0", license_class="permissive",
+                   dataset_path="mirror", dataset_name=None)
+    return [{c: row.get(c) for c in SEEDS.columns} for row in rows]
+
+
+def broken_seed() -> dict:
+    """An mcq seed without options: cannot be rendered, must land in quarantine as render_error."""
+    row = {c: None for c in SEEDS.columns}
+    row.update(seed_id="broken-seed-0001", task="arc_easy", task_family="arc", split="train", doc_index=999,
+               answer_format="mcq", question="Which one is it?", answer_text="this one")
+    return row
+
+
+def write_seeds(lakehouse, rows: list[dict]) -> None:
+    lakehouse.merge(lakehouse.spark.createDataFrame(rows, SEEDS.schema), SEEDS)
+
+
+def endpoint(url: str, **kw) -> EndpointSettings:
+    values = dict(base_url=url, model="taskseed-sim", require_key=False, max_concurrency=16, timeout_s=5.0,
+                  backoff_base_s=0.02, backoff_max_s=0.2)
+    values.update(kw)
+    return EndpointSettings(**values)
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+# ---- pure: plan rows and parsing (no Spark) --------------------------------------------------
+
+def test_generation_requests_k_samples_fewshot_same_task_never_the_seed():
+    seeds = seed_rows(arc_easy=3)
+    pool = [dict(s, split="train") for s in seeds]
+    rows = generation_requests(seeds[0], choose_exemplars(seeds[0]["seed_id"], pool, 2), model="m", k=3,
+                               temperature=0.9, max_tokens=512)
+    assert [r["sample_index"] for r in rows] == [0, 1, 2]
+    assert len({r["request_id"] for r in rows}) == 3  # the sample index separates the K samples
+    assert len({r["messages_json"] for r in rows}) == 1  # rendered once per seed
+    payload = extract_input_payload(json.loads(rows[0]["messages_json"]))
+    assert len(payload["examples"]) == 2
+    assert seeds[0]["question"] not in [e["question"] for e in payload["examples"]]
+    assert {e["question"] for e in payload["examples"]} <= {s["question"] for s in seeds}
+    assert rows[0]["est_prompt_tokens"] > 50 and 0 < rows[0]["est_completion_tokens"] <= 512
+    # deterministic: same seed, same exemplars, same request ids
+    again = generation_requests(seeds[0], choose_exemplars(seeds[0]["seed_id"], pool, 2), model="m", k=3,
+                                temperature=0.9, max_tokens=512)
+    assert [r["request_id"] for r in again] == [r["request_id"] for r in rows]
+    # a changed temperature is a different request
+    hotter = generation_requests(seeds[0], [], model="m", k=1, temperature=1.0, max_tokens=512)
+    assert hotter[0]["request_id"] not in {r["request_id"] for r in rows}
+    # an unrenderable seed is one render_error row, not an exception
+    bad = generation_requests(broken_seed(), [], model="m", k=3, temperature=0.9, max_tokens=512)
+    assert len(bad) == 1 and bad[0]["render_error"] == "render_error" and "choices" in bad[0]["render_detail"]
+
+
+@pytest.mark.parametrize("task", ["arc_easy", "gsm8k", "boolq", "winogrande", "webqs", "nli_handwritten"])
+def test_every_format_round_trips_through_plan_simulator_and_parsers(task):
+    seed = seed_rows(**{task: 1})[0]
+    [request] = generation_requests(seed, [], model="m", k=1, temperature=0.9, max_tokens=1024)
+    content = sim_answer({"messages": json.loads(request["messages_json"])}, SimSettings(), "g", "g")
+    item = parse_generation_row(dict(request, status="ok", content=content, run_id="r"))
+    assert item["kind"] == "item", item
+    assert item["seed_id"] == seed["seed_id"] and item["license"] == "CC-BY-4.0"
+    enrich_item = dict(item, item_kind="generated", gen_id=item["gen_id"])
+    [erequest] = enrichment_requests(enrich_item, model="m", m=1, temperature=0.7, max_tokens=1024)
+    econtent = sim_answer({"messages": json.loads(erequest["messages_json"])}, SimSettings(), "e", "e")
+    sample = parse_enrichment_row(dict(erequest, status="ok", content=econtent, run_id="r"))
+    assert sample["kind"] == "sample" and sample["gen_id"] == item["gen_id"]
+    assert sample["final_answer"] is not None and sample["reasoning"]
+    # broken outputs become quarantine rows carrying the raw text and the typed reason
+    broken = parse_generation_row(dict(request, status="parse_error", content=content[: len(content) // 2]))
+    assert broken["kind"] == "quarantine" and broken["reason"] == "truncated_json"
+    assert broken["raw"] == content[: len(content) // 2] and broken["source_key"] == request["request_id"]
+    failed = parse_enrichment_row(dict(erequest, status="failed", content=None, error_class="http_503"))
+    assert failed["kind"] == "quarantine" and failed["reason"] == "http_503"
+
+
+# ---- Spark ----------------------------------------------------------------------------------
+
+@pytest.mark.spark
+def test_generate_k_per_seed_enrich_m_per_item_with_lineage_and_documents(lakehouse, make_config, sim):
+    write_seeds(lakehouse, seed_rows(arc_easy=2, gsm8k=2, boolq=2, winogrande=2, webqs=2, nli_handwritten=1)
+                + [broken_seed()])
+    config = lakehouse.config.model_copy(deep=True)
+    config.generate.items_per_seed, config.enrich.samples_per_item = 2, 2
+    config.enrich.enrich_seeds = True
+    ep = endpoint(sim.base_url)
+
+    gen = run_generate(lakehouse, config, progress=quiet, endpoint=ep)
+    assert (gen.planned, gen.items, gen.quarantined, gen.render_errors, gen.unsent) == (22, 22, 0, 1, 0)
+    assert gen.items_by_family == {"arc": 4, "gsm8k": 4, "boolq": 4, "winogrande": 4, "webqs": 4, "nli": 2}
+    generated = lakehouse.read(GENERATED.name)
+    per_seed = {r.seed_id: (r.n, r.samples) for r in generated.groupBy("seed_id").agg(
+        F.count("*").alias("n"), F.collect_set("sample_index").alias("samples")).collect()}
+    assert len(per_seed) == 11 and all(n == 2 and sorted(s) == [0, 1] for n, s in per_seed.values())
+    row = generated.where("task = 'arc_easy'").first()
+    assert row.license == "CC-BY-4.0" and row.model == "taskseed-sim" and row.prompt_version.startswith("gen-")
+    assert len(row.choices) == 4 and row.choices[row.answer_index] == row.answer_text
+    quarantine = {(r.stage, r.source_key): r.reason for r in lakehouse.read(QUARANTINE.name).collect()}
+    assert quarantine == {("generate", "broken-seed-0001"): "render_error"}
+
+    enr = run_enrich(lakehouse, config, progress=quiet, endpoint=ep)
+    # 22 generated items + 11 renderable seeds, M=2 each; the broken seed cannot be rendered here either
+    assert (enr.planned, enr.items, enr.quarantined, enr.render_errors) == (66, 66, 0, 1)
+    enriched = lakehouse.read(ENRICHED.name)
+    counts = {(r.item_kind, r.n) for r in enriched.groupBy("gen_id", "item_kind").count()
+              .toDF("gen_id", "item_kind", "n").collect()}
+    assert counts == {("generated", 2), ("seed", 2)}
+    assert enriched.where("final_answer IS NULL OR reasoning = '' OR knowledge = ''").count() == 0
+    assert sim.stats()["requests"] == 22 + 66
+
+    docs = pretraining_documents(lakehouse)
+    texts = [r.text for r in docs.where("task = 'arc_easy' AND item_kind = 'generated'").collect()]
+    assert len(texts) == 8
+    assert all("Question:" in t and "Options:\n(A)" in t and "Reasoning:" in t and "\nAnswer: (" in t for t in texts)
+
+
+@pytest.mark.spark
+def test_dry_run_budget_stop_continue_quarantine_accounting_and_rerun_sends_none(lakehouse, start_sim, capsys):
+    write_seeds(lakehouse, seed_rows(arc_easy=3, gsm8k=3, boolq=2))
+    config = lakehouse.config.model_copy(deep=True)
+    config.generate.items_per_seed = 2
+    server = start_sim(seed=11, latency_ms=2, latency_jitter_ms=1,
+                       fault_rates=(("malformed", 0.25), ("500", 0.15)))
+    ep = endpoint(server.base_url, max_retries=0)
+
+    # dry run: per family requests and token estimates, nothing sent, no ledger row
+    assert cmd_generate(Namespace(dry_run=True, tasks=None), config) == 0
+    table = _estimate_table(capsys.readouterr().out)
+    assert table["arc"][:3] == [6, 0, 6] and table["gsm8k"][:3] == [6, 0, 6] and table["boolq"][:3] == [4, 0, 4]
+    assert table["TOTAL"][3] > 16 * 100 and 0 < table["TOTAL"][4] <= table["TOTAL"][5] == 16 * 1024
+    assert server.stats()["requests"] == 0 and lakehouse.read(LLM_CALLS.name).count() == 0
+
+    # budget: stops cleanly after max_requests; what was sent is parsed and accounted for
+    config.llm.max_requests, config.llm.micro_batch_rows = 5, 4
+    stopped = run_generate(lakehouse, config, progress=quiet, endpoint=ep)
+    assert stopped.accounting.sent == 5 and "max_requests" in stopped.accounting.stopped_reason
+    assert stopped.items + stopped.quarantined == 5 and stopped.unsent == 11
+    assert server.stats()["requests"] == 5
+
+    # a stale quarantine row for a request that parses (as before a parser fix) must be healed
+    some_ok = sorted(r.request_id for r in lakehouse.read(GENERATED.name).collect())[0]
+    lakehouse.merge(lakehouse.spark.createDataFrame([("generate", some_ok, "old_parser_reason")],
+                                                    "stage string, source_key string, reason string"), QUARANTINE)
+
+    # the rerun continues where the budget stopped: only the 11 unsent requests go out
+    config.llm.max_requests = None
+    rest = run_generate(lakehouse, config, progress=quiet, endpoint=ep)
+    assert (rest.accounting.already_done, rest.accounting.sent) == (5, 11) and rest.accounting.reconciles()
+    assert rest.items + rest.quarantined == 16 and rest.unsent == 0
+    reasons = rest.quarantined_by_reason
+    assert reasons.get("truncated_json", 0) >= 1 and reasons.get("http_500", 0) >= 1, reasons
+    assert server.stats()["requests"] == 16 and len(server.stats()["by_request_id"]) == 16
+    ledger_ids = {r.request_id for r in lakehouse.read(LLM_CALLS.name).collect()}
+    generated_ids = {r.request_id for r in lakehouse.read(GENERATED.name).collect()}
+    quarantined = {r.source_key: r for r in lakehouse.read(QUARANTINE.name).collect()}
+    # every request is in exactly one place
+    assert generated_ids | set(quarantined) == ledger_ids and not generated_ids & set(quarantined)
+    assert some_ok not in quarantined
+    assert all(r.raw for r in quarantined.values() if r.reason == "truncated_json")  # raw text kept
+    per_seed = [r["count"] for r in lakehouse.read(GENERATED.name).groupBy("seed_id").count().collect()]
+    assert all(1 <= n <= 2 for n in per_seed)
+
+    # a full rerun sends nothing (failed calls are terminal too) and changes nothing
+    version = lakehouse.version(GENERATED.name)
+    again = run_generate(lakehouse, config, progress=quiet, endpoint=ep)
+    assert again.accounting.sent == 0 and server.stats()["requests"] == 16
+    assert (again.items, again.quarantined_by_reason) == (rest.items, rest.quarantined_by_reason)
+    assert lakehouse.version(GENERATED.name) == version
+
+
+def _estimate_table(out: str) -> dict[str, list[int]]:
+    rows = {}
+    for line in out.splitlines():
+        cells = line.split()
+        if len(cells) == 8 and cells[1].isdigit():
+            rows[cells[0]] = [int(c) for c in cells[1:]]
+    return rows
