@@ -65,6 +65,9 @@ def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, drive
     from pyspark.sql import SparkSession
 
     require_java()
+    # Python workers must run this interpreter (the venv with pandas, lm-eval, openai), not the
+    # `python3` on PATH; PySpark reads the variable, not spark.pyspark.python, in local mode.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(master)
         .appName("taskseed")
@@ -81,9 +84,6 @@ def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, drive
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.python.worker.reuse", "true")
-        # Executors must run this interpreter (the venv with pandas, lm-eval, openai), not `python3`.
-        .config("spark.pyspark.python", sys.executable)
-        .config("spark.pyspark.driver.python", sys.executable)
     )
     for key, value in extra_conf:
         builder = builder.config(key, value)
