@@ -351,11 +351,17 @@ def run_catalog(
 
 
 def print_catalog_summary(rows: list[dict[str, Any]], out: Callable[[str], None] = print) -> None:
+    """Per family with at least one eligible task; the rest are counted in one line."""
     summary = family_summary(rows)
-    width = max(len(s[0]) for s in summary)
+    seeded = [s for s in summary if s[2]]
+    width = max(len(s[0]) for s in seeded) if seeded else 6
     out(f"{'family':<{width}}  tasks  eligible  answer formats (eligible)")
-    for family, total, eligible, formats in summary:
+    for family, total, eligible, formats in seeded:
         out(f"{family:<{width}}  {total:>5}  {eligible:>8}  {formats}")
+    held_only = [s for s in summary if not s[2]]
+    out(f"{len(held_only)} more families ({sum(s[1] for s in held_only)} tasks) have no eligible task: "
+        "see `taskseed sql \"select family, ineligible_reason, count(*) from task_catalog where not eligible "
+        "group by 1, 2\"`")
     eligible_rows = [r for r in rows if r["eligible"]]
     families = {r["family"] for r in eligible_rows}
     datasets = {r["dataset_path"] for r in eligible_rows}

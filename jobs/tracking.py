@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -112,6 +113,16 @@ def stage_run(stage: str) -> Iterator[object]:
         yield run
 
 
+def _delta_dataset(lakehouse, name: str, version: int):
+    import mlflow
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # mlflow's schema-inference hints
+        if lakehouse.managed:
+            return mlflow.data.load_delta(table_name=lakehouse.table_name(name), version=version)
+        return mlflow.data.load_delta(path=lakehouse.table_path(name).as_posix(), version=version, name=name)
+
+
 def log_table_versions(lakehouse, tables: list[str], context: str) -> dict[str, int]:
     """Log each table as an MLflow dataset pinned to its current Delta version, plus its row count."""
     import mlflow
@@ -121,17 +132,11 @@ def log_table_versions(lakehouse, tables: list[str], context: str) -> dict[str, 
         if not lakehouse.exists(name):
             continue
         version = lakehouse.version(name)
-        rows = lakehouse.read(name).count()
         versions[name] = version
-        mlflow.log_metric(f"rows.{name}", rows)
+        mlflow.log_metric(f"rows.{name}", lakehouse.read(name).count())
         mlflow.log_param(f"{context}.{name}.delta_version", version)
         try:
-            if lakehouse.managed:
-                dataset = mlflow.data.load_delta(table_name=lakehouse.table_name(name), version=version)
-            else:
-                dataset = mlflow.data.load_delta(path=lakehouse.table_path(name).as_posix(), version=version,
-                                                 name=name)
-            mlflow.log_input(dataset, context=context)
+            mlflow.log_input(_delta_dataset(lakehouse, name, version), context=context)
         except Exception as exc:  # lineage is best effort; the run itself must not fail on it
             log.warning("could not log %s as an MLflow dataset: %s", name, type(exc).__name__)
     return versions
