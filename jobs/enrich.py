@@ -214,16 +214,19 @@ def run_enrich(
     *,
     endpoint=None,
     run_id: str | None = None,
+    retry_failed: bool = False,
 ) -> StageResult:
     plan = enrichment_plan(lakehouse, config, tasks)
     requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
     accounting = run_llm_stage(lakehouse, config, requests, ENRICH, _progress_adapter(progress),
-                               endpoint=endpoint, run_id=run_id)
+                               endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
     return parse_enrichments(lakehouse, plan, accounting)
 
 
-def estimate_enrich(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None) -> list[EstimateRow]:
-    return plan_estimate(lakehouse, enrichment_plan(lakehouse, config, tasks))
+def estimate_enrich(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None,
+                  retry_failed: bool = False) -> list[EstimateRow]:
+    return plan_estimate(lakehouse, enrichment_plan(lakehouse, config, tasks),
+                         retry_failed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,13 +270,14 @@ def cmd_enrich(args, config: Config) -> int:
     from jobs.cli import _open_lakehouse, progress
 
     tasks = parse_tasks(getattr(args, "tasks", None))
+    retry_failed = bool(getattr(args, "retry_failed", False))
     lakehouse = _open_lakehouse(config)
     if config.enrich.enrich_seeds:
         _require_seeds(lakehouse, tasks)
     if args.dry_run:
-        print_estimate(ENRICH, estimate_enrich(lakehouse, config, tasks), config)
+        print_estimate(ENRICH, estimate_enrich(lakehouse, config, tasks, retry_failed), config)
         return 0
-    result = run_enrich(lakehouse, config, tasks, progress=progress)
+    result = run_enrich(lakehouse, config, tasks, progress=progress, retry_failed=retry_failed)
     for line in result.summary_lines():
         print(line)
     if result.accounting is not None and result.accounting.stopped_reason:
@@ -286,5 +290,7 @@ def add_enrich_parser(subparsers) -> None:
         "enrich", help="solve every generated item (and optionally seeds) M times into `enriched`")
     parser.add_argument("--dry-run", action="store_true",
                         help="print per task family the requests and token estimate; send nothing")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="send again the requests whose ledger row is `failed` (retries exhausted)")
     parser.add_argument("--tasks", help="comma-separated task names (default: every task)")
     parser.set_defaults(handler=cmd_enrich)

@@ -336,10 +336,10 @@ class EstimateRow:
     render_errors: int
 
 
-def plan_estimate(lakehouse: Lakehouse, plan: DataFrame) -> list[EstimateRow]:
+def plan_estimate(lakehouse: Lakehouse, plan: DataFrame, retry_failed: bool = False) -> list[EstimateRow]:
     """Per task family: requests in the plan, how many have a terminal ledger row, how many would
     be sent, and the token estimate of those. One Spark action; nothing is sent."""
-    done = (lakehouse.read(LLM_CALLS.name).where(F.col("status").isin(*terminal_statuses(False)))
+    done = (lakehouse.read(LLM_CALLS.name).where(F.col("status").isin(*terminal_statuses(retry_failed)))
             .select("request_id").distinct().withColumn("_done", F.lit(1)))
     flagged = plan.join(done, "request_id", "left")
     pending = F.col("request_id").isNotNull() & F.col("_done").isNull()
@@ -555,17 +555,20 @@ def run_generate(
     *,
     endpoint=None,
     run_id: str | None = None,
+    retry_failed: bool = False,
 ) -> StageResult:
     """Plan, call (only what the ledger lacks, within budget), parse the ledger into tables."""
     plan = generation_plan(lakehouse, config, tasks)
     requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
     accounting = run_llm_stage(lakehouse, config, requests, GENERATE, _progress_adapter(progress),
-                               endpoint=endpoint, run_id=run_id)
+                               endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
     return parse_generation(lakehouse, plan, accounting)
 
 
-def estimate_generate(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None) -> list[EstimateRow]:
-    return plan_estimate(lakehouse, generation_plan(lakehouse, config, tasks))
+def estimate_generate(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None,
+                  retry_failed: bool = False) -> list[EstimateRow]:
+    return plan_estimate(lakehouse, generation_plan(lakehouse, config, tasks),
+                         retry_failed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,6 +585,8 @@ def parse_tasks(value: str | None) -> list[str] | None:
 
 def _require_seeds(lakehouse: Lakehouse, tasks: Sequence[str] | None) -> None:
     seeds = lakehouse.read(SEEDS.name)
+    if not tasks and not seeds.limit(1).count():
+        raise ConfigError("the seeds table is empty: run `taskseed ingest` first")
     if tasks:
         found = {r.task for r in seeds.where(F.col("task").isin(list(tasks))).select("task").distinct().collect()}
         missing = [t for t in tasks if t not in found]
@@ -593,12 +598,13 @@ def cmd_generate(args, config: Config) -> int:
     from jobs.cli import _open_lakehouse, progress
 
     tasks = parse_tasks(getattr(args, "tasks", None))
+    retry_failed = bool(getattr(args, "retry_failed", False))
     lakehouse = _open_lakehouse(config)
     _require_seeds(lakehouse, tasks)
     if args.dry_run:
-        print_estimate(GENERATE, estimate_generate(lakehouse, config, tasks), config)
+        print_estimate(GENERATE, estimate_generate(lakehouse, config, tasks, retry_failed), config)
         return 0
-    result = run_generate(lakehouse, config, tasks, progress=progress)
+    result = run_generate(lakehouse, config, tasks, progress=progress, retry_failed=retry_failed)
     for line in result.summary_lines():
         print(line)
     if result.accounting is not None and result.accounting.stopped_reason:
@@ -611,6 +617,8 @@ def add_generate_parser(subparsers) -> None:
         "generate", help="generate K new items per seed through the LLM endpoint into `generated`")
     parser.add_argument("--dry-run", action="store_true",
                         help="print per task family the requests and token estimate; send nothing")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="send again the requests whose ledger row is `failed` (retries exhausted)")
     parser.add_argument("--tasks", help="comma-separated task names (default: every seeded task)")
     parser.set_defaults(handler=cmd_generate)
 
