@@ -40,7 +40,6 @@ from jobs.generate import (
     EstimateRow,
     StageResult,
     _progress_adapter,
-    _py,
     _require_seeds,
     approx_prompt_tokens,
     pandas_frame,

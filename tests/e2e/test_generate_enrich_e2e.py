@@ -13,8 +13,6 @@ no table, and every enriched sample renders as a pretraining document.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections import Counter
 from itertools import islice
 
@@ -25,8 +23,6 @@ from schemas.tables import ENRICHED, GENERATED, LLM_CALLS, QUARANTINE, SEEDS
 from udfs.llm_client import EndpointSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
-
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers need the venv's pandas
 
 TASKS = ["arc_easy", "gsm8k", "boolq", "winogrande", "webqs"]
 TRAIN_FILES = [

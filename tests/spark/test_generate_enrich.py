@@ -8,8 +8,6 @@ every request accounted for and no resend on rerun, and a dry run / budget stop 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from argparse import Namespace
 
 import pytest
@@ -28,8 +26,6 @@ from tests.unit import seed_records
 from udfs.llm_client import EndpointSettings
 from udfs.prompts import extract_input_payload
 from udfs.simulator import SimSettings, sim_answer
-
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers need the venv's pandas
 
 FAMILY = {"arc_easy": "arc", "gsm8k": "gsm8k", "boolq": "boolq", "winogrande": "winogrande",
           "webqs": "webqs", "nli_handwritten": "nli"}
