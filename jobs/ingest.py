@@ -185,6 +185,7 @@ class PlannedTask:
     row: dict
     source: dict  # effective dataset_path, dataset_name, yaml_path, overrides_json
     splits: list[tuple[str, str]]  # (split, role)
+    named_splits: frozenset[str] = frozenset()  # splits the YAML (or an override) names
 
 
 def _effective(row: dict, config: Config) -> tuple[dict, dict]:
@@ -198,13 +199,16 @@ def _effective(row: dict, config: Config) -> tuple[dict, dict]:
 
 
 def split_roles(eff: dict, role: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """[(split, role)] for a task and notes. Held-out = validation, test and a few-shot split
-    that is not the training split; the training split is seeded only for seeded tasks and
-    never when the task also evaluates on it."""
+    """[(split, role)] for a task and notes. Held-out = the YAML's validation, test and few-shot
+    splits plus any split named `validation`/`test` the data has (MMLU's unnamed validation
+    split), never the training split; the training split is seeded only for seeded tasks and
+    never when the task also evaluates on it. Splits absent from the data are dropped later."""
+    from udfs.normalize import STANDARD_HELDOUT_SPLITS
+
     notes = []
     train = eff.get("training_split")
-    held = [s for s in (eff.get("validation_split"), eff.get("test_split"), eff.get("fewshot_split"))
-            if s and s != train]
+    named = (eff.get("validation_split"), eff.get("test_split"), eff.get("fewshot_split"))
+    held = [s for s in (*named, *STANDARD_HELDOUT_SPLITS) if s and s != train]
     out: list[tuple[str, str]] = []
     if role == SEED and train:
         if train in (eff.get("validation_split"), eff.get("test_split")):
@@ -231,14 +235,18 @@ def plan_units(planned: list[PlannedTask], config: Config, summaries: dict[str, 
         task_units = []
         missing = []
         for split, role in p.splits:
+            named = split in p.named_splits
             if mirror:
                 found = split_files(mirror, p.source["dataset_path"], p.source["dataset_name"], split)
                 if found is None:
-                    missing.append(split)
+                    if named:
+                        missing.append(split)
                     continue
                 n_rows = count_rows(*found)
             else:
                 n_rows = _hub_split_rows(p.source["dataset_path"], p.source["dataset_name"], split)
+                if n_rows is None and not named:
+                    continue  # an unnamed standard split is only taken when the data has it
             bounds = _shards(n_rows, shard_rows)
             for start, end in bounds:
                 task_units.append({
@@ -252,11 +260,12 @@ def plan_units(planned: list[PlannedTask], config: Config, summaries: dict[str, 
                 })
         where = (f"{p.source['dataset_path']}/{p.source['dataset_name'] or 'default'}"
                  + (f" in mirror {mirror}" if mirror else ""))
-        if missing:
-            summary.notes.append(f"split(s) {', '.join(missing)} not available at {where}")
         if not task_units:
+            wanted = [s for s, _ in p.splits if s in p.named_splits]
             summary.skipped = f"data unavailable: no split of {where}" + (
-                f" ({', '.join(s for s, _ in p.splits)} wanted)" if p.splits else " (no splits configured)")
+                f" ({', '.join(wanted)} wanted)" if wanted else " (no splits configured)")
+        elif missing:
+            summary.notes.append(f"split(s) {', '.join(missing)} not available at {where}")
         units.extend(task_units)
     return units
 
@@ -424,7 +433,7 @@ def run_ingest(
         planned.append(PlannedTask(task, role, row, {
             "dataset_path": eff["dataset_path"], "dataset_name": eff.get("dataset_name"),
             "yaml_path": yaml_path, "overrides_json": json.dumps(ov, sort_keys=True),
-        }, splits))
+        }, splits, frozenset(v for k, v in eff.items() if k.endswith("_split") and v)))
 
     units = plan_units(planned, config, summaries)
     units.sort(key=lambda u: -u["size"])  # biggest first: better balance across executors
@@ -448,9 +457,11 @@ def run_ingest(
     # Repeats of a byte-identical record within a run keep the lowest doc_index; the others
     # become quarantine rows (reason duplicate_record), so every source row is accounted for.
     is_record = F.col("kind").isin(SEED, HELDOUT_ROLE)
+    same_id = Window.partitionBy("row_id")
     ranked = mapped.withColumn(
-        "_rank", F.when(is_record, F.row_number().over(
-            Window.partitionBy("row_id").orderBy("doc_index", "split"))).otherwise(F.lit(1)))
+        "_rank", F.when(is_record, F.row_number().over(same_id.orderBy("doc_index", "split")))
+        .otherwise(F.lit(1))
+    ).withColumn("_first", F.min("doc_index").over(same_id))
     dup = is_record & (F.col("_rank") > 1)
     final = ranked.select(
         *[c for c in mapped.columns if c not in ("kind", "row_id", "reason", "detail")],
@@ -459,8 +470,10 @@ def run_ingest(
                                                    F.col("doc_index").cast("string"), "row_id"), 256), 1, 32))
         .otherwise(F.col("row_id")).alias("row_id"),
         F.when(dup, F.lit("duplicate_record")).otherwise(F.col("reason")).alias("reason"),
-        F.when(dup, F.concat(F.lit("identical to an earlier record of this split ("),
-                             F.col("kind"), F.lit("_id "), F.col("row_id"), F.lit(")")))
+        F.when(dup, F.concat(F.lit("row "), F.col("doc_index").cast("string"),
+                             F.lit(" repeats row "), F.col("_first").cast("string"),
+                             F.lit(" of this split ("), F.col("kind"), F.lit("_id "), F.col("row_id"),
+                             F.lit(")")))
         .otherwise(F.col("detail")).alias("detail"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:

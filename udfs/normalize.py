@@ -22,7 +22,8 @@ reason (see `REASONS`); the rest of the shard goes on.
 
 Row identity (documented here because every writer relies on it):
 - `seed_id` / `heldout_id` = stable_hash(role, task, split, source_record[, sub_index]): the raw
-  record's canonical JSON as the source published it, so the same record ingested twice (rerun,
+  record's canonical JSON (sorted keys, null-valued keys dropped: `datasets` adds a null for
+  every column a row lacks), so the same record ingested twice (rerun,
   re-ordered file, new shard size) is one row. Two byte-identical records inside one split are
   one row too; the second is quarantined as `duplicate_record` by the job, not dropped silently.
   `sub_index` only appears when a `process_docs` expands one record into several docs.
@@ -41,8 +42,9 @@ import math
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +205,8 @@ def count_rows(builder: str, files: list[str]) -> int:
 # --------------------------------------------------------------------------------------------
 
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split")
+# Held-out even when the YAML does not name them (MMLU's `validation`): benchmark data either way.
+STANDARD_HELDOUT_SPLITS = ("validation", "test")
 
 
 @dataclass(frozen=True)
@@ -272,14 +276,22 @@ def _load_splits(source: TaskSource, cfg: dict) -> dict[str, Any]:
     dataset_name = cfg.get("dataset_name")
     if source.mirror:
         wanted = {s for s in (cfg.get(k) for k in (*_SPLIT_KEYS, "fewshot_split")) if s}
+        wanted |= set(STANDARD_HELDOUT_SPLITS)
         found = available_splits(source.mirror, dataset_path, dataset_name, sorted(wanted))
         if not found:
             raise FileNotFoundError(
                 f"no split of {dataset_path}/{dataset_name or 'default'} in mirror {source.mirror}"
             )
-        out = {}
+        by_builder: dict[str, dict[str, list[str]]] = {}
         for split, (builder, files) in found.items():
-            out[split] = datasets.load_dataset(builder, data_files={split: files}, split=split)
+            by_builder.setdefault(builder, {})[split] = files
+        out = {}
+        for builder, data_files in by_builder.items():
+            try:  # one builder for all splits: a third of the per-split overhead
+                out.update(datasets.load_dataset(builder, data_files=data_files))
+            except Exception:  # noqa: BLE001 - e.g. splits whose columns differ: one by one
+                for split, files in data_files.items():
+                    out[split] = datasets.load_dataset(builder, data_files={split: files}, split=split)
         return out
     kwargs = dict(cfg.get("dataset_kwargs") or {})
     kwargs.pop("trust_remote_code", None)
@@ -328,8 +340,6 @@ class Renderer:
         probe_row = [0]
 
         def custom_dataset(**_kwargs):
-            if not self.splits:
-                self.splits = _load_splits(self.source, cfg)
             return {name: ds.select([min(probe_row[0], len(ds) - 1)])
                     for name, ds in self.splits.items() if len(ds)}
 
@@ -503,8 +513,9 @@ class CompiledTask:
         return self.task.doc_to_target(doc, doc_to_target=render)
 
 
-_RENDERERS: dict[TaskSource, Renderer] = {}
+_RENDERERS: OrderedDict[TaskSource, Renderer] = OrderedDict()
 _RENDERERS_LOCK = threading.Lock()
+MAX_RENDERERS = 64  # a long-lived worker meets hundreds of tasks: keep the recent ones
 
 
 def get_renderer(source: TaskSource) -> Renderer:
@@ -514,6 +525,10 @@ def get_renderer(source: TaskSource) -> Renderer:
         if renderer is None:
             renderer = Renderer(source)
             _RENDERERS[source] = renderer
+            while len(_RENDERERS) > MAX_RENDERERS:
+                _RENDERERS.popitem(last=False)
+        else:
+            _RENDERERS.move_to_end(source)
         return renderer
 
 
@@ -975,7 +990,6 @@ class Unit:
     license: str | None = None
     license_class: str | None = None
     overrides_json: str = "{}"
-    extra: dict = field(default_factory=dict)
 
 
 OUTPUT_COLUMNS = (
@@ -986,15 +1000,26 @@ OUTPUT_COLUMNS = (
 )
 
 
+def strip_nulls(value: Any) -> Any:
+    """The record without null-valued keys (recursively in objects). `datasets` gives every row
+    every column of its split (and of sibling splits loaded together), filling absent keys with
+    null; identity must not change when a sibling split or a new column appears."""
+    if isinstance(value, Mapping):
+        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [strip_nulls(v) for v in value]
+    return value
+
+
 def record_id(role: str, task: str, split: str, raw: Mapping, sub_index: int = 0) -> str:
-    parts: list[Any] = [role, task, split, canonical_json(raw)]
+    parts: list[Any] = [role, task, split, canonical_json(strip_nulls(raw))]
     if sub_index:
         parts.append(sub_index)
     return stable_hash(*parts)
 
 
 def quarantine_key(task: str, split: str, doc_index: int, raw: Any, sub_index: int = 0) -> str:
-    return stable_hash("ingest", task, split, doc_index, sub_index, canonical_json(raw))
+    return stable_hash("ingest", task, split, doc_index, sub_index, canonical_json(strip_nulls(raw)))
 
 
 def process_unit(unit: Unit, mirror: str | None, include_path: tuple[str, ...] = ()) -> Iterator[dict]:
@@ -1030,12 +1055,13 @@ def process_unit(unit: Unit, mirror: str | None, include_path: tuple[str, ...] =
         if doc_index != last_index:
             rows_in += 1
             last_index = doc_index
-        raw_json = canonical_json(raw)
+        raw_json = canonical_json(strip_nulls(raw))
         result = doc if isinstance(doc, Quarantined) else renderer.normalize(doc, unit.answer_format, heldout)
         if isinstance(result, Quarantined):
             yield {**base, "kind": "quarantine", "doc_index": doc_index,
                    "row_id": quarantine_key(unit.task, unit.split, doc_index, raw, sub),
-                   "reason": result.reason, "detail": result.detail, "source_record": raw_json}
+                   "reason": result.reason, "detail": f"row {doc_index}: {result.detail}",
+                   "source_record": raw_json}
             continue
         yield {
             **base,

@@ -182,6 +182,7 @@ def test_compiled_templates_render_exactly_like_lm_eval(mirror):
 def test_record_identity_is_content_not_position():
     raw = {"question": "q", "answer": "#### 1"}
     assert record_id("seed", "gsm8k", "train", raw) == record_id("seed", "gsm8k", "train", dict(reversed(raw.items())))
+    assert record_id("seed", "gsm8k", "train", raw) == record_id("seed", "gsm8k", "train", {**raw, "extra": None})
     assert record_id("seed", "gsm8k", "train", raw) != record_id("heldout", "gsm8k", "test", raw)
     assert record_id("seed", "gsm8k", "train", raw) != record_id("seed", "gsm8k", "train", raw, sub_index=1)
 
