@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -103,7 +102,6 @@ def cpu_case(n: int = 4000, concurrency: int = 64) -> float:
 
 
 def spark_cases(c: int = 16, latency_ms: float = 50.0, naive_rows: int = 200, engine_rows: int = 2400) -> None:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql.functions import pandas_udf
 
     from jobs.config import load_config

@@ -75,6 +75,17 @@ def template_text(value: Any, roots: tuple[Path, ...] = ()) -> str | None:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def relative_yaml_path(path: Path, roots: tuple[Path, ...]) -> str:
+    """A task YAML's path relative to the task folder it came from (stable across machines)."""
+    resolved = Path(path).resolve()
+    for root in roots:
+        try:
+            return resolved.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return resolved.as_posix()
+
+
 def _metric_names(cfg: dict[str, Any]) -> set[str]:
     names = set()
     for metric in cfg.get("metric_list") or []:
@@ -263,7 +274,7 @@ def catalog_rows(index: TaskIndex, config: Config) -> list[dict[str, Any]]:
                 "family": family,
                 "groups": parents.get(name, []),
                 "tags": sorted(entry.tags),
-                "yaml_path": template_text(str(entry.yaml_path), index.roots) if entry.yaml_path else None,
+                "yaml_path": relative_yaml_path(entry.yaml_path, index.roots) if entry.yaml_path else None,
                 "dataset_path": cfg.get("dataset_path"),
                 "dataset_name": cfg.get("dataset_name"),
                 "training_split": cfg.get("training_split"),

@@ -64,20 +64,20 @@ def catalog_is_current(lakehouse) -> bool:
 
 
 def run_stage(stage: str, lakehouse, config: Config, endpoint, progress: Callable[[str], None],
-              refresh_catalog: bool) -> Any:
+              refresh_catalog: bool, task_index=None) -> Any:
     if stage == "catalog":
         from jobs.catalog import print_catalog_summary, run_catalog
 
         if catalog_is_current(lakehouse) and not refresh_catalog:
             progress("catalog: task_catalog is current for this lm-eval version; skipped (--refresh-catalog to rebuild)")
             return None
-        rows = run_catalog(lakehouse, config, progress=progress)
+        rows = run_catalog(lakehouse, config, progress=progress, index=task_index)
         print_catalog_summary(rows, out=progress)
         return {"tasks": len(rows), "eligible": sum(1 for r in rows if r["eligible"])}
     if stage == "ingest":
         from jobs.ingest import run_ingest
 
-        return run_ingest(lakehouse, config, progress=progress)
+        return run_ingest(lakehouse, config, progress=progress, index=task_index)
     if stage == "generate":
         from jobs.generate import run_generate
 
@@ -91,8 +91,11 @@ def run_stage(stage: str, lakehouse, config: Config, endpoint, progress: Callabl
 
 def run_pipeline(lakehouse, config: Config, stages: tuple[str, ...] = STAGES,
                  progress: Callable[[str], None] = print, refresh_catalog: bool = False,
-                 track: bool = True) -> dict[str, Any]:
-    """Run the stages in order; returns {stage: result}. One MLflow run, a child run per stage."""
+                 track: bool = True, task_index=None) -> dict[str, Any]:
+    """Run the stages in order; returns {stage: result}. One MLflow run, a child run per stage.
+
+    task_index: a prebuilt jobs.catalog.TaskIndex (tests pass a small one); built when None.
+    """
     import mlflow
 
     from jobs.llm_stage import endpoint_for
@@ -114,7 +117,7 @@ def run_pipeline(lakehouse, config: Config, stages: tuple[str, ...] = STAGES,
             with (stage_run(stage) if track else nullcontext()):
                 if track:
                     log_table_versions(lakehouse, STAGE_INPUTS.get(stage, []), "input")
-                result = run_stage(stage, lakehouse, config, endpoint, progress, refresh_catalog)
+                result = run_stage(stage, lakehouse, config, endpoint, progress, refresh_catalog, task_index)
                 seconds = time.monotonic() - started
                 if track:
                     mlflow.log_metric("seconds", seconds)

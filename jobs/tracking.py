@@ -13,7 +13,6 @@ URL is reduced to scheme://host[:port]/path without credentials or query string.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import warnings
 from contextlib import contextmanager

@@ -9,8 +9,6 @@ one rerun; every check below reads the resulting tables. This covers every datas
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,9 +23,6 @@ UNKNOWN = "no_such_task_xyz"
 TASK_FOLDERS = ["arc", "gsm8k", "super_glue/boolq", "winogrande", "webqs", "mmlu/default", "sciq", "piqa",
                 "nq_open", "hellaswag"]
 
-# PySpark 4.2 takes the executors' interpreter from PYSPARK_PYTHON only (pyspark/core/context.py),
-# not from spark.pyspark.python; until jobs.runtime sets it, make sure workers run this venv.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def _lines(path: Path) -> int:

@@ -8,8 +8,6 @@ endpoint whose every outcome must be recorded and reconcile — without the key 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
 import pytest
 
@@ -19,9 +17,6 @@ from udfs.llm_client import EndpointSettings
 
 pytestmark = pytest.mark.spark
 
-# Python workers must run this interpreter (pandas, openai); set before the session starts.
-# TODO(lead): jobs.runtime should set spark.pyspark.python = sys.executable itself.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 SECRET = "sk-test-SECRET123"
 

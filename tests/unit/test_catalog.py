@@ -1,7 +1,6 @@
 """Catalog logic without Spark: answer-format classification on lm-eval's real task configs,
 include-chain resolution of user YAMLs, selection of groups/tags, eligibility, licenses."""
 
-from pathlib import Path
 
 import pytest
 
