@@ -112,14 +112,17 @@ def stage_run(stage: str) -> Iterator[object]:
         yield run
 
 
-def _delta_dataset(lakehouse, name: str, version: int):
+def _log_delta_input(lakehouse, name: str, version: int, context: str) -> None:
     import mlflow
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # mlflow's schema-inference hints
         if lakehouse.managed:
-            return mlflow.data.load_delta(table_name=lakehouse.table_name(name), version=version)
-        return mlflow.data.load_delta(path=lakehouse.table_path(name).as_posix(), version=version, name=name)
+            dataset = mlflow.data.load_delta(table_name=lakehouse.table_name(name), version=version)
+        else:
+            dataset = mlflow.data.load_delta(path=lakehouse.table_path(name).as_posix(), version=version,
+                                             name=name)
+        mlflow.log_input(dataset, context=context)
 
 
 def log_table_versions(lakehouse, tables: list[str], context: str) -> dict[str, int]:
@@ -135,7 +138,7 @@ def log_table_versions(lakehouse, tables: list[str], context: str) -> dict[str, 
         mlflow.log_metric(f"rows.{name}", lakehouse.read(name).count())
         mlflow.log_param(f"{context}.{name}.delta_version", version)
         try:
-            mlflow.log_input(_delta_dataset(lakehouse, name, version), context=context)
+            _log_delta_input(lakehouse, name, version, context)
         except Exception as exc:  # lineage is best effort; the run itself must not fail on it
             log.warning("could not log %s as an MLflow dataset: %s", name, type(exc).__name__)
     return versions
