@@ -23,6 +23,7 @@ anything; `SimulatorServer` runs the server in a background thread for tests,
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -474,6 +475,11 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
     heldout = _load_heldout(settings.heldout_file)
     kind_rates = settings.kind_rates()
     semaphore = asyncio.Semaphore(settings.max_concurrency)
+    # When each busy slot is due to free up, in server time. A queued request starts its service
+    # when a slot frees (its predecessor's deadline), not when the event loop gets round to waking
+    # it: otherwise the simulator's own HTTP work would stall its "GPU" slots and understate
+    # what a client can reach.
+    slot_deadlines: collections.deque[float] = collections.deque()
     bucket = (
         _TokenBucket(settings.rate_limit_rps, settings.rate_limit_burst or max(1.0, settings.rate_limit_rps))
         if settings.rate_limit_rps > 0 else None
@@ -542,18 +548,22 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         state.queued += 1
         state.peak_queued = max(state.peak_queued, state.queued)
         admitted = False
+        loop = asyncio.get_running_loop()
+        arrival = loop.time()
         try:
             async with semaphore:
                 state.queued -= 1
                 admitted = True
                 state.in_flight += 1
                 state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+                start = max(arrival, slot_deadlines.popleft()) if slot_deadlines else loop.time()
+                deadline = start + _latency_s(settings, content_key, n)
                 try:
-                    delay = _latency_s(settings, content_key, n)
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                    if deadline > loop.time():
+                        await asyncio.sleep(deadline - loop.time())
                 finally:
                     state.in_flight -= 1
+                    slot_deadlines.append(min(deadline, loop.time()))
         finally:
             if not admitted:
                 state.queued -= 1
