@@ -213,7 +213,7 @@ def run_enrich(
     *,
     endpoint=None,
     run_id: str | None = None,
-    retry_failed: bool = False,
+    retry_failed: bool | None = None,
 ) -> StageResult:
     plan = enrichment_plan(lakehouse, config, tasks)
     requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
@@ -269,7 +269,7 @@ def cmd_enrich(args, config: Config) -> int:
     from jobs.cli import _open_lakehouse, progress
 
     tasks = parse_tasks(getattr(args, "tasks", None))
-    retry_failed = bool(getattr(args, "retry_failed", False))
+    retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
     lakehouse = _open_lakehouse(config)
     if config.enrich.enrich_seeds:
         _require_seeds(lakehouse, tasks)

@@ -555,7 +555,7 @@ def run_generate(
     *,
     endpoint=None,
     run_id: str | None = None,
-    retry_failed: bool = False,
+    retry_failed: bool | None = None,
 ) -> StageResult:
     """Plan, call (only what the ledger lacks, within budget), parse the ledger into tables."""
     plan = generation_plan(lakehouse, config, tasks)
@@ -598,7 +598,7 @@ def cmd_generate(args, config: Config) -> int:
     from jobs.cli import _open_lakehouse, progress
 
     tasks = parse_tasks(getattr(args, "tasks", None))
-    retry_failed = bool(getattr(args, "retry_failed", False))
+    retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
     lakehouse = _open_lakehouse(config)
     _require_seeds(lakehouse, tasks)
     if args.dry_run:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Callable
 
 from jobs.config import Config
@@ -126,6 +127,8 @@ def run_pipeline(lakehouse, config: Config, stages: tuple[str, ...] = STAGES,
                         mlflow.log_metrics(metrics)
                     log_table_versions(lakehouse, STAGE_OUTPUTS[stage], "output")
             results[stage] = result
+            for line in (result.summary_lines() if hasattr(result, "summary_lines") else []):
+                progress(line)
             progress(f"{stage}: done in {seconds:.1f}s")
     return results
 
@@ -148,6 +151,9 @@ def cmd_run(args, config: Config) -> int:
     for name in lakehouse.list_tables():
         rows.append([lakehouse.table_name(name), lakehouse.read(name).count(), lakehouse.version(name)])
     print(format_table(["table", "rows", "delta_version"], rows))
+    home = config.home
+    progress(f"next: taskseed --home {home} sql \"select * from enriched limit 5\"; "
+             f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{Path(home).resolve() / 'mlflow.db'}")
     return 0
 
 
