@@ -517,21 +517,12 @@ def finish_stage(lakehouse: Lakehouse, plan: DataFrame, stage: str, parse_row, s
     result = tally(stage, parsed, accounting)
     if result.items:
         usable = parsed.where(F.col("kind") == usable_kind)
-        fresh = new_or_changed(lakehouse, usable, spec, change_columns)
-        if fresh.count():  # a rerun that changes nothing commits nothing (and skips a MERGE)
-            lakehouse.merge(fresh.withColumn(timestamp_column, F.current_timestamp()), spec,
-                            update_when_changed=change_columns)
+        # merge() keeps only new or changed rows: a rerun that changes nothing commits nothing
+        lakehouse.merge(usable.withColumn(timestamp_column, F.current_timestamp()), spec,
+                        update_when_changed=change_columns)
     if result.items or result.quarantined or result.render_errors:
         write_quarantine(lakehouse, parsed, stage)
     return result
-
-
-def new_or_changed(lakehouse: Lakehouse, rows: DataFrame, spec, change_columns: list[str]) -> DataFrame:
-    """`rows` whose key is not in the table yet or whose `change_columns` differ (null-safe)."""
-    columns = [*spec.keys, *change_columns]
-    target = lakehouse.read(spec.name).select(*[F.col(c).alias(f"_t_{c}") for c in columns])
-    same = [F.col(c).eqNullSafe(F.col(f"_t_{c}")) for c in columns]
-    return rows.join(target, same, "left_anti")
 
 
 def parse_generation(lakehouse: Lakehouse, plan: DataFrame, accounting: RunAccounting | None = None) -> StageResult:

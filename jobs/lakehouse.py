@@ -123,6 +123,14 @@ class Lakehouse:
 
         self.ensure(spec)
         source = self.conform(df, spec).dropDuplicates(list(spec.keys))
+        if update_when_changed:
+            # Keep only new or changed rows: an unchanged rerun then commits no Delta version.
+            compared = list(dict.fromkeys([*spec.keys, *update_when_changed]))
+            target = self.read(spec.name).select(*compared)
+            changed_keys = source.select(*compared).subtract(target).select(*spec.keys)
+            source = source.join(changed_keys, list(spec.keys), "left_semi")
+            if source.isEmpty():
+                return
         condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys)
         merge = (
             DeltaTable.forName(self.spark, self.table_name(spec.name))

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from jobs.catalog import build_task_index, run_catalog
+from jobs.catalog import CHANGE_COLUMNS, build_task_index, run_catalog
+from schemas.tables import TASK_CATALOG
 
 pytestmark = pytest.mark.spark
 
@@ -28,15 +29,20 @@ def test_catalog_is_idempotent_and_queryable_from_a_new_process(lakehouse, index
     assert first.where("eligible").select("family").distinct().count() >= 80
     assert lakehouse.read("license_policy").count() == 136
 
+    version = lakehouse.version("task_catalog")
     run_catalog(lakehouse, config, progress=lambda _: None, index=index)
+    assert lakehouse.version("task_catalog") == version  # nothing changed, nothing committed
     second = lakehouse.read("task_catalog")
     assert second.count() == total
     assert second.select("task").distinct().count() == total
-    # the rerun rewrote nothing: no row changed since the first write
-    history = lakehouse.spark.sql(f"DESCRIBE HISTORY {lakehouse.table_name('task_catalog')}").collect()
-    last = history[0]
-    assert int(last["operationMetrics"].get("numTargetRowsUpdated", "0")) == 0
-    assert int(last["operationMetrics"].get("numTargetRowsInserted", "0")) == 0
+    # a changed row (another lm-eval version, a new override) is rewritten, nothing else
+    from pyspark.sql import functions as F
+
+    changed = lakehouse.read("task_catalog").where("task = 'arc_easy'").withColumn("dataset_name", F.lit("ARC-X"))
+    lakehouse.merge(changed.unionByName(lakehouse.read("task_catalog").where("task = 'gsm8k'")),
+                    TASK_CATALOG, update_when_changed=CHANGE_COLUMNS)
+    metrics = lakehouse.spark.sql(f"DESCRIBE HISTORY {lakehouse.table_name('task_catalog')}").first()["operationMetrics"]
+    assert (metrics["numTargetRowsUpdated"], metrics["numTargetRowsInserted"]) == ("1", "0")
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     result = subprocess.run(
