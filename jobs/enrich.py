@@ -36,16 +36,14 @@ from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from jobs.config import Config
 from jobs.generate import (
     PLAN_SCHEMA,
-    REQUEST_COLUMNS,
     EstimateRow,
     StageResult,
-    _progress_adapter,
-    _require_seeds,
+    add_llm_stage_parser,
+    call_and_parse,
+    llm_stage_command,
     approx_prompt_tokens,
     pandas_frame,
-    parse_tasks,
     plan_estimate,
-    print_estimate,
     quarantine_row,
     record_from,
     select_seeds,
@@ -53,7 +51,6 @@ from jobs.generate import (
     finish_stage,
 )
 from jobs.lakehouse import Lakehouse
-from jobs.llm_stage import run_llm_stage
 from schemas.llm_outputs import response_format_for
 from schemas.tables import ENRICHED, GENERATED, SEEDS
 from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
@@ -215,11 +212,8 @@ def run_enrich(
     run_id: str | None = None,
     retry_failed: bool | None = None,
 ) -> StageResult:
-    plan = enrichment_plan(lakehouse, config, tasks)
-    requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
-    accounting = run_llm_stage(lakehouse, config, requests, ENRICH, _progress_adapter(progress),
-                               endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
-    return parse_enrichments(lakehouse, plan, accounting)
+    return call_and_parse(lakehouse, config, enrichment_plan(lakehouse, config, tasks), ENRICH,
+                          parse_enrichments, progress, endpoint, run_id, retry_failed)
 
 
 def estimate_enrich(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None,
@@ -266,30 +260,11 @@ def register_pretraining_view(lakehouse: Lakehouse, name: str = "pretraining_doc
 # CLI
 # ---------------------------------------------------------------------------------------------
 def cmd_enrich(args, config: Config) -> int:
-    from jobs.cli import _open_lakehouse, progress
-
-    tasks = parse_tasks(getattr(args, "tasks", None))
-    retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
-    lakehouse = _open_lakehouse(config)
-    if config.enrich.enrich_seeds:
-        _require_seeds(lakehouse, tasks)
-    if args.dry_run:
-        print_estimate(ENRICH, estimate_enrich(lakehouse, config, tasks, retry_failed), config)
-        return 0
-    result = run_enrich(lakehouse, config, tasks, progress=progress, retry_failed=retry_failed)
-    for line in result.summary_lines():
-        print(line)
-    if result.accounting is not None and result.accounting.stopped_reason:
-        progress(f"[enrich] stopped cleanly: {result.accounting.stopped_reason}; rerun to continue")
-    return 0
+    return llm_stage_command(args, config, ENRICH, estimate_enrich, run_enrich,
+                             require_seeds=config.enrich.enrich_seeds)
 
 
 def add_enrich_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "enrich", help="solve every generated item (and optionally seeds) M times into `enriched`")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print per task family the requests and token estimate; send nothing")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="send again the requests whose ledger row is `failed` (retries exhausted)")
-    parser.add_argument("--tasks", help="comma-separated task names (default: every task)")
-    parser.set_defaults(handler=cmd_enrich)
+    add_llm_stage_parser(subparsers, "enrich",
+                         "solve every generated item (and optionally seeds) M times into `enriched`",
+                         "comma-separated task names (default: every task)", cmd_enrich)

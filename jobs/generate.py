@@ -538,6 +538,16 @@ def _progress_adapter(progress: Callable[[str], None] | None):
     return None if progress is None else (lambda p: progress(p.line()))
 
 
+def call_and_parse(lakehouse: Lakehouse, config: Config, plan: DataFrame, stage: str, parse,
+                   progress: Callable[[str], None] | None, endpoint, run_id: str | None,
+                   retry_failed: bool | None) -> StageResult:
+    """The shape of both LLM stages: send what the ledger lacks (within budget), parse the ledger."""
+    requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
+    accounting = run_llm_stage(lakehouse, config, requests, stage, _progress_adapter(progress),
+                               endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
+    return parse(lakehouse, plan, accounting)
+
+
 def run_generate(
     lakehouse: Lakehouse,
     config: Config,
@@ -549,11 +559,8 @@ def run_generate(
     retry_failed: bool | None = None,
 ) -> StageResult:
     """Plan, call (only what the ledger lacks, within budget), parse the ledger into tables."""
-    plan = generation_plan(lakehouse, config, tasks)
-    requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
-    accounting = run_llm_stage(lakehouse, config, requests, GENERATE, _progress_adapter(progress),
-                               endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
-    return parse_generation(lakehouse, plan, accounting)
+    return call_and_parse(lakehouse, config, generation_plan(lakehouse, config, tasks), GENERATE,
+                          parse_generation, progress, endpoint, run_id, retry_failed)
 
 
 def estimate_generate(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None,
@@ -585,33 +592,44 @@ def _require_seeds(lakehouse: Lakehouse, tasks: Sequence[str] | None) -> None:
             raise ConfigError(f"no seeds for task(s) {', '.join(missing)}: run `taskseed ingest` first")
 
 
-def cmd_generate(args, config: Config) -> int:
+def llm_stage_command(args, config: Config, stage: str, estimate, run, require_seeds: bool) -> int:
+    """`taskseed generate|enrich [--dry-run] [--tasks] [--retry-failed]`: one body for both."""
     from jobs.cli import _open_lakehouse, progress
 
     tasks = parse_tasks(getattr(args, "tasks", None))
     retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
     lakehouse = _open_lakehouse(config)
-    _require_seeds(lakehouse, tasks)
+    if require_seeds:
+        _require_seeds(lakehouse, tasks)
     if args.dry_run:
-        print_estimate(GENERATE, estimate_generate(lakehouse, config, tasks, retry_failed), config)
+        print_estimate(stage, estimate(lakehouse, config, tasks, retry_failed), config)
         return 0
-    result = run_generate(lakehouse, config, tasks, progress=progress, retry_failed=retry_failed)
+    result = run(lakehouse, config, tasks, progress=progress, retry_failed=retry_failed)
     for line in result.summary_lines():
         print(line)
     if result.accounting is not None and result.accounting.stopped_reason:
-        progress(f"[generate] stopped cleanly: {result.accounting.stopped_reason}; rerun to continue")
+        progress(f"[{stage}] stopped cleanly: {result.accounting.stopped_reason}; rerun to continue")
     return 0
 
 
-def add_generate_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "generate", help="generate K new items per seed through the LLM endpoint into `generated`")
+def add_llm_stage_parser(subparsers, stage: str, help_text: str, tasks_help: str, handler) -> None:
+    parser = subparsers.add_parser(stage, help=help_text)
     parser.add_argument("--dry-run", action="store_true",
                         help="print per task family the requests and token estimate; send nothing")
     parser.add_argument("--retry-failed", action="store_true",
                         help="send again the requests whose ledger row is `failed` (retries exhausted)")
-    parser.add_argument("--tasks", help="comma-separated task names (default: every seeded task)")
-    parser.set_defaults(handler=cmd_generate)
+    parser.add_argument("--tasks", help=tasks_help)
+    parser.set_defaults(handler=handler)
+
+
+def cmd_generate(args, config: Config) -> int:
+    return llm_stage_command(args, config, GENERATE, estimate_generate, run_generate, require_seeds=True)
+
+
+def add_generate_parser(subparsers) -> None:
+    add_llm_stage_parser(subparsers, "generate",
+                         "generate K new items per seed through the LLM endpoint into `generated`",
+                         "comma-separated task names (default: every seeded task)", cmd_generate)
 
 
 def _main() -> int:  # pragma: no cover - convenience for `python -m jobs.generate`

@@ -105,44 +105,37 @@ class Lakehouse:
             ]
         )
 
-    def merge(
-        self,
-        df: DataFrame,
-        spec: TableSpec,
-        update_existing: bool = False,
-        update_when_changed: list[str] | None = None,
-    ) -> None:
-        """Insert rows whose key is new; optionally overwrite matched rows.
+    def merge(self, df: DataFrame, spec: TableSpec, update_when_changed: list[str] | None = None) -> None:
+        """Insert rows whose key is new; with update_when_changed, also rewrite a matched row when
+        one of those columns differs (null-safe).
 
-        update_existing rewrites every matched row; update_when_changed rewrites a matched row
-        only when one of those columns differs (null-safe), so an unchanged rerun commits no
-        rewritten files. Rows are deduplicated on the key first: MERGE refuses two source rows
-        for one target row.
+        Unchanged rows are dropped before the MERGE, and when nothing is new or changed no MERGE
+        runs, so an unchanged rerun commits no Delta version. Rows are deduplicated on the key
+        first: MERGE refuses two source rows for one target row.
         """
         from delta.tables import DeltaTable
 
         self.ensure(spec)
-        source = self.conform(df, spec).dropDuplicates(list(spec.keys))
-        if update_when_changed:
-            # Keep only new or changed rows: an unchanged rerun then commits no Delta version.
-            compared = list(dict.fromkeys([*spec.keys, *update_when_changed]))
-            target = self.read(spec.name).select(*compared)
-            changed_keys = source.select(*compared).subtract(target).select(*spec.keys)
-            source = source.join(changed_keys, list(spec.keys), "left_semi")
+        keys = list(spec.keys)
+        source = self.conform(df, spec).dropDuplicates(keys)
+        compared = list(dict.fromkeys([*keys, *(update_when_changed or [])]))
+        changed_keys = source.select(*compared).subtract(self.read(spec.name).select(*compared)).select(*keys)
+        # persisted: the emptiness check and the MERGE must not each recompute the comparison
+        source = source.join(changed_keys, keys, "left_semi").persist()
+        try:
             if source.isEmpty():
                 return
-        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys)
-        merge = (
-            DeltaTable.forName(self.spark, self.table_name(spec.name))
-            .alias("t")
-            .merge(source.alias("s"), condition)
-        )
-        if update_when_changed:
-            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in update_when_changed)
-            merge = merge.whenMatchedUpdateAll(condition=changed)
-        elif update_existing:
-            merge = merge.whenMatchedUpdateAll()
-        merge.whenNotMatchedInsertAll().execute()
+            merge = (
+                DeltaTable.forName(self.spark, self.table_name(spec.name))
+                .alias("t")
+                .merge(source.alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
+            )
+            if update_when_changed:
+                changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in update_when_changed)
+                merge = merge.whenMatchedUpdateAll(condition=changed)
+            merge.whenNotMatchedInsertAll().execute()
+        finally:
+            source.unpersist()
 
     def append(self, df: DataFrame, spec: TableSpec) -> None:
         """Blind append: only for tables whose writers guarantee new keys (the ledger)."""
