@@ -128,6 +128,30 @@ class EnrichConfig(_Strict):
     enrich_seeds: bool = False
 
 
+class NearDupConfig(_Strict):
+    """MinHash near-duplicate detection (the `near_dup` filter; owned by jobs/filters/near_dup.py)."""
+
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity at or above which two items are near-duplicates.")
+    shingle: Literal["word", "char"] = "word"
+    shingle_size: int = Field(5, ge=1, le=32)
+    num_perm: int = Field(128, ge=16, le=1024)
+
+
+class ContaminationConfig(_Strict):
+    """Decontamination against held-out data (the `contamination` filter; owned by jobs/filters/contamination.py)."""
+
+    ngram_n: int = Field(13, ge=8, le=13, description="Word n-gram length for overlap with held-out items.")
+
+
+class CurateConfig(_Strict):
+    """The curate stage: filters over generated + enriched items (jobs/curate.py)."""
+
+    min_agreement: float | None = Field(
+        None, gt=0, le=1, description="Share of enrichment votes that must agree; None = strict majority.")
+    near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
+
+
 class Config(_Strict):
     home: Path = Path("lakehouse")
     catalog: str | None = Field(None, description="Unity Catalog name; None = spark_catalog.")
@@ -139,6 +163,7 @@ class Config(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     enrich: EnrichConfig = Field(default_factory=EnrichConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
     runtime: Literal["local", "databricks"] = "local"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
