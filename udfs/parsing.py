@@ -39,8 +39,8 @@ class OutputRejected(ValueError):
 
 
 class ParseError(OutputRejected):
-    """No usable JSON object in the text (reasons: empty, no_json, truncated_json, invalid_json,
-    not_an_object)."""
+    """No usable JSON object in the text (reasons: empty, truncated (cut off inside a reasoning
+    block), no_json, truncated_json, invalid_json, not_an_object, no_final_answer)."""
 
 
 class ValidationError(OutputRejected):
@@ -74,9 +74,225 @@ class Enrichment:
         return asdict(self)
 
 
+# --- reasoning blocks ------------------------------------------------------------------------
+
+# Tags reasoning models wrap their drafts in: DeepSeek-R1 / QwQ / Qwen3 (`think`), Claude-style
+# prompts (`thinking`), and prompts asking for `<reasoning>` or `<thought>` sections.
+_REASONING_TAGS = r"think|thinking|thought|reasoning"
+_OPEN_REASONING_RE = re.compile(rf"<({_REASONING_TAGS})(?:\s[^<>]*)?>", re.IGNORECASE)
+_CLOSE_REASONING_RE = re.compile(rf"</({_REASONING_TAGS})\s*>", re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> str:
+    """The answer part of a reasoning model's output: everything after the last closing
+    `</think>` (or `</thinking>`, `</thought>`, `</reasoning>`).
+
+    Chat templates of R1-style models open the block themselves, so the output may hold only the
+    closing tag: what precedes it is a draft either way. An opening tag left without its closing
+    tag means the output was cut off inside the block (max_tokens while thinking): drafts in it
+    are not answers, so that raises `ParseError("truncated")` instead of parsing a draft.
+    """
+    closes = list(_CLOSE_REASONING_RE.finditer(text))
+    if closes:
+        text = text[closes[-1].end():]
+    opened = _OPEN_REASONING_RE.search(text)
+    if opened:
+        raise ParseError("truncated", f"output ends inside an unclosed <{opened.group(1)}> block")
+    return text
+
+
+# --- plain text of an answer: LaTeX and markdown -----------------------------------------------
+
+# Commands whose (last) argument is the text: \boxed{..}, \text{..}, \mathbf{..}, ...
+_UNWRAP_COMMANDS = frozenset({
+    "boxed", "fbox", "framebox", "text", "textbf", "textit", "textrm", "textsf", "texttt", "textnormal",
+    "textup", "emph", "mbox", "hbox", "mathrm", "mathbf", "mathit", "mathsf", "mathtt", "mathnormal",
+    "mathbb", "mathcal", "operatorname", "boldsymbol", "bm", "pmb", "underline", "displaylines",
+})
+_FRAC_COMMANDS = frozenset({"frac", "dfrac", "tfrac", "cfrac", "nicefrac"})
+_THIN = "\u2009"  # \, \: \; \  ~ : a space, or nothing between digit groups (9\,500)
+_NEG = "\u200b"  # \! : nothing
+_SPACE_COMMANDS = {",": _THIN, ":": _THIN, ";": _THIN, " ": _THIN, "thinspace": _THIN, "enspace": " ",
+                   "quad": " ", "qquad": " ", "!": _NEG, "negthinspace": _NEG, "\\": " ", "newline": " "}
+_DROP_COMMANDS = frozenset({
+    "left", "right", "big", "Big", "bigg", "Bigg", "bigl", "bigr", "Bigl", "Bigr", "biggl", "biggr",
+    "displaystyle", "textstyle", "scriptstyle", "limits", "nolimits", "(", ")", "[", "]", "middle",
+})
+_SYMBOL_COMMANDS = {
+    "$": "$", "%": "%", "&": "&", "#": "#", "_": "_", "{": "{", "}": "}", "lbrace": "{", "rbrace": "}",
+    "times": "×", "cdot": "·", "div": "÷", "pm": "±", "mp": "∓", "pi": "π", "infty": "∞",
+    "circ": "°", "degree": "°", "le": "≤", "leq": "≤", "ge": "≥", "geq": "≥", "ne": "≠", "neq": "≠",
+    "approx": "≈", "sim": "~", "dots": "...", "ldots": "...", "cdots": "...", "colon": ":",
+    "to": "→", "rightarrow": "→", "Rightarrow": "⇒", "implies": "⇒", "lt": "<", "gt": ">",
+    "langle": "⟨", "rangle": "⟩", "vert": "|", "mid": "|", "cdotp": "·", "ast": "*", "prime": "'",
+}
+_COMMAND_RE = re.compile(r"\\([A-Za-z]+)\*?|\\(.)", re.DOTALL)
+_SIMPLE_NUMBER_RE = re.compile(r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
+def _group(text: str, i: int) -> tuple[str, int]:
+    """The argument starting at text[i] (after spaces): a braced group with nested braces, a
+    command, or one character. Returns (argument text, index after it); ("", i) at the end."""
+    n = len(text)
+    while i < n and text[i] in " \t\n":
+        i += 1
+    if i >= n:
+        return "", i
+    if text[i] == "{":
+        depth = 0
+        j = i
+        while j < n:
+            c = text[j]
+            if c == "\\":
+                j += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i + 1:j], j + 1
+            j += 1
+        return text[i + 1:], n  # never closes: the rest
+    if text[i] == "\\":
+        match = _COMMAND_RE.match(text, i)
+        return match.group(0), match.end()
+    return text[i], i + 1
+
+
+def _fraction(num: str, den: str) -> str:
+    num, den = num.strip(), den.strip()
+    if _SIMPLE_NUMBER_RE.fullmatch(num) and _SIMPLE_NUMBER_RE.fullmatch(den):
+        return f"{num}/{den}"
+    return f"({num})/({den})"
+
+
+def _latex(text: str) -> str:
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            match = _COMMAND_RE.match(text, i)
+            if match is None:  # a lone trailing backslash
+                i += 1
+                continue
+            name = match.group(1) or match.group(2)
+            i = match.end()
+            if name in _UNWRAP_COMMANDS:
+                arg, i = _group(text, i)
+                out.append(_latex(arg))
+            elif name in ("textcolor", "colorbox"):
+                _, i = _group(text, i)
+                arg, i = _group(text, i)
+                out.append(_latex(arg))
+            elif name == "color":
+                _, i = _group(text, i)
+            elif name in _FRAC_COMMANDS:
+                num, i = _group(text, i)
+                den, i = _group(text, i)
+                fraction = _fraction(_latex(num), _latex(den))
+                if out and out[-1][-1:].isdigit() and "(" not in fraction:
+                    out.append(" ")  # 2\frac{1}{2}: a mixed number
+                out.append(fraction)
+            elif name == "sqrt":
+                index = ""
+                if text[i:i + 1] == "[":
+                    close = text.find("]", i)
+                    index, i = (text[i + 1:close], close + 1) if close != -1 else ("", i)
+                arg, i = _group(text, i)
+                out.append(f"sqrt[{_latex(index)}]({_latex(arg)})" if index else f"sqrt({_latex(arg)})")
+            elif name in _SPACE_COMMANDS:
+                out.append(_SPACE_COMMANDS[name])
+            elif name in _DROP_COMMANDS:
+                if name in ("left", "right", "middle") and text[i:i + 1] == ".":
+                    i += 1  # \left. : an invisible delimiter
+            elif name in _SYMBOL_COMMANDS:
+                out.append(_SYMBOL_COMMANDS[name])
+            else:
+                out.append("\\" + name)  # unknown command: kept, so the result is not "a number"
+        elif c == "{":
+            arg, i = _group(text, i)
+            out.append(_latex(arg))
+        elif c == "}":
+            i += 1
+        elif c == "^":
+            arg, i = _group(text, i + 1)
+            power = _latex(arg).strip()
+            out.append("°" if power in ("°", "o") else "^" + (power if len(power) <= 1 else f"({power})"))
+        elif c == "~":
+            out.append(_THIN)
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+_UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
+_DIGIT_GROUP_GAP_RE = re.compile(rf"(?<=\d)[{_THIN}{_NEG}](?=\d{{3}}(?!\d))")
+_TIMES_TEN_RE = re.compile(r"(\d(?:[\d.]*\d)?)\s*[×·*]\s*10\s*\^\s*\(?\s*([-+\u2212]?\d+)\s*\)?")
+_POWER_OF_TEN_RE = re.compile(r"(?<![\d.^])10\s*\^\s*\(?\s*([-+\u2212]?\d+)\s*\)?")
+_LATEX_CHARS = frozenset("\\${}^~")
+
+
+def latex_to_text(text: str | None) -> str:
+    """LaTeX in a model's answer turned into plain text, so it can be matched as a number, an
+    option, a label or yes/no.
+
+    `\\boxed{}`/`\\fbox{}` (nested braces included), `\\text{}`/`\\textbf{}`/`\\mathrm{}` and other
+    font commands give their content; `\\frac{a}{b}`/`\\dfrac`/`\\tfrac` (and the `\\frac12`
+    shorthand) give `a/b`, or `(a)/(b)` when a part is not a plain number, and `2\\frac{1}{2}` the
+    mixed number `2 1/2`; `{,}`, `\\,`, `\\!`, `\\ `, `~` between digit groups are thousands
+    separators (`9{,}500`, `9\\,500` → 9,500 / 9500); `3\\times 10^{5}` → `3e5`; math delimiters
+    `$…$`, `$$…$$`, `\\(…\\)`, `\\[…\\]` and `\\left`/`\\right` are dropped; `\\%`, `\\$` give `%`, `$`;
+    `^\\circ` gives `°`, then a space. Other commands (`\\sqrt`, `\\pi`, ...) stay visible (as
+    `sqrt(..)`, `π`, `\\name`), so what is not one number never reads as a number. Text without
+    any of `\\ $ { } ^ ~` is returned unchanged. The rules follow what MATH-style graders
+    normalize (Hendrycks et al. 2021; lm-eval's `minerva_math` answer normalization).
+    """
+    text = "" if text is None else str(text)
+    if not _LATEX_CHARS.intersection(text):
+        return text
+    if len(_UNESCAPED_DOLLAR_RE.findall(text)) >= 2:  # $…$ / $$…$$ delimiters; a lone $ is currency
+        text = _UNESCAPED_DOLLAR_RE.sub("", text)
+    plain = _latex(text)
+    plain = _DIGIT_GROUP_GAP_RE.sub("", plain).replace(_NEG, "").replace(_THIN, " ")
+    plain = _TIMES_TEN_RE.sub(r"\1e\2", plain)
+    plain = _POWER_OF_TEN_RE.sub(r"1e\1", plain)
+    plain = plain.replace("°", " ")
+    return " ".join(plain.split())
+
+
+_EMPHASIS_RES = (
+    re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.DOTALL),
+    re.compile(r"(?<![\w*])(\*)(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])", re.DOTALL),
+    re.compile(r"(?<![\w_])(_)(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])", re.DOTALL),
+    re.compile(r"(`+)(.+?)\1", re.DOTALL),
+)
+
+
+def strip_markdown(text: str | None) -> str:
+    """Markdown emphasis and code spans removed: `**B**`, `__B__`, `*B*`, `_B_`, `` `B` `` → `B`.
+    Underscores inside words (`not_entailment`) are kept; unbalanced `**`/`__` runs are dropped."""
+    text = "" if text is None else str(text)
+    if not any(ch in text for ch in "*_`"):
+        return text
+    for pattern in _EMPHASIS_RES:
+        text = pattern.sub(r"\2", text)
+    return re.sub(r"\*{2,}|(?<!\w)_{2,}|_{2,}(?!\w)", "", text)
+
+
+def plain_answer(text: str | None) -> str:
+    """An answer as plain text: LaTeX (`latex_to_text`) and markdown (`strip_markdown`) removed,
+    spaces squeezed, wrapping quotes and a final period dropped. `**$\\boxed{\\text{B}}$**` → `B`."""
+    plain = " ".join(strip_markdown(latex_to_text(text)).split())
+    plain = plain.strip().strip("\"'\u201c\u201d\u2018\u2019").strip()
+    return plain[:-1].rstrip() if plain.endswith(".") and not plain.endswith("..") else plain
+
+
 # --- finding the JSON object -----------------------------------------------------------------
 
-_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _FENCE_RE = re.compile(r"```[a-zA-Z0-9_+-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _OPEN_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u201d": "\u201d", "\u2018": "\u2019"}
 _PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
@@ -86,9 +302,12 @@ def _scan_object(text: str, start: int) -> tuple[str | None, int]:
     """Rewrite the object starting at text[start] == '{' into strict JSON.
 
     A small string-aware scanner: it converts single- and smart-quoted strings to JSON strings,
-    drops trailing commas, maps Python literals and escapes raw newlines inside strings. It never
-    touches characters inside a properly quoted string, so smart quotes or apostrophes in values
-    survive. Returns (json_text, end_index), or (None, -1) if the text ends before the object does.
+    drops trailing commas, maps Python literals and escapes raw newlines inside strings. Inside a
+    string, a quote character only ends the string when what follows it (after spaces) is `,` `:`
+    `}` `]` or the end of the text; otherwise it is text: the apostrophe of a Python-style
+    `{'a': 'the UK's capital'}` (what `str(dict)` never writes but models do) or the inner quotes
+    of `"she said "hi" twice"`. Returns (json_text, end_index), or (None, -1) if the text ends
+    before the object does.
     """
     out: list[str] = []
     depth = 0
@@ -103,7 +322,7 @@ def _scan_object(text: str, start: int) -> tuple[str | None, int]:
                 out.append("'" if nxt == "'" and close_quote != '"' else c + nxt)
                 i += 2
                 continue
-            if c == close_quote:
+            if c == close_quote and _ends_string(text, i + 1):
                 out.append('"')
                 close_quote = None
             elif c == '"':
@@ -149,6 +368,40 @@ def _scan_object(text: str, start: int) -> tuple[str | None, int]:
     return None, -1
 
 
+_NEXT_VALUE_RE = re.compile(r"""["'\u201c\u2018{\[}\]\d-]|(?:true|false|null|True|False|None)(?!\w)""")
+
+
+def _ends_string(text: str, j: int) -> bool:
+    """Whether a quote just before text[j] closes its string: the text ends, or `:` `}` `]`
+    follows, or `,` followed by what can start the next key or value (so `'said 'no', then'`
+    keeps its inner quotes)."""
+    n = len(text)
+    while j < n and text[j] in " \t\r\n":
+        j += 1
+    if j >= n or text[j] in ":}]":
+        return True
+    if text[j] != ",":
+        return False
+    j += 1
+    while j < n and text[j] in " \t\r\n":
+        j += 1
+    return j >= n or _NEXT_VALUE_RE.match(text, j) is not None
+
+
+def _brace_end(text: str, start: int) -> int | None:
+    """Index after the brace that balances text[start] == '{', counting every brace and ignoring
+    quotes (so a misplaced quote cannot make a closed object look cut off); None if none does."""
+    depth = 0
+    for j in range(start, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return None
+
+
 def _candidate_texts(text: str) -> list[str]:
     """Where a JSON object may be: fenced blocks first (the model's own marking), then the text."""
     fenced = [m.group(1) for m in _FENCE_RE.finditer(text)]
@@ -166,7 +419,12 @@ def _objects_in(text: str) -> Iterable[Any]:
             continue
         repaired, end = _scan_object(text, i)
         if repaired is None:
-            raise ParseError("truncated_json", f"object starting at char {i} never closes")
+            end = _brace_end(text, i)
+            if end is None:  # the text really ends before the object closes
+                raise ParseError("truncated_json", f"object starting at char {i} never closes")
+            yield _Invalid(text[i:end])  # it closes, but the repair could not make sense of it
+            i = text.find("{", end)
+            continue
         try:
             yield json.loads(repaired)
         except json.JSONDecodeError:
@@ -190,16 +448,20 @@ def _strict_end(text: str, start: int) -> int | None:
 def extract_json_object(text: str | None, expected_keys: Iterable[str] = ()) -> dict[str, Any]:
     """The JSON object a model meant to return, from whatever text surrounds it.
 
-    Tolerates prose around the object, ```json fences, `<think>` blocks, trailing commas, single or
-    smart quotes used as string delimiters and Python literals. With `expected_keys`, the first
-    object that has any of them wins (models sometimes echo an example before answering);
-    otherwise the first object. A bare JSON array holding exactly one object is unwrapped.
+    Tolerates prose around the object, ```json fences, reasoning blocks (`strip_reasoning`:
+    only what follows the last `</think>` counts; output cut off inside an open block raises
+    `truncated`), trailing commas, single or smart quotes used as string delimiters (apostrophes
+    inside them included) and Python literals. With `expected_keys`, the first object that has
+    any of them wins (models sometimes echo an example before answering); otherwise the first
+    object. A bare JSON array holding exactly one object is unwrapped. `truncated_json` only when
+    the text ends before the object's braces balance; an object that closes but cannot be
+    repaired is `invalid_json`.
     """
     if text is None or not text.strip():
         raise ParseError("empty", "no content")
-    text = _THINK_RE.sub("", text.lstrip("\ufeff")).strip()
+    text = strip_reasoning(text.lstrip("\ufeff")).strip()
     if not text:
-        raise ParseError("empty", "only a <think> block")
+        raise ParseError("empty", "only a reasoning block")
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
@@ -259,7 +521,7 @@ def normalize_short_text(text: str | None) -> str:
 
 
 _STRICT_NUMBER_RE = re.compile(
-    r"^\s*(?P<sign>[-+\u2212])?\s*[$€£¥₹]?\s*(?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)"
+    r"^\s*(?P<sign>[-+\u2212])?\s*[$€£¥₹]?\s*(?:(?P<whole>\d+)\s+(?=\d+\s*/\s*\d))?(?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)"
     r"(?:[eE](?P<exp>[-+]?\d+))?(?:\s*/\s*(?P<den>\d+))?\s*%?\s*\.?\s*$"
 )
 _NUMBER_IN_TEXT_RE = re.compile(r"(?<![\w.])[-+\u2212]?[$€£¥₹]?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?")
@@ -283,19 +545,26 @@ def _canonical_decimal(value: Fraction) -> str:
 def normalize_number(text: Any) -> str | None:
     """Canonical string of a number written alone: "$1,000.00", "1000.0", "1,000", "1e3" -> "1000".
 
-    Accepts a sign, one currency symbol, thousands commas, a percent sign, a fraction `3/4` and a
-    trailing period; anything else (words, units, two numbers) is not "a number" and gives None.
+    Accepts a sign, one currency symbol, thousands commas, a percent sign, a fraction `3/4`
+    (also `½`, `1⁄2`), a mixed number `2 1/2` and a trailing period; anything else (words, units,
+    LaTeX, two numbers) is not "a number" and gives None: see `number_in_answer` for answers.
     """
     if isinstance(text, bool) or text is None:
         return None
     if isinstance(text, (int, float)):
         text = repr(text)
-    match = _STRICT_NUMBER_RE.match(str(text))
+    text = str(text)
+    if not text.isascii():
+        text = re.sub(r"(?<=\d)(?=[\u00bc-\u00be\u2150-\u215e])", " ", text)  # 2½: a mixed number
+        text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")
+    match = _STRICT_NUMBER_RE.match(text)
     if not match:
         return None
     try:
         value = Fraction(Decimal(match.group("num").replace(",", "")))
     except (InvalidOperation, ValueError):
+        return None
+    if match.group("whole") and not match.group("den"):
         return None
     if match.group("exp"):
         exp = int(match.group("exp"))
@@ -306,6 +575,8 @@ def normalize_number(text: Any) -> str | None:
         if int(match.group("den")) == 0:
             return None
         value /= int(match.group("den"))
+    if match.group("whole"):
+        value += int(match.group("whole"))
     if match.group("sign") in ("-", "\u2212"):
         value = -value
     return _canonical_decimal(value)
@@ -319,6 +590,122 @@ def numbers_in_text(text: str) -> list[str]:
         if number is not None:
             found.append(number)
     return found
+
+
+# A conclusion: what follows it is the answer ("2x = 10, so x = 5", "..., therefore 72").
+_CONCLUSION_RE = re.compile(r"(?:[,;.]\s*|\s+)(?:so|thus|therefore|hence)\b,?\s*", re.IGNORECASE)
+# Where a justification of the answer begins: "18 (after subtracting 6)", "x = 5 because ...".
+_JUSTIFICATION_RE = re.compile(
+    r"\s*(?:[(\[]|\s[\u2013\u2014]\s|,?\s+(?=(?:because|since|as|after|given|using|by|from|via|"
+    r"i\.e|e\.g)\b))",
+    re.IGNORECASE,
+)
+# Where a sentence or clause ends: "18. Then ...", "18, after ...", "18 - the rest ...".
+_CLAUSE_END_RE = re.compile(r"\s*(?:[.;:,]\s+|\s[-\u2013\u2014]\s+)(?=[^\W\d_])")
+_NUMBER = r"[-+\u2212]?[$€£¥₹]?\s?(?:\d+\s+\d+\s*/\s*\d+|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?|\.\d+)"
+_APPROX = r"(?:(?:about|approximately|approx\.?|around|roughly|nearly|almost|exactly|only|just|~|≈)\s*)?"
+_LINK_WORDS = r"(?:and|or|to|vs|versus|plus|minus|times|than|of)\b"
+# A number stated alone, with at most four unit words after it ("72 clips", "5 m/s", "$10.00 total").
+_LEAD_RE = re.compile(
+    rf"{_APPROX}(?P<num>{_NUMBER})\s*(?:%|[$€£¥₹])?(?:\s*(?!\d|{_LINK_WORDS})[^\W\d_][\w'./-]*){{0,4}}",
+    re.IGNORECASE,
+)
+# After an answer marker: the number it points at, then words ("1200 for the 3 chairs"), but not
+# a second number joined to the first ("5 or 7", "5 to 7", "5, 7", "5-7").
+_POINTED_RE = re.compile(
+    rf"{_APPROX}(?P<num>{_NUMBER})(?=\s*(?:%|[$€£¥₹])?(?:\s+(?!{_LINK_WORDS})[^\W\d_]|\s*$))",
+    re.IGNORECASE,
+)
+# Left of "=" in an answer: an arithmetic expression, or a variable ("x", "2x + 1").
+_EXPRESSION_RE = re.compile(r"(?:[\d\s.,+\-\u2212*/×÷·()^$€£%]|(?<![A-Za-z])[A-Za-z](?![A-Za-z]))+")
+# Math that is not a plain number: a lone number found in it is a fragment, not the answer.
+_MATH_RESIDUE_RE = re.compile(
+    r"[\\^_√π∞±∓×·÷≤≥≠<>|]|\b(?:sqrt|pi|infty|inf|log|ln|sin|cos|tan|exp|mod|lim|sum)\b|\d[xyzni]\b"
+)
+# An operator next to a variable or a bracket: "(x)/(2)", "x/2", "2*y" are expressions.
+_EXPRESSION_OPERATOR_RE = re.compile(
+    r"[/*]\s*\(|\)\s*[/*]|(?<![A-Za-z])[A-Za-z]\s*[/*+]\s*[\d(]|[\d)]\s*[/*+\-]\s*[A-Za-z](?![A-Za-z])"
+)
+# "... and 6 oranges", "..., 7": a second number joined to the first one.
+_SECOND_NUMBER_RE = re.compile(
+    r"(?:[,;]|\b(?:and|or|to|vs|versus)\b)\s*(?:[^\W\d_]+\s+){0,2}[-+\u2212$€£¥₹]?\d", re.IGNORECASE
+)
+_CONJUNCTION_RE = re.compile(r"\s*(?:,\s+|;\s*|\s(?:and|or|and/or|vs\.?|versus)\s+)", re.IGNORECASE)
+
+
+def _lead_number(text: str) -> str | None:
+    """The number of a text that is only a number with unit words ("72 clips", "about $5")."""
+    text = text.strip()
+    match = _LEAD_RE.fullmatch(text)
+    if not match or _MATH_RESIDUE_RE.search(text):
+        return None
+    return normalize_number(match.group("num"))
+
+
+def _equation_result(text: str) -> str | None | bool:
+    """The result of "x = 5" / "5 + 2 = 7" / "48/2 = 24 clips": the number right of the last "=";
+    False when the text is not such an equation (anything but an expression left of "=")."""
+    members = re.split(r"\s*(?:=+|≈)\s*", text.strip())
+    if len(members) < 2 or not all(m and _EXPRESSION_RE.fullmatch(m) for m in members[:-1]):
+        return False
+    return _lead_number(members[-1])
+
+
+def number_in_answer(text: Any, equations: bool = True, after_marker: bool = False) -> str | None:
+    """The canonical number a final answer states, or None when it does not state exactly one.
+
+    After `plain_answer` (LaTeX, markdown): the whole text as a number ("$1,000.00", "1/2");
+    else what follows a conclusion word ("2x = 10, so x = 5" → 5); else the number stated first
+    when a comment follows it ("18 (after subtracting 6)", "72 clips, since 48 + 24 = 72"), or,
+    in the text after an answer marker (`after_marker`), when words follow it ("1200 for the 3
+    chairs", lm-eval's "The answer is (number)" rule); else, with `equations`, the result of an equation ("x = 5", "48 + 24 = 72"); parts joined by
+    "and"/"or"/commas must agree ("x = 2 or x = 3" and "5 and 7" state two numbers: None);
+    else the only distinct number of the text, unless math is left around it (`sqrt(3)`, `3π`,
+    `2^10`, `(x)/(2)`: a fragment is never an answer).
+    Mirrors how lm-eval's GSM8K/MATH filters read answers, without their "last number wins"
+    fallback, which turns "18 (after subtracting 6)" into 6.
+    """
+    if text is None or isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        return normalize_number(text)
+    plain = plain_answer(text)
+    if not plain:
+        return None
+    number = normalize_number(plain)
+    if number is not None:
+        return number
+    conclusion = _CONCLUSION_RE.split(plain)[-1]
+    if conclusion and conclusion != plain and re.search(r"\d", conclusion):
+        return number_in_answer(conclusion, equations, after_marker=True)
+    head = _JUSTIFICATION_RE.split(plain, maxsplit=1)[0]
+    lead = _lead_number(_CLAUSE_END_RE.split(head, maxsplit=1)[0])
+    if lead is not None:
+        return lead
+    pointed = _POINTED_RE.match(head) if after_marker else None
+    if (pointed and not _MATH_RESIDUE_RE.search(head[:pointed.end() + 2])
+            and not _SECOND_NUMBER_RE.search(head, pointed.end())):
+        return normalize_number(pointed.group("num"))
+    values: set[str] = set()
+    for part in _CONJUNCTION_RE.split(head):
+        if not part or not re.search(r"\d", part):
+            continue
+        value = _lead_number(part)
+        if value is None and equations:
+            result = _equation_result(part)
+            value = None if result is False else result
+        if value is None:
+            values.clear()
+            break
+        values.add(value)
+    if len(values) == 1:
+        return values.pop()
+    if values or _MATH_RESIDUE_RE.search(plain) or _EXPRESSION_OPERATOR_RE.search(plain):
+        return None
+    if not equations and "=" in plain:
+        return None
+    found = set(numbers_in_text(plain))
+    return found.pop() if len(found) == 1 else None
 
 
 _YES = {"yes", "y", "true", "t", "correct", "right", "1"}
@@ -396,6 +783,31 @@ _NUMBER_LABEL_RE = re.compile(
     r"^(?:(?:answer|option|choice)\s*(?:is|:)?\s*)?[\(\[]?(\d{1,2})[\)\]]?[.:]?$", re.IGNORECASE
 )
 _LABEL_PREFIX_RE = re.compile(r"^\s*[\(\[]?([A-Za-z]|\d{1,2})[\)\].:]\s+(.*\S)\s*$", re.DOTALL)
+
+
+def option_key(text: Any) -> str:
+    """What makes two options the same option: equal after NFKC, squeezed whitespace and a
+    dropped final period. Case and signs count: "Rr"/"rr" (genotypes), "II"/"ii", "Co"/"CO" and
+    "-1"/"1" are different options in real benchmarks (ARC, MMLU), so SQuAD-style normalization,
+    which folds case and drops punctuation, would call them duplicates."""
+    text = " ".join(unicodedata.normalize("NFKC", str(text)).split())
+    return text[:-1].rstrip() if text.endswith(".") and not text.endswith("..") else text
+
+
+def option_problem(choices: Sequence[Any]) -> tuple[str, str] | None:
+    """(reason, detail) when a list of options cannot make a fair item, else None: an empty
+    option (`empty_choice`) or two options that are the same (`duplicate_choices`, `option_key`).
+    The one check for options, used for generated items and for seeds alike."""
+    keys = [option_key(c) for c in choices]
+    for i, key in enumerate(keys):
+        if not key:
+            return "empty_choice", f"option {i} of {len(keys)} is empty"
+    seen: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in seen:
+            return "duplicate_choices", f"options {seen[key]} and {i} are both {key[:80]!r}"
+        seen[key] = i
+    return None
 
 
 def _choices_are_labels(choices: Sequence[str], pattern: str) -> bool:
@@ -515,16 +927,16 @@ def _parse_choices(obj: Mapping[str, Any], seed_choices: Sequence[str] | None) -
     if not isinstance(value, list) or not all(isinstance(c, (str, int, float)) for c in value):
         raise ValidationError("wrong_type", "choices must be a list of strings")
     choices = strip_option_labels([str(c).strip() for c in value])
-    if any(not c for c in choices):
+    if any(not option_key(c) for c in choices):
         raise ValidationError("empty_choice", "an option is empty")
     for choice in choices:
         _check_length("choice", choice, MAX_CHOICE_CHARS)
     expected = len(seed_choices) if seed_choices else None
     if (expected is not None and len(choices) != expected) or len(choices) < 2:
         raise ValidationError("wrong_choice_count", f"expected {expected or '>=2'}, got {len(choices)}")
-    normalized = [normalize_short_text(c) for c in choices]
-    if len(set(normalized)) != len(normalized):
-        raise ValidationError("duplicate_choices", "two options are the same")
+    problem = option_problem(choices)
+    if problem:
+        raise ValidationError(*problem)
     return choices
 
 
@@ -570,12 +982,12 @@ def parse_generated_item(
     answer_index: int | None = None
     if answer_format == MCQ:
         choices = _parse_choices(obj, seed_choices)
-        answer_index = resolve_choice(answer, choices)
+        answer_index = _choice_index(answer, choices)
         if answer_index is None:
             raise ValidationError("answer_not_in_choices", f"{answer[:80]!r} is not one of the options")
         answer_text = choices[answer_index]
     elif answer_format == BOOLEAN:
-        answer_text = normalize_boolean(answer)
+        answer_text = normalize_boolean(plain_answer(answer))
         if answer_text is None:
             raise ValidationError("not_boolean", repr(answer[:80]))
         choices = list(seed_choices) if seed_choices else ["no", "yes"]
@@ -584,16 +996,13 @@ def parse_generated_item(
         labels = list(label_set or default_label_set(LABEL, seed_choices) or [])
         if not labels:
             raise ValueError("answer_format 'label' needs a label_set (or a seed with choices)")
-        answer_text = match_label(answer, labels)
+        answer_text = match_label(answer, labels) or match_label(plain_answer(answer), labels)
         if answer_text is None:
             raise ValidationError("label_not_in_set", f"{answer[:80]!r} not in {labels}")
         choices = list(seed_choices) if seed_choices else labels
         answer_index = _index_in(choices, lambda c: _label_key(c) == _label_key(answer_text))
     elif answer_format == NUMERIC:
-        number = normalize_number(answer)
-        if number is None:
-            candidates = numbers_in_text(answer)
-            number = candidates[0] if len(set(candidates)) == 1 else None
+        number = number_in_answer(answer, equations=False)  # the answer field is the number itself
         if number is None:
             raise ValidationError("not_a_number", repr(answer[:80]))
         answer_text = number
@@ -617,23 +1026,49 @@ def _is_copy_of_seed(question: str, context: str | None, seed: Mapping[str, Any]
 
 # --- enrichment ------------------------------------------------------------------------------
 
+_BOXED = "boxed"  # stands for the brace-aware \boxed{...} search in the list below
 _PROSE_ANSWER_RES = (
-    re.compile(r"####\s*([^\n]+)"),
-    re.compile(r"\\boxed\{([^{}]+)\}"),
+    re.compile(r"####(?!#)\s*(?!(?:final\s+)?answer\b)([^\n]+)", re.IGNORECASE),
+    _BOXED,
     re.compile(r"final\s+answer\s*(?:is|:|=)\s*:?\s*([^\n]+)", re.IGNORECASE),
+    # a heading or a label alone on its line ("## Final Answer", "**Answer:**"), the answer below
+    re.compile(r"^[ \t#>]*(?:final\s+)?answer[ \t]*:?[ \t]*\n\s*([^\n]+)", re.IGNORECASE | re.MULTILINE),
     re.compile(r"\banswer\s*(?:is|:|=)\s*:?\s*([^\n]+)", re.IGNORECASE),
+    re.compile(r"\b(?:correct|right)\s+(?:option|choice)\s*(?:is|:)\s*:?\s*([^\n]+)", re.IGNORECASE),
 )
-_STRING_FIELD_RE = r'"{key}"\s*:\s*("(?:[^"\\]|\\.)*"|-?[\d.,]+|true|false)'
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
+_STRING_FIELD_RE = (
+    r"""["']{key}["']\s*:\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.|'(?!\s*[,}}\]]))*'|-?[\d.,]+|true|false)"""
+)
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (nested braces kept) or `\\boxed 5`."""
+    content = None
+    for match in _BOXED_RE.finditer(text):
+        if text[match.end():match.end() + 1] == "{":
+            arg, _ = _group(text, match.end())
+        else:
+            arg = re.match(r"[^\s$]*", text[match.end():]).group(0)
+        if arg.strip():
+            content = arg.strip()
+    return content
 
 
 def recover_final_answer(text: str) -> str | None:
-    """The final answer stated in prose: "#### 42", "\\boxed{42}", "Final answer: yes",
-    "The answer is (C)". The last statement of the strongest pattern wins, since models revise."""
-    plain = (text or "").replace("**", "").replace("__", "")
+    """The final answer stated in prose: "#### 42", "\\boxed{\\frac{1}{2}}", "Final answer: yes",
+    "The answer is (C)", "**Answer:** B" (markdown emphasis ignored). The last statement of the
+    strongest pattern wins, since models revise. The text after the marker is returned as written
+    (LaTeX and all): `normalize_final_answer` reads it per format."""
+    plain = strip_markdown(text or "")
     for pattern in _PROSE_ANSWER_RES:
-        match = _last_match(pattern, plain)
-        if match:
-            answer = match.group(1).strip().strip("*`").strip()
+        if pattern is _BOXED:
+            answer = _last_boxed(plain)
+        else:
+            match = _last_match(pattern, plain)
+            answer = match.group(1) if match else None
+        if answer:
+            answer = answer.strip().strip("*`").strip()
             answer = re.sub(r"[.!]+$", "", answer).strip()
             if answer:
                 return answer
@@ -654,46 +1089,75 @@ def _salvage_field(text: str, key: str) -> str | None:
     if not matches:
         return None
     raw = matches[-1]
+    if raw.startswith("'"):
+        return raw[1:-1]
     try:
         return str(json.loads(raw)) if raw.startswith('"') else raw
     except json.JSONDecodeError:
         return raw.strip('"')
 
 
+def _choice_index(answer: Any, choices: Sequence[str] | None) -> int | None:
+    """`resolve_choice` on the answer as written, then on its plain text (`**B**`, `$B$`,
+    `\\boxed{\\text{B}}` → `B`), then against the options' plain text too (options in LaTeX)."""
+    if not choices or answer is None:
+        return None
+    index = resolve_choice(answer, choices)
+    if index is not None:
+        return index
+    plain = plain_answer(answer)
+    if not plain:
+        return None
+    if plain != str(answer).strip():
+        index = resolve_choice(plain, choices)
+        if index is not None:
+            return index
+    plain_choices = [plain_answer(c) for c in choices]
+    if plain_choices != [c.strip() for c in choices] and option_problem(plain_choices) is None:
+        return resolve_choice(plain, plain_choices)
+    return None
+
+
 def normalize_final_answer(
     raw: str, answer_format: str, choices: Sequence[str] | None, label_set: Sequence[str] | None
 ) -> tuple[str | None, int | None]:
     """(normalized answer, index into choices) of a final answer; (None, None) when it does not fit
-    the format, e.g. an option that does not exist: such a sample is a vote for nothing."""
+    the format, e.g. an option that does not exist: such a sample is a vote for nothing.
+
+    Every format reads the answer's plain text (`plain_answer`: LaTeX and markdown removed), and
+    the statement an answer marker points at ("The answer is (B)", "Final answer: no",
+    `\\boxed{}`, "####", see `recover_final_answer`) before the text as a whole; numbers go
+    through `number_in_answer`, so two candidates without a marker are no answer.
+    """
     raw = (raw or "").strip()
     if not raw:
         return None, None
+    recovered = recover_final_answer(raw)
     if answer_format == MCQ:
-        index = resolve_choice(raw, choices or [])
-        if index is None:
-            recovered = recover_final_answer(raw)
-            index = resolve_choice(recovered, choices or []) if recovered else None
+        index = _choice_index(raw, choices)
+        if index is None and recovered:
+            index = _choice_index(recovered, choices)
         return (choices[index], index) if index is not None and choices else (None, None)
     if answer_format == BOOLEAN:
-        answer = normalize_boolean(raw) or normalize_boolean(recover_final_answer(raw))
+        answer = next((a for a in (normalize_boolean(plain_answer(c)) for c in (recovered, raw) if c) if a), None)
         index = _index_in(choices, lambda c: normalize_boolean(c) == answer) if answer else None
         return answer, index
     if answer_format == LABEL:
         labels = list(label_set or default_label_set(LABEL, choices) or [])
-        answer = match_label(raw, labels) or match_label(recover_final_answer(raw), labels)
+        answer = next((a for a in (match_label(plain_answer(c), labels) for c in (recovered, raw) if c) if a), None)
         index = _index_in(choices, lambda c: _label_key(c) == _label_key(answer)) if answer else None
         return answer, index
     if answer_format == NUMERIC:
-        number = normalize_number(raw)
-        if number is None:
-            recovered = recover_final_answer(raw)
-            number = normalize_number(recovered) if recovered else None
-            if number is None:
-                found = numbers_in_text(recovered or raw)
-                number = found[-1] if found else None
+        number = normalize_number(plain_answer(raw))
+        if number is None and recovered:
+            number = number_in_answer(recovered, after_marker=True)
+        if number is None and not (recovered and re.search(r"\d", recovered)):
+            number = number_in_answer(raw)  # a marker pointing at no number leaves the text as is
         return number, None
     if answer_format == CODE:
         return strip_code_fence(raw), None
+    if answer_format == SHORT_TEXT:
+        return normalize_short_text(plain_answer(recovered or raw)) or None, None
     return normalize_short_text(raw) or None, None
 
 
@@ -708,7 +1172,9 @@ def parse_enrichment(
     JSON is preferred; when the response is not usable JSON, a complete `"final_answer"` value is
     salvaged from broken or cut-off JSON, and an answer stated in prose ("The answer is (C)",
     "#### 42", or a reply that is only the answer) is recovered, but never from cut-off text:
-    reasoning cut off mid-way may say "the answer is" about a step, not the result.
+    reasoning cut off mid-way may say "the answer is" about a step, not the result. Drafts
+    before the last `</think>` never count, and output cut off inside a reasoning block is
+    `truncated` (see `strip_reasoning`).
     Raises ParseError when no final answer can be found at all.
     """
     choices = item.get("choices") or None
@@ -717,13 +1183,15 @@ def parse_enrichment(
     try:
         obj = _as_object(text_or_obj, expected_keys=("final_answer", "reasoning", "knowledge", "answer"))
     except ParseError as err:
-        text = str(text_or_obj or "")
+        if err.reason in ("empty", "truncated"):
+            raise  # nothing, or only drafts inside an unclosed reasoning block
+        text = strip_reasoning(str(text_or_obj or ""))
         raw_answer = _salvage_field(text, "final_answer")
         if raw_answer is not None:
             knowledge = _salvage_field(text, "knowledge") or ""
             reasoning = _salvage_field(text, "reasoning") or ""
         elif err.reason in ("no_json", "not_an_object", "invalid_json"):
-            prose = _THINK_RE.sub("", text).strip()
+            prose = text.strip()
             raw_answer = recover_final_answer(prose)
             reasoning = prose
             if raw_answer is None and err.reason != "invalid_json":

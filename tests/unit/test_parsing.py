@@ -13,10 +13,13 @@ from udfs.parsing import (
     ValidationError,
     answers_agree,
     extract_json_object,
+    latex_to_text,
     normalize_boolean,
+    normalize_final_answer,
     normalize_number,
     normalize_short_text,
     numbers_in_text,
+    option_problem,
     parse_enrichment,
     parse_generated_item,
     recover_final_answer,
@@ -245,7 +248,7 @@ def test_mcq_item_with_the_seeds_two_options():
         (dict(NEW_ARC, answer="chlorophyll"), ARC, "answer_not_in_choices"),
         (dict(NEW_ARC, answer="E"), ARC, "answer_not_in_choices"),
         (dict(NEW_ARC, answer="C) photosynthesis"), ARC, "answer_not_in_choices"),
-        (dict(NEW_ARC, choices=["food", "Food", "water", "air"], answer="water"), ARC, "duplicate_choices"),
+        (dict(NEW_ARC, choices=["food", " food.", "water", "air"], answer="water"), ARC, "duplicate_choices"),
         (dict(NEW_ARC, choices=None), ARC, "missing_field"),
         (dict(NEW_ARC, choices="respiration, photosynthesis"), ARC, "wrong_type"),
         ({k: v for k, v in NEW_ARC.items() if k != "answer"}, ARC, "missing_field"),
@@ -515,3 +518,321 @@ def test_enrichment_without_a_final_answer_raises(text, reason):
 )
 def test_recover_final_answer(text, expected):
     assert recover_final_answer(text) == expected
+
+
+# --- issue 11: real model output that was answered wrong -------------------------------------
+# Each kind is a rule; the issue's own examples come first in each list, then more of the kind.
+
+# A. LaTeX is turned into plain text before matching; what is not one number is no number.
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (r"\boxed{\frac{1}{2}}", "0.5"),
+        (r"\boxed{\$9{,}500}", "9500"),
+        (r"\boxed{\dfrac{3}{4}}", "0.75"),
+        (r"\tfrac{1}{4}", "0.25"),
+        (r"$\frac12$", "0.5"),
+        (r"\frac1{8}", "0.125"),
+        (r"\frac{1}{3}", "1/3"),
+        (r"-\frac{1}{2}", "-0.5"),
+        (r"\frac{-7}{4}", "-1.75"),
+        (r"\boxed{-\dfrac{3}{4}}", "-0.75"),
+        (r"2\frac{1}{2}", "2.5"),
+        (r"\boxed{\text{18 apples}}", "18"),
+        (r"\textbf{42}", "42"),
+        (r"\mathrm{42}", "42"),
+        (r"12\text{ cm}", "12"),
+        (r"5\ \text{m/s}", "5"),
+        (r"9{,}500", "9500"),
+        (r"9\,500", "9500"),
+        (r"1\,000\,000", "1000000"),
+        (r"1\!000", "1000"),
+        (r"\$1{,}234.50", "1234.5"),
+        (r"3 \times 10^{5}", "300000"),
+        (r"1.5\times10^{-3}", "0.0015"),
+        (r"10^{3}", "1000"),
+        (r"$42$", "42"),
+        (r"$$42$$", "42"),
+        (r"\(42\)", "42"),
+        (r"\[ 42 \]", "42"),
+        (r"$\boxed{7}$", "7"),
+        (r"50\%", "50"),
+        (r"\$18.90", "18.9"),
+        (r"30^\circ", "30"),
+        (r"45^{\circ}\text{C}", "45"),
+        (r"\left( 5 \right)", "5"),
+        (r"\boxed{{12}}", "12"),
+        (r"\boxed 5", "5"),
+        (r"The final answer is $\boxed{\dfrac{7}{8}}$.", "0.875"),
+        (r"So the total is \boxed{1{,}000} dollars.", "1000"),
+        (r"\text{The answer is } 12", "12"),
+        # not one number: None, never a fragment of the expression
+        (r"\boxed{\frac{\sqrt{3}}{2}}", None),
+        (r"\sqrt{2}", None),
+        (r"3\pi", None),
+        (r"2^{10}", None),
+        (r"\frac{x}{2}", None),
+        (r"0.\overline{3}", None),
+        (r"\boxed{3, 5}", None),
+        (r"(-\infty, 2]", None),
+        (r"3{,}14", None),
+    ],
+)
+def test_numeric_final_answer_reads_latex(raw, expected):
+    assert normalize_final_answer(raw, NUMERIC, None, None) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    "text, plain",
+    [
+        (r"\boxed{\frac{1}{2}}", "1/2"),
+        (r"\boxed{\$9{,}500}", "$9,500"),
+        (r"\frac{\frac{1}{2}}{3}", "(1/2)/(3)"),
+        (r"\text{Paris}", "Paris"),
+        (r"\textbf{(B)}", "(B)"),
+        (r"$\text{yes}$", "yes"),
+        (r"\left[ 1, 2 \right]", "[ 1, 2 ]"),
+        (r"\sqrt[3]{8}", "sqrt[3](8)"),
+        ("costs $5 and more", "costs $5 and more"),
+        ("x^y and x^{10}", "x^y and x^(10)"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_latex_to_text(text, plain):
+    assert latex_to_text(text) == plain
+
+
+# B. The number the answer marker points at; two candidates without a marker are no answer.
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("The answer is 18 (after subtracting 6)", "18"),
+        ("5 and 7", None),
+        ("x = 5", "5"),
+        ("5 + 2 = 7", "7"),
+        ("48/2 = 24", "24"),
+        ("24 - 6 = 18 apples", "18"),
+        ("$18 (she spent $6 of $24)", "18"),
+        ("18, because 24 - 6 = 18", "18"),
+        ("18. Then she bought 6 more the next day", "18"),
+        ("x = 5 (since 2x = 10)", "5"),
+        ("2x = 10, so x = 5", "5"),
+        ("The answer is: $1,200 for the 3 chairs", "1200"),
+        ("The answer is 18 apples and 6 oranges", None),
+        ("The answer is 5 to 7 days", None),
+        ("Final answer: 72 clips (48 in April and 24 in May)", "72"),
+        ("She has 18 apples left.", "18"),
+        ("72 clips", "72"),
+        ("about 5.5 hours", "5.5"),
+        ("3 1/2 cups", "3.5"),
+        ("18 dollars", "18"),
+        ("€15", "15"),
+        ("The answer is 3. Wait, recomputing... The answer is 4.", "4"),
+        # several distinct candidates, no marker pointing at one
+        ("5 or 7", None),
+        ("x = 2 or x = 3", None),
+        ("1, 2, 3", None),
+        ("between 5 and 7", None),
+        ("5-7", None),
+        ("3:30", None),
+        ("She paid $1,200 for 3 chairs", None),
+        ("The answer is 5 or 7", None),
+        ("12 apples and 6 oranges", None),
+    ],
+)
+def test_numeric_final_answer_takes_the_number_the_marker_points_at(raw, expected):
+    assert normalize_final_answer(raw, NUMERIC, None, None) == (expected, None)
+    assert parse_enrichment(_enrichment_json(raw), NUMERIC, GSM8K, None).final_answer == expected
+
+
+@pytest.mark.parametrize(
+    "prose, expected",
+    [
+        ("24 - 6 = 18, so she has 18 apples.\nThe answer is 18 (after subtracting 6)", "18"),
+        ("Step 1: 48/2 = 24.\nStep 2: 48 + 24 = 72.\n\n#### 72", "72"),
+        ("We get $x = \\frac{1}{2}$.\n\nThe final answer is $\\boxed{\\frac{1}{2}}$.", "0.5"),
+        ("So she has 5 apples and 7 pears.\n**Final Answer:** 5 and 7", None),
+    ],
+)
+def test_numeric_answer_recovered_from_prose(prose, expected):
+    assert parse_enrichment(prose, NUMERIC, GSM8K, None).final_answer == expected
+
+
+# C. Markdown emphasis, math delimiters and \text{} are stripped before letters, labels, yes/no.
+@pytest.mark.parametrize(
+    "raw",
+    ["**B**", "$B$", r"\boxed{B}", r"\boxed{\text{B}}", r"\textbf{B}", r"$\mathrm{B}$", "`B`", "*B*", "__B__",
+     "_B_", "**(B)**", "**B.**", r"\(\text{B}\)", r"\[\boxed{B}\]", "**food**", r"\text{food}", "'B'",
+     r"The answer is $\boxed{B}$.", "**Answer:** B", "Answer: **B**", "**Final Answer:** (B) food",
+     "The correct option is B.", "## Final Answer\nB", r"\boxed{\textbf{(B)}}"],
+)
+def test_mcq_final_answer_unwraps_markup(raw):
+    assert normalize_final_answer(raw, MCQ, OPTIONS, None) == ("food", 1)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [(r"\boxed{\text{No}}", "no"), ("**Yes**", "yes"), (r"$\text{yes}$", "yes"), ("`no`", "no"),
+     (r"\textbf{No}.", "no"), ("The answer is **No**", "no"), (r"\boxed{Yes}", "yes"),
+     (r"Final answer: $\text{No}$", "no"), ("*No*", "no"), ("Yes, but the final answer is: no", "no")],
+)
+def test_boolean_final_answer_unwraps_markup(raw, expected):
+    assert normalize_final_answer(raw, BOOLEAN, ["no", "yes"], None) == (expected, ["no", "yes"].index(expected))
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [(r"\boxed{\text{entailment}}", "entailment"), ("**neutral**", "neutral"), ("`contradiction`", "contradiction"),
+     (r"$\text{contradiction}$", "contradiction"), ("_neutral_", "neutral"), (r"\textbf{Neutral}.", "neutral"),
+     ("The answer is **contradiction**", "contradiction")],
+)
+def test_label_final_answer_unwraps_markup(raw, expected):
+    assert normalize_final_answer(raw, LABEL, None, NLI_LABELS)[0] == expected
+
+
+def test_label_with_underscores_is_not_read_as_emphasis():
+    labels = ["entailment", "not_entailment"]
+    assert normalize_final_answer("`not_entailment`", LABEL, None, labels)[0] == "not_entailment"
+    assert normalize_final_answer("**not_entailment**", LABEL, None, labels)[0] == "not_entailment"
+
+
+@pytest.mark.parametrize(
+    "answer, answer_format, expected",
+    [("**B**", MCQ, "photosynthesis"), (r"$\text{B}$", MCQ, "photosynthesis"), (r"\boxed{\text{Yes}}", BOOLEAN, "yes"),
+     ("**no**", BOOLEAN, "no"), (r"\boxed{108}", NUMERIC, "108"), (r"\$1{,}080", NUMERIC, "1080"),
+     (r"\frac{1}{4}", NUMERIC, "0.25")],
+)
+def test_generated_item_answers_unwrap_markup(answer, answer_format, expected):
+    obj = dict(NEW_ARC, answer=answer)
+    seed = {MCQ: ARC, BOOLEAN: BOOLQ, NUMERIC: GSM8K}[answer_format]
+    if answer_format != MCQ:
+        obj = {"question": "is mount fuji in japan" if answer_format == BOOLEAN else GSM_NEW,
+               "context": PASSAGE if answer_format == BOOLEAN else None, "choices": None, "answer": answer}
+    assert parse_generated_item(json.dumps(obj), answer_format, seed, None).answer_text == expected
+
+
+def test_mcq_options_in_latex_match_a_plain_answer():
+    options = [r"$\frac{1}{2}$", r"$\frac{1}{3}$", r"$\frac{2}{3}$", r"$\frac{3}{4}$"]
+    assert normalize_final_answer("1/3", MCQ, options, None) == (options[1], 1)
+    assert normalize_final_answer(r"\boxed{\frac{2}{3}}", MCQ, options, None) == (options[2], 2)
+
+
+# D. Never an answer from inside a reasoning block; drop everything before the last closing tag.
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<think>The options... a draft: {"final_answer": "A"}. Let me check again whether',
+        '<think>\nOkay, the answer is A. Hmm, but',
+        '<thinking>{"knowledge": "k", "reasoning": "r", "final_answer": "A"} wait',
+        '<reasoning>The answer is (A)',
+        '<think>first pass</think>\n<think>second pass: {"final_answer": "A"}',
+        '<Think>\n{"final_answer": "A"}',
+    ],
+)
+def test_output_cut_off_inside_a_reasoning_block_is_truncated(text):
+    with pytest.raises(ParseError) as err:
+        parse_enrichment(text, MCQ, ARC_ITEM, None)
+    assert err.value.reason == "truncated"
+    with pytest.raises(ParseError) as err:
+        extract_json_object(text, expected_keys=("final_answer",))
+    assert err.value.reason == "truncated"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'A draft: {"final_answer": "A"}. No, wait.\n</think>\n\n' + _enrichment_json("B"),
+        '<think>draft {"final_answer": "A"}</think>' + _enrichment_json("B"),
+        "Okay, so the answer is A. Hmm, no.\n</think>\nThe answer is B.",
+        "<thinking>The answer is A</thinking>\nFinal answer: B",
+        '<reasoning>so A</reasoning>\n```json\n' + _enrichment_json("B") + "\n```",
+        "<THINK>A?</THINK> B",
+        "<think>a</think> <think>The answer is A</think>\n\nThe answer is (B)",
+    ],
+)
+def test_only_what_follows_the_last_closing_tag_counts(text):
+    assert parse_enrichment(text, MCQ, ARC_ITEM, None).final_answer_index == 1
+
+
+@pytest.mark.parametrize("text", ["<think>only thoughts</think>", "drafts\n</think>\n  "])
+def test_nothing_after_the_reasoning_block_is_empty(text):
+    with pytest.raises(ParseError) as err:
+        parse_enrichment(text, MCQ, ARC_ITEM, None)
+    assert err.value.reason == "empty"
+
+
+def test_generated_item_after_a_template_opened_think_block():
+    text = 'Draft: {"question": "draft?", "answer": "x"}\n</think>\n' + NEW_ARC_JSON
+    assert parse_generated_item(text, MCQ, ARC, None).answer_text == "photosynthesis"
+    with pytest.raises(ParseError) as err:
+        parse_generated_item("<think>\n" + NEW_ARC_JSON, MCQ, ARC, None)
+    assert err.value.reason == "truncated"
+
+
+# E. Python-style dicts with apostrophes inside single-quoted strings are repaired.
+@pytest.mark.parametrize(
+    "text, field, value",
+    [
+        ("{'knowledge': 'the UK's capital', 'reasoning': 'London', 'final_answer': 'B'}", "knowledge", "the UK's capital"),
+        ("{'knowledge': 'It's a plant's way of making food.', 'final_answer': 'B'}", "knowledge",
+         "It's a plant's way of making food."),
+        ("{'knowledge': 'the students' books', 'final_answer': 'B'}", "knowledge", "the students' books"),
+        ("{'reasoning': 'rock 'n' roll', 'final_answer': 'B'}", "reasoning", "rock 'n' roll"),
+        ("{'reasoning': 'He said 'no', then left', 'final_answer': 'B'}", "reasoning", "He said 'no', then left"),
+        ("{\u2018knowledge\u2019: \u2018the UK\u2019s capital\u2019, \u2018final_answer\u2019: \u2018B\u2019}", "knowledge",
+         "the UK\u2019s capital"),
+        ("Sure:\n{'knowledge': \"Don't panic\", 'reasoning': 'it's fine', 'final_answer': 'B',}", "reasoning", "it's fine"),
+        ('{"knowledge": "k", "reasoning": "she said "hi" twice", "final_answer": "B"}', "reasoning", 'she said "hi" twice'),
+    ],
+)
+def test_python_style_dicts_with_apostrophes_are_repaired(text, field, value):
+    obj = extract_json_object(text, expected_keys=("final_answer",))
+    assert obj[field] == value and obj["final_answer"] == "B"
+    assert parse_enrichment(text, MCQ, ARC_ITEM, None).final_answer_index == 1
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("{'knowledge': 'the UK's capital', 'reasoning': 'it's cut", "truncated_json"),
+        ("{'knowledge': 'the UK's capital', 'final_answer': 'Lon", "truncated_json"),
+        ("{'knowledge': 'x', 'b': 'it's, 'c': 1}", "invalid_json"),
+        ("{'knowledge': 'k' 'reasoning': 'r'}", "invalid_json"),
+        ("{'knowledge': 'k', reasoning: it's r}", "invalid_json"),
+    ],
+)
+def test_failed_repairs_are_invalid_and_only_real_cuts_are_truncated(text, reason):
+    with pytest.raises(ParseError) as err:
+        extract_json_object(text, expected_keys=("final_answer", "knowledge"))
+    assert err.value.reason == reason
+
+
+# J (the shared option check): empty or duplicate options; case and sign make options differ.
+@pytest.mark.parametrize(
+    "choices, problem",
+    [
+        (["#15", "#16", "#17", ""], "empty_choice"),
+        (["humerus", "", "femur", "tibia"], "empty_choice"),
+        (["a", "  ", "b"], "empty_choice"),
+        (["Employee rights", "Employee rights", "Employer duties", "Employee duties"], "duplicate_choices"),
+        (["0.015 joule.", "0.15 joule.", "0.015 joule", "1.15 joule."], "duplicate_choices"),
+        (["Increase \xa0\xa0 Increase", "No change", "Increase Increase", "x"], "duplicate_choices"),
+        (["WW or ww", "WW or Ww", "WW only", "Ww only"], None),
+        (["1", "-1", "i", "-i"], None),
+        (["2", "II", "I", "ii"], None),
+        (["-$1,000", "$0", "$1,000", "2000"], None),
+    ],
+)
+def test_option_problem(choices, problem):
+    found = option_problem(choices)
+    assert (found[0] if found else None) == problem
+
+
+def test_generated_items_keep_options_that_differ_only_in_case_or_sign():
+    obj = {"question": "Which genotype is heterozygous?", "context": None, "choices": ["RR", "Rr", "rr", "R"],
+           "answer": "Rr"}
+    assert parse_generated_item(obj, MCQ, ARC, None).answer_index == 1
+    obj = {"question": "What is the product of the two roots?", "context": None, "choices": ["1", "-1", "2", "-2"],
+           "answer": "-1"}
+    assert parse_generated_item(obj, MCQ, ARC, None).answer_index == 1
