@@ -20,6 +20,26 @@ is the source of truth, so a record is normalized the way lm-eval evaluates it:
 Anything that cannot be rendered becomes a `Quarantined(reason, detail)` with a short machine
 reason (see `REASONS`); the rest of the shard goes on.
 
+Options and gold answers (the rules, decided once for seeds and held-out rows):
+- Option texts are read from the record, or from the prompt's "A. text" lines, each within its
+  own line (the last run of lines labelled A, B, C... in order), so an empty option stays empty
+  and never takes the next prompt line ("Answer:") or shifts the options after it.
+- Seeds get the option check generated items get (`udfs.parsing.option_problem`, one function
+  for both): an empty option is `empty_choice`, two options with the same text are
+  `duplicate_choices` (case and sign count: "Rr"/"rr", "-1"/"1" are different options).
+- lm-eval targets may list several gold options (its `multiple_target`: any listed option is
+  correct). One distinct gold index is an ordinary item. For choice formats (mcq, boolean,
+  label) the seeds table has one `answer_index`, so a record naming several gold options is
+  quarantined as `multiple_gold` rather than keeping one of them silently. For open formats
+  (short_text, freeform, numeric) `choices` holds every accepted answer (the first is
+  `answer_text`), as for webqs/nq_open. Without a catalog format, a list naming every option is
+  read as accepted answers (webqs), a list naming some of them as a choice item (→
+  `multiple_gold` when it names more than one).
+- Held-out rows only serve decontamination, which must see every benchmark question: they keep
+  flawed options, and a choice record with several gold options keeps them all (`answer_index`
+  null, `answer_text` = the gold option texts, one per line). A record whose only gold answer is
+  empty is `empty_answer` in either role.
+
 Row identity (documented here because every writer relies on it):
 - `seed_id` / `heldout_id` = stable_hash(role, task, split, source_record[, sub_index]): the raw
   record's canonical JSON (sorted keys, null-valued keys dropped: `datasets` adds a null for
@@ -49,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from udfs.hashing import canonical_json, stable_hash
+from udfs.parsing import option_problem
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +93,9 @@ REASONS = {
     "process_docs_error": "the task's process_docs failed on this record",
     "filtered_by_process_docs": "the task's process_docs dropped this record",
     "duplicate_record": "an identical record of the same split was ingested already",
+    "empty_choice": "seed: an option is empty (the check generated items get, udfs.parsing.option_problem)",
+    "duplicate_choices": "seed: two options are the same text (udfs.parsing.option_key)",
+    "multiple_gold": "seed: the target names several gold options; one answer_index cannot hold them",
 }
 
 # Field names that hold the question / the passage, in order of preference. A field is only used
@@ -86,8 +110,9 @@ CONTEXT_FIELDS = (
 )
 
 _ROW = "__taskseed_row__"  # hidden column: raw row number, carried through process_docs
-_LETTER = re.compile(r"^\(?([A-Za-z])\)?[.:]?$")
-_GSM_FINAL = re.compile(r"(?s)^(.*?)\n?\s*####\s*(.+?)\s*$")
+_LETTER = re.compile(r"\(?([A-Za-z])\)?[.:]?")  # used with fullmatch: one label, nothing else
+# GSM8K's final-answer line: "#### 72", read within its line (the last such line wins).
+_GSM_FINAL = re.compile(r"####[ \t]*([^\n]*?)[ \t]*$", re.MULTILINE)
 _CALC_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
 
@@ -117,6 +142,7 @@ class Normalized:
                   open formats: all accepted answers when lm-eval has several (webqs, nq_open),
                   answer_index None; else None
     answer_text   the gold option's text / the (first) accepted answer / the final number
+                  (held-out choice records with several gold options: each gold text, one a line)
     rationale     the source's worked solution when it has one (GSM8K, `<<calc>>` notes removed)
     prompt_text   lm-eval's rendered doc_to_text
     decontamination_text  held-out only: lm-eval's doc_to_decontamination_query, else the prompt
@@ -595,9 +621,15 @@ def normalize_doc(task: Any, doc: dict, *, answer_format: str | None = None, hel
         question = _pick_field(doc, QUESTION_FIELDS, prompt_text) or prompt_text
         choices, answer_index, answer_text = None, None, None
         if choices_raw is not None and (fmt in CHOICE_FORMATS or not isinstance(target, list)):
-            gold = _gold_index(target, choices_raw)
+            golds = _gold_indices(target, choices_raw)
             choices = [c.strip() for c in resolve_letter_choices(choices_raw, doc, prompt_text)]
-            answer_index, answer_text = gold, choices[gold]
+            if len(golds) == 1:
+                answer_index, answer_text = golds[0], choices[golds[0]]
+            elif heldout:  # kept for decontamination: every gold option, none picked
+                answer_text = "\n".join(choices[g] for g in golds)
+            else:
+                raise RenderError("multiple_gold", f"gold options {golds} of {len(choices)}: "
+                                  + "; ".join(repr(choices[g][:40]) for g in golds))
         else:
             accepted = _accepted_answers(target, choices_raw)
             answer_text = accepted[0]
@@ -606,6 +638,10 @@ def normalize_doc(task: Any, doc: dict, *, answer_format: str | None = None, hel
             if fmt == "numeric" or "####" in answer_text:
                 rationale, answer_text = split_final_answer(answer_text)
 
+    if not heldout and choices is not None and (answer_index is not None or fmt in CHOICE_FORMATS):
+        problem = option_problem(choices)  # options, not accepted answers (webqs aliases)
+        if problem:
+            raise RenderError(*problem)
     context = _pick_field(doc, CONTEXT_FIELDS, prompt_text, exclude=question)
     question = question.strip() if isinstance(question, str) else question
     if not question:
@@ -661,8 +697,9 @@ def decontamination_query(task: Any, doc: Mapping) -> str | None:
 def infer_answer_format(output_type: str | None, choices: list[str] | None, target: Any) -> str:
     """Fallback when the catalog has no answer_format: decide from what lm-eval rendered."""
     if choices is not None:
-        if isinstance(target, list):
+        if isinstance(target, list) and _covers_every_choice(target, choices):
             return "short_text"  # all accepted answers as "choices" (webqs-style)
+        # a list naming some of the options is a choice item with several gold options (K)
         lowered = sorted(c.strip().lower() for c in choices)
         if lowered in (["no", "yes"], ["false", "true"]):
             return "boolean"
@@ -670,18 +707,22 @@ def infer_answer_format(output_type: str | None, choices: list[str] | None, targ
     if output_type in ("loglikelihood", "loglikelihood_rolling"):
         return "freeform"
     text = _target_text(target, None) if target is not None else ""
-    if _GSM_FINAL.match(text) or _is_number(text):
+    if any(m.group(1) for m in _GSM_FINAL.finditer(text)) or _is_number(text):
         return "numeric"
     return "short_text" if len(text.split()) <= 12 else "freeform"
 
 
 def split_final_answer(text: str) -> tuple[str | None, str]:
-    """GSM8K-style "worked solution\\n#### 72" → (solution without <<calc>> notes, "72")."""
-    match = _GSM_FINAL.match(text or "")
-    if not match:
+    """GSM8K-style "worked solution\\n#### 72" → (solution without <<calc>> notes, "72").
+
+    The final answer is the rest of the last `####` line, never more than that line; lines after
+    it (rare) stay in the rationale. No `####` line with an answer: (None, the text)."""
+    match = next((m for m in reversed(list(_GSM_FINAL.finditer(text or ""))) if m.group(1)), None)
+    if match is None:
         return None, (text or "").strip()
-    rationale = _CALC_ANNOTATION.sub("", match.group(1)).strip() or None
-    final = match.group(2).strip()
+    rest = "\n".join(part.strip() for part in (text[:match.start()], text[match.end():]) if part.strip())
+    rationale = _CALC_ANNOTATION.sub("", rest).strip() or None
+    final = match.group(1).strip()
     if _is_number(final.replace(",", "")):
         final = final.replace(",", "")
     return rationale, final
@@ -694,7 +735,7 @@ def resolve_letter_choices(choices: list[str], doc: Mapping, prompt_text: str) -
     prompt; "A. text" / "(A) text" lines of the prompt; a record list paired with a label list
     equal to the letters (ARC's choices.text/choices.label); the only list of that length.
     """
-    letters = [_LETTER.match(c.strip()) for c in choices]
+    letters = [_LETTER.fullmatch(c.strip()) for c in choices]
     if len(choices) < 2 or not all(letters):
         return list(choices)
     labels = [m.group(1) for m in letters]
@@ -826,12 +867,24 @@ def _check_choices(choices: Any) -> list[str]:
     return list(choices)
 
 
+def _gold_indices(target: Any, choices: list[str]) -> list[int]:
+    """The distinct gold indices of a choice task's target, in order: lm-eval's target is an
+    index, the choice text, or a list of them (its `multiple_target`: any listed option is
+    correct, e.g. ReCoRD's several answer spans)."""
+    if not isinstance(target, list):
+        return [_gold_index(target, choices)]
+    if not target:
+        raise RenderError("empty_answer", "doc_to_target returned an empty list")
+    golds: list[int] = []
+    for item in target:
+        gold = _gold_index(item, choices)
+        if gold not in golds:
+            golds.append(gold)
+    return golds
+
+
 def _gold_index(target: Any, choices: list[str]) -> int:
-    """lm-eval's target for a choice task: an index, a list of indices, or the choice text."""
-    if isinstance(target, list):
-        if not target:
-            raise RenderError("empty_answer", "doc_to_target returned an empty list")
-        target = target[0]
+    """One gold option of a choice task: an index or the choice text."""
     if isinstance(target, bool):
         target = int(target)
     if isinstance(target, float) and target.is_integer():
@@ -852,6 +905,14 @@ def _gold_index(target: Any, choices: list[str]) -> int:
     if target is None:
         raise RenderError("missing_field", "doc_to_target returned None")
     raise RenderError("non_string_text", f"doc_to_target returned {type(target).__name__}")
+
+
+def _covers_every_choice(target: Any, choices: list[str]) -> bool:
+    """A list target naming every option (webqs: the options are the accepted answers)."""
+    try:
+        return isinstance(target, list) and len(_gold_indices(target, choices)) == len(choices)
+    except RenderError:
+        return True  # not option indices/texts: read as accepted answers, as before
 
 
 def _accepted_answers(target: Any, choices: list[str] | None) -> list[str]:
@@ -955,13 +1016,21 @@ def _is_str_list(value: Any, n: int) -> bool:
 
 
 def _options_from_prompt(labels: list[str], prompt_text: str) -> list[str] | None:
-    out = []
-    for label in labels:
-        match = re.search(rf"(?m)^\s*\(?{re.escape(label)}[.):]\s*(\S.*)$", prompt_text)
-        if not match:
-            return None
-        out.append(match.group(1).strip())
-    return out
+    """Option texts from the prompt's "A. text" / "(B) text" lines: the last run of lines that
+    carries the labels in order (blank lines between them allowed). Each option is read within
+    its own line, so an empty option ("D." alone) stays empty instead of taking the next line."""
+    lines = [line for line in prompt_text.splitlines() if line.strip()]
+    patterns = [re.compile(rf"[ \t]*\(?{re.escape(label)}[.):][ \t]*(.*?)[ \t]*") for label in labels]
+    for start in range(len(lines) - len(labels), -1, -1):
+        texts = []
+        for offset, pattern in enumerate(patterns):
+            match = pattern.fullmatch(lines[start + offset])
+            if not match:
+                break
+            texts.append(match.group(1))
+        else:
+            return texts
+    return None
 
 
 def _is_number(text: str) -> bool:

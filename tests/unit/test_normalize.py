@@ -16,6 +16,7 @@ import pytest
 
 from udfs.normalize import (
     CompiledTask,
+    _gold_indices,
     RenderError,
     TaskSource,
     Unit,
@@ -344,3 +345,167 @@ def test_a_split_missing_from_the_mirror_is_a_task_error(tmp_path):
                 yaml_path=str(LM_TASKS / YAML["arc_easy"]))
     rows = list(process_unit(unit, str(tmp_path)))
     assert rows[0]["reason"] == "task_error" and "no split" in rows[0]["detail"]
+
+
+# ---- issue 11 J: seeds get the option checks generated items get --------------------------------
+
+def _mmlu(choices, answer, question="Which bone is the longest?"):
+    return {"question": question, "subject": "anatomy", "choices": choices, "answer": answer}
+
+
+@pytest.mark.parametrize(
+    "doc, reason",
+    [
+        (_mmlu(["#15", "#16", "#17", ""], 3), "empty_choice"),
+        (_mmlu(["humerus", "", "femur", "tibia"], 2), "empty_choice"),
+        (_mmlu(["humerus", "femur", "tibia", "  "], 1), "empty_choice"),
+        (_mmlu(["Employee rights", "Employee rights", "Employer duties", "Employee duties"], 3), "duplicate_choices"),
+        (_mmlu(["Paris", "London", "Paris", "Rome"], 0), "duplicate_choices"),
+        (_mmlu(["0.015 joule.", "0.15 joule.", "0.015 joule", "1.15 joule."], 1), "duplicate_choices"),
+    ],
+    ids=["empty_gold", "empty_middle", "blank_last", "duplicate", "duplicate_gold", "duplicate_final_period"],
+)
+def test_seeds_with_empty_or_duplicate_options_are_quarantined(doc, reason, mirror):
+    renderer = get_renderer(source("mmlu_anatomy", mirror))
+    result = renderer.normalize(doc, "mcq", heldout=False)
+    assert not hasattr(result, "question"), f"expected quarantine, got {result}"
+    assert result.reason == reason, result.detail
+
+
+@pytest.mark.parametrize(
+    "task, doc",
+    [
+        ("arc_easy", _arc(choices={"text": ["iron", "", "wood"], "label": ["A", "B", "C"]})),
+        ("arc_easy", _arc(choices={"text": ["iron", "wood", "iron"], "label": ["A", "B", "C"]})),
+    ],
+)
+def test_option_checks_hold_for_every_choice_task(task, doc, mirror):
+    result = get_renderer(source(task, mirror)).normalize(doc, FORMATS[task], heldout=False)
+    assert result.reason in ("empty_choice", "duplicate_choices")
+
+
+def test_options_are_read_within_their_line_and_never_shift(mirror):
+    """Held-out rows keep flawed options (decontamination needs every benchmark question), so
+    they show what was read: option texts stay in their own slots."""
+    renderer = get_renderer(source("mmlu_anatomy", mirror))
+    n = renderer.normalize(_mmlu(["humerus", "", "femur", "tibia"], 2), "mcq", heldout=True)
+    assert n.choices == ["humerus", "", "femur", "tibia"]
+    assert (n.answer_index, n.answer_text) == (2, "femur")
+    n = renderer.normalize(_mmlu(["#15", "#16", "#17", ""], 1), "mcq", heldout=True)
+    assert n.choices == ["#15", "#16", "#17", ""] and n.answer_text == "#16"
+    gone = renderer.normalize(_mmlu(["#15", "#16", "#17", ""], 3), "mcq", heldout=True)
+    assert gone.reason == "empty_answer"  # never "Answer:" from the next prompt line
+
+
+def test_options_that_differ_in_case_or_sign_are_different_options(mirror):
+    renderer = get_renderer(source("mmlu_anatomy", mirror))
+    for choices in (["WW or ww", "WW or Ww", "WW only", "Ww only"], ["1", "-1", "i", "-i"], ["2", "II", "I", "ii"]):
+        n = renderer.normalize(_mmlu(choices, 1), "mcq", heldout=False)
+        assert n.choices == choices and n.answer_text == choices[1]
+
+
+@pytest.mark.parametrize(
+    "prompt, expected",
+    [
+        ("Q?\nA. #15\nB. #16\nC. #17\nD.\nAnswer:", ["#15", "#16", "#17", ""]),
+        ("Q?\nA. humerus\nB. \nC. femur\nD. tibia\nAnswer:", ["humerus", "", "femur", "tibia"]),
+        ("Q?\n(A) red\n\n(B) blue\n\nAnswer:", ["red", "blue"]),
+        ("Steps:\nA. mix\nB. bake\nWhich comes first?\nA. mixing\nB. baking\nAnswer:", ["mixing", "baking"]),
+        ("Q?\nA: one\nB: two\nAnswer:", ["one", "two"]),
+    ],
+    ids=["empty_last", "empty_middle", "blank_lines", "labels_in_question", "colon_labels"],
+)
+def test_letter_options_from_prompt_lines(prompt, expected):
+    assert resolve_letter_choices(["A", "B", "C", "D"][:len(expected)], {}, prompt) == expected
+
+
+def test_gsm_final_answer_is_read_within_its_line():
+    assert split_final_answer("Work: 2+2=4\n#### 4\nNote: checked twice") == ("Work: 2+2=4\nNote: checked twice", "4")
+    assert split_final_answer("Work\n####\n7") == (None, "Work\n####\n7")  # no answer on the marker line
+    assert split_final_answer("First try #### 5\nSecond try\n#### 6")[1] == "6"
+
+
+# ---- issue 11 K: a target naming several gold answers ----------------------------------------
+
+MULTI_TASK = """\
+task: toy_multi_gold
+dataset_path: toy/multi
+output_type: multiple_choice
+training_split: train
+test_split: test
+doc_to_text: "Question: {{question}}\\nAnswer:"
+doc_to_choice: "{{options}}"
+doc_to_target: "{{gold}}"
+"""
+MULTI_ROWS = [
+    {"question": "Which are primary colours?", "options": ["red", "green", "blue", "black"], "gold": [0, 2]},
+    {"question": "Which is a metal?", "options": ["iron", "wood", "glass", "wool"], "gold": [0]},
+    {"question": "Which is a metal (twice)?", "options": ["iron", "wood", "glass", "wool"], "gold": [0, 0]},
+    {"question": "Name the capital of France.", "options": ["Paris", "paris, france"], "gold": [0, 1]},
+    {"question": "Which numbers are even?", "options": ["one", "two", "three", "four"], "gold": [3, 1]},
+]
+
+
+def _multi_unit(tmp_path, role="seed", answer_format=None):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir(exist_ok=True)
+    (tasks / "multi.yaml").write_text(MULTI_TASK)
+    _write_jsonl(tmp_path / "hf/toy/multi/default/train.jsonl", MULTI_ROWS)
+    _write_jsonl(tmp_path / "hf/toy/multi/default/test.jsonl", MULTI_ROWS)
+    unit = Unit(task="toy_multi_gold", split="train" if role == "seed" else "test", role=role, start=0,
+                end=None, yaml_path=str(tasks / "multi.yaml"), answer_format=answer_format)
+    rows = list(process_unit(unit, str(tmp_path / "hf")))
+    assert rows[-1]["kind"] == "unit" and rows[-1]["rows_in"] == len(MULTI_ROWS)
+    return {r["doc_index"]: r for r in rows if r["kind"] != "unit"}
+
+
+@pytest.mark.parametrize("answer_format", [None, "mcq"], ids=["no_catalog_format", "mcq"])
+def test_several_gold_options_are_quarantined_as_multiple_gold(tmp_path, answer_format):
+    rows = _multi_unit(tmp_path, answer_format=answer_format)
+    for i in (0, 4):
+        assert rows[i]["kind"] == "quarantine" and rows[i]["reason"] == "multiple_gold", rows[i]
+    assert json.loads(rows[0]["source_record"])["gold"] == [0, 2]
+    for i in (1, 2):  # one distinct gold: an ordinary mcq seed
+        assert rows[i]["kind"] == "seed" and rows[i]["answer_format"] == "mcq"
+        assert (rows[i]["answer_index"], rows[i]["answer_text"]) == (0, "iron")
+        assert rows[i]["choices"] == ["iron", "wood", "glass", "wool"]
+
+
+def test_every_option_gold_is_an_open_question_with_accepted_answers(tmp_path):
+    rows = _multi_unit(tmp_path)
+    seed = rows[3]  # webqs-style: the options are the accepted answers
+    assert seed["kind"] == "seed" and seed["answer_format"] == "short_text"
+    assert seed["choices"] == ["Paris", "paris, france"] and seed["answer_text"] == "Paris"
+    assert seed["answer_index"] is None
+
+
+def test_open_format_keeps_every_gold_answer(tmp_path):
+    rows = _multi_unit(tmp_path, answer_format="short_text")
+    assert rows[0]["kind"] == "seed" and rows[0]["choices"] == ["red", "blue"]
+    assert rows[0]["answer_text"] == "red" and rows[0]["answer_index"] is None
+    assert rows[4]["choices"] == ["four", "two"]  # lm-eval's order: the first listed gold first
+
+
+@pytest.mark.parametrize(
+    "target, golds",
+    [([0, 2], [0, 2]), ([2, 2], [2]), (["blue", "red"], [2, 0]), (["red", 0], [0]), ("1", [1]), (1, [1]),
+     ([True], [1])],
+)
+def test_gold_indices(target, golds):
+    assert _gold_indices(target, ["red", "green", "blue"]) == golds
+
+
+@pytest.mark.parametrize("target, reason", [([], "empty_answer"), ([0, 5], "answer_index_out_of_range"),
+                                            (["red", "pink"], "answer_not_in_choices")])
+def test_gold_indices_errors(target, reason):
+    with pytest.raises(RenderError) as err:
+        _gold_indices(target, ["red", "green", "blue"])
+    assert err.value.reason == reason
+
+
+def test_heldout_keeps_several_gold_options_for_decontamination(tmp_path):
+    rows = _multi_unit(tmp_path, role="heldout", answer_format="mcq")
+    held = rows[0]
+    assert held["kind"] == "heldout" and held["choices"] == ["red", "green", "blue", "black"]
+    assert held["answer_index"] is None and held["answer_text"].split("\n") == ["red", "blue"]
+    assert held["decontamination_text"] == "Question: Which are primary colours?\nAnswer:"
