@@ -79,7 +79,8 @@ class Enrichment:
 # Tags reasoning models wrap their drafts in: DeepSeek-R1 / QwQ / Qwen3 (`think`), Claude-style
 # prompts (`thinking`), and prompts asking for `<reasoning>` or `<thought>` sections.
 _REASONING_TAGS = r"think|thinking|thought|reasoning"
-_OPEN_REASONING_RE = re.compile(rf"<({_REASONING_TAGS})(?:\s[^<>]*)?>", re.IGNORECASE)
+# An opening tag starts the output or a line (a tag named inside a JSON string is not a block).
+_OPEN_REASONING_RE = re.compile(rf"(?:^|\n)[ \t\ufeff]*<({_REASONING_TAGS})(?:\s[^<>]*)?>", re.IGNORECASE)
 _CLOSE_REASONING_RE = re.compile(rf"</({_REASONING_TAGS})\s*>", re.IGNORECASE)
 
 
@@ -658,10 +659,11 @@ def number_in_answer(text: Any, equations: bool = True, after_marker: bool = Fal
     else what follows a conclusion word ("2x = 10, so x = 5" → 5); else the number stated first
     when a comment follows it ("18 (after subtracting 6)", "72 clips, since 48 + 24 = 72"), or,
     in the text after an answer marker (`after_marker`), when words follow it ("1200 for the 3
-    chairs", lm-eval's "The answer is (number)" rule); else, with `equations`, the result of an equation ("x = 5", "48 + 24 = 72"); parts joined by
-    "and"/"or"/commas must agree ("x = 2 or x = 3" and "5 and 7" state two numbers: None);
-    else the only distinct number of the text, unless math is left around it (`sqrt(3)`, `3π`,
-    `2^10`, `(x)/(2)`: a fragment is never an answer).
+    chairs", lm-eval's "The answer is (number)" rule); else, with `equations`, the result of an
+    equation ("x = 5", "48 + 24 = 72"); parts joined by "and"/"or"/commas must agree
+    ("x = 2 or x = 3" and "5 and 7" state two numbers: None); else the only distinct number of
+    the text, unless math is left around it (`sqrt(3)`, `3π`, `2^10`, `(x)/(2)`: a fragment is
+    never an answer).
     Mirrors how lm-eval's GSM8K/MATH filters read answers, without their "last number wins"
     fallback, which turns "18 (after subtracting 6)" into 6.
     """

@@ -836,3 +836,8 @@ def test_generated_items_keep_options_that_differ_only_in_case_or_sign():
     obj = {"question": "What is the product of the two roots?", "context": None, "choices": ["1", "-1", "2", "-2"],
            "answer": "-1"}
     assert parse_generated_item(obj, MCQ, ARC, None).answer_index == 1
+
+
+def test_a_tag_named_inside_an_answer_is_not_a_reasoning_block():
+    text = _enrichment_json("B", reasoning="Models wrap drafts in <think> tags; plants use light.")
+    assert parse_enrichment(text, MCQ, ARC_ITEM, None).final_answer_index == 1
