@@ -1037,6 +1037,8 @@ _PROSE_ANSWER_RES = (
     re.compile(r"^[ \t#>]*(?:final\s+)?answer[ \t]*:?[ \t]*\n\s*([^\n]+)", re.IGNORECASE | re.MULTILINE),
     re.compile(r"\banswer\s*(?:is|:|=)\s*:?\s*([^\n]+)", re.IGNORECASE),
     re.compile(r"\b(?:correct|right)\s+(?:option|choice)\s*(?:is|:)\s*:?\s*([^\n]+)", re.IGNORECASE),
+    # "Option B is correct", "(C) is the right answer": the letter before the verdict
+    re.compile(r"(?:\b(?:[Oo]ption|[Cc]hoice)\s*)?\(?\b([A-Z])\b\)?\s+is\s+(?:the\s+)?(?:correct|right|best)\b"),
 )
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _STRING_FIELD_RE = (

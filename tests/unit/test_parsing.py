@@ -665,7 +665,8 @@ def test_numeric_answer_recovered_from_prose(prose, expected):
     ["**B**", "$B$", r"\boxed{B}", r"\boxed{\text{B}}", r"\textbf{B}", r"$\mathrm{B}$", "`B`", "*B*", "__B__",
      "_B_", "**(B)**", "**B.**", r"\(\text{B}\)", r"\[\boxed{B}\]", "**food**", r"\text{food}", "'B'",
      r"The answer is $\boxed{B}$.", "**Answer:** B", "Answer: **B**", "**Final Answer:** (B) food",
-     "The correct option is B.", "## Final Answer\nB", r"\boxed{\textbf{(B)}}"],
+     "The correct option is B.", "## Final Answer\nB", r"\boxed{\textbf{(B)}}", "Option B is correct.",
+     "After checking each option, (B) is the best answer."],
 )
 def test_mcq_final_answer_unwraps_markup(raw):
     assert normalize_final_answer(raw, MCQ, OPTIONS, None) == ("food", 1)
