@@ -157,7 +157,7 @@ def _group(text: str, i: int) -> tuple[str, int]:
         return text[i + 1:], n  # never closes: the rest
     if text[i] == "\\":
         match = _COMMAND_RE.match(text, i)
-        return match.group(0), match.end()
+        return (match.group(0), match.end()) if match else ("", i + 1)  # a lone final backslash
     return text[i], i + 1
 
 
@@ -168,7 +168,12 @@ def _fraction(num: str, den: str) -> str:
     return f"({num})/({den})"
 
 
-def _latex(text: str) -> str:
+_MAX_LATEX_DEPTH = 32  # nesting deeper than any real answer is left as it is
+
+
+def _latex(text: str, depth: int = 0) -> str:
+    if depth > _MAX_LATEX_DEPTH:
+        return text
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -182,17 +187,17 @@ def _latex(text: str) -> str:
             i = match.end()
             if name in _UNWRAP_COMMANDS:
                 arg, i = _group(text, i)
-                out.append(_latex(arg))
+                out.append(_latex(arg, depth + 1))
             elif name in ("textcolor", "colorbox"):
                 _, i = _group(text, i)
                 arg, i = _group(text, i)
-                out.append(_latex(arg))
+                out.append(_latex(arg, depth + 1))
             elif name == "color":
                 _, i = _group(text, i)
             elif name in _FRAC_COMMANDS:
                 num, i = _group(text, i)
                 den, i = _group(text, i)
-                fraction = _fraction(_latex(num), _latex(den))
+                fraction = _fraction(_latex(num, depth + 1), _latex(den, depth + 1))
                 if out and out[-1][-1:].isdigit() and "(" not in fraction:
                     out.append(" ")  # 2\frac{1}{2}: a mixed number
                 out.append(fraction)
@@ -202,7 +207,7 @@ def _latex(text: str) -> str:
                     close = text.find("]", i)
                     index, i = (text[i + 1:close], close + 1) if close != -1 else ("", i)
                 arg, i = _group(text, i)
-                out.append(f"sqrt[{_latex(index)}]({_latex(arg)})" if index else f"sqrt({_latex(arg)})")
+                out.append(f"sqrt[{_latex(index, depth + 1)}]({_latex(arg, depth + 1)})" if index else f"sqrt({_latex(arg, depth + 1)})")
             elif name in _SPACE_COMMANDS:
                 out.append(_SPACE_COMMANDS[name])
             elif name in _DROP_COMMANDS:
@@ -214,12 +219,12 @@ def _latex(text: str) -> str:
                 out.append("\\" + name)  # unknown command: kept, so the result is not "a number"
         elif c == "{":
             arg, i = _group(text, i)
-            out.append(_latex(arg))
+            out.append(_latex(arg, depth + 1))
         elif c == "}":
             i += 1
         elif c == "^":
             arg, i = _group(text, i + 1)
-            power = _latex(arg).strip()
+            power = _latex(arg, depth + 1).strip()
             out.append("°" if power in ("°", "o") else "^" + (power if len(power) <= 1 else f"({power})"))
         elif c == "~":
             out.append(_THIN)
@@ -265,11 +270,12 @@ def latex_to_text(text: str | None) -> str:
     return " ".join(plain.split())
 
 
+# Spans stay within one line and 200 characters: linear time on any input.
 _EMPHASIS_RES = (
-    re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.DOTALL),
-    re.compile(r"(?<![\w*])(\*)(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])", re.DOTALL),
-    re.compile(r"(?<![\w_])(_)(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])", re.DOTALL),
-    re.compile(r"(`+)(.+?)\1", re.DOTALL),
+    re.compile(r"(\*\*|__)(?=\S)([^\n]{1,200}?)(?<=\S)\1"),
+    re.compile(r"(?<![\w*])(\*)(?=[^\s*])([^\n]{1,200}?)(?<=[^\s*])\*(?![\w*])"),
+    re.compile(r"(?<![\w_])(_)(?=[^\s_])([^\n]{1,200}?)(?<=[^\s_])_(?![\w_])"),
+    re.compile(r"(`+)([^\n]{1,200}?)\1"),
 )
 
 
@@ -755,23 +761,26 @@ def strip_code_fence(text: str) -> str:
 
 
 def answers_agree(a: Any, b: Any, answer_format: str) -> bool:
-    """Whether two answers say the same thing under the format's equivalence (majority vote)."""
+    """Whether two answers say the same thing under the format's equivalence (majority vote).
+    Both sides are read the same way, LaTeX and markdown included (`\\frac{1}{2}` = 0.5,
+    `\\text{Paris}` = Paris); freeform and code compare their text."""
     if a is None or b is None:
         return False
     if answer_format == NUMERIC:
-        na, nb = normalize_number(a), normalize_number(b)
-        if na is None or nb is None:
-            return False
-        return na == nb
+        na = number_in_answer(a)
+        return na is not None and na == number_in_answer(b)
     if answer_format == BOOLEAN:
-        na = normalize_boolean(a)
-        return na is not None and na == normalize_boolean(b)
+        na = normalize_boolean(plain_answer(a))
+        return na is not None and na == normalize_boolean(plain_answer(b))
     if answer_format == LABEL:
-        return _label_key(a) == _label_key(b)
+        return _label_key(plain_answer(a)) == _label_key(plain_answer(b))
     if answer_format == CODE:
         return " ".join(strip_code_fence(str(a)).split()) == " ".join(strip_code_fence(str(b)).split())
-    na = normalize_short_text(a)
-    return bool(na) and na == normalize_short_text(b)
+    if answer_format == FREEFORM:
+        na = normalize_short_text(a)
+        return bool(na) and na == normalize_short_text(b)
+    na = normalize_short_text(plain_answer(a))
+    return bool(na) and na == normalize_short_text(plain_answer(b))
 
 
 # --- choices ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from tests.unit import seed_records
 from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from udfs.parsing import (
+    OutputRejected,
     ParseError,
     ValidationError,
     answers_agree,
@@ -167,6 +168,12 @@ def test_normalize_boolean(value, expected):
         ("food", "water", MCQ, False),
         ("```python\nx = 1\n```", "x  =  1", CODE, True),
         (None, "x", SHORT_TEXT, False),
+        (r"\frac{1}{2}", "0.5", NUMERIC, True),
+        (r"\boxed{\$9{,}500}", "9500", NUMERIC, True),
+        ("5 and 7", "7", NUMERIC, False),
+        (r"\text{Paris}", "paris", SHORT_TEXT, True),
+        ("**Yes**", "yes", BOOLEAN, True),
+        (r"$\text{neutral}$", "Neutral", LABEL, True),
         ("", "", SHORT_TEXT, False),
     ],
 )
@@ -842,3 +849,19 @@ def test_generated_items_keep_options_that_differ_only_in_case_or_sign():
 def test_a_tag_named_inside_an_answer_is_not_a_reasoning_block():
     text = _enrichment_json("B", reasoning="Models wrap drafts in <think> tags; plants use light.")
     assert parse_enrichment(text, MCQ, ARC_ITEM, None).final_answer_index == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\\frac{" * 500 + "1" + "}" * 500, "_a " * 3000, "**a " * 3000, "\\", "\\boxed{", "{'a': '" + "it's " * 2000,
+     "<think>" * 500, " = ".join(["x + 1"] * 500), "$" * 1001],
+    ids=["deep_latex", "underscores", "stars", "lone_backslash", "open_boxed", "long_python_dict", "think_tags",
+         "equation_chain", "dollars"],
+)
+def test_pathological_output_is_answered_quickly_without_errors(text):
+    for answer_format in (NUMERIC, MCQ, BOOLEAN, LABEL, SHORT_TEXT):
+        normalize_final_answer(text, answer_format, OPTIONS, NLI_LABELS)
+    try:
+        assert parse_enrichment(text, NUMERIC, GSM8K, None).final_answer is None
+    except OutputRejected as err:
+        assert err.reason
