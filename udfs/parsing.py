@@ -1014,6 +1014,8 @@ def parse_generated_item(
         answer_index = _index_in(choices, lambda c: _label_key(c) == _label_key(answer_text))
     elif answer_format == NUMERIC:
         number = number_in_answer(answer, equations=False)  # the answer field is the number itself
+        if number is None and (recovered := recover_final_answer(answer)):
+            number = number_in_answer(recovered, equations=False, after_marker=True)
         if number is None:
             raise ValidationError("not_a_number", repr(answer[:80]))
         answer_text = number

@@ -709,7 +709,7 @@ def test_label_with_underscores_is_not_read_as_emphasis():
     "answer, answer_format, expected",
     [("**B**", MCQ, "photosynthesis"), (r"$\text{B}$", MCQ, "photosynthesis"), (r"\boxed{\text{Yes}}", BOOLEAN, "yes"),
      ("**no**", BOOLEAN, "no"), (r"\boxed{108}", NUMERIC, "108"), (r"\$1{,}080", NUMERIC, "1080"),
-     (r"\frac{1}{4}", NUMERIC, "0.25")],
+     (r"\frac{1}{4}", NUMERIC, "0.25"), ("The answer is 108 (36 + 72)", NUMERIC, "108")],
 )
 def test_generated_item_answers_unwrap_markup(answer, answer_format, expected):
     obj = dict(NEW_ARC, answer=answer)
