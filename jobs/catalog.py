@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jobs.config import Config, ConfigError
+from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from schemas.licenses import license_for, load_policy
 from schemas.tables import LICENSE_POLICY, TASK_CATALOG
-from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from jobs.generate import (
 from jobs.lakehouse import Lakehouse
 from schemas.llm_outputs import response_format_for
 from schemas.tables import ENRICHED, GENERATED, SEEDS
-from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
+from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from udfs.formatting import format_pretraining_document
 from udfs.llm_client import STATUS_FAILED
 from udfs.parsing import OutputRejected, parse_enrichment

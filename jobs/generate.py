@@ -221,7 +221,7 @@ def generation_requests(seed: dict, exemplars: Sequence[dict], *, model: str, k:
 
 
 def _label_set(record: dict, answer_format: str) -> list[str] | None:
-    from udfs.answer_formats import CHOICE_FORMATS, default_label_set
+    from schemas.answer_formats import CHOICE_FORMATS, default_label_set
 
     choices = record.get("choices") if answer_format in CHOICE_FORMATS else None
     return default_label_set(answer_format, list(choices) if choices else None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Sequence
 
-from udfs.answer_formats import BOOLEAN, LABEL
+from schemas.answer_formats import BOOLEAN, LABEL
 
 GENERATION_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from udfs.answer_formats import BOOLEAN, CODE, MCQ
+from schemas.answer_formats import BOOLEAN, CODE, MCQ
 from udfs.parsing import normalize_boolean, strip_code_fence
 
 

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from udfs.answer_formats import ALL_FORMATS, CHOICE_FORMATS, LABEL, MCQ, default_label_set
+from schemas.answer_formats import ALL_FORMATS, CHOICE_FORMATS, LABEL, MCQ, default_label_set
 from udfs.hashing import stable_hash
 
 GENERATE = "generate"

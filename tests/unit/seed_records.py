@@ -12,7 +12,7 @@ import os
 from itertools import islice
 from pathlib import Path
 
-from udfs.answer_formats import BOOLEAN, MCQ, NUMERIC, SHORT_TEXT
+from schemas.answer_formats import BOOLEAN, MCQ, NUMERIC, SHORT_TEXT
 from udfs.hashing import stable_hash
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit import seed_records
-from udfs.answer_formats import BOOLEAN, CODE, LABEL, NUMERIC, SHORT_TEXT
+from schemas.answer_formats import BOOLEAN, CODE, LABEL, NUMERIC, SHORT_TEXT
 from udfs.formatting import format_pretraining_document, option_letter
 
 ENRICHMENT = {

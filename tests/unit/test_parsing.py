@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.unit import seed_records
-from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
+from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from udfs.parsing import (
     OutputRejected,
     ParseError,

@@ -17,7 +17,7 @@ from schemas.llm_outputs import (
     response_format_for,
 )
 from tests.unit import seed_records
-from udfs.answer_formats import ALL_FORMATS, BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
+from schemas.answer_formats import ALL_FORMATS, BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from udfs.prompts import (
     ENRICH,
     GENERATE,
