@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.answer_formats import ALL_FORMATS, BOOLEAN, CHOICE_FORMATS, FREEFORM, MCQ, NUMERIC, SHORT_TEXT
 from udfs.hashing import canonical_json, stable_hash
 from udfs.parsing import option_problem
 
@@ -76,9 +77,6 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 # vocabulary
 # --------------------------------------------------------------------------------------------
-
-ANSWER_FORMATS = ("mcq", "boolean", "label", "numeric", "short_text", "freeform", "code")
-CHOICE_FORMATS = frozenset({"mcq", "boolean", "label"})
 
 REASONS = {
     "missing_field": "a field the templates read is absent or null",
@@ -605,7 +603,7 @@ def normalize_doc(task: Any, doc: dict, *, answer_format: str | None = None, hel
     if multiple_input is None:
         multiple_input = isinstance(text, int) and not isinstance(text, bool) and has_choices
 
-    fmt = answer_format if answer_format in ANSWER_FORMATS else infer_answer_format(
+    fmt = answer_format if answer_format in ALL_FORMATS else infer_answer_format(
         config.output_type, choices_raw, target)
 
     rationale = None
@@ -635,7 +633,7 @@ def normalize_doc(task: Any, doc: dict, *, answer_format: str | None = None, hel
             answer_text = accepted[0]
             if isinstance(target, list):  # all accepted answers (webqs, nq_open) are kept
                 choices = accepted
-            if fmt == "numeric" or "####" in answer_text:
+            if fmt == NUMERIC or "####" in answer_text:
                 rationale, answer_text = split_final_answer(answer_text)
 
     if not heldout and choices is not None and (answer_index is not None or fmt in CHOICE_FORMATS):
@@ -698,18 +696,18 @@ def infer_answer_format(output_type: str | None, choices: list[str] | None, targ
     """Fallback when the catalog has no answer_format: decide from what lm-eval rendered."""
     if choices is not None:
         if isinstance(target, list) and _covers_every_choice(target, choices):
-            return "short_text"  # all accepted answers as "choices" (webqs-style)
+            return SHORT_TEXT  # all accepted answers as "choices" (webqs-style)
         # a list naming some of the options is a choice item with several gold options (K)
         lowered = sorted(c.strip().lower() for c in choices)
         if lowered in (["no", "yes"], ["false", "true"]):
-            return "boolean"
-        return "mcq"
+            return BOOLEAN
+        return MCQ
     if output_type in ("loglikelihood", "loglikelihood_rolling"):
-        return "freeform"
+        return FREEFORM
     text = _target_text(target, None) if target is not None else ""
     if any(m.group(1) for m in _GSM_FINAL.finditer(text)) or _is_number(text):
-        return "numeric"
-    return "short_text" if len(text.split()) <= 12 else "freeform"
+        return NUMERIC
+    return SHORT_TEXT if len(text.split()) <= 12 else FREEFORM
 
 
 def split_final_answer(text: str) -> tuple[str | None, str]:

@@ -40,10 +40,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schemas.answer_formats import BOOLEAN, CODE, LABEL, MCQ, NUMERIC, SHORT_TEXT
+
 log = logging.getLogger("taskseed.simulator")
 
 FAULT_KINDS = ("429", "500", "503", "hang", "drop", "bad_body", "malformed", "truncate")
-ANSWER_FORMATS = ("mcq", "boolean", "label", "numeric", "short_text", "freeform", "code")
 REQUEST_ID_HEADER = "X-Taskseed-Request-Id"
 ATTEMPT_HEADER = "X-Taskseed-Attempt"
 SIM_LABEL = "taskseed-simulator (not a model: deterministic answers for pipeline testing)"
@@ -161,37 +162,37 @@ def sim_truth(
     """
     q = _norm(question)
     h = _h("truth", q)
-    if answer_format == "label" and label_set:
+    if answer_format == LABEL and label_set:
         options = sorted(label_set, key=_norm)
         return options[h % len(options)]
-    if answer_format == "boolean":
+    if answer_format == BOOLEAN:
         return "yes" if h % 2 == 0 else "no"
     if choices:
         options = sorted(choices, key=_norm)
         return options[h % len(options)]
-    if answer_format == "numeric":
+    if answer_format == NUMERIC:
         numbers = [float(n) for n in _NUM.findall(q)]
         total = sum(numbers) if numbers else float(h % 100)
         return str(int(total)) if total == int(total) else f"{total:.2f}"
     words = sorted({w for w in _WORD.findall(q) if w not in _STOP})
-    if answer_format == "code":
+    if answer_format == CODE:
         return f"def solution(x):\n    return x * {h % 9 + 2}\n"
     if not words:
         return "unknown"
     word = words[h % len(words)]
-    return word if answer_format == "short_text" else f"The answer turns on {word}."
+    return word if answer_format == SHORT_TEXT else f"The answer turns on {word}."
 
 
 def _other_answer(truth: str, answer_format: str, choices: list[str] | None,
                   label_set: list[str] | None, salt: int) -> str:
     """A deliberately wrong answer (content fault the verification filter must catch)."""
-    if answer_format == "boolean":
+    if answer_format == BOOLEAN:
         return "no" if truth == "yes" else "yes"
-    options = (label_set if answer_format == "label" and label_set else choices) or []
+    options = (label_set if answer_format == LABEL and label_set else choices) or []
     others = [o for o in options if _norm(o) != _norm(truth)]
     if others:
         return sorted(others, key=_norm)[salt % len(others)]
-    if answer_format == "numeric":
+    if answer_format == NUMERIC:
         try:
             return str(int(float(truth)) + 1 + salt % 7)
         except ValueError:
@@ -307,7 +308,7 @@ def _generate(inp: dict, answer_format: str, settings: SimSettings, variant_key:
         context = _rewrite(str(context), rng, pool, 0.3)
     seed_choices = list(seed.get("choices") or [])
     choices: list[str] | None
-    if fmt == "mcq" and seed_choices:
+    if fmt == MCQ and seed_choices:
         n = int(inp.get("n_choices") or len(seed_choices))
         base = (seed_choices * (n // max(1, len(seed_choices)) + 1))[:n]
         choices, seen = [], set()
