@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from udfs.hashing import stable_hash  # noqa: E402
 from udfs.llm_client import EndpointSettings, call_batch, close_engines  # noqa: E402
-from udfs.simulator import SimSettings, SimulatorProcess  # noqa: E402
+from simulator import SimSettings, SimulatorProcess  # noqa: E402
 
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "taskseed_enrich_mcq", "strict": True, "schema": {
     "type": "object", "additionalProperties": False, "required": ["knowledge", "reasoning", "final_answer"],

@@ -63,7 +63,7 @@ def endpoint_for(config: Config) -> Iterator[EndpointSettings]:
     if config.endpoint.base_url:
         yield endpoint_settings(config)
         return
-    from udfs.simulator import SimSettings, SimulatorServer
+    from simulator import SimSettings, SimulatorServer
 
     sim_settings = SimSettings.from_config(config.simulator, model=config.endpoint.model)
     with SimulatorServer(sim_settings) as sim:

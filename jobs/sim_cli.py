@@ -12,7 +12,7 @@ import logging
 import os
 
 from jobs.config import ConfigError, SimulatorConfig
-from udfs.simulator import FAULT_KINDS, SimSettings, run_simulator
+from simulator import FAULT_KINDS, SimSettings, run_simulator
 
 
 def _rate(text: str) -> float:

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from udfs.hashing import stable_hash
-from udfs.simulator import SimSettings, SimulatorServer
+from simulator import SimSettings, SimulatorServer
 
 ENRICH_SCHEMA = {
     "type": "object",

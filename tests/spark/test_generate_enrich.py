@@ -25,7 +25,7 @@ from schemas.tables import ENRICHED, GENERATED, LLM_CALLS, QUARANTINE, SEEDS
 from tests.unit import seed_records
 from udfs.llm_client import EndpointSettings
 from udfs.prompts import extract_input_payload
-from udfs.simulator import SimSettings, sim_answer
+from simulator import SimSettings, sim_answer
 
 FAMILY = {"arc_easy": "arc", "gsm8k": "gsm8k", "boolq": "boolq", "winogrande": "winogrande",
           "webqs": "webqs", "nli_handwritten": "nli"}

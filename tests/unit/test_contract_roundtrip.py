@@ -9,7 +9,7 @@ from tests.unit import seed_records
 from schemas.answer_formats import BOOLEAN, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from udfs.parsing import answers_agree, parse_enrichment, parse_generated_item
 from udfs.prompts import render_enrichment_messages, render_generation_messages
-from udfs.simulator import SimSettings, sim_answer
+from simulator import SimSettings, sim_answer
 
 CASES = [
     (seed_records.arc_easy, MCQ, None),

@@ -15,7 +15,7 @@ import pytest
 from jobs.sim_cli import add_sim_parser, settings_from_args
 from tests.unit import seed_records
 from udfs.prompts import render_enrichment_messages, render_generation_messages
-from udfs.simulator import SimSettings, parse_contract, sim_answer, sim_truth
+from simulator import SimSettings, parse_contract, sim_answer, sim_truth
 
 
 def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict, dict]:

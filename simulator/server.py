@@ -743,7 +743,7 @@ class SimulatorServer:
 class SimulatorProcess:
     """The simulator in a child process (benchmarks: keeps its CPU out of the client's numbers).
 
-    Started as `python -m udfs.simulator <settings-json> <host> <port>` so it works from any
+    Started as `python -m simulator.server <settings-json> <host> <port>` so it works from any
     caller (no multiprocessing main-module guard needed).
     """
 
@@ -770,7 +770,7 @@ class SimulatorProcess:
     def start(self) -> "SimulatorProcess":
         payload = json.dumps(asdict(self.settings))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "udfs.simulator", payload, self.host, str(self.port)],
+            [sys.executable, "-m", "simulator.server", payload, self.host, str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
