@@ -1,19 +1,14 @@
-"""The taskseed simulator: an OpenAI-compatible HTTP server that is not a model (see server.py)."""
+"""The taskseed simulator: an OpenAI-compatible HTTP server that is not a model.
 
-from simulator.server import (
-    FAULT_KINDS,
-    SimSettings,
-    SimulatorProcess,
-    SimulatorServer,
-    SimulatorState,
-    approx_tokens,
-    build_app,
-    free_port,
-    parse_contract,
-    run_simulator,
-    sim_answer,
-    sim_truth,
-)
+- settings.py  `SimSettings` (latency, concurrency, rate limits, fault rates) and the seeded hashes
+               every random decision comes from;
+- contract.py  what it answers: deterministic JSON for taskseed's prompts (pure functions);
+- server.py    how it serves: aiohttp app, queueing, faults, in-thread / child-process servers.
+"""
+
+from simulator.contract import approx_tokens, parse_contract, sim_answer, sim_truth
+from simulator.server import SimulatorProcess, SimulatorServer, SimulatorState, build_app, free_port, run_simulator
+from simulator.settings import FAULT_KINDS, SimSettings
 
 __all__ = [
     "FAULT_KINDS", "SimSettings", "SimulatorProcess", "SimulatorServer", "SimulatorState", "approx_tokens",

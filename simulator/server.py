@@ -14,8 +14,9 @@ Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /admin/stats`, `P
 Every response is labelled as coming from a simulator (`system_fingerprint`, `/v1/models`,
 `X-Taskseed-Simulator` header, startup log line).
 
-Pure helpers (`sim_truth`, `sim_answer`, `parse_contract`) are importable without starting
-anything; `SimulatorServer` runs the server in a background thread for tests,
+What it answers lives in simulator/contract.py (`sim_truth`, `sim_answer`, `parse_contract`:
+pure, importable without starting anything); its settings and randomness in simulator/settings.py.
+Here: `SimulatorServer` runs the server in a background thread for tests,
 `SimulatorProcess` in a child process (so a benchmark measures client CPU alone), and
 `run_simulator` in the foreground (`taskseed sim`).
 """
@@ -28,366 +29,23 @@ import hashlib
 import json
 import logging
 import math
-import random
-import re
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-from schemas.answer_formats import BOOLEAN, CODE, LABEL, MCQ, NUMERIC, SHORT_TEXT
+from simulator.contract import approx_tokens, load_heldout, sim_answer
+from simulator.settings import SimSettings, settings_from_json, uniform01
 
 log = logging.getLogger("taskseed.simulator")
 
-FAULT_KINDS = ("429", "500", "503", "hang", "drop", "bad_body", "malformed", "truncate")
 REQUEST_ID_HEADER = "X-Taskseed-Request-Id"
 ATTEMPT_HEADER = "X-Taskseed-Attempt"
 SIM_LABEL = "taskseed-simulator (not a model: deterministic answers for pipeline testing)"
-
-
-@dataclass(frozen=True)
-class SimSettings:
-    """Everything that shapes the simulator's behaviour; the CLI maps one flag to each field.
-
-    `fault_rate` is the total probability of an injected fault per HTTP request, split evenly
-    over `fault_kinds`; `fault_rates` (kind → rate) overrides the rate of single kinds.
-    `rate_limit_rps` (0 = off) is a token bucket in front of the queue; `max_concurrency` caps
-    requests being "processed" (sleeping their latency), the rest queue.
-    """
-
-    seed: int = 0
-    model: str = "taskseed-sim"
-    latency_ms: float = 20.0
-    latency_jitter_ms: float = 10.0
-    latency_dist: str = "uniform"  # fixed | uniform (± jitter) | lognormal (sigma from jitter)
-    max_concurrency: int = 256
-    rate_limit_rps: float = 0.0
-    rate_limit_burst: float | None = None
-    retry_after_s: float = 1.0
-    fault_rate: float = 0.0
-    fault_kinds: tuple[str, ...] = FAULT_KINDS
-    fault_rates: tuple[tuple[str, float], ...] = ()
-    hang_s: float = 120.0
-    wrong_answer_rate: float = 0.0
-    duplicate_rate: float = 0.0
-    heldout_copy_rate: float = 0.0
-    heldout_file: str | None = None
-    require_api_key: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        unknown = [k for k in (*self.fault_kinds, *dict(self.fault_rates)) if k not in FAULT_KINDS]
-        if unknown:
-            raise ValueError(f"unknown fault kinds {unknown}; known: {', '.join(FAULT_KINDS)}")
-        if self.latency_dist not in ("fixed", "uniform", "lognormal"):
-            raise ValueError("latency_dist must be fixed, uniform or lognormal")
-        if self.max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
-
-    def validated(self) -> "SimSettings":
-        """Self, after checking every probability and the fault-rate total (ValueError)."""
-        for name in ("fault_rate", "wrong_answer_rate", "duplicate_rate", "heldout_copy_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]")
-        if any(not 0.0 <= r <= 1.0 for _, r in self.fault_rates):
-            raise ValueError("each fault rate must be in [0, 1]")
-        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.rate_limit_rps < 0:
-            raise ValueError("latency and rate limit must be >= 0")
-        self.kind_rates()
-        return self
-
-    def kind_rates(self) -> list[tuple[str, float]]:
-        """Effective per-kind fault probabilities (sum must stay <= 1)."""
-        explicit = dict(self.fault_rates)
-        share = self.fault_rate / len(self.fault_kinds) if self.fault_kinds else 0.0
-        rates = [(k, explicit.get(k, share if k in self.fault_kinds else 0.0)) for k in FAULT_KINDS]
-        if sum(r for _, r in rates) > 1.0 + 1e-9:
-            raise ValueError("fault rates sum to more than 1")
-        return [(k, r) for k, r in rates if r > 0]
-
-    @classmethod
-    def from_config(cls, sim_config: Any, **overrides: Any) -> "SimSettings":
-        """From `jobs.config.SimulatorConfig` (fields with the same names)."""
-        names = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in sim_config.model_dump().items() if k in names}
-        values.update(overrides)
-        return cls(**values)
-
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic randomness
-# ---------------------------------------------------------------------------------------------
-def _h(*parts: Any) -> int:
-    """64-bit hash of the parts: the only source of randomness in the simulator."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def _u(*parts: Any) -> float:
-    return _h(*parts) / 2.0**64
-
-
-def _norm(text: Any) -> str:
-    return " ".join(str(text or "").lower().split())
-
-
-# ---------------------------------------------------------------------------------------------
-# The truth function shared by generation and enrichment
-# ---------------------------------------------------------------------------------------------
-_STOP = frozenset(
-    "the a an and or of to in on for with by from at as is are was were be been which what who "
-    "whom whose when where why how that this these those it its into than then there their they "
-    "does did do can could would should will not no yes".split()
-)
-_NUM = re.compile(r"-?\d+(?:\.\d+)?")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
-
-
-def sim_truth(
-    question: str,
-    answer_format: str,
-    choices: list[str] | None = None,
-    label_set: list[str] | None = None,
-) -> str:
-    """The simulator's "correct" answer: a pure function of the normalized question text.
-
-    Choice-based formats pick from the *sorted* options, so shuffling choices never changes the
-    truth; boolean answers yes/no; numeric sums the numbers in the question; text formats pick a
-    content word. Generation sets an item's answer to this and enrichment answers with it, so
-    majority voting agrees with generation unless a wrong answer was injected.
-    """
-    q = _norm(question)
-    h = _h("truth", q)
-    if answer_format == LABEL and label_set:
-        options = sorted(label_set, key=_norm)
-        return options[h % len(options)]
-    if answer_format == BOOLEAN:
-        return "yes" if h % 2 == 0 else "no"
-    if choices:
-        options = sorted(choices, key=_norm)
-        return options[h % len(options)]
-    if answer_format == NUMERIC:
-        numbers = [float(n) for n in _NUM.findall(q)]
-        total = sum(numbers) if numbers else float(h % 100)
-        return str(int(total)) if total == int(total) else f"{total:.2f}"
-    words = sorted({w for w in _WORD.findall(q) if w not in _STOP})
-    if answer_format == CODE:
-        return f"def solution(x):\n    return x * {h % 9 + 2}\n"
-    if not words:
-        return "unknown"
-    word = words[h % len(words)]
-    return word if answer_format == SHORT_TEXT else f"The answer turns on {word}."
-
-
-def _other_answer(truth: str, answer_format: str, choices: list[str] | None,
-                  label_set: list[str] | None, salt: int) -> str:
-    """A deliberately wrong answer (content fault the verification filter must catch)."""
-    if answer_format == BOOLEAN:
-        return "no" if truth == "yes" else "yes"
-    options = (label_set if answer_format == LABEL and label_set else choices) or []
-    others = [o for o in options if _norm(o) != _norm(truth)]
-    if others:
-        return sorted(others, key=_norm)[salt % len(others)]
-    if answer_format == NUMERIC:
-        try:
-            return str(int(float(truth)) + 1 + salt % 7)
-        except ValueError:
-            return "0"
-    return f"not {truth}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Surface rewriting for "similar questions"
-# ---------------------------------------------------------------------------------------------
-_POOL = (
-    "river mountain battery engine garden planet metal crystal forest animal plant energy "
-    "market library teacher student island bridge signal window machine season weather farmer "
-    "village ocean desert circuit magnet protein language history painter doctor village"
-).split()
-_TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z'-]*|[^A-Za-z\d]+")
-
-
-def _rewrite(text: str, rng: random.Random, pool: list[str], rate: float) -> str:
-    """New surface text with the same frame: numbers changed, ~`rate` of content words swapped."""
-    out = []
-    changed = False
-    for tok in _TOKEN.findall(text):
-        if tok[0].isdigit():
-            digits = len(tok.split(".")[0])
-            new = str(rng.randint(10 ** (digits - 1) if digits > 1 else 1, 10**digits - 1 + (digits == 1) * 8))
-            changed = changed or new != tok
-            out.append(new)
-        elif tok[0].isalpha() and len(tok) > 3 and tok.lower() not in _STOP and rng.random() < rate:
-            new = pool[rng.randrange(len(pool))]
-            if tok[0].isupper():
-                new = new[:1].upper() + new[1:]
-            changed = changed or new.lower() != tok.lower()
-            out.append(new)
-        else:
-            out.append(tok)
-    result = "".join(out)
-    if not changed:
-        result = f"{pool[rng.randrange(len(pool))].capitalize()} case: {result}"
-    return result
-
-
-def _word_pool(*texts: Any) -> list[str]:
-    words = {w.lower() for t in texts if t for w in _WORD.findall(str(t)) if w.lower() not in _STOP}
-    return sorted(words | set(_POOL))
-
-
-# ---------------------------------------------------------------------------------------------
-# Contract parsing and answering (pure)
-# ---------------------------------------------------------------------------------------------
-_HEADER = re.compile(r"^taskseed-prompt:\s*(generate|enrich)/([a-z_]+)/(\S+)\s*$")
-
-
-def parse_contract(messages: list[dict]) -> tuple[str, str, str, dict] | None:
-    """(stage, answer_format, prompt_version, input) if the messages follow the contract."""
-    if not messages or not isinstance(messages, list):
-        return None
-    system = messages[0]
-    if not isinstance(system, dict) or system.get("role") != "system":
-        return None
-    first_line = str(system.get("content") or "").split("\n", 1)[0].strip()
-    match = _HEADER.match(first_line)
-    if not match:
-        return None
-    user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
-    text = str((user or {}).get("content") or "")
-    start, end = text.rfind("<input>"), text.rfind("</input>")
-    if start < 0 or end < start:
-        return None
-    try:
-        payload = json.loads(text[start + len("<input>"):end])
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    return match.group(1), match.group(2), match.group(3), payload
-
-
-def _load_heldout(path: str | None) -> list[dict]:
-    if not path:
-        return []
-    items = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            row = json.loads(line)
-            if row.get("question"):
-                items.append(row)
-    return items
-
-
-def _generate(inp: dict, answer_format: str, settings: SimSettings, variant_key: str,
-              content_key: str, heldout: list[dict]) -> dict:
-    seed = inp.get("seed") or {}
-    label_set = inp.get("label_set")
-    fmt = inp.get("answer_format") or answer_format
-    s = settings.seed
-    # A duplicate answers as if it were "the" canonical sample of this seed prompt, so every
-    # sample that draws a duplicate returns the very same item.
-    if _u(s, "dup", variant_key) < settings.duplicate_rate:
-        variant_key = f"canonical:{content_key}"
-    if heldout and _u(s, "heldout", variant_key) < settings.heldout_copy_rate:
-        n = len(seed.get("choices") or [])
-        fitting = [h for h in heldout if len(h.get("choices") or []) == n] or heldout
-        item = fitting[_h(s, "pick", variant_key) % len(fitting)]
-        return {"question": item["question"], "context": item.get("context"),
-                "choices": item.get("choices") or None, "answer": str(item.get("answer_text", ""))}
-    rng = random.Random(_h(s, "gen", variant_key))
-    pool = _word_pool(seed.get("question"), *[e.get("question") for e in inp.get("examples") or []])
-    question = _rewrite(str(seed.get("question") or "What is the answer?"), rng, pool, 0.45)
-    context = seed.get("context")
-    if context:
-        context = _rewrite(str(context), rng, pool, 0.3)
-    seed_choices = list(seed.get("choices") or [])
-    choices: list[str] | None
-    if fmt == MCQ and seed_choices:
-        n = int(inp.get("n_choices") or len(seed_choices))
-        base = (seed_choices * (n // max(1, len(seed_choices)) + 1))[:n]
-        choices, seen = [], set()
-        for option in base:
-            new = _rewrite(str(option), rng, pool, 0.5)
-            while _norm(new) in seen:
-                new = _rewrite(new, rng, pool, 1.0)
-            seen.add(_norm(new))
-            choices.append(new)
-        rng.shuffle(choices)
-    else:
-        choices = seed_choices or None  # labels / yes-no keep the seed's label frame verbatim
-    answer = sim_truth(question, fmt, choices, label_set)
-    if _u(s, "wrong-gen", variant_key) < settings.wrong_answer_rate:
-        answer = _other_answer(answer, fmt, choices, label_set, _h(s, "other", variant_key))
-    return {"question": question, "context": context, "choices": choices, "answer": answer}
-
-
-def _enrich(inp: dict, answer_format: str, settings: SimSettings, variant_key: str) -> dict:
-    item = inp.get("item") or {}
-    fmt = inp.get("answer_format") or answer_format
-    label_set = inp.get("label_set")
-    question = str(item.get("question") or "")
-    choices = item.get("choices") or None
-    final = sim_truth(question, fmt, choices, label_set)
-    if _u(settings.seed, "wrong-enrich", variant_key) < settings.wrong_answer_rate:
-        final = _other_answer(final, fmt, choices, label_set, _h(settings.seed, "other", variant_key))
-    words = [w for w in _WORD.findall(question) if w.lower() not in _STOP][:3] or ["the question"]
-    return {
-        "knowledge": f"Relevant background: the question involves {', '.join(words)}.",
-        "reasoning": f"Consider what is asked about {words[0]}. Weighing the options, "
-                     f"the best supported answer is {final}.",
-        "final_answer": final,
-    }
-
-
-def _from_schema(schema: Any) -> Any:
-    """A minimal value satisfying a JSON schema (generic answer to non-contract prompts)."""
-    if not isinstance(schema, dict):
-        return "simulated"
-    if "enum" in schema and schema["enum"]:
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if schema.get(key):
-            return _from_schema(schema[key][0])
-    kind = schema.get("type", "string")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object":
-        props = schema.get("properties") or {}
-        return {k: _from_schema(v) for k, v in props.items()}
-    if kind == "array":
-        return [_from_schema(schema.get("items") or {})] * int(schema.get("minItems", 0))
-    return {"string": "simulated", "integer": 0, "number": 0, "boolean": False, "null": None}.get(kind, "simulated")
-
-
-def sim_answer(body: dict, settings: SimSettings, variant_key: str, content_key: str,
-               heldout: list[dict] | None = None) -> str:
-    """The assistant message content for a request body (pure; no faults applied here)."""
-    messages = body.get("messages") or []
-    contract = parse_contract(messages)
-    if contract is not None:
-        stage, answer_format, _version, inp = contract
-        if stage == "generate":
-            obj = _generate(inp, answer_format, settings, variant_key, content_key, heldout or [])
-        else:
-            obj = _enrich(inp, answer_format, settings, variant_key)
-        return json.dumps(obj, ensure_ascii=False)
-    response_format = body.get("response_format") or {}
-    if response_format.get("type") == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        return json.dumps(_from_schema(schema))
-    if response_format.get("type") == "json_object":
-        return json.dumps({"answer": "simulated"})
-    return "This is a simulated reply from the taskseed simulator (not a model)."
-
-
-def approx_tokens(text: str) -> int:
-    return len(text) // 4 + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +106,7 @@ def _latency_s(settings: SimSettings, key: str, n: int) -> float:
     base, jitter = settings.latency_ms / 1000.0, settings.latency_jitter_ms / 1000.0
     if settings.latency_dist == "fixed" or jitter <= 0:
         return base
-    u = _u(settings.seed, "lat", key, n)
+    u = uniform01(settings.seed, "lat", key, n)
     if settings.latency_dist == "uniform":
         return max(0.0, base + (2 * u - 1) * jitter)
     # lognormal with median `base` and sigma = jitter/base (a long right tail, like real servers)
@@ -473,7 +131,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
     from aiohttp import web
 
     state = state or SimulatorState()
-    heldout = _load_heldout(settings.heldout_file)
+    heldout = load_heldout(settings.heldout_file)
     kind_rates = settings.kind_rates()
     semaphore = asyncio.Semaphore(settings.max_concurrency)
     # When each busy slot is due to free up, in server time. A queued request starts its service
@@ -495,7 +153,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
     def pick_fault(key: str, n: int) -> str | None:
         if not kind_rates:
             return None
-        u = _u(settings.seed, "fault", key, n)
+        u = uniform01(settings.seed, "fault", key, n)
         acc = 0.0
         for kind, rate in kind_rates:
             acc += rate
@@ -802,21 +460,7 @@ class SimulatorProcess:
         self.stop()
 
 
-def settings_from_json(text: str) -> SimSettings:
-    values = json.loads(text)
-    for key in ("fault_kinds",):
-        if key in values:
-            values[key] = tuple(values[key])
-    if "fault_rates" in values:
-        values["fault_rates"] = tuple((k, float(v)) for k, v in values["fault_rates"])
-    return SimSettings(**values)
-
-
-__all__ = [
-    "FAULT_KINDS", "SimSettings", "SimulatorServer", "SimulatorProcess", "SimulatorState",
-    "build_app", "free_port", "parse_contract", "run_simulator", "sim_answer", "sim_truth",
-    "approx_tokens",
-]
+__all__ = ["SimulatorServer", "SimulatorProcess", "SimulatorState", "build_app", "free_port", "run_simulator"]
 
 
 if __name__ == "__main__":  # used by SimulatorProcess
