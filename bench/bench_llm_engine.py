@@ -106,7 +106,7 @@ def spark_cases(c: int = 16, latency_ms: float = 50.0, naive_rows: int = 200, en
 
     from jobs.config import load_config
     from jobs.runtime import get_spark
-    from udfs.llm_udf import call_endpoint
+    from jobs.llm_stage.endpoint import call_endpoint
 
     home = tempfile.mkdtemp(prefix="taskseed-bench-")
     spark = get_spark(load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=2"], home=home))

@@ -1,4 +1,5 @@
-"""Spark side of the LLM engine: `mapInPandas` over request rows, one result row per request.
+"""Executor side of the LLM engine: the `mapInPandas` function over request rows, one result row
+per request (the driver side, `call_endpoint` and the key broadcast, is jobs/llm_stage/endpoint.py).
 
 Each Spark task runs `udfs.llm_client.call_batch` on its pandas batches, so a task keeps up to
 `max_concurrency // concurrent_tasks` requests in flight (the endpoint's budget split over the
@@ -14,16 +15,14 @@ error_class, error_detail, attempts, latency_ms, prompt_tokens, completion_token
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
-from udfs.llm_client import EndpointSettings, call_batch, resolve_api_key
+from udfs.llm_client import EndpointSettings, call_batch
 
 REQUEST_COLUMNS = ("request_id", "messages_json", "response_format_json", "temperature", "max_tokens")
 PASSTHROUGH_COLUMNS = ("stage", "source_key", "task", "task_family", "sample_index", "model", "prompt_version")
@@ -93,22 +92,6 @@ def make_call_partition(settings: EndpointSettings, concurrency: int, passthroug
     return call_partition
 
 
-def call_endpoint(df: DataFrame, settings: EndpointSettings, concurrent_tasks: int,
-                  passthrough: Sequence[str] = PASSTHROUGH_COLUMNS, api_key: Broadcast | None = None) -> DataFrame:
-    """Lazily map request rows to result rows across `concurrent_tasks` partitions.
-
-    Evaluating the result calls the endpoint: evaluate it exactly once (write it, or
-    checkpoint it) — every re-evaluation is another paid request.
-    """
-    missing = [c for c in ("request_id", "messages_json") if c not in df.columns]
-    if missing:
-        raise ValueError(f"request frame lacks columns {missing}")
-    present = [c for c in passthrough if c in df.columns]
-    fn = make_call_partition(settings, per_task_concurrency(settings.max_concurrency, concurrent_tasks), present,
-                             api_key)
-    return df.repartition(max(1, concurrent_tasks)).mapInPandas(fn, result_schema(df.schema, present))
-
-
 class SecretBox:
     """A secret value whose repr/str never show it (what the broadcast carries)."""
 
@@ -130,24 +113,3 @@ class SecretBox:
 
     def __setstate__(self, state):
         self._value = state
-
-
-@contextlib.contextmanager
-def shared_api_key(spark: SparkSession, settings: EndpointSettings) -> Iterator[Broadcast | None]:
-    """Resolve the key once on the driver and share it with the Python workers as a broadcast.
-
-    Workers inherit the JVM's environment as it was at session start, so a key exported later
-    (notebooks) or read from a Databricks secret scope (driver-only) would be missing there.
-    A broadcast travels through Spark's block manager, not through py4j command strings (which
-    py4j logs at DEBUG) and not through the conf/UI; the closure pickles only its id. It is
-    destroyed when the block ends. Fails fast on the driver when a required key is missing.
-    """
-    key = resolve_api_key(settings)
-    if not key:
-        yield None
-        return
-    handle = spark.sparkContext.broadcast(SecretBox(key))
-    try:
-        yield handle
-    finally:
-        handle.destroy()

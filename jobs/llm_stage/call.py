@@ -29,8 +29,8 @@ import math
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -38,36 +38,11 @@ from pyspark.sql import functions as F
 from jobs.config import Config
 from jobs.lakehouse import Lakehouse
 from schemas.tables import LLM_CALLS
+from jobs.llm_stage.endpoint import call_endpoint, endpoint_for, shared_api_key
 from udfs.llm_client import STATUS_FAILED, STATUS_OK, STATUS_PARSE_ERROR, EndpointSettings
-from udfs.llm_udf import call_endpoint, shared_api_key
 
 REQUIRED_COLUMNS = ("request_id", "messages_json")
 _NON_RETRYABLE_CLIENT = ("http_400", "http_401", "http_403", "http_404")
-
-
-# ---------------------------------------------------------------------------------------------
-# Endpoint helpers
-# ---------------------------------------------------------------------------------------------
-def endpoint_settings(config: Config, base_url: str | None = None) -> EndpointSettings:
-    """EndpointSettings from `config.endpoint` (a key is required only if a source is named)."""
-    ep = config.endpoint
-    return EndpointSettings.from_config(
-        ep, base_url=base_url, require_key=bool(ep.api_key_env or ep.secret_scope))
-
-
-@contextlib.contextmanager
-def endpoint_for(config: Config) -> Iterator[EndpointSettings]:
-    """The configured endpoint, or — when `endpoint.base_url` is null — the built-in simulator
-    started on a free loopback port for the duration of the block (local Spark only: executors
-    on other hosts cannot reach it; run `taskseed sim` there and set base_url)."""
-    if config.endpoint.base_url:
-        yield endpoint_settings(config)
-        return
-    from simulator import SimSettings, SimulatorServer
-
-    sim_settings = SimSettings.from_config(config.simulator, model=config.endpoint.model)
-    with SimulatorServer(sim_settings) as sim:
-        yield replace(endpoint_settings(config, base_url=sim.base_url), require_key=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""The driver side of talking to an endpoint: which endpoint (the configured one or the built-in
+simulator), the API key shared with the Python workers, and the lazy call over a requests frame.
+
+What runs in the executors (the `mapInPandas` function, the async client) is udfs/llm_udf.py and
+udfs/llm_client.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from typing import Iterator, Sequence
+
+from pyspark import Broadcast
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.config import Config
+from udfs.llm_client import EndpointSettings, resolve_api_key
+from udfs.llm_udf import PASSTHROUGH_COLUMNS, SecretBox, make_call_partition, per_task_concurrency, result_schema
+
+
+def endpoint_settings(config: Config, base_url: str | None = None) -> EndpointSettings:
+    """EndpointSettings from `config.endpoint` (a key is required only if a source is named)."""
+    ep = config.endpoint
+    return EndpointSettings.from_config(
+        ep, base_url=base_url, require_key=bool(ep.api_key_env or ep.secret_scope))
+
+
+@contextlib.contextmanager
+def endpoint_for(config: Config) -> Iterator[EndpointSettings]:
+    """The configured endpoint, or — when `endpoint.base_url` is null — the built-in simulator
+    started on a free loopback port for the duration of the block (local Spark only: executors
+    on other hosts cannot reach it; run `taskseed sim` there and set base_url)."""
+    if config.endpoint.base_url:
+        yield endpoint_settings(config)
+        return
+    from simulator import SimSettings, SimulatorServer
+
+    sim_settings = SimSettings.from_config(config.simulator, model=config.endpoint.model)
+    with SimulatorServer(sim_settings) as sim:
+        yield replace(endpoint_settings(config, base_url=sim.base_url), require_key=False)
+
+
+def call_endpoint(df: DataFrame, settings: EndpointSettings, concurrent_tasks: int,
+                  passthrough: Sequence[str] = PASSTHROUGH_COLUMNS, api_key: Broadcast | None = None) -> DataFrame:
+    """Lazily map request rows to result rows across `concurrent_tasks` partitions.
+
+    Evaluating the result calls the endpoint: evaluate it exactly once (write it, or
+    checkpoint it) — every re-evaluation is another paid request.
+    """
+    missing = [c for c in ("request_id", "messages_json") if c not in df.columns]
+    if missing:
+        raise ValueError(f"request frame lacks columns {missing}")
+    present = [c for c in passthrough if c in df.columns]
+    fn = make_call_partition(settings, per_task_concurrency(settings.max_concurrency, concurrent_tasks), present,
+                             api_key)
+    return df.repartition(max(1, concurrent_tasks)).mapInPandas(fn, result_schema(df.schema, present))
+
+
+@contextlib.contextmanager
+def shared_api_key(spark: SparkSession, settings: EndpointSettings) -> Iterator[Broadcast | None]:
+    """Resolve the key once on the driver and share it with the Python workers as a broadcast.
+
+    Workers inherit the JVM's environment as it was at session start, so a key exported later
+    (notebooks) or read from a Databricks secret scope (driver-only) would be missing there.
+    A broadcast travels through Spark's block manager, not through py4j command strings (which
+    py4j logs at DEBUG) and not through the conf/UI; the closure pickles only its id. It is
+    destroyed when the block ends. Fails fast on the driver when a required key is missing.
+    """
+    key = resolve_api_key(settings)
+    if not key:
+        yield None
+        return
+    handle = spark.sparkContext.broadcast(SecretBox(key))
+    try:
+        yield handle
+    finally:
+        handle.destroy()
