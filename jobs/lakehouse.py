@@ -6,17 +6,35 @@ it finds under the home when it is opened, so SQL by table name works in any new
 On Databricks (Unity Catalog) tables are managed by name and no paths are involved.
 
 Writes are MERGEs on the spec's key columns, so every stage can be rerun without duplicates.
+
+Every `read` and every write (`merge`, `append`, `overwrite`) is noted by table name while a
+`recording()` block is open: the pipeline records each stage this way and compares what it did
+with what the stage declares (jobs/stage.py). A MERGE's own look at its target to skip unchanged
+rows is not a read.
 """
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import Config
 from schemas.tables import ALL_TABLES, TableSpec
+
+_DELETE = "__taskseed_delete"
+
+
+@dataclass
+class TableAccess:
+    """Tables read and written inside one `Lakehouse.recording()` block."""
+
+    reads: set[str] = field(default_factory=set)
+    writes: set[str] = field(default_factory=set)
 
 
 class Lakehouse:
@@ -28,6 +46,7 @@ class Lakehouse:
         self.namespace = (
             f"{config.catalog}.{config.schema_name}" if config.catalog else config.schema_name
         )
+        self._recordings: list[TableAccess] = []
         if not self.managed:
             (self.home / "tables").mkdir(parents=True, exist_ok=True)
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.namespace}")
@@ -76,9 +95,29 @@ class Lakehouse:
             self.ensure(spec)
 
     def read(self, name: str) -> DataFrame:
+        """The table as a lazy DataFrame (created empty first if it is a known spec)."""
+        self._note("reads", name)
+        return self._table(name)
+
+    def _table(self, name: str) -> DataFrame:
         if name in ALL_TABLES:
             self.ensure(ALL_TABLES[name])
         return self.spark.table(self.table_name(name))
+
+    # ---- access log ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[TableAccess]:
+        """Note the tables read and written until the block ends (blocks may nest)."""
+        access = TableAccess()
+        self._recordings.append(access)
+        try:
+            yield access
+        finally:
+            self._recordings.remove(access)
+
+    def _note(self, kind: str, name: str) -> None:
+        for access in self._recordings:
+            getattr(access, kind).add(name)
 
     def version(self, name: str) -> int | None:
         if not self.exists(name):
@@ -95,57 +134,77 @@ class Lakehouse:
 
     # ---- writes -------------------------------------------------------------------------
     @staticmethod
-    def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
-        """Select the spec's columns in order, cast to the spec's types (missing → null)."""
+    def _conformed(df: DataFrame, spec: TableSpec) -> list[Column]:
         present = set(df.columns)
-        return df.select(
-            *[
-                (F.col(f.name) if f.name in present else F.lit(None)).cast(f.dataType).alias(f.name)
-                for f in spec.schema.fields
-            ]
-        )
+        return [(F.col(f.name) if f.name in present else F.lit(None)).cast(f.dataType).alias(f.name)
+                for f in spec.schema.fields]
 
-    def merge(self, df: DataFrame, spec: TableSpec, update_when_changed: list[str] | None = None) -> None:
-        """Insert rows whose key is new; with update_when_changed, also rewrite a matched row when
-        one of those columns differs (null-safe).
+    @classmethod
+    def conform(cls, df: DataFrame, spec: TableSpec) -> DataFrame:
+        """Select the spec's columns in order, cast to the spec's types (missing → null)."""
+        return df.select(*cls._conformed(df, spec))
 
-        Unchanged rows are dropped before the MERGE, and when nothing is new or changed no MERGE
-        runs, so an unchanged rerun commits no Delta version. Rows are deduplicated on the key
-        first: MERGE refuses two source rows for one target row.
+    def merge(self, df: DataFrame, spec: TableSpec, update_when_changed: list[str] | None = None,
+              delete_when: Column | str | None = None) -> None:
+        """MERGE `df` into the table on the spec's keys: insert rows whose key is new; with
+        `update_when_changed`, also rewrite a matched row when one of those columns differs
+        (null-safe); with `delete_when` (a boolean Column or SQL expression over `df`'s rows), a
+        row for which it holds deletes the target row with its key, if any, and is never inserted
+        (quarantine rows whose request now parses are removed this way).
+
+        Rows are deduplicated on the key first (MERGE refuses two source rows for one target row),
+        rows that would change nothing are dropped, and when nothing is left no MERGE runs, so an
+        unchanged rerun commits no Delta version.
         """
         from delta.tables import DeltaTable
 
         self.ensure(spec)
+        self._note("writes", spec.name)
         keys = list(spec.keys)
-        source = self.conform(df, spec).dropDuplicates(keys)
+        deletes = delete_when is not None
+        if deletes:
+            condition = F.expr(delete_when) if isinstance(delete_when, str) else delete_when
+            df = df.withColumn(_DELETE, F.coalesce(condition, F.lit(False)))
+        source = df.select(*self._conformed(df, spec), *([F.col(_DELETE)] if deletes else [])).dropDuplicates(keys)
+        target = self._table(spec.name)
+        upserts = source.where(~F.col(_DELETE)) if deletes else source
         compared = list(dict.fromkeys([*keys, *(update_when_changed or [])]))
-        changed_keys = source.select(*compared).subtract(self.read(spec.name).select(*compared)).select(*keys)
+        changed_keys = upserts.select(*compared).subtract(target.select(*compared)).select(*keys)
+        todo = upserts.join(changed_keys, keys, "left_semi")
+        if deletes:
+            todo = todo.unionByName(source.where(F.col(_DELETE)).join(target.select(*keys), keys, "left_semi"))
         # persisted: the emptiness check and the MERGE must not each recompute the comparison
-        source = source.join(changed_keys, keys, "left_semi").persist()
+        todo = todo.persist()
         try:
-            if source.isEmpty():
+            if todo.isEmpty():
                 return
+            columns = {c: f"s.`{c}`" for c in spec.columns}
+            keep = f"NOT s.`{_DELETE}`" if deletes else None
             merge = (
                 DeltaTable.forName(self.spark, self.table_name(spec.name))
                 .alias("t")
-                .merge(source.alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
+                .merge(todo.alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
             )
+            if deletes:
+                merge = merge.whenMatchedDelete(condition=f"s.`{_DELETE}`")
             if update_when_changed:
                 changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in update_when_changed)
-                merge = merge.whenMatchedUpdateAll(condition=changed)
-            merge.whenNotMatchedInsertAll().execute()
+                merge = merge.whenMatchedUpdate(condition=f"{keep} AND ({changed})" if keep else changed, set=columns)
+            merge.whenNotMatchedInsert(condition=keep, values=columns).execute()
         finally:
-            source.unpersist()
+            todo.unpersist()
 
     def append(self, df: DataFrame, spec: TableSpec) -> None:
         """Blind append: only for tables whose writers guarantee new keys (the ledger)."""
         self.ensure(spec)
+        self._note("writes", spec.name)
         self.conform(df, spec).write.format("delta").mode("append").saveAsTable(
             self.table_name(spec.name)
         )
 
     def overwrite(self, df: DataFrame, spec: TableSpec) -> None:
         self.ensure(spec)
+        self._note("writes", spec.name)
         self.conform(df, spec).write.format("delta").mode("overwrite").option(
             "overwriteSchema", "false"
         ).saveAsTable(self.table_name(spec.name))

@@ -1,0 +1,50 @@
+"""The one MERGE helper on a tiny quarantine table: insert new keys, rewrite changed rows, delete
+the rows a source marks as healed (never inserting them), commit nothing when nothing changes; and
+the access log that the pipeline compares with each stage's declarations."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from schemas.tables import QUARANTINE
+
+pytestmark = pytest.mark.spark
+
+SCHEMA = "stage string, source_key string, reason string, detail string, usable boolean"
+
+
+def _rows(lakehouse) -> dict[str, str]:
+    return {r.source_key: r.reason for r in lakehouse.read(QUARANTINE.name).collect()}
+
+
+def test_merge_inserts_updates_deletes_healed_rows_and_skips_no_ops(lakehouse):
+    spark = lakehouse.spark
+    merge = lambda rows: lakehouse.merge(  # noqa: E731
+        spark.createDataFrame(rows, SCHEMA), QUARANTINE, update_when_changed=["reason", "detail"],
+        delete_when=F.col("usable"))
+    merge([("generate", "a", "truncated_json", None, False), ("generate", "b", "http_500", None, False),
+           ("generate", "c", None, None, True)])  # c parses: nothing to delete, never inserted
+    assert _rows(lakehouse) == {"a": "truncated_json", "b": "http_500"}
+    version = lakehouse.version(QUARANTINE.name)
+
+    merge([("generate", "a", "truncated_json", None, False), ("generate", "b", "http_500", None, False)])
+    assert lakehouse.version(QUARANTINE.name) == version  # nothing changed, nothing committed
+
+    # a parser fix: a now parses (deleted), b has a new reason (updated), d is new (inserted)
+    merge([("generate", "a", None, None, True), ("generate", "b", "invalid_json", "x", False),
+           ("generate", "d", "label_not_in_set", None, False)])
+    assert _rows(lakehouse) == {"b": "invalid_json", "d": "label_not_in_set"}
+    assert lakehouse.version(QUARANTINE.name) == version + 1  # one MERGE for all three changes
+
+
+def test_access_log_notes_reads_and_writes_inside_a_recording_only(lakehouse):
+    spark = lakehouse.spark
+    lakehouse.read("seeds")  # outside any recording: not noted anywhere
+    with lakehouse.recording() as outer:
+        lakehouse.read("generated")
+        with lakehouse.recording() as inner:
+            lakehouse.merge(spark.createDataFrame([("ingest", "k", "r", None, False)], SCHEMA), QUARANTINE)
+    assert (outer.reads, outer.writes) == ({"generated"}, {"quarantine"})
+    assert (inner.reads, inner.writes) == (set(), {"quarantine"})  # the MERGE's look at its target is no read
+
