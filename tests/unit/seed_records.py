@@ -94,3 +94,31 @@ def nli_seed() -> dict:
            "hypothesis": "The museum has a new wing.", "label": "entailment", "note": "hand-written test record"}
     return _record("nli_handwritten", 0, "label", raw, question=raw["hypothesis"], context=raw["premise"],
                    choices=["entailment", "neutral", "contradiction"], answer_index=0, answer_text="entailment")
+
+
+FAMILY = {"arc_easy": "arc", "gsm8k": "gsm8k", "boolq": "boolq", "winogrande": "winogrande",
+          "webqs": "webqs", "nli_handwritten": "nli"}
+
+
+def seed_rows(**counts: int) -> list[dict]:
+    """Real records from the mirror as full `seeds` rows, e.g. seed_rows(arc_easy=2, gsm8k=1)."""
+    from schemas.tables import SEEDS
+
+    rows = []
+    for task, n in counts.items():
+        records = [nli_seed()] if task == "nli_handwritten" else globals()[task](n)
+        rows.extend(records)
+    for row in rows:
+        row.update(task_family=FAMILY[row["task"]], license="CC-BY-4.0", license_class="permissive",
+                   dataset_path="mirror", dataset_name=None)
+    return [{c: row.get(c) for c in SEEDS.columns} for row in rows]
+
+
+def broken_seed() -> dict:
+    """An mcq seed without options: cannot be rendered, must land in quarantine as render_error."""
+    from schemas.tables import SEEDS
+
+    row = {c: None for c in SEEDS.columns}
+    row.update(seed_id="broken-seed-0001", task="arc_easy", task_family="arc", split="train", doc_index=999,
+               answer_format="mcq", question="Which one is it?", answer_text="this one")
+    return row
