@@ -10,7 +10,8 @@ text (`!function winogrande/preprocess_winogrande.doc_to_text`). Groups and tags
 selection like `mmlu` or `ai2_arc` can be expanded to its leaf tasks (`resolve_selection`).
 
 Idempotent: task_catalog is MERGEd on `task`, and a row is only rewritten when its content
-changed, so a rerun with the same lm-eval version writes no new rows.
+changed, so a rerun with the same lm-eval version writes no new rows. In the pipeline the stage is
+skipped when task_catalog is current for the installed lm-eval version (`catalog_is_current`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jobs.config import Config, ConfigError
+from jobs.stage import Stage, StageContext, quiet, tables
 from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from schemas.licenses import license_for, load_policy
 from schemas.tables import LICENSE_POLICY, TASK_CATALOG
@@ -341,12 +343,42 @@ def write_license_policy(lakehouse) -> int:
     return len(rows)
 
 
+@dataclass
+class CatalogResult:
+    """The catalog rows written by one run (pure dicts, columns of TASK_CATALOG)."""
+
+    rows: list[dict[str, Any]]
+
+    def metrics(self) -> dict[str, float]:
+        return {"tasks": float(len(self.rows)), "eligible": float(sum(1 for r in self.rows if r["eligible"]))}
+
+    def summary_lines(self) -> list[str]:
+        """Per family with at least one eligible task; the rest are counted in one line."""
+        rows = self.rows
+        summary = family_summary(rows)
+        seeded = [s for s in summary if s[2]]
+        width = max(len(s[0]) for s in seeded) if seeded else 6
+        lines = [f"{'family':<{width}}  tasks  eligible  answer formats (eligible)"]
+        lines += [f"{family:<{width}}  {total:>5}  {eligible:>8}  {formats}" for family, total, eligible, formats in seeded]
+        held_only = [s for s in summary if not s[2]]
+        lines.append(f"{len(held_only)} more families ({sum(s[1] for s in held_only)} tasks) have no eligible task: "
+                     "see `taskseed sql \"select family, ineligible_reason, count(*) from task_catalog where not "
+                     "eligible group by 1, 2\"`")
+        eligible_rows = [r for r in rows if r["eligible"]]
+        families = {r["family"] for r in eligible_rows}
+        datasets = {r["dataset_path"] for r in eligible_rows}
+        unknown = sum(1 for r in eligible_rows if r["license_class"] == "unknown")
+        lines.append(f"total: {len(rows)} tasks, {len(eligible_rows)} eligible in {len(families)} families "
+                     f"from {len(datasets)} datasets; {unknown} eligible tasks have an unknown license")
+        return lines
+
+
 def run_catalog(
     lakehouse,
     config: Config,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = quiet,
     index: TaskIndex | None = None,
-) -> list[dict[str, Any]]:
+) -> CatalogResult:
     """Build the index (unless given one), then MERGE license_policy and task_catalog."""
     if index is None:
         progress("catalog: indexing lm-eval task YAMLs (offline)…")
@@ -358,24 +390,27 @@ def run_catalog(
     df = lakehouse.spark.createDataFrame(rows, schema=TASK_CATALOG.schema)
     progress(f"catalog: merging {len(rows)} rows into {lakehouse.table_name('task_catalog')}…")
     lakehouse.merge(df, TASK_CATALOG, update_when_changed=CHANGE_COLUMNS)
-    return rows
+    return CatalogResult(rows)
 
 
-def print_catalog_summary(rows: list[dict[str, Any]], out: Callable[[str], None] = print) -> None:
-    """Per family with at least one eligible task; the rest are counted in one line."""
-    summary = family_summary(rows)
-    seeded = [s for s in summary if s[2]]
-    width = max(len(s[0]) for s in seeded) if seeded else 6
-    out(f"{'family':<{width}}  tasks  eligible  answer formats (eligible)")
-    for family, total, eligible, formats in seeded:
-        out(f"{family:<{width}}  {total:>5}  {eligible:>8}  {formats}")
-    held_only = [s for s in summary if not s[2]]
-    out(f"{len(held_only)} more families ({sum(s[1] for s in held_only)} tasks) have no eligible task: "
-        "see `taskseed sql \"select family, ineligible_reason, count(*) from task_catalog where not eligible "
-        "group by 1, 2\"`")
-    eligible_rows = [r for r in rows if r["eligible"]]
-    families = {r["family"] for r in eligible_rows}
-    datasets = {r["dataset_path"] for r in eligible_rows}
-    unknown = sum(1 for r in eligible_rows if r["license_class"] == "unknown")
-    out(f"total: {len(rows)} tasks, {len(eligible_rows)} eligible in {len(families)} families "
-        f"from {len(datasets)} datasets; {unknown} eligible tasks have an unknown license")
+def catalog_is_current(lakehouse) -> bool:
+    """task_catalog has rows, all written with the installed lm-eval version."""
+    if not lakehouse.exists(TASK_CATALOG.name):
+        return False
+    row = lakehouse.read(TASK_CATALOG.name).selectExpr("min(lm_eval_version) v", "count(*) n").first()
+    return bool(row["n"]) and row["v"] == lm_eval_version()
+
+
+def _skip_if_current(ctx: StageContext) -> str | None:
+    if ctx.refresh_catalog or not catalog_is_current(ctx.lakehouse):
+        return None
+    return "task_catalog is current for this lm-eval version (--refresh-catalog to rebuild)"
+
+
+STAGE = Stage(
+    name="catalog",
+    reads=tables(),
+    writes=tables(LICENSE_POLICY.name, TASK_CATALOG.name),
+    run=lambda ctx: run_catalog(ctx.lakehouse, ctx.config, progress=ctx.progress, index=ctx.task_index),
+    skip=_skip_if_current,
+)

@@ -1,5 +1,12 @@
 """`taskseed` command line: `taskseed [--config FILE] [--home DIR] [--set key=value ...] <command>`.
 
+The one module that parses arguments and writes to the console. Stage modules take a `progress`
+callback and return result objects (`summary_lines()`, `metrics()`); the commands here print
+them: progress and summaries of long runs on stderr (so `--json` output on stdout stays
+machine-readable), tables and query results on stdout. Nothing imports this module but the
+`taskseed` console script; the stage modules are imported by the commands that run them (pyspark
+and pandas take seconds to import, and `taskseed sim` or `--help` need neither).
+
 User mistakes (bad config, missing Java, unknown task) print one clear message and exit 2;
 only genuine bugs show a traceback.
 """
@@ -9,36 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from jobs.config import Config, ConfigError, load_config
+from jobs.config import Config, ConfigError, EndpointConfig, SimulatorConfig, TasksConfig, load_config
 
 
 def progress(message: str) -> None:
-    """Progress and summaries go to stderr so `--json` output on stdout stays machine-readable."""
+    """The progress printer: one line to stderr, flushed."""
     print(message, file=sys.stderr, flush=True)
 
 
-def _open_lakehouse(config: Config):
+def open_lakehouse(config: Config):
     from jobs.lakehouse import Lakehouse
     from jobs.runtime import get_spark
 
     progress(f"starting Spark ({config.spark.master}) with Delta; lakehouse home {config.home}")
-    spark = get_spark(config)
-    return Lakehouse(spark, config)
-
-
-# ---- commands ----------------------------------------------------------------------------
-
-def cmd_catalog(args, config: Config) -> int:
-    from jobs.catalog import print_catalog_summary, run_catalog
-
-    lakehouse = _open_lakehouse(config)
-    rows = run_catalog(lakehouse, config, progress=progress)
-    print_catalog_summary(rows, out=print)
-    progress(f"task_catalog is at version {lakehouse.version('task_catalog')}")
-    return 0
+    return Lakehouse(get_spark(config), config)
 
 
 def _format_value(value: Any) -> str:
@@ -49,7 +45,7 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def format_table(columns: list[str], rows: list[list[Any]], max_width: int = 60) -> str:
+def format_table(columns: Sequence[str], rows: list[list[Any]], max_width: int = 60) -> str:
     """A plain text table; long cells are cut with an ellipsis so rows stay on one line."""
     cells = [[_format_value(v).replace("\n", "\\n") for v in row] for row in rows]
     cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
@@ -60,14 +56,247 @@ def format_table(columns: list[str], rows: list[list[Any]], max_width: int = 60)
     return "\n".join([line, rule, *body])
 
 
-def _row_to_python(row) -> dict[str, Any]:
-    return {k: v for k, v in row.asDict(recursive=True).items()}
+def print_lines(result: Any, out: Callable[[str], None] = print) -> None:
+    for line in result.summary_lines():
+        out(line)
 
+
+def parse_tasks(value: str | None) -> list[str] | None:
+    """`--tasks a,b` → ["a", "b"]; None when the option is absent; ConfigError when it is empty."""
+    if value is None:
+        return None
+    tasks = [t.strip() for t in value.split(",") if t.strip()]
+    if not tasks:
+        raise ConfigError("--tasks needs at least one task name")
+    return tasks
+
+
+# ---- catalog, ingest ---------------------------------------------------------------------
+
+def cmd_catalog(args, config: Config) -> int:
+    from jobs.catalog import run_catalog
+
+    lakehouse = open_lakehouse(config)
+    print_lines(run_catalog(lakehouse, config, progress=progress))
+    progress(f"task_catalog is at version {lakehouse.version('task_catalog')}")
+    return 0
+
+
+def ingest_config(args, config: Config) -> Config:
+    """Command-line options mapped onto config.tasks.* (validated like the YAML)."""
+    from jobs.ingest import task_names
+
+    updates: dict[str, Any] = {}
+    if getattr(args, "mirror", None):
+        mirror = Path(args.mirror)
+        if not mirror.is_dir():
+            raise ConfigError(f"--mirror: folder not found: {mirror}")
+        updates["mirror"] = mirror
+    if getattr(args, "tasks", None) is not None:
+        updates["select"] = task_names(args.tasks)
+    if getattr(args, "heldout", None) is not None:
+        updates["heldout_only"] = task_names(args.heldout)
+    if getattr(args, "shard_rows", None) is not None:
+        updates["shard_rows"] = args.shard_rows
+    if not updates:
+        return config
+    try:
+        tasks = TasksConfig.model_validate({**config.tasks.model_dump(), **updates})
+    except Exception as exc:  # pydantic ValidationError → one line for the CLI
+        raise ConfigError(f"invalid ingest options: {exc}") from None
+    return config.model_copy(update={"tasks": tasks})
+
+
+def cmd_ingest(args, config: Config) -> int:
+    from jobs.ingest import run_ingest
+
+    config = ingest_config(args, config)
+    summary = run_ingest(open_lakehouse(config), config, progress=progress)
+    print_lines(summary, progress)
+    if getattr(args, "json", False):
+        print(json.dumps(summary.to_dict(), ensure_ascii=False, default=str))
+    produced = summary.total("seeds") + summary.total("heldout") + summary.total("quarantined")
+    return 0 if produced or not summary.tasks else 1
+
+
+# ---- generate, enrich --------------------------------------------------------------------
+
+def print_estimate(stage: str, rows: list, config: Config, out: Callable[[str], None] = print) -> None:
+    """The dry-run table of `jobs.llm_stage.estimate_stage` rows, with a TOTAL row and the budget."""
+    from jobs.llm_stage import ESTIMATE_COLUMNS, EstimateRow
+    from udfs.llm_rows import CHARS_PER_TOKEN
+
+    total = EstimateRow("TOTAL", *[sum(getattr(r, c) for r in rows) for c in ESTIMATE_COLUMNS[1:]])
+    table = [[getattr(r, c) for c in ESTIMATE_COLUMNS] for r in [*rows, total]]
+    out(f"[{stage}] dry run: nothing was sent. Estimates: prompt = rendered characters / {CHARS_PER_TOKEN}; "
+        "completion = expected output size capped at max_tokens (max_completion_tokens is the hard cap).")
+    out(format_table(ESTIMATE_COLUMNS, table))
+    limits = []
+    if config.llm.max_requests is not None:
+        limits.append(f"llm.max_requests={config.llm.max_requests}")
+    if config.llm.max_tokens_budget is not None:
+        limits.append(f"llm.max_tokens_budget={config.llm.max_tokens_budget}")
+    if limits:
+        out(f"[{stage}] a run would stop cleanly at {' / '.join(limits)}; a rerun continues from there.")
+
+
+def llm_stage_command(args, config: Config, spec, run, needs_seeds: bool) -> int:
+    """`taskseed generate|enrich [--dry-run] [--tasks] [--retry-failed]`: one body for both."""
+    from jobs.generate import require_seeds
+    from jobs.llm_stage import estimate_stage
+
+    tasks = parse_tasks(getattr(args, "tasks", None))
+    retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
+    lakehouse = open_lakehouse(config)
+    if needs_seeds:
+        require_seeds(lakehouse, tasks)
+    if args.dry_run:
+        print_estimate(spec.name, estimate_stage(spec, lakehouse, config, tasks, retry_failed), config)
+        return 0
+    print_lines(run(lakehouse, config, tasks, progress=progress, retry_failed=retry_failed))
+    return 0
+
+
+def cmd_generate(args, config: Config) -> int:
+    from jobs.generate import GENERATE_SPEC, run_generate
+
+    return llm_stage_command(args, config, GENERATE_SPEC, run_generate, needs_seeds=True)
+
+
+def cmd_enrich(args, config: Config) -> int:
+    from jobs.enrich import ENRICH_SPEC, run_enrich
+
+    return llm_stage_command(args, config, ENRICH_SPEC, run_enrich, needs_seeds=config.enrich.enrich_seeds)
+
+
+# ---- run ---------------------------------------------------------------------------------
+
+def cmd_run(args, config: Config) -> int:
+    from jobs.pipeline import run_pipeline
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    lakehouse = open_lakehouse(config)
+    run_pipeline(lakehouse, config, stages, progress=progress, refresh_catalog=args.refresh_catalog,
+                 track=not args.no_mlflow)
+    rows = [[lakehouse.table_name(name), lakehouse.read(name).count(), lakehouse.version(name)]
+            for name in lakehouse.list_tables()]
+    print(format_table(["table", "rows", "delta_version"], rows))
+    progress(f"next: taskseed --home {config.home} sql \"select * from enriched limit 5\"; "
+             f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{Path(config.home).resolve() / 'mlflow.db'}")
+    return 0
+
+
+# ---- sim ---------------------------------------------------------------------------------
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1]")
+    return value
+
+
+def _kind_rate(text: str) -> tuple[str, float]:
+    from simulator import FAULT_KINDS
+
+    kind, sep, rate = text.partition("=")
+    if not sep or kind not in FAULT_KINDS:
+        raise argparse.ArgumentTypeError(f"expected KIND=RATE with KIND one of {', '.join(FAULT_KINDS)}")
+    return kind, _rate(rate)
+
+
+def add_sim_parser(subparsers) -> argparse.ArgumentParser:
+    """`taskseed sim`: every simulator setting is a flag; a flag left out takes the config's
+    `simulator.*` value (defaults in jobs.config.SimulatorConfig), so a standalone simulator
+    behaves like the one `taskseed run` starts when `endpoint.base_url` is null."""
+    from simulator import FAULT_KINDS
+
+    d = SimulatorConfig()
+    p = subparsers.add_parser(
+        "sim",
+        help="run the built-in OpenAI-compatible simulator (not a model)",
+        description="Serve /v1/chat/completions and /v1/models with deterministic answers to "
+                    "taskseed's prompts, realistic latency, concurrency limits, rate limits and "
+                    "injected faults. It is a simulator for exercising the pipeline, not a model. "
+                    "Flags left out take the config's simulator.* values.",
+    )
+
+    def config_flag(flag: str, help_text: str, **kwargs) -> None:
+        key = flag.lstrip("-").replace("-", "_")
+        p.add_argument(flag, default=None, help=f"{help_text} (simulator.{key}, default {getattr(d, key)})", **kwargs)
+
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    config_flag("--seed", "same seed, same behaviour", type=int)
+    p.add_argument("--model", default=None, help="model id reported by /v1/models (default: endpoint.model)")
+    config_flag("--latency-ms", "median service time", type=float)
+    config_flag("--latency-jitter-ms", "spread of the service time", type=float)
+    config_flag("--latency-dist", "service time distribution", choices=("fixed", "uniform", "lognormal"))
+    config_flag("--max-concurrency", "requests processed at once; the rest queue", type=int)
+    config_flag("--rate-limit-rps", "token-bucket rate (0 = off); excess gets 429", type=float)
+    config_flag("--rate-limit-burst", "token-bucket size", type=float)
+    config_flag("--retry-after-s", "Retry-After of injected 429s", type=float)
+    config_flag("--fault-rate", "total injected-fault probability, split over --fault-kinds", type=_rate)
+    p.add_argument("--fault-kinds", default=None,
+                   help=f"comma-separated kinds --fault-rate covers (default all: {','.join(FAULT_KINDS)})")
+    p.add_argument("--fault", type=_kind_rate, action="append", default=[], metavar="KIND=RATE",
+                   help="rate of one fault kind (repeatable; overrides its share of --fault-rate)")
+    config_flag("--hang-s", "how long a 'hang' fault stalls", type=float)
+    config_flag("--wrong-answer-rate", "probability of a deliberately wrong answer", type=_rate)
+    config_flag("--duplicate-rate", "probability of a duplicate generated item", type=_rate)
+    config_flag("--heldout-copy-rate", "probability of copying a held-out item", type=_rate)
+    config_flag("--heldout-file", "JSONL of {question, choices, answer_text} that generation may copy from")
+    p.add_argument("--require-key-env", default=None,
+                   help="answer 401 unless requests carry the key held in this environment variable")
+    p.set_defaults(handler=cmd_sim)
+    return p
+
+
+_SIM_FLAGS = ("seed", "latency_ms", "latency_jitter_ms", "latency_dist", "max_concurrency", "rate_limit_rps",
+              "rate_limit_burst", "retry_after_s", "fault_rate", "hang_s", "wrong_answer_rate", "duplicate_rate",
+              "heldout_copy_rate", "heldout_file")
+
+
+def settings_from_args(args: argparse.Namespace, sim_config: SimulatorConfig | None = None,
+                       model: str | None = None):
+    """Validated `simulator.SimSettings`: the flags given, else `sim_config`'s values (default
+    SimulatorConfig()), the model from --model, else `model`, else endpoint.model's default.
+    ConfigError on bad values."""
+    from simulator import SimSettings
+
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _SIM_FLAGS if getattr(args, k, None) is not None}
+    overrides["model"] = args.model or model or EndpointConfig().model
+    if args.fault_kinds is not None:
+        overrides["fault_kinds"] = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
+    overrides["fault_rates"] = tuple(args.fault)
+    if args.require_key_env:
+        overrides["require_api_key"] = os.environ.get(args.require_key_env)
+        if not overrides["require_api_key"]:
+            raise ConfigError(f"--require-key-env: environment variable {args.require_key_env} is not set")
+    heldout_file = overrides.get("heldout_file") or (sim_config.heldout_file if sim_config else None)
+    if heldout_file and not os.path.isfile(heldout_file):
+        raise ConfigError(f"--heldout-file: no such file {heldout_file}")
+    try:
+        return SimSettings.from_config(sim_config or SimulatorConfig(), **overrides).validated()
+    except ValueError as exc:
+        raise ConfigError(f"sim: {exc}") from None
+
+
+def cmd_sim(args, config: Config) -> int:
+    """Serve until Ctrl-C."""
+    from simulator import run_simulator
+
+    settings = settings_from_args(args, config.simulator, config.endpoint.model)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    run_simulator(args.host, args.port, settings)
+    return 0
+
+
+# ---- sql, tables -------------------------------------------------------------------------
 
 def cmd_sql(args, config: Config) -> int:
     from pyspark.errors import AnalysisException, ParseException
 
-    lakehouse = _open_lakehouse(config)
+    lakehouse = open_lakehouse(config)
     lakehouse.spark.sql(f"USE {lakehouse.namespace}")
     try:
         df = lakehouse.spark.sql(args.query)
@@ -78,7 +307,7 @@ def cmd_sql(args, config: Config) -> int:
     rows = rows[: args.max_rows]
     if args.json:
         for row in rows:
-            print(json.dumps(_row_to_python(row), ensure_ascii=False, default=str))
+            print(json.dumps(row.asDict(recursive=True), ensure_ascii=False, default=str))
     else:
         print(format_table(df.columns, [[row[c] for c in range(len(df.columns))] for row in rows]))
         progress(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', truncated: raise --max-rows' if truncated else ''})")
@@ -86,7 +315,7 @@ def cmd_sql(args, config: Config) -> int:
 
 
 def cmd_tables(args, config: Config) -> int:
-    lakehouse = _open_lakehouse(config)
+    lakehouse = open_lakehouse(config)
     out = []
     for name in lakehouse.list_tables():
         count = lakehouse.spark.table(lakehouse.table_name(name)).count()
@@ -102,6 +331,16 @@ def cmd_tables(args, config: Config) -> int:
 
 
 # ---- parser ------------------------------------------------------------------------------
+
+def _add_llm_stage_parser(commands, stage: str, help_text: str, tasks_help: str, handler) -> None:
+    parser = commands.add_parser(stage, help=help_text)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print per task family the requests and token estimate; send nothing")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="send again the requests whose ledger row is `failed` (retries exhausted)")
+    parser.add_argument("--tasks", help=tasks_help)
+    parser.set_defaults(handler=handler)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -120,6 +359,32 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = commands.add_parser("catalog", help="enumerate lm-eval tasks into task_catalog")
     catalog.set_defaults(handler=cmd_catalog)
 
+    ingest = commands.add_parser(
+        "ingest", help="normalize training splits into seeds and validation/test splits into heldout")
+    ingest.add_argument("--mirror", help="local dataset mirror <dataset_path>/<config|default>/<split>.jsonl "
+                                         "(tasks.mirror; default: the Hugging Face hub)")
+    ingest.add_argument("--tasks", help="comma-separated task/group/tag names to seed "
+                                        "(tasks.select; default: every eligible task)")
+    ingest.add_argument("--heldout", help="comma-separated eval-only tasks/groups whose validation/test "
+                                          "splits feed heldout (tasks.heldout_only), e.g. mmlu")
+    ingest.add_argument("--shard-rows", type=int, help="rows per work unit of a large split (tasks.shard_rows)")
+    ingest.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    _add_llm_stage_parser(commands, "generate", "generate K new items per seed through the LLM endpoint into "
+                          "`generated`", "comma-separated task names (default: every seeded task)", cmd_generate)
+    _add_llm_stage_parser(commands, "enrich", "solve every generated item (and optionally seeds) M times into "
+                          "`enriched`", "comma-separated task names (default: every task)", cmd_enrich)
+
+    run = commands.add_parser("run", help="run the whole pipeline (every stage, in DAG order)")
+    run.add_argument("--stages", help="comma-separated subset of the stages (run in DAG order; default: all)")
+    run.add_argument("--refresh-catalog", action="store_true",
+                     help="rebuild task_catalog even if it is current for this lm-eval version")
+    run.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
+    run.set_defaults(handler=cmd_run)
+
+    add_sim_parser(commands)
+
     sql = commands.add_parser("sql", help="run a SQL query over the lakehouse tables")
     sql.add_argument("query")
     sql.add_argument("--json", action="store_true", help="one JSON object per row")
@@ -129,33 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     tables = commands.add_parser("tables", help="list tables with row counts and Delta versions")
     tables.add_argument("--json", action="store_true")
     tables.set_defaults(handler=cmd_tables)
-
-    _register_optional(commands)
     return parser
-
-
-def _register_optional(commands) -> None:
-    """Commands contributed by stage modules, each registering its own sub-parser."""
-    from importlib import import_module
-
-    for module_name, register in (
-        ("jobs.ingest", "add_ingest_parser"),
-        ("jobs.sim_cli", "add_sim_parser"),
-        ("jobs.generate", "add_generate_parser"),
-        ("jobs.enrich", "add_enrich_parser"),
-        ("jobs.pipeline", "add_run_parser"),
-    ):
-        try:
-            module = import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        added = getattr(module, register)(commands)
-        if module_name == "jobs.sim_cli":
-            # the simulator is standalone: no lakehouse, no pipeline config
-            run_sim = module.run_sim
-            added.set_defaults(handler=lambda args, _config: run_sim(args), needs_config=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,13 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler: Callable = args.handler
     try:
-        if getattr(args, "needs_config", True):
-            config = load_config(args.config, args.overrides, home=args.home)
-        else:
-            config = None
-        return handler(args, config) or 0
+        config = load_config(args.config, args.overrides, home=args.home)
+        return args.handler(args, config) or 0
     except ConfigError as exc:
         print(f"taskseed: error: {exc}", file=sys.stderr)
         return 2

@@ -88,7 +88,8 @@ class EndpointConfig(_Strict):
 
 
 class SimulatorConfig(_Strict):
-    """Settings for the built-in simulator when no endpoint base_url is configured."""
+    """Settings for the built-in simulator when no endpoint base_url is configured, and the defaults
+    of `taskseed sim` (jobs/cli.py): every flag left out takes the value here."""
 
     seed: int = 0
     latency_ms: float = Field(20.0, ge=0)

@@ -23,14 +23,13 @@ splits, never seeds. A training split that a task also evaluates on is never see
 Identity (see udfs.normalize): seed_id/heldout_id hash (role, task, split, raw record), so a
 rerun, a re-ordered source or a different shard size inserts nothing new. A byte-identical record
 repeated inside a split is one row; its repeats are quarantined as `duplicate_record` (so every
-source row is accounted for: rows in = seeds/heldout + quarantined). All writes are insert-only
-MERGEs on those keys.
+source row is accounted for: rows in = seeds/heldout + quarantined). All writes are insert-only MERGEs on those keys, and each of the
+three tables is merged on every run (a MERGE with nothing new commits nothing).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -40,13 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, ConfigError
-from schemas.tables import HELDOUT, QUARANTINE, SEEDS
+from jobs.stage import Stage, quiet, tables
+from schemas.tables import HELDOUT, QUARANTINE, SEEDS, TASK_CATALOG
 
 SEED, HELDOUT_ROLE = "seed", "heldout"
-
-
-def print_to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +107,9 @@ class IngestSummary:
         lines.append(f"{self.units} work units in {self.seconds:.1f}s; inserted: {inserted or 'nothing'}")
         return "\n".join(lines)
 
+    def summary_lines(self) -> list[str]:
+        return self.format().splitlines()
+
 
 # --------------------------------------------------------------------------------------------
 # planning (driver, no records)
@@ -136,7 +135,8 @@ def resolve_yaml_path(value: str | None, include_paths: Iterable[Path] = ()) -> 
     return None
 
 
-def _names(value: Iterable[str] | str | None) -> list[str]:
+def task_names(value: Iterable[str] | str | None) -> list[str]:
+    """Names from a comma-separated string or a list of them (blanks dropped)."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -145,7 +145,7 @@ def _names(value: Iterable[str] | str | None) -> list[str]:
 
 
 def resolve_names(names: list[str], catalog: dict[str, dict], config: Config,
-                  index: Any = None, progress: Callable[[str], None] = print_to_stderr
+                  index: Any = None, progress: Callable[[str], None] = quiet
                   ) -> tuple[list[str], list[str]]:
     """Expand task/group/tag names to leaf task names: (tasks, unknown names).
 
@@ -365,11 +365,11 @@ def run_ingest(
     config: Config,
     tasks: list[str] | None = None,
     heldout_tasks: list[str] | None = None,
-    progress: Callable[[str], None] = print_to_stderr,
+    progress: Callable[[str], None] = quiet,
     index: Any = None,
     run_id: str | None = None,
 ) -> IngestSummary:
-    """Ingest the selected tasks; returns (and prints) the per-task summary.
+    """Ingest the selected tasks; returns the per-task summary (`summary_lines()` prints it).
 
     tasks: names/groups/tags to seed (None → config.tasks.select; empty → every eligible task).
     heldout_tasks: eval-only names/groups/tags (None → config.tasks.heldout_only).
@@ -384,10 +384,10 @@ def run_ingest(
     t0 = time.time()
     run_id = run_id or uuid.uuid4().hex[:16]
     spark = lakehouse.spark
-    select = _names(tasks if tasks is not None else config.tasks.select)
-    heldout_names = _names(heldout_tasks if heldout_tasks is not None else config.tasks.heldout_only)
+    select = task_names(tasks if tasks is not None else config.tasks.select)
+    heldout_names = task_names(heldout_tasks if heldout_tasks is not None else config.tasks.heldout_only)
 
-    catalog_df = lakehouse.read("task_catalog")
+    catalog_df = lakehouse.read(TASK_CATALOG.name)
     columns = ["task", "family", "groups", "tags", "yaml_path", "dataset_path", "dataset_name",
                "training_split", "validation_split", "test_split", "fewshot_split",
                "answer_format", "license", "license_class", "eligible", "ineligible_reason"]
@@ -443,7 +443,6 @@ def run_ingest(
     summary = IngestSummary(run_id=run_id, tasks=summaries, units=len(units))
     if not units:
         summary.seconds = time.time() - t0
-        progress(summary.format())
         return summary
 
     mirror = str(Path(config.tasks.mirror).resolve()) if config.tasks.mirror else None
@@ -485,27 +484,22 @@ def run_ingest(
         counts = _apply_stats(stats, summaries)
         progress(f"ingest: normalized {sum(counts.values())} rows ({time.time() - t0:.1f}s)")
         now = F.current_timestamp()
-        versions = {}
-        if counts.get(SEED):
-            seeds = final.filter(F.col("kind") == SEED).withColumn("seed_id", F.col("row_id")) \
-                .withColumn("ingested_at", now)
-            versions["seeds"] = _merge(lakehouse, seeds, SEEDS, progress)
-        if counts.get(HELDOUT_ROLE):
-            held = final.filter(F.col("kind") == HELDOUT_ROLE).withColumn("heldout_id", F.col("row_id")) \
-                .withColumn("ingested_at", now)
-            versions["heldout"] = _merge(lakehouse, held, HELDOUT, progress)
-        if counts.get("quarantine"):
-            quarantine = final.filter(F.col("kind") == "quarantine").select(
-                F.lit("ingest").alias("stage"), F.col("row_id").alias("source_key"), "task", "split",
-                "reason", "detail", F.col("source_record").alias("raw"),
-                F.lit(run_id).alias("run_id"), now.alias("quarantined_at"))
-            versions["quarantine"] = _merge(lakehouse, quarantine, QUARANTINE, progress)
+        seeds = final.filter(F.col("kind") == SEED).withColumn("seed_id", F.col("row_id")) \
+            .withColumn("ingested_at", now)
+        held = final.filter(F.col("kind") == HELDOUT_ROLE).withColumn("heldout_id", F.col("row_id")) \
+            .withColumn("ingested_at", now)
+        quarantine = final.filter(F.col("kind") == "quarantine").select(
+            F.lit("ingest").alias("stage"), F.col("row_id").alias("source_key"), "task", "split",
+            "reason", "detail", F.col("source_record").alias("raw"),
+            F.lit(run_id).alias("run_id"), now.alias("quarantined_at"))
+        versions = {spec.name: _merge(lakehouse, df, spec, progress)
+                    for df, spec in ((seeds, SEEDS), (held, HELDOUT), (quarantine, QUARANTINE))}
     finally:
         final.unpersist()
     summary.inserted = {name: _inserted(lakehouse, name, version) for name, version in versions.items()}
     summary.seconds = time.time() - t0
-    progress(summary.format())
     return summary
+
 
 
 def _parallelism(spark) -> int:
@@ -561,59 +555,12 @@ def _inserted(lakehouse, name: str, version_before: int | None) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# CLI
+# the stage
 # --------------------------------------------------------------------------------------------
 
-
-def add_ingest_parser(subparsers) -> None:
-    """`taskseed ingest [--mirror DIR] [--tasks a,b] [--heldout x,y] [--shard-rows N]`."""
-    parser = subparsers.add_parser(
-        "ingest", help="normalize training splits into seeds and validation/test splits into heldout")
-    parser.add_argument("--mirror", help="local dataset mirror <dataset_path>/<config|default>/<split>.jsonl "
-                                         "(tasks.mirror; default: the Hugging Face hub)")
-    parser.add_argument("--tasks", help="comma-separated task/group/tag names to seed "
-                                        "(tasks.select; default: every eligible task)")
-    parser.add_argument("--heldout", help="comma-separated eval-only tasks/groups whose validation/test "
-                                          "splits feed heldout (tasks.heldout_only), e.g. mmlu")
-    parser.add_argument("--shard-rows", type=int, help="rows per work unit of a large split (tasks.shard_rows)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    parser.set_defaults(handler=run_ingest_command)
-
-
-def ingest_config(args, config: Config) -> Config:
-    """Command-line options mapped onto config.tasks.* (validated like the YAML)."""
-    updates: dict[str, Any] = {}
-    if getattr(args, "mirror", None):
-        mirror = Path(args.mirror)
-        if not mirror.is_dir():
-            raise ConfigError(f"--mirror: folder not found: {mirror}")
-        updates["mirror"] = mirror
-    if getattr(args, "tasks", None) is not None:
-        updates["select"] = _names(args.tasks)
-    if getattr(args, "heldout", None) is not None:
-        updates["heldout_only"] = _names(args.heldout)
-    if getattr(args, "shard_rows", None) is not None:
-        updates["shard_rows"] = args.shard_rows
-    if not updates:
-        return config
-    from jobs.config import TasksConfig
-
-    try:
-        tasks = TasksConfig.model_validate({**config.tasks.model_dump(), **updates})
-    except Exception as exc:  # pydantic ValidationError → one line for the CLI
-        raise ConfigError(f"invalid ingest options: {exc}") from None
-    return config.model_copy(update={"tasks": tasks})
-
-
-def run_ingest_command(args, config: Config) -> int:
-    from jobs.lakehouse import Lakehouse
-    from jobs.runtime import get_spark
-
-    config = ingest_config(args, config)
-    print_to_stderr(f"starting Spark ({config.spark.master}) with Delta; lakehouse home {config.home}")
-    lakehouse = Lakehouse(get_spark(config), config)
-    summary = run_ingest(lakehouse, config, progress=print_to_stderr)
-    if getattr(args, "json", False):
-        print(json.dumps(summary.to_dict(), ensure_ascii=False, default=str))
-    produced = summary.total("seeds") + summary.total("heldout") + summary.total("quarantined")
-    return 0 if produced or not summary.tasks else 1
+STAGE = Stage(
+    name="ingest",
+    reads=tables(TASK_CATALOG.name),
+    writes=tables(SEEDS.name, HELDOUT.name, QUARANTINE.name),
+    run=lambda ctx: run_ingest(ctx.lakehouse, ctx.config, progress=ctx.progress, index=ctx.task_index),
+)

@@ -1,7 +1,24 @@
-"""The LLM-stage package: the ledger-driven call step every calling stage goes through (call.py)."""
+"""What every LLM stage shares: a stage is a declared `LLMStageSpec` (spec.py) and this package
+runs plan → call → parse for any spec (`run_stage`, `estimate_stage` in runner.py).
 
-from jobs.llm_stage.call import Progress, RunAccounting, latest_calls, print_progress, run_llm_stage, terminal_statuses
+- spec.py      the declaration, the plan row's columns, the parsed row's columns
+- plan.py      items → request rows on executors; the dry-run estimate
+- call.py      the ledger-driven call step: micro-batches, budgets, accounting, progress
+- endpoint.py  the endpoint (or the built-in simulator), the key broadcast, the lazy call
+- parse.py     the plan joined with the ledger → output table + quarantine; `StageResult`
+
+The row logic a spec plugs in (request builders, row parsers) is pure and lives in udfs/llm_rows.py.
+"""
+
+from jobs.llm_stage.call import Progress, RunAccounting, latest_calls, run_llm_stage, terminal_statuses
 from jobs.llm_stage.endpoint import call_endpoint, endpoint_for, endpoint_settings, shared_api_key
+from jobs.llm_stage.parse import StageResult, parse_plan
+from jobs.llm_stage.plan import ESTIMATE_COLUMNS, EstimateRow, build_plan, plan_estimate
+from jobs.llm_stage.runner import estimate_stage, pipeline_stage, run_stage
+from jobs.llm_stage.spec import LLMStageSpec, typed_fields
 
-__all__ = ["Progress", "RunAccounting", "call_endpoint", "endpoint_for", "endpoint_settings", "latest_calls",
-           "print_progress", "run_llm_stage", "shared_api_key", "terminal_statuses"]
+__all__ = [
+    "ESTIMATE_COLUMNS", "EstimateRow", "LLMStageSpec", "Progress", "RunAccounting", "StageResult", "build_plan",
+    "call_endpoint", "endpoint_for", "endpoint_settings", "estimate_stage", "latest_calls", "parse_plan",
+    "pipeline_stage", "plan_estimate", "run_llm_stage", "run_stage", "shared_api_key", "terminal_statuses", "typed_fields",
+]

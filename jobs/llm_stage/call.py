@@ -1,4 +1,4 @@
-"""The ledger-driven LLM runner every calling stage (generate, enrich) goes through.
+"""The call step of every LLM stage: the ledger-driven runner (jobs/llm_stage/runner.py drives it).
 
 `run_llm_stage` sends only requests without a terminal row in `llm_calls`, in micro-batches of
 `config.llm.micro_batch_rows`; each micro-batch is one Spark job whose only action is the Delta
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -151,10 +150,6 @@ class Progress:
                 f"failed={self.failed}, errors so far: {errs}")
 
 
-def print_progress(progress: Progress) -> None:
-    print(progress.line(), file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # The ledger
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +211,7 @@ def run_llm_stage(
     config: Config,
     requests_df: DataFrame,
     stage: str,
-    progress: Callable[[Progress], None] | None = print_progress,
+    progress: Callable[[Progress], None] | None = None,
     *,
     endpoint: EndpointSettings | None = None,
     run_id: str | None = None,

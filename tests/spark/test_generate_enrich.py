@@ -1,54 +1,24 @@
 """Generate and enrich on local Spark against the simulator over HTTP, on tiny inline seed tables.
 
-Pure plan/parse helpers are tested first without Spark; then few Spark tests (each stage run is
-~10-20 Spark actions): K rows per seed and M per item with lineage, broken outputs quarantined with
-every request accounted for and no resend on rerun, and a dry run / budget stop / continue cycle.
+Few Spark tests (each stage run is ~10-20 Spark actions): K rows per seed and M per item with
+lineage, broken outputs quarantined with every request accounted for and no resend on rerun, and a
+dry run / budget stop / continue cycle. The pure plan/parse rows are tested in
+tests/unit/test_llm_rows.py.
 """
 
 from __future__ import annotations
 
-import json
 from argparse import Namespace
 
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.enrich import enrichment_requests, parse_enrichment_row, pretraining_documents, run_enrich
-from jobs.generate import (
-    choose_exemplars,
-    cmd_generate,
-    generation_requests,
-    parse_generation_row,
-    run_generate,
-)
+from jobs.cli import cmd_generate
+from jobs.enrich import pretraining_documents, run_enrich
+from jobs.generate import run_generate
 from schemas.tables import ENRICHED, GENERATED, LLM_CALLS, QUARANTINE, SEEDS
-from tests.unit import seed_records
+from tests.unit.seed_records import broken_seed, seed_rows
 from udfs.llm_client import EndpointSettings
-from udfs.prompts import extract_input_payload
-from simulator import SimSettings, sim_answer
-
-FAMILY = {"arc_easy": "arc", "gsm8k": "gsm8k", "boolq": "boolq", "winogrande": "winogrande",
-          "webqs": "webqs", "nli_handwritten": "nli"}
-
-
-def seed_rows(**counts: int) -> list[dict]:
-    """Real records from the mirror (tests/unit/seed_records) as full `seeds` rows."""
-    rows = []
-    for task, n in counts.items():
-        records = [seed_records.nli_seed()] if task == "nli_handwritten" else getattr(seed_records, task)(n)
-        rows.extend(records)
-    for row in rows:
-        row.update(task_family=FAMILY[row["task"]], license="CC-BY-4.0", license_class="permissive",
-                   dataset_path="mirror", dataset_name=None)
-    return [{c: row.get(c) for c in SEEDS.columns} for row in rows]
-
-
-def broken_seed() -> dict:
-    """An mcq seed without options: cannot be rendered, must land in quarantine as render_error."""
-    row = {c: None for c in SEEDS.columns}
-    row.update(seed_id="broken-seed-0001", task="arc_easy", task_family="arc", split="train", doc_index=999,
-               answer_format="mcq", question="Which one is it?", answer_text="this one")
-    return row
 
 
 def write_seeds(lakehouse, rows: list[dict]) -> None:
@@ -64,55 +34,6 @@ def endpoint(url: str, **kw) -> EndpointSettings:
 
 def quiet(_line: str) -> None:
     pass
-
-
-# ---- pure: plan rows and parsing (no Spark) --------------------------------------------------
-
-def test_generation_requests_k_samples_fewshot_same_task_never_the_seed():
-    seeds = seed_rows(arc_easy=3)
-    pool = [dict(s, split="train") for s in seeds]
-    rows = generation_requests(seeds[0], choose_exemplars(seeds[0]["seed_id"], pool, 2), model="m", k=3,
-                               temperature=0.9, max_tokens=512)
-    assert [r["sample_index"] for r in rows] == [0, 1, 2]
-    assert len({r["request_id"] for r in rows}) == 3  # the sample index separates the K samples
-    assert len({r["messages_json"] for r in rows}) == 1  # rendered once per seed
-    payload = extract_input_payload(json.loads(rows[0]["messages_json"]))
-    assert len(payload["examples"]) == 2
-    assert seeds[0]["question"] not in [e["question"] for e in payload["examples"]]
-    assert {e["question"] for e in payload["examples"]} <= {s["question"] for s in seeds}
-    assert rows[0]["est_prompt_tokens"] > 50 and 0 < rows[0]["est_completion_tokens"] <= 512
-    # deterministic: same seed, same exemplars, same request ids
-    again = generation_requests(seeds[0], choose_exemplars(seeds[0]["seed_id"], pool, 2), model="m", k=3,
-                                temperature=0.9, max_tokens=512)
-    assert [r["request_id"] for r in again] == [r["request_id"] for r in rows]
-    # a changed temperature is a different request
-    hotter = generation_requests(seeds[0], [], model="m", k=1, temperature=1.0, max_tokens=512)
-    assert hotter[0]["request_id"] not in {r["request_id"] for r in rows}
-    # an unrenderable seed is one render_error row, not an exception
-    bad = generation_requests(broken_seed(), [], model="m", k=3, temperature=0.9, max_tokens=512)
-    assert len(bad) == 1 and bad[0]["render_error"] == "render_error" and "choices" in bad[0]["render_detail"]
-
-
-@pytest.mark.parametrize("task", ["arc_easy", "gsm8k", "boolq", "winogrande", "webqs", "nli_handwritten"])
-def test_every_format_round_trips_through_plan_simulator_and_parsers(task):
-    seed = seed_rows(**{task: 1})[0]
-    [request] = generation_requests(seed, [], model="m", k=1, temperature=0.9, max_tokens=1024)
-    content = sim_answer({"messages": json.loads(request["messages_json"])}, SimSettings(), "g", "g")
-    item = parse_generation_row(dict(request, status="ok", content=content, run_id="r"))
-    assert item["kind"] == "item", item
-    assert item["seed_id"] == seed["seed_id"] and item["license"] == "CC-BY-4.0"
-    enrich_item = dict(item, item_kind="generated", gen_id=item["gen_id"])
-    [erequest] = enrichment_requests(enrich_item, model="m", m=1, temperature=0.7, max_tokens=1024)
-    econtent = sim_answer({"messages": json.loads(erequest["messages_json"])}, SimSettings(), "e", "e")
-    sample = parse_enrichment_row(dict(erequest, status="ok", content=econtent, run_id="r"))
-    assert sample["kind"] == "sample" and sample["gen_id"] == item["gen_id"]
-    assert sample["final_answer"] is not None and sample["reasoning"]
-    # broken outputs become quarantine rows carrying the raw text and the typed reason
-    broken = parse_generation_row(dict(request, status="parse_error", content=content[: len(content) // 2]))
-    assert broken["kind"] == "quarantine" and broken["reason"] == "truncated_json"
-    assert broken["raw"] == content[: len(content) // 2] and broken["source_key"] == request["request_id"]
-    failed = parse_enrichment_row(dict(erequest, status="failed", content=None, error_class="http_503"))
-    assert failed["kind"] == "quarantine" and failed["reason"] == "http_503"
 
 
 # ---- Spark ----------------------------------------------------------------------------------

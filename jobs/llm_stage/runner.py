@@ -1,0 +1,57 @@
+"""Plan → call → parse for any `LLMStageSpec`, and the dry-run estimate."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from pyspark.sql import functions as F
+
+from jobs.config import Config
+from jobs.lakehouse import Lakehouse
+from jobs.llm_stage.call import run_llm_stage
+from jobs.llm_stage.parse import StageResult, parse_plan
+from jobs.llm_stage.plan import EstimateRow, build_plan, plan_estimate
+from jobs.llm_stage.spec import REQUEST_COLUMNS, LLMStageSpec
+from jobs.stage import Stage, StageContext
+from udfs.llm_client import EndpointSettings
+
+
+def run_stage(
+    spec: LLMStageSpec,
+    lakehouse: Lakehouse,
+    config: Config,
+    tasks: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    *,
+    endpoint: EndpointSettings | None = None,
+    run_id: str | None = None,
+    retry_failed: bool | None = None,
+) -> StageResult:
+    """Plan the stage's requests, send only what the ledger lacks (within `llm.max_requests` /
+    `llm.max_tokens_budget`; `retry_failed` re-sends `failed` ones, default `llm.retry_failed`),
+    then parse the whole plan from the ledger into the output table and `quarantine`.
+
+    tasks: only items of these tasks (default: all). endpoint: default the configured one, or the
+    simulator when `endpoint.base_url` is null. progress: receives one line per micro-batch.
+    """
+    plan = build_plan(spec, lakehouse, config, tasks)
+    requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
+    accounting = run_llm_stage(lakehouse, config, requests, spec.name,
+                               None if progress is None else (lambda p: progress(p.line())),
+                               endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
+    return parse_plan(spec, lakehouse, plan, accounting)
+
+
+def estimate_stage(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None,
+                   retry_failed: bool = False) -> list[EstimateRow]:
+    """Per task family, what `run_stage` would send now and its token estimate; sends nothing."""
+    return plan_estimate(lakehouse, build_plan(spec, lakehouse, config, tasks), retry_failed)
+
+
+def pipeline_stage(spec: LLMStageSpec) -> Stage:
+    """The pipeline's view of an LLM stage: the spec's tables, run with the shared endpoint."""
+
+    def run(ctx: StageContext) -> StageResult:
+        return run_stage(spec, ctx.lakehouse, ctx.config, progress=ctx.progress, endpoint=ctx.endpoint)
+
+    return Stage(name=spec.name, reads=spec.reads, writes=spec.writes, run=run, uses_endpoint=True)

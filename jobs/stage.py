@@ -1,0 +1,88 @@
+"""A pipeline stage as the pipeline sees it: a name, the tables it reads and writes, how to run it.
+
+Each stage module declares its `STAGE` next to the code it runs (jobs/catalog.py, jobs/ingest.py,
+jobs/generate.py, jobs/enrich.py); jobs/pipeline.py lists them and derives from these
+declarations the order to run them in (`dag_order`) and the MLflow lineage of every stage run
+(inputs and outputs pinned to Delta versions). A stage's declared tables may depend on the config
+(enrich reads `seeds` only with `enrich.enrich_seeds`). The pipeline records what each stage
+actually read and wrote (`Lakehouse.recording`) and says so when a stage touched an undeclared
+table; tests/e2e/test_pipeline_run.py checks that, on a demo run, they are equal.
+
+Adding a stage (curate, publish) is: write its module with a `STAGE`, append it to
+`jobs.pipeline.PIPELINE`, and add its command to jobs/cli.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from jobs.config import Config
+
+
+def quiet(_message: str) -> None:
+    """A progress callback that prints nothing (the default of every stage function)."""
+    pass
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the pipeline hands every stage's `run`: the lakehouse, the validated config, where
+    progress lines go, the endpoint opened once for all LLM stages (None if no stage calls one),
+    a prebuilt lm-eval task index (tests pass a small one; None = build it), and whether the
+    catalog must be rebuilt even when it is current."""
+
+    lakehouse: Any
+    config: Config
+    progress: Callable[[str], None] = quiet
+    endpoint: Any = None
+    task_index: Any = None
+    refresh_catalog: bool = False
+
+
+def tables(*names: str) -> Callable[[Config], tuple[str, ...]]:
+    """A declaration that does not depend on the config: `reads=tables("seeds", "llm_calls")`."""
+    return lambda _config: names
+
+
+@dataclass(frozen=True)
+class Stage:
+    """name: the stage (its MLflow child run, its `--stages` name); reads / writes: config → the
+    table names it reads and writes; run: StageContext → a result object (`summary_lines()`,
+    `metrics()`); skip: StageContext → a reason to skip this run (checked before the stage is
+    recorded), or None; uses_endpoint: whether it calls the LLM endpoint."""
+
+    name: str
+    reads: Callable[[Config], Sequence[str]]
+    writes: Callable[[Config], Sequence[str]]
+    run: Callable[[StageContext], Any]
+    skip: Callable[[StageContext], str | None] | None = None
+    uses_endpoint: bool = False
+
+
+def dag_order(stages: Iterable[Stage], config: Config) -> list[Stage]:
+    """The stages in an order where each runs after every stage that writes a table it reads.
+
+    A table a stage both reads and writes is its own state (the `llm_calls` ledger, the quarantine
+    it heals), not a dependency, so two stages sharing the ledger do not depend on each other.
+    Among stages free to run, declaration order decides (Kahn's algorithm, stable). A cycle is a
+    ValueError naming the stages in it.
+    """
+    stages = list(stages)
+    writers: dict[str, list[int]] = {}
+    for i, stage in enumerate(stages):
+        for table in stage.writes(config):
+            writers.setdefault(table, []).append(i)
+    depends = []
+    for i, stage in enumerate(stages):
+        own = set(stage.writes(config))
+        depends.append({w for table in stage.reads(config) if table not in own
+                        for w in writers.get(table, []) if w != i})
+    order: list[int] = []
+    while len(order) < len(stages):
+        ready = [i for i in range(len(stages)) if i not in order and depends[i] <= set(order)]
+        if not ready:
+            stuck = [stages[i].name for i in range(len(stages)) if i not in order]
+            raise ValueError(f"stages {', '.join(stuck)} read each other's outputs: no order runs them")
+        order.append(ready[0])
+    return [stages[i] for i in order]

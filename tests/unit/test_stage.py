@@ -1,0 +1,47 @@
+"""The pipeline's order comes from what each stage declares it reads and writes (no Spark here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.config import Config
+from jobs.pipeline import PIPELINE, STAGES, select_stages
+from jobs.stage import Stage, dag_order, tables
+
+
+def _stage(name: str, reads=(), writes=()) -> Stage:
+    return Stage(name=name, reads=tables(*reads), writes=tables(*writes), run=lambda ctx: None)
+
+
+def test_the_pipeline_runs_catalog_ingest_generate_enrich():
+    assert STAGES == ("catalog", "ingest", "generate", "enrich")
+    config = Config()
+    declared = {stage.name: (set(stage.reads(config)), set(stage.writes(config))) for stage in PIPELINE}
+    assert declared["generate"] == ({"seeds", "llm_calls"}, {"llm_calls", "generated", "quarantine"})
+    assert declared["enrich"] == ({"generated", "llm_calls"}, {"llm_calls", "enriched", "quarantine"})
+    config.enrich.enrich_seeds = True
+    assert "seeds" in next(s for s in PIPELINE if s.name == "enrich").reads(config)
+
+
+def test_a_stage_declared_first_runs_after_the_stages_it_reads_from():
+    curate = _stage("curate", reads=("generated", "enriched", "heldout"), writes=("curated", "filter_decisions"))
+    publish = _stage("publish", reads=("curated",), writes=("curated_commercial",))
+    order = [s.name for s in dag_order([publish, curate, *PIPELINE], Config())]
+    assert order == ["catalog", "ingest", "generate", "enrich", "curate", "publish"]
+
+
+def test_a_shared_ledger_is_not_a_dependency_but_a_cycle_is_an_error():
+    a = _stage("a", reads=("ledger", "x"), writes=("ledger", "y"))
+    b = _stage("b", reads=("ledger", "y"), writes=("ledger", "z"))
+    assert [s.name for s in dag_order([b, a], Config())] == ["a", "b"]
+    with pytest.raises(ValueError, match="read each other's outputs"):
+        dag_order([_stage("p", reads=("q_out",), writes=("p_out",)), _stage("q", reads=("p_out",), writes=("q_out",))],
+                  Config())
+
+
+def test_stages_subset_keeps_dag_order_and_names_unknown_stages():
+    from jobs.config import ConfigError
+
+    assert [s.name for s in select_stages(["enrich", "generate"], Config())] == ["generate", "enrich"]
+    with pytest.raises(ConfigError, match="unknown stage.*curate"):
+        select_stages(["curate"], Config())
