@@ -23,7 +23,8 @@ splits, never seeds. A training split that a task also evaluates on is never see
 Identity (see udfs.normalize): seed_id/heldout_id hash (role, task, split, raw record), so a
 rerun, a re-ordered source or a different shard size inserts nothing new. A byte-identical record
 repeated inside a split is one row; its repeats are quarantined as `duplicate_record` (so every
-source row is accounted for: rows in = seeds/heldout + quarantined). All writes are insert-only MERGEs on those keys, and each of the
+source row is accounted for: rows in = seeds/heldout + quarantined), keyed by
+`udfs.normalize.duplicate_key`. All writes are insert-only MERGEs on those keys, and each of the
 three tables is merged on every run (a MERGE with nothing new commits nothing).
 """
 
@@ -465,9 +466,7 @@ def run_ingest(
     final = ranked.select(
         *[c for c in mapped.columns if c not in ("kind", "row_id", "reason", "detail")],
         F.when(dup, F.lit("quarantine")).otherwise(F.col("kind")).alias("kind"),
-        F.when(dup, F.substring(F.sha2(F.concat_ws("|", F.lit("ingest-duplicate"), "task", "split",
-                                                   F.col("doc_index").cast("string"), "row_id"), 256), 1, 32))
-        .otherwise(F.col("row_id")).alias("row_id"),
+        "row_id",  # a repeat keeps its record's id here; its quarantine key is made when it is written
         F.when(dup, F.lit("duplicate_record")).otherwise(F.col("reason")).alias("reason"),
         F.when(dup, F.concat(F.lit("row "), F.col("doc_index").cast("string"),
                              F.lit(" repeats row "), F.col("_first").cast("string"),
@@ -488,8 +487,11 @@ def run_ingest(
             .withColumn("ingested_at", now)
         held = final.filter(F.col("kind") == HELDOUT_ROLE).withColumn("heldout_id", F.col("row_id")) \
             .withColumn("ingested_at", now)
-        quarantine = final.filter(F.col("kind") == "quarantine").select(
-            F.lit("ingest").alias("stage"), F.col("row_id").alias("source_key"), "task", "split",
+        quarantined = final.filter(F.col("kind") == "quarantine")
+        source_key = F.when(F.col("reason") == "duplicate_record",
+                            _duplicate_key_udf("task", "split", "doc_index", "row_id")).otherwise(F.col("row_id"))
+        quarantine = quarantined.select(
+            F.lit("ingest").alias("stage"), source_key.alias("source_key"), "task", "split",
             "reason", "detail", F.col("source_record").alias("raw"),
             F.lit(run_id).alias("run_id"), now.alias("quarantined_at"))
         versions = {spec.name: _merge(lakehouse, df, spec, progress)
@@ -500,6 +502,16 @@ def run_ingest(
     summary.seconds = time.time() - t0
     return summary
 
+
+def _duplicate_key_udf(*columns: str):
+    """udfs.normalize.duplicate_key as a Spark column (a Python UDF: only quarantine rows use it)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    from udfs.normalize import duplicate_key
+
+    return F.udf(lambda task, split, doc_index, record_id: duplicate_key(task, split, doc_index, record_id),
+                 StringType())(*columns)
 
 
 def _parallelism(spark) -> int:

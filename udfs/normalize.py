@@ -48,7 +48,8 @@ Row identity (documented here because every writer relies on it):
   one row too; the second is quarantined as `duplicate_record` by the job, not dropped silently.
   `sub_index` only appears when a `process_docs` expands one record into several docs.
 - Quarantine `source_key` = stable_hash("ingest", task, split, doc_index, raw record): stable
-  across reruns of an unchanged source.
+  across reruns of an unchanged source; for a repeat of an identical record,
+  `duplicate_key(task, split, doc_index, record id)`.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.answer_formats import ALL_FORMATS, BOOLEAN, CHOICE_FORMATS, FREEFORM, MCQ, NUMERIC, SHORT_TEXT
-from udfs.hashing import canonical_json, stable_hash
+from udfs.hashing import canonical_json, digest, stable_hash
 from udfs.parsing import option_problem
 
 log = logging.getLogger(__name__)
@@ -1087,6 +1088,14 @@ def record_id(role: str, task: str, split: str, raw: Mapping, sub_index: int = 0
 
 def quarantine_key(task: str, split: str, doc_index: int, raw: Any, sub_index: int = 0) -> str:
     return stable_hash("ingest", task, split, doc_index, sub_index, canonical_json(strip_nulls(raw)))
+
+
+def duplicate_key(task: str, split: str, doc_index: int, record_id: str) -> str:
+    """Quarantine key of row `doc_index` of a split when it repeats an identical record whose id is
+    `record_id` (reason duplicate_record). The text is the "|"-joined parts, the encoding the first
+    release wrote these keys with (as Spark's sha2(concat_ws)); kept so a rerun on an existing
+    lakehouse finds its rows instead of inserting them again."""
+    return digest("|".join(["ingest-duplicate", task, split, str(doc_index), record_id]))
 
 
 def process_unit(unit: Unit, mirror: str | None, include_path: tuple[str, ...] = ()) -> Iterator[dict]:

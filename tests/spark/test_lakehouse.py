@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from schemas.tables import QUARANTINE
+from udfs.normalize import duplicate_key
 
 pytestmark = pytest.mark.spark
 
@@ -48,3 +49,14 @@ def test_access_log_notes_reads_and_writes_inside_a_recording_only(lakehouse):
     assert (outer.reads, outer.writes) == ({"generated"}, {"quarantine"})
     assert (inner.reads, inner.writes) == (set(), {"quarantine"})  # the MERGE's look at its target is no read
 
+
+def test_duplicate_key_is_the_key_earlier_releases_wrote_with_spark(spark):
+    """Quarantine keys of repeated records were once made in Spark as sha2(concat_ws('|', ...)):
+    the Python key must give the very same values, or a rerun would insert every repeat again."""
+    rows = [("winogrande", "train", 40315, "6f1c0e1a3b0e4d2f9a7c5b3d1e0f2a4c"),
+            ("mmlu_économie", "test", 0, "ab" * 16)]
+    df = spark.createDataFrame(rows, "task string, split string, doc_index long, row_id string")
+    legacy = df.select(F.substring(F.sha2(F.concat_ws("|", F.lit("ingest-duplicate"), "task", "split",
+                                                      F.col("doc_index").cast("string"), "row_id"), 256), 1, 32)
+                       .alias("key")).collect()
+    assert [r.key for r in legacy] == [duplicate_key(*row) for row in rows]
