@@ -1,7 +1,11 @@
-"""Table schemas: the single source of truth for every Delta table taskseed writes.
+"""Table schemas: the single source of truth for the columns of every Delta table taskseed writes.
 
 Each `TableSpec` names its key columns (the MERGE condition that makes a stage idempotent) and
-its columns. Jobs import these specs; nothing else declares a table's columns.
+its columns. Every write goes through `jobs.lakehouse.Lakehouse`, which conforms the frame to the
+spec (its columns, in order, cast to its types). Intermediate frames that are not tables declare
+their own columns where they are built: an LLM stage's plan and parsed rows (jobs/llm_stage/spec.py,
+the parsed rows derived from the output table's spec) and the normalizer's output rows
+(udfs/normalize.py OUTPUT_COLUMNS).
 """
 
 from __future__ import annotations

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.unit import seed_records
 from schemas.answer_formats import BOOLEAN, CODE, LABEL, NUMERIC, SHORT_TEXT
 from udfs.formatting import format_pretraining_document, option_letter
+
+REPO = Path(__file__).resolve().parents[2]
 
 ENRICHMENT = {
     "knowledge": "A fever is the body's response to infection by pathogens such as bacteria.",
@@ -83,9 +91,19 @@ def test_mcq_answer_index_is_derived_from_the_text_when_missing():
         "Answer: (B) a bacterial population in the bloodstream\n")
 
 
-def test_document_is_deterministic():
+def test_document_bytes_depend_on_the_record_not_on_the_process():
+    """Same item and sample, same bytes: in interpreters with other hash seeds (no set or hash
+    order leaks into the text) and with the record's keys in another order (rows come from Spark
+    with the table's column order, from JSON or from tests with any order)."""
     item = seed_records.arc_easy(2)[1]
-    assert format_pretraining_document(item, ENRICHMENT) == format_pretraining_document(dict(item), dict(ENRICHMENT))
+    expected = format_pretraining_document(item, ENRICHMENT)
+    assert format_pretraining_document(dict(reversed(item.items())), dict(reversed(ENRICHMENT.items()))) == expected
+    script = ("import json, sys\nfrom udfs.formatting import format_pretraining_document\n"
+              "args = json.load(sys.stdin)\nsys.stdout.write(format_pretraining_document(*args))")
+    for hash_seed in ("0", "1", "4242"):
+        out = subprocess.run([sys.executable, "-c", script], input=json.dumps([item, ENRICHMENT]), text=True,
+                             capture_output=True, check=True, cwd=REPO, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
+        assert out.stdout == expected, hash_seed
 
 
 @pytest.mark.parametrize("index, letters", [(0, "A"), (3, "D"), (25, "Z"), (26, "AA"), (27, "AB")])

@@ -1,6 +1,7 @@
-"""The Java check gives one clear sentence instead of Spark's JAVA_GATEWAY_EXITED trace."""
+"""The Java check gives one clear sentence instead of Spark's JAVA_GATEWAY_EXITED trace. Fake `java`
+binaries print real `java -version` outputs, so these test the code's parsing and its choice of
+binary, not the machine's Java."""
 
-import os
 import stat
 
 import pytest
@@ -9,13 +10,13 @@ from jobs.config import ConfigError
 from jobs.runtime import java_major_version, require_java
 
 
-def _fake_java(tmp_path, version_line: str):
-    bin_dir = tmp_path / "jdk" / "bin"
+def _fake_java(tmp_path, version_line: str, home: str = "jdk"):
+    bin_dir = tmp_path / home / "bin"
     bin_dir.mkdir(parents=True)
     java = bin_dir / "java"
-    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.write_text(f"#!/bin/sh\n/bin/cat >&2 <<'EOF'\n{version_line}\nEOF\n")
     java.chmod(java.stat().st_mode | stat.S_IEXEC)
-    return tmp_path / "jdk"
+    return tmp_path / home
 
 
 @pytest.mark.parametrize(
@@ -45,5 +46,33 @@ def test_missing_java_is_a_clear_error(tmp_path, monkeypatch):
         require_java()
 
 
-def test_this_machine_has_java_17_or_newer():
-    assert (java_major_version() or 0) >= 17, os.environ.get("JAVA_HOME")
+@pytest.mark.parametrize(
+    "output, major",
+    [
+        ("openjdk version \"17.0.15\" 2025-04-15\nOpenJDK Runtime Environment (build 17.0.15+6-Debian-1deb12u1)\n"
+         "OpenJDK 64-Bit Server VM (build 17.0.15+6-Debian-1deb12u1, mixed mode, sharing)", 17),
+        ("Picked up JAVA_TOOL_OPTIONS: -Dfile.encoding=UTF-8\nopenjdk version \"11.0.22\" 2024-01-16 LTS", 11),
+        ("openjdk version \"17-ea\" 2021-09-14\nOpenJDK Runtime Environment (build 17-ea+35-Ubuntu)", 17),
+        ("java version \"1.7.0_80\"\nJava(TM) SE Runtime Environment (build 1.7.0_80-b15)", 7),
+        ("openjdk version \"22.0.1\" 2024-04-16\nOpenJDK Runtime Environment GraalVM CE 22.0.1+8.1", 22),
+        ("Error: could not find libjava.so\nError: Could not find Java SE Runtime Environment.", None),
+    ],
+    ids=["debian-17", "tool-options-banner-11", "early-access-17", "oracle-1.7", "graalvm-22", "broken"],
+)
+def test_multi_line_version_outputs(tmp_path, monkeypatch, output, major):
+    monkeypatch.setenv("JAVA_HOME", str(_fake_java(tmp_path, output)))
+    assert java_major_version() == major
+
+
+def test_java_home_wins_over_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(_fake_java(tmp_path, 'openjdk version "11.0.2" 2019-01-15', "old") / "bin"))
+    monkeypatch.setenv("JAVA_HOME", str(_fake_java(tmp_path, 'openjdk version "17.0.15" 2025-04-15')))
+    assert java_major_version() == 17
+    require_java()  # Java 17 from JAVA_HOME is enough even though PATH has Java 11
+
+
+def test_path_is_used_when_java_home_has_no_java(tmp_path, monkeypatch):
+    (tmp_path / "empty-home").mkdir()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("PATH", str(_fake_java(tmp_path, 'openjdk version "21.0.3" 2024-04-16') / "bin"))
+    assert java_major_version() == 21
