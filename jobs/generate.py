@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 from jobs.config import Config, ConfigError
 from jobs.lakehouse import Lakehouse
 from jobs.llm_stage import LLMStageSpec, StageResult, pipeline_stage, run_stage, typed_fields
+from jobs.stage import tables
 from schemas.tables import GENERATED, SEEDS
 from udfs.llm_rows import GENERATION_RECORD, choose_exemplars, generation_requests, parse_generation_row
 from udfs.prompts import GENERATE
@@ -92,7 +93,7 @@ def generation_request_builder(lakehouse: Lakehouse, config: Config,
 
 GENERATE_SPEC = LLMStageSpec(
     name=GENERATE,
-    inputs=lambda _config: (SEEDS.name,),
+    inputs=tables(SEEDS.name),
     output=GENERATED,
     items=select_seeds,
     request_builder=generation_request_builder,

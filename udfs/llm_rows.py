@@ -50,6 +50,7 @@ from udfs.parsing import OutputRejected, parse_enrichment, parse_generated_item
 from udfs.prompts import ENRICH, GENERATE, compute_request_id, render_enrichment_messages, render_generation_messages
 
 CHARS_PER_TOKEN = 4
+QUARANTINE_KIND = "quarantine"  # `kind` of a parsed row that goes to quarantine
 
 # Record fields a plan row carries for the parser (and for quarantine's task/split columns).
 GENERATION_RECORD = ("split", "answer_format", "question", "context", "choices", "answer_text", "license",
@@ -153,7 +154,7 @@ def enrichment_requests(item: Mapping[str, Any], *, model: str, m: int, temperat
 def quarantine_row(rec: Mapping[str, Any], reason: str | None, detail: str | None, raw: str | None) -> dict:
     """The parsed row of an unusable response: keyed by its request_id, reason 'unknown' if none
     is given, detail cut to 1000 characters, the raw response text kept whole."""
-    return {"kind": "quarantine", "source_key": rec.get("request_id"), "request_id": rec.get("request_id"),
+    return {"kind": QUARANTINE_KIND, "source_key": rec.get("request_id"), "request_id": rec.get("request_id"),
             "task": rec.get("task"), "task_family": rec.get("task_family"), "split": rec.get("split"),
             "run_id": rec.get("run_id"), "answer_format": rec.get("answer_format"), "reason": reason or "unknown",
             "detail": (detail or "")[:1000] or None, "raw": raw}

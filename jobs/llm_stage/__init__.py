@@ -10,7 +10,7 @@ runs plan → call → parse for any spec (`run_stage`, `estimate_stage` in runn
 The row logic a spec plugs in (request builders, row parsers) is pure and lives in udfs/llm_rows.py.
 """
 
-from jobs.llm_stage.call import Progress, RunAccounting, latest_calls, run_llm_stage, terminal_statuses
+from jobs.llm_stage.call import Progress, RunAccounting, latest_calls, print_progress, run_llm_stage, terminal_statuses
 from jobs.llm_stage.endpoint import call_endpoint, endpoint_for, endpoint_settings, shared_api_key
 from jobs.llm_stage.parse import StageResult, parse_plan
 from jobs.llm_stage.plan import ESTIMATE_COLUMNS, EstimateRow, build_plan, plan_estimate
@@ -20,5 +20,5 @@ from jobs.llm_stage.spec import LLMStageSpec, typed_fields
 __all__ = [
     "ESTIMATE_COLUMNS", "EstimateRow", "LLMStageSpec", "Progress", "RunAccounting", "StageResult", "build_plan",
     "call_endpoint", "endpoint_for", "endpoint_settings", "estimate_stage", "latest_calls", "parse_plan",
-    "pipeline_stage", "plan_estimate", "run_llm_stage", "run_stage", "shared_api_key", "terminal_statuses", "typed_fields",
+    "pipeline_stage", "plan_estimate", "print_progress", "run_llm_stage", "run_stage", "shared_api_key", "terminal_statuses", "typed_fields",
 ]

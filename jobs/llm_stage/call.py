@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -150,6 +151,12 @@ class Progress:
                 f"failed={self.failed}, errors so far: {errs}")
 
 
+def print_progress(progress: Progress) -> None:
+    """`run_llm_stage`'s default when called directly: each micro-batch's line to stderr (stages
+    pass their own progress callback; the CLI's printer is jobs.cli.progress)."""
+    print(progress.line(), file=sys.stderr, flush=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # The ledger
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +218,7 @@ def run_llm_stage(
     config: Config,
     requests_df: DataFrame,
     stage: str,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Callable[[Progress], None] | None = print_progress,
     *,
     endpoint: EndpointSettings | None = None,
     run_id: str | None = None,

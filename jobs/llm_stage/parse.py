@@ -25,9 +25,10 @@ from pyspark.sql.types import StructType
 
 from jobs.lakehouse import Lakehouse
 from jobs.llm_stage.call import RunAccounting, latest_calls
-from jobs.llm_stage.spec import QUARANTINE_CHANGE_COLUMNS, QUARANTINE_KIND, LLMStageSpec
+from jobs.llm_stage.spec import QUARANTINE_CHANGE_COLUMNS, LLMStageSpec
 from schemas.tables import QUARANTINE
 from udfs.frames import pandas_frame, python_row
+from udfs.llm_rows import QUARANTINE_KIND
 
 
 @dataclass

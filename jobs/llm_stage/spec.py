@@ -43,9 +43,8 @@ PLAN_FIELDS = (
     StructField("render_detail", StringType()),
 )
 
-# A parsed row is either usable (kind = the stage's row kind, the output table's columns) or a
-# quarantine entry (kind 'quarantine', with reason, detail and the raw response).
-QUARANTINE_KIND = "quarantine"
+# A parsed row is either usable (the output table's columns) or a quarantine entry (kind
+# QUARANTINE_KIND, with reason, detail and the raw response); these decide a changed quarantine row.
 QUARANTINE_CHANGE_COLUMNS = ("reason", "detail", "raw")
 
 ItemSelector = Callable[[Lakehouse, Config, "Sequence[str] | None"], DataFrame]
