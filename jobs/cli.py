@@ -62,8 +62,9 @@ def print_lines(result: Any, out: Callable[[str], None] = print) -> None:
 
 
 def parse_tasks(value: str | None) -> list[str] | None:
-    """`--tasks a,b` → ["a", "b"]; None when the option is absent; ConfigError when it is empty."""
-    if value is None:
+    """`--tasks a,b` → ["a", "b"]; None when the option is absent or empty; ConfigError when it
+    names no task (" , ")."""
+    if not value:
         return None
     tasks = [t.strip() for t in value.split(",") if t.strip()]
     if not tasks:

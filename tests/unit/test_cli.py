@@ -1,0 +1,58 @@
+"""The CLI without Spark: `taskseed sim` takes every default from the config's simulator section
+(jobs.config.SimulatorConfig), flags override it; `--tasks` parsing; a bad value is one line."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from jobs.cli import add_sim_parser, main, parse_tasks, settings_from_args
+from jobs.config import ConfigError, SimulatorConfig, load_config
+from simulator import FAULT_KINDS, SimSettings
+
+
+def _sim_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_sim_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["sim", *argv])
+
+
+def test_sim_without_flags_is_the_simulator_the_pipeline_starts():
+    config = load_config(overrides=["simulator.latency_ms=7", "simulator.latency_dist=lognormal",
+                                    "simulator.rate_limit_rps=30", "simulator.hang_s=4", "simulator.seed=11",
+                                    "endpoint.model=my-model"])
+    settings = settings_from_args(_sim_args(), config.simulator, config.endpoint.model)
+    assert settings == SimSettings.from_config(config.simulator, model="my-model")
+    assert (settings.latency_ms, settings.latency_dist, settings.rate_limit_rps, settings.hang_s, settings.seed) == \
+        (7, "lognormal", 30, 4, 11)
+    assert settings.fault_kinds == FAULT_KINDS
+
+
+def test_sim_flags_override_the_config():
+    config = SimulatorConfig(latency_ms=7, wrong_answer_rate=0.3)
+    settings = settings_from_args(_sim_args("--latency-ms", "50", "--fault-kinds", "500,drop", "--fault-rate", "0.2",
+                                            "--model", "other"), config)
+    assert (settings.latency_ms, settings.wrong_answer_rate, settings.model) == (50, 0.3, "other")
+    assert dict(settings.kind_rates()) == {"500": 0.1, "drop": 0.1}
+
+
+def test_sim_defaults_are_the_config_defaults():
+    assert settings_from_args(_sim_args()) == SimSettings.from_config(SimulatorConfig(), model="taskseed-sim")
+
+
+def test_sim_bad_values_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="heldout-file"):
+        settings_from_args(_sim_args("--heldout-file", str(tmp_path / "missing.jsonl")))
+    assert main(["--set", "simulator.latency_ms=-1", "sim"]) == 2
+    assert "simulator.latency_ms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, tasks", [(None, None), ("", None), ("arc_easy", ["arc_easy"]), (" a, b ,,", ["a", "b"])])
+def test_parse_tasks(value, tasks):
+    assert parse_tasks(value) == tasks
+
+
+def test_empty_tasks_option_is_an_error():
+    with pytest.raises(ConfigError, match="--tasks needs at least one task"):
+        parse_tasks(" , ")
