@@ -130,12 +130,36 @@ class EnrichConfig(_Strict):
 
 
 class NearDupConfig(_Strict):
-    """MinHash near-duplicate detection (the `near_dup` filter; owned by jobs/filters/near_dup.py)."""
+    """MinHash near-duplicate detection (the `near_dup` filter; owned by jobs/filters/near_dup.py).
+
+    Defaults are for Q&A items, which are short: character 5-grams, because one changed word in
+    the middle of a 45-word GSM8K question keeps a char-5 Jaccard of about 0.92 but a word-5 Jaccard
+    of about 0.77 (word 5-grams, the web-document default of datatrove, miss such copies).
+    """
 
     threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity at or above which two items are near-duplicates.")
-    shingle: Literal["word", "char"] = "word"
-    shingle_size: int = Field(5, ge=1, le=32)
-    num_perm: int = Field(128, ge=16, le=1024)
+    shingle: Literal["word", "char"] = Field("char", description="Shingle unit: characters or words of the normalized stimulus.")
+    shingle_size: int = Field(5, ge=1, le=32, description="Characters or words per shingle.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
+    seed: int = Field(1, ge=0, description="Seed of datasketch's permutations; changing it re-signs everything.")
+    candidate_recall: float = Field(
+        0.99, gt=0, lt=1,
+        description="Chance that a pair exactly at the threshold becomes a candidate; picks bands/rows when they are not set.")
+    bands: int | None = Field(None, ge=1, description="LSH bands b (with rows); None = derived from threshold and candidate_recall.")
+    rows: int | None = Field(None, ge=1, description="LSH rows per band r (with bands).")
+    bucket_all_pairs_max: int = Field(
+        50, ge=2,
+        description="LSH buckets with at most this many members emit all their pairs; bigger ones link each generated member to the bucket's smallest generated id and smallest seed id.")
+    sign_rows_per_commit: int = Field(
+        250_000, ge=1000, description="Signatures written per Delta commit (a crash loses at most one such chunk).")
+
+    @model_validator(mode="after")
+    def _bands_and_rows(self) -> "NearDupConfig":
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("bands and rows must be set together")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
 
 
 class ContaminationConfig(_Strict):

@@ -49,6 +49,8 @@ def _fields(*specs: tuple) -> StructType:
 
 S, I, L, B, D, T = StringType(), IntegerType(), LongType(), BooleanType(), DoubleType(), TimestampType()
 STRINGS = ArrayType(StringType())
+INTS = ArrayType(IntegerType())
+LONGS = ArrayType(LongType())
 
 TASK_CATALOG = TableSpec(
     name="task_catalog",
@@ -231,7 +233,26 @@ ENRICHED = TableSpec(
     ),
 )
 
+MINHASH_SIGNATURES = TableSpec(
+    name="minhash_signatures",
+    keys=("doc_kind", "doc_id"),
+    description="MinHash signature, LSH band hashes and shingle-hash set of each item's stimulus "
+                "(context + question + options), for incremental near-duplicate detection.",
+    schema=_fields(
+        ("doc_kind", S, False),  # generated | seed | heldout
+        ("doc_id", S, False),  # gen_id, seed_id or heldout_id
+        ("source_hash", S, False),  # hash of the raw question, context and choices: a change re-signs
+        ("params", S, False),  # udfs.minhash.MinHashParams.tag: a change re-signs
+        ("num_shingles", I),
+        ("shingles", INTS),  # sorted distinct 32-bit shingle hashes (uint32 stored bit for bit as int)
+        ("signature", INTS),  # datasketch MinHash hash values (uint32 as int); null when no shingle
+        ("band_hashes", LONGS),  # one per LSH band; null when no shingle
+        ("signed_at", T),
+    ),
+)
+
 ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED)
+    for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
+                 MINHASH_SIGNATURES)
 }

@@ -1,0 +1,4 @@
+"""The curation filters' Spark halves: each module wires tables to pure functions in `udfs/`.
+
+- `near_dup`: MinHash near-duplicates among generated items and against seeds.
+"""
