@@ -151,7 +151,7 @@ class NearDupConfig(_Strict):
         50, ge=2,
         description="LSH buckets with at most this many members emit all their pairs; bigger ones link each generated member to the bucket's smallest generated id and smallest seed id.")
     sign_rows_per_commit: int = Field(
-        250_000, ge=1000, description="Signatures written per Delta commit (a crash loses at most one such chunk).")
+        250_000, ge=1, description="Signatures written per Delta commit (a crash loses at most one such chunk).")
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> "NearDupConfig":

@@ -5,8 +5,9 @@ The pure parts (stimulus text, shingles, signatures, band hashes, the S-curve) a
 `udfs/minhash.py`; this module only moves rows:
 
 1. `update_signatures` signs, in a `mapInPandas`, the items whose raw stimulus (question, context,
-   choices) or MinHash parameters differ from what `minhash_signatures` holds, and MERGEs them in,
-   at most `sign_rows_per_commit` rows per Delta commit. A rerun over the same items signs nothing.
+   choices) or MinHash parameters differ from what `minhash_signatures` holds: new keys are
+   appended, changed ones MERGEd, at most `sign_rows_per_commit` rows per Delta commit. A rerun
+   over the same items signs nothing and commits nothing.
 2. `candidate_pairs` explodes each item's band hashes into (band, band_hash) rows and groups them
    into buckets. A bucket of at most `bucket_all_pairs_max` members emits all its pairs (those
    involving a generated item); a bigger bucket links every generated member to the bucket's
@@ -96,37 +97,48 @@ def update_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str
         .withColumn("source_hash", source_hash())
         .dropDuplicates(["doc_id"])
     )
-    current = (
+    stored = (
         lakehouse.read(MINHASH_SIGNATURES.name)
-        .where((F.col("doc_kind") == doc_kind) & (F.col("params") == params.tag))
-        .select("doc_kind", "doc_id", "source_hash")
+        .where(F.col("doc_kind") == doc_kind)
+        .select("doc_id", F.col("source_hash").alias("stored_hash"), F.col("params").alias("stored_params"))
     )
-    todo = source.join(current, ["doc_kind", "doc_id", "source_hash"], "left_anti").persist()
+    todo = (
+        source.join(stored, "doc_id", "left")
+        .where(F.col("stored_hash").isNull() | (F.col("stored_hash") != F.col("source_hash"))
+               | (F.col("stored_params") != params.tag))
+        .withColumn("is_new", F.col("stored_hash").isNull())
+        .drop("stored_hash", "stored_params")
+        .persist()
+    )
     try:
-        pending = todo.count()
-        if pending == 0:
+        counts = todo.agg(F.count(F.lit(1)).alias("pending"), F.count(F.when(F.col("is_new"), 1)).alias("new")).first()
+        if counts["pending"] == 0:
             return 0
-        chunks = math.ceil(pending / config.sign_rows_per_commit)
+        chunks = math.ceil(counts["pending"] / config.sign_rows_per_commit)
         for chunk in range(chunks):
             part = todo if chunks == 1 else todo.where(F.pmod(F.xxhash64("doc_id"), F.lit(chunks)) == chunk)
-            _sign_and_merge(lakehouse, part, params)
-        return pending
+            if counts["new"]:
+                # keys the table does not hold yet: a plain append, one pass of the Python signing
+                lakehouse.append(_signed(part.where("is_new"), params), MINHASH_SIGNATURES)
+            if counts["new"] < counts["pending"]:
+                # changed text or parameters: MERGE; persisted so that the MERGE's change check and
+                # its write do not each run the Python signing
+                changed = _signed(part.where(~F.col("is_new")), params).persist()
+                try:
+                    lakehouse.merge(changed, MINHASH_SIGNATURES, update_when_changed=["source_hash", "params"])
+                finally:
+                    changed.unpersist()
+        return counts["pending"]
     finally:
         todo.unpersist()
 
 
-def _sign_and_merge(lakehouse: Lakehouse, part: DataFrame, params: MinHashParams) -> None:
+def _signed(part: DataFrame, params: MinHashParams) -> DataFrame:
     def sign(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield sign_frame(batch, params)
 
-    # persisted so that the MERGE's change check and its write do not each run the Python signing
-    signed = part.mapInPandas(sign, _SIGNED_SCHEMA).withColumn("signed_at", F.current_timestamp()).persist()
-    try:
-        signed.count()
-        lakehouse.merge(signed, MINHASH_SIGNATURES, update_when_changed=["source_hash", "params"])
-    finally:
-        signed.unpersist()
+    return part.mapInPandas(sign, _SIGNED_SCHEMA).withColumn("signed_at", F.current_timestamp())
 
 
 def _items(df: DataFrame, id_column: str) -> DataFrame:
@@ -286,11 +298,15 @@ def near_duplicates(lakehouse: Lakehouse, config: NearDupConfig, generated_df: D
     update_signatures(lakehouse, config, "generated", generated)
     update_signatures(lakehouse, config, "seed", seeds)
 
+    # persisted: read three times below (bands, and both sides of the confirmation)
     sigs = current_signatures(lakehouse, config, "generated", generated).unionByName(
-        current_signatures(lakehouse, config, "seed", seeds))
-    pairs = candidate_pairs(sigs, config.bucket_all_pairs_max)
-    # checkpointed: feeds both the components and the best matches
-    confirmed = confirmed_pairs(pairs, sigs, config.threshold).localCheckpoint()
+        current_signatures(lakehouse, config, "seed", seeds)).persist()
+    try:
+        pairs = candidate_pairs(sigs, config.bucket_all_pairs_max)
+        # checkpointed (eagerly): feeds both the components and the best matches
+        confirmed = confirmed_pairs(pairs, sigs, config.threshold).localCheckpoint()
+    finally:
+        sigs.unpersist()
 
     gen_pairs = confirmed.where(F.col("other_kind") == "generated")
     components = connected_components(gen_pairs.select(F.col("gen_id").alias("src"), F.col("other_id").alias("dst")))
