@@ -140,7 +140,9 @@ class NearDupConfig(_Strict):
     threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity at or above which two items are near-duplicates.")
     shingle: Literal["word", "char"] = Field("char", description="Shingle unit: characters or words of the normalized stimulus.")
     shingle_size: int = Field(5, ge=1, le=32, description="Characters or words per shingle.")
-    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
+    num_perm: int = Field(
+        64, ge=16, le=1024,
+        description="MinHash permutations (signature length); they only generate candidates, confirmation is exact.")
     seed: int = Field(1, ge=0, description="Seed of datasketch's permutations; changing it re-signs everything.")
     candidate_recall: float = Field(
         0.99, gt=0, lt=1,

@@ -14,8 +14,8 @@ The pure parts (stimulus text, shingles, signatures, band hashes, the S-curve) a
    smallest generated id and to its smallest seed id, so a bucket of m members costs O(m) pairs,
    never O(m²). Effect on recall: inside a big bucket, two generated items are only linked through
    the bucket's smallest id, so when that item is not itself a near-duplicate of both, their pair
-   is missed *in that band*; each pair at the threshold shares about b·t^r ≈ 5.5 bands on average
-   (b = 21, r = 6, t = 0.8), and real big buckets are mostly copies of one text, where the star
+   is missed *in that band*; each pair at the threshold shares about b·t^r ≈ 3.9 bands on average
+   (b = 12, r = 5, t = 0.8), and real big buckets are mostly copies of one text, where the star
    links everything. The benchmark reports recall with this rule in place.
 3. `confirmed_pairs` keeps candidates whose exact Jaccard of the stored shingle-hash sets reaches the
    threshold: `size(array_intersect(a, b))` in Spark SQL, no Python UDF, after a free size bound
@@ -29,7 +29,9 @@ The pure parts (stimulus text, shingles, signatures, band hashes, the S-curve) a
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Iterator
 
 import pandas as pd
@@ -41,6 +43,8 @@ from jobs.config import NearDupConfig
 from jobs.lakehouse import Lakehouse
 from schemas.tables import MINHASH_SIGNATURES
 from udfs.minhash import MinHashParams, sign_frame
+
+log = logging.getLogger(__name__)
 
 DOC_KINDS = ("generated", "seed", "heldout")
 MAX_COMPONENT_ROUNDS = 64
@@ -64,14 +68,11 @@ def minhash_params(config: NearDupConfig) -> MinHashParams:
         seed=config.seed, candidate_recall=config.candidate_recall, bands=config.bands, rows=config.rows)
 
 
-def source_hash(question: Column | str = "question", context: Column | str = "context",
-                choices: Column | str = "choices") -> Column:
-    """Hash of an item's raw stimulus fields (SHA-256 of their JSON, 32 hex characters): signing
-    depends on nothing else, so an unchanged hash with unchanged parameters needs no new signature."""
-    payload = F.to_json(F.struct(F.col(question) if isinstance(question, str) else question,
-                                 F.col(context) if isinstance(context, str) else context,
-                                 F.col(choices) if isinstance(choices, str) else choices))
-    return F.substring(F.sha2(payload, 256), 1, 32)
+def source_hash() -> Column:
+    """Hash of an item's raw stimulus fields question, context and choices (SHA-256 of their JSON,
+    32 hex characters): a signature depends on nothing else, so an unchanged hash under unchanged
+    parameters needs no new signature."""
+    return F.substring(F.sha2(F.to_json(F.struct("question", "context", "choices")), 256), 1, 32)
 
 
 # ---- 1. signatures ------------------------------------------------------------------------------
@@ -83,8 +84,9 @@ def update_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str
 
     items: doc_id (string, not null), question, context (strings), choices (array<string>); other
     columns are ignored, rows with a null doc_id are skipped, a duplicated doc_id is signed once.
-    Writes `minhash_signatures` (MERGE on (doc_kind, doc_id)), one Delta commit per
-    `sign_rows_per_commit` rows. Raises ValueError for an unknown doc_kind.
+    Writes `minhash_signatures`: keys it does not hold are appended, changed rows are MERGEd on
+    (doc_kind, doc_id); one Delta commit per `sign_rows_per_commit` rows, none when nothing changed.
+    Raises ValueError for an unknown doc_kind.
     """
     if doc_kind not in DOC_KINDS:
         raise ValueError(f"doc_kind must be one of {DOC_KINDS}, got {doc_kind!r}")
@@ -110,9 +112,11 @@ def update_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str
         .drop("stored_hash", "stored_params")
         .persist()
     )
+    started = time.perf_counter()
     try:
         counts = todo.agg(F.count(F.lit(1)).alias("pending"), F.count(F.when(F.col("is_new"), 1)).alias("new")).first()
         if counts["pending"] == 0:
+            log.info("near_dup: %s signatures up to date (%s)", doc_kind, params.tag)
             return 0
         chunks = math.ceil(counts["pending"] / config.sign_rows_per_commit)
         for chunk in range(chunks):
@@ -128,6 +132,8 @@ def update_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str
                     lakehouse.merge(changed, MINHASH_SIGNATURES, update_when_changed=["source_hash", "params"])
                 finally:
                     changed.unpersist()
+        log.info("near_dup: signed %d %s items (%d new) in %.1f s", counts["pending"], doc_kind, counts["new"],
+                 time.perf_counter() - started)
         return counts["pending"]
     finally:
         todo.unpersist()
@@ -145,14 +151,23 @@ def _items(df: DataFrame, id_column: str) -> DataFrame:
     return df.select(F.col(id_column).alias("doc_id"), "question", "context", "choices")
 
 
-def current_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str, ids: DataFrame) -> DataFrame:
-    """Stored signature rows of one kind for the ids in `ids` (column doc_id), at this config's
-    parameters: doc_kind, doc_id, num_shingles, shingles, band_hashes."""
+def stored_bands(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str, ids: DataFrame) -> DataFrame:
+    """Band hashes of one kind for the ids in `ids` (column doc_id), at this config's parameters:
+    doc_kind, doc_id, band_hashes (null for an item without shingles)."""
     return (
         lakehouse.read(MINHASH_SIGNATURES.name)
         .where((F.col("doc_kind") == doc_kind) & (F.col("params") == minhash_params(config).tag))
+        .select("doc_kind", "doc_id", "band_hashes")
         .join(ids.select("doc_id").distinct(), "doc_id", "left_semi")
-        .select("doc_kind", "doc_id", "num_shingles", "shingles", "band_hashes")
+    )
+
+
+def stored_shingles(lakehouse: Lakehouse, config: NearDupConfig) -> DataFrame:
+    """Shingle-hash sets at this config's parameters: doc_kind, doc_id, num_shingles, shingles."""
+    return (
+        lakehouse.read(MINHASH_SIGNATURES.name)
+        .where(F.col("params") == minhash_params(config).tag)
+        .select("doc_kind", "doc_id", "num_shingles", "shingles")
     )
 
 
@@ -200,15 +215,20 @@ def candidate_pairs(signatures: DataFrame, bucket_all_pairs_max: int) -> DataFra
 # ---- 3. confirmation ----------------------------------------------------------------------------
 
 
-def confirmed_pairs(pairs: DataFrame, signatures: DataFrame, threshold: float) -> DataFrame:
+def confirmed_pairs(pairs: DataFrame, shingles: DataFrame, threshold: float) -> DataFrame:
     """Candidate pairs whose exact Jaccard of shingle-hash sets is ≥ threshold.
 
-    pairs: gen_id, other_kind, other_id; signatures: doc_kind, doc_id, num_shingles, shingles.
-    Returns gen_id, other_kind, other_id, jaccard (double).
+    pairs: gen_id, other_kind, other_id; shingles: doc_kind, doc_id, num_shingles, shingles (any
+    superset of the rows the pairs name: only those are read past a broadcast semi-join, so the
+    big arrays of items in no pair are never shuffled). Returns gen_id, other_kind, other_id,
+    jaccard (double).
     """
-    mine = signatures.where(F.col("doc_kind") == "generated").select(
+    needed = pairs.select(F.lit("generated").alias("doc_kind"), F.col("gen_id").alias("doc_id")).unionByName(
+        pairs.select(F.col("other_kind").alias("doc_kind"), F.col("other_id").alias("doc_id"))).distinct()
+    sets = shingles.join(F.broadcast(needed), ["doc_kind", "doc_id"], "left_semi")
+    mine = sets.where(F.col("doc_kind") == "generated").select(
         F.col("doc_id").alias("gen_id"), F.col("num_shingles").alias("n_a"), F.col("shingles").alias("s_a"))
-    theirs = signatures.select(
+    theirs = sets.select(
         F.col("doc_kind").alias("other_kind"), F.col("doc_id").alias("other_id"),
         F.col("num_shingles").alias("n_b"), F.col("shingles").alias("s_b"))
     joined = (
@@ -240,12 +260,15 @@ def connected_components(edges: DataFrame, max_rounds: int = MAX_COMPONENT_ROUND
         .distinct()
         .localCheckpoint()
     )
-    for _ in range(max_rounds):
-        if _is_star_forest(graph):
-            return graph.select(F.col("child").alias("node"), F.col("parent").alias("component")).unionByName(
-                graph.select(F.col("parent").alias("node"), F.col("parent").alias("component")).distinct())
+    rounds = 0
+    while not _is_star_forest(graph):
+        if rounds == max_rounds:
+            raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
         graph = _small_star(_large_star(graph)).localCheckpoint()
-    raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
+        rounds += 1
+    log.info("near_dup: components converged after %d large-star/small-star rounds", rounds)
+    return graph.select(F.col("child").alias("node"), F.col("parent").alias("component")).unionByName(
+        graph.select(F.col("parent").alias("node"), F.col("parent").alias("component")).distinct())
 
 
 def _large_star(graph: DataFrame) -> DataFrame:
@@ -297,35 +320,37 @@ def near_duplicates(lakehouse: Lakehouse, config: NearDupConfig, generated_df: D
     seeds = _items(seeds_df, "seed_id")
     update_signatures(lakehouse, config, "generated", generated)
     update_signatures(lakehouse, config, "seed", seeds)
+    started = time.perf_counter()
 
-    # persisted: read three times below (bands, and both sides of the confirmation)
-    sigs = current_signatures(lakehouse, config, "generated", generated).unionByName(
-        current_signatures(lakehouse, config, "seed", seeds)).persist()
-    try:
-        pairs = candidate_pairs(sigs, config.bucket_all_pairs_max)
-        # checkpointed (eagerly): feeds both the components and the best matches
-        confirmed = confirmed_pairs(pairs, sigs, config.threshold).localCheckpoint()
-    finally:
-        sigs.unpersist()
+    bands = stored_bands(lakehouse, config, "generated", generated).unionByName(
+        stored_bands(lakehouse, config, "seed", seeds))
+    # checkpointed (eagerly): small, and read twice by the confirmation
+    pairs = candidate_pairs(bands, config.bucket_all_pairs_max).localCheckpoint()
+    # checkpointed: feeds both the components and the closest matches
+    confirmed = confirmed_pairs(pairs, stored_shingles(lakehouse, config), config.threshold).localCheckpoint()
+    if log.isEnabledFor(logging.INFO):
+        log.info("near_dup: %d candidate pairs, %d confirmed, in %.1f s", pairs.count(), confirmed.count(),
+                 time.perf_counter() - started)
+    started = time.perf_counter()
 
     gen_pairs = confirmed.where(F.col("other_kind") == "generated")
     components = connected_components(gen_pairs.select(F.col("gen_id").alias("src"), F.col("other_id").alias("dst")))
+    log.info("near_dup: connected components in %.1f s", time.perf_counter() - started)
 
-    ids = generated.where(F.col("doc_id").isNotNull()).select(F.col("doc_id").alias("gen_id")).distinct()
-    membership = ids.join(components.withColumnRenamed("node", "gen_id"), "gen_id", "left").select(
-        "gen_id", F.coalesce("component", "gen_id").alias("component_id"))
-    sizes = membership.groupBy("component_id").agg(F.count(F.lit(1)).alias("component_size"))
-
+    # everything below but the list of ids is as small as the set of linked items
+    sizes = components.groupBy("component").agg(F.count(F.lit(1)).alias("component_size"))
+    linked = components.join(sizes, "component").select(
+        F.col("node").alias("gen_id"), F.col("component").alias("component_id"), "component_size")
     both_ways = gen_pairs.select("gen_id", "other_id", "jaccard").unionByName(
         gen_pairs.select(F.col("other_id").alias("gen_id"), F.col("gen_id").alias("other_id"), "jaccard"))
-    best = _closest(both_ways, "best_match")
-    seed_best = _closest(confirmed.where(F.col("other_kind") == "seed"), "seed_match")
+    ids = generated.where(F.col("doc_id").isNotNull()).select(F.col("doc_id").alias("gen_id")).distinct()
     return (
-        membership.join(sizes, "component_id")
-        .join(best, "gen_id", "left")
-        .join(seed_best, "gen_id", "left")
-        .select("gen_id", "component_id", "component_size", "best_match_id", "best_match_jaccard",
-                "seed_match_id", "seed_match_jaccard")
+        ids.join(linked, "gen_id", "left")
+        .join(_closest(both_ways, "best_match"), "gen_id", "left")
+        .join(_closest(confirmed.where(F.col("other_kind") == "seed"), "seed_match"), "gen_id", "left")
+        .select("gen_id", F.coalesce("component_id", "gen_id").alias("component_id"),
+                F.coalesce("component_size", F.lit(1).cast("long")).alias("component_size"),
+                "best_match_id", "best_match_jaccard", "seed_match_id", "seed_match_jaccard")
     )
 
 
