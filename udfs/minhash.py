@@ -316,8 +316,17 @@ def signature_batch(offsets: np.ndarray, hashes: np.ndarray, params: MinHashPara
     ends = offsets[docs + 1]
     i = 0
     while i < len(docs):
-        # docs i..j-1 hold at most chunk_values shingles (at least one doc per chunk)
-        j = max(int(np.searchsorted(ends, starts[i] + chunk_values, side="right")), i + 1)
+        # docs i..j-1 hold at most chunk_values shingles; a text with more is done in slices, so
+        # memory stays at chunk_values × num_perm values whatever one text's length
+        j = int(np.searchsorted(ends, starts[i] + chunk_values, side="right"))
+        if j <= i:
+            lo, hi = starts[i], ends[i]
+            for piece in range(lo, hi, chunk_values):
+                permuted = np.multiply(mixed[piece:min(piece + chunk_values, hi), None], a)
+                permuted += b
+                np.minimum(sigs[docs[i]], permuted.min(axis=0), out=sigs[docs[i]])
+            i += 1
+            continue
         lo, hi = starts[i], ends[j - 1]
         permuted = np.multiply(mixed[lo:hi, None], a)
         permuted += b

@@ -169,6 +169,19 @@ def test_signatures_are_datasketchs_bit_for_bit(gsm8k, num_perm, seed):
     assert a.jaccard(b) == estimated_jaccard(sigs[0], sigs[1])
 
 
+def test_a_text_longer_than_a_chunk_is_signed_in_slices():
+    rng = np.random.default_rng(5)
+    sets = [np.unique(rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32)) for n in (30, 2500, 7, 1200)]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in sets])])
+    sigs, _ = signature_batch(offsets, np.concatenate(sets), DEFAULT, chunk_values=100)
+    whole, _ = signature_batch(offsets, np.concatenate(sets), DEFAULT, chunk_values=10**6)
+    assert np.array_equal(sigs, whole)
+    for sig, values in zip(sigs, sets):
+        reference = MinHash(num_perm=DEFAULT.num_perm, seed=DEFAULT.seed, scheme="affine32", hashfunc=lambda v: v)
+        reference.update_batch(values.tolist())
+        assert np.array_equal(sig, reference.hashvalues)
+
+
 def test_permutations_are_built_once_per_process():
     assert permutations(128, 1) is permutations(128, 1)
 
