@@ -209,7 +209,7 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
     """`taskseed sim`: every simulator setting is a flag; a flag left out takes the config's
     `simulator.*` value (defaults in jobs.config.SimulatorConfig), so a standalone simulator
     behaves like the one `taskseed run` starts when `endpoint.base_url` is null."""
-    from simulator import FAULT_KINDS
+    from simulator import DEFAULT_FAULT_KINDS, FAULT_KINDS
 
     d = SimulatorConfig()
     p = subparsers.add_parser(
@@ -238,7 +238,8 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
     config_flag("--retry-after-s", "Retry-After of injected 429s", type=float)
     config_flag("--fault-rate", "total injected-fault probability, split over --fault-kinds", type=_rate)
     p.add_argument("--fault-kinds", default=None,
-                   help=f"comma-separated kinds --fault-rate covers (default all: {','.join(FAULT_KINDS)})")
+                   help=f"comma-separated kinds --fault-rate covers (default {','.join(DEFAULT_FAULT_KINDS)}; "
+                        f"all: {','.join(FAULT_KINDS)})")
     p.add_argument("--fault", type=_kind_rate, action="append", default=[], metavar="KIND=RATE",
                    help="rate of one fault kind (repeatable; overrides its share of --fault-rate)")
     config_flag("--hang-s", "how long a 'hang' fault stalls", type=float)
@@ -246,6 +247,13 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
     config_flag("--duplicate-rate", "probability of a duplicate generated item", type=_rate)
     config_flag("--heldout-copy-rate", "probability of copying a held-out item", type=_rate)
     config_flag("--heldout-file", "JSONL of {question, choices, answer_text} that generation may copy from")
+    config_flag("--reasoning", "reasoning output like vLLM/SGLang reasoning parsers: split = thoughts in the "
+                               "reasoning field and the answer in content; only = everything in the reasoning "
+                               "field, content null", choices=("off", "split", "only"))
+    config_flag("--reasoning-field", "the message field reasoning text goes in",
+                choices=("reasoning_content", "reasoning"))
+    config_flag("--reject-json-schema", "answer requests with response_format json_schema with this HTTP error "
+                                        "status (e.g. 400 or 500, as llama.cpp servers do; 0 = accept)", type=int)
     p.add_argument("--require-key-env", default=None,
                    help="answer 401 unless requests carry the key held in this environment variable")
     p.set_defaults(handler=cmd_sim)
@@ -254,7 +262,7 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
 
 _SIM_FLAGS = ("seed", "latency_ms", "latency_jitter_ms", "latency_dist", "max_concurrency", "rate_limit_rps",
               "rate_limit_burst", "retry_after_s", "fault_rate", "hang_s", "wrong_answer_rate", "duplicate_rate",
-              "heldout_copy_rate", "heldout_file")
+              "heldout_copy_rate", "heldout_file", "reasoning", "reasoning_field", "reject_json_schema")
 
 
 def settings_from_args(args: argparse.Namespace, sim_config: SimulatorConfig | None = None,

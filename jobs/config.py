@@ -105,6 +105,12 @@ class SimulatorConfig(_Strict):
     retry_after_s: float = Field(1.0, ge=0)
     hang_s: float = Field(120.0, ge=0)
     latency_dist: Literal["fixed", "uniform", "lognormal"] = "uniform"
+    reasoning: Literal["off", "split", "only"] = Field(
+        "off", description="Reasoning output as vLLM/SGLang reasoning parsers return it: split = thoughts in "
+                           "the reasoning field, the answer in content; only = everything there, content null.")
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
+    reject_json_schema: int = Field(0, description="Answer requests with response_format json_schema with this "
+                                                   "HTTP error status (400-599, as llama.cpp servers do; 0 = accept).")
 
 
 class LLMConfig(_Strict):

@@ -6,11 +6,11 @@
 - server.py    how it serves: aiohttp app, queueing, faults, in-thread / child-process servers.
 """
 
-from simulator.contract import approx_tokens, parse_contract, sim_answer, sim_truth
+from simulator.contract import approx_tokens, parse_contract, sim_answer, sim_thought, sim_truth
 from simulator.server import SimulatorProcess, SimulatorServer, SimulatorState, build_app, free_port, run_simulator
-from simulator.settings import FAULT_KINDS, SimSettings
+from simulator.settings import DEFAULT_FAULT_KINDS, FAULT_KINDS, REASONING_MODES, SimSettings
 
 __all__ = [
-    "FAULT_KINDS", "SimSettings", "SimulatorProcess", "SimulatorServer", "SimulatorState", "approx_tokens",
-    "build_app", "free_port", "parse_contract", "run_simulator", "sim_answer", "sim_truth",
+    "DEFAULT_FAULT_KINDS", "FAULT_KINDS", "REASONING_MODES", "SimSettings", "SimulatorProcess", "SimulatorServer", "SimulatorState", "approx_tokens",
+    "build_app", "free_port", "parse_contract", "run_simulator", "sim_answer", "sim_thought", "sim_truth",
 ]

@@ -278,5 +278,13 @@ def sim_answer(body: dict, settings: SimSettings, variant_key: str, content_key:
     return "This is a simulated reply from the taskseed simulator (not a model)."
 
 
+def sim_thought(body: dict) -> str:
+    """Simulated reasoning text for `body` (no braces, so it never looks like an answer object)."""
+    contract = parse_contract(body.get("messages") or [])
+    what = f"a {contract[0]} request for a {contract[1]} item" if contract else "the request"
+    return (f"Okay, this is {what}. Let me work through it step by step, check the constraints, "
+            "and then write the answer in the requested format.")
+
+
 def approx_tokens(text: str) -> int:
     return len(text) // 4 + 1

@@ -5,10 +5,16 @@ concurrency, retries, the ledger, parsing, the filters) without a GPU. It answer
 generation/enrichment prompts (docs/prompt-contract.md) with deterministic, plausible JSON and
 models what real servers do: latency, a concurrency cap with queueing, rate limits (429 +
 Retry-After), transport faults (500/503, hangs past the client timeout, dropped connections,
-unparsable bodies) and content faults (malformed JSON, truncation with finish_reason=length,
-wrong answers, duplicate items, copies of held-out items). Same seed, same behaviour: every
-random decision is a hash of (seed, purpose, request content, how many times that content was
-seen), so a retried request can succeed where its first attempt failed, reproducibly.
+unparsable bodies, HTML 502 pages from a proxy, error objects inside HTTP 200 bodies, missing
+`usage`) and content faults (malformed JSON, truncation with finish_reason=length, wrong answers,
+duplicate items, copies of held-out items). Server modes: reasoning output the way vLLM/SGLang
+reasoning parsers return it (`reasoning="split"`: thoughts in `reasoning_content`, the answer in
+`content`; `"only"`: everything in `reasoning_content`, `content` null), and a server that rejects
+`response_format` json_schema (`reject_json_schema=400|500`, as llama.cpp servers do).
+Same seed, same behaviour: every random decision is a hash of (seed, purpose, request content,
+how many times that content was seen), so a retried request can succeed where its first attempt
+failed, reproducibly. The sample an answer stands for is the body's `seed` (as on a real server:
+same prompt and seed, same item; another seed, another item), else the request-id header.
 
 Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /admin/stats`, `POST /admin/reset`.
 Every response is labelled as coming from a simulator (`system_fingerprint`, `/v1/models`,
@@ -38,7 +44,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from simulator.contract import approx_tokens, load_heldout, sim_answer
+from simulator.contract import approx_tokens, load_heldout, sim_answer, sim_thought
 from simulator.settings import SimSettings, settings_from_json, uniform01
 
 log = logging.getLogger("taskseed.simulator")
@@ -126,6 +132,11 @@ def _erfinv(y: float) -> float:
     return x
 
 
+_HTML_502 = ("<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n<body>\n"
+             "<center><h1>502 Bad Gateway</h1></center>\n<hr><center>nginx (simulated)</center>\n"
+             "</body></html>\n")
+
+
 def build_app(settings: SimSettings, state: SimulatorState | None = None):
     """The aiohttp application. Per-request work is kept tiny so the client is the bottleneck."""
     from aiohttp import web
@@ -178,8 +189,10 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         try:
             body = json.loads(raw)
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             state.outcomes["400"] += 1
-            return error(400, "request body is not JSON", "invalid_request_error")
+            return error(400, "request body is not a JSON object", "invalid_request_error")
         if bucket is not None:
             wait = bucket.take()
             if wait > 0:
@@ -187,7 +200,20 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
                 return error(429, "rate limit exceeded (simulated)", "rate_limit_error",
                              {"Retry-After": str(max(1, math.ceil(wait))),
                               "retry-after-ms": str(int(wait * 1000) + 1)})
+        response_format = body.get("response_format")
+        if settings.reject_json_schema and isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            state.outcomes["reject_json_schema"] += 1
+            return error(settings.reject_json_schema, 'response_format type must be one of "text" or '
+                         '"json_object", but got: json_schema (simulated)', "invalid_request_error")
         fault = pick_fault(content_key, n)
+        if fault == "html_502":
+            state.outcomes[fault] += 1
+            return web.Response(status=502, text=_HTML_502, content_type="text/html", headers=label_headers)
+        if fault == "error_200":
+            state.outcomes[fault] += 1
+            return web.json_response({"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+                                      "message": "This model's maximum context length is 4096 tokens; the "
+                                                 "request asked for more (simulated)."}, headers=label_headers)
         if fault == "429":
             state.outcomes["429"] += 1
             return error(429, "too many requests (simulated)", "rate_limit_error",
@@ -231,7 +257,18 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
             state.outcomes["bad_body"] += 1
             return web.Response(body=b'{"id": "chatcmpl-sim", "choices": [{"index": 0, "mess',
                                 content_type="application/json", headers=label_headers)
-        content = sim_answer(body, settings, rid or content_key, content_key, heldout)
+        # The sample is the body's seed when it has one (a real server sees no headers): the
+        # prompt key leaves the seed out, so duplicates still collapse onto one canonical item.
+        sample_seed = body.get("seed")
+        if isinstance(sample_seed, int) and not isinstance(sample_seed, bool):
+            unseeded = json.dumps({k: v for k, v in body.items() if k != "seed"}, sort_keys=True)
+            prompt_key = hashlib.blake2b(unseeded.encode(), digest_size=12).hexdigest()
+            variant_key = f"{prompt_key}:seed={sample_seed}"
+        else:
+            prompt_key, variant_key = content_key, rid or content_key
+        content = sim_answer(body, settings, variant_key, prompt_key, heldout)
+        if settings.reasoning == "only":  # vLLM with a reasoning parser, model never closed </think>
+            content = sim_thought(body) + "\n" + content
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if fault == "truncate":
@@ -240,8 +277,14 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
             content = content.rstrip("}") + ', "note": "unterminated'
         elif isinstance(max_tokens, int) and approx_tokens(content) > max_tokens:
             content, finish = content[: max_tokens * 4], "length"
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        thought = ""
+        if settings.reasoning == "only":
+            message = {"role": "assistant", "content": None, settings.reasoning_field: content}
+        elif settings.reasoning == "split":
+            thought = message[settings.reasoning_field] = sim_thought(body)
         prompt_chars = sum(len(str(m.get("content") or "")) for m in body.get("messages") or [] if isinstance(m, dict))
-        usage = {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": approx_tokens(content)}
+        usage = {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": approx_tokens(content + thought)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         state.prompt_tokens += usage["prompt_tokens"]
         state.completion_tokens += usage["completion_tokens"]
@@ -252,10 +295,11 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
             "created": int(time.time()),
             "model": body.get("model") or settings.model,
             "system_fingerprint": "taskseed-simulator",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": usage,
         }
+        if fault == "no_usage":
+            del payload["usage"]
         return web.Response(body=json.dumps(payload).encode(), content_type="application/json",
                             headers=label_headers)
 

@@ -12,7 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "503", "hang", "drop", "bad_body", "malformed", "truncate")
+DEFAULT_FAULT_KINDS = ("429", "500", "503", "hang", "drop", "bad_body", "malformed", "truncate")
+# Later kinds are opt-in (fault_kinds / fault_rates), so `fault_rate` keeps its old meaning.
+FAULT_KINDS = DEFAULT_FAULT_KINDS + ("html_502", "error_200", "no_usage")
+REASONING_MODES = ("off", "split", "only")
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class SimSettings:
     rate_limit_burst: float | None = None
     retry_after_s: float = 1.0
     fault_rate: float = 0.0
-    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
     fault_rates: tuple[tuple[str, float], ...] = ()
     hang_s: float = 120.0
     wrong_answer_rate: float = 0.0
@@ -43,6 +47,9 @@ class SimSettings:
     heldout_copy_rate: float = 0.0
     heldout_file: str | None = None
     require_api_key: str | None = field(default=None, repr=False)
+    reasoning: str = "off"  # off | split | only (see simulator/server.py's docstring)
+    reasoning_field: str = "reasoning_content"  # or "reasoning" (newer vLLM, OpenRouter)
+    reject_json_schema: int = 0  # HTTP status for requests with response_format json_schema; 0 = accept
 
     def __post_init__(self) -> None:
         unknown = [k for k in (*self.fault_kinds, *dict(self.fault_rates)) if k not in FAULT_KINDS]
@@ -52,6 +59,11 @@ class SimSettings:
             raise ValueError("latency_dist must be fixed, uniform or lognormal")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
+        if self.reasoning not in REASONING_MODES or self.reasoning_field not in REASONING_FIELDS:
+            raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}; "
+                             f"reasoning_field one of {', '.join(REASONING_FIELDS)}")
+        if self.reject_json_schema and not 400 <= self.reject_json_schema <= 599:
+            raise ValueError("reject_json_schema must be 0 or an HTTP error status (400-599)")
 
     def validated(self) -> "SimSettings":
         """Self, after checking every probability and the fault-rate total (ValueError)."""

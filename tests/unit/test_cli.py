@@ -9,7 +9,7 @@ import pytest
 
 from jobs.cli import add_sim_parser, main, parse_tasks, settings_from_args
 from jobs.config import ConfigError, SimulatorConfig, load_config
-from simulator import FAULT_KINDS, SimSettings
+from simulator import DEFAULT_FAULT_KINDS, SimSettings
 
 
 def _sim_args(*argv: str) -> argparse.Namespace:
@@ -26,7 +26,7 @@ def test_sim_without_flags_is_the_simulator_the_pipeline_starts():
     assert settings == SimSettings.from_config(config.simulator, model="my-model")
     assert (settings.latency_ms, settings.latency_dist, settings.rate_limit_rps, settings.hang_s, settings.seed) == \
         (7, "lognormal", 30, 4, 11)
-    assert settings.fault_kinds == FAULT_KINDS
+    assert settings.fault_kinds == DEFAULT_FAULT_KINDS  # the opt-in kinds need --fault-kinds or --fault
 
 
 def test_sim_flags_override_the_config():

@@ -189,3 +189,119 @@ def test_cli_flags_map_to_settings(tmp_path):
     assert dict(settings.kind_rates())["hang"] == 0.05 and settings.heldout_file == str(heldout)
     with pytest.raises(SystemExit):
         parser.parse_args(["sim", "--fault", "explode=0.1"])
+
+
+# ---- server behaviours for the client's response kinds (issue 11 F–I, issue 12 §3) ---------------
+def _post_raw(url: str, body: dict) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read()
+
+
+def test_body_seed_picks_the_sample(sim):
+    """Same prompt: another seed gives another item, the same seed the same item, whatever the headers."""
+    body = _gen_body(seed_records.arc_easy(1)[0], [], "mcq")
+    items = {}
+    for seed in (1, 2, 3):
+        _, _, resp = _post(sim.base_url, dict(body, seed=seed), {"X-Taskseed-Request-Id": f"rid-{seed}"})
+        items[seed] = resp["choices"][0]["message"]["content"]
+    assert len(set(items.values())) == 3
+    _, _, again = _post(sim.base_url, dict(body, seed=2), {"X-Taskseed-Request-Id": "another-id"})
+    assert again["choices"][0]["message"]["content"] == items[2]
+    # duplicates collapse samples onto one item even though the seeds differ
+    dup = SimSettings(duplicate_rate=1.0)
+    from simulator import SimulatorServer
+
+    with SimulatorServer(dup) as server:
+        contents = {_post(server.base_url, dict(body, seed=s))[2]["choices"][0]["message"]["content"] for s in (1, 2, 3)}
+    assert len(contents) == 1
+
+
+def test_new_fault_kinds_are_opt_in_and_shaped_like_real_servers(start_sim):
+    from simulator import DEFAULT_FAULT_KINDS
+
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    # `fault_rate` keeps meaning what it meant: spread over the original kinds only
+    assert [k for k, _ in SimSettings(fault_rate=0.8).kind_rates()] == list(DEFAULT_FAULT_KINDS)
+    assert SimSettings(fault_rate=0.8).kind_rates()[0][1] == 0.1
+
+    html = start_sim(fault_rates=(("html_502", 1.0),), latency_ms=0)
+    status, ctype, raw = _post_raw(html.base_url, body)
+    assert (status, ctype.split(";")[0]) == (502, "text/html") and b"<title>502 Bad Gateway</title>" in raw
+
+    err = start_sim(fault_rates=(("error_200", 1.0),), latency_ms=0)
+    status, _, raw = _post_raw(err.base_url, body)
+    payload = json.loads(raw)
+    assert status == 200 and payload["object"] == "error" and payload["code"] == 400 and "choices" not in payload
+
+    no_usage = start_sim(fault_rates=(("no_usage", 1.0),), latency_ms=0)
+    status, _, raw = _post_raw(no_usage.base_url, body)
+    payload = json.loads(raw)
+    assert status == 200 and "usage" not in payload and payload["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("mode, field", [("split", "reasoning_content"), ("only", "reasoning_content"),
+                                         ("only", "reasoning"), ("off", None)])
+def test_reasoning_modes(start_sim, mode, field):
+    server = start_sim(latency_ms=0, reasoning=mode, reasoning_field=field or "reasoning_content")
+    body = _gen_body(seed_records.arc_easy(1)[0], [], "mcq")
+    _, _, resp = _post(server.base_url, body)
+    message = resp["choices"][0]["message"]
+    if mode == "off":
+        assert set(message) == {"role", "content"}
+        return
+    assert "step by step" in message[field] and "{" not in message[field].split("\n")[0]
+    if mode == "split":
+        assert json.loads(message["content"])["answer"]
+    else:
+        assert message["content"] is None and json.loads(message[field].split("\n", 1)[1])["answer"]
+    assert resp["usage"]["completion_tokens"] > len(message[field]) // 4
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_server_can_reject_json_schema_but_accept_json_object(start_sim, status):
+    server = start_sim(latency_ms=0, reject_json_schema=status)
+    body = _gen_body(seed_records.arc_easy(1)[0], [], "mcq")
+    schema_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    code, _, resp = _post(server.base_url, dict(body, response_format=schema_format))
+    assert code == status and '"text" or "json_object"' in resp["error"]["message"]
+    code, _, resp = _post(server.base_url, dict(body, response_format={"type": "json_object"}))
+    assert code == 200 and json.loads(resp["choices"][0]["message"]["content"])["question"]
+    with pytest.raises(ValueError):
+        SimSettings(reject_json_schema=200)
+    with pytest.raises(ValueError):
+        SimSettings(reasoning="verbose")
+
+
+def test_new_faults_are_deterministic_per_seed(start_sim):
+    def outcomes(seed):
+        server = start_sim(seed=seed, latency_ms=0,
+                           fault_rates=(("html_502", 0.2), ("error_200", 0.2), ("no_usage", 0.2)))
+        out = []
+        for i in range(30):
+            status, _, raw = _post_raw(server.base_url, {"messages": [{"role": "user", "content": f"q{i}"}]})
+            out.append((status, b'"object": "error"' in raw, b'"usage"' in raw))
+        server.stop()
+        return out
+
+    first = outcomes(4)
+    assert first == outcomes(4) and len(set(first)) == 4 and first != outcomes(5)
+
+
+def test_cli_flags_for_reasoning_and_structured_output_rejection():
+    parser = argparse.ArgumentParser()
+    add_sim_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sim", "--reasoning", "only", "--reasoning-field", "reasoning",
+                              "--reject-json-schema", "500", "--fault", "html_502=0.1", "--fault", "error_200=0.05"])
+    settings = settings_from_args(args)
+    assert (settings.reasoning, settings.reasoning_field, settings.reject_json_schema) == ("only", "reasoning", 500)
+    assert dict(settings.kind_rates()) == {"html_502": 0.1, "error_200": 0.05}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sim", "--reasoning", "loud"])
+    bad = parser.parse_args(["sim", "--reject-json-schema", "200"])
+    with pytest.raises(Exception, match="reject_json_schema"):
+        settings_from_args(bad)
