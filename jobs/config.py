@@ -78,7 +78,19 @@ class EndpointConfig(_Strict):
     max_retries: int = Field(6, ge=0)
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
-    structured_output: bool = True
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema",
+        description="How responses are constrained to JSON: json_schema (response_format with the "
+                    "stage's schema; vLLM, NIM, SGLang, OpenAI), json_object (response_format "
+                    "json_object and the schema appended to the system message; llama.cpp and many "
+                    "hosted servers) or none (the prompt alone). Legacy true/false mean json_schema/none.")
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _legacy_structured_output(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "json_schema" if value else "none"
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _scope_and_key_together(self) -> "EndpointConfig":

@@ -11,18 +11,49 @@ Why it looks like this:
   `chat.completions.create` (bench/README.md). Status errors still raise the SDK's typed
   exceptions (`RateLimitError`, `APIStatusError`, `APITimeoutError`, `APIConnectionError`).
 - `max_retries=0` on the client: retries are ours, so they are counted, classified by status
-  code / exception type (never message text), honour Retry-After, back off exponentially with
-  jitter, and release their concurrency slot while sleeping.
+  code / exception type (never message text, with one exception below), honour Retry-After,
+  back off exponentially with jitter, and release their concurrency slot while sleeping.
 - An AIMD limiter bounds requests in flight: halves (at most once per cooldown) on 429s,
   creeps back up by ~1 per window of successes.
 - The API key is resolved when the client is built (env var, a name forwarded by the driver, or a
   Databricks secret scope), lives only inside the client, and is scrubbed from every error text
-  this module produces. `EndpointSettings` holds names, never the value.
+  this module produces (server error bodies included). `EndpointSettings` holds names, never the value.
+
+Request body. Built from a request row by `build_body`: model, the rendered messages, the
+sampling parameters, `response_format` per `EndpointSettings.structured_output`, and a per-sample
+`seed` (`sampling_seed(request_id)`, unless the row carries one) that vLLM, SGLang, NIM and OpenAI
+accept, so the K samples of one prompt are distinct, reproducible request bodies.
+`structured_output` is `json_schema` (send the stage's schema; vLLM/NIM/SGLang enforce it),
+`json_object` (send `{"type": "json_object"}`, which llama.cpp and many hosted servers accept,
+and append the schema to the system message of the *body* — the rendered messages that enter
+`request_id` are unchanged) or `none` (no `response_format`; the prompt alone asks for JSON).
+
+Statuses: the client reports the *transport* outcome; whether a completion holds a usable item
+is decided by the stages' parsers alone (one validation, in `udfs/parsing.py`).
+- `ok`: the endpoint returned a completion with text — in `content`, or, when `content` is
+  null/blank and the server stopped on its own, in the reasoning field. `error_class` is then
+  None, or `truncated` (informational: `finish_reason=length`, the parser decides).
+- `failed`: no usable completion. Transport and HTTP errors after retries (`rate_limited`,
+  `http_<code>`, `timeout`, `connection`, `invalid_response`), an error object in a 2xx body
+  (classified by its code like an HTTP status), the endpoint rejecting the structured-output
+  request (`structured_output_unsupported`, never retried, `is_stage_fatal`), a request row that
+  cannot be built (`bad_request_row`), and completions without text: `truncated` when the server
+  stopped at the token limit (also with reasoning text but null content: it ran out while
+  thinking), else `empty_content`.
+- `parse_error`: written by versions before the split above (the client then validated JSON
+  itself). Never produced now; ledgers that hold such rows keep them as terminal.
 
 Result dict per request (the columns the Spark side and the ledger use):
-    request_id, status ("ok" | "parse_error" | "failed"), content (raw text, kept for re-parsing),
-    parsed (object or None), error_class, error_detail, attempts, latency_ms (first send to final
-    answer, including backoff), prompt_tokens, completion_tokens, finish_reason.
+    request_id, status, content (message.content exactly as sent, None if null), reasoning_content
+    (message.reasoning_content, or message.reasoning on servers that name it so; None if absent),
+    error_class, error_detail (for errors: the start of the server's message or body, redacted),
+    attempts, latency_ms (first send to final answer, including backoff), prompt_tokens and
+    completion_tokens (None when the server reported no usage: never 0 for "unknown"),
+    finish_reason, sampling_seed (the body's `seed`), sent_at and completed_at (tz-aware UTC
+    datetimes from this client's wall clock: first attempt sent, final outcome known; sent_at is
+    None when nothing was sent).
+Parse a row with `completion_text(content, reasoning_content, finish_reason)`: it picks the text
+a parser should read, so a ledger row can be re-parsed without a new call.
 """
 
 from __future__ import annotations
@@ -32,6 +63,7 @@ import atexit
 import collections
 import email.utils
 import hashlib
+import html
 import json
 import os
 import random
@@ -39,13 +71,18 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
 
-STATUS_OK, STATUS_PARSE_ERROR, STATUS_FAILED = "ok", "parse_error", "failed"
+STATUS_OK, STATUS_FAILED = "ok", "failed"
+STATUS_PARSE_ERROR = "parse_error"  # legacy: written by earlier versions, still terminal, never produced
 REQUEST_ID_HEADER = "X-Taskseed-Request-Id"
 ATTEMPT_HEADER = "X-Taskseed-Attempt"
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 120.0
+STRUCTURED_OUTPUT_MODES = ("json_schema", "json_object", "none")
+ERROR_BODY_CHARS = 300  # how much of a server's error message/body error_detail keeps
+STRUCTURED_OUTPUT_UNSUPPORTED = "structured_output_unsupported"
 
 
 class KeyResolutionError(RuntimeError):
@@ -59,6 +96,8 @@ class EndpointSettings:
     The API key is located by `api_key_env` (an environment variable *name*) or by a Databricks
     secret `secret_scope`/`secret_key`, and read only when a client is built.
     `require_key=False` lets keyless endpoints (the simulator, a local vLLM) work without one.
+    `structured_output` is `json_schema` | `json_object` | `none` (legacy booleans are accepted:
+    True → json_schema, False → none; see `build_body`).
     """
 
     base_url: str
@@ -71,9 +110,12 @@ class EndpointSettings:
     max_retries: int = 6
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
-    structured_output: bool = True
+    structured_output: str = "json_schema"
     require_key: bool = True
     min_concurrency: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "structured_output", structured_output_mode(self.structured_output))
 
     def forwarded_env_name(self) -> str:
         """Env var through which the driver hands a resolved key to Python workers."""
@@ -167,119 +209,303 @@ class Redactor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Structured output: lenient JSON extraction + a small JSON-schema validator
+# Request bodies (pure)
 # ---------------------------------------------------------------------------------------------
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+def structured_output_mode(value: Any) -> str:
+    """`json_schema` | `json_object` | `none` from a mode name or the legacy boolean
+    (True → json_schema, False → none). ValueError for anything else."""
+    if value is True:
+        return "json_schema"
+    if value is False or value is None:
+        return "none"
+    if isinstance(value, str) and value.strip().lower() in STRUCTURED_OUTPUT_MODES:
+        return value.strip().lower()
+    raise ValueError(f"structured_output must be one of {', '.join(STRUCTURED_OUTPUT_MODES)} "
+                     f"(or true/false), got {value!r}")
 
 
-def extract_json(text: str) -> Any:
-    """Parse a JSON value from model text: as-is, inside a ```json fence, or the outermost {...}.
+_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 
-    Raises ValueError when nothing parses. Pure: stage code can re-parse ledger content with it.
+
+def sampling_seed(request_id: str) -> int:
+    """The body's `seed` for a request: an int in [0, 2**31) derived from its request_id.
+
+    The first 8 hex digits of the id (taskseed's ids are hex content hashes), masked to 31 bits
+    so every server's integer type holds it; other ids are hashed first (SHA-256). In SQL:
+    `conv(substr(request_id, 1, 8), 16, 10) % 2147483648`. Distinct samples of one prompt have
+    distinct request_ids, hence distinct seeds; the same request always gets the same seed.
     """
-    stripped = text.strip()
-    try:
-        return json.loads(stripped)
-    except ValueError:
-        pass
-    fenced = _FENCE.match(stripped)
-    if fenced:
-        try:
-            return json.loads(fenced.group(1))
-        except ValueError:
-            pass
-    start, end = stripped.find("{"), stripped.rfind("}")
-    if 0 <= start < end:
-        return json.loads(stripped[start:end + 1])
-    raise ValueError("no JSON object found")
-
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,), "null": (type(None),),
-    "integer": (int,), "number": (int, float),
-}
-
-
-def validate_json(value: Any, schema: Any, path: str = "$") -> list[str]:
-    """Problems found validating `value` against the JSON-schema subset structured output uses
-    (type incl. unions, properties, required, additionalProperties, items, enum, anyOf/oneOf,
-    minItems/maxItems, minLength). Empty list = valid."""
-    if not isinstance(schema, dict) or not schema:
-        return []
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            branches = [validate_json(value, s, path) for s in schema[key]]
-            if not any(not b for b in branches):
-                return [f"{path}: matches none of {key}"]
-    problems: list[str] = []
-    kind = schema.get("type")
-    if kind is not None:
-        kinds = kind if isinstance(kind, list) else [kind]
-        ok = any(
-            isinstance(value, _TYPES.get(k, (object,)))
-            and not (k in ("integer", "number") and isinstance(value, bool))
-            for k in kinds
-        )
-        if not ok:
-            return [f"{path}: expected {'/'.join(kinds)}, got {type(value).__name__}"]
-    if "enum" in schema and value not in schema["enum"]:
-        problems.append(f"{path}: not one of the allowed values")
-    if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        for name in schema.get("required") or []:
-            if name not in value:
-                problems.append(f"{path}.{name}: required")
-        if schema.get("additionalProperties") is False:
-            problems.extend(f"{path}.{k}: not allowed" for k in value if k not in props)
-        for name, sub in props.items():
-            if name in value:
-                problems.extend(validate_json(value[name], sub, f"{path}.{name}"))
-    elif isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            problems.append(f"{path}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            problems.append(f"{path}: more than {schema['maxItems']} items")
-        if isinstance(schema.get("items"), dict):
-            for i, item in enumerate(value):
-                problems.extend(validate_json(item, schema["items"], f"{path}[{i}]"))
-    elif isinstance(value, str) and len(value) < schema.get("minLength", 0):
-        problems.append(f"{path}: shorter than {schema['minLength']}")
-    return problems
+    rid = str(request_id)
+    head = rid[:8] if _HEX8.fullmatch(rid[:8]) else hashlib.sha256(rid.encode("utf-8")).hexdigest()[:8]
+    return int(head, 16) & 0x7FFFFFFF
 
 
 def schema_of(response_format: dict | None) -> dict | None:
-    """The JSON schema inside an OpenAI `response_format` (None = no structure requested)."""
-    if not response_format:
+    """The JSON schema inside an OpenAI `response_format` (None = no schema given)."""
+    if not response_format or response_format.get("type") != "json_schema":
         return None
-    if response_format.get("type") == "json_schema":
-        return (response_format.get("json_schema") or {}).get("schema") or {}
-    if response_format.get("type") == "json_object":
-        return {"type": "object"}
+    return (response_format.get("json_schema") or {}).get("schema") or None
+
+
+def schema_instruction(schema: dict) -> str:
+    """What `json_object` mode appends to the system message: the schema the answer must follow."""
+    return ("\n\nRespond with a single JSON object (no other text) that is valid against this JSON schema:\n"
+            + json.dumps(schema, ensure_ascii=False, separators=(",", ":")))
+
+
+def _with_schema_instruction(messages: list, schema: dict) -> list:
+    suffix = schema_instruction(schema)
+    out = list(messages)
+    if out and isinstance(out[0], dict) and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
+        out[0] = {**out[0], "content": out[0]["content"] + suffix}
+    else:
+        out.insert(0, {"role": "system", "content": suffix.lstrip()})
+    return out
+
+
+def build_body(req: dict, model: str, structured_output: str = "json_schema") -> dict:
+    """The chat-completions body for one request row (pure).
+
+    Row keys: `messages` (list) or `messages_json`; optional `response_format` (dict) or
+    `response_format_json`, `model` (else `model`), `temperature`, `top_p`, `max_tokens`, `seed`
+    (None/NaN = absent). `seed` defaults to `sampling_seed(request_id)`. The response format
+    is sent per `structured_output` (see the module docstring); the row's messages are never
+    modified (json_object mode appends to a copy). Raises ValueError/KeyError/TypeError when the
+    row cannot be turned into a body (the caller records `bad_request_row`).
+    """
+    messages = req.get("messages")
+    if messages is None:
+        messages = json.loads(req["messages_json"])
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list")
+    response_format = req.get("response_format")
+    if response_format is None and req.get("response_format_json"):
+        response_format = json.loads(req["response_format_json"])
+    body: dict[str, Any] = {"model": req.get("model") or model, "messages": messages}
+    for name in ("temperature", "top_p", "max_tokens", "seed"):
+        value = req.get(name)
+        if value is not None and value == value:  # skip None and NaN (pandas nulls)
+            body[name] = int(value) if name in ("max_tokens", "seed") else float(value)
+    if "seed" not in body:
+        body["seed"] = sampling_seed(str(req.get("request_id") or ""))
+    mode = structured_output_mode(structured_output)
+    if response_format and mode == "json_schema":
+        body["response_format"] = response_format
+    elif response_format and mode == "json_object":
+        body["response_format"] = {"type": "json_object"}
+        schema = schema_of(response_format)
+        if schema:
+            body["messages"] = _with_schema_instruction(messages, schema)
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading responses (pure)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Completion:
+    """What a 2xx chat-completion body says. Token counts are None when not reported."""
+
+    content: str | None
+    reasoning_content: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class InvalidResponse(Exception):
+    """The body of a 2xx response was not a chat completion (unparsable or incomplete)."""
+
+
+class ErrorObject(Exception):
+    """A 2xx body that is an error object (`{"object": "error", ...}` or `{"error": {...}}`).
+
+    `status` is the HTTP-like code it carries (from `code`, or from a standard error `type`
+    such as `invalid_request_error`), None when it names none.
+    """
+
+    def __init__(self, status: int | None, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# Standard error `type`/`code` names of OpenAI-, Anthropic- and vLLM-style error objects → status.
+_ERROR_NAME_STATUS = {
+    "invalid_request_error": 400, "badrequesterror": 400, "bad_request": 400, "bad_request_error": 400,
+    "context_length_exceeded": 400, "invalid_request": 400,
+    "authentication_error": 401, "authenticationerror": 401, "invalid_api_key": 401,
+    "permission_error": 403, "permissiondeniederror": 403, "permission_denied": 403,
+    "not_found_error": 404, "notfounderror": 404, "model_not_found": 404, "not_found": 404,
+    "unprocessableentityerror": 422,
+    "rate_limit_error": 429, "ratelimiterror": 429, "rate_limit_exceeded": 429, "too_many_requests": 429,
+    "server_error": 500, "internal_server_error": 500, "internalservererror": 500, "api_error": 500,
+    "service_unavailable": 503, "serviceunavailableerror": 503, "overloaded_error": 503, "overloaded": 503,
+}
+
+
+def _int_code(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and 100 <= value <= 599:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and 100 <= int(value.strip()) <= 599:
+        return int(value.strip())
     return None
 
 
-def parse_content(content: str | None, finish_reason: str | None, schema: dict | None
-                  ) -> tuple[str, Any, str | None, str | None]:
-    """(status, parsed, error_class, detail) for a response's text. Pure.
+def error_object(data: Any) -> tuple[int | None, str] | None:
+    """(status, message) when a decoded 2xx body is an error object instead of a completion, else None.
 
-    A response that parses and validates is ok even with finish_reason=length; one that does
-    not is `truncated` when the server says it stopped at the token limit, else `invalid_json`
-    or `schema_mismatch`. Without a schema any text is ok (parsed=None).
+    Recognised: vLLM/SGLang `{"object": "error", "message", "type", "code"}`, OpenAI-style
+    `{"error": {"message", "type", "code"}}` and `{"error": "text"}`, in each case without
+    `choices`. The status is the numeric `code` (int or digit string), else the one a standard
+    `type`/`code` name implies (`invalid_request_error` → 400, `rate_limit_error` → 429, ...), else None.
     """
-    if content is None or (schema is not None and not content.strip()):
-        return STATUS_PARSE_ERROR, None, "empty_content", "response had no text content"
-    if schema is None:
-        return STATUS_OK, None, None, None
+    if not isinstance(data, dict) or data.get("choices"):
+        return None
+    if data.get("object") == "error":
+        err: Any = data
+    elif "error" in data and data["error"]:
+        err = data["error"]
+    else:
+        return None
+    if not isinstance(err, dict):
+        return None, str(err)
+    return _error_fields(err, data)
+
+
+def _error_fields(err: dict, outer: dict | None = None) -> tuple[int | None, str]:
+    """(status, "type: message") of one error dict (the inside of `{"error": ...}` or a vLLM error)."""
+    data = outer if outer is not None else err
+    message = err.get("message") or err.get("detail") or err.get("msg") or ""
+    if not isinstance(message, str):
+        message = json.dumps(message, ensure_ascii=False, default=str)
+    status = _int_code(err.get("code")) or _int_code(err.get("status")) or _int_code(data.get("code"))
+    if status is None:
+        for name in (err.get("code"), err.get("type")):
+            if isinstance(name, str) and name.strip().lower() in _ERROR_NAME_STATUS:
+                status = _ERROR_NAME_STATUS[name.strip().lower()]
+                break
+    kind = err.get("type")
+    text = f"{kind}: {message}" if isinstance(kind, str) and kind and message else (message or json.dumps(err)[:200])
+    return status, text
+
+
+def _text(value: Any) -> str | None:
+    """A message field as text: strings as-is, lists of content parts joined, anything else None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [p.get("text") if isinstance(p, dict) else p for p in value]
+        parts = [p for p in parts if isinstance(p, str)]
+        return "".join(parts) if parts else None
+    return None
+
+
+def _token_count(usage: Any, name: str) -> int | None:
+    if not isinstance(usage, dict):
+        return None
+    value = usage.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        return None
+    return int(value)
+
+
+def read_completion(raw: bytes | str) -> Completion:
+    """Decode a 2xx chat-completion body.
+
+    Raises `ErrorObject` for an error object (see `error_object`) and `InvalidResponse` for
+    anything else that is not a completion (the message keeps the start of the body). The
+    reasoning text is `message.reasoning_content` (vLLM, SGLang, DeepSeek), else
+    `message.reasoning` (newer vLLM, OpenRouter, Ollama). Missing `usage` (or a missing/invalid
+    count in it) is None, never 0.
+    """
     try:
-        parsed = extract_json(content)
+        data = json.loads(raw)
     except ValueError as exc:
-        cls = "truncated" if finish_reason == "length" else "invalid_json"
-        return STATUS_PARSE_ERROR, None, cls, f"{type(exc).__name__}: {str(exc)[:160]}"
-    problems = validate_json(parsed, schema)
-    if problems:
-        cls = "truncated" if finish_reason == "length" else "schema_mismatch"
-        return STATUS_PARSE_ERROR, None, cls, "; ".join(problems[:5])[:300]
-    return STATUS_OK, parsed, None, None
+        raise InvalidResponse(f"unparsable completion body ({type(exc).__name__}): {body_excerpt(raw, 120)}") from None
+    err = error_object(data)
+    if err is not None:
+        raise ErrorObject(*err)
+    try:
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        if not isinstance(message, dict):
+            raise TypeError("message is not an object")
+        content = _text(message.get("content"))
+        reasoning = _text(message.get("reasoning_content")) or _text(message.get("reasoning"))
+        finish = choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise InvalidResponse(f"not a chat completion ({type(exc).__name__}): {body_excerpt(raw, 120)}") from None
+    usage = data.get("usage")
+    return Completion(content, reasoning, finish if isinstance(finish, str) else None,
+                      _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens"))
+
+
+def _blank(text: str | None) -> bool:
+    return text is None or not text.strip()
+
+
+def completion_text(content: str | None, reasoning_content: str | None = None,
+                    finish_reason: str | None = None) -> str | None:
+    """The text a stage parser should read from a result or ledger row (pure).
+
+    `content` when it has non-blank text. Otherwise the reasoning text — servers with a
+    reasoning parser (vLLM, SGLang) put the whole output there when the model never closed its
+    reasoning block — unless the server stopped at the token limit (`finish_reason=length`):
+    then the model ran out while thinking and there is no answer to take (None). None when there
+    is no text at all. The row's `content` itself is never rewritten.
+    """
+    if not _blank(content):
+        return content
+    if finish_reason == "length" or _blank(reasoning_content):
+        return None
+    return reasoning_content
+
+
+def completion_outcome(completion: Completion) -> tuple[str, str | None, str | None]:
+    """(status, error_class, detail) of a 2xx completion (see the module docstring's statuses)."""
+    truncated = completion.finish_reason == "length"
+    if completion_text(completion.content, completion.reasoning_content, completion.finish_reason) is not None:
+        return (STATUS_OK, "truncated", "finish_reason=length (output may be cut off)") if truncated else (STATUS_OK, None, None)
+    if truncated:
+        where = "reasoning only, no content" if not _blank(completion.reasoning_content) else "no text"
+        return STATUS_FAILED, "truncated", f"finish_reason=length with {where}"
+    return STATUS_FAILED, "empty_content", "completion had no text (content and reasoning empty)"
+
+
+_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]+>", re.S | re.I)
+
+
+def body_excerpt(body: Any, limit: int = ERROR_BODY_CHARS, redact: Callable[[Any], str] | None = None) -> str:
+    """The start of an error body as one line of at most `limit` characters (pure).
+
+    JSON error objects give their message (with the error type); HTML pages (proxies' 502
+    pages) give their visible text; anything else its text with whitespace collapsed. `redact`
+    runs on the whole text *before* it is cut, so a secret at the cut is not left half-visible.
+    """
+    if body is None:
+        return ""
+    if isinstance(body, (bytes, bytearray)):
+        body = bytes(body).decode("utf-8", "replace")
+    if not isinstance(body, str):
+        err = error_object(body)
+        if err is None and isinstance(body, dict) and any(k in body for k in ("message", "detail", "msg")):
+            err = _error_fields(body)  # the SDK hands over the inside of {"error": {...}}
+        body = err[1] if err is not None else json.dumps(body, ensure_ascii=False, default=str)
+    else:
+        stripped = body.strip()
+        if stripped[:1] in "{[":
+            try:
+                return body_excerpt(json.loads(stripped), limit, redact)
+            except ValueError:
+                pass
+        if "<" in stripped and re.search(r"<(?:!doctype|html|body|head|title|h1|p|center)\b", stripped, re.I):
+            body = html.unescape(_TAGS.sub(" ", stripped))
+    text = " ".join(body.split())
+    if redact is not None:
+        text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,8 +520,57 @@ class Failure:
     detail: str = ""
 
 
-class InvalidResponse(Exception):
-    """The HTTP body of a 2xx response was not a chat completion (unparsable or incomplete)."""
+# A structured-output rejection names the feature in its message: llama.cpp's 'response_format
+# type must be one of "text" or "json_object"', vLLM/xgrammar's 'JSON schema ... not supported',
+# a validation error pointing at `response_format`, guided-decoding backends.
+_STRUCTURED_OUTPUT_WORDS = re.compile(
+    r"response[_ ]format|json[_ -]?schema|json_object|guided[_ ](?:json|decoding)|structured[_ -]outputs?",
+    re.I)
+_STRUCTURED_OUTPUT_STATUS = frozenset({400, 422, 500, 501})
+
+# Classes after which every further request of the stage fails the same way: the runner stops.
+_STAGE_FATAL = {
+    STRUCTURED_OUTPUT_UNSUPPORTED: "the endpoint rejects the structured-output request (response_format); "
+                                   "set endpoint.structured_output to json_object or none, then rerun with --retry-failed",
+    "http_401": "the endpoint rejected the API key (HTTP 401): check endpoint.api_key_env / secret_scope",
+    "http_403": "the endpoint refused access (HTTP 403): check the key's permissions for this model",
+    "http_404": "the endpoint or model was not found (HTTP 404): check endpoint.base_url and endpoint.model",
+}
+
+
+def is_stage_fatal(error_class: str | None) -> bool:
+    """True when a result of this class means every request of the stage will fail alike
+    (structured output rejected, authentication, wrong URL/model): stop the stage, don't burn
+    the rest of the requests on it."""
+    return error_class in _STAGE_FATAL
+
+
+def stage_fatal_reason(error_class: str | None, error_detail: str | None = None) -> str | None:
+    """One line saying why the stage stopped and what to change (None if not stage-fatal)."""
+    if error_class not in _STAGE_FATAL:
+        return None
+    return _STAGE_FATAL[error_class] + (f" — server said: {error_detail}" if error_detail else "")
+
+
+def classify_status(code: int | None, message: str, *, structured: bool,
+                    retry_after_s: float | None = None, source: str = "HTTP") -> Failure:
+    """Failure for an HTTP status code, or for the code of an error object in a 2xx body.
+
+    By code: 429 → `rate_limited`, other codes → `http_<code>`; retryable are 429, 5xx and
+    408/409/425. One exception reads the message: when the request carried a `response_format`
+    (`structured`) and a 400/422/500/501 names it (see `_STRUCTURED_OUTPUT_WORDS`), the class is
+    `structured_output_unsupported`, never retried — resending cannot succeed. An error object
+    without a recognisable code is `error_response`, not retried. `message` is kept in `detail`.
+    """
+    where = f"{source} {code}" if code is not None else source
+    detail = f"{where}: {message}" if message else where
+    if structured and (code in _STRUCTURED_OUTPUT_STATUS or code is None) and _STRUCTURED_OUTPUT_WORDS.search(message or ""):
+        return Failure(STRUCTURED_OUTPUT_UNSUPPORTED, False, None, code, detail)
+    if code is None:
+        return Failure("error_response", False, None, None, detail)
+    if code == 429:
+        return Failure("rate_limited", True, retry_after_s, code, detail)
+    return Failure(f"http_{code}", code >= 500 or code in RETRYABLE_STATUS, retry_after_s, code, detail)
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -328,19 +603,33 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def classify(exc: BaseException) -> Failure:
-    """Map an exception to (error_class, retryable, Retry-After) by status code and type only."""
+def _status_error_body(exc: Any) -> Any:
+    body = getattr(exc, "body", None)
+    if body is None:
+        try:
+            body = exc.response.text
+        except Exception:  # noqa: BLE001 - a closed response: no body to show
+            body = None
+    return body
+
+
+def classify(exc: BaseException, structured: bool = False,
+             redact: Callable[[Any], str] | None = None) -> Failure:
+    """Map an exception to a Failure by status code and type (see `classify_status`); the start
+    of the server's error body, redacted, goes into `detail`. `structured` = the request carried
+    a `response_format`."""
     import httpx2
     import openai
 
     if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
         retry_after = parse_retry_after(getattr(exc.response, "headers", None))
-        if code == 429:
-            return Failure("rate_limited", True, retry_after, code, "HTTP 429")
-        if code >= 500:
-            return Failure(f"http_{code}", True, retry_after, code, f"HTTP {code}")
-        return Failure(f"http_{code}", code in RETRYABLE_STATUS, retry_after, code, f"HTTP {code}")
+        message = body_excerpt(_status_error_body(exc), ERROR_BODY_CHARS, redact)
+        return classify_status(exc.status_code, message, structured=structured, retry_after_s=retry_after)
+    if isinstance(exc, ErrorObject):
+        message = redact(exc.message) if redact else exc.message
+        failure = classify_status(exc.status, body_excerpt(message, ERROR_BODY_CHARS), structured=structured,
+                                  source="error object in a 2xx body, code" if exc.status else "error object in a 2xx body")
+        return failure
     if isinstance(exc, openai.APIConnectionError):
         # The aiohttp transport reports a dropped connection as ConnectTimeout; the root cause
         # (a TimeoutError vs. e.g. ServerDisconnectedError) tells which it really was.
@@ -353,7 +642,7 @@ def classify(exc: BaseException) -> Failure:
             return Failure("timeout", True, None, None, "request timed out")
         return Failure("connection", True, None, None, f"connection error ({type(root).__name__})")
     if isinstance(exc, InvalidResponse):
-        return Failure("invalid_response", True, None, None, str(exc))
+        return Failure("invalid_response", True, None, None, redact(str(exc)) if redact else str(exc))
     if isinstance(exc, TimeoutError):
         return Failure("timeout", True, None, None, "request timed out")
     if isinstance(exc, (ConnectionError, OSError)):
@@ -455,6 +744,22 @@ class AIMDLimiter:
 # ---------------------------------------------------------------------------------------------
 # The per-process engine
 # ---------------------------------------------------------------------------------------------
+RESULT_KEYS = ("request_id", "status", "content", "reasoning_content", "error_class", "error_detail", "attempts",
+               "latency_ms", "prompt_tokens", "completion_tokens", "finish_reason", "sampling_seed",
+               "sent_at", "completed_at")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def empty_result(request_id: str) -> dict:
+    """A `failed` result with every key of RESULT_KEYS (the engine fills it in)."""
+    result: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    result.update(request_id=request_id, status=STATUS_FAILED, attempts=0)
+    return result
+
+
 @dataclass
 class BatchStats:
     """What happened while running one batch (for tests, logs and progress lines)."""
@@ -501,51 +806,26 @@ class Engine:
         return f"Engine(base_url={self.settings.base_url!r}, model={self.settings.model!r})"
 
     # -- one request ------------------------------------------------------------------------
-    def _body(self, req: dict) -> tuple[dict, dict | None]:
-        messages = req.get("messages")
-        if messages is None:
-            messages = json.loads(req["messages_json"])
-        response_format = req.get("response_format")
-        if response_format is None and req.get("response_format_json"):
-            response_format = json.loads(req["response_format_json"])
-        body: dict[str, Any] = {"model": req.get("model") or self.settings.model, "messages": messages}
-        for name in ("temperature", "max_tokens", "top_p", "seed"):
-            value = req.get(name)
-            if value is not None and value == value:  # skip None and NaN (pandas nulls)
-                body[name] = int(value) if name in ("max_tokens", "seed") else float(value)
-        if response_format and self.settings.structured_output:
-            body["response_format"] = response_format
-        return body, schema_of(response_format)
-
-    async def _send(self, body: dict, request_id: str, attempt: int) -> tuple[str | None, str | None, int, int]:
+    async def _send(self, body: dict, request_id: str, attempt: int) -> Completion:
         import httpx2
 
         response = await self.client.post(
             "/chat/completions", body=body, cast_to=httpx2.Response,
             options={"headers": {REQUEST_ID_HEADER: request_id, ATTEMPT_HEADER: str(attempt)}},
         )
-        try:
-            data = json.loads(response.content)
-            choice = data["choices"][0]
-            content = choice["message"].get("content")
-            finish = choice.get("finish_reason")
-            usage = data.get("usage") or {}
-            return content, finish, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise InvalidResponse(f"unparsable completion body ({type(exc).__name__})") from None
+        return read_completion(response.content)
 
     async def call_one(self, req: dict, limiter: AIMDLimiter, stats: BatchStats, rng: random.Random) -> dict:
         request_id = str(req.get("request_id") or "")
-        result: dict[str, Any] = {
-            "request_id": request_id, "status": STATUS_FAILED, "content": None, "parsed": None,
-            "error_class": None, "error_detail": None, "attempts": 0, "latency_ms": None,
-            "prompt_tokens": None, "completion_tokens": None, "finish_reason": None,
-        }
+        result = empty_result(request_id)
         try:
-            body, schema = self._body(req)
+            body = build_body(req, self.settings.model, self.settings.structured_output)
         except (ValueError, KeyError, TypeError) as exc:
-            result.update(error_class="bad_request_row", error_detail=f"cannot build request: {type(exc).__name__}")
+            result.update(error_class="bad_request_row", error_detail=f"cannot build request: {type(exc).__name__}",
+                          completed_at=_utcnow())
             return result
+        result["sampling_seed"] = body.get("seed")
+        structured = "response_format" in body
         settings = self.settings
         started: float | None = None
         attempts = 0
@@ -556,14 +836,15 @@ class Engine:
             now = time.perf_counter()
             if started is None:
                 started = now
+                result["sent_at"] = _utcnow()
             try:
-                content, finish, p_tok, c_tok = await self._send(body, request_id, attempts)
+                completion = await self._send(body, request_id, attempts)
             except asyncio.CancelledError:
                 limiter.release()
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes data, never a crash
                 limiter.release()
-                failure = classify(exc)
+                failure = classify(exc, structured=structured, redact=self.redact)
                 stats.errors[failure.error_class] += 1
                 if failure.error_class == "rate_limited":
                     stats.rate_limited += 1
@@ -574,19 +855,23 @@ class Engine:
                     continue
                 result.update(
                     error_class=failure.error_class,
-                    error_detail=self.redact(f"{failure.detail} after {attempts} attempt(s)"),
+                    error_detail=self.redact(f"{failure.detail} (after {attempts} attempt(s))"),
                     attempts=attempts,
                     latency_ms=(time.perf_counter() - started) * 1000.0,
+                    completed_at=_utcnow(),
                 )
                 return result
             limiter.release()
             limiter.on_success()
-            status, parsed, error_class, detail = parse_content(content, finish, schema)
+            status, error_class, detail = completion_outcome(completion)
+            if error_class:
+                stats.errors[error_class] += 1
             result.update(
-                status=status, content=content, parsed=parsed, error_class=error_class,
-                error_detail=self.redact(detail) if detail else None, attempts=attempts,
+                status=status, content=completion.content, reasoning_content=completion.reasoning_content,
+                error_class=error_class, error_detail=detail, attempts=attempts,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
-                prompt_tokens=p_tok, completion_tokens=c_tok, finish_reason=finish,
+                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                finish_reason=completion.finish_reason, completed_at=_utcnow(),
             )
             return result
 
@@ -596,10 +881,9 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not fail the partition
-            return {"request_id": str(req.get("request_id") or ""), "status": STATUS_FAILED, "content": None,
-                    "parsed": None, "error_class": "client_error", "error_detail": type(exc).__name__,
-                    "attempts": 0, "latency_ms": None, "prompt_tokens": None, "completion_tokens": None,
-                    "finish_reason": None}
+            result = empty_result(str(req.get("request_id") or ""))
+            result.update(error_class="client_error", error_detail=type(exc).__name__, completed_at=_utcnow())
+            return result
 
     async def run_async(self, requests: Sequence[dict], concurrency: int) -> tuple[list[dict], BatchStats]:
         concurrency = max(self.settings.min_concurrency, int(concurrency))

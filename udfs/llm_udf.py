@@ -9,18 +9,19 @@ Input columns (requests): request_id, messages_json, response_format_json (nulla
 temperature, max_tokens, plus any passthrough columns (stage, source_key, task, task_family,
 sample_index, model, prompt_version) that are copied to the output unchanged.
 
-Output columns: the passthrough columns, then request_id, status, content, parsed_json,
-error_class, error_detail, attempts, latency_ms, prompt_tokens, completion_tokens, finish_reason.
+Output columns: the passthrough columns, then request_id, status, content, reasoning_content,
+error_class, error_detail, attempts, latency_ms, prompt_tokens, completion_tokens, finish_reason,
+sampling_seed, sent_at, completed_at — the result dict of `udfs.llm_client` (statuses and
+meanings in its module docstring); sent_at/completed_at are the client's per-request UTC times.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 from pyspark import Broadcast
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
 from udfs.llm_client import EndpointSettings, call_batch
 
@@ -30,7 +31,7 @@ RESULT_FIELDS = (
     StructField("request_id", StringType(), False),
     StructField("status", StringType(), False),
     StructField("content", StringType()),
-    StructField("parsed_json", StringType()),
+    StructField("reasoning_content", StringType()),
     StructField("error_class", StringType()),
     StructField("error_detail", StringType()),
     StructField("attempts", IntegerType()),
@@ -38,9 +39,14 @@ RESULT_FIELDS = (
     StructField("prompt_tokens", IntegerType()),
     StructField("completion_tokens", IntegerType()),
     StructField("finish_reason", StringType()),
+    StructField("sampling_seed", LongType()),
+    StructField("sent_at", TimestampType()),
+    StructField("completed_at", TimestampType()),
 )
 _RESULT_NAMES = [f.name for f in RESULT_FIELDS]
-_INT_COLUMNS = ("attempts", "prompt_tokens", "completion_tokens")
+_PANDAS_DTYPES = {"attempts": "Int32", "prompt_tokens": "Int32", "completion_tokens": "Int32",
+                  "sampling_seed": "Int64", "latency_ms": "Float64"}
+_TIME_COLUMNS = ("sent_at", "completed_at")
 
 
 def per_task_concurrency(max_concurrency: int, concurrent_tasks: int) -> int:
@@ -58,14 +64,13 @@ def results_frame(rows: list[dict], batch: pd.DataFrame, passthrough: Sequence[s
     """Result dicts (in request order) + the batch's passthrough columns → output pandas frame."""
     out = pd.DataFrame({n: batch[n].to_numpy() for n in passthrough if n != "request_id"}, index=range(len(batch)))
     for name in _RESULT_NAMES:
-        if name == "parsed_json":
-            out[name] = [None if r["parsed"] is None else json.dumps(r["parsed"], ensure_ascii=False) for r in rows]
-        elif name in _INT_COLUMNS:
-            out[name] = pd.array([r[name] for r in rows], dtype="Int32")
-        elif name == "latency_ms":
-            out[name] = pd.array([r[name] for r in rows], dtype="Float64")
+        values = [r.get(name) for r in rows]
+        if name in _PANDAS_DTYPES:
+            out[name] = pd.array(values, dtype=_PANDAS_DTYPES[name])
+        elif name in _TIME_COLUMNS:
+            out[name] = pd.to_datetime(pd.Series(values, index=out.index, dtype=object), utc=True)
         else:
-            out[name] = [r[name] for r in rows]
+            out[name] = values
     return out
 
 

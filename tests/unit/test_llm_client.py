@@ -2,7 +2,10 @@
 
 Every fault kind must be retried (transport faults) or recorded (content faults), every HTTP
 request the server saw must be an attempt the engine counted, and the API key must never show
-up in results, error texts, reprs or logs.
+up in results, error texts, reprs or logs. The response kinds of issue 11 (F reasoning fields,
+G error objects in 2xx bodies, H server error bodies and structured-output rejection, I missing
+usage) and issue 12's per-request times and per-sample seeds are tested as rules: parametrized
+pure cases first, then the same paths over real HTTP against the simulator's matching faults.
 """
 
 from __future__ import annotations
@@ -15,27 +18,42 @@ import random
 import time
 import urllib.request
 from collections import Counter
+from datetime import datetime, timezone
 
 import httpx2
 import openai
 import pytest
 
-from tests.fixtures_sim import ENRICH_SCHEMA, make_request_rows
+from tests.fixtures_sim import ENRICH_RESPONSE_FORMAT, ENRICH_SCHEMA, make_request_rows
 from udfs.llm_client import (
+    ERROR_BODY_CHARS,
+    RESULT_KEYS,
     AIMDLimiter,
     EndpointSettings,
     Engine,
+    ErrorObject,
+    InvalidResponse,
     KeyResolutionError,
     Redactor,
     backoff_delay,
+    body_excerpt,
+    build_body,
     call_batch,
     classify,
-    extract_json,
+    classify_status,
+    completion_outcome,
+    completion_text,
+    empty_result,
+    error_object,
     get_engine,
-    parse_content,
+    is_stage_fatal,
     parse_retry_after,
+    read_completion,
     resolve_api_key,
-    validate_json,
+    sampling_seed,
+    schema_instruction,
+    stage_fatal_reason,
+    structured_output_mode,
 )
 
 SECRET = "sk-test-SECRET123"
@@ -70,15 +88,16 @@ def test_transport_fault_is_retried_then_recorded_as_failed(start_sim, kind, err
     assert server.stats()["outcomes"][kind] == 12
 
 
-@pytest.mark.parametrize("kind, error_class", [("malformed", "invalid_json"), ("truncate", "truncated")])
-def test_content_fault_is_recorded_with_raw_text_and_not_resent(start_sim, kind, error_class):
+@pytest.mark.parametrize("kind, error_class, finish", [("malformed", None, "stop"), ("truncate", "truncated", "length")])
+def test_content_fault_is_an_ok_completion_with_raw_text_and_not_resent(start_sim, kind, error_class, finish):
+    """The client reports the transport outcome; the stage's parser alone judges the text."""
     server = start_sim(fault_rates=((kind, 1.0),), latency_ms=1, latency_jitter_ms=0)
     results, _ = call_batch(_settings(server.base_url), _requests(3), 3)
     for r in results:
-        assert (r["status"], r["error_class"], r["attempts"]) == ("parse_error", error_class, 1)
-        assert r["content"] and r["parsed"] is None  # raw text kept for a later re-parse
-    if kind == "truncate":
-        assert {r["finish_reason"] for r in results} == {"length"}
+        assert (r["status"], r["error_class"], r["attempts"], r["finish_reason"]) == ("ok", error_class, 1, finish)
+        assert r["content"]  # raw text kept for the stage's parser
+        with pytest.raises(ValueError):
+            json.loads(r["content"])
     assert server.stats()["requests"] == 3
 
 
@@ -88,10 +107,10 @@ def test_mixed_faults_all_recovered_and_every_request_accounted_for(start_sim):
     settings = _settings(server.base_url, max_retries=10, timeout_s=0.3)
     results, stats = call_batch(settings, _requests(200), 32)
     statuses = Counter((r["status"], r["error_class"]) for r in results)
-    # Transport faults are retried until they succeed; content faults are recorded.
-    assert statuses[("failed", None)] == 0 and not any(s == "failed" for s, _ in statuses)
-    assert set(statuses) <= {("ok", None), ("parse_error", "invalid_json"), ("parse_error", "truncated")}
-    assert statuses[("ok", None)] > 120
+    # Transport faults are retried until they succeed; content faults arrive as completions.
+    assert not any(s == "failed" for s, _ in statuses)
+    assert set(statuses) <= {("ok", None), ("ok", "truncated")} and statuses[("ok", "truncated")] > 0
+    assert statuses[("ok", None)] > 150
     seen = server.stats()
     assert set(seen["outcomes"]) == {"ok", "429", "500", "503", "hang", "drop", "bad_body", "malformed", "truncate"}
     assert seen["requests"] == sum(r["attempts"] for r in results) == stats.http_attempts
@@ -133,15 +152,17 @@ def test_bad_rows_do_not_fail_the_batch(sim):
     assert results[1]["error_class"] == "bad_request_row" and results[1]["attempts"] == 0
 
 
-def test_schema_mismatch_is_a_parse_error(sim):
+def test_the_client_does_not_judge_the_json_against_the_schema(sim):
+    """One validation: text that the requested schema rejects is still an `ok` completion."""
     rows = _requests(1)
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "strict": True, "schema": {
         "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}}
     rows[0]["response_format_json"] = json.dumps(fmt)
     (result,), _ = call_batch(_settings(sim.base_url, structured_output=False), rows, 1)
-    # structured_output=False: response_format not sent; the simulator answers the contract
-    # (enrich object), which the requested schema rejects.
-    assert (result["status"], result["error_class"]) == ("parse_error", "schema_mismatch")
+    # structured_output=False (legacy for "none"): response_format not sent; the simulator
+    # answers the contract (an enrich object), which the requested schema would reject.
+    assert (result["status"], result["error_class"]) == ("ok", None)
+    assert "answer" not in json.loads(result["content"]) and "final_answer" in json.loads(result["content"])
 
 
 # ---- the API key -----------------------------------------------------------------------------
@@ -243,35 +264,6 @@ def test_client_is_built_once_per_process_and_settings(sim):
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
-def test_parse_content_outcomes():
-    good = json.dumps({"knowledge": "k", "reasoning": "r", "final_answer": "a"})
-    assert parse_content(good, "stop", ENRICH_SCHEMA)[:3] == ("ok", json.loads(good), None)
-    assert parse_content("```json\n" + good + "\n```", "stop", ENRICH_SCHEMA)[0] == "ok"
-    assert parse_content(good[:20], "length", ENRICH_SCHEMA)[2] == "truncated"
-    assert parse_content(good[:20], "stop", ENRICH_SCHEMA)[2] == "invalid_json"
-    assert parse_content('{"knowledge": "k"}', "stop", ENRICH_SCHEMA)[2] == "schema_mismatch"
-    assert parse_content(None, "stop", ENRICH_SCHEMA)[2] == "empty_content"
-    assert parse_content("plain text", "stop", None)[:2] == ("ok", None)
-
-
-def test_validate_json_subset():
-    schema = {"type": "object", "additionalProperties": False, "required": ["a", "b"],
-              "properties": {"a": {"type": ["string", "null"]},
-                             "b": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                             "c": {"enum": ["x", "y"]}}}
-    assert validate_json({"a": None, "b": ["q"]}, schema) == []
-    assert validate_json({"a": 1, "b": []}, schema)
-    assert validate_json({"a": "s", "b": ["q"], "z": 1}, schema)
-    assert validate_json({"a": "s", "b": ["q"], "c": "w"}, schema)
-    assert validate_json(True, {"type": "integer"})  # bool is not an integer
-
-
-def test_extract_json_finds_the_object():
-    assert extract_json('Sure! {"a": 1} hope that helps') == {"a": 1}
-    with pytest.raises(ValueError):
-        extract_json("no json here")
-
-
 def test_retry_after_parsing_and_backoff():
     assert parse_retry_after(httpx2.Headers({"retry-after-ms": "250"})) == 0.25
     assert parse_retry_after(httpx2.Headers({"retry-after": "3"})) == 3.0
@@ -312,3 +304,394 @@ def test_endpoint_for_starts_the_simulator_when_no_base_url(make_config):
         assert endpoint.require_key is False
         (result,), _ = call_batch(endpoint, _requests(1), 1)
         assert result["status"] == "ok"
+
+
+# =================================================================================================
+# Issue 11 F–I and issue 12 (client side): pure rules first, then the same paths over HTTP.
+# =================================================================================================
+def _completion(message: dict | None = None, finish: str | None = "stop", usage: object = "default", **extra) -> str:
+    body = {"id": "x", "object": "chat.completion",
+            "choices": [{"index": 0, "message": message if message is not None else {"role": "assistant", "content": "hi"},
+                         "finish_reason": finish}], **extra}
+    if usage == "default":
+        body["usage"] = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    elif usage != "absent":
+        body["usage"] = usage
+    return json.dumps(body)
+
+
+# ---- F: reasoning fields ----------------------------------------------------------------------
+ANSWER = '{"final_answer": "B"}'
+
+
+@pytest.mark.parametrize("message, finish, content, reasoning, status, error_class, text", [
+    # vLLM / SGLang / DeepSeek: reasoning_content beside the answer
+    ({"content": ANSWER, "reasoning_content": "thinking..."}, "stop", ANSWER, "thinking...", "ok", None, ANSWER),
+    # newer vLLM, OpenRouter, Ollama name it `reasoning`
+    ({"content": ANSWER, "reasoning": "hmm"}, "stop", ANSWER, "hmm", "ok", None, ANSWER),
+    # the reasoning parser never saw </think>: all output in the reasoning field, content null
+    ({"content": None, "reasoning_content": "so the answer is " + ANSWER}, "stop", None,
+     "so the answer is " + ANSWER, "ok", None, "so the answer is " + ANSWER),
+    ({"content": "  \n", "reasoning": ANSWER}, "stop", "  \n", ANSWER, "ok", None, ANSWER),
+    ({"content": "", "reasoning_content": None, "reasoning": ANSWER}, "stop", "", ANSWER, "ok", None, ANSWER),
+    # null content at the token limit is truncated (out of tokens while thinking), not empty
+    ({"content": None, "reasoning_content": "let me think about"}, "length", None, "let me think about",
+     "failed", "truncated", None),
+    ({"content": None}, "length", None, None, "failed", "truncated", None),
+    ({"content": ""}, "length", "", None, "failed", "truncated", None),
+    # text that stopped at the limit is a completion; the parser decides (informational class)
+    ({"content": '{"final_ans'}, "length", '{"final_ans', None, "ok", "truncated", '{"final_ans'),
+    # nothing at all
+    ({"content": None}, "stop", None, None, "failed", "empty_content", None),
+    ({"content": "   ", "reasoning_content": "  "}, "stop", "   ", "  ", "failed", "empty_content", None),
+    ({"role": "assistant"}, None, None, None, "failed", "empty_content", None),
+    # content as a list of parts (some servers)
+    ({"content": [{"type": "text", "text": '{"final_'}, {"type": "text", "text": 'answer": "B"}'}]}, "stop",
+     ANSWER, None, "ok", None, ANSWER),
+    # both reasoning names: reasoning_content wins
+    ({"content": ANSWER, "reasoning_content": "a", "reasoning": "b"}, "stop", ANSWER, "a", "ok", None, ANSWER),
+])
+def test_reasoning_is_kept_and_used_when_content_is_empty(message, finish, content, reasoning, status,
+                                                           error_class, text):
+    completion = read_completion(_completion(message, finish))
+    assert (completion.content, completion.reasoning_content, completion.finish_reason) == (content, reasoning, finish)
+    assert completion_outcome(completion)[:2] == (status, error_class)
+    assert completion_text(completion.content, completion.reasoning_content, completion.finish_reason) == text
+
+
+@pytest.mark.parametrize("reasoning, field", [("split", "reasoning_content"), ("only", "reasoning_content"),
+                                              ("only", "reasoning"), ("split", "reasoning")])
+def test_reasoning_server_rows_parse_from_the_right_field(start_sim, reasoning, field):
+    from udfs.parsing import extract_json_object
+
+    server = start_sim(latency_ms=1, latency_jitter_ms=0, reasoning=reasoning, reasoning_field=field)
+    results, _ = call_batch(_settings(server.base_url), _requests(4), 4)
+    for r in results:
+        assert (r["status"], r["error_class"]) == ("ok", None)
+        assert r["reasoning_content"] and "step by step" in r["reasoning_content"]
+        assert (r["content"] is None) == (reasoning == "only")
+        parsed = extract_json_object(completion_text(r["content"], r["reasoning_content"], r["finish_reason"]),
+                                     ("final_answer",))
+        assert parsed["final_answer"] in ("copper", "wood", "glass", "plastic")
+
+
+def test_reasoning_only_server_cut_at_the_limit_is_truncated_not_empty(start_sim):
+    server = start_sim(latency_ms=1, latency_jitter_ms=0, reasoning="only", fault_rates=(("truncate", 1.0),))
+    results, _ = call_batch(_settings(server.base_url), _requests(3), 3)
+    for r in results:
+        assert (r["status"], r["error_class"], r["finish_reason"]) == ("failed", "truncated", "length")
+        assert r["content"] is None and r["reasoning_content"] and r["attempts"] == 1  # kept, not re-sent
+
+
+# ---- G: error objects inside 2xx bodies --------------------------------------------------------
+@pytest.mark.parametrize("body, status, in_message", [
+    ({"object": "error", "message": "This model's maximum context length is 4096 tokens", "type": "BadRequestError",
+      "param": None, "code": 400}, 400, "maximum context length"),
+    ({"error": {"message": "context too long", "type": "invalid_request_error", "code": 400}}, 400, "context too long"),
+    ({"error": {"message": "slow down", "type": "rate_limit_error"}}, 429, "slow down"),
+    ({"error": {"message": "busy", "code": "503"}}, 503, "busy"),
+    ({"error": {"message": "try later", "type": "server_error", "code": None}}, 500, "try later"),
+    ({"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}}, 400, "too long"),
+    ({"object": "error", "message": "The model `x` does not exist.", "type": "NotFoundError", "code": 404}, 404, "does not exist"),
+    ({"error": {"message": "overloaded", "type": "overloaded_error"}}, 503, "overloaded"),
+    ({"error": "upstream exploded"}, None, "upstream exploded"),
+    ({"error": {"message": "odd", "type": "weird_thing"}}, None, "odd"),
+    ({"object": "error", "detail": [{"loc": ["body", "messages"], "msg": "field required"}], "code": 422}, 422, "field required"),
+])
+def test_error_object_in_a_2xx_body_is_recognised_with_its_code_and_message(body, status, in_message):
+    code, message = error_object(body)
+    assert code == status and in_message in message
+    with pytest.raises(ErrorObject) as caught:
+        read_completion(json.dumps(body))
+    assert caught.value.status == status
+
+
+@pytest.mark.parametrize("body", [
+    json.loads(_completion()), {"choices": [{"message": {"content": "x"}}], "error": None},
+    {"object": "chat.completion", "choices": [{"message": {"content": "x"}}], "error": {"message": "ignored"}},
+    {"id": "x"}, [], "text",
+])
+def test_completions_and_other_bodies_are_not_error_objects(body):
+    assert error_object(body) is None
+
+
+@pytest.mark.parametrize("status, error_class, retryable", [
+    (400, "http_400", False), (401, "http_401", False), (404, "http_404", False), (422, "http_422", False),
+    (408, "http_408", True), (429, "rate_limited", True), (500, "http_500", True), (503, "http_503", True),
+    (None, "error_response", False),
+])
+def test_error_objects_are_classified_by_code_like_http_statuses(status, error_class, retryable):
+    failure = classify(ErrorObject(status, "BadRequestError: the server's words"))
+    assert (failure.error_class, failure.retryable) == (error_class, retryable)
+    assert "the server's words" in failure.detail and "2xx body" in failure.detail
+
+
+def test_error_object_in_200_is_not_retried_and_keeps_the_message(start_sim):
+    server = start_sim(fault_rates=(("error_200", 1.0),), latency_ms=1)
+    results, _ = call_batch(_settings(server.base_url, max_retries=4), _requests(3), 3)
+    for r in results:
+        assert (r["status"], r["error_class"], r["attempts"]) == ("failed", "http_400", 1)
+        assert "maximum context length" in r["error_detail"] and "2xx body" in r["error_detail"]
+    assert server.stats()["requests"] == 3
+
+
+def test_retryable_error_object_is_retried_then_succeeds(sim):
+    engine = Engine(_settings(sim.base_url, max_retries=3))
+    original = engine._send
+
+    async def flaky(body, request_id, attempt):
+        if attempt == 1:
+            raise ErrorObject(503, "ServiceUnavailableError: engine is restarting")
+        return await original(body, request_id, attempt)
+
+    engine._send = flaky
+    try:
+        (result,), stats = engine.run(_requests(1), 1)
+    finally:
+        engine.close()
+    assert (result["status"], result["attempts"]) == ("ok", 2) and stats.errors["http_503"] == 1
+
+
+# ---- H: server error bodies, structured-output rejection --------------------------------------
+LLAMA_CPP = 'response_format type must be one of "text" or "json_object", but got: json_schema'
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"error": {"code": 500, "message": LLAMA_CPP, "type": "server_error"}}, "server_error: " + LLAMA_CPP),
+    ('{"detail": "Not Found"}', "Not Found"),  # FastAPI-style
+    ({"message": "bad", "type": "invalid_request_error", "code": 400}, "invalid_request_error: bad"),  # SDK-unwrapped
+    ({"data": [1]}, '{"data": [1]}'),
+    ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{color:red}</style></head>"
+     "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx/1.25 &amp; friends</center></body></html>",
+     "502 Bad Gateway 502 Bad Gateway nginx/1.25 & friends"),
+    (b"upstream connect error or disconnect/reset before headers", "upstream connect error or disconnect/reset before headers"),
+    ("  line one\n\n  line two  ", "line one line two"),
+    (None, ""),
+    ({"object": "error", "message": "bad seed", "code": 400}, "bad seed"),
+])
+def test_body_excerpt_gives_the_servers_message_on_one_line(body, expected):
+    assert body_excerpt(body) == expected
+
+
+def test_body_excerpt_is_bounded_and_redacts_before_cutting():
+    assert len(body_excerpt("x" * 5000)) == ERROR_BODY_CHARS
+    # the secret straddles the cut: redacting after cutting would leave its first half visible
+    text = "a" * (ERROR_BODY_CHARS - 8) + SECRET + " tail"
+    excerpt = body_excerpt(text, redact=Redactor(SECRET))
+    assert SECRET[:8] not in excerpt and len(excerpt) <= ERROR_BODY_CHARS
+
+
+@pytest.mark.parametrize("status, message, structured, error_class", [
+    (500, LLAMA_CPP, True, "structured_output_unsupported"),       # llama-cpp-python
+    (400, LLAMA_CPP, True, "structured_output_unsupported"),       # llama.cpp server
+    (400, "The provided JSON schema contains features not supported by xgrammar.", True, "structured_output_unsupported"),
+    (422, "body.response_format.type: Input should be 'text' or 'json_object'", True, "structured_output_unsupported"),
+    (400, "guided_json is not supported by this backend", True, "structured_output_unsupported"),
+    (501, "Structured outputs are not implemented", True, "structured_output_unsupported"),
+    (None, "Unsupported response_format", True, "structured_output_unsupported"),  # error object, no code
+    (400, "This model's maximum context length is 4096 tokens", True, "http_400"),
+    (400, LLAMA_CPP, False, "http_400"),          # no response_format was sent: not about it
+    (503, "json_schema compiler overloaded", True, "http_503"),   # 503 is transient
+    (500, "CUDA out of memory", True, "http_500"),
+])
+def test_structured_output_rejection_is_its_own_non_retryable_stage_fatal_class(status, message, structured,
+                                                                                 error_class):
+    failure = classify_status(status, message, structured=structured)
+    assert failure.error_class == error_class and message in failure.detail
+    if error_class == "structured_output_unsupported":
+        assert not failure.retryable and is_stage_fatal(error_class)
+        assert "endpoint.structured_output" in stage_fatal_reason(error_class, failure.detail)
+    assert not is_stage_fatal("http_500") and not is_stage_fatal("http_400") and not is_stage_fatal(None)
+    assert stage_fatal_reason("http_503") is None and is_stage_fatal("http_401")
+
+
+def test_http_error_body_is_kept_and_the_key_redacted_from_it():
+    request = httpx2.Request("POST", "http://x/v1/chat/completions")
+    body = {"error": {"message": f"invalid key {SECRET} for model m", "type": "authentication_error"}}
+    response = httpx2.Response(401, json=body, request=request)
+    failure = classify(openai.AuthenticationError("x", response=response, body=body), redact=Redactor(SECRET))
+    assert failure.error_class == "http_401" and "invalid key [REDACTED] for model m" in failure.detail
+    assert SECRET not in failure.detail
+
+
+def test_html_502_is_retried_and_its_text_kept(start_sim):
+    server = start_sim(fault_rates=(("html_502", 1.0),), latency_ms=1)
+    results, _ = call_batch(_settings(server.base_url, max_retries=2), _requests(2), 2)
+    for r in results:
+        assert (r["status"], r["error_class"], r["attempts"]) == ("failed", "http_502", 3)
+        assert r["error_detail"].startswith("HTTP 502: 502 Bad Gateway") and "<" not in r["error_detail"]
+        assert "after 3 attempt(s)" in r["error_detail"]
+
+
+@pytest.mark.parametrize("reject_status", [400, 500])
+def test_server_rejecting_json_schema_then_json_object_and_none_modes(start_sim, reject_status):
+    server = start_sim(reject_json_schema=reject_status, latency_ms=1)
+    rejected, _ = call_batch(_settings(server.base_url, max_retries=4), _requests(3), 3)
+    for r in rejected:
+        assert (r["status"], r["error_class"], r["attempts"]) == ("failed", "structured_output_unsupported", 1)
+        assert f"HTTP {reject_status}" in r["error_detail"] and '"json_object"' in r["error_detail"]
+        assert is_stage_fatal(r["error_class"])
+    assert server.stats()["outcomes"]["reject_json_schema"] == 3  # not retried
+    for mode in ("json_object", "none"):
+        results, _ = call_batch(_settings(server.base_url, structured_output=mode), _requests(3), 3)
+        assert [(r["status"], r["error_class"]) for r in results] == [("ok", None)] * 3
+        assert all(json.loads(r["content"])["final_answer"] for r in results)
+
+
+@pytest.mark.parametrize("mode, sent_format, schema_in_system", [
+    ("json_schema", ENRICH_RESPONSE_FORMAT, False),
+    ("json_object", {"type": "json_object"}, True),
+    ("none", None, False),
+])
+def test_body_per_structured_output_mode_leaves_the_rendered_messages_alone(mode, sent_format, schema_in_system):
+    row = _requests(1)[0]
+    rendered = json.loads(row["messages_json"])
+    body = build_body(row, "m", mode)
+    assert body.get("response_format") == sent_format
+    assert body["messages"][1:] == rendered[1:]
+    system = body["messages"][0]["content"]
+    assert system.startswith(rendered[0]["content"])  # the contract header stays the first line
+    assert (json.dumps(ENRICH_SCHEMA["properties"]["final_answer"]) .replace(" ", "") in system) == schema_in_system
+    assert json.loads(row["messages_json"]) == rendered  # the row (and its request_id) is untouched
+    if schema_in_system:
+        suffix = system[len(rendered[0]["content"]):]
+        assert suffix == schema_instruction(ENRICH_SCHEMA)
+
+
+def test_json_object_mode_without_a_system_message_adds_one():
+    row = {"request_id": "r", "messages": [{"role": "user", "content": "q"}], "response_format": ENRICH_RESPONSE_FORMAT}
+    body = build_body(row, "m", "json_object")
+    assert body["messages"][0]["role"] == "system" and '"final_answer"' in body["messages"][0]["content"]
+    assert body["messages"][1:] == row["messages"] and len(row["messages"]) == 1
+
+
+@pytest.mark.parametrize("value, mode", [(True, "json_schema"), (False, "none"), ("json_schema", "json_schema"),
+                                         ("json_object", "json_object"), ("none", "none"), (" JSON_OBJECT ", "json_object")])
+def test_structured_output_modes_and_legacy_booleans(value, mode, make_config):
+    assert structured_output_mode(value) == mode
+    assert EndpointSettings(base_url="u", model="m", structured_output=value).structured_output == mode
+    config = make_config(f"endpoint.structured_output={str(value).strip().lower()}")
+    assert EndpointSettings.from_config(config.endpoint, base_url="u").structured_output == mode
+
+
+@pytest.mark.parametrize("value", ["xml", "grammar", 1, "true "])
+def test_unknown_structured_output_mode_is_an_error(value):
+    with pytest.raises(ValueError, match="structured_output"):
+        structured_output_mode(value)
+
+
+# ---- I: missing usage stays null ---------------------------------------------------------------
+@pytest.mark.parametrize("usage, prompt, completion", [
+    ("absent", None, None), (None, None, None), ({}, None, None), ({"total_tokens": 10}, None, None),
+    ({"prompt_tokens": 12}, 12, None), ({"prompt_tokens": 0, "completion_tokens": 0}, 0, 0),
+    ({"prompt_tokens": "12", "completion_tokens": -1}, None, None), ({"prompt_tokens": 5.0, "completion_tokens": True}, 5, None),
+    ({"prompt_tokens": 7, "completion_tokens": 3}, 7, 3),
+])
+def test_missing_usage_is_null_never_zero(usage, prompt, completion):
+    c = read_completion(_completion(usage=usage))
+    assert (c.prompt_tokens, c.completion_tokens) == (prompt, completion)
+
+
+def test_server_without_usage_gives_null_tokens(start_sim):
+    server = start_sim(fault_rates=(("no_usage", 1.0),), latency_ms=1)
+    results, _ = call_batch(_settings(server.base_url), _requests(3), 3)
+    assert [(r["status"], r["prompt_tokens"], r["completion_tokens"]) for r in results] == [("ok", None, None)] * 3
+
+
+@pytest.mark.parametrize("raw, shown", [
+    (b"", ""), (b"<html><body><h1>Service Unavailable</h1></body></html>", "Service Unavailable"),
+    (b'{"choices": []}', '{"choices": []}'), (b'{"choices": [{"message": "text"}]}', '"message": "text"'),
+    (b'{"choices": "x"}', '"x"'), (b'{"id": "no choices"}', "no choices"), (b"[1, 2]", "[1, 2]"),
+    (b'{"id": "chatcmpl-sim", "choices": [{"index": 0, "mess', '"chatcmpl-sim"'),
+])
+def test_bodies_that_are_not_completions_are_invalid_responses_with_their_start(raw, shown):
+    with pytest.raises(InvalidResponse) as caught:
+        read_completion(raw)
+    failure = classify(caught.value)
+    assert (failure.error_class, failure.retryable) == ("invalid_response", True) and shown in failure.detail
+
+
+# ---- issue 12 §3: a per-sample seed in every body --------------------------------------------
+@pytest.mark.parametrize("request_id, seed", [
+    ("ffffffff" + "0" * 24, 0x7FFFFFFF), ("00000000abc", 0), ("7fffffff", 0x7FFFFFFF), ("80000001deadbeef", 1),
+    ("0123abcd" + "9" * 24, 0x0123ABCD), ("ABCDEF01", 0x2BCDEF01),
+])
+def test_sampling_seed_is_the_first_8_hex_digits_below_2_31(request_id, seed):
+    assert sampling_seed(request_id) == seed
+
+
+@pytest.mark.parametrize("request_id", ["a", "b", "", "sample-1", "zzzzzzzzzz", "1234567"])
+def test_sampling_seed_of_other_ids_is_a_hash_in_range(request_id):
+    value = sampling_seed(request_id)
+    assert 0 <= value < 2**31 and value == sampling_seed(request_id)
+
+
+def test_samples_of_one_prompt_get_distinct_seeds_and_explicit_seeds_win():
+    from udfs.prompts import compute_request_id
+
+    messages = [{"role": "user", "content": "q"}]
+    ids = [compute_request_id("m", "v1", messages, {"temperature": 0.9}, k) for k in range(64)]
+    seeds = [build_body({"request_id": rid, "messages": messages}, "m")["seed"] for rid in ids]
+    assert len(set(seeds)) == 64 and all(0 <= s < 2**31 for s in seeds)
+    assert build_body({"request_id": ids[0], "messages": messages, "seed": 5}, "m")["seed"] == 5
+    assert build_body({"request_id": ids[0], "messages": messages, "seed": float("nan")}, "m")["seed"] == seeds[0]
+
+
+def test_k_samples_are_distinct_bodies_and_items_and_a_repeat_is_reproducible(start_sim):
+    """Same prompt, K request ids: K seeds, K different items; the same request again: same item."""
+    from tests.unit import seed_records
+    from udfs.prompts import compute_request_id, render_generation_messages
+
+    seed = seed_records.arc_easy(1)[0]
+    messages, version = render_generation_messages(seed, [], "mcq", None, seed["task"])
+    rows = [{"request_id": compute_request_id("taskseed-sim", version, messages, {"temperature": 0.9}, k),
+             "messages_json": json.dumps(messages), "temperature": 0.9} for k in range(6)]
+    server = start_sim(latency_ms=1)
+    first, _ = call_batch(_settings(server.base_url), rows, 6)
+    again, _ = call_batch(_settings(server.base_url), rows[:2], 2)
+    assert len({r["sampling_seed"] for r in first}) == 6
+    assert len({r["content"] for r in first}) == 6  # distinct items, not one item six times
+    assert [r["content"] for r in again] == [r["content"] for r in first[:2]]
+    dup_server = start_sim(latency_ms=1, duplicate_rate=1.0)
+    dups, _ = call_batch(_settings(dup_server.base_url), rows, 6)
+    assert len({r["content"] for r in dups}) == 1  # the duplicate fault still collapses samples
+
+
+# ---- issue 12 §2: per-request send and completion times -------------------------------------
+def test_each_result_has_its_own_utc_send_and_completion_time(start_sim):
+    server = start_sim(latency_ms=60, latency_jitter_ms=0, max_concurrency=1)
+    before = datetime.now(timezone.utc)
+    results, _ = call_batch(_settings(server.base_url), _requests(4), 4)
+    after = datetime.now(timezone.utc)
+    for r in results:
+        assert r["sent_at"].tzinfo is not None and r["sent_at"].utcoffset().total_seconds() == 0
+        assert before <= r["sent_at"] <= r["completed_at"] <= after
+        assert abs((r["completed_at"] - r["sent_at"]).total_seconds() * 1000 - r["latency_ms"]) < 50
+    # one server slot: requests finish one after another, ~60 ms apart, not at one shared time
+    done = sorted(r["completed_at"] for r in results)
+    assert all((b - a).total_seconds() >= 0.04 for a, b in zip(done, done[1:]))
+
+
+def test_a_row_never_sent_has_no_sent_at_but_a_completion_time(sim):
+    rows = _requests(1)
+    rows[0] = dict(rows[0], messages_json="{not json")
+    (r,), _ = call_batch(_settings(sim.base_url), rows, 1)
+    assert (r["status"], r["error_class"], r["sent_at"], r["attempts"]) == ("failed", "bad_request_row", None, 0)
+    assert r["completed_at"] is not None and set(r) == set(RESULT_KEYS)
+
+
+def test_results_frame_columns_and_types():
+    import pandas as pd
+
+    from udfs.llm_udf import RESULT_FIELDS, results_frame
+
+    now = datetime.now(timezone.utc)
+    ok = dict(empty_result("a"), status="ok", content=None, reasoning_content="r", attempts=1, latency_ms=5.0,
+              sampling_seed=2**31 - 1, sent_at=now, completed_at=now)
+    failed = empty_result("b")
+    frame = results_frame([ok, failed], pd.DataFrame({"request_id": ["a", "b"], "stage": ["s", "s"]}), ["stage"])
+    assert list(frame.columns) == ["stage", *[f.name for f in RESULT_FIELDS]]
+    assert [f.name for f in RESULT_FIELDS][1:] == list(RESULT_KEYS)[1:]
+    assert frame["sampling_seed"].tolist()[0] == 2**31 - 1 and pd.isna(frame["sampling_seed"][1])
+    assert str(frame["sent_at"].dtype).startswith("datetime64") and frame["sent_at"][0] == now
+    assert pd.isna(frame["prompt_tokens"][0]) and pd.isna(frame["sent_at"][1])
