@@ -11,6 +11,9 @@ Every `read` and every write (`merge`, `append`, `overwrite`) is noted by table 
 `recording()` block is open: the pipeline records each stage this way and compares what it did
 with what the stage declares (jobs/stage.py). A MERGE's own look at its target to skip unchanged
 rows is not a read.
+
+A table written by an earlier version evolves in place: `ensure` adds the spec's new columns
+(ALTER TABLE ADD COLUMNS, a metadata-only Delta commit; old rows read them as null).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Lakehouse:
         self._recordings: list[TableAccess] = []
         if not self.managed:
             (self.home / "tables").mkdir(parents=True, exist_ok=True)
+        self._conformed: set[str] = set()  # tables whose columns were checked against their spec
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.namespace}")
         if not self.managed:
             self._register_existing()
@@ -73,10 +77,14 @@ class Lakehouse:
         return self.spark.catalog.tableExists(self.table_name(name))
 
     def ensure(self, spec: TableSpec) -> None:
-        """Create the table (empty, with the spec's schema) if it does not exist yet."""
+        """Create the table (empty, with the spec's schema) if it does not exist yet; if it exists,
+        add the spec's columns it lacks (once per Lakehouse object, see `add_missing_columns`)."""
         from delta.tables import DeltaTable
 
         if self.exists(spec.name):
+            if spec.name not in self._conformed:
+                self.add_missing_columns(spec)
+                self._conformed.add(spec.name)
             return
         builder = (
             DeltaTable.createIfNotExists(self.spark)
@@ -89,6 +97,30 @@ class Lakehouse:
         if not self.managed:
             builder = builder.location(self.table_path(spec.name).as_posix())
         builder.execute()
+
+    def add_missing_columns(self, spec: TableSpec) -> list[str]:
+        """Evolve an existing table in place: ALTER TABLE ADD COLUMNS for every spec column it
+        lacks, each placed after its predecessor in the spec (so evolved and new tables have one
+        column order). Metadata-only: no data file is rewritten; existing rows read null.
+
+        Returns the added column names. Columns the table has but the spec does not are left
+        alone; types of existing columns are not changed. ValueError when a missing column is
+        declared NOT NULL (existing rows could not satisfy it).
+        """
+        table = self.table_name(spec.name)
+        present = {f.name.lower() for f in self.spark.table(table).schema.fields}
+        missing = [f for f in spec.schema.fields if f.name.lower() not in present]
+        if not missing:
+            return []
+        strict = [f.name for f in missing if not f.nullable]
+        if strict:
+            raise ValueError(f"{table}: cannot add NOT NULL column(s) {strict} to an existing table")
+        names = spec.columns
+        for f in missing:  # one ALTER per column: each AFTER names a column that exists by then
+            i = names.index(f.name)
+            position = f"AFTER `{names[i - 1]}`" if i else "FIRST"
+            self.spark.sql(f"ALTER TABLE {table} ADD COLUMNS (`{f.name}` {f.dataType.simpleString()} {position})")
+        return [f.name for f in missing]
 
     def ensure_all(self) -> None:
         for spec in ALL_TABLES.values():

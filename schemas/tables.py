@@ -159,6 +159,8 @@ LLM_CALLS = TableSpec(
     name="llm_calls",
     keys=("request_id",),
     description="Request ledger: one row per finished endpoint call (terminal statuses only).",
+    # Columns added after the first release (reasoning_content, sampling_seed, sent_at) are
+    # nullable: Lakehouse.ensure adds them in place to ledgers written before them.
     schema=_fields(
         ("request_id", S, False),
         ("stage", S, False),
@@ -170,6 +172,7 @@ LLM_CALLS = TableSpec(
         ("prompt_version", S),
         ("status", S, False),
         ("content", S),
+        ("reasoning_content", S),
         ("error_class", S),
         ("error_detail", S),
         ("attempts", I),
@@ -177,8 +180,10 @@ LLM_CALLS = TableSpec(
         ("prompt_tokens", I),
         ("completion_tokens", I),
         ("finish_reason", S),
+        ("sampling_seed", L),
         ("run_id", S),
         ("micro_batch", I),
+        ("sent_at", T),
         ("completed_at", T),
     ),
 )
