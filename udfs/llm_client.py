@@ -216,7 +216,7 @@ def structured_output_mode(value: Any) -> str:
     (True → json_schema, False → none). ValueError for anything else."""
     if value is True:
         return "json_schema"
-    if value is False or value is None:
+    if value is False:
         return "none"
     if isinstance(value, str) and value.strip().lower() in STRUCTURED_OUTPUT_MODES:
         return value.strip().lower()
@@ -267,7 +267,7 @@ def build_body(req: dict, model: str, structured_output: str = "json_schema") ->
     """The chat-completions body for one request row (pure).
 
     Row keys: `messages` (list) or `messages_json`; optional `response_format` (dict) or
-    `response_format_json`, `model` (else `model`), `temperature`, `top_p`, `max_tokens`, `seed`
+    `response_format_json`, `model` (else the `model` argument), `temperature`, `top_p`, `max_tokens`, `seed`
     (None/NaN = absent). `seed` defaults to `sampling_seed(request_id)`. The response format
     is sent per `structured_output` (see the module docstring); the row's messages are never
     modified (json_object mode appends to a copy). Raises ValueError/KeyError/TypeError when the
@@ -314,7 +314,18 @@ class Completion:
 
 
 class InvalidResponse(Exception):
-    """The body of a 2xx response was not a chat completion (unparsable or incomplete)."""
+    """The body of a 2xx response was not a chat completion (unparsable or incomplete).
+
+    `reason` says what was wrong, `body` holds the body's start (uncut by redaction: `classify`
+    redacts it before cutting it down for `error_detail`).
+    """
+
+    def __init__(self, reason: str, body: Any = None):
+        self.reason = reason
+        self.body = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
+        if isinstance(self.body, str):
+            self.body = self.body[:4000]
+        super().__init__(f"{reason}: {body_excerpt(self.body, 120)}" if self.body else reason)
 
 
 class ErrorObject(Exception):
@@ -406,8 +417,8 @@ def _token_count(usage: Any, name: str) -> int | None:
     if not isinstance(usage, dict):
         return None
     value = usage.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
-        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**31:
+        return None  # also NaN and infinities
     return int(value)
 
 
@@ -423,7 +434,7 @@ def read_completion(raw: bytes | str) -> Completion:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise InvalidResponse(f"unparsable completion body ({type(exc).__name__}): {body_excerpt(raw, 120)}") from None
+        raise InvalidResponse(f"unparsable completion body ({type(exc).__name__})", raw) from None
     err = error_object(data)
     if err is not None:
         raise ErrorObject(*err)
@@ -436,7 +447,7 @@ def read_completion(raw: bytes | str) -> Completion:
         reasoning = _text(message.get("reasoning_content")) or _text(message.get("reasoning"))
         finish = choice.get("finish_reason")
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise InvalidResponse(f"not a chat completion ({type(exc).__name__}): {body_excerpt(raw, 120)}") from None
+        raise InvalidResponse(f"not a chat completion ({type(exc).__name__})", raw) from None
     usage = data.get("usage")
     return Completion(content, reasoning, finish if isinstance(finish, str) else None,
                       _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens"))
@@ -642,7 +653,8 @@ def classify(exc: BaseException, structured: bool = False,
             return Failure("timeout", True, None, None, "request timed out")
         return Failure("connection", True, None, None, f"connection error ({type(root).__name__})")
     if isinstance(exc, InvalidResponse):
-        return Failure("invalid_response", True, None, None, redact(str(exc)) if redact else str(exc))
+        excerpt = body_excerpt(exc.body, 120, redact)
+        return Failure("invalid_response", True, None, None, f"{exc.reason}: {excerpt}" if excerpt else exc.reason)
     if isinstance(exc, TimeoutError):
         return Failure("timeout", True, None, None, "request timed out")
     if isinstance(exc, (ConnectionError, OSError)):

@@ -86,8 +86,9 @@ def test_faulty_endpoint_every_outcome_recorded_budget_respected_key_never_leaks
     assert acc.reconciles(), acc.problems()
     assert (acc.requested, acc.sent, acc.not_sent) == (60, 50, 10)
     assert acc.stopped_reason and "max_requests" in acc.stopped_reason
-    # With 35% faults and only 2 retries some rows fail, some parse badly, most succeed.
-    assert acc.ok > 20 and acc.failed > 0 and acc.parse_error > 0 and acc.retried > 0
+    # With 35% faults and only 2 retries some rows fail, most succeed; malformed or cut-off text
+    # is still an `ok` completion (the stage's parser judges it), so no parse_error any more.
+    assert acc.ok > 20 and acc.failed > 0 and acc.parse_error == 0 and acc.retried > 0
     rows = [r.asDict() for r in lakehouse.read(LLM_CALLS.name).collect()]
     assert len(rows) == 50
     # Nothing lost: every HTTP request the server saw is an attempt recorded in the ledger,
@@ -97,10 +98,10 @@ def test_faulty_endpoint_every_outcome_recorded_budget_respected_key_never_leaks
     assert "401" not in stats["outcomes"]
     assert {k for k in stats["outcomes"] if k != "ok"} >= {"429", "500", "503", "hang", "drop"}
     for row in rows:
-        assert row["status"] in ("ok", "parse_error", "failed")
-        if row["status"] == "parse_error":
-            assert row["content"]  # raw text kept for re-parsing
-            assert row["error_class"] in ("invalid_json", "truncated", "schema_mismatch")
+        assert row["status"] in ("ok", "failed")
+        if row["status"] == "ok":
+            assert row["content"]  # raw text kept for the parser
+            assert row["error_class"] in (None, "truncated")
         if row["status"] == "failed":
             assert row["error_class"] in ("rate_limited", "http_500", "http_503", "timeout",
                                           "connection", "invalid_response")

@@ -479,6 +479,15 @@ def test_body_excerpt_is_bounded_and_redacts_before_cutting():
     text = "a" * (ERROR_BODY_CHARS - 8) + SECRET + " tail"
     excerpt = body_excerpt(text, redact=Redactor(SECRET))
     assert SECRET[:8] not in excerpt and len(excerpt) <= ERROR_BODY_CHARS
+    # the same rule for every error text the client builds from a body
+    redact = Redactor(SECRET)
+    with pytest.raises(InvalidResponse) as caught:
+        read_completion(("x" * 110 + SECRET + " trailing").encode())
+    with pytest.raises(ErrorObject) as in_body:
+        read_completion(json.dumps({"error": {"message": "y" * (ERROR_BODY_CHARS - 30) + SECRET, "code": 401}}))
+    for exc in (caught.value, in_body.value):
+        detail = classify(exc, redact=redact).detail
+        assert SECRET[:7] not in detail and "[REDACT" in detail
 
 
 @pytest.mark.parametrize("status, message, structured, error_class", [
@@ -574,7 +583,7 @@ def test_structured_output_modes_and_legacy_booleans(value, mode, make_config):
     assert EndpointSettings.from_config(config.endpoint, base_url="u").structured_output == mode
 
 
-@pytest.mark.parametrize("value", ["xml", "grammar", 1, "true "])
+@pytest.mark.parametrize("value", ["xml", "grammar", 1, "true ", None])
 def test_unknown_structured_output_mode_is_an_error(value):
     with pytest.raises(ValueError, match="structured_output"):
         structured_output_mode(value)
