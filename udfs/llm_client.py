@@ -876,7 +876,7 @@ class Engine:
             limiter.release()
             limiter.on_success()
             status, error_class, detail = completion_outcome(completion)
-            if error_class:
+            if status == STATUS_FAILED:
                 stats.errors[error_class] += 1
             result.update(
                 status=status, content=completion.content, reasoning_content=completion.reasoning_content,
