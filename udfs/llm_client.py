@@ -368,10 +368,13 @@ def error_object(data: Any) -> tuple[int | None, str] | None:
     """(status, message) when a decoded 2xx body is an error object instead of a completion, else None.
 
     Recognised: vLLM/SGLang `{"object": "error", "message", "type", "code"}`, OpenAI-style
-    `{"error": {"message", "type", "code"}}` and `{"error": "text"}`, in each case without
-    `choices`. The status is the numeric `code` (int or digit string), else the one a standard
-    `type`/`code` name implies (`invalid_request_error` → 400, `rate_limit_error` → 429, ...), else None.
+    `{"error": {"message", "type", "code"}}` and `{"error": "text"}` (also as the one element
+    of a list, as Google-style gateways send), in each case without `choices`. The status is the
+    numeric `code` (int or digit string), else the one a standard `type`/`code` name implies
+    (`invalid_request_error` → 400, `rate_limit_error` → 429, ...), else None.
     """
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
     if not isinstance(data, dict) or data.get("choices"):
         return None
     if data.get("object") == "error":
@@ -413,10 +416,13 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _token_count(usage: Any, name: str) -> int | None:
+def _token_count(usage: Any, name: str, alias: str) -> int | None:
+    """A usage count (`alias`: the Responses/Anthropic-style name some servers use instead)."""
     if not isinstance(usage, dict):
         return None
     value = usage.get(name)
+    if value is None:
+        value = usage.get(alias)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**31:
         return None  # also NaN and infinities
     return int(value)
@@ -450,7 +456,8 @@ def read_completion(raw: bytes | str) -> Completion:
         raise InvalidResponse(f"not a chat completion ({type(exc).__name__})", raw) from None
     usage = data.get("usage")
     return Completion(content, reasoning, finish if isinstance(finish, str) else None,
-                      _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens"))
+                      _token_count(usage, "prompt_tokens", "input_tokens"),
+                      _token_count(usage, "completion_tokens", "output_tokens"))
 
 
 def _blank(text: str | None) -> bool:
@@ -535,8 +542,8 @@ class Failure:
 # type must be one of "text" or "json_object"', vLLM/xgrammar's 'JSON schema ... not supported',
 # a validation error pointing at `response_format`, guided-decoding backends.
 _STRUCTURED_OUTPUT_WORDS = re.compile(
-    r"response[_ ]format|json[_ -]?schema|json_object|guided[_ ](?:json|decoding)|structured[_ -]outputs?",
-    re.I)
+    r"response[_ ]format|json[_ -]?schema|json_object|guided[_ ](?:json|decoding|grammar|regex|choice)"
+    r"|structured[_ -]outputs?|grammar|outlines|lm[-_]format[-_]enforcer", re.I)
 _STRUCTURED_OUTPUT_STATUS = frozenset({400, 422, 500, 501})
 
 # Classes after which every further request of the stage fails the same way: the runner stops.

@@ -397,6 +397,8 @@ def test_reasoning_only_server_cut_at_the_limit_is_truncated_not_empty(start_sim
     ({"error": "upstream exploded"}, None, "upstream exploded"),
     ({"error": {"message": "odd", "type": "weird_thing"}}, None, "odd"),
     ({"object": "error", "detail": [{"loc": ["body", "messages"], "msg": "field required"}], "code": 422}, 422, "field required"),
+    ([{"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}}], 429, "exhausted"),
+    ({"error": {"code": 400, "message": "Invalid value", "status": "INVALID_ARGUMENT"}}, 400, "Invalid value"),
 ])
 def test_error_object_in_a_2xx_body_is_recognised_with_its_code_and_message(body, status, in_message):
     code, message = error_object(body)
@@ -497,6 +499,10 @@ def test_body_excerpt_is_bounded_and_redacts_before_cutting():
     (422, "body.response_format.type: Input should be 'text' or 'json_object'", True, "structured_output_unsupported"),
     (400, "guided_json is not supported by this backend", True, "structured_output_unsupported"),
     (501, "Structured outputs are not implemented", True, "structured_output_unsupported"),
+    (400, "Unknown parameter: 'response_format.json_schema'.", True, "structured_output_unsupported"),
+    (500, "Either \"json_schema\" or \"grammar\" can be specified, but not both", True, "structured_output_unsupported"),
+    (422, "Input validation error: grammar is not supported", True, "structured_output_unsupported"),
+    (400, "xgrammar could not compile the schema", True, "structured_output_unsupported"),
     (None, "Unsupported response_format", True, "structured_output_unsupported"),  # error object, no code
     (400, "This model's maximum context length is 4096 tokens", True, "http_400"),
     (400, LLAMA_CPP, False, "http_400"),          # no response_format was sent: not about it
@@ -595,6 +601,8 @@ def test_unknown_structured_output_mode_is_an_error(value):
     ({"prompt_tokens": 12}, 12, None), ({"prompt_tokens": 0, "completion_tokens": 0}, 0, 0),
     ({"prompt_tokens": "12", "completion_tokens": -1}, None, None), ({"prompt_tokens": 5.0, "completion_tokens": True}, 5, None),
     ({"prompt_tokens": 7, "completion_tokens": 3}, 7, 3),
+    ({"input_tokens": 9, "output_tokens": 4}, 9, 4), ({"prompt_tokens": None, "input_tokens": 2}, 2, None),
+    ({"prompt_tokens": float("inf"), "completion_tokens": float("nan")}, None, None),
 ])
 def test_missing_usage_is_null_never_zero(usage, prompt, completion):
     c = read_completion(_completion(usage=usage))
