@@ -52,7 +52,7 @@ class Lakehouse:
         self._recordings: list[TableAccess] = []
         if not self.managed:
             (self.home / "tables").mkdir(parents=True, exist_ok=True)
-        self._conformed: set[str] = set()  # tables whose columns were checked against their spec
+        self._evolved: set[str] = set()  # tables whose columns were checked against their spec
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.namespace}")
         if not self.managed:
             self._register_existing()
@@ -82,9 +82,9 @@ class Lakehouse:
         from delta.tables import DeltaTable
 
         if self.exists(spec.name):
-            if spec.name not in self._conformed:
+            if spec.name not in self._evolved:
                 self.add_missing_columns(spec)
-                self._conformed.add(spec.name)
+                self._evolved.add(spec.name)
             return
         builder = (
             DeltaTable.createIfNotExists(self.spark)
