@@ -15,12 +15,14 @@ max_tokens}, sample_index)`: a rerun finds the ledger row of the same call, a ch
 model or temperature is a new call, and the sample index separates the K (or M) samples.
 
 **Parsed rows** (what a row parser returns, one per plan row joined with its ledger row
-`status, content, error_class, error_detail, run_id`): `kind` 'item' (generate) / 'sample'
-(enrich) with the output table's columns, or `kind` 'quarantine' with `source_key` = request_id,
-`reason`, `detail`, `raw` (the response text). The raw content is always re-parsed whatever status
-the client gave it (the parsers here are more tolerant than the client's schema check), so a
-parser fix needs a rerun, never a new call. A parser bug never fails a partition: the row is
-quarantined as `parser_exception`.
+`status, content, reasoning_content, finish_reason, error_class, error_detail, run_id`): `kind`
+'item' (generate) / 'sample' (enrich) with the output table's columns, or `kind` 'quarantine' with
+`source_key` = request_id, `reason`, `detail`, `raw` (the response text). The text parsed is
+`response_text(row)`: `content`, or the reasoning text when the server left `content` empty
+(vLLM/SGLang reasoning parsers; see `udfs.llm_client.completion_text`). Every row that is not
+`failed` is parsed from the ledger's raw text (`ok`, and `parse_error` rows of older versions), and
+the parsers alone decide item vs quarantine, so a parser fix needs a rerun, never a new call. A
+parser bug never fails a partition: the row is quarantined as `parser_exception`.
 
 Token estimates are deliberately simple: prompt = rendered characters / 4 (the usual rule of thumb
 for English with BPE tokenizers); completion = the size of what the model is asked to write,
@@ -45,7 +47,7 @@ from schemas.answer_formats import (
 )
 from schemas.llm_outputs import response_format_for
 from udfs.hashing import stable_hash
-from udfs.llm_client import STATUS_FAILED
+from udfs.llm_client import STATUS_FAILED, completion_text
 from udfs.parsing import OutputRejected, parse_enrichment, parse_generated_item
 from udfs.prompts import ENRICH, GENERATE, compute_request_id, render_enrichment_messages, render_generation_messages
 
@@ -160,16 +162,26 @@ def quarantine_row(rec: Mapping[str, Any], reason: str | None, detail: str | Non
             "detail": (detail or "")[:1000] or None, "raw": raw}
 
 
-def _parse_row(rec: Mapping[str, Any], parse: Callable[[], Any], usable: Callable[[Any], dict]) -> dict:
-    """`failed` ledger rows and rejected or crashing parses → quarantine; else `usable(parsed)`."""
+def response_text(rec: Mapping[str, Any]) -> str | None:
+    """The text a ledger row's parser reads: `content` when it has text, else the reasoning text
+    (`reasoning_content`) unless the server stopped at the token limit (`finish_reason=length`:
+    it ran out while thinking). Rows of ledgers without the reasoning column read `content`."""
+    return completion_text(rec.get("content"), rec.get("reasoning_content"), rec.get("finish_reason"))
+
+
+def _parse_row(rec: Mapping[str, Any], parse: Callable[[str | None], Any], usable: Callable[[Any], dict]) -> dict:
+    """`failed` ledger rows and rejected or crashing parses → quarantine; else `usable(parsed)`.
+    `parse` gets `response_text(rec)`; quarantine rows keep that text (else `content`) as `raw`."""
     if rec.get("status") == STATUS_FAILED:
         return quarantine_row(rec, rec.get("error_class") or "failed", rec.get("error_detail"), rec.get("content"))
+    text = response_text(rec)
+    raw = text if text is not None else rec.get("content")
     try:
-        parsed = parse()
+        parsed = parse(text)
     except OutputRejected as err:
-        return quarantine_row(rec, err.reason, err.detail, rec.get("content"))
+        return quarantine_row(rec, err.reason, err.detail, raw)
     except Exception as exc:  # a parser bug must not fail the partition: keep the row, say why
-        return quarantine_row(rec, "parser_exception", f"{type(exc).__name__}: {exc}", rec.get("content"))
+        return quarantine_row(rec, "parser_exception", f"{type(exc).__name__}: {exc}", raw)
     return usable(parsed)
 
 
@@ -193,7 +205,7 @@ def parse_generation_row(rec: Mapping[str, Any]) -> dict:
                 "choices": item.choices, "answer_index": item.answer_index, "answer_text": item.answer_text,
                 "license": rec.get("license"), "license_class": rec.get("license_class")}
 
-    return _parse_row(rec, lambda: parse_generated_item(rec.get("content"), rec.get("answer_format"), seed), item_row)
+    return _parse_row(rec, lambda text: parse_generated_item(text, rec.get("answer_format"), seed), item_row)
 
 
 def parse_enrichment_row(rec: Mapping[str, Any]) -> dict:
@@ -210,4 +222,4 @@ def parse_enrichment_row(rec: Mapping[str, Any]) -> dict:
                 "final_answer_raw": sample.final_answer_raw, "final_answer": sample.final_answer,
                 "final_answer_index": sample.final_answer_index}
 
-    return _parse_row(rec, lambda: parse_enrichment(rec.get("content"), rec.get("answer_format"), item), sample_row)
+    return _parse_row(rec, lambda text: parse_enrichment(text, rec.get("answer_format"), item), sample_row)

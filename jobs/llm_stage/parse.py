@@ -87,9 +87,10 @@ class StageResult:
 
 
 def ledger_outcomes(lakehouse: Lakehouse, plan: DataFrame, stage: str) -> DataFrame:
-    """Plan rows that have a ledger row, with that row's status, raw content and error."""
+    """Plan rows that have a ledger row, with that row's status, raw text (content and reasoning) and error."""
     calls = latest_calls(lakehouse, stage).select(
-        "request_id", "status", "content", "error_class", "error_detail", "finish_reason", "run_id")
+        "request_id", "status", "content", "reasoning_content", "error_class", "error_detail", "finish_reason",
+        "run_id")
     return plan.where(F.col("render_error").isNull()).join(calls, "request_id", "inner")
 
 

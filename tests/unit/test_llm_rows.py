@@ -75,6 +75,71 @@ def test_every_format_round_trips_through_plan_simulator_and_parsers(task):
 
 
 
+# ---- which text a ledger row is parsed from (issue 11 F) -------------------------------------
+def _sim_output(task: str, stage: str):
+    """(request row, simulator answer) for one generate or enrich request of `task`."""
+    seed = seed_rows(**{task: 1})[0]
+    [request] = generation_requests(seed, [], model="m", k=1, temperature=0.9, max_tokens=1024)
+    content = sim_answer({"messages": json.loads(request["messages_json"])}, SimSettings(), "g", "g")
+    if stage == "generate":
+        return request, content
+    item = parse_generation_row(dict(request, status="ok", content=content, run_id="r"))
+    [erequest] = enrichment_requests(dict(item, item_kind="generated"), model="m", m=1, temperature=0.7,
+                                     max_tokens=1024)
+    return erequest, sim_answer({"messages": json.loads(erequest["messages_json"])}, SimSettings(), "e", "e")
+
+
+THOUGHT = "Okay, let me think step by step about what the question asks and check each option."
+
+
+@pytest.mark.parametrize("stage, parse", [("generate", parse_generation_row), ("enrich", parse_enrichment_row)])
+@pytest.mark.parametrize("task", ["arc_easy", "gsm8k", "boolq"])
+@pytest.mark.parametrize("case, usable", [
+    ("content", True),                         # plain server: the answer in content
+    ("content_beside_reasoning", True),        # reasoning parser: thoughts apart, answer in content
+    ("reasoning_only_null_content", True),     # reasoning parser never saw </think>: all in the reasoning
+    ("reasoning_only_blank_content", True),    # same, content "" or whitespace
+    ("reasoning_only_old_status", True),       # the same row written as parse_error by an older version
+    ("thoughts_only", False),                  # no answer anywhere: the parser rejects it
+    ("reasoning_cut_at_limit", False),         # finish_reason=length with reasoning only: ran out thinking
+    ("no_reasoning_column", True),             # a ledger written before the column existed
+])
+def test_rows_are_parsed_from_content_else_the_reasoning_text(stage, parse, task, case, usable):
+    request, answer = _sim_output(task, stage)
+    row = dict(request, run_id="r", status="ok", finish_reason="stop")
+    row.update({
+        "content": dict(content=answer, reasoning_content=None),
+        "content_beside_reasoning": dict(content=answer, reasoning_content=THOUGHT + ' Draft: {"final_answer": "x"}'),
+        "reasoning_only_null_content": dict(content=None, reasoning_content=THOUGHT + "\n" + answer),
+        "reasoning_only_blank_content": dict(content=" \n", reasoning_content=THOUGHT + "\n" + answer),
+        "reasoning_only_old_status": dict(status="parse_error", content=None, reasoning_content=answer),
+        "thoughts_only": dict(content=None, reasoning_content=THOUGHT),
+        "reasoning_cut_at_limit": dict(content=None, reasoning_content=THOUGHT + "\n" + answer[:20],
+                                       finish_reason="length"),
+        "no_reasoning_column": dict(content=answer),
+    }[case])
+    out = parse(row)
+    if case == "thoughts_only" and stage == "enrich":
+        # enrichment keeps prose without an answer as a vote for nothing (final_answer NULL)
+        assert out["kind"] == "sample" and out["final_answer"] is None, out
+        return
+    assert (out["kind"] != "quarantine") == usable, out
+    expected = parse(dict(request, run_id="r", status="ok", content=answer, finish_reason="stop"))
+    if usable:  # the same item/sample as from a plain server, whatever field held the answer
+        assert {k: v for k, v in out.items()} == expected
+    else:
+        assert out["source_key"] == request["request_id"]
+        assert out["raw"] == (row["reasoning_content"] if case == "thoughts_only" else None)
+
+
+def test_a_failed_row_is_quarantined_with_its_class_whatever_its_reasoning_text():
+    request, answer = _sim_output("arc_easy", "generate")
+    out = parse_generation_row(dict(request, status="failed", error_class="truncated", finish_reason="length",
+                                    error_detail="finish_reason=length with reasoning only, no content",
+                                    content=None, reasoning_content=THOUGHT + answer))
+    assert (out["kind"], out["reason"]) == ("quarantine", "truncated") and "reasoning only" in out["detail"]
+
+
 # ---- exemplars, estimates, labels -----------------------------------------------------------
 
 def test_exemplars_never_include_the_seed_and_rotate_by_seed_id():
