@@ -137,3 +137,35 @@ def _estimate_table(out: str) -> dict[str, list[int]]:
         if len(cells) == 8 and cells[1].isdigit():
             rows[cells[0]] = [int(c) for c in cells[1:]]
     return rows
+
+
+@pytest.mark.spark
+def test_reasoning_server_without_json_schema_json_object_mode_items_from_the_reasoning_rerun_reparses(
+        lakehouse, start_sim):
+    """Issue 11 F/H, issue 12 §3 through a whole stage: a llama.cpp-like server that rejects
+    json_schema and puts every answer in `reasoning_content` with `content` null. In json_object
+    mode every request yields an item parsed from the reasoning text; the ledger keeps that text,
+    the K samples were distinct bodies (distinct seeds, distinct items), and a rerun re-parses the
+    ledger without a new call."""
+    write_seeds(lakehouse, seed_rows(arc_easy=2, gsm8k=1))
+    config = lakehouse.config.model_copy(deep=True)
+    config.generate.items_per_seed = 3
+    server = start_sim(latency_ms=1, latency_jitter_ms=0, reasoning="only", reject_json_schema=400)
+
+    rejected = run_generate(lakehouse, config, progress=quiet, endpoint=endpoint(server.base_url))
+    assert rejected.items == 0 and rejected.quarantined_by_reason == {"structured_output_unsupported": 9}
+    assert server.stats()["outcomes"]["reject_json_schema"] == 9  # a 400 class: not retried
+
+    ep = endpoint(server.base_url, structured_output="json_object")
+    config.llm.retry_failed = True
+    gen = run_generate(lakehouse, config, progress=quiet, endpoint=ep)
+    assert (gen.accounting.sent, gen.items, gen.quarantined) == (9, 9, 0)
+    calls = lakehouse.read(LLM_CALLS.name).where("status = 'ok'").collect()
+    assert len(calls) == 9 and all(c.content is None and '"question"' in c.reasoning_content for c in calls)
+    assert len({c.sampling_seed for c in calls}) == 9
+    questions = [r.question for r in lakehouse.read(GENERATED.name).collect()]
+    assert len(set(questions)) == 9  # K samples of one seed are distinct items, not one item K times
+
+    again = run_generate(lakehouse, config, progress=quiet, endpoint=ep)
+    assert again.accounting.sent == 0 and (again.items, again.quarantined) == (9, 0)
+    assert server.stats()["outcomes"].get("ok", 0) == 9
