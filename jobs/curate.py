@@ -468,9 +468,10 @@ def check_schema(f: Filter, df: DataFrame) -> None:
             f"it returned: {pretty}")
 
 
-def run_filters(ctx: CurateContext, filters: Sequence[Filter] = FILTERS) -> DataFrame:
-    """Evaluate every filter on every candidate; register and return the checked union
-    (`int_filter_decisions`: the decision columns plus `gate`)."""
+def run_filters(ctx: CurateContext, filters: Sequence[Filter] | None = None) -> DataFrame:
+    """Evaluate every filter (default: `FILTERS`) on every candidate; register and return the
+    checked union (`int_filter_decisions`: the decision columns plus `gate`)."""
+    filters = FILTERS if filters is None else filters
     parts = []
     for f in filters:
         if f.enabled(ctx.config):
@@ -480,10 +481,12 @@ def run_filters(ctx: CurateContext, filters: Sequence[Filter] = FILTERS) -> Data
         else:
             df = _disabled_decisions(ctx, f)
         check_schema(f, df)
-        # materialized once: later filters may read it, and the union below must not recompute it
+        # materialized once: later filters may read it
         df = ctx.register(f.model.name, df.localCheckpoint(eager=True))
         parts.append(df.withColumn("gate", F.lit(f.gate)).withColumn("_declared", F.lit(f.name)))
-    union = reduce(DataFrame.unionByName, parts)
+    # checkpointed as one relation: plans downstream see no Union (whose constraint propagation
+    # over checkpointed children trips Spark 4.x's optimizer: "key not found" in rewriteConstraints)
+    union = reduce(DataFrame.unionByName, parts).localCheckpoint(eager=True)
     check_decisions(ctx, union, filters)
     return ctx.register(DECISIONS_VIEW, union.drop("_declared"))
 

@@ -6,7 +6,7 @@
 -- not `curated`. evidence: dataset_path, license, class, commercial_ok, the policy's source.
 SELECT gen_id,
        'license' AS filter,
-       commercial_ok = 'yes' AS passed,
+       coalesce(commercial_ok = 'yes', false) AS passed,
        CASE WHEN commercial_ok = 'yes' THEN 'commercial_ok'
             WHEN NOT in_policy OR license_class = 'unknown' THEN 'unknown_license'
             WHEN license_class = 'non-commercial' THEN 'non_commercial'
