@@ -16,17 +16,20 @@ Keys per answer format (the equivalences lm-eval's own metrics use for each outp
 - `label`: `label:<label>` with the label of the item's label set the answer names (case,
   spacing, `_`/`-` insensitive: "not_entailment" = "Not entailment"); an answer that names no
   label has no key.
-- `numeric`: `num:<canonical number>`, so "1,000", "1000.0", "$1000" and "1e3" agree and "3/4"
-  equals "0.75" (`udfs.parsing.normalize_number`); a text holding exactly one distinct number
-  ("1000 dollars") reads as that number; several different numbers, or none, have no key.
-  GSM8K is scored by exact match of the extracted number after removing "," and "$".
+- `numeric`: `num:<canonical number>`, so "1,000", "1000.0", "$1000", "1e3" and "\\boxed{1000}"
+  agree and "3/4" equals "0.75" (`udfs.parsing.number_in_answer`, the reading the parsers use);
+  "1000 dollars" reads as 1000; several different numbers, or none, have no key. GSM8K is scored
+  by exact match of the extracted number after removing "," and "$".
 - `short_text`: `text:<SQuAD-normalized text>` (lowercase, no punctuation, no articles,
   single spaces), the normalization of SQuAD/TriviaQA/NQ exact-match scoring.
 - `freeform`, `code`: no key (`None`): there is no comparable answer (overlap metrics and
   execution are not a vote), so such items pass verification as `not_verifiable`.
 
-A None key means "a vote for nothing": it never agrees with anything, including another None.
-Pure functions; safe in executors.
+Every format reads the answer's plain text first (`udfs.parsing.plain_answer`: LaTeX and markdown
+removed), so `answer_key(f, a) == answer_key(f, b) is not None` exactly when
+`udfs.parsing.answers_agree(a, b, f)` for numeric, boolean and short-text answers (a unit test holds
+the two to that). A None key means "a vote for nothing": it never agrees with anything, including
+another None. Pure functions; safe in executors.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SH
 from udfs.parsing import (
     match_label,
     normalize_boolean,
-    normalize_number,
     normalize_short_text,
-    numbers_in_text,
+    number_in_answer,
+    plain_answer,
     resolve_choice,
 )
 
@@ -70,16 +73,11 @@ def _valid_index(index: Any, choices: Sequence[str]) -> int | None:
 
 
 def number_key(answer: Any) -> str | None:
-    """The canonical number an answer states: the whole text as one number, else the one distinct
-    number written in it; None for no number or for several different ones."""
+    """The canonical number an answer states (`udfs.parsing.number_in_answer`: LaTeX and markdown
+    removed, the whole text as one number, the number a conclusion or an equation states, else the
+    one distinct number written in it); None for no number or for several different ones."""
     text = _text(answer)
-    if text is None:
-        return None
-    number = normalize_number(text)
-    if number is not None:
-        return number
-    found = set(numbers_in_text(text))
-    return found.pop() if len(found) == 1 else None
+    return number_in_answer(text) if text is not None else None
 
 
 def answer_key(
@@ -99,18 +97,21 @@ def answer_key(
     choices = [str(c) for c in (choices or []) if c is not None]
     if answer_format == MCQ:
         index = _valid_index(answer_index, choices)
-        if index is None:
-            text = _text(answer)
-            index = resolve_choice(text, choices) if text is not None and choices else None
+        text = _text(answer)
+        if index is None and text is not None and choices:
+            index = resolve_choice(text, choices)
+            if index is None and plain_answer(text) != text:
+                index = resolve_choice(plain_answer(text), choices)
         return f"option:{index}" if index is not None else None
     if answer_format == BOOLEAN:
-        value = normalize_boolean(_text(answer))
+        value = normalize_boolean(plain_answer(_text(answer)))
         if value is None and choices:
             index = _valid_index(answer_index, choices)
             value = normalize_boolean(choices[index]) if index is not None else None
         return f"bool:{value}" if value is not None else None
     if answer_format == LABEL:
         text = _text(answer)
+        text = plain_answer(text) if text is not None else None
         if choices:
             index = _valid_index(answer_index, choices)
             label = match_label(text, choices) if text is not None else None
@@ -125,6 +126,6 @@ def answer_key(
         number = number_key(answer)
         return f"num:{number}" if number is not None else None
     if answer_format == SHORT_TEXT:
-        key = normalize_short_text(_text(answer))
+        key = normalize_short_text(plain_answer(_text(answer)))
         return f"text:{key}" if key else None
     return None
