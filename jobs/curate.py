@@ -220,8 +220,8 @@ def _conformed(df: DataFrame, schema: StructType, who: str) -> DataFrame:
 
 def prepare_near_dup(ctx: CurateContext) -> None:
     """Register `near_dup_matches`: the near-dup engine's rows for this run's generated candidates
-    plus the generated rows already in `curated` (so a new item that repeats an earlier curated one
-    is caught, and earlier survivors keep winning), against every seed."""
+    plus the generated rows already in `curated` for other tasks (so a new item that repeats an
+    earlier curated one is caught, and earlier survivors keep winning), against every seed."""
     engine = optional_engine(*NEAR_DUP_ENGINE)
     ctx.params["near_dup_checked"] = engine is not None
     if engine is None:
@@ -232,7 +232,8 @@ def prepare_near_dup(ctx: CurateContext) -> None:
         "SELECT gen_id, question, context, choices FROM stg_candidates WHERE item_kind = 'generated' "
         "UNION ALL "
         "SELECT e.gen_id, e.question, e.context, e.choices FROM stg_curated_existing e "
-        "LEFT ANTI JOIN stg_candidates c ON c.gen_id = e.gen_id WHERE e.item_kind = 'generated'")
+        "LEFT ANTI JOIN stg_candidates c ON c.gen_id = e.gen_id WHERE e.item_kind = 'generated' "
+        f"AND NOT ({sql_literal(not ctx.tasks)} OR array_contains({sql_literal(ctx.tasks or [])}, e.task))")
     seeds = ctx.lakehouse.read("seeds").select("seed_id", "question", "context", "choices")
     matches = engine(ctx.lakehouse, ctx.config, generated, seeds)
     ctx.register("near_dup_matches", _conformed(matches, NEAR_DUP_MATCH_SCHEMA, "near_duplicates()"))

@@ -409,7 +409,8 @@ def test_filter_exact_dup_survivor_rules_seeds_and_curated(lakehouse):
                                 dict(seed_id="s5", task="arc_easy", dedup_key="SEEDKEY5")]),
         **_quality_views(spark, [c["gen_id"] for c in candidates], failing={"b1"}),
     }
-    rows = by_id(run_one(lakehouse, "intermediate/filter_exact_dup.sql", views))
+    # c1 is a gsm8k row: outside this run's scope, so it stays curated and keeps winning
+    rows = by_id(run_one(lakehouse, "intermediate/filter_exact_dup.sql", views, tasks=["arc_easy"]))
     got = {k: (r["passed"], r["reason"]) for k, r in rows.items()}
     assert got == {
         "a1": (False, "duplicate"), "a2": (True, "survivor"), "a3": (False, "duplicate"),
@@ -420,6 +421,10 @@ def test_filter_exact_dup_survivor_rules_seeds_and_curated(lakehouse):
     assert json.loads(rows["c2"]["evidence"])["survivor"] == "c1"
     assert json.loads(rows["e1"]["evidence"])["seed_id"] == "s9"
     assert rows["a1"]["score"] == 3.0
+    # with every task in scope, c1 is a curated row that is no longer a candidate: it is about to be
+    # deleted, so it knocks nothing out
+    everything = by_id(run_one(lakehouse, "intermediate/filter_exact_dup.sql", views))
+    assert (everything["c2"]["passed"], everything["c2"]["reason"]) == (True, "unique")
 
 
 def _near_views(spark, candidates, matches, curated=()):

@@ -1,7 +1,8 @@
 -- filter_exact_dup: one item per normalized (context, question, answer) — stg_candidates.dedup_key.
 -- A generated item whose key is a seed's key (any task's training data) fails 'duplicate_of_seed':
 -- a copy of a training item is not new data. Otherwise the items sharing a key — this run's
--- candidates and the rows already in `curated` (earlier runs, any task) — keep one survivor:
+-- candidates and the rows already in `curated` (earlier runs; of other tasks than this run's) — keep
+-- one survivor:
 --   1. an item already in `curated` (survivors never flip between runs),
 --   2. an item that passed validation and verification (a broken copy never knocks out a good one),
 --   3. the highest verification agreement,
@@ -23,6 +24,9 @@ pool AS (
     SELECT e.gen_id, e.dedup_key, e.item_kind, true, true, e.agreement, false
     FROM stg_curated_existing e
     LEFT ANTI JOIN stg_candidates c ON c.gen_id = e.gen_id
+    -- a curated row of a task in this run's scope that is no longer a candidate is about to be
+    -- deleted: it must not knock anything out
+    WHERE NOT (${all_tasks} OR array_contains(${tasks}, e.task))
 ),
 ranked AS (
     SELECT *,
