@@ -19,7 +19,6 @@ from jobs.curate import (
     CurateContractError,
     Filter,
     Model,
-    bind_sql,
     curate_params,
     register_udfs,
     run_model,
@@ -117,27 +116,11 @@ def generated(gen_id: str, **kw) -> dict:
 
 # ---- binder ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, literal", [
-    (None, "NULL"), (True, "true"), (3, "3"), (0.5, "0.5D"), ("it's", "'it\\'s'"), ("a\\b", "'a\\\\b'"),
-    (["x", "y"], "array('x', 'y')"), ([], "CAST(array() AS ARRAY<STRING>)"), ({"a": 1}, "map('a', 1)"),
-])
-def test_sql_literals(value, literal):
-    assert sql_literal(value) == literal
-
-
 def test_literals_round_trip_through_spark(spark):
     tricky = "quote ' backslash \\ regex \\[INST\\] newline \n unicode é"
     row = spark.sql(f"SELECT {sql_literal(tricky)} AS s, {sql_literal(0.1)} AS d, "
                     f"{sql_literal({'mcq': 5})}['mcq'] AS m").first()
     assert row.s == tricky and row.d == 0.1 and row.m == 5
-
-
-def test_bind_names_the_model_on_an_unknown_placeholder():
-    assert bind_sql("SELECT ${x} FROM ${table.seeds}", {"x": 1}, lambda t: f"ns.{t}") == "SELECT 1 FROM ns.seeds"
-    with pytest.raises(Exception, match="m.sql: no value bound for '\\$\\{y\\}'"):
-        bind_sql("SELECT ${y}", {}, str, "m.sql")
-    with pytest.raises(Exception, match="unknown placeholder namespace"):
-        bind_sql("SELECT ${view.y}", {}, str, "m.sql")
 
 
 # ---- staging ---------------------------------------------------------------------------------
