@@ -209,6 +209,10 @@ class CurateConfig(_Strict):
 
     min_agreement: float | None = Field(
         None, gt=0, le=1, description="Share of enrichment votes that must agree; None = strict majority.")
+    disabled_filters: list[str] = Field(
+        default_factory=list,
+        description="Filters not to run (e.g. [near_dup] on a first look at a huge batch): every item gets "
+                    "passed = true, reason = 'disabled' for them; unknown names fail the curate run.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)

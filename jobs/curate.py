@@ -42,6 +42,7 @@ Python UDFs only where SQL cannot compute the thing (`register_udfs`): `normaliz
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -53,7 +54,6 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    ArrayType,
     BooleanType,
     DoubleType,
     LongType,
@@ -64,6 +64,7 @@ from pyspark.sql.types import (
 
 from jobs.config import Config, ConfigError
 from jobs.lakehouse import Lakehouse
+from jobs.stage import Stage
 from schemas.tables import (
     ALL_TABLES,
     CURATED,
@@ -72,10 +73,9 @@ from schemas.tables import (
     FILTER_DECISION_CHANGE_COLUMNS,
     FILTER_DECISIONS,
 )
-from udfs.answer_formats import ALL_FORMATS
+from schemas.answer_formats import ALL_FORMATS
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-STAGE = "curate"
 
 GATE_CURATED = "curated"        # a failed decision keeps the item out of `curated`
 GATE_COMMERCIAL = "commercial"  # a failed decision keeps the item out of `curated_commercial` only
@@ -109,8 +109,6 @@ CONTAMINATION_MATCH_SCHEMA = StructType([
     StructField("matched", StringType()),
     StructField("score", DoubleType()),
 ])
-NEAR_DUP_ENGINE = ("jobs.filters.near_dup", "near_duplicates")
-CONTAMINATION_ENGINE = ("jobs.filters.contamination", "contamination_matches")
 
 
 class CurateContractError(RuntimeError):
@@ -144,19 +142,64 @@ def _always(_config: Config) -> bool:
     return True
 
 
+def optional_engine(module: str, attribute: str) -> Callable | None:
+    """The engine function if its module is installed, else None. A module that exists but fails
+    to import for another reason (a bug, a missing dependency) raises: that is not 'absent'."""
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        parts = module.split(".")
+        if exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+            return None
+        raise
+    return getattr(loaded, attribute, None)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The Spark engine behind a filter's prepare step: `module.function`, and the lakehouse tables
+    the engine reads and writes itself (its caches and indexes), declared so the stage's lineage
+    names them. An engine whose module is not installed is absent: its filter records
+    'not_checked' and its tables are not declared."""
+
+    module: str
+    function: str
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}.{self.function}"
+
+    def load(self) -> Callable | None:
+        return optional_engine(self.module, self.function)
+
+    def available(self) -> bool:
+        return self.load() is not None
+
+
 @dataclass(frozen=True)
 class Filter:
     """One filter: `name` is its `filter_decisions.filter` value; `model` its SQL under
     intermediate/; `prepare(ctx)` registers the views the model reads beyond the staged ones;
-    `enabled(config)` says whether it runs (a disabled filter records 'disabled' decisions);
-    `reads` the lakehouse tables it reads itself (SQL and prepare); `gate` the output it guards."""
+    `engine` the optional Spark engine handed to `prepare(ctx, engine_function)` (None for a
+    filter without one); `enabled(config)` says whether it
+    runs (a filter disabled here or listed in `curate.disabled_filters` records 'disabled'
+    decisions); `reads` the lakehouse tables it reads itself (SQL and prepare, not its engine's);
+    `gate` the output it guards; `required` filters cannot be disabled (license: it is the only
+    guard of `curated_commercial`)."""
 
     name: str
     model: Model
     reads: tuple[str, ...] = ()
-    prepare: Callable[["CurateContext"], None] | None = None
+    prepare: Callable[["CurateContext", Callable | None], None] | None = None
+    engine: Engine | None = None
     enabled: Callable[[Config], bool] = _always
     gate: str = GATE_CURATED
+    required: bool = False
+
+    def is_enabled(self, config: Config) -> bool:
+        return self.name not in config.curate.disabled_filters and self.enabled(config)
 
 
 @dataclass
@@ -177,11 +220,15 @@ class CurateContext:
         return self.lakehouse.spark
 
     def table(self, name: str) -> str:
-        """The qualified name of a lakehouse table (created empty if it does not exist yet)."""
+        """What `${table.<name>}` binds to: a temp view `src_<name>` over `Lakehouse.read(name)`
+        (created empty if it does not exist yet), so the stage's reads are on the lakehouse's
+        access log like every other stage's. ConfigError for a table no TableSpec declares."""
         if name not in ALL_TABLES:
             raise ConfigError(f"curate: unknown table '{name}'")
-        self.lakehouse.ensure(ALL_TABLES[name])
-        return self.lakehouse.table_name(name)
+        view = f"src_{name}"
+        if view not in self.views:
+            self.register(view, self.lakehouse.read(name))
+        return view
 
     def register(self, name: str, df: DataFrame) -> DataFrame:
         df.createOrReplaceTempView(name)
@@ -198,19 +245,6 @@ class CurateContext:
 # ---------------------------------------------------------------------------------------------
 # Prepare steps of the engine-backed filters
 # ---------------------------------------------------------------------------------------------
-def optional_engine(module: str, attribute: str) -> Callable | None:
-    """The engine function if its module is installed, else None. A module that exists but fails
-    to import for another reason (a bug, a missing dependency) raises: that is not 'absent'."""
-    try:
-        loaded = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        parts = module.split(".")
-        if exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
-            return None
-        raise
-    return getattr(loaded, attribute, None)
-
-
 def _conformed(df: DataFrame, schema: StructType, who: str) -> DataFrame:
     missing = [f.name for f in schema.fields if f.name not in df.columns]
     if missing:
@@ -218,44 +252,35 @@ def _conformed(df: DataFrame, schema: StructType, who: str) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-def prepare_near_dup(ctx: CurateContext) -> None:
-    """Register `near_dup_matches`: the near-dup engine's rows for this run's generated candidates
-    plus the generated rows already in `curated` for other tasks (so a new item that repeats an
-    earlier curated one is caught, and earlier survivors keep winning), against every seed."""
-    engine = optional_engine(*NEAR_DUP_ENGINE)
-    ctx.params["near_dup_checked"] = engine is not None
-    if engine is None:
-        ctx.not_checked["near_dup"] = f"{NEAR_DUP_ENGINE[0]} is not installed"
-        ctx.register("near_dup_matches", ctx.spark.createDataFrame([], NEAR_DUP_MATCH_SCHEMA))
-        return
+def prepare_near_dup(ctx: CurateContext, near_duplicates: Callable) -> None:
+    """Register `near_dup_matches`: `jobs.filters.near_dup.near_duplicates` over this run's
+    generated candidates plus the generated rows already in `curated` for tasks outside this run's
+    scope (so a new item that repeats an earlier curated one is caught, and earlier survivors keep
+    winning), against every seed. The engine signs what is new in `minhash_signatures` first."""
+    out_of_scope = "true" if not ctx.tasks else f"NOT array_contains({sql_literal(ctx.tasks)}, e.task)"
     generated = ctx.spark.sql(
         "SELECT gen_id, question, context, choices FROM stg_candidates WHERE item_kind = 'generated' "
         "UNION ALL "
         "SELECT e.gen_id, e.question, e.context, e.choices FROM stg_curated_existing e "
-        "LEFT ANTI JOIN stg_candidates c ON c.gen_id = e.gen_id WHERE e.item_kind = 'generated' "
-        f"AND NOT ({sql_literal(not ctx.tasks)} OR array_contains({sql_literal(ctx.tasks or [])}, e.task))")
+        "LEFT ANTI JOIN stg_candidates c ON c.gen_id = e.gen_id "
+        f"WHERE e.item_kind = 'generated' AND {out_of_scope}")
     seeds = ctx.lakehouse.read("seeds").select("seed_id", "question", "context", "choices")
-    matches = engine(ctx.lakehouse, ctx.config, generated, seeds)
+    matches = near_duplicates(ctx.lakehouse, ctx.config.curate.near_dup, generated, seeds)
     ctx.register("near_dup_matches", _conformed(matches, NEAR_DUP_MATCH_SCHEMA, "near_duplicates()"))
 
 
-def prepare_contamination(ctx: CurateContext) -> None:
-    """Register `contamination_matches`: the contamination engine's best held-out match per item,
-    for the candidates (item_id = gen_id) and for the seeds they were generated from
-    (item_id = seed_id), in one call."""
-    engine = optional_engine(*CONTAMINATION_ENGINE)
-    ctx.params["contamination_checked"] = engine is not None
-    if engine is None:
-        ctx.not_checked["contamination"] = f"{CONTAMINATION_ENGINE[0]} is not installed"
-        ctx.register("contamination_matches", ctx.spark.createDataFrame([], CONTAMINATION_MATCH_SCHEMA))
-        return
+def prepare_contamination(ctx: CurateContext, contamination_matches: Callable) -> None:
+    """Register `contamination_matches`: `jobs.filters.contamination.contamination_matches` (the
+    best held-out match per matched item) for the candidates (item_id = gen_id) and for the seeds
+    they were generated from (item_id = seed_id), in one call."""
     seeds = ctx.lakehouse.read("seeds")
     items = ctx.spark.sql(
-        "SELECT gen_id AS item_id, question, context, choices, answer_text FROM stg_candidates")
+        "SELECT gen_id AS item_id, question, context, choices, answer_text, answer_format FROM stg_candidates")
     seed_items = (seeds.join(ctx.spark.table("stg_candidates").select("seed_id").distinct(), "seed_id", "left_semi")
-                  .select(F.col("seed_id").alias("item_id"), "question", "context", "choices", "answer_text"))
+                  .select(F.col("seed_id").alias("item_id"), "question", "context", "choices", "answer_text",
+                          "answer_format"))
     items = items.unionByName(seed_items).dropDuplicates(["item_id"])
-    matches = engine(ctx.lakehouse, ctx.config, items)
+    matches = contamination_matches(ctx.lakehouse, ctx.config, items)
     ctx.register("contamination_matches", _conformed(matches, CONTAMINATION_MATCH_SCHEMA,
                                                      "contamination_matches()"))
 
@@ -274,14 +299,21 @@ INTERMEDIATE: tuple[Model, ...] = (
     Model("intermediate/int_votes.sql", materialize=True),
     Model("intermediate/int_chosen_sample.sql"),
 )
+NEAR_DUP_ENGINE = Engine("jobs.filters.near_dup", "near_duplicates",
+                         reads=("minhash_signatures",), writes=("minhash_signatures",))
+CONTAMINATION_ENGINE = Engine("jobs.filters.contamination", "contamination_matches",
+                              reads=("heldout", "heldout_keys", "heldout_shingles"),
+                              writes=("heldout_keys", "heldout_shingles"))
+
 FILTERS: tuple[Filter, ...] = (
     Filter("validation", Model("intermediate/filter_validation.sql"), reads=("seeds", "llm_calls")),
     Filter("verification", Model("intermediate/filter_verification.sql")),
     Filter("exact_dup", Model("intermediate/filter_exact_dup.sql")),
-    Filter("near_dup", Model("intermediate/filter_near_dup.sql"), reads=("seeds",), prepare=prepare_near_dup),
-    Filter("contamination", Model("intermediate/filter_contamination.sql"), reads=("seeds", "heldout"),
-           prepare=prepare_contamination),
-    Filter("license", Model("intermediate/filter_license.sql"), gate=GATE_COMMERCIAL),
+    Filter("near_dup", Model("intermediate/filter_near_dup.sql"), reads=("seeds",), prepare=prepare_near_dup,
+           engine=NEAR_DUP_ENGINE),
+    Filter("contamination", Model("intermediate/filter_contamination.sql"), reads=("seeds",),
+           prepare=prepare_contamination, engine=CONTAMINATION_ENGINE),
+    Filter("license", Model("intermediate/filter_license.sql"), gate=GATE_COMMERCIAL, required=True),
 )
 CURATED_MODELS: tuple[Model, ...] = (
     Model("curated/filter_decisions.sql"),
@@ -290,22 +322,34 @@ CURATED_MODELS: tuple[Model, ...] = (
 )
 DECISIONS_VIEW = "int_filter_decisions"
 
-# Tables the stage reads (the staging models, the filters, the engines' inputs) and writes.
-READS: tuple[str, ...] = ("generated", "enriched", "seeds", "llm_calls", "license_policy", "curated", "heldout")
+# Tables the staging models read, and the tables the stage writes itself (engines add their own).
+READS: tuple[str, ...] = ("generated", "enriched", "seeds", "license_policy", "curated")
 WRITES: tuple[str, ...] = (FILTER_DECISIONS.name, CURATED.name, CURATED_COMMERCIAL.name)
 
 
+def _running_engines(config: Config) -> list[Engine]:
+    return [f.engine for f in FILTERS if f.engine is not None and f.is_enabled(config) and f.engine.available()]
+
+
 def reads(config: Config) -> list[str]:
-    """Tables this stage reads with this config (a disabled filter reads nothing of its own)."""
-    tables = ["generated", "enriched", "seeds", "license_policy", "curated"]
+    """Tables this stage reads with this config: the staging models' sources, each enabled
+    filter's own reads, and the tables of the engines that are installed."""
+    tables = list(READS)
     for f in FILTERS:
-        if f.enabled(config):
+        if f.is_enabled(config):
             tables.extend(t for t in f.reads if t not in tables)
+    for engine in _running_engines(config):
+        tables.extend(t for t in engine.reads if t not in tables)
     return tables
 
 
-def writes(_config: Config) -> list[str]:
-    return list(WRITES)
+def writes(config: Config) -> list[str]:
+    """The three curate tables, plus what the installed engines of enabled filters keep
+    (`minhash_signatures` for near_dup)."""
+    tables = list(WRITES)
+    for engine in _running_engines(config):
+        tables.extend(t for t in engine.writes if t not in tables)
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +414,7 @@ def run_models(ctx: CurateContext, models: Sequence[Model]) -> None:
 
 
 def curate_params(config: Config, tasks: Sequence[str] | None, run_id: str) -> dict[str, Any]:
-    """The SQL parameters every model may bind (engine prepare steps add `*_checked`)."""
+    """The SQL parameters every model may bind (a prepare step may add its own)."""
     from udfs.validation import combined_marker_pattern
 
     v = config.curate.validation
@@ -452,10 +496,27 @@ def register_udfs(spark: SparkSession) -> None:
 # ---------------------------------------------------------------------------------------------
 # Filters: run, check the contract
 # ---------------------------------------------------------------------------------------------
-def _disabled_decisions(ctx: CurateContext, f: Filter) -> DataFrame:
+def _unchecked_decisions(ctx: CurateContext, f: Filter, reason: str, evidence: dict | None) -> DataFrame:
+    """Every candidate passes with `reason` ('disabled', 'not_checked'): recorded as unchecked,
+    never as clean."""
+    text = "CAST(NULL AS STRING)" if evidence is None else sql_literal(json.dumps(evidence, sort_keys=True))
     return ctx.spark.sql(
-        f"SELECT gen_id, {sql_literal(f.name)} AS filter, true AS passed, 'disabled' AS reason, "
-        "CAST(NULL AS DOUBLE) AS score, CAST(NULL AS STRING) AS evidence FROM stg_candidates")
+        f"SELECT gen_id, {sql_literal(f.name)} AS filter, true AS passed, {sql_literal(reason)} AS reason, "
+        f"CAST(NULL AS DOUBLE) AS score, {text} AS evidence FROM stg_candidates")
+
+
+def evaluate_filter(ctx: CurateContext, f: Filter) -> DataFrame:
+    """One filter's decisions on every candidate (unchecked): 'disabled' when the config turns it
+    off, 'not_checked' when its engine is not installed, else its prepare step and SQL model."""
+    if not f.is_enabled(ctx.config):
+        return _unchecked_decisions(ctx, f, "disabled", None)
+    engine = f.engine.load() if f.engine is not None else None
+    if f.engine is not None and engine is None:
+        ctx.not_checked[f.name] = f"{f.engine.module} is not installed"
+        return _unchecked_decisions(ctx, f, "not_checked", {"engine": f.engine.name, "why": "not installed"})
+    if f.prepare is not None:
+        f.prepare(ctx, engine)
+    return ctx.spark.sql(bind_sql(f.model.sql(), ctx.params, ctx.table, f.model.path))
 
 
 def check_schema(f: Filter, df: DataFrame) -> None:
@@ -473,14 +534,16 @@ def run_filters(ctx: CurateContext, filters: Sequence[Filter] | None = None) -> 
     """Evaluate every filter (default: `FILTERS`) on every candidate; register and return the
     checked union (`int_filter_decisions`: the decision columns plus `gate`)."""
     filters = FILTERS if filters is None else filters
+    unknown = sorted(set(ctx.config.curate.disabled_filters) - {f.name for f in filters})
+    if unknown:
+        raise ConfigError(f"curate.disabled_filters: unknown filter(s) {', '.join(unknown)}; "
+                          f"the filters are {', '.join(f.name for f in filters)}")
+    required = sorted({f.name for f in filters if f.required} & set(ctx.config.curate.disabled_filters))
+    if required:
+        raise ConfigError(f"curate.disabled_filters: {', '.join(required)} cannot be disabled")
     parts = []
     for f in filters:
-        if f.enabled(ctx.config):
-            if f.prepare is not None:
-                f.prepare(ctx)
-            df = ctx.spark.sql(bind_sql(f.model.sql(), ctx.params, ctx.table, f.model.path))
-        else:
-            df = _disabled_decisions(ctx, f)
+        df = evaluate_filter(ctx, f)
         check_schema(f, df)
         # materialized once: later filters may read it
         df = ctx.register(f.model.name, df.localCheckpoint(eager=True))
@@ -617,6 +680,24 @@ def scope_predicate(tasks: Sequence[str] | None) -> str:
     return f"task IN ({', '.join(sql_literal(t) for t in tasks)})" if tasks else "true"
 
 
+_STALE = "_stale"
+
+
+def merge_in_scope(lakehouse: Lakehouse, df: DataFrame, spec, change_columns: list[str], scope: str) -> None:
+    """MERGE `df` into `spec`'s table so that, inside `scope` (a SQL predicate over the table's
+    columns), the table ends up holding exactly `df`'s rows: new keys inserted, changed rows
+    updated, and rows of the scope whose key `df` lacks deleted, in one MERGE (one Delta version;
+    none when nothing differs). Rows outside the scope are never touched. The target's keys are
+    read as the MERGE's own look at its target, not as a stage input."""
+    keys = list(spec.keys)
+    target = lakehouse.spark.table(lakehouse.table_name(spec.name)) if lakehouse.exists(spec.name) else None
+    source = df.withColumn(_STALE, F.lit(False))
+    if target is not None:
+        stale = target.where(scope).select(*keys).join(df.select(*keys), keys, "left_anti")
+        source = source.unionByName(stale.withColumn(_STALE, F.lit(True)), allowMissingColumns=True)
+    lakehouse.merge(source, spec, update_when_changed=change_columns, delete_when=F.col(_STALE))
+
+
 def run_curate(
     lakehouse: Lakehouse,
     config: Config,
@@ -645,20 +726,19 @@ def run_curate(
         say(f"[curate] {result.candidates} candidates; evaluating {len(FILTERS)} filters on every item…")
         run_filters(ctx)
         result.not_checked = dict(ctx.not_checked)
-        result.disabled = [f.name for f in FILTERS if not f.enabled(config)]
+        result.disabled = [f.name for f in FILTERS if not f.is_enabled(config)]
         _tally(ctx, result)
         run_models(ctx, CURATED_MODELS)
         scope = scope_predicate(tasks)
         say("[curate] writing filter_decisions, curated, curated_commercial…")
-        lakehouse.merge(ctx.spark.table(FILTER_DECISIONS.name), FILTER_DECISIONS,
-                        update_when_changed=FILTER_DECISION_CHANGE_COLUMNS, delete_missing=scope)
+        merge_in_scope(lakehouse, ctx.spark.table(FILTER_DECISIONS.name), FILTER_DECISIONS,
+                       FILTER_DECISION_CHANGE_COLUMNS, scope)
         curated = ctx.spark.table(CURATED.name)
         result.curated = curated.count()
-        lakehouse.merge(curated, CURATED, update_when_changed=CURATED_CHANGE_COLUMNS, delete_missing=scope)
+        merge_in_scope(lakehouse, curated, CURATED, CURATED_CHANGE_COLUMNS, scope)
         commercial = ctx.spark.table(CURATED_COMMERCIAL.name)
         result.curated_commercial = commercial.count()
-        lakehouse.merge(commercial, CURATED_COMMERCIAL, update_when_changed=CURATED_CHANGE_COLUMNS,
-                        delete_missing=scope)
+        merge_in_scope(lakehouse, commercial, CURATED_COMMERCIAL, CURATED_CHANGE_COLUMNS, scope)
         result.versions = {t: (before, lakehouse.version(t)) for t, (before, _) in result.versions.items()}
     finally:
         if not keep_views:
@@ -666,23 +746,9 @@ def run_curate(
     return result
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-def cmd_curate(args, config: Config) -> int:
-    from jobs.cli import _open_lakehouse, progress
-    from jobs.generate import parse_tasks
-
-    tasks = parse_tasks(getattr(args, "tasks", None))
-    lakehouse = _open_lakehouse(config)
-    result = run_curate(lakehouse, config, tasks, progress=progress)
-    for line in result.summary_lines():
-        print(line)
-    return 0
-
-
-def add_curate_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "curate", help="run every filter on every item into filter_decisions, curated and curated_commercial")
-    parser.add_argument("--tasks", help="comma-separated task names (default: every task)")
-    parser.set_defaults(handler=cmd_curate)
+STAGE = Stage(
+    name="curate",
+    reads=reads,
+    writes=writes,
+    run=lambda ctx: run_curate(ctx.lakehouse, ctx.config, progress=ctx.progress),
+)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
+from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from udfs.parsing import (
     match_label,
     normalize_boolean,
@@ -89,7 +89,7 @@ def answer_key(
     """The comparison key of one answer (see the module docstring), or None when it is not a
     usable answer of that format or the format has no comparable answer.
 
-    answer_format: one of `udfs.answer_formats.ALL_FORMATS`; answer: the answer text (a generated
+    answer_format: one of `schemas.answer_formats.ALL_FORMATS`; answer: the answer text (a generated
     item's `answer_text`, a sample's `final_answer`, or its raw text); answer_index: the option
     index when the record has one (generated `answer_index`, enrichment `final_answer_index`);
     choices: the item's options (mcq) or label set (label). Never raises on odd input.

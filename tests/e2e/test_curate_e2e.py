@@ -85,10 +85,12 @@ def world(spark, mirror, tmp_path_factory):
     rows = lakehouse.read("heldout").select("question", "context", "choices", "answer_text").collect()
     heldout_file.write_text("".join(json.dumps(r.asDict(recursive=True)) + "\n" for r in rows), encoding="utf-8")
     run_pipeline(lakehouse, config, ("generate", "enrich"), progress=quiet, track=False, task_index=index)
-    first = run_curate(lakehouse, config, progress=quiet)
-    versions = {t: lakehouse.version(t) for t in ("filter_decisions", "curated", "curated_commercial")}
+    # the first curate as the pipeline's stage (what `taskseed run` does), the second as `taskseed curate`
+    stage_run = run_pipeline(lakehouse, config, ("curate",), progress=quiet, track=False, task_index=index)["curate"]
+    versions = {t: lakehouse.version(t) for t in lakehouse.list_tables()}
     second = run_curate(lakehouse, config, progress=quiet)
-    yield {"lakehouse": lakehouse, "config": config, "first": first, "second": second, "versions": versions}
+    yield {"lakehouse": lakehouse, "config": config, "first": stage_run.result, "second": second,
+           "versions": versions, "stage_run": stage_run}
     spark.sql(f"DROP SCHEMA IF EXISTS {lakehouse.namespace} CASCADE")
 
 
@@ -102,9 +104,18 @@ def test_tables_filled_and_rerun_commits_nothing(world):
     assert 0 < first.curated < first.candidates and 0 < first.curated_commercial < first.curated
     assert lh.read("curated").count() == first.curated
     assert lh.read("curated_commercial").count() == first.curated_commercial
-    assert {t: lh.version(t) for t in world["versions"]} == world["versions"]
-    assert not any(world["second"].committed(t) for t in world["versions"])
+    # a rerun with nothing new commits nothing, in the curate tables and in the engines' tables
+    assert {"filter_decisions", "curated", "curated_commercial", "minhash_signatures"} <= set(world["versions"])
+    assert {t: lh.version(t) for t in lh.list_tables()} == world["versions"]
+    assert not any(world["second"].committed(t) for t in world["second"].versions)
     assert world["second"].by_filter == first.by_filter
+
+
+def test_the_curate_stage_reads_and_writes_what_it_declares(world):
+    from jobs.curate import STAGE
+
+    run, config = world["stage_run"], world["config"]
+    assert (run.reads, run.writes) == (set(STAGE.reads(config)), set(STAGE.writes(config)))
 
 
 def test_every_item_has_one_decision_per_filter(world):
@@ -120,8 +131,8 @@ def test_every_item_has_one_decision_per_filter(world):
 
 
 def test_simulator_wrong_answers_fail_verification(world):
-    from udfs.answer_formats import CHOICE_FORMATS
-    from udfs.simulator import sim_truth
+    from schemas.answer_formats import CHOICE_FORMATS
+    from simulator import sim_truth
     from udfs.verification import answer_key
 
     lh = world["lakehouse"]

@@ -431,8 +431,7 @@ def test_filter_near_dup_components_seeds_and_not_signed(lakehouse):
         dict(gen_id="u", component_id="u", component_size=1),
         # "x" has no row: the engine did not sign it
     ]
-    rows = by_id(run_one(lakehouse, "intermediate/filter_near_dup.sql", _near_views(spark, candidates, matches),
-                         near_dup_checked=True))
+    rows = by_id(run_one(lakehouse, "intermediate/filter_near_dup.sql", _near_views(spark, candidates, matches)))
     assert {k: (r["passed"], r["reason"]) for k, r in rows.items()} == {
         "a": (True, "survivor"), "b": (False, "near_duplicate"), "c": (False, "near_duplicate"),
         "s": (False, "near_dup_of_seed"), "u": (True, "unique"), "x": (False, "not_signed"),
@@ -447,15 +446,8 @@ def test_filter_near_dup_prefers_an_already_curated_member(lakehouse):
                dict(gen_id="z", component_id="a", component_size=2, best_match_id="a", best_match_jaccard=0.9)]
     curated = [dict(gen_id="z", item_kind="generated", task="gsm8k", agreement=0.5, dedup_key="Z")]
     rows = run_one(lakehouse, "intermediate/filter_near_dup.sql",
-                   _near_views(spark, [cand("a")], matches, curated), near_dup_checked=True)
+                   _near_views(spark, [cand("a")], matches, curated))
     assert (rows[0]["passed"], rows[0]["reason"]) == (False, "near_duplicate")
-
-
-def test_filter_near_dup_not_checked_without_the_engine(lakehouse):
-    spark = lakehouse.spark
-    rows = run_one(lakehouse, "intermediate/filter_near_dup.sql",
-                   _near_views(spark, [cand("a"), cand("b")], []), near_dup_checked=False)
-    assert {(r["passed"], r["reason"], r["evidence"]) for r in rows} == {(True, "not_checked", None)}
 
 
 # ---- filter_contamination --------------------------------------------------------------------
@@ -475,15 +467,13 @@ def test_filter_contamination_item_seed_and_clean(lakehouse):
                  matched="natalia sold clips", score=0.8),
         ]),
     }
-    rows = by_id(run_one(lakehouse, "intermediate/filter_contamination.sql", views, contamination_checked=True))
+    rows = by_id(run_one(lakehouse, "intermediate/filter_contamination.sql", views))
     assert {k: (r["passed"], r["reason"]) for k, r in rows.items()} == {
         "hit": (False, "heldout_whole_text"), "child": (False, "seed_contaminated"), "clean": (True, "clean"),
         "leaky": (False, "heldout_ngram")}
     assert json.loads(rows["hit"]["evidence"])["heldout_id"] == "h1"
     child = json.loads(rows["child"]["evidence"])
     assert (child["matched_item"], child["heldout_task"], child["heldout_split"]) == ("leaky", "gsm8k", "test")
-    unchecked = run_one(lakehouse, "intermediate/filter_contamination.sql", views, contamination_checked=False)
-    assert {(r["passed"], r["reason"]) for r in unchecked} == {(True, "not_checked")}
 
 
 # ---- filter_license --------------------------------------------------------------------------
@@ -584,6 +574,39 @@ def test_filter_contract_is_checked_and_names_the_filter(lakehouse, tmp_path):
             run_filters(ctx, [Filter("lazy", Model(str(missing_rows)))])
         with pytest.raises(CurateContractError, match=r"filter 'typo'.*passed string"):
             run_filters(ctx, [Filter("typo", Model(str(wrong_type)))])
+    finally:
+        ctx.drop_views()
+
+
+def test_an_absent_engine_records_not_checked_and_a_disabled_filter_disabled(lakehouse, make_config):
+    """The generic unchecked paths of the runner: a filter whose engine module is not installed
+    passes every item with reason 'not_checked' and evidence naming the engine (its prepare step and
+    model never run), a filter listed in curate.disabled_filters passes them with 'disabled'; the
+    license filter cannot be disabled and an unknown name is an error."""
+    from jobs.config import ConfigError
+    from jobs.curate import Engine, run_filters
+
+    spark = lakehouse.spark
+    never = []
+    ghost = Filter("ghost", Model("intermediate/filter_near_dup.sql"),
+                   prepare=lambda ctx, engine: never.append(engine),
+                   engine=Engine("jobs.filters.no_such_engine", "matches", reads=("heldout",)))
+    exact = next(f for f in FILTERS if f.name == "exact_dup")
+    config = make_config("curate.disabled_filters=[exact_dup]")
+    ctx = CurateContext(lakehouse, config, None, "r", params=curate_params(config, None, "r"))
+    ctx.register("stg_candidates", frame(spark, CANDIDATE_DDL, [cand("a"), cand("b")]))
+    try:
+        decisions = run_filters(ctx, [ghost, exact])
+        rows = {(r.filter, r.gen_id): r for r in decisions.collect()}
+        assert {(k, r.passed, r.reason) for k, r in rows.items()} == {
+            (("ghost", "a"), True, "not_checked"), (("ghost", "b"), True, "not_checked"),
+            (("exact_dup", "a"), True, "disabled"), (("exact_dup", "b"), True, "disabled")}
+        assert json.loads(rows[("ghost", "a")].evidence)["engine"] == "jobs.filters.no_such_engine.matches"
+        assert never == [] and ctx.not_checked == {"ghost": "jobs.filters.no_such_engine is not installed"}
+        for bad, message in (("[license]", "license cannot be disabled"), ("[exact_dupe]", "unknown filter")):
+            ctx.config = make_config(f"curate.disabled_filters={bad}")
+            with pytest.raises(ConfigError, match=message):
+                run_filters(ctx)
     finally:
         ctx.drop_views()
 

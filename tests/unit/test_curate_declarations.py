@@ -17,6 +17,11 @@ from jobs.curate import (
     INTERMEDIATE,
     READS,
     SQL_DIR,
+    WRITES,
+    Engine,
+    optional_engine,
+    reads,
+    writes,
     STAGING,
     bind_sql,
     curate_params,
@@ -52,19 +57,47 @@ def test_filters_are_the_issue_s_six_with_license_gating_the_commercial_subset()
 
 
 def test_placeholders_bind_to_known_tables_and_parameters_and_reads_are_declared():
-    params = curate_params(load_config(), None, "run")
-    params.update(near_dup_checked=True, contamination_checked=True)  # added by the prepare steps
-    tables_used = set()
-    for model in ALL_MODELS:
+    """A staging or curated model reads only READS; a filter model only READS and its own reads; the
+    stage's declaration covers them all."""
+    config = load_config()
+    params = curate_params(config, None, "run")
+    owners = [(m, set(READS)) for m in (*STAGING, *INTERMEDIATE, *CURATED_MODELS)]
+    owners += [(f.model, set(READS) | set(f.reads)) for f in FILTERS]
+    for model, allowed in owners:
         for head, tail in PLACEHOLDER.findall(model.sql()):
             if tail:
                 assert head == "table" and tail in ALL_TABLES, (model.path, head, tail)
-                tables_used.add(tail)
+                assert tail in allowed, (model.path, tail)
             else:
                 assert head in params, (model.path, head)
         bind_sql(model.sql(), params, lambda t: f"ns.{t}", model.path)
-    assert tables_used <= set(READS)
-    assert {t for f in FILTERS for t in f.reads} <= set(READS)
+    assert {t for f in FILTERS for t in f.reads} | set(READS) <= set(reads(config))
+    assert set(WRITES) <= set(writes(config))
+
+
+def test_engine_tables_are_declared_only_when_the_engine_runs():
+    """near_dup's engine keeps `minhash_signatures`: declared while the filter is enabled and the
+    engine installed; an engine whose module is absent declares nothing."""
+    config = load_config()
+    near_dup = next(f for f in FILTERS if f.name == "near_dup")
+    assert near_dup.engine.available()
+    assert "minhash_signatures" in reads(config) and "minhash_signatures" in writes(config)
+    off = load_config(overrides=["curate.disabled_filters=[near_dup]"])
+    assert "minhash_signatures" not in reads(off) and "minhash_signatures" not in writes(off)
+    assert Engine("jobs.filters.no_such_engine", "f", reads=("x",)).available() is False
+
+
+def test_an_engine_that_exists_but_cannot_import_is_an_error_not_absent(tmp_path, monkeypatch):
+    package = tmp_path / "probe_engines"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text("import no_such_dependency_of_the_engine\n\ndef f():\n    pass\n")
+    (package / "fine.py").write_text("def f():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert optional_engine("probe_engines.absent", "f") is None
+    assert optional_engine("probe_engines.fine", "f")() == 1
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_of_the_engine"):
+        optional_engine("probe_engines.broken", "f")
 
 
 @pytest.mark.parametrize("value, literal", [
@@ -104,6 +137,7 @@ def test_params_follow_the_config():
     ("curate.validation.min_choices=12", "min_choices"),
     ("curate.min_agreement=1.5", "curate.min_agreement"),
     ("curate.validation.colour=red", "unknown key"),
+    ("curate.disabled_filters=near_dup", "disabled_filters"),
 ])
 def test_bad_curate_config_is_one_clear_line(override, message):
     with pytest.raises(ConfigError, match=message):

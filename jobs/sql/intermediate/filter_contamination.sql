@@ -7,8 +7,8 @@
 --   its seed matches a held-out item          -> failed, 'seed_contaminated' (training splits leak test
 --                                                items; what is generated from a leaked item is suspect)
 --   neither                                   -> passed, 'clean'
--- When the engine is not installed (${contamination_checked} false) every item passes with reason
--- 'not_checked': recorded as unchecked, never as clean.
+-- (When the engine is not installed the runner records 'not_checked' for every item without
+-- running this model: unchecked, never clean.)
 -- score = the match's score (overlap share or similarity); evidence names the held-out item.
 WITH best AS (
     SELECT * FROM (
@@ -19,8 +19,7 @@ WITH best AS (
 decided AS (
     SELECT c.gen_id,
            coalesce(i.item_id, s.item_id) IS NOT NULL AS hit,
-           CASE WHEN NOT ${contamination_checked} THEN 'not_checked'
-                WHEN i.item_id IS NOT NULL THEN concat('heldout_', i.rule)
+           CASE WHEN i.item_id IS NOT NULL THEN concat('heldout_', i.rule)
                 WHEN s.item_id IS NOT NULL THEN 'seed_contaminated'
                 ELSE 'clean' END AS reason,
            CASE WHEN i.item_id IS NOT NULL THEN i.score ELSE s.score END AS score,
@@ -38,8 +37,8 @@ decided AS (
 )
 SELECT gen_id,
        'contamination' AS filter,
-       reason IN ('clean', 'not_checked') AS passed,
+       reason = 'clean' AS passed,
        reason,
-       CASE WHEN reason = 'not_checked' THEN CAST(NULL AS DOUBLE) ELSE CAST(score AS DOUBLE) END AS score,
-       CASE WHEN reason IN ('clean', 'not_checked') THEN CAST(NULL AS STRING) ELSE to_json(match) END AS evidence
+       CAST(score AS DOUBLE) AS score,
+       CASE WHEN reason = 'clean' THEN CAST(NULL AS STRING) ELSE to_json(match) END AS evidence
 FROM decided

@@ -9,9 +9,9 @@
 --     validation and verification, then highest agreement, then lowest gen_id), among the members
 --     that are not seed near-duplicates; the others fail 'near_duplicate';
 --   alone in its component -> passed 'unique'; the survivor -> passed 'survivor'.
--- Answer-enriched seeds are training items themselves: passed 'seed_item'. When the engine is not
--- installed (${near_dup_checked} false) every item passes with reason 'not_checked' — recorded as
--- unchecked, never as clean. A generated item the engine returned no row for fails 'not_signed'.
+-- Answer-enriched seeds are training items themselves: passed 'seed_item'. A generated item the
+-- engine returned no row for fails 'not_signed'. (When the engine is not installed the runner
+-- records 'not_checked' for every item without running this model.)
 -- score = the highest Jaccard to another item or seed; evidence names the matches.
 WITH quality AS (
     SELECT v.gen_id, v.passed AND r.passed AS quality_ok
@@ -47,8 +47,7 @@ ranked AS (
 decided AS (
     SELECT c.gen_id, c.item_kind, r.component_id, r.component_size, r.members, r.survivor,
            r.best_match_id, r.best_match_jaccard, r.seed_match_id, r.seed_match_jaccard,
-           CASE WHEN NOT ${near_dup_checked} THEN 'not_checked'
-                WHEN c.item_kind = 'seed' THEN 'seed_item'
+           CASE WHEN c.item_kind = 'seed' THEN 'seed_item'
                 WHEN r.gen_id IS NULL THEN 'not_signed'
                 WHEN r.seed_match_id IS NOT NULL THEN 'near_dup_of_seed'
                 WHEN r.survivor <> r.gen_id THEN 'near_duplicate'
@@ -59,10 +58,10 @@ decided AS (
 )
 SELECT gen_id,
        'near_dup' AS filter,
-       reason IN ('not_checked', 'seed_item', 'survivor', 'unique') AS passed,
+       reason IN ('seed_item', 'survivor', 'unique') AS passed,
        reason,
        CAST(greatest(best_match_jaccard, seed_match_jaccard) AS DOUBLE) AS score,
-       CASE WHEN reason IN ('not_checked', 'seed_item', 'not_signed') THEN CAST(NULL AS STRING)
+       CASE WHEN reason IN ('seed_item', 'not_signed') THEN CAST(NULL AS STRING)
             ELSE to_json(named_struct(
                 'component_id', component_id, 'component_size', component_size, 'survivor', survivor,
                 'best_match_id', best_match_id, 'best_match_jaccard', best_match_jaccard,
