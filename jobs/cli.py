@@ -170,6 +170,16 @@ def cmd_enrich(args, config: Config) -> int:
     return llm_stage_command(args, config, ENRICH_SPEC, run_enrich, needs_seeds=config.enrich.enrich_seeds)
 
 
+# ---- curate ------------------------------------------------------------------------------
+
+def cmd_curate(args, config: Config) -> int:
+    from jobs.curate import run_curate
+
+    tasks = parse_tasks(getattr(args, "tasks", None))
+    print_lines(run_curate(open_lakehouse(config), config, tasks, progress=progress))
+    return 0
+
+
 # ---- run ---------------------------------------------------------------------------------
 
 def cmd_run(args, config: Config) -> int:
@@ -384,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "`generated`", "comma-separated task names (default: every seeded task)", cmd_generate)
     _add_llm_stage_parser(commands, "enrich", "solve every generated item (and optionally seeds) M times into "
                           "`enriched`", "comma-separated task names (default: every task)", cmd_enrich)
+
+    curate = commands.add_parser(
+        "curate", help="evaluate every filter on every item into filter_decisions; publish what passed into "
+                       "curated and curated_commercial")
+    curate.add_argument("--tasks", help="comma-separated task names (default: every task); rows of other tasks "
+                                        "are left as they are")
+    curate.set_defaults(handler=cmd_curate)
 
     run = commands.add_parser("run", help="run the whole pipeline (every stage, in DAG order)")
     run.add_argument("--stages", help="comma-separated subset of the stages (run in DAG order; default: all)")

@@ -188,11 +188,50 @@ class ContaminationConfig(_Strict):
     ngram_n: int = Field(13, ge=8, le=13, description="Word n-gram length for overlap with held-out items.")
 
 
+def _default_max_answer_chars() -> dict[str, int]:
+    # numeric and short answers are short by nature; freeform and code are documents themselves
+    return {"mcq": 1000, "boolean": 16, "label": 100, "numeric": 100, "short_text": 300,
+            "freeform": 8000, "code": 20000}
+
+
+class ValidationConfig(_Strict):
+    """Bounds of the `validation` filter (characters, after trimming). Generous: they catch
+    degenerate or runaway output, not style. Formats missing from `max_answer_chars` use 1000."""
+
+    min_question_chars: int = Field(10, ge=1)
+    max_question_chars: int = Field(4000, ge=1)
+    max_context_chars: int = Field(20000, ge=1)
+    max_choice_chars: int = Field(1000, ge=1)
+    min_choices: int = Field(2, ge=2, description="Options of a choice format (mcq, boolean, label).")
+    max_choices: int = Field(10, ge=2)
+    max_answer_chars: dict[str, int] = Field(default_factory=_default_max_answer_chars)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ValidationConfig":
+        if self.min_question_chars > self.max_question_chars:
+            raise ValueError("min_question_chars must not exceed max_question_chars")
+        if self.min_choices > self.max_choices:
+            raise ValueError("min_choices must not exceed max_choices")
+        return self
+
+
 class CurateConfig(_Strict):
-    """The curate stage: filters over generated + enriched items (jobs/curate.py)."""
+    """The curate stage: filters over generated + enriched items (jobs/curate.py).
+
+    `min_agreement`: the share of enrichment votes that must name the item's answer, where the
+    denominator is every vote expected (max of `enrich.samples_per_item` and the samples that came
+    back: a sample that never came back, or came back naming no valid answer, is a vote for
+    nothing). None means a strict majority (more than half). A tie for the top answer fails at any
+    setting.
+    """
 
     min_agreement: float | None = Field(
         None, gt=0, le=1, description="Share of enrichment votes that must agree; None = strict majority.")
+    disabled_filters: list[str] = Field(
+        default_factory=list,
+        description="Filters not to run (e.g. [near_dup] on a first look at a huge batch): every item gets "
+                    "passed = true, reason = 'disabled' for them; unknown names fail the curate run.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
 

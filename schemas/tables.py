@@ -256,8 +256,82 @@ MINHASH_SIGNATURES = TableSpec(
     ),
 )
 
+FILTER_DECISIONS = TableSpec(
+    name="filter_decisions",
+    keys=("gen_id", "filter"),
+    description="One decision per curated-candidate item and filter: passed, reason, score, evidence (JSON).",
+    schema=_fields(
+        ("gen_id", S, False),
+        ("filter", S, False),
+        ("passed", B, False),
+        ("reason", S, False),
+        ("score", D),
+        ("evidence", S),
+        ("item_kind", S),
+        ("task", S),
+        ("task_family", S),
+        ("run_id", S),
+        ("decided_at", T),
+    ),
+)
+# Change columns of a decision: run_id and decided_at say when it was last *changed*.
+FILTER_DECISION_CHANGE_COLUMNS = ["passed", "reason", "score", "evidence", "item_kind", "task", "task_family"]
+
+_CURATED_FIELDS = (
+    ("gen_id", S, False),
+    ("item_kind", S, False),
+    ("seed_id", S, False),
+    ("task", S),
+    ("task_family", S),
+    ("answer_format", S),
+    ("question", S),
+    ("context", S),
+    ("choices", STRINGS),
+    ("answer_index", I),
+    ("answer_text", S),
+    ("knowledge", S),
+    ("reasoning", S),
+    ("document", S),
+    ("votes_agree", I),
+    ("votes_expected", I),
+    ("votes_returned", I),
+    ("votes_null", I),
+    ("agreement", D),
+    ("verification", S),
+    ("license", S),
+    ("license_class", S),
+    ("commercial_ok", S),
+    ("dataset_path", S),
+    ("generation_request_id", S),
+    ("generation_model", S),
+    ("generation_prompt_version", S),
+    ("enrichment_sample", I),
+    ("enrichment_request_id", S),
+    ("enrichment_model", S),
+    ("enrichment_prompt_version", S),
+    ("run_id", S),
+    ("curated_at", T),
+)
+
+CURATED = TableSpec(
+    name="curated",
+    keys=("gen_id",),
+    description="Items that passed every filter except license: item, one majority-agreeing enrichment, "
+                "the pretraining document, votes, license and lineage.",
+    schema=_fields(*_CURATED_FIELDS),
+)
+
+CURATED_COMMERCIAL = TableSpec(
+    name="curated_commercial",
+    keys=("gen_id",),
+    description="The rows of `curated` whose license policy allows commercial training (license filter passed).",
+    schema=_fields(*_CURATED_FIELDS),
+)
+# Everything but run_id / curated_at: a rerun that changes nothing commits nothing.
+CURATED_CHANGE_COLUMNS = [f[0] for f in _CURATED_FIELDS if f[0] not in ("gen_id", "run_id", "curated_at")]
+
 ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
-                 MINHASH_SIGNATURES)
+                 MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL)
 }

@@ -13,20 +13,25 @@ def _stage(name: str, reads=(), writes=()) -> Stage:
     return Stage(name=name, reads=tables(*reads), writes=tables(*writes), run=lambda ctx: None)
 
 
-def test_the_pipeline_runs_catalog_ingest_generate_enrich():
-    assert STAGES == ("catalog", "ingest", "generate", "enrich")
+def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate():
+    assert STAGES == ("catalog", "ingest", "generate", "enrich", "curate")
     config = Config()
     declared = {stage.name: (set(stage.reads(config)), set(stage.writes(config))) for stage in PIPELINE}
     assert declared["generate"] == ({"seeds", "llm_calls"}, {"llm_calls", "generated", "quarantine"})
     assert declared["enrich"] == ({"generated", "llm_calls"}, {"llm_calls", "enriched", "quarantine"})
+    # curate: the staging sources, the validation filter's ledger lookup, the near-dup engine's signatures
+    assert declared["curate"][0] >= {"generated", "enriched", "seeds", "license_policy", "curated", "llm_calls",
+                                     "minhash_signatures"}
+    assert declared["curate"][1] >= {"filter_decisions", "curated", "curated_commercial", "minhash_signatures"}
     config.enrich.enrich_seeds = True
     assert "seeds" in next(s for s in PIPELINE if s.name == "enrich").reads(config)
+    config.curate.disabled_filters = ["near_dup"]  # a disabled filter's engine reads and writes nothing
+    assert "minhash_signatures" not in next(s for s in PIPELINE if s.name == "curate").writes(config)
 
 
 def test_a_stage_declared_first_runs_after_the_stages_it_reads_from():
-    curate = _stage("curate", reads=("generated", "enriched", "heldout"), writes=("curated", "filter_decisions"))
-    publish = _stage("publish", reads=("curated",), writes=("curated_commercial",))
-    order = [s.name for s in dag_order([publish, curate, *PIPELINE], Config())]
+    publish = _stage("publish", reads=("curated_commercial",), writes=("published",))
+    order = [s.name for s in dag_order([publish, *PIPELINE], Config())]
     assert order == ["catalog", "ingest", "generate", "enrich", "curate", "publish"]
 
 
@@ -43,5 +48,6 @@ def test_stages_subset_keeps_dag_order_and_names_unknown_stages():
     from jobs.config import ConfigError
 
     assert [s.name for s in select_stages(["enrich", "generate"], Config())] == ["generate", "enrich"]
-    with pytest.raises(ConfigError, match="unknown stage.*curate"):
-        select_stages(["curate"], Config())
+    assert [s.name for s in select_stages(["curate", "enrich"], Config())] == ["enrich", "curate"]
+    with pytest.raises(ConfigError, match="unknown stage.*publish"):
+        select_stages(["publish"], Config())
