@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
 
 _GROUPED_NUMBER_RE = re.compile(r"(?<![\d,.])\d{1,3}(?:,\d{3})+(?![\d,]*\d)")
 _DECIMAL_RE = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.]*\d)")
@@ -36,31 +35,53 @@ def _trim_decimal(match: re.Match) -> str:
     return f"{match.group(1)}.{fraction}" if fraction else match.group(1)
 
 
-@lru_cache(maxsize=4096)
-def _category_is_separator(ch: str) -> bool:
-    category = unicodedata.category(ch)
-    return category[0] in "PSZC"
+class _CodePointMap(dict):
+    """A `str.translate` table filled on first sight of each code point by `rule(char)`, so the
+    per-character work runs in C after the first time a character is seen (a few thousand distinct
+    characters in practice). `rule` returns the replacement code point, or None to delete."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self._rule = rule
+
+    def __missing__(self, code_point: int):
+        value = self._rule(chr(code_point))
+        self[code_point] = value
+        return value
 
 
-# rule 4 for ASCII text as one str.translate (same result, no Python step per character)
-_ASCII_SEPARATORS = {code: " " for code in range(128) if _category_is_separator(chr(code))}
+def _drop_mark(ch: str) -> int | None:
+    return None if unicodedata.category(ch) == "Mn" else ord(ch)
+
+
+def _separator_to_space(ch: str) -> int:
+    return 32 if unicodedata.category(ch)[0] in "PSZC" else ord(ch)
+
+
+_DROP_MARKS = _CodePointMap(_drop_mark)
+_SEPARATORS = _CodePointMap(_separator_to_space)
 
 
 def normalize_text(text: object) -> str:
-    """The comparison form of `text` (see the module docstring); None → ""."""
+    """The comparison form of `text` (see the module docstring); None → "".
+
+    ASCII input (most benchmark text) skips the unicode steps, which leave ASCII unchanged (NFKC and
+    NFKD are the identity on it, casefold is lower, it has no combining marks); per-character
+    mappings are `str.translate` tables, so the cost is a few C passes over the string.
+    """
     if text is None:
         return ""
-    value = unicodedata.normalize("NFKC", str(text)).casefold()
-    ascii_only = value.isascii()  # ASCII has no combining marks and NFKD leaves it unchanged
-    if not ascii_only:
-        value = "".join(ch for ch in unicodedata.normalize("NFKD", value) if unicodedata.category(ch) != "Mn")
-    value = _GROUPED_NUMBER_RE.sub(_drop_thousands, value)
-    value = _DECIMAL_RE.sub(_trim_decimal, value)
-    if ascii_only:
-        value = value.translate(_ASCII_SEPARATORS)
+    value = str(text)
+    if value.isascii():
+        value = value.lower()
     else:
-        value = "".join(" " if _category_is_separator(ch) else ch for ch in value)
-    return " ".join(value.split())
+        value = unicodedata.normalize("NFKC", value).casefold()
+        value = unicodedata.normalize("NFKD", value).translate(_DROP_MARKS)
+    if "," in value:
+        value = _GROUPED_NUMBER_RE.sub(_drop_thousands, value)
+    if "." in value:
+        value = _DECIMAL_RE.sub(_trim_decimal, value)
+    return " ".join(value.translate(_SEPARATORS).split())
 
 
 def normalized_words(text: object) -> list[str]:
