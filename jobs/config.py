@@ -183,9 +183,26 @@ class NearDupConfig(_Strict):
 
 
 class ContaminationConfig(_Strict):
-    """Decontamination against held-out data (the `contamination` filter; owned by jobs/filters/contamination.py)."""
+    """Decontamination against held-out data (the `contamination` filter; jobs/filters/contamination.py,
+    rules in udfs/decontamination.py). DEFAULTS-RATIONALE
+    """
 
+    enabled: bool = Field(True, description="Check generated items and seeds against the held-out index.")
     ngram_n: int = Field(13, ge=8, le=13, description="Word n-gram length for overlap with held-out items.")
+    boilerplate_min_items: int = Field(
+        10, ge=2, description="An n-gram or stimulus found in at least this many held-out items is boilerplate: skipped.")
+    near_dup_threshold: float = Field(
+        0.5, gt=0, le=1, description="Character-shingle Jaccard at or above which a short item is a near copy.")
+    shingle_size: int = Field(5, ge=2, le=16, description="Characters per shingle for near-duplicate similarity.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations for near-duplicate candidates.")
+
+    def params(self):
+        """The index parameters (udfs.decontamination.DecontaminationParams) these settings give."""
+        from udfs.decontamination import DecontaminationParams
+
+        return DecontaminationParams(ngram_n=self.ngram_n, boilerplate_min_items=self.boilerplate_min_items,
+                                     shingle_size=self.shingle_size,
+                                     near_dup_threshold=self.near_dup_threshold, num_perm=self.num_perm)
 
 
 def _default_max_answer_chars() -> dict[str, int]:

@@ -330,8 +330,52 @@ CURATED_COMMERCIAL = TableSpec(
 # Everything but run_id / curated_at: a rerun that changes nothing commits nothing.
 CURATED_CHANGE_COLUMNS = [f[0] for f in _CURATED_FIELDS if f[0] not in ("gen_id", "run_id", "curated_at")]
 
+HELDOUT_NGRAMS = TableSpec(
+    name="heldout_ngrams",
+    keys=("ngram_hash", "heldout_id"),
+    description=(
+        "Held-out index, n-gram rule: each distinct word n-gram hash of each held-out item (its question, "
+        "options and answer, passage and decontamination text); heldout_items counts the held-out items "
+        "that contain it and boilerplate marks the ones skipped. Rebuilt only when heldout or the "
+        "contamination settings change (udfs/decontamination.py, jobs/filters/contamination.py)."
+    ),
+    schema=_fields(
+        ("ngram_hash", L, False),
+        ("heldout_id", S, False),
+        ("heldout_items", I, False),
+        ("boilerplate", B, False),
+    ),
+)
+
+HELDOUT_SHINGLES = TableSpec(
+    name="heldout_shingles",
+    keys=("heldout_id",),
+    description=(
+        "Held-out index, whole-text and near-duplicate rules: per held-out item its normalized stimulus "
+        "(question + options), the stimulus key, and for short stimuli the character-shingle hashes, "
+        "MinHash LSH band keys and the passage's shingles, and the normalized accepted answers. Rebuilt "
+        "with heldout_ngrams."
+    ),
+    schema=_fields(
+        ("heldout_id", S, False),
+        ("task", S, False),
+        ("split", S, False),
+        ("stimulus", S, False),
+        ("stimulus_key", L, False),
+        ("stimulus_items", I, False),
+        ("boilerplate", B, False),
+        ("n_words", I, False),
+        ("n_ngrams", I, False),
+        ("shingles", INTS),
+        ("bands", LONGS),
+        ("context_shingles", INTS),
+        ("answers", STRINGS),
+    ),
+)
+
 ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
-                 MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL)
+                 MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
+                 HELDOUT_NGRAMS, HELDOUT_SHINGLES)
 }

@@ -1,0 +1,502 @@
+"""Decontamination against held-out data, the pure half: the texts of an item that are checked,
+their word n-gram hashes, whole-text keys, character shingles and LSH band keys. No Spark here;
+`jobs/filters/contamination.py` wires tables to these functions and does the matching as joins.
+
+Why three rules. The tools people use decontaminate long web documents with one rule: a shared
+word n-gram. GPT-3 (Brown et al. 2020, appendix C) flags a document that shares any 13-gram with a
+test item; lm-eval's `Janitor` (lm_eval/decontamination/janitor.py) implements that rule (13-grams
+over lower-cased, punctuation-stripped, whitespace-split text); datatrove's `NGramsDecontFilter`
+(pipeline/decont/n_grams.py) does the same with 12-grams over the gold answer and the
+question/answer boundary. On Q&A items that rule has two holes, which the other two rules fill:
+
+- **short items**: a text of fewer than n words has no n-gram at all, so it can never match
+  (most held-out questions are shorter than 13 words) → the **whole-text** rule compares the
+  complete normalized text of the question and of the item (question + options + answer);
+- **edited copies**: changing one word of a text shorter than 2n words can break every one of its
+  n-grams (a word at position p is inside every window when the text has at most 2n - 1 words) →
+  the **near-duplicate** rule compares such texts by the Jaccard similarity of their character
+  k-shingles (Broder 1997), found through MinHash LSH banding (datasketch signatures, Mining of
+  Massive Datasets §3.4) and confirmed on the exact shingle sets. Character shingles keep most of a
+  short text when one word changes; word n-grams do not.
+
+The texts of an item (`checked_texts`), all through `udfs.textnorm.normalize_text`, the one
+normalization of both sides, so a copy that differs only in formatting is a copy:
+
+    question  the question (WinoGrande's sentence, BoolQ's question, ...)
+    item      question + options (sorted, so a copy with shuffled options is the same item) + the
+              answer when it is not one of the options: what a generated Q&A item is
+    context   the passage (BoolQ, SciQ support), when there is one
+    query     held-out side only: lm-eval's `doc_to_decontamination_query` as ingest stores it in
+              `heldout.decontamination_text` (BoolQ's passage, ARC's "Question: ... Answer:"),
+              kept when it differs from the texts above
+
+Which rule looks at which text (`views_for`): n-grams over item, context and query (question's
+n-grams are the item's first ones); whole-text and near-duplicate over question and item, each
+against the same kind of text on the other side.
+
+Hashes are stable 64-bit values, the same in every process and on every platform (no Python
+`hash()`, which is salted per process): a word is the first 8 bytes of its BLAKE2b digest; an
+n-gram folds its n word values with a polynomial in wrapping uint64 arithmetic and the MurmurHash3
+finalizer (fmix64); a whole text is the first 8 bytes of BLAKE2b of its UTF-8 bytes. Character
+shingles hash the same way over code points, folded to 32 bits for datasketch's affine32 MinHash.
+Stored as signed int64/int32 (Spark has no unsigned types); only equality is ever used on them.
+`INDEX_VERSION` names these rules: bump it when any of them (or `normalize_text`) changes meaning,
+so a stored held-out index is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from datasketch import MinHash
+
+from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHORT_TEXT
+from udfs.textnorm import normalize_text
+
+INDEX_VERSION = 1
+
+STIMULUS, QA, CONTEXT, QUERY = "stimulus", "qa", "context", "query"
+VIEWS = (STIMULUS, QA, CONTEXT, QUERY)
+OPEN_FORMATS = frozenset({NUMERIC, SHORT_TEXT, FREEFORM, CODE})
+
+RULES = ("whole_text", "ngram", "near_dup")  # also the tie-break order of equal scores
+MATCHED_MAX_CHARS = 200
+
+_U64 = np.uint64
+_FMIX_C1 = _U64(0xFF51AFD7ED558CCD)
+_FMIX_C2 = _U64(0xC4CEB9FE1A85EC53)
+_GOLDEN = _U64(0x9E3779B97F4A7C15)  # odd: the polynomial's multiplier
+_S32, _S33 = _U64(32), _U64(33)
+_MINHASH_SCHEME = "affine32"
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """P(two texts of Jaccard `similarity` share at least one LSH band): 1 - (1 - s^r)^b
+    (Mining of Massive Datasets §3.4.2)."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
+@lru_cache(maxsize=64)
+def choose_bands(threshold: float, num_perm: int, candidate_recall: float = 0.99) -> tuple[int, int]:
+    """(bands, rows): the largest r (fewest false candidates) whose b = num_perm // r bands still
+    give P(candidate | threshold) ≥ candidate_recall; r = 1 when none does. A candidate costs one
+    exact Jaccard check in Spark; a missed one is a contaminated item kept, hence the high target."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be positive, got {num_perm}")
+    best = (num_perm, 1)
+    for rows in range(1, num_perm + 1):
+        if candidate_probability(threshold, num_perm // rows, rows) >= candidate_recall:
+            best = (num_perm // rows, rows)
+    return best
+
+
+@dataclass(frozen=True)
+class DecontaminationParams:
+    """Everything that decides the held-out index; `tag` is recorded with the index, so changing
+    any of these rebuilds it. Defaults and their reasons: `jobs.config.ContaminationConfig`."""
+
+    ngram_n: int = 13
+    boilerplate_min_items: int = 10
+    shingle_size: int = 5
+    near_dup_threshold: float = 0.5
+    num_perm: int = 128
+    seed: int = 1
+    candidate_recall: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.ngram_n < 1:
+            raise ValueError(f"ngram_n must be positive, got {self.ngram_n}")
+        if self.boilerplate_min_items < 2:
+            raise ValueError(f"boilerplate_min_items must be at least 2, got {self.boilerplate_min_items}")
+        if self.shingle_size < 1:
+            raise ValueError(f"shingle_size must be positive, got {self.shingle_size}")
+        if not 0.0 < self.near_dup_threshold <= 1.0:
+            raise ValueError(f"near_dup_threshold must be in (0, 1], got {self.near_dup_threshold}")
+
+    @property
+    def near_dup_max_words(self) -> int:
+        """Texts of at most 2n - 1 words get near-duplicate keys: in those, one changed word can
+        sit inside every n-gram window; a longer text keeps an intact n-gram after any one-word
+        substitution, insertion or deletion, so the n-gram rule already catches the edit."""
+        return 2 * self.ngram_n - 1
+
+    @property
+    def bands_rows(self) -> tuple[int, int]:
+        return choose_bands(self.near_dup_threshold, self.num_perm, self.candidate_recall)
+
+    @property
+    def tag(self) -> str:
+        """e.g. 'v1/n13/bp10/char5/j0.5/p128/b42r3/seed1'."""
+        bands, rows = self.bands_rows
+        return (f"v{INDEX_VERSION}/n{self.ngram_n}/bp{self.boilerplate_min_items}/char{self.shingle_size}/"
+                f"j{self.near_dup_threshold:g}/"
+                f"p{self.num_perm}/b{bands}r{rows}/seed{self.seed}")
+
+
+# ---- the texts that are checked -----------------------------------------------------------------
+
+
+def _is_missing(value: object) -> bool:
+    """None or NaN (what pandas/Arrow give for a null cell); arrays and strings are never missing."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+_YES_NO = frozenset({"yes", "no", "true", "false"})
+
+
+def identity_options(choices: Iterable | None, answer_format: str | None) -> list[str]:
+    """The options that make an item what it is: normalized, distinct, sorted (so a copy with
+    shuffled options is the same item). Only multiple-choice options count: a boolean's yes/no and
+    a label task's label set are the same for every item of the task, and an open format's choices
+    are accepted answer aliases (nq_open, webqs). Without a format, choices count unless they are a
+    yes/no pair."""
+    if _is_missing(choices) or answer_format in (BOOLEAN, LABEL) or answer_format in OPEN_FORMATS:
+        return []
+    options = sorted({o for o in (normalize_text(c) for c in choices if not _is_missing(c)) if o})
+    if answer_format is None and options and set(options) <= _YES_NO:
+        return []
+    return options
+
+
+def accepted_answers(answer_text: object, choices: Iterable | None = None,
+                     answer_format: str | None = None) -> list[str]:
+    """Normalized gold answers: the answer text, plus the accepted aliases an open-format held-out
+    item lists as choices (nq_open, webqs). Near-duplicate matches require the item's answer to be
+    one of these."""
+    answers = [] if _is_missing(answer_text) else [normalize_text(answer_text)]
+    if answer_format in OPEN_FORMATS and not _is_missing(choices):
+        answers += [normalize_text(c) for c in choices if not _is_missing(c)]
+    return sorted({a for a in answers if a})
+
+
+def checked_texts(question: object, context: object = None, choices: Iterable | None = None,
+                  answer_text: object = None, answer_format: str | None = None,
+                  decontamination_text: object = None) -> dict[str, str]:
+    """The normalized texts of one item, by view (see the module docstring), empty ones left out:
+    `stimulus` (question + identity options), `qa` (stimulus + the answer, when the answer is not
+    one of the options), `context`, and `query` (held-out side). A view equal to an earlier one is
+    left out, except `qa`, which is present whenever the stimulus is."""
+    q = "" if _is_missing(question) else normalize_text(question)
+    options = identity_options(choices, answer_format)
+    stimulus = " ".join(t for t in (q, *options) if t)
+    texts: dict[str, str] = {}
+    if stimulus:
+        texts[STIMULUS] = stimulus
+        answer = "" if _is_missing(answer_text) else normalize_text(answer_text)
+        texts[QA] = f"{stimulus} {answer}" if answer and answer not in options else stimulus
+    for view, raw in ((CONTEXT, context), (QUERY, decontamination_text)):
+        text = "" if _is_missing(raw) else normalize_text(raw)
+        if text and text not in texts.values():
+            texts[view] = text
+    return texts
+
+
+# ---- hashing (batched: one numpy pass per batch of texts, not per text) -----------------------------
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer, elementwise on uint64 (a bijection with full avalanche)."""
+    h = h ^ (h >> _S33)
+    h = h * _FMIX_C1
+    h = h ^ (h >> _S33)
+    h = h * _FMIX_C2
+    return h ^ (h >> _S33)
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer on uint32: datasketch's affine32 pre-mix of each input hash."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def _windows(flat: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hash every window of k consecutive tokens that lies inside one text of a concatenation.
+
+    flat: uint64 tokens of all texts back to back; lengths: tokens per text. Returns (doc, hash):
+    the text each window belongs to (in order) and fmix64(Σ_j t[p+j]·G^(k-1-j) mod 2^64)."""
+    counts = np.maximum(lengths - k + 1, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=_U64)
+    n = len(flat) - k + 1
+    h = np.zeros(n, dtype=_U64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            h *= _GOLDEN
+            h += flat[j:j + n]
+        h = _fmix64(h)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    docs = np.repeat(np.arange(len(lengths)), counts)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    positions = np.arange(total) - np.repeat(first, counts) + np.repeat(starts, counts)
+    return docs, h[positions]
+
+
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique by sort (numpy 2's hash-based unique is far slower on these arrays)."""
+    values = np.sort(values)
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def _distinct_per_doc(doc: np.ndarray, values: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bounds, values): the sorted distinct values of each doc of (doc, value) pairs, in CSR form."""
+    order = np.lexsort((values, doc))
+    doc, values = doc[order], values[order]
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:] = (doc[1:] != doc[:-1]) | (values[1:] != values[:-1])
+    doc, values = doc[keep], values[keep]
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n_docs))]).astype(np.int64)
+    return bounds, values
+
+
+@lru_cache(maxsize=1 << 18)
+def _word_value(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def text_key(normalized: str) -> int:
+    """The whole-text key: the first 8 bytes of BLAKE2b(normalized text) as a signed int64."""
+    return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8"), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+def ngram_batch(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word n-gram hashes of many normalized texts, in CSR form: (offsets, hashes) with
+    hashes[offsets[i]:offsets[i+1]] the int64 hash of each n-gram of text i in order (element p =
+    the n-gram starting at word p; none when the text has fewer than n words)."""
+    words = [t.split() for t in texts]
+    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    flat = np.fromiter((_word_value(x) for w in words for x in w), dtype=_U64, count=int(lengths.sum()))
+    docs, hashes = _windows(flat, lengths, n)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(docs, minlength=len(texts)))]).astype(np.int64)
+    return offsets, hashes.view(np.int64)
+
+
+def word_ngram_hashes(normalized: str, n: int) -> np.ndarray:
+    """int64 hash of every word n-gram of one normalized text, in order (see `ngram_batch`)."""
+    return ngram_batch([normalized], n)[1]
+
+
+def shingle_batch(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Character k-shingles of many normalized texts, in CSR form: (offsets, hashes) with
+    hashes[offsets[i]:offsets[i+1]] the sorted distinct 32-bit hashes (uint32) of text i's shingles.
+    Spaces count, so word boundaries do; a text shorter than k is one shingle, itself; "" has none.
+    A shingle hashes like an n-gram over code points (+1, so no token is 0), folded to 32 bits."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    flat = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(_U64) + _U64(1)
+    docs, h = _windows(flat, lengths, k)
+    short = np.flatnonzero((lengths > 0) & (lengths < k))
+    if len(short):  # whole text as its single shingle
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        extra = [_windows(flat[starts[i]:starts[i] + lengths[i]], lengths[i:i + 1], int(lengths[i]))[1]
+                 for i in short]
+        docs = np.concatenate([docs, short])
+        h = np.concatenate([h, *extra])
+    keys = (docs.astype(_U64) << _S32) | ((h >> _S32) ^ h) & _U64(0xFFFFFFFF)
+    keys = _sorted_distinct(keys)
+    counts = np.bincount((keys >> _S32).astype(np.int64), minlength=len(texts))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return offsets, (keys & _U64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def char_shingles(normalized: str, k: int) -> np.ndarray:
+    """Sorted distinct uint32 hashes of one normalized text's character k-shingles (`shingle_batch`)."""
+    return shingle_batch([normalized], k)[1]
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|A ∩ B| / |A ∪ B| of two distinct-hash arrays; 0.0 when both are empty. (Spark computes the
+    same with array_intersect in the matching join.)"""
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    union = len(a) + len(b) - inter
+    return inter / union if union else 0.0
+
+
+@lru_cache(maxsize=4)
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutation parameters (a, b) for (num_perm, seed), built once per
+    process (once per Python worker in Spark)."""
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=_MINHASH_SCHEME).permutations
+    return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
+
+
+def signature_batch(offsets: np.ndarray, hashes: np.ndarray, num_perm: int = 128, seed: int = 1,
+                    chunk: int = 8192) -> np.ndarray:
+    """MinHash signatures of the shingle sets of a `shingle_batch`: a (n_texts, num_perm) uint32
+    matrix, bit for bit what `datasketch.MinHash(num_perm, seed, scheme="affine32")` holds after
+    `update_batch` with the same hashes (fmix32, then a·h + b mod 2^32, minimum per permutation),
+    computed for a whole batch at once instead of one datasketch object per text. An empty set keeps
+    datasketch's empty value (all 2^32 - 1); callers give near-dup keys only to non-empty texts."""
+    a, b = permutations(num_perm, seed)
+    n = len(offsets) - 1
+    sigs = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    docs = np.flatnonzero(offsets[1:] > offsets[:-1])
+    if not len(docs):
+        return sigs
+    mixed = _fmix32(hashes.astype(np.uint32, copy=False))
+    starts, ends = offsets[docs], offsets[docs + 1]
+    i = 0
+    while i < len(docs):  # texts i..j-1 hold about `chunk` shingles (at least one text)
+        j = max(int(np.searchsorted(ends, starts[i] + chunk, side="right")), i + 1)
+        lo, hi = starts[i], ends[j - 1]
+        permuted = mixed[lo:hi, None] * a
+        permuted += b
+        sigs[docs[i:j]] = np.minimum.reduceat(permuted, starts[i:j] - lo, axis=0)
+        i = j
+    return sigs
+
+
+def minhash(shingles: np.ndarray, num_perm: int = 128, seed: int = 1) -> MinHash:
+    """A `datasketch.MinHash` of one shingle set (for notebooks and tests; the job uses
+    `signature_batch`, which gives the same hash values)."""
+    m = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme=_MINHASH_SCHEME)
+    m.update_batch(np.asarray(shingles).view(np.uint32).tolist())
+    return m
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """LSH band keys of a (n, num_perm) signature matrix → (n, bands) int64, or of one signature →
+    (bands,): the fold of each band's `rows` values with fmix64. Band i of two texts is only ever
+    compared with band i (the join key is (band index, key))."""
+    sigs = np.asarray(signatures)
+    table = sigs[..., : bands * rows].astype(_U64).reshape(*sigs.shape[:-1], bands, rows)
+    h = np.zeros(table.shape[:-1], dtype=_U64)
+    with np.errstate(over="ignore"):
+        for j in range(rows):
+            h *= _GOLDEN
+            h += table[..., j]
+        return _fmix64(h).view(np.int64)
+
+
+# ---- a batch of items → their keys (what one mapInPandas call computes) --------------------------
+
+KEY_COLUMNS = ("id", "stimulus", "stimulus_key", "n_words", "qa", "ngrams", "n_ngrams", "shingles", "bands",
+               "context_shingles", "answers")
+KEY_DOC = """Columns of a featurized frame (one row per item that has a stimulus):
+
+    id                the item's id (item_id, or heldout_id on the held-out side)
+    stimulus          normalized question + identity options (the whole-text and near-dup text)
+    stimulus_key      `text_key(stimulus)`: the whole-text rule's join key
+    n_words           words in the stimulus (near-dup keys only when ≤ `near_dup_max_words`)
+    qa                stimulus + answer: the text whose n-grams are checked on the item side
+    ngrams            item side: int64 per word position of `qa` (position p = the n-gram at word p,
+                      so a match can show its words); held-out side: the distinct n-grams of qa,
+                      context and query together
+    n_ngrams          distinct values in `ngrams` (the denominator of the n-gram score)
+    shingles          sorted distinct char-shingle hashes of the stimulus (int32), near-dup only
+    bands             LSH band keys of `shingles` (int64, one per band), near-dup only
+    context_shingles  char-shingle hashes of the passage, when there is one and near-dup applies
+    answers           `accepted_answers` (item side: its own normalized answer)
+"""
+
+
+def featurize_frame(frame: pd.DataFrame, params: DecontaminationParams, heldout: bool,
+                    keep: Sequence[str] = ()) -> pd.DataFrame:
+    """The body of one mapInPandas call, for either side (see KEY_DOC for the output columns).
+
+    Input columns: id, question, context, choices (sequence of str or None), answer_text, and
+    optionally answer_format and (held-out side) decontamination_text. Output: one row per item
+    that has a stimulus; shingles, bands and context_shingles are None where near-dup does not
+    apply. An item with an empty question and no options yields no row: there is nothing it could
+    be a copy of. Columns named in `keep` are copied through after `id`.
+    """
+    size = len(frame)
+    column = lambda name: frame[name] if name in frame.columns else [None] * size  # noqa: E731
+    kept = list(zip(*(frame[c] for c in keep))) if keep else [()] * size
+    ids, extras, texts, answers = [], [], [], []
+    for item_id, extra, q, c, ch, a, fmt, d in zip(frame["id"], kept, frame["question"], frame["context"],
+                                                   frame["choices"], frame["answer_text"],
+                                                   column("answer_format"), column("decontamination_text")):
+        fmt = None if _is_missing(fmt) else fmt
+        t = checked_texts(q, c, ch, a, fmt, d)
+        if STIMULUS not in t:
+            continue
+        ids.append(item_id)
+        extras.append(extra)
+        texts.append(t)
+        answers.append(accepted_answers(a, ch, fmt) if heldout else accepted_answers(a))
+    m = len(texts)
+    stimuli = [t[STIMULUS] for t in texts]
+    n_words = np.fromiter((len(s.split()) for s in stimuli), dtype=np.int64, count=m)
+
+    # n-grams
+    if heldout:
+        owners, ngram_texts = [], []
+        for i, t in enumerate(texts):
+            for view in (QA, CONTEXT, QUERY):
+                if view in t:
+                    owners.append(i)
+                    ngram_texts.append(t[view])
+        offsets, hashes = ngram_batch(ngram_texts, params.ngram_n)
+        doc = np.repeat(np.asarray(owners, dtype=np.int64), np.diff(offsets))
+        bounds, hashes = _distinct_per_doc(doc, hashes, m)
+        ngrams = [hashes[bounds[i]:bounds[i + 1]] for i in range(m)]
+        n_ngrams = np.diff(bounds)
+    else:
+        offsets, hashes = ngram_batch([t[QA] for t in texts], params.ngram_n)
+        ngrams = [hashes[offsets[i]:offsets[i + 1]] for i in range(m)]
+        doc = np.repeat(np.arange(m, dtype=np.int64), np.diff(offsets))
+        n_ngrams = np.diff(_distinct_per_doc(doc, hashes, m)[0])
+
+    # near-duplicate keys for short stimuli (and their passages)
+    shingles: list = [None] * m
+    bands: list = [None] * m
+    contexts: list = [None] * m
+    short = np.flatnonzero(n_words <= params.near_dup_max_words)
+    if len(short):
+        n_bands, rows = params.bands_rows
+        offsets, hashes = shingle_batch([stimuli[i] for i in short], params.shingle_size)
+        band_matrix = band_keys(signature_batch(offsets, hashes, params.num_perm, params.seed), n_bands, rows)
+        stored = hashes.view(np.int32)
+        for r, i in enumerate(short):
+            shingles[i] = stored[offsets[r]:offsets[r + 1]]
+            bands[i] = band_matrix[r]
+        with_context = [i for i in short if CONTEXT in texts[i]]
+        if with_context:
+            offsets, hashes = shingle_batch([texts[i][CONTEXT] for i in with_context], params.shingle_size)
+            stored = hashes.view(np.int32)
+            for r, i in enumerate(with_context):
+                contexts[i] = stored[offsets[r]:offsets[r + 1]]
+
+    out = {"id": ids}
+    for pos, name in enumerate(keep):
+        out[name] = [e[pos] for e in extras]
+    out.update({
+        "stimulus": stimuli,
+        "stimulus_key": [text_key(s) for s in stimuli],
+        "n_words": n_words,
+        "qa": [t[QA] for t in texts],
+        "ngrams": ngrams,
+        "n_ngrams": n_ngrams,
+        "shingles": shingles,
+        "bands": bands,
+        "context_shingles": contexts,
+        "answers": answers,
+    })
+    return pd.DataFrame(out, columns=["id", *keep, *KEY_COLUMNS[1:]])
+
+
+def truncate(text: str | None, limit: int = MATCHED_MAX_CHARS) -> str | None:
+    """`text` cut to `limit` characters, ending in an ellipsis when cut (evidence stays short)."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
