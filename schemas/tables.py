@@ -352,9 +352,9 @@ HELDOUT_SHINGLES = TableSpec(
     keys=("heldout_id",),
     description=(
         "Held-out index, whole-text and near-duplicate rules: per held-out item its normalized stimulus "
-        "(question + options), the stimulus key, and for short stimuli the character-shingle hashes, "
-        "MinHash LSH band keys and the passage's shingles, and the normalized accepted answers. Rebuilt "
-        "with heldout_ngrams."
+        "(question + options), the stimulus key, the normalized accepted answers, and for short stimuli "
+        "the character-shingle hashes, MinHash LSH band keys, one-changed-word keys and the passage's "
+        "shingles. Rebuilt with heldout_ngrams."
     ),
     schema=_fields(
         ("heldout_id", S, False),
@@ -368,6 +368,7 @@ HELDOUT_SHINGLES = TableSpec(
         ("n_ngrams", I, False),
         ("shingles", INTS),
         ("bands", LONGS),
+        ("edit_keys", LONGS),
         ("context_shingles", INTS),
         ("answers", STRINGS),
     ),

@@ -279,6 +279,75 @@ def text_key(normalized: str) -> int:
                           signed=True)
 
 
+_MASK64 = (1 << 64) - 1
+_G = int(_GOLDEN)
+EDIT_SUBSTITUTED, EDIT_DELETED, EDIT_WHOLE = 1, 2, 3  # low two bits of an edit key
+
+
+def _mix64(value: int) -> int:
+    """fmix64 on a Python int (the scalar twin of `_fmix64`)."""
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & _MASK64
+    value ^= value >> 33
+    value = (value * 0xC4CEB9FE1A85EC53) & _MASK64
+    return value ^ (value >> 33)
+
+
+def _edit_key(poly: int, length: int, position: int, kind: int) -> int:
+    mixed = _mix64(poly ^ _mix64((length << 8) ^ (position << 40) ^ 0x5F3759DF))
+    return (mixed & ~3 & _MASK64) | kind
+
+
+def edit_keys(normalized: str) -> np.ndarray:
+    """Keys whose equality between two texts means they differ by at most one word (int64 array).
+
+    The word deletion neighbourhood (the idea of SymSpell's symmetric delete, at word level): for
+    each position i the text with word i removed, keyed with i (kind SUBSTITUTED: equal keys on
+    both sides at the same i = word i replaced) and without i (kind DELETED), plus the whole text
+    (kind WHOLE). A word inserted into one text makes its DELETED key at that position equal to the
+    other text's WHOLE key; a substitution makes the SUBSTITUTED keys at its position equal. The
+    kind sits in the low two bits: a match joins on `key >> 2` and accepts the kind pairs
+    (SUBSTITUTED, SUBSTITUTED), (DELETED, WHOLE) and (WHOLE, DELETED). A text of one word or none
+    gets no keys (replacing its only word leaves nothing in common), so it never matches this way.
+
+    Exact, unlike character similarity: a one-word change is found whatever the word's length
+    and however short the text. Hash: the polynomial over the words' 64-bit values, modulo 2^64,
+    of the remaining words, mixed with the length (and position) by fmix64.
+    """
+    values = [_word_value(w) for w in normalized.split()]
+    n = len(values)
+    if n < 2:
+        return np.empty(0, dtype=np.int64)
+    powers = [1] * (n + 1)
+    for k in range(1, n + 1):
+        powers[k] = (powers[k - 1] * _G) & _MASK64
+    prefix = [0] * (n + 1)
+    for i, v in enumerate(values):
+        prefix[i + 1] = (prefix[i] * _G + v) & _MASK64
+    suffix = [0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        suffix[i] = (values[i] * powers[n - 1 - i] + suffix[i + 1]) & _MASK64
+    keys = [_edit_key(prefix[n], n, 0, EDIT_WHOLE)]
+    for i in range(n):
+        rest = (prefix[i] * powers[n - 1 - i] + suffix[i + 1]) & _MASK64
+        keys.append(_edit_key(rest, n - 1, i + 1, EDIT_SUBSTITUTED))
+        keys.append(_edit_key(rest, n - 1, 0, EDIT_DELETED))
+    return np.array(keys, dtype=np.uint64).view(np.int64)
+
+
+def within_one_word(a: str, b: str) -> bool:
+    """Whether two normalized texts differ by at most one word substituted, inserted or deleted
+    (what matching `edit_keys` means: both texts need two words or more; a plain reference for
+    tests and notebooks)."""
+    x, y = a.split(), b.split()
+    if abs(len(x) - len(y)) > 1 or min(len(x), len(y)) < 2:
+        return False
+    if len(x) == len(y):
+        return sum(p != q for p, q in zip(x, y)) <= 1
+    short, long_ = (x, y) if len(x) < len(y) else (y, x)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
 def ngram_batch(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Word n-gram hashes of many normalized texts, in CSR form: (offsets, hashes) with
     hashes[offsets[i]:offsets[i+1]] the int64 hash of each n-gram of text i in order (element p =
@@ -390,7 +459,7 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 # ---- a batch of items → their keys (what one mapInPandas call computes) --------------------------
 
 KEY_COLUMNS = ("id", "stimulus", "stimulus_key", "n_words", "qa", "ngrams", "n_ngrams", "shingles", "bands",
-               "context_shingles", "answers")
+               "edit_keys", "context_shingles", "answers")
 KEY_DOC = """Columns of a featurized frame (one row per item that has a stimulus):
 
     id                the item's id (item_id, or heldout_id on the held-out side)
@@ -404,6 +473,7 @@ KEY_DOC = """Columns of a featurized frame (one row per item that has a stimulus
     n_ngrams          distinct values in `ngrams` (the denominator of the n-gram score)
     shingles          sorted distinct char-shingle hashes of the stimulus (int32), near-dup only
     bands             LSH band keys of `shingles` (int64, one per band), near-dup only
+    edit_keys         `edit_keys(stimulus)`: the one-changed-word keys, near-dup only
     context_shingles  char-shingle hashes of the passage, when there is one and near-dup applies
     answers           `accepted_answers` (item side: its own normalized answer)
 """
@@ -460,6 +530,7 @@ def featurize_frame(frame: pd.DataFrame, params: DecontaminationParams, heldout:
     # near-duplicate keys for short stimuli (and their passages)
     shingles: list = [None] * m
     bands: list = [None] * m
+    edits: list = [None] * m
     contexts: list = [None] * m
     short = np.flatnonzero(n_words <= params.near_dup_max_words)
     if len(short):
@@ -470,6 +541,7 @@ def featurize_frame(frame: pd.DataFrame, params: DecontaminationParams, heldout:
         for r, i in enumerate(short):
             shingles[i] = stored[offsets[r]:offsets[r + 1]]
             bands[i] = band_matrix[r]
+            edits[i] = edit_keys(stimuli[i])
         with_context = [i for i in short if CONTEXT in texts[i]]
         if with_context:
             offsets, hashes = shingle_batch([texts[i][CONTEXT] for i in with_context], params.shingle_size)
@@ -489,6 +561,7 @@ def featurize_frame(frame: pd.DataFrame, params: DecontaminationParams, heldout:
         "n_ngrams": n_ngrams,
         "shingles": shingles,
         "bands": bands,
+        "edit_keys": edits,
         "context_shingles": contexts,
         "answers": answers,
     })

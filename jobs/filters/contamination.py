@@ -57,7 +57,15 @@ from pyspark.sql.types import (
 
 from jobs.config import Config
 from schemas.tables import HELDOUT, HELDOUT_NGRAMS, HELDOUT_SHINGLES
-from udfs.decontamination import MATCHED_MAX_CHARS, RULES, DecontaminationParams, featurize_frame
+from udfs.decontamination import (
+    EDIT_DELETED,
+    EDIT_SUBSTITUTED,
+    EDIT_WHOLE,
+    MATCHED_MAX_CHARS,
+    RULES,
+    DecontaminationParams,
+    featurize_frame,
+)
 
 INDEX_TABLES = (HELDOUT_NGRAMS, HELDOUT_SHINGLES)
 
@@ -85,6 +93,7 @@ def _feature_schema(extra: tuple[StructField, ...] = ()) -> StructType:
         StructField("n_ngrams", IntegerType(), False),
         StructField("shingles", ArrayType(IntegerType()), True),
         StructField("bands", ArrayType(LongType()), True),
+        StructField("edit_keys", ArrayType(LongType()), True),
         StructField("context_shingles", ArrayType(IntegerType()), True),
         StructField("answers", ArrayType(StringType()), False),
     ])
@@ -194,6 +203,12 @@ def _jaccard(a: str, b: str):
     return inter / (F.size(F.col(a)) + F.size(F.col(b)) - inter)
 
 
+def _edit_rows(df: DataFrame, id_column: str, kind_column: str) -> DataFrame:
+    """One row per edit key: (id, edit_base = key >> 2, kind = key & 3)."""
+    return df.select(id_column, F.explode("edit_keys").alias("k")).select(
+        id_column, F.shiftright("k", 2).alias("edit_base"), F.col("k").bitwiseAND(3).alias(kind_column))
+
+
 def _cut(col):
     return F.when(F.length(col) > MATCHED_MAX_CHARS,
                   F.concat(F.substring(col, 1, MATCHED_MAX_CHARS - 1), F.lit("…"))).otherwise(col)
@@ -256,11 +271,22 @@ def _best_matches(lakehouse, features: DataFrame, params: DecontaminationParams)
                 F.col("stimulus").alias("matched"))
     )
 
+    # near_dup candidates: a shared LSH band, or a shared one-changed-word key of compatible kinds
     item_bands = features.where(F.col("bands").isNotNull()).select(
         "id", F.posexplode("bands").alias("band", "band_key"))
     held_bands = index.where(F.col("bands").isNotNull() & ~F.col("boilerplate")).select(
         "heldout_id", F.posexplode("bands").alias("band", "band_key"))
-    candidates = item_bands.join(held_bands, ["band", "band_key"]).select("id", "heldout_id").distinct()
+    by_band = item_bands.join(held_bands, ["band", "band_key"]).select("id", "heldout_id", F.lit(False).alias("edit"))
+    item_edits = _edit_rows(features.where(F.col("edit_keys").isNotNull()), "id", "i_kind")
+    held_edits = _edit_rows(index.where(F.col("edit_keys").isNotNull() & ~F.col("boilerplate")), "heldout_id", "h_kind")
+    by_edit = (
+        item_edits.join(held_edits, "edit_base")
+        .where(((F.col("i_kind") == EDIT_SUBSTITUTED) & (F.col("h_kind") == EDIT_SUBSTITUTED))
+               | ((F.col("i_kind") == EDIT_DELETED) & (F.col("h_kind") == EDIT_WHOLE))
+               | ((F.col("i_kind") == EDIT_WHOLE) & (F.col("h_kind") == EDIT_DELETED)))
+        .select("id", "heldout_id", F.lit(True).alias("edit"))
+    )
+    candidates = by_band.unionByName(by_edit).groupBy("id", "heldout_id").agg(F.max("edit").alias("edit"))
     near = (
         candidates
         .join(features.select("id", F.col("shingles").alias("s_item"), F.col("context_shingles").alias("c_item"),
@@ -275,7 +301,7 @@ def _best_matches(lakehouse, features: DataFrame, params: DecontaminationParams)
         .withColumn("context_score", F.when(F.col("c_held").isNull(), F.lit(None).cast("double"))
                     .when(F.col("c_item").isNull(), F.lit(0.0))
                     .otherwise(_jaccard("c_item", "c_held")))
-        .where((F.col("score") >= params.near_dup_threshold)
+        .where((F.col("edit") | (F.col("score") >= params.near_dup_threshold))
                & (F.col("context_score").isNull() | (F.col("context_score") >= params.near_dup_threshold)))
         .select("id", "heldout_id", F.lit("near_dup").alias("rule"), "score", F.col("h_stimulus").alias("matched"))
     )

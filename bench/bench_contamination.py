@@ -1,0 +1,298 @@
+"""Benchmark of the contamination filter against lm-eval's 13-gram Janitor, on the same rows.
+
+Data (real, from the benchmark mirror; `TASKSEED_SHARED_DATA` or ../shared/data):
+- held-out: every held-out split of the mirror (ARC-Easy/Challenge validation+test, GSM8K test,
+  BoolQ validation, WinoGrande validation, WebQuestions test, MMLU dev+validation+test, SciQ
+  validation+test, PIQA validation, NQ-open validation: ≈ 35.6k items), normalized by
+  `udfs.normalize.process_unit` (the function the ingest job maps over its work units, so the
+  records are what `heldout` holds);
+- planted: up to `--per-dataset` held-out items per dataset copied verbatim, and the same items
+  with one word of the question replaced by another word (position and word drawn with a fixed
+  seed); "short" = the held-out question has fewer than 13 words;
+- clean: the training splits of ARC-Easy, ARC-Challenge, GSM8K and BoolQ (items with their
+  options, answer and passage). Training splits leak held-out items (BoolQ's train and
+  validation share passages), so "clean" is defined independently of taskseed's rules: the
+  training items in which lm-eval's Janitor, registered with every held-out text (question,
+  options, answer, passage and lm-eval's decontamination query), finds no 13-gram. The raw share of
+  all training items flagged is printed too, by rule.
+
+Both sides see the same rows:
+- taskseed: `ensure_heldout_index` (Spark local[2], Delta) then `contamination_matches` on all
+  query rows (planted + clean), timed from the DataFrame to the collected result;
+- Janitor (lm_eval.decontamination.janitor.Janitor, python mode: the C++ `janitor_util` module is
+  not built by lm-eval's wheel), `register_contaminant` on the same held-out texts and `clean` on
+  the item text taskseed's n-gram rule checks (question + options + answer); a row counts as found
+  when any of its 13-grams is registered (the predicate `clean` uses).
+
+Prints: rows/s for both and their ratio; recall for both on verbatim copies, one-word edits and
+their short subsets (taskseed: also the share found with the planted heldout_id); the false-positive
+rate on clean training items; PASS/FAIL against the targets; the load average before and after.
+
+    .venv/bin/python bench/bench_contamination.py                    # ~35.6k held-out, 300/dataset
+    .venv/bin/python bench/bench_contamination.py --per-dataset 50 --clean 3000   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from udfs.normalize import Unit, process_unit, quiet_libraries  # noqa: E402
+from udfs.textnorm import normalize_text  # noqa: E402
+
+SHARED = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+MIRROR = SHARED / "hf"
+
+# task → (yaml under lm_eval/tasks, answer format, held-out splits, training split used as clean)
+TASKS = {
+    "arc_easy": ("arc/arc_easy.yaml", "mcq", ("validation", "test"), "train"),
+    "arc_challenge": ("arc/arc_challenge.yaml", "mcq", ("validation", "test"), "train"),
+    "gsm8k": ("gsm8k/gsm8k.yaml", "numeric", ("test",), "train"),
+    "boolq": ("super_glue/boolq/default.yaml", "boolean", ("validation",), "train"),
+    "winogrande": ("winogrande/default.yaml", "mcq", ("validation",), None),
+    "webqs": ("webqs/webqs.yaml", "short_text", ("test",), None),
+    "sciq": ("sciq/sciq.yaml", "mcq", ("validation", "test"), None),
+    "piqa": ("piqa/piqa.yaml", "mcq", ("validation",), None),
+    "nq_open": ("nq_open/nq_open.yaml", "short_text", ("validation",), None),
+}
+OVERRIDES = {"winogrande": {"dataset_name": "winogrande_l"}}
+ITEM_COLUMNS = ["question", "context", "choices", "answer_text", "answer_format"]
+SHORT_WORDS = 13
+
+
+def load_records(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(heldout, clean training) records as the normalizer produces them, cached as parquet."""
+    h_path, t_path = cache / "heldout.parquet", cache / "train.parquet"
+    if h_path.exists() and t_path.exists():
+        return pd.read_parquet(h_path), pd.read_parquet(t_path)
+    import lm_eval.tasks
+
+    quiet_libraries()
+    root = Path(lm_eval.tasks.__file__).resolve().parent
+    tasks = dict(TASKS)
+    for yaml_path in sorted((root / "mmlu" / "default").glob("mmlu_*.yaml")):
+        tasks[yaml_path.stem] = (str(yaml_path.relative_to(root)), "mcq", ("dev", "validation", "test"), None)
+    heldout, train = [], []
+    for task, (yaml_rel, fmt, splits, train_split) in tasks.items():
+        jobs = [(s, "heldout") for s in splits] + ([(train_split, "seed")] if train_split else [])
+        for split, role in jobs:
+            unit = Unit(task=task, split=split, role=role, start=0, end=None, task_family=task.split("_")[0],
+                        yaml_path=str(root / yaml_rel), answer_format=fmt,
+                        overrides_json=json.dumps(OVERRIDES.get(task, {})))
+            for row in process_unit(unit, str(MIRROR)):
+                if row["kind"] == "unit" and row.get("reason"):
+                    raise RuntimeError(f"{task}/{split}: {row['detail']}")
+                if row["kind"] == role:
+                    (heldout if role == "heldout" else train).append(row)
+    cache.mkdir(parents=True, exist_ok=True)
+    h = pd.DataFrame(heldout).drop_duplicates("row_id").rename(columns={"row_id": "heldout_id"})
+    t = pd.DataFrame(train).drop_duplicates("row_id").rename(columns={"row_id": "seed_id"})
+    h.to_parquet(h_path)
+    t.to_parquet(t_path)
+    return h, t
+
+
+def one_word_edit(question: str, vocabulary: list[str], rng: random.Random) -> str:
+    """The question with one whitespace-separated word replaced by a different word."""
+    words = question.split()
+    i = rng.randrange(len(words))
+    new = words[i]
+    while normalize_text(new) == normalize_text(words[i]):
+        new = rng.choice(vocabulary)
+    words[i] = new
+    return " ".join(words)
+
+
+def planted_rows(heldout: pd.DataFrame, per_dataset: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    vocabulary = sorted({w for q in heldout["question"].head(20000) for w in q.split() if w.isalpha()})
+    rows = []
+    for family, group in heldout.groupby("task_family", sort=True):
+        sample = group.sample(n=min(per_dataset, len(group)), random_state=seed)
+        for r in sample.itertuples():
+            short = len(normalize_text(r.question).split()) < SHORT_WORDS
+            base = {c: getattr(r, c) for c in ITEM_COLUMNS}
+            rows.append({**base, "item_id": f"verbatim:{r.heldout_id}", "kind": "verbatim", "short": short,
+                         "source": r.heldout_id, "family": family})
+            rows.append({**base, "question": one_word_edit(r.question, vocabulary, rng), "item_id": f"edit:{r.heldout_id}",
+                         "kind": "one_word_edit", "short": short, "source": r.heldout_id, "family": family})
+    return pd.DataFrame(rows)
+
+
+def item_text(r) -> str:
+    choices = list(r.choices) if r.choices is not None else []
+    return " ".join([r.question, *choices, r.answer_text])
+
+
+def janitor_side(heldout: pd.DataFrame, query: pd.DataFrame, train: pd.DataFrame) -> dict:
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):  # lm-eval prints a warning per call in python mode
+        from lm_eval.decontamination.janitor import Janitor, word_ngrams_indices
+
+    janitor = Janitor()  # ngram_n=13, GPT-3's settings
+    texts = []
+    for r in heldout.itertuples():
+        texts.append(item_text(r))
+        texts += [t for t in (r.context, r.decontamination_text) if t]
+    t0 = time.perf_counter()
+    for t in texts:
+        janitor.register_contaminant_python(t)
+    index_s = time.perf_counter() - t0
+
+    def dirty(text: str) -> bool:  # the predicate Janitor.clean_python applies to each n-gram
+        return any(janitor.normalize_string(g) in janitor.dirt_ngrams for g, _ in word_ngrams_indices(text, 13))
+
+    docs = [item_text(r) for r in query.itertuples()]
+    t0 = time.perf_counter()
+    for d in docs:
+        janitor.clean_python(d)
+    query_s = time.perf_counter() - t0
+    found = [dirty(d) for d in docs]
+    # "clean" training items: no 13-gram of any held-out text in question/options/answer/passage
+    full = [item_text(r) + (" " + r.context if r.context else "") for r in train.itertuples()]
+    clean = [not dirty(d) for d in full]
+    return {"index_s": index_s, "query_s": query_s, "found": found, "clean": clean,
+            "registered_texts": len(texts), "ngrams": len(janitor.dirt_ngrams)}
+
+
+def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partitions: int) -> dict:
+    from jobs.config import load_config
+    from jobs.filters.contamination import contamination_matches, ensure_heldout_index
+    from jobs.lakehouse import Lakehouse
+    from jobs.runtime import get_spark
+    from schemas.tables import HELDOUT
+
+    config = load_config(overrides=["spark.master=local[2]", f"spark.shuffle_partitions={partitions}",
+                                    "schema=bench_contamination", "spark.ui_enabled=false"], home=home)
+    spark = get_spark(config)
+    lakehouse = Lakehouse(spark, config)
+    if lakehouse.read("heldout").count() != len(heldout):
+        columns = [f.name for f in HELDOUT.schema.fields]
+        frame = heldout.reindex(columns=columns)
+        frame["ingested_at"] = pd.Timestamp.now()
+        lakehouse.overwrite(spark.createDataFrame(frame[columns], HELDOUT.schema), HELDOUT)
+    t0 = time.perf_counter()
+    built = ensure_heldout_index(lakehouse, config, progress=print, force=True)
+    index_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = ensure_heldout_index(lakehouse, config)
+    check_s = time.perf_counter() - t0
+    schema = "item_id string, question string, context string, choices array<string>, answer_text string, answer_format string"
+    items = query[["item_id", *ITEM_COLUMNS]].copy()
+    items["choices"] = items["choices"].map(lambda c: None if c is None else [str(x) for x in c])
+    spark.createDataFrame(items.head(200), schema).count()  # warm the Python workers
+    t0 = time.perf_counter()
+    df = spark.createDataFrame(items, schema).repartition(partitions)
+    matches = contamination_matches(lakehouse, config, df).toPandas()
+    query_s = time.perf_counter() - t0
+    return {"index_s": index_s, "query_s": query_s, "matches": matches, "built": built, "again": again,
+            "check_s": check_s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-dataset", type=int, default=300, help="planted held-out items per dataset")
+    parser.add_argument("--clean", type=int, default=0, help="clean training items to sample (0 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "taskseed-bench-contamination")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} on {os.cpu_count()} cores")
+
+    heldout, train = load_records(args.cache / "records")
+    if args.clean:
+        train = train.sample(n=min(args.clean, len(train)), random_state=args.seed)
+    train = train.reset_index(drop=True)
+    planted = planted_rows(heldout, args.per_dataset, args.seed)
+    clean_rows = train.assign(item_id="train:" + train["seed_id"], kind="train", short=False, source=None,
+                              family=train["task_family"])
+    query = pd.concat([planted, clean_rows[planted.columns]], ignore_index=True)
+    short_share = (heldout["question"].map(lambda q: len(normalize_text(q).split())) < SHORT_WORDS).mean()
+    print(f"held-out items: {len(heldout):,} ({short_share:.0%} with a question shorter than {SHORT_WORDS} words); "
+          f"query rows: {len(query):,} = {len(planted) // 2:,} verbatim + {len(planted) // 2:,} one-word edits "
+          f"+ {len(clean_rows):,} training items (ARC-Easy, ARC-Challenge, GSM8K, BoolQ)")
+
+    jan = janitor_side(heldout, query, train)
+    ours = taskseed_side(heldout, query, args.cache / "lakehouse", args.partitions)
+    print(ours["built"].summary())
+    print(f"second ensure_heldout_index: built={ours['again'].built} ({ours['check_s']:.1f} s, no commit)")
+
+    matches = ours["matches"].set_index("item_id")
+    query["ours"] = query["item_id"].isin(matches.index)
+    query["janitor"] = jan["found"]
+    query["right_id"] = [m and matches.at[i, "heldout_id"] == s if m else False
+                         for i, s, m in zip(query["item_id"], query["source"], query["ours"])]
+
+    n = len(query)
+    ours_rps, jan_rps = n / ours["query_s"], n / jan["query_s"]
+    print(f"\nthroughput on {n:,} rows: taskseed {ours_rps:,.0f} rows/s ({ours['query_s']:.1f} s, Spark local[2] incl. "
+          f"job overhead) | Janitor {jan_rps:,.0f} rows/s ({jan['query_s']:.1f} s, one Python thread) | ratio {ours_rps / jan_rps:.2f}x")
+    print(f"index: taskseed {len(heldout) / ours['index_s']:,.0f} items/s ({ours['index_s']:.1f} s, Delta tables) | "
+          f"Janitor {len(heldout) / jan['index_s']:,.0f} items/s ({jan['index_s']:.1f} s, {jan['registered_texts']:,} texts, "
+          f"{jan['ngrams']:,} 13-grams in memory)")
+
+    def recall(mask) -> tuple[float, float, float, int]:
+        sub = query[mask]
+        return sub["ours"].mean(), sub["janitor"].mean(), sub["right_id"].mean(), len(sub)
+
+    print("\nrecall                         taskseed  (right heldout_id)  Janitor   rows")
+    results = {}
+    for kind in ("verbatim", "one_word_edit"):
+        for label, mask in ((kind, query["kind"] == kind), (f"{kind} (short)", (query["kind"] == kind) & query["short"])):
+            o, j, r, count = recall(mask)
+            results[label] = o
+            print(f"  {label:28s} {o:8.3f}  ({r:.3f})             {j:7.3f}  {count:6,}")
+    by_family = query[query["kind"] != "train"].groupby(["family", "kind"])["ours"].mean().unstack()
+    print("  by dataset (taskseed): " + "; ".join(
+        f"{f} {row['verbatim']:.2f}/{row['one_word_edit']:.2f}" for f, row in by_family.iterrows()))
+
+    trained = query[query["kind"] == "train"].reset_index(drop=True)
+    clean = trained[pd.Series(jan["clean"])]
+    fp = clean["ours"].mean()
+    raw = trained["ours"].mean()
+    rules = Counter(matches.loc[trained.loc[trained["ours"], "item_id"], "rule"])
+    print(f"\ntraining items flagged (raw, all {len(trained):,}): taskseed {raw:.4f} by rule {dict(rules)} | "
+          f"Janitor {trained['janitor'].mean():.4f} (Q&A text only)")
+    by_task = trained.groupby("family")["ours"].mean()
+    print("  raw by dataset: " + "; ".join(f"{k} {v:.4f}" for k, v in by_task.items()))
+    print(f"false positives on clean training items ({len(clean):,} in which the Janitor finds no 13-gram of any "
+          f"held-out text, passages included): taskseed {fp:.4f}")
+    flagged_clean = clean[clean["ours"]]
+    for r in flagged_clean.head(8).itertuples():
+        m = matches.loc[r.item_id]
+        print(f"    {m['rule']:10s} {m['score']:.2f} {r.question[:70]!r} ~ {m['heldout_task']}: {str(m['matched'])[:70]!r}")
+
+    checks = [
+        ("throughput >= 1x Janitor", ours_rps / jan_rps >= 1.0, f"{ours_rps / jan_rps:.2f}x"),
+        ("recall verbatim == 1.0 (short included)", results["verbatim"] == 1.0 and results["verbatim (short)"] == 1.0,
+         f"{results['verbatim']:.3f} / short {results['verbatim (short)']:.3f}"),
+        ("recall one-word edits >= 0.95", results["one_word_edit"] >= 0.95, f"{results['one_word_edit']:.3f}"),
+        ("false positives <= 0.5%", fp <= 0.005, f"{fp:.4f}"),
+    ]
+    print()
+    for name, ok, value in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
+    load_after = os.getloadavg()
+    print(f"\nload average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
+          f"bench done in {time.perf_counter() - started:.0f} s")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

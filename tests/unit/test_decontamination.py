@@ -1,0 +1,326 @@
+"""The pure half of the contamination filter (udfs/decontamination.py), without Spark.
+
+What each rule keys on, on both sides: formatting-only differences give the same keys; the
+whole-text key covers items shorter than n; a one-word edit of a short question breaks every n-gram
+but keeps the edit keys and most character shingles; the batched hashing and signatures equal the
+one-text versions and datasketch; keys are the same in another process.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from datasketch import MinHash
+
+from udfs.decontamination import (
+    CONTEXT,
+    EDIT_DELETED,
+    EDIT_SUBSTITUTED,
+    EDIT_WHOLE,
+    KEY_COLUMNS,
+    QA,
+    QUERY,
+    STIMULUS,
+    DecontaminationParams,
+    accepted_answers,
+    band_keys,
+    candidate_probability,
+    char_shingles,
+    checked_texts,
+    choose_bands,
+    edit_keys,
+    featurize_frame,
+    identity_options,
+    jaccard,
+    minhash,
+    ngram_batch,
+    shingle_batch,
+    signature_batch,
+    text_key,
+    truncate,
+    within_one_word,
+    word_ngram_hashes,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = DecontaminationParams()
+
+ARC = {"question": "Which piece of safety equipment is used to keep mold spores from entering the respiratory system?",
+       "choices": ["safety goggles", "breathing mask", "rubber gloves", "lead apron"],
+       "answer_text": "breathing mask", "answer_format": "mcq"}
+
+
+def edit_match(a: str, b: str) -> bool:
+    """Whether two texts' edit keys match under the kind pairs the Spark join accepts."""
+    kinds: dict[int, set[int]] = {}
+    for k in edit_keys(a).view(np.uint64).tolist():
+        kinds.setdefault(k >> 2, set()).add(k & 3)
+    accepted = {(EDIT_SUBSTITUTED, EDIT_SUBSTITUTED), (EDIT_DELETED, EDIT_WHOLE), (EDIT_WHOLE, EDIT_DELETED)}
+    return any((ka, k & 3) in accepted for k in edit_keys(b).view(np.uint64).tolist() for ka in kinds.get(k >> 2, ()))
+
+
+# ---- the texts that are checked ---------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", [
+    dict(question="WHICH piece of safety-equipment is used to keep mold spores from entering the respiratory system",
+         choices=["Lead apron", "rubber gloves", "breathing  mask", "safety goggles"]),
+    dict(question="  which piece of safety equipment is used to keep mold spores from entering the respiratory system ??",
+         choices=("safety goggles.", "breathing mask.", "rubber gloves.", "lead apron.")),
+    dict(question="Which piece of safety equipment is used to keep mold spores from entering the respiratory system?",
+         choices=np.array(["ＳＡＦＥＴＹ goggles", "breathing mask", "rubber gloves", "lead apron"])),
+])
+def test_formatting_only_differences_give_the_same_texts_and_keys(variant):
+    base = checked_texts(**ARC)
+    other = checked_texts(**{**ARC, **variant})
+    assert other == base
+    assert text_key(other[STIMULUS]) == text_key(base[STIMULUS])
+    assert np.array_equal(word_ngram_hashes(other[QA], 13), word_ngram_hashes(base[QA], 13))
+
+
+def test_numbers_written_differently_are_the_same_text():
+    a = checked_texts("A farmer sells 1,000 eggs at $2.50 each.", answer_text="2500", answer_format="numeric")
+    b = checked_texts("A farmer sells 1000 eggs at $2.5 each", answer_text="2,500.00", answer_format="numeric")
+    assert a == b
+
+
+@pytest.mark.parametrize("fmt, choices, expected", [
+    ("mcq", ["b", "A", "a", ""], ["a", "b"]),
+    ("boolean", ["no", "yes"], []),
+    ("label", ["entailment", "neutral", "contradiction"], []),
+    ("short_text", ["Bobby Scott", "Bob Russell"], []),
+    ("numeric", ["18"], []),
+    (None, ["yes", "no"], []),
+    (None, ["red", "blue"], ["blue", "red"]),
+    ("mcq", None, []),
+])
+def test_identity_options(fmt, choices, expected):
+    assert identity_options(choices, fmt) == expected
+
+
+def test_views():
+    texts = checked_texts(**ARC)
+    assert texts[STIMULUS].endswith("breathing mask lead apron rubber gloves safety goggles")
+    assert texts[QA] == texts[STIMULUS]  # the answer is one of the options
+    boolq = checked_texts("is a chicken and rooster the same thing", context="A rooster is a male chicken.",
+                          choices=["no", "yes"], answer_text="yes", answer_format="boolean",
+                          decontamination_text="A rooster is a male chicken.")
+    assert boolq[STIMULUS] == "is a chicken and rooster the same thing"
+    assert boolq[QA] == "is a chicken and rooster the same thing yes"
+    assert boolq[CONTEXT] == "a rooster is a male chicken"
+    assert QUERY not in boolq  # the same text as the passage
+    arc_query = checked_texts(ARC["question"], decontamination_text=f"Question: {ARC['question']}\nAnswer:")
+    assert arc_query[QUERY].startswith("question which piece")
+    assert checked_texts("", choices=None, answer_text="x") == {}
+    assert checked_texts(float("nan"), context=None, choices=None, answer_text=None) == {}
+
+
+def test_accepted_answers():
+    assert accepted_answers("Bobby Scott", ["Bobby Scott", "Bob Russell"], "short_text") == ["bob russell", "bobby scott"]
+    assert accepted_answers("breathing mask", ARC["choices"], "mcq") == ["breathing mask"]
+    assert accepted_answers(None) == []
+
+
+# ---- n-grams, whole-text keys -----------------------------------------------------------------
+
+def test_ngram_hashes_are_positional_and_shared_across_texts():
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+    hashes = word_ngram_hashes(text, 13)
+    assert len(hashes) == 2
+    assert hashes[1] == word_ngram_hashes(text.split(" ", 1)[1], 13)[0]
+    assert len(set(word_ngram_hashes("a " * 20, 13).tolist())) == 1
+    assert word_ngram_hashes("too short to have a thirteen gram", 13).size == 0
+
+
+def test_ngram_batch_equals_one_text_at_a_time():
+    rng = random.Random(3)
+    vocab = ["w%d" % i for i in range(30)]
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 40))) for _ in range(60)]
+    offsets, hashes = ngram_batch(texts, 9)
+    for i, t in enumerate(texts):
+        assert np.array_equal(hashes[offsets[i]:offsets[i + 1]], word_ngram_hashes(t, 9))
+
+
+def test_keys_are_stable_across_processes():
+    text = "is a chicken and rooster the same thing as a hen in the farmyard of old mcdonald"
+    here = {"ngrams": word_ngram_hashes(text, 8).tolist(), "key": text_key(text), "edits": edit_keys(text).tolist(),
+            "shingles": char_shingles(text, 5).tolist(),
+            "bands": band_keys(minhash(char_shingles(text, 5)).hashvalues, 42, 3).tolist()}
+    code = ("import json, sys; from udfs.decontamination import *; t = sys.argv[1]; "
+            "print(json.dumps({'ngrams': word_ngram_hashes(t, 8).tolist(), 'key': text_key(t), "
+            "'edits': edit_keys(t).tolist(), 'shingles': char_shingles(t, 5).tolist(), "
+            "'bands': band_keys(minhash(char_shingles(t, 5)).hashvalues, 42, 3).tolist()}))")
+    out = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True, check=True, cwd=REPO,
+                         env={"PYTHONHASHSEED": "12345", "PATH": ""})
+    assert json.loads(out.stdout) == here
+
+
+# ---- the short-item holes ---------------------------------------------------------------------
+
+SHORT_QUESTIONS = [
+    "who wrote he ain't heavy he's my brother lyrics",
+    "is a chicken and rooster the same thing",
+    "What is an individual living creature called?",
+    "when was the last time anyone was on the moon",
+    "Smooth muscle cells contain",
+    "where did the greek alphabet come from?",
+]
+
+
+@pytest.mark.parametrize("question", SHORT_QUESTIONS)
+def test_short_items_have_no_ngram_but_a_whole_text_key(question):
+    texts = checked_texts(question)
+    assert word_ngram_hashes(texts[QA], 13).size == 0  # the Janitor's hole
+    assert text_key(texts[STIMULUS]) == text_key(checked_texts(question.upper() + " ")[STIMULUS])
+
+
+@pytest.mark.parametrize("question", SHORT_QUESTIONS)
+@pytest.mark.parametrize("position", [0, 2, -1])
+def test_one_word_edit_of_a_short_question_keeps_the_edit_keys(question, position):
+    original = checked_texts(question)[STIMULUS]
+    words = original.split()
+    words[position] = "zebra"
+    edited = " ".join(words)
+    assert edit_match(original, edited)
+    assert not set(word_ngram_hashes(edited, 8).tolist()) & set(word_ngram_hashes(original, 8).tolist()) or len(words) > 8
+    if len(original) >= 40:  # long enough for character shingles to carry most of the text
+        assert jaccard(char_shingles(original, 5), char_shingles(edited, 5)) >= 0.5
+
+
+def test_edit_keys_agree_with_the_plain_definition():
+    rng = random.Random(0)
+    vocab = list("abcdefgh")
+    for _ in range(20000):
+        a = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 6)))
+        words = a.split()
+        if words and rng.random() < 0.6:
+            op, i = rng.choice("sid"), rng.randrange(len(words))
+            if op == "s":
+                words[i] = rng.choice(vocab)
+            elif op == "i":
+                words.insert(i, rng.choice(vocab))
+            else:
+                del words[i]
+            b = " ".join(words)
+        else:
+            b = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 6)))
+        assert edit_match(a, b) == within_one_word(a, b), (a, b)
+
+
+def test_a_one_word_edit_keeps_an_ngram_exactly_when_the_text_has_2n_words_or_more():
+    n = PARAMS.ngram_n
+    for length in range(n, 2 * n + 3):
+        words = [f"w{i}" for i in range(length)]
+        original = set(word_ngram_hashes(" ".join(words), n).tolist())
+        survives = []
+        for p in range(length):
+            edited = list(words)
+            edited[p] = "other"
+            survives.append(bool(original & set(word_ngram_hashes(" ".join(edited), n).tolist())))
+        assert all(survives) == (length > PARAMS.near_dup_max_words), length
+
+
+# ---- shingles, signatures, bands --------------------------------------------------------------
+
+def test_shingle_batch_equals_one_text_at_a_time():
+    texts = ["is a chicken and rooster the same thing", "ab", "", "a", "which piece of safety equipment", "ab"]
+    offsets, hashes = shingle_batch(texts, 5)
+    for i, t in enumerate(texts):
+        assert np.array_equal(hashes[offsets[i]:offsets[i + 1]], char_shingles(t, 5))
+    assert len(char_shingles("ab", 5)) == 1 and len(char_shingles("", 5)) == 0
+    assert len(char_shingles("abcdefgh", 5)) == 4
+
+
+def test_signatures_are_datasketchs():
+    rng = np.random.default_rng(5)
+    sets = [np.unique(rng.integers(0, 2**32, size=rng.integers(1, 300), dtype=np.uint64).astype(np.uint32))
+            for _ in range(40)]
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
+    sigs = signature_batch(offsets, np.concatenate(sets), num_perm=128, seed=1, chunk=500)
+    for s, sig in zip(sets, sigs):
+        m = MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
+        m.update_batch(s.tolist())
+        assert np.array_equal(m.hashvalues, sig)
+
+
+def test_bands_follow_the_signature():
+    a = minhash(char_shingles("is a chicken and rooster the same thing", 5)).hashvalues
+    b = a.copy()
+    b[0] += 1  # differs in the first band only
+    ka, kb = band_keys(a, 42, 3), band_keys(b, 42, 3)
+    assert ka[0] != kb[0] and np.array_equal(ka[1:], kb[1:])
+    assert np.array_equal(band_keys(np.stack([a, b]), 42, 3), np.stack([ka, kb]))
+
+
+@pytest.mark.parametrize("threshold", [0.4, 0.5, 0.7, 0.9])
+def test_bands_reach_the_candidate_recall_at_the_threshold(threshold):
+    bands, rows = choose_bands(threshold, 128, 0.99)
+    assert bands * rows <= 128
+    assert candidate_probability(threshold, bands, rows) >= 0.99
+    if rows > 1:  # one more row per band would miss the target
+        assert candidate_probability(threshold, 128 // (rows + 1), rows + 1) < 0.99 or 128 // (rows + 1) == 0
+
+
+def test_params_tag_names_what_decides_the_index():
+    assert DecontaminationParams().tag == DecontaminationParams().tag
+    assert DecontaminationParams(ngram_n=8).tag != DecontaminationParams().tag
+    assert DecontaminationParams(boilerplate_min_items=3).tag != DecontaminationParams().tag
+    with pytest.raises(ValueError):
+        DecontaminationParams(near_dup_threshold=0)
+
+
+# ---- a batch of items -------------------------------------------------------------------------
+
+def test_featurize_frame_item_side():
+    frame = pd.DataFrame([
+        {"id": "g1", **ARC},
+        {"id": "g2", "question": "is a chicken and rooster the same thing", "context": "A rooster is a male chicken.",
+         "choices": ["yes", "no"], "answer_text": "yes", "answer_format": "boolean"},
+        {"id": "g3", "question": "", "context": None, "choices": None, "answer_text": "x", "answer_format": None},
+        {"id": "g4", "question": " ".join(f"word{i}" for i in range(40)), "context": None, "choices": None,
+         "answer_text": "7", "answer_format": "numeric"},
+    ])
+    frame.loc[0, "context"] = None
+    out = featurize_frame(frame, PARAMS, heldout=False).set_index("id")
+    assert list(out.reset_index().columns) == list(KEY_COLUMNS)
+    assert list(out.index) == ["g1", "g2", "g4"]  # g3 has no stimulus
+    assert out.at["g1", "n_ngrams"] == len(out.at["g1", "ngrams"]) == len(out.at["g1", "qa"].split()) - 12
+    assert out.at["g1", "context_shingles"] is None and len(out.at["g1", "bands"]) == PARAMS.bands_rows[0]
+    assert out.at["g2", "context_shingles"] is not None and out.at["g2", "answers"] == ["yes"]
+    assert out.at["g4", "bands"] is None and out.at["g4", "edit_keys"] is None  # 40 words: n-grams cover edits
+    assert out.at["g4", "n_ngrams"] == 41 - 13 + 1
+
+
+def test_featurize_frame_heldout_side_indexes_passage_and_query_and_keeps_columns():
+    passage = " ".join(f"p{i}" for i in range(30))
+    frame = pd.DataFrame([{"id": "h1", "task": "boolq", "question": "is it", "context": passage, "choices": ["no", "yes"],
+                           "answer_text": "no", "answer_format": "boolean",
+                           "decontamination_text": "Question: is it " + passage}])
+    out = featurize_frame(frame, PARAMS, heldout=True, keep=("task",))
+    row = out.iloc[0]
+    assert row["task"] == "boolq"
+    expected = set(word_ngram_hashes(checked_texts(passage)[STIMULUS], 13).tolist())
+    expected |= set(word_ngram_hashes(checked_texts("Question: is it " + passage)[STIMULUS], 13).tolist())
+    assert set(row["ngrams"].tolist()) == expected and row["n_ngrams"] == len(expected)
+
+
+def test_boilerplate_phrases_hash_alike_in_every_item():
+    """The index counts held-out items per n-gram hash: a phrase shared by many items must give one
+    hash wherever it appears (then it is marked boilerplate and skipped)."""
+    stem = "which of the following statements about the process described above is most correct"
+    frame = pd.DataFrame([{"id": f"h{i}", "question": f"{stem} topic{i}", "context": None,
+                           "choices": [f"a{i}", f"b{i}"], "answer_text": f"a{i}", "answer_format": "mcq"} for i in range(5)])
+    out = featurize_frame(frame, PARAMS, heldout=True)
+    shared = set.intersection(*(set(g.tolist()) for g in out["ngrams"]))
+    assert shared == set(word_ngram_hashes(stem, 13).tolist()) and len(shared) == 1
+
+
+def test_truncate():
+    assert truncate("abc", 5) == "abc"
+    assert truncate("x" * 300) == "x" * 199 + "…" and len(truncate("x" * 300)) == 200

@@ -1,0 +1,85 @@
+"""The shared normalization (udfs/textnorm.py): its rules, idempotence, and that the fast path (ASCII
+shortcut, translate tables, number pre-scan) gives exactly what the plain rule-by-rule definition
+gives, on every string of the benchmark mirror and on random unicode."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import unicodedata
+
+import pytest
+
+from udfs.textnorm import normalize_text, normalized_words
+
+_GROUPED = re.compile(r"(?<![\d,.])\d{1,3}(?:,\d{3})+(?![\d,]*\d)")
+_DECIMAL = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.]*\d)")
+
+
+def reference(text) -> str:
+    """The module docstring's rules, one after the other, character by character."""
+    if text is None:
+        return ""
+    value = unicodedata.normalize("NFKC", str(text)).casefold()
+    value = "".join(ch for ch in unicodedata.normalize("NFKD", value) if unicodedata.category(ch) != "Mn")
+    value = _GROUPED.sub(lambda m: m.group(0).replace(",", ""), value)
+    value = _DECIMAL.sub(lambda m: f"{m.group(1)}.{m.group(2).rstrip('0')}".rstrip("."), value)
+    value = "".join(" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in value)
+    return " ".join(value.split())
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Hello,   World!", "hello world"),
+    ("Ｆｕｌｌ－ｗｉｄｔｈ", "full width"),
+    ("Café au lait", "cafe au lait"),
+    ("ﬁnal ①", "final 1"),
+    ("$1,000.50 and 1,000", "1000 5 and 1000"),  # the decimal point is punctuation too
+    ("3.0 vs 3.10 vs 2.50", "3 vs 3 1 vs 2 5"),
+    ("12,34 is not grouped", "12 34 is not grouped"),
+    ("2+2=4", "2 2 4"),
+    ("STRASSE straße", "strasse strasse"),
+    ("tab\tnew\nline\u00a0nbsp", "tab new line nbsp"),
+    ("", ""),
+    (None, ""),
+])
+def test_rules(raw, expected):
+    assert normalize_text(raw) == expected
+    assert normalize_text(expected) == expected  # idempotent
+
+
+def test_words():
+    assert normalized_words("It's a (small) world.") == ["it", "s", "a", "small", "world"]
+
+
+def test_equals_the_rule_by_rule_definition_on_the_mirror(mirror):
+    strings = []
+
+    def walk(value):
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    for path in sorted(mirror.rglob("*.jsonl")):
+        with path.open(encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                if i >= 400:  # every dataset and split, first rows
+                    break
+                walk(json.loads(line))
+    assert len(strings) > 20000
+    mismatches = [s for s in strings if normalize_text(s) != reference(s)]
+    assert not mismatches, mismatches[:3]
+
+
+def test_equals_the_rule_by_rule_definition_on_random_unicode():
+    rng = random.Random(11)
+    pool = [chr(c) for c in range(0x20, 0x3000) if not 0xD800 <= c < 0xE000]
+    pool += list("0123456789,.,. ") * 40 + ["ﬁ", "①", "²", "Ⅻ", "１", "，", "\u0301", "\u200b", "\t", "ß", "İ"]
+    for _ in range(30000):
+        s = "".join(rng.choice(pool) for _ in range(rng.randint(0, 24)))
+        assert normalize_text(s) == reference(s), repr(s)
