@@ -8,7 +8,8 @@ Data (real, from the benchmark mirror; `TASKSEED_SHARED_DATA` or ../shared/data)
   records are what `heldout` holds);
 - planted: up to `--per-dataset` held-out items per dataset copied verbatim, and the same items
   with one word of the question replaced by another word (position and word drawn with a fixed
-  seed); "short" = the held-out question has fewer than 13 words;
+  seed); "short" = the held-out item (question + options + answer) has fewer than 13 words, so a
+  13-gram rule cannot see it;
 - clean: the training splits of ARC-Easy, ARC-Challenge, GSM8K and BoolQ (items with their
   options, answer and passage). Training splits leak held-out items (BoolQ's train and
   validation share passages), so "clean" is defined independently of taskseed's rules: the
@@ -122,7 +123,7 @@ def planted_rows(heldout: pd.DataFrame, per_dataset: int, seed: int) -> pd.DataF
     for family, group in heldout.groupby("task_family", sort=True):
         sample = group.sample(n=min(per_dataset, len(group)), random_state=seed)
         for r in sample.itertuples():
-            short = len(normalize_text(r.question).split()) < SHORT_WORDS
+            short = len(normalize_text(item_text(r)).split()) < SHORT_WORDS
             base = {c: getattr(r, c) for c in ITEM_COLUMNS}
             rows.append({**base, "item_id": f"verbatim:{r.heldout_id}", "kind": "verbatim", "short": short,
                          "source": r.heldout_id, "family": family})
@@ -194,7 +195,8 @@ def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partit
     schema = "item_id string, question string, context string, choices array<string>, answer_text string, answer_format string"
     items = query[["item_id", *ITEM_COLUMNS]].copy()
     items["choices"] = items["choices"].map(lambda c: None if c is None else [str(x) for x in c])
-    spark.createDataFrame(items.head(200), schema).count()  # warm the Python workers
+    # warm-up on a few rows: Python workers started and their imports done, as the Janitor's are
+    contamination_matches(lakehouse, config, spark.createDataFrame(items.head(64), schema)).unpersist()
     t0 = time.perf_counter()
     df = spark.createDataFrame(items, schema).repartition(partitions)
     matches = contamination_matches(lakehouse, config, df).toPandas()
@@ -223,8 +225,10 @@ def main() -> int:
     clean_rows = train.assign(item_id="train:" + train["seed_id"], kind="train", short=False, source=None,
                               family=train["task_family"])
     query = pd.concat([planted, clean_rows[planted.columns]], ignore_index=True)
-    short_share = (heldout["question"].map(lambda q: len(normalize_text(q).split())) < SHORT_WORDS).mean()
-    print(f"held-out items: {len(heldout):,} ({short_share:.0%} with a question shorter than {SHORT_WORDS} words); "
+    q_short = (heldout["question"].map(lambda q: len(normalize_text(q).split())) < SHORT_WORDS).mean()
+    i_short = pd.Series([len(normalize_text(item_text(r)).split()) < SHORT_WORDS for r in heldout.itertuples()]).mean()
+    print(f"held-out items: {len(heldout):,} ({q_short:.0%} with a question, {i_short:.0%} with question + options + "
+          f"answer shorter than {SHORT_WORDS} words); "
           f"query rows: {len(query):,} = {len(planted) // 2:,} verbatim + {len(planted) // 2:,} one-word edits "
           f"+ {len(clean_rows):,} training items (ARC-Easy, ARC-Challenge, GSM8K, BoolQ)")
 

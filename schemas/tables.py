@@ -330,17 +330,21 @@ CURATED_COMMERCIAL = TableSpec(
 # Everything but run_id / curated_at: a rerun that changes nothing commits nothing.
 CURATED_CHANGE_COLUMNS = [f[0] for f in _CURATED_FIELDS if f[0] not in ("gen_id", "run_id", "curated_at")]
 
-HELDOUT_NGRAMS = TableSpec(
-    name="heldout_ngrams",
-    keys=("ngram_hash", "heldout_id"),
+HELDOUT_KEYS = TableSpec(
+    name="heldout_keys",
+    keys=("kind", "key", "heldout_id"),
     description=(
-        "Held-out index, n-gram rule: each distinct word n-gram hash of each held-out item (its question, "
-        "options and answer, passage and decontamination text); heldout_items counts the held-out items "
-        "that contain it and boilerplate marks the ones skipped. Rebuilt only when heldout or the "
-        "contamination settings change (udfs/decontamination.py, jobs/filters/contamination.py)."
+        "Held-out index: every hash a held-out item can be matched on, by kind: 'ngram' (each distinct "
+        "word n-gram of its question/options/answer, passage and decontamination text), 'stimulus' (its "
+        "whole normalized question + options), 'band' (MinHash LSH bands of a short stimulus) and "
+        "'edit_substituted'/'edit_deleted'/'edit_whole' (one-changed-word keys of a short stimulus). "
+        "heldout_items counts the held-out items with that (kind, key); boilerplate marks what is "
+        "skipped. Rebuilt only when heldout or the contamination settings change "
+        "(udfs/decontamination.py, jobs/filters/contamination.py)."
     ),
     schema=_fields(
-        ("ngram_hash", L, False),
+        ("kind", S, False),
+        ("key", L, False),
         ("heldout_id", S, False),
         ("heldout_items", I, False),
         ("boilerplate", B, False),
@@ -351,10 +355,10 @@ HELDOUT_SHINGLES = TableSpec(
     name="heldout_shingles",
     keys=("heldout_id",),
     description=(
-        "Held-out index, whole-text and near-duplicate rules: per held-out item its normalized stimulus "
-        "(question + options), the stimulus key, the normalized accepted answers, and for short stimuli "
-        "the character-shingle hashes, MinHash LSH band keys, one-changed-word keys and the passage's "
-        "shingles. Rebuilt with heldout_ngrams."
+        "Held-out index, per held-out item: task, split, the normalized stimulus (question + options) "
+        "and how many held-out items share it, the normalized accepted answers, and for short stimuli "
+        "the character-shingle hashes of the stimulus and of the passage (the exact Jaccard check of "
+        "near-duplicate candidates). Rebuilt with heldout_keys."
     ),
     schema=_fields(
         ("heldout_id", S, False),
@@ -366,11 +370,9 @@ HELDOUT_SHINGLES = TableSpec(
         ("boilerplate", B, False),
         ("n_words", I, False),
         ("n_ngrams", I, False),
-        ("shingles", INTS),
-        ("bands", LONGS),
-        ("edit_keys", LONGS),
-        ("context_shingles", INTS),
         ("answers", STRINGS),
+        ("shingles", INTS),
+        ("context_shingles", INTS),
     ),
 )
 
@@ -378,5 +380,5 @@ ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
                  MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
-                 HELDOUT_NGRAMS, HELDOUT_SHINGLES)
+                 HELDOUT_KEYS, HELDOUT_SHINGLES)
 }

@@ -54,6 +54,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from datasketch import MinHash
 
 from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHORT_TEXT
@@ -115,6 +116,8 @@ class DecontaminationParams:
     candidate_recall: float = 0.99
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.candidate_recall < 1.0:
+            raise ValueError(f"candidate_recall must be in (0, 1), got {self.candidate_recall}")
         if self.ngram_n < 1:
             raise ValueError(f"ngram_n must be positive, got {self.ngram_n}")
         if self.boilerplate_min_items < 2:
@@ -268,9 +271,25 @@ def _distinct_per_doc(doc: np.ndarray, values: np.ndarray, n_docs: int) -> tuple
     return bounds, values
 
 
-@lru_cache(maxsize=1 << 18)
+class _WordValues(dict):
+    """word → the first 8 bytes of its BLAKE2b digest as an int, filled on first sight (one per
+    Python worker; cleared when it grows past `limit` words, so memory stays bounded)."""
+
+    limit = 1 << 20
+
+    def __missing__(self, word: str) -> int:
+        if len(self) >= self.limit:
+            self.clear()
+        value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+        self[word] = value
+        return value
+
+
+_WORD_VALUES = _WordValues()
+
+
 def _word_value(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+    return _WORD_VALUES[word]
 
 
 def text_key(normalized: str) -> int:
@@ -279,23 +298,61 @@ def text_key(normalized: str) -> int:
                           signed=True)
 
 
-_MASK64 = (1 << 64) - 1
-_G = int(_GOLDEN)
 EDIT_SUBSTITUTED, EDIT_DELETED, EDIT_WHOLE = 1, 2, 3  # low two bits of an edit key
+_G_INVERSE = _U64(pow(int(_GOLDEN), -1, 1 << 64))  # G is odd, so it has an inverse modulo 2^64
+_EDIT_SALT = _U64(0x5F3759DF)
 
 
-def _mix64(value: int) -> int:
-    """fmix64 on a Python int (the scalar twin of `_fmix64`)."""
-    value ^= value >> 33
-    value = (value * 0xFF51AFD7ED558CCD) & _MASK64
-    value ^= value >> 33
-    value = (value * 0xC4CEB9FE1A85EC53) & _MASK64
-    return value ^ (value >> 33)
+def _edit_mix(poly: np.ndarray, length: np.ndarray, position: np.ndarray, kind: int) -> np.ndarray:
+    salt = _fmix64((length.astype(_U64) << _U64(8)) ^ (position.astype(_U64) << _U64(40)) ^ _EDIT_SALT)
+    return (_fmix64(poly ^ salt) & ~_U64(3)) | _U64(kind)
 
 
-def _edit_key(poly: int, length: int, position: int, kind: int) -> int:
-    mixed = _mix64(poly ^ _mix64((length << 8) ^ (position << 40) ^ 0x5F3759DF))
-    return (mixed & ~3 & _MASK64) | kind
+def edit_key_batch(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`edit_keys` of many normalized texts in CSR form: (offsets, keys), 2L + 1 int64 keys for a
+    text of L ≥ 2 words, none below. All texts at once: the polynomial of the words with word j
+    removed is G⁻¹·(Σ_{i<j} t_i G^(L-1-i)) + Σ_{i>j} t_i G^(L-1-i) (mod 2^64), from one cumulative
+    sum over the batch."""
+    return _edit_keys_of(*word_values(texts))
+
+
+def _edit_keys_of(flat: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = lengths >= 2
+    if not keep.all():  # texts of fewer than two words get no keys: drop their words
+        flat = flat[np.repeat(keep, lengths)]
+        lengths = np.where(keep, lengths, 0)
+    total = int(lengths.sum())
+    counts = np.where(lengths > 0, 2 * lengths + 1, 0)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    if total == 0:
+        return offsets, np.empty(0, dtype=np.int64)
+    docs = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    position = np.arange(total) - starts[docs]                      # j within its text
+    length = lengths[docs]
+    powers = np.ones(int(lengths.max()) + 1, dtype=_U64)
+    with np.errstate(over="ignore"):
+        for k in range(1, len(powers)):
+            powers[k] = powers[k - 1] * _GOLDEN
+        terms = flat * powers[length - 1 - position]                # t_j · G^(L-1-j)
+        running = np.cumsum(terms, dtype=_U64)
+        has = np.flatnonzero(lengths > 0)
+        before = np.zeros(len(lengths), dtype=_U64)                 # Σ of earlier texts' terms
+        before[has] = running[starts[has]] - terms[starts[has]]
+        whole = np.zeros(len(lengths), dtype=_U64)                  # P(text), per text
+        whole[has] = running[starts[has] + lengths[has] - 1] - before[has]
+        prefix = running - terms - before[docs]                     # Σ_{i<j}
+        suffix = whole[docs] - prefix - terms                       # Σ_{i>j}
+        rest = _G_INVERSE * prefix + suffix                         # P(text without word j)
+        substituted = _edit_mix(rest, length - 1, position + 1, EDIT_SUBSTITUTED)
+        deleted = _edit_mix(rest, length - 1, np.zeros_like(position), EDIT_DELETED)
+        whole_keys = _edit_mix(whole, lengths, np.zeros_like(lengths), EDIT_WHOLE)
+    keys = np.empty(int(offsets[-1]), dtype=_U64)
+    keys[offsets[has]] = whole_keys[has]
+    slot = offsets[docs] + 1 + 2 * position
+    keys[slot] = substituted
+    keys[slot + 1] = deleted
+    return offsets, keys.view(np.int64)
 
 
 def edit_keys(normalized: str) -> np.ndarray:
@@ -311,28 +368,10 @@ def edit_keys(normalized: str) -> np.ndarray:
     gets no keys (replacing its only word leaves nothing in common), so it never matches this way.
 
     Exact, unlike character similarity: a one-word change is found whatever the word's length
-    and however short the text. Hash: the polynomial over the words' 64-bit values, modulo 2^64,
-    of the remaining words, mixed with the length (and position) by fmix64.
+    and however short the text. Hash: the polynomial (mod 2^64) of the remaining words' 64-bit
+    values, mixed by fmix64 with the length and, for SUBSTITUTED, the position.
     """
-    values = [_word_value(w) for w in normalized.split()]
-    n = len(values)
-    if n < 2:
-        return np.empty(0, dtype=np.int64)
-    powers = [1] * (n + 1)
-    for k in range(1, n + 1):
-        powers[k] = (powers[k - 1] * _G) & _MASK64
-    prefix = [0] * (n + 1)
-    for i, v in enumerate(values):
-        prefix[i + 1] = (prefix[i] * _G + v) & _MASK64
-    suffix = [0] * (n + 1)
-    for i in range(n - 1, -1, -1):
-        suffix[i] = (values[i] * powers[n - 1 - i] + suffix[i + 1]) & _MASK64
-    keys = [_edit_key(prefix[n], n, 0, EDIT_WHOLE)]
-    for i in range(n):
-        rest = (prefix[i] * powers[n - 1 - i] + suffix[i + 1]) & _MASK64
-        keys.append(_edit_key(rest, n - 1, i + 1, EDIT_SUBSTITUTED))
-        keys.append(_edit_key(rest, n - 1, 0, EDIT_DELETED))
-    return np.array(keys, dtype=np.uint64).view(np.int64)
+    return edit_key_batch([normalized])[1]
 
 
 def within_one_word(a: str, b: str) -> bool:
@@ -348,16 +387,26 @@ def within_one_word(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
+def word_values(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(flat, lengths): the 64-bit values of the words of many normalized texts, back to back."""
+    words = [t.split() for t in texts]
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    lookup = _WORD_VALUES.__getitem__
+    flat = np.fromiter((lookup(x) for w in words for x in w), dtype=_U64, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def _ngrams_of(flat: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    docs, hashes = _windows(flat, lengths, n)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(docs, minlength=len(lengths)))]).astype(np.int64)
+    return offsets, hashes.view(np.int64)
+
+
 def ngram_batch(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Word n-gram hashes of many normalized texts, in CSR form: (offsets, hashes) with
     hashes[offsets[i]:offsets[i+1]] the int64 hash of each n-gram of text i in order (element p =
     the n-gram starting at word p; none when the text has fewer than n words)."""
-    words = [t.split() for t in texts]
-    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
-    flat = np.fromiter((_word_value(x) for w in words for x in w), dtype=_U64, count=int(lengths.sum()))
-    docs, hashes = _windows(flat, lengths, n)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(docs, minlength=len(texts)))]).astype(np.int64)
-    return offsets, hashes.view(np.int64)
+    return _ngrams_of(*word_values(texts), n)
 
 
 def word_ngram_hashes(normalized: str, n: int) -> np.ndarray:
@@ -444,11 +493,11 @@ def minhash(shingles: np.ndarray, num_perm: int = 128, seed: int = 1) -> MinHash
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """LSH band keys of a (n, num_perm) signature matrix → (n, bands) int64, or of one signature →
-    (bands,): the fold of each band's `rows` values with fmix64. Band i of two texts is only ever
-    compared with band i (the join key is (band index, key))."""
+    (bands,): the fold of each band's `rows` values with fmix64, started from the band's number, so
+    band i of one text can only equal band i of another (one join key, no band column)."""
     sigs = np.asarray(signatures)
     table = sigs[..., : bands * rows].astype(_U64).reshape(*sigs.shape[:-1], bands, rows)
-    h = np.zeros(table.shape[:-1], dtype=_U64)
+    h = np.broadcast_to(np.arange(1, bands + 1, dtype=_U64), table.shape[:-1]).copy()
     with np.errstate(over="ignore"):
         for j in range(rows):
             h *= _GOLDEN
@@ -456,11 +505,9 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         return _fmix64(h).view(np.int64)
 
 
-# ---- a batch of items → their keys (what one mapInPandas call computes) --------------------------
+# ---- a batch of items → their keys (what one mapInArrow call computes) ---------------------------
 
-KEY_COLUMNS = ("id", "stimulus", "stimulus_key", "n_words", "qa", "ngrams", "n_ngrams", "shingles", "bands",
-               "edit_keys", "context_shingles", "answers")
-KEY_DOC = """Columns of a featurized frame (one row per item that has a stimulus):
+KEY_DOC = """Columns of a featurized batch (one row per item that has a stimulus):
 
     id                the item's id (item_id, or heldout_id on the held-out side)
     stimulus          normalized question + identity options (the whole-text and near-dup text)
@@ -477,95 +524,146 @@ KEY_DOC = """Columns of a featurized frame (one row per item that has a stimulus
     context_shingles  char-shingle hashes of the passage, when there is one and near-dup applies
     answers           `accepted_answers` (item side: its own normalized answer)
 """
+KEY_COLUMNS = ("id", "stimulus", "stimulus_key", "n_words", "qa", "ngrams", "n_ngrams", "shingles", "bands",
+               "edit_keys", "context_shingles", "answers")
+
+
+def key_schema(keep: Sequence[str] = ()) -> pa.Schema:
+    """The Arrow schema of `featurize_batch`'s output; columns named in `keep` (strings) follow id."""
+    return pa.schema([
+        pa.field("id", pa.string(), False),
+        *(pa.field(c, pa.string()) for c in keep),
+        pa.field("stimulus", pa.string(), False),
+        pa.field("stimulus_key", pa.int64(), False),
+        pa.field("n_words", pa.int32(), False),
+        pa.field("qa", pa.string(), False),
+        pa.field("ngrams", pa.list_(pa.int64()), False),
+        pa.field("n_ngrams", pa.int32(), False),
+        pa.field("shingles", pa.list_(pa.int32())),
+        pa.field("bands", pa.list_(pa.int64())),
+        pa.field("edit_keys", pa.list_(pa.int64())),
+        pa.field("context_shingles", pa.list_(pa.int32())),
+        pa.field("answers", pa.list_(pa.string()), False),
+    ])
+
+
+def _list_array(n_rows: int, rows: np.ndarray, offsets: np.ndarray, values: np.ndarray,
+                 value_type: pa.DataType) -> pa.Array:
+    """A list array of n_rows from CSR data given for `rows` only (the other rows are null)."""
+    lengths = np.zeros(n_rows, dtype=np.int64)
+    lengths[rows] = np.diff(offsets)
+    full = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    mask = np.ones(n_rows, dtype=bool)
+    mask[rows] = False
+    return pa.ListArray.from_arrays(pa.array(full), pa.array(values, type=value_type),
+                                    mask=pa.array(mask) if mask.any() else None)
+
+
+def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldout: bool,
+                    keep: Sequence[str] = ()) -> pa.RecordBatch:
+    """The body of one mapInArrow call, for either side (see KEY_DOC for the output columns).
+
+    Input columns: id, question, context, choices (list<string>), answer_text, and optionally
+    answer_format and (held-out side) decontamination_text. Output: one row per item that has a
+    stimulus, in `key_schema(keep)`; shingles, bands, edit_keys and context_shingles are null where
+    near-dup does not apply. An item with an empty question and no options yields no row: there is
+    nothing it could be a copy of. Columns named in `keep` are copied through after `id`. All
+    hashing runs on the whole batch at once (numpy); only normalization is per text.
+    """
+    names = set(batch.schema.names)
+    size = batch.num_rows
+    column = lambda name: batch.column(name).to_pylist() if name in names else [None] * size  # noqa: E731
+    kept = {c: column(c) for c in keep}
+    contexts_raw = column("context")
+    rows, texts, answers = [], [], []
+    for r, (q, c, ch, a, fmt, d) in enumerate(zip(column("question"), contexts_raw, column("choices"),
+                                                   column("answer_text"), column("answer_format"),
+                                                   column("decontamination_text"))):
+        # the item side normalizes its passage only where near-dup needs it (below)
+        t = checked_texts(q, c if heldout else None, ch, a, fmt, d)
+        if STIMULUS not in t:
+            continue
+        rows.append(r)
+        texts.append(t)
+        answers.append(accepted_answers(a, ch, fmt) if heldout else accepted_answers(a))
+    m = len(rows)
+    ids = column("id")
+    stimuli = [t[STIMULUS] for t in texts]
+    qas = [t[QA] for t in texts]
+    qa_flat, qa_lengths = word_values(qas)
+    # the stimulus is the first words of qa: its word count is qa's minus the answer's
+    n_words = qa_lengths - np.fromiter((len(q) > len(s) and len(q[len(s):].split()) for q, s in zip(qas, stimuli)),
+                                       dtype=np.int64, count=m)
+    short = np.flatnonzero(n_words <= params.near_dup_max_words)
+    if heldout:
+        contexts = {i: t[CONTEXT] for i, t in enumerate(texts) if CONTEXT in t}
+    else:
+        contexts = {}
+        for i in short:
+            raw = contexts_raw[rows[i]]
+            text = "" if _is_missing(raw) else normalize_text(raw)
+            if text and text not in texts[i].values():
+                contexts[int(i)] = text
+
+    # n-grams
+    if heldout:  # the distinct n-grams of qa, passage and query together
+        owners, extra = [], []
+        for i, t in enumerate(texts):
+            for view in (CONTEXT, QUERY):
+                if view in t:
+                    owners.append(i)
+                    extra.append(t[view])
+        offsets_a, hashes_a = _ngrams_of(qa_flat, qa_lengths, params.ngram_n)
+        offsets_b, hashes_b = _ngrams_of(*word_values(extra), params.ngram_n)
+        doc = np.concatenate([np.repeat(np.arange(m, dtype=np.int64), np.diff(offsets_a)),
+                              np.repeat(np.asarray(owners, dtype=np.int64), np.diff(offsets_b))])
+        ngram_offsets, ngram_values = _distinct_per_doc(doc, np.concatenate([hashes_a, hashes_b]), m)
+        n_ngrams = np.diff(ngram_offsets)
+    else:  # positional over qa
+        ngram_offsets, ngram_values = _ngrams_of(qa_flat, qa_lengths, params.ngram_n)
+        doc = np.repeat(np.arange(m, dtype=np.int64), np.diff(ngram_offsets))
+        n_ngrams = np.diff(_distinct_per_doc(doc, ngram_values, m)[0])
+
+    # near-duplicate keys of short stimuli: shingles, LSH bands, edit keys, and the passage's shingles
+    n_bands, band_rows = params.bands_rows
+    sh_offsets, sh_values = shingle_batch([stimuli[i] for i in short], params.shingle_size)
+    band_values = band_keys(signature_batch(sh_offsets, sh_values, params.num_perm, params.seed),
+                            n_bands, band_rows).reshape(-1)
+    qa_starts = np.concatenate([[0], np.cumsum(qa_lengths)[:-1]]).astype(np.int64)
+    stim_lengths = n_words[short]  # the stimulus is the first n_words words of qa
+    take = np.repeat(qa_starts[short], stim_lengths) + (
+        np.arange(int(stim_lengths.sum())) - np.repeat(np.cumsum(stim_lengths) - stim_lengths, stim_lengths))
+    edit_offsets, edit_values = _edit_keys_of(qa_flat[take], stim_lengths)
+    with_context = np.array([i for i in short if i in contexts], dtype=np.int64)
+    ctx_offsets, ctx_values = shingle_batch([contexts[i] for i in with_context], params.shingle_size)
+
+    columns = {
+        "id": pa.array([ids[r] for r in rows], pa.string()),
+        **{c: pa.array([kept[c][r] for r in rows], pa.string()) for c in keep},
+        "stimulus": pa.array(stimuli, pa.string()),
+        "stimulus_key": pa.array([text_key(x) for x in stimuli], pa.int64()),
+        "n_words": pa.array(n_words.astype(np.int32)),
+        "qa": pa.array(qas, pa.string()),
+        "ngrams": _list_array(m, np.arange(m), ngram_offsets, ngram_values, pa.int64()),
+        "n_ngrams": pa.array(n_ngrams.astype(np.int32)),
+        "shingles": _list_array(m, short, sh_offsets, sh_values.view(np.int32), pa.int32()),
+        "bands": _list_array(m, short, np.arange(len(short) + 1) * n_bands, band_values, pa.int64()),
+        "edit_keys": _list_array(m, short, edit_offsets, edit_values, pa.int64()),
+        "context_shingles": _list_array(m, with_context, ctx_offsets, ctx_values.view(np.int32), pa.int32()),
+        "answers": pa.array(answers, pa.list_(pa.string())),
+    }
+    return pa.RecordBatch.from_arrays(list(columns.values()), schema=key_schema(keep))
 
 
 def featurize_frame(frame: pd.DataFrame, params: DecontaminationParams, heldout: bool,
                     keep: Sequence[str] = ()) -> pd.DataFrame:
-    """The body of one mapInPandas call, for either side (see KEY_DOC for the output columns).
-
-    Input columns: id, question, context, choices (sequence of str or None), answer_text, and
-    optionally answer_format and (held-out side) decontamination_text. Output: one row per item
-    that has a stimulus; shingles, bands and context_shingles are None where near-dup does not
-    apply. An item with an empty question and no options yields no row: there is nothing it could
-    be a copy of. Columns named in `keep` are copied through after `id`.
-    """
-    size = len(frame)
-    column = lambda name: frame[name] if name in frame.columns else [None] * size  # noqa: E731
-    kept = list(zip(*(frame[c] for c in keep))) if keep else [()] * size
-    ids, extras, texts, answers = [], [], [], []
-    for item_id, extra, q, c, ch, a, fmt, d in zip(frame["id"], kept, frame["question"], frame["context"],
-                                                   frame["choices"], frame["answer_text"],
-                                                   column("answer_format"), column("decontamination_text")):
-        fmt = None if _is_missing(fmt) else fmt
-        t = checked_texts(q, c, ch, a, fmt, d)
-        if STIMULUS not in t:
-            continue
-        ids.append(item_id)
-        extras.append(extra)
-        texts.append(t)
-        answers.append(accepted_answers(a, ch, fmt) if heldout else accepted_answers(a))
-    m = len(texts)
-    stimuli = [t[STIMULUS] for t in texts]
-    n_words = np.fromiter((len(s.split()) for s in stimuli), dtype=np.int64, count=m)
-
-    # n-grams
-    if heldout:
-        owners, ngram_texts = [], []
-        for i, t in enumerate(texts):
-            for view in (QA, CONTEXT, QUERY):
-                if view in t:
-                    owners.append(i)
-                    ngram_texts.append(t[view])
-        offsets, hashes = ngram_batch(ngram_texts, params.ngram_n)
-        doc = np.repeat(np.asarray(owners, dtype=np.int64), np.diff(offsets))
-        bounds, hashes = _distinct_per_doc(doc, hashes, m)
-        ngrams = [hashes[bounds[i]:bounds[i + 1]] for i in range(m)]
-        n_ngrams = np.diff(bounds)
-    else:
-        offsets, hashes = ngram_batch([t[QA] for t in texts], params.ngram_n)
-        ngrams = [hashes[offsets[i]:offsets[i + 1]] for i in range(m)]
-        doc = np.repeat(np.arange(m, dtype=np.int64), np.diff(offsets))
-        n_ngrams = np.diff(_distinct_per_doc(doc, hashes, m)[0])
-
-    # near-duplicate keys for short stimuli (and their passages)
-    shingles: list = [None] * m
-    bands: list = [None] * m
-    edits: list = [None] * m
-    contexts: list = [None] * m
-    short = np.flatnonzero(n_words <= params.near_dup_max_words)
-    if len(short):
-        n_bands, rows = params.bands_rows
-        offsets, hashes = shingle_batch([stimuli[i] for i in short], params.shingle_size)
-        band_matrix = band_keys(signature_batch(offsets, hashes, params.num_perm, params.seed), n_bands, rows)
-        stored = hashes.view(np.int32)
-        for r, i in enumerate(short):
-            shingles[i] = stored[offsets[r]:offsets[r + 1]]
-            bands[i] = band_matrix[r]
-            edits[i] = edit_keys(stimuli[i])
-        with_context = [i for i in short if CONTEXT in texts[i]]
-        if with_context:
-            offsets, hashes = shingle_batch([texts[i][CONTEXT] for i in with_context], params.shingle_size)
-            stored = hashes.view(np.int32)
-            for r, i in enumerate(with_context):
-                contexts[i] = stored[offsets[r]:offsets[r + 1]]
-
-    out = {"id": ids}
-    for pos, name in enumerate(keep):
-        out[name] = [e[pos] for e in extras]
-    out.update({
-        "stimulus": stimuli,
-        "stimulus_key": [text_key(s) for s in stimuli],
-        "n_words": n_words,
-        "qa": [t[QA] for t in texts],
-        "ngrams": ngrams,
-        "n_ngrams": n_ngrams,
-        "shingles": shingles,
-        "bands": bands,
-        "edit_keys": edits,
-        "context_shingles": contexts,
-        "answers": answers,
-    })
-    return pd.DataFrame(out, columns=["id", *keep, *KEY_COLUMNS[1:]])
+    """`featurize_batch` on a pandas frame (tests, notebooks): list columns come back as numpy
+    arrays, null lists as None."""
+    frame = frame.copy()
+    if "choices" in frame.columns:
+        frame["choices"] = [None if _is_missing(c) else [str(x) for x in c] for c in frame["choices"]]
+    batch = pa.RecordBatch.from_pandas(frame, preserve_index=False)
+    return featurize_batch(batch, params, heldout, keep).to_pandas()
 
 
 def truncate(text: str | None, limit: int = MATCHED_MAX_CHARS) -> str | None:

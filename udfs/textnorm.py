@@ -24,7 +24,8 @@ import unicodedata
 
 _GROUPED_NUMBER_RE = re.compile(r"(?<![\d,.])\d{1,3}(?:,\d{3})+(?![\d,]*\d)")
 _DECIMAL_RE = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.]*\d)")
-_NUMBER_PUNCT_RE = re.compile(r"\d[,.]\d")  # both rules need one; a cheap scan skips them otherwise
+# a cheap scan that skips the number rules when they cannot apply (their lookarounds are slow)
+_NUMBER_PUNCT_RE = re.compile(r"\d[,.]\d")
 
 
 def _drop_thousands(match: re.Match) -> str:
@@ -79,8 +80,10 @@ def normalize_text(text: object) -> str:
         value = unicodedata.normalize("NFKC", value).casefold()
         value = unicodedata.normalize("NFKD", value).translate(_DROP_MARKS)
     if _NUMBER_PUNCT_RE.search(value):
-        value = _GROUPED_NUMBER_RE.sub(_drop_thousands, value)
-        value = _DECIMAL_RE.sub(_trim_decimal, value)
+        if "," in value:
+            value = _GROUPED_NUMBER_RE.sub(_drop_thousands, value)
+        if "." in value:
+            value = _DECIMAL_RE.sub(_trim_decimal, value)
     return " ".join(value.translate(_SEPARATORS).split())
 
 

@@ -1,35 +1,36 @@
-"""The `contamination` filter's Spark half: the held-out index in Delta and the matching joins.
+"""The `contamination` filter's Spark half: the held-out index in Delta and the matching join.
 
 The rules and their reasons are in `udfs/decontamination.py`; this module only wires tables to them.
 
-Index (`ensure_heldout_index`). Built from `heldout` (every task's validation/test splits plus the
-eval-only benchmarks) into two Delta tables, declared in `schemas/tables.py`:
+Index (`ensure_heldout_index`), built from `heldout` (every task's validation/test splits and the
+eval-only benchmarks) into two Delta tables declared in `schemas/tables.py`:
 
-    heldout_ngrams    (ngram_hash, heldout_id, heldout_items, boilerplate)
+    heldout_keys      (kind, key, heldout_id, heldout_items, boilerplate): every hash a held-out
+                      item can be matched on: 'ngram', 'stimulus', 'band', 'edit_substituted',
+                      'edit_deleted', 'edit_whole'
     heldout_shingles  (heldout_id, task, split, stimulus, stimulus_key, stimulus_items, boilerplate,
-                       n_words, n_ngrams, shingles, bands, context_shingles)
+                      n_words, n_ngrams, answers, shingles, context_shingles)
 
-`heldout_items`/`stimulus_items` count the distinct held-out items that contain an n-gram or a
-stimulus; at `curate.contamination.boilerplate_min_items` or more it is boilerplate ("which of the
-following statements is correct", answer-option scaffolding) and never matches. Each table's Delta
-commit carries `userMetadata` = {"heldout_version": v, "params": tag}: the `heldout` version it was
-built from (read at exactly that version) and the index parameters. A call that finds both markers
-current does nothing and commits nothing; otherwise both tables are rebuilt (overwrite). A crash
-between the two writes leaves the markers disagreeing, so the next call rebuilds both.
+An n-gram or a stimulus found in `curate.contamination.boilerplate_min_items` or more held-out items
+is boilerplate ("which of the following statements is correct", option scaffolding): its keys are
+kept, marked, and never matched; so are the band and edit keys of a boilerplate stimulus. Each
+table's Delta commit carries `userMetadata` = {"heldout_version": v, "params": tag}: the `heldout`
+version it was built from (read at exactly that version) and the index parameters. A call that finds
+both markers current does nothing and commits nothing; otherwise both tables are overwritten. A
+crash between the two writes leaves the markers disagreeing, so the next call rebuilds both.
 
-Matching (`contamination_matches`). Items are featurized once (mapInPandas over
-`udfs.decontamination.featurize_frame`, persisted), then three equi-joins on hashes, never a
-Python loop over held-out items:
+Matching (`contamination_matches`). Items are featurized once (mapInArrow over
+`udfs.decontamination.featurize_batch`, persisted) and their keys exploded into (kind, key) rows;
+one equi-join with `heldout_keys` (never a Python loop over held-out items) gives, per (item,
+held-out item), the shared n-grams, whether the stimulus keys are equal and whether a band or an
+edit key is shared. One join with `heldout_shingles` then decides each rule:
 
-- ngram:      item n-gram hash = held-out n-gram hash (boilerplate skipped); per (item, held-out
-              item): score = shared distinct n-grams / the item's distinct n-grams; matched = the
-              first shared n-gram's words;
-- whole_text: item stimulus key = held-out stimulus key (boilerplate skipped), texts equal;
-              score 1.0; matched = the stimulus;
-- near_dup:   items and held-out items with short stimuli share an LSH band key (band, key) →
-              candidate pair → exact Jaccard of the stimulus shingle sets ≥ threshold, and of the
-              passages too when both have one (a shared passage alone is not a copy, and a question
-              that only resembles a held-out one is not a copy of it when its passage differs);
+- ngram:      shared non-boilerplate n-grams; score = shared distinct n-grams / the item's
+              distinct n-grams; matched = the first shared n-gram's words;
+- whole_text: equal stimulus key and equal stimulus text; score 1.0; matched = the stimulus;
+- near_dup:   a shared band or edit key, the item's answer among the held-out item's accepted
+              answers, the passages' Jaccard ≥ threshold when the held-out item has a passage, and
+              the stimulus Jaccard ≥ threshold unless the stimuli differ by one word (edit key);
               score = the stimulus Jaccard; matched = the held-out stimulus.
 
 The best match per item is kept: highest score, then rule in the order whole_text, ngram,
@@ -43,20 +44,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Window
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    ArrayType,
-    DoubleType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-)
+from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from jobs.config import Config
-from schemas.tables import HELDOUT, HELDOUT_NGRAMS, HELDOUT_SHINGLES
+from schemas.tables import HELDOUT, HELDOUT_KEYS, HELDOUT_SHINGLES
 from udfs.decontamination import (
     EDIT_DELETED,
     EDIT_SUBSTITUTED,
@@ -64,10 +58,16 @@ from udfs.decontamination import (
     MATCHED_MAX_CHARS,
     RULES,
     DecontaminationParams,
-    featurize_frame,
+    featurize_batch,
+    key_schema,
 )
 
-INDEX_TABLES = (HELDOUT_NGRAMS, HELDOUT_SHINGLES)
+INDEX_TABLES = (HELDOUT_KEYS, HELDOUT_SHINGLES)
+NGRAM, STIMULUS, BAND = "ngram", "stimulus", "band"
+EDIT_KINDS = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_deleted", EDIT_WHOLE: "edit_whole"}
+# an item's edit key of one kind matches held-out keys of the kind below: a substitution matches at
+# the same position; a word inserted into the item makes its DELETED key the held-out WHOLE key
+ITEM_EDIT_KINDS = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_whole", EDIT_WHOLE: "edit_deleted"}
 
 MATCH_SCHEMA = StructType([
     StructField("item_id", StringType(), False),
@@ -81,35 +81,39 @@ MATCH_SCHEMA = StructType([
 MATCH_COLUMNS = tuple(f.name for f in MATCH_SCHEMA.fields)
 
 
-def _feature_schema(extra: tuple[StructField, ...] = ()) -> StructType:
-    return StructType([
-        StructField("id", StringType(), False),
-        *extra,
-        StructField("stimulus", StringType(), False),
-        StructField("stimulus_key", LongType(), False),
-        StructField("n_words", IntegerType(), False),
-        StructField("qa", StringType(), False),
-        StructField("ngrams", ArrayType(LongType()), False),
-        StructField("n_ngrams", IntegerType(), False),
-        StructField("shingles", ArrayType(IntegerType()), True),
-        StructField("bands", ArrayType(LongType()), True),
-        StructField("edit_keys", ArrayType(LongType()), True),
-        StructField("context_shingles", ArrayType(IntegerType()), True),
-        StructField("answers", ArrayType(StringType()), False),
-    ])
-
-
-def _featurizer(params: DecontaminationParams, heldout: bool, keep: tuple[str, ...] = ()) -> Callable:
-    def run(batches):
-        for frame in batches:
-            yield featurize_frame(frame, params, heldout, keep=keep)
-
-    return run
-
-
 def _featurize(df: DataFrame, params: DecontaminationParams, heldout: bool, keep: tuple[str, ...] = ()) -> DataFrame:
-    extra = tuple(StructField(c, StringType(), True) for c in keep)
-    return df.mapInPandas(_featurizer(params, heldout, keep), _feature_schema(extra))
+    """mapInArrow over `featurize_batch` (Arrow in, Arrow out: no pandas conversion per batch)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    def run(batches):
+        for batch in batches:
+            yield featurize_batch(batch, params, heldout, keep=keep)
+
+    return df.mapInArrow(run, from_arrow_schema(key_schema(keep)))
+
+
+def _edit_kind(code: Column, kinds: dict[int, str]) -> Column:
+    expr = F
+    for value, name in kinds.items():
+        expr = expr.when(code == value, F.lit(name))
+    return expr
+
+
+def _keys(features: DataFrame, id_column: str, edit_kinds: dict[int, str], extra: tuple[str, ...] = ()) -> DataFrame:
+    """(id, kind, key, pos, *extra) for every key of every item; pos = word position for n-grams."""
+    cols = (id_column, *extra)
+    ngrams = features.select(*cols, F.lit(NGRAM).alias("kind"), F.posexplode("ngrams").alias("pos", "key"))
+    stimulus = features.select(*cols, F.lit(STIMULUS).alias("kind"), F.lit(None).cast("int").alias("pos"),
+                               F.col("stimulus_key").alias("key"))
+    bands = features.where(F.col("bands").isNotNull()).select(
+        *cols, F.lit(BAND).alias("kind"), F.lit(None).cast("int").alias("pos"), F.explode("bands").alias("key"))
+    edits = (features.where(F.col("edit_keys").isNotNull())
+             .select(*cols, F.explode("edit_keys").alias("raw"))
+             .select(*cols, _edit_kind(F.col("raw").bitwiseAND(3), edit_kinds).alias("kind"),
+                     F.lit(None).cast("int").alias("pos"), F.shiftright("raw", 2).alias("key")))
+    order = [*cols, "kind", "key", "pos"]
+    return (ngrams.select(*order).unionByName(stimulus.select(*order)).unionByName(bands.select(*order))
+            .unionByName(edits.select(*order)))
 
 
 # ---- the held-out index -------------------------------------------------------------------------
@@ -123,14 +127,14 @@ class IndexStatus:
     heldout_version: int
     params_tag: str
     heldout_items: int | None = None   # only counted when built
-    ngram_rows: int | None = None
+    key_rows: int | None = None
     seconds: float = 0.0
 
     def summary(self) -> str:
         if not self.built:
             return f"held-out index is current (heldout v{self.heldout_version}, {self.params_tag})"
         return (f"held-out index built from heldout v{self.heldout_version}: {self.heldout_items:,} items, "
-                f"{self.ngram_rows:,} n-gram rows ({self.params_tag}, {self.seconds:.1f}s)")
+                f"{self.key_rows:,} keys ({self.params_tag}, {self.seconds:.1f}s)")
 
 
 def _marker(heldout_version: int, params: DecontaminationParams) -> str:
@@ -154,7 +158,7 @@ def _overwrite(lakehouse, df: DataFrame, spec, marker: str) -> None:
 
 def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], None] | None = None,
                          force: bool = False) -> IndexStatus:
-    """Build `heldout_ngrams` and `heldout_shingles` from the current `heldout` version unless both
+    """Build `heldout_keys` and `heldout_shingles` from the current `heldout` version unless both
     were built from that version with the same parameters (then: no work, no commit)."""
     say = progress or (lambda _: None)
     params = config.curate.contamination.params()
@@ -170,27 +174,27 @@ def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], No
         heldout.select(F.col("heldout_id").alias("id"), "task", "split", "question", "context", "choices",
                        "answer_text", "answer_format", "decontamination_text"),
         params, heldout=True, keep=("task", "split"),
-    ).persist()
+    ).withColumnRenamed("id", "heldout_id")
+    features = features.withColumn(
+        "stimulus_items", F.count("*").over(Window.partitionBy("stimulus_key"))
+    ).withColumn("boilerplate", F.col("stimulus_items") >= params.boilerplate_min_items
+                 ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        cutoff = params.boilerplate_min_items
-        ngrams = (
-            features.select(F.col("id").alias("heldout_id"), F.explode("ngrams").alias("ngram_hash"))
-            .withColumn("heldout_items", F.count("*").over(Window.partitionBy("ngram_hash")))
-            .withColumn("boilerplate", F.col("heldout_items") >= cutoff)
+        keys = (
+            _keys(features, "heldout_id", EDIT_KINDS, extra=("boilerplate",))
+            .withColumnRenamed("boilerplate", "stimulus_boilerplate")
+            .withColumn("heldout_items", F.count("*").over(Window.partitionBy("kind", "key")))
+            .withColumn("boilerplate", F.when(F.col("kind").isin(NGRAM, STIMULUS),
+                                              F.col("heldout_items") >= params.boilerplate_min_items)
+                        .otherwise(F.col("stimulus_boilerplate")))
         )
-        shingles = (
-            features.withColumnRenamed("id", "heldout_id")
-            .withColumn("stimulus_items", F.count("*").over(Window.partitionBy("stimulus_key")))
-            .withColumn("boilerplate", F.col("stimulus_items") >= cutoff)
-        )
-        _overwrite(lakehouse, ngrams, HELDOUT_NGRAMS, marker)
-        _overwrite(lakehouse, shingles, HELDOUT_SHINGLES, marker)
+        _overwrite(lakehouse, keys, HELDOUT_KEYS, marker)
+        _overwrite(lakehouse, features, HELDOUT_SHINGLES, marker)
         items = features.count()
     finally:
         features.unpersist()
     status = IndexStatus(True, version, params.tag, heldout_items=items,
-                         ngram_rows=lakehouse.read(HELDOUT_NGRAMS.name).count(),
-                         seconds=time.monotonic() - started)
+                         key_rows=lakehouse.read(HELDOUT_KEYS.name).count(), seconds=time.monotonic() - started)
     say(f"contamination: {status.summary()}")
     return status
 
@@ -198,18 +202,12 @@ def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], No
 # ---- matching -----------------------------------------------------------------------------------
 
 
-def _jaccard(a: str, b: str):
+def _jaccard(a: str, b: str) -> Column:
     inter = F.size(F.array_intersect(F.col(a), F.col(b)))
     return inter / (F.size(F.col(a)) + F.size(F.col(b)) - inter)
 
 
-def _edit_rows(df: DataFrame, id_column: str, kind_column: str) -> DataFrame:
-    """One row per edit key: (id, edit_base = key >> 2, kind = key & 3)."""
-    return df.select(id_column, F.explode("edit_keys").alias("k")).select(
-        id_column, F.shiftright("k", 2).alias("edit_base"), F.col("k").bitwiseAND(3).alias(kind_column))
-
-
-def _cut(col):
+def _cut(col: Column) -> Column:
     return F.when(F.length(col) > MATCHED_MAX_CHARS,
                   F.concat(F.substring(col, 1, MATCHED_MAX_CHARS - 1), F.lit("…"))).otherwise(col)
 
@@ -228,17 +226,17 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
     returned frame is persisted (it is small); unpersist it when done.
     Builds the held-out index first when it is stale (`ensure_heldout_index`).
     """
-    params = config.curate.contamination.params()
-    ensure_heldout_index(lakehouse, config, progress)
     missing = {"item_id", "question", "context", "choices", "answer_text"} - set(items_df.columns)
     if missing:
         raise ValueError(f"contamination_matches: items_df lacks column(s) {sorted(missing)}")
+    params = config.curate.contamination.params()
+    ensure_heldout_index(lakehouse, config, progress)
     fmt = F.col("answer_format") if "answer_format" in items_df.columns else F.lit(None).cast("string")
     items = items_df.select(F.col("item_id").cast("string").alias("id"), "question", "context", "choices",
                             "answer_text", fmt.alias("answer_format"))
-    features = _featurize(items, params, heldout=False).persist()
+    features = _featurize(items, params, heldout=False).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        result = _best_matches(lakehouse, features, params).persist()
+        result = _best_matches(lakehouse, features, params).persist(StorageLevel.MEMORY_AND_DISK)
         result.count()
     finally:
         features.unpersist()
@@ -246,74 +244,55 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
 
 
 def _best_matches(lakehouse, features: DataFrame, params: DecontaminationParams) -> DataFrame:
-    index = lakehouse.read(HELDOUT_SHINGLES.name)
-    ngram_index = lakehouse.read(HELDOUT_NGRAMS.name).where(~F.col("boilerplate"))
-
-    shared = (
-        features.select("id", F.posexplode("ngrams").alias("pos", "ngram_hash"))
-        .join(ngram_index.select("ngram_hash", "heldout_id"), "ngram_hash")
+    index_keys = lakehouse.read(HELDOUT_KEYS.name).where(~F.col("boilerplate")).select("kind", "key", "heldout_id")
+    hits = (
+        _keys(features, "id", ITEM_EDIT_KINDS)
+        .join(index_keys, ["kind", "key"])
         .groupBy("id", "heldout_id")
-        .agg(F.countDistinct("ngram_hash").alias("shared"), F.min("pos").alias("pos"))
+        .agg(F.count_distinct(F.when(F.col("kind") == NGRAM, F.col("key"))).alias("shared"),
+             F.min(F.when(F.col("kind") == NGRAM, F.col("pos"))).alias("pos"),
+             F.max(F.col("kind") == STIMULUS).alias("same_key"),
+             F.max(F.col("kind").startswith("edit_")).alias("by_edit"),
+             F.max(F.col("kind").isin(BAND) | F.col("kind").startswith("edit_")).alias("near_candidate"))
     )
-    ngram = (
-        shared.join(features.select("id", "qa", "n_ngrams"), "id")
-        .select("id", "heldout_id", F.lit("ngram").alias("rule"),
-                (F.col("shared") / F.col("n_ngrams")).alias("score"),
-                F.array_join(F.slice(F.split("qa", " "), F.col("pos") + 1, params.ngram_n), " ").alias("matched"))
+    shingles = lakehouse.read(HELDOUT_SHINGLES.name).select(
+        "heldout_id", F.col("task").alias("heldout_task"), F.col("split").alias("heldout_split"),
+        F.col("stimulus").alias("h_stimulus"), F.col("shingles").alias("s_held"),
+        F.col("context_shingles").alias("c_held"), F.col("answers").alias("a_held"))
+    pairs = (
+        hits.join(features.select("id", "qa", "n_ngrams", "stimulus", F.col("shingles").alias("s_item"),
+                                  F.col("context_shingles").alias("c_item"), F.col("answers").alias("a_item")), "id")
+        .join(shingles, "heldout_id")
     )
-
-    whole = (
-        features.select("id", "stimulus_key", "stimulus")
-        .join(index.where(~F.col("boilerplate"))
-              .select("heldout_id", "stimulus_key", F.col("stimulus").alias("h_stimulus")), "stimulus_key")
-        .where(F.col("stimulus") == F.col("h_stimulus"))
-        .select("id", "heldout_id", F.lit("whole_text").alias("rule"), F.lit(1.0).alias("score"),
-                F.col("stimulus").alias("matched"))
-    )
-
-    # near_dup candidates: a shared LSH band, or a shared one-changed-word key of compatible kinds
-    item_bands = features.where(F.col("bands").isNotNull()).select(
-        "id", F.posexplode("bands").alias("band", "band_key"))
-    held_bands = index.where(F.col("bands").isNotNull() & ~F.col("boilerplate")).select(
-        "heldout_id", F.posexplode("bands").alias("band", "band_key"))
-    by_band = item_bands.join(held_bands, ["band", "band_key"]).select("id", "heldout_id", F.lit(False).alias("edit"))
-    item_edits = _edit_rows(features.where(F.col("edit_keys").isNotNull()), "id", "i_kind")
-    held_edits = _edit_rows(index.where(F.col("edit_keys").isNotNull() & ~F.col("boilerplate")), "heldout_id", "h_kind")
-    by_edit = (
-        item_edits.join(held_edits, "edit_base")
-        .where(((F.col("i_kind") == EDIT_SUBSTITUTED) & (F.col("h_kind") == EDIT_SUBSTITUTED))
-               | ((F.col("i_kind") == EDIT_DELETED) & (F.col("h_kind") == EDIT_WHOLE))
-               | ((F.col("i_kind") == EDIT_WHOLE) & (F.col("h_kind") == EDIT_DELETED)))
-        .select("id", "heldout_id", F.lit(True).alias("edit"))
-    )
-    candidates = by_band.unionByName(by_edit).groupBy("id", "heldout_id").agg(F.max("edit").alias("edit"))
+    t = params.near_dup_threshold
     near = (
-        candidates
-        .join(features.select("id", F.col("shingles").alias("s_item"), F.col("context_shingles").alias("c_item"),
-                              F.col("answers").alias("a_item")), "id")
-        .join(index.select("heldout_id", F.col("shingles").alias("s_held"), F.col("context_shingles").alias("c_held"),
-                           F.col("answers").alias("a_held"), F.col("stimulus").alias("h_stimulus")),
-              "heldout_id")
-        # same answer: a near copy keeps the answer (two templated questions about different
-        # entities do not); a held-out item with a passage is only copied with its passage
-        .where(F.size(F.array_intersect("a_item", "a_held")) > 0)
-        .withColumn("score", _jaccard("s_item", "s_held"))
-        .withColumn("context_score", F.when(F.col("c_held").isNull(), F.lit(None).cast("double"))
-                    .when(F.col("c_item").isNull(), F.lit(0.0))
-                    .otherwise(_jaccard("c_item", "c_held")))
-        .where((F.col("edit") | (F.col("score") >= params.near_dup_threshold))
-               & (F.col("context_score").isNull() | (F.col("context_score") >= params.near_dup_threshold)))
-        .select("id", "heldout_id", F.lit("near_dup").alias("rule"), "score", F.col("h_stimulus").alias("matched"))
+        F.col("near_candidate")
+        # a near copy keeps the answer: two templated questions about different entities do not
+        & (F.size(F.array_intersect("a_item", "a_held")) > 0)
+        # a held-out item with a passage is only copied with its passage
+        & (F.col("c_held").isNull() | (F.col("c_item").isNotNull() & (_jaccard("c_item", "c_held") >= t)))
+        & (F.col("by_edit") | (_jaccard("s_item", "s_held") >= t))
     )
-
-    priority = F.array_position(F.array(*[F.lit(r) for r in RULES]), F.col("rule"))
-    best = Window.partitionBy("id").orderBy(F.col("score").desc(), priority, F.col("heldout_id"))
+    candidates = F.array(
+        F.when(F.col("same_key") & (F.col("stimulus") == F.col("h_stimulus")),
+               F.struct(F.lit(1.0).alias("score"), F.lit(-RULES.index("whole_text")).alias("priority"),
+                        F.lit("whole_text").alias("rule"), F.col("stimulus").alias("matched"))),
+        F.when(F.col("shared") > 0,
+               F.struct((F.col("shared") / F.col("n_ngrams")).cast("double").alias("score"),
+                        F.lit(-RULES.index("ngram")).alias("priority"), F.lit("ngram").alias("rule"),
+                        F.array_join(F.slice(F.split("qa", " "), F.col("pos") + 1, params.ngram_n), " ")
+                        .alias("matched"))),
+        F.when(near, F.struct(_jaccard("s_item", "s_held").cast("double").alias("score"),
+                              F.lit(-RULES.index("near_dup")).alias("priority"), F.lit("near_dup").alias("rule"),
+                              F.col("h_stimulus").alias("matched"))),
+    )
+    # the pair's best rule: array_max orders structs field by field (score, then -priority)
+    best_rule = F.array_max(F.filter(candidates, lambda c: c.isNotNull()))
+    per_pair = pairs.select("id", "heldout_id", "heldout_task", "heldout_split", best_rule.alias("m")).where(
+        F.col("m").isNotNull())
+    order = Window.partitionBy("id").orderBy(F.col("m.score").desc(), F.col("m.priority").desc(), F.col("heldout_id"))
     return (
-        ngram.unionByName(whole).unionByName(near)
-        .withColumn("rank", F.row_number().over(best))
-        .where(F.col("rank") == 1)
-        .join(index.select("heldout_id", F.col("task").alias("heldout_task"), F.col("split").alias("heldout_split")),
-              "heldout_id")
-        .select(F.col("id").alias("item_id"), "rule", "heldout_id", "heldout_task", "heldout_split",
-                _cut(F.col("matched")).alias("matched"), F.col("score").cast("double").alias("score"))
+        per_pair.withColumn("rank", F.row_number().over(order)).where(F.col("rank") == 1)
+        .select(F.col("id").alias("item_id"), F.col("m.rule").alias("rule"), "heldout_id", "heldout_task",
+                "heldout_split", _cut(F.col("m.matched")).alias("matched"), F.col("m.score").alias("score"))
     )
