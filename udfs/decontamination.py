@@ -1,6 +1,7 @@
 """Decontamination against held-out data, the pure half: the texts of an item that are checked,
-their word n-gram hashes, whole-text keys, character shingles and LSH band keys. No Spark here;
-`jobs/filters/contamination.py` wires tables to these functions and does the matching as joins.
+their word n-gram hashes, whole-text keys, one-changed-word keys, and the character-shingle MinHash
+keys of short texts. No Spark here; `jobs/filters/contamination.py` wires tables to these functions
+and does the matching as joins.
 
 Why three rules. The tools people use decontaminate long web documents with one rule: a shared
 word n-gram. GPT-3 (Brown et al. 2020, appendix C) flags a document that shares any 13-gram with a
@@ -9,55 +10,60 @@ over lower-cased, punctuation-stripped, whitespace-split text); datatrove's `NGr
 (pipeline/decont/n_grams.py) does the same with 12-grams over the gold answer and the
 question/answer boundary. On Q&A items that rule has two holes, which the other two rules fill:
 
-- **short items**: a text of fewer than n words has no n-gram at all, so it can never match
-  (most held-out questions are shorter than 13 words) → the **whole-text** rule compares the
-  complete normalized text of the question and of the item (question + options + answer);
+- **short items**: a text of fewer than n words has no n-gram at all, so it can never match (on the
+  benchmark mirror, most held-out items are shorter than 13 words with their options and answer) →
+  the **whole-text** rule compares the complete normalized stimulus (question + options);
 - **edited copies**: changing one word of a text shorter than 2n words can break every one of its
   n-grams (a word at position p is inside every window when the text has at most 2n - 1 words) →
-  the **near-duplicate** rule compares such texts by the Jaccard similarity of their character
-  k-shingles (Broder 1997), found through MinHash LSH banding (datasketch signatures, Mining of
-  Massive Datasets §3.4) and confirmed on the exact shingle sets. Character shingles keep most of a
-  short text when one word changes; word n-grams do not.
+  the **near-duplicate** rule, for stimuli of at most 2n - 1 words, with two kinds of candidate
+  keys: `edit_keys` (exact: the stimuli differ by one word substituted, inserted or deleted; the
+  word deletion neighbourhood, SymSpell's symmetric delete at word level) and MinHash LSH bands of
+  character 5-shingles (Broder 1997; the same shingles, datasketch signatures and exact-Jaccard
+  confirmation as the near_dup filter, `udfs/minhash.py`) for edits of more than one word. A
+  candidate is a copy only when the item keeps the held-out answer and, for a held-out item with a
+  passage, the passage too: templated questions ("what is the capital of X") differ in one word and
+  in their answer, and BoolQ asks several questions about one passage.
 
 The texts of an item (`checked_texts`), all through `udfs.textnorm.normalize_text`, the one
 normalization of both sides, so a copy that differs only in formatting is a copy:
 
-    question  the question (WinoGrande's sentence, BoolQ's question, ...)
-    item      question + options (sorted, so a copy with shuffled options is the same item) + the
-              answer when it is not one of the options: what a generated Q&A item is
+    stimulus  question + identity options (sorted, so a copy with shuffled options is the same
+              item; a boolean's yes/no and a label set are not identity: see `identity_options`)
+    qa        stimulus + the answer when it is not one of the options: the text whose n-grams are
+              checked on the item side
     context   the passage (BoolQ, SciQ support), when there is one
     query     held-out side only: lm-eval's `doc_to_decontamination_query` as ingest stores it in
               `heldout.decontamination_text` (BoolQ's passage, ARC's "Question: ... Answer:"),
               kept when it differs from the texts above
 
-Which rule looks at which text (`views_for`): n-grams over item, context and query (question's
-n-grams are the item's first ones); whole-text and near-duplicate over question and item, each
-against the same kind of text on the other side.
+Which rule looks at which text: the held-out side indexes the distinct n-grams of qa, context and
+query together; the item side's n-grams come from its qa (so a generated item that copies a BoolQ
+passage into its question is caught by the passage's n-grams, but a shared passage alone, as a
+context column, is not a copy). Whole-text and near-duplicate compare stimuli.
 
 Hashes are stable 64-bit values, the same in every process and on every platform (no Python
 `hash()`, which is salted per process): a word is the first 8 bytes of its BLAKE2b digest; an
 n-gram folds its n word values with a polynomial in wrapping uint64 arithmetic and the MurmurHash3
-finalizer (fmix64); a whole text is the first 8 bytes of BLAKE2b of its UTF-8 bytes. Character
-shingles hash the same way over code points, folded to 32 bits for datasketch's affine32 MinHash.
-Stored as signed int64/int32 (Spark has no unsigned types); only equality is ever used on them.
-`INDEX_VERSION` names these rules: bump it when any of them (or `normalize_text`) changes meaning,
-so a stored held-out index is rebuilt.
+finalizer (fmix64); a whole text is the first 8 bytes of BLAKE2b of its UTF-8 bytes. Shingles,
+signatures and band hashes are `udfs.minhash`'s. Stored as signed int64/int32 (Spark has no
+unsigned types); only equality is ever used on them. `INDEX_VERSION` names these rules: bump it
+when any of them (or `normalize_text`) changes meaning, so a stored held-out index is rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from datasketch import MinHash
 
-from udfs.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHORT_TEXT
+from udfs import minhash
+from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHORT_TEXT
 from udfs.textnorm import normalize_text
 
 INDEX_VERSION = 1
@@ -73,33 +79,10 @@ _U64 = np.uint64
 _FMIX_C1 = _U64(0xFF51AFD7ED558CCD)
 _FMIX_C2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)  # odd: the polynomial's multiplier
-_S32, _S33 = _U64(32), _U64(33)
-_MINHASH_SCHEME = "affine32"
+_S33 = _U64(33)
 
 
 # ---- parameters ---------------------------------------------------------------------------------
-
-
-def candidate_probability(similarity: float, bands: int, rows: int) -> float:
-    """P(two texts of Jaccard `similarity` share at least one LSH band): 1 - (1 - s^r)^b
-    (Mining of Massive Datasets §3.4.2)."""
-    return 1.0 - (1.0 - similarity**rows) ** bands
-
-
-@lru_cache(maxsize=64)
-def choose_bands(threshold: float, num_perm: int, candidate_recall: float = 0.99) -> tuple[int, int]:
-    """(bands, rows): the largest r (fewest false candidates) whose b = num_perm // r bands still
-    give P(candidate | threshold) ≥ candidate_recall; r = 1 when none does. A candidate costs one
-    exact Jaccard check in Spark; a missed one is a contaminated item kept, hence the high target."""
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    if num_perm < 1:
-        raise ValueError(f"num_perm must be positive, got {num_perm}")
-    best = (num_perm, 1)
-    for rows in range(1, num_perm + 1):
-        if candidate_probability(threshold, num_perm // rows, rows) >= candidate_recall:
-            best = (num_perm // rows, rows)
-    return best
 
 
 @dataclass(frozen=True)
@@ -136,15 +119,27 @@ class DecontaminationParams:
 
     @property
     def bands_rows(self) -> tuple[int, int]:
-        return choose_bands(self.near_dup_threshold, self.num_perm, self.candidate_recall)
+        """(bands, rows) of the LSH banding: `udfs.minhash.choose_bands` at the near-dup threshold."""
+        return _bands_rows(self.near_dup_threshold, self.num_perm, self.candidate_recall)
+
+    @property
+    def minhash_params(self) -> minhash.MinHashParams:
+        """The shingling and signature settings, in the near-dup filter's terms (`udfs.minhash`):
+        the same character shingles, datasketch signatures and exact Jaccard as that filter."""
+        bands, rows = self.bands_rows
+        return minhash.MinHashParams(shingle="char", shingle_size=self.shingle_size, num_perm=self.num_perm,
+                                     bands=bands, rows=rows, seed=self.seed)
 
     @property
     def tag(self) -> str:
-        """e.g. 'v1/n13/bp10/char5/j0.5/p128/b42r3/seed1'."""
-        bands, rows = self.bands_rows
-        return (f"v{INDEX_VERSION}/n{self.ngram_n}/bp{self.boilerplate_min_items}/char{self.shingle_size}/"
-                f"j{self.near_dup_threshold:g}/"
-                f"p{self.num_perm}/b{bands}r{rows}/seed{self.seed}")
+        """e.g. 'v1/n13/bp10/j0.5/minhash-v1/char5/p128/b42r3/seed1/affine32'."""
+        return (f"v{INDEX_VERSION}/n{self.ngram_n}/bp{self.boilerplate_min_items}/j{self.near_dup_threshold:g}/"
+                f"minhash-{self.minhash_params.tag}")
+
+
+@lru_cache(maxsize=64)
+def _bands_rows(threshold: float, num_perm: int, candidate_recall: float) -> tuple[int, int]:
+    return minhash.choose_bands(threshold, num_perm, candidate_recall)
 
 
 # ---- the texts that are checked -----------------------------------------------------------------
@@ -217,15 +212,6 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _S33)
 
 
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer on uint32: datasketch's affine32 pre-mix of each input hash."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
-
-
 def _windows(flat: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Hash every window of k consecutive tokens that lies inside one text of a concatenation.
 
@@ -247,17 +233,6 @@ def _windows(flat: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarray,
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     positions = np.arange(total) - np.repeat(first, counts) + np.repeat(starts, counts)
     return docs, h[positions]
-
-
-def _sorted_distinct(values: np.ndarray) -> np.ndarray:
-    """np.unique by sort (numpy 2's hash-based unique is far slower on these arrays)."""
-    values = np.sort(values)
-    if len(values) < 2:
-        return values
-    keep = np.empty(len(values), dtype=bool)
-    keep[0] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
 
 
 def _distinct_per_doc(doc: np.ndarray, values: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -414,95 +389,14 @@ def word_ngram_hashes(normalized: str, n: int) -> np.ndarray:
     return ngram_batch([normalized], n)[1]
 
 
-def shingle_batch(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Character k-shingles of many normalized texts, in CSR form: (offsets, hashes) with
-    hashes[offsets[i]:offsets[i+1]] the sorted distinct 32-bit hashes (uint32) of text i's shingles.
-    Spaces count, so word boundaries do; a text shorter than k is one shingle, itself; "" has none.
-    A shingle hashes like an n-gram over code points (+1, so no token is 0), folded to 32 bits."""
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    flat = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(_U64) + _U64(1)
-    docs, h = _windows(flat, lengths, k)
-    short = np.flatnonzero((lengths > 0) & (lengths < k))
-    if len(short):  # whole text as its single shingle
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        extra = [_windows(flat[starts[i]:starts[i] + lengths[i]], lengths[i:i + 1], int(lengths[i]))[1]
-                 for i in short]
-        docs = np.concatenate([docs, short])
-        h = np.concatenate([h, *extra])
-    keys = (docs.astype(_U64) << _S32) | ((h >> _S32) ^ h) & _U64(0xFFFFFFFF)
-    keys = _sorted_distinct(keys)
-    counts = np.bincount((keys >> _S32).astype(np.int64), minlength=len(texts))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return offsets, (keys & _U64(0xFFFFFFFF)).astype(np.uint32)
-
-
-def char_shingles(normalized: str, k: int) -> np.ndarray:
-    """Sorted distinct uint32 hashes of one normalized text's character k-shingles (`shingle_batch`)."""
-    return shingle_batch([normalized], k)[1]
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """|A ∩ B| / |A ∪ B| of two distinct-hash arrays; 0.0 when both are empty. (Spark computes the
-    same with array_intersect in the matching join.)"""
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    union = len(a) + len(b) - inter
-    return inter / union if union else 0.0
-
-
-@lru_cache(maxsize=4)
-def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutation parameters (a, b) for (num_perm, seed), built once per
-    process (once per Python worker in Spark)."""
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=_MINHASH_SCHEME).permutations
-    return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
-
-
-def signature_batch(offsets: np.ndarray, hashes: np.ndarray, num_perm: int = 128, seed: int = 1,
-                    chunk: int = 8192) -> np.ndarray:
-    """MinHash signatures of the shingle sets of a `shingle_batch`: a (n_texts, num_perm) uint32
-    matrix, bit for bit what `datasketch.MinHash(num_perm, seed, scheme="affine32")` holds after
-    `update_batch` with the same hashes (fmix32, then a·h + b mod 2^32, minimum per permutation),
-    computed for a whole batch at once instead of one datasketch object per text. An empty set keeps
-    datasketch's empty value (all 2^32 - 1); callers give near-dup keys only to non-empty texts."""
-    a, b = permutations(num_perm, seed)
-    n = len(offsets) - 1
-    sigs = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    docs = np.flatnonzero(offsets[1:] > offsets[:-1])
-    if not len(docs):
-        return sigs
-    mixed = _fmix32(hashes.astype(np.uint32, copy=False))
-    starts, ends = offsets[docs], offsets[docs + 1]
-    i = 0
-    while i < len(docs):  # texts i..j-1 hold about `chunk` shingles (at least one text)
-        j = max(int(np.searchsorted(ends, starts[i] + chunk, side="right")), i + 1)
-        lo, hi = starts[i], ends[j - 1]
-        permuted = mixed[lo:hi, None] * a
-        permuted += b
-        sigs[docs[i:j]] = np.minimum.reduceat(permuted, starts[i:j] - lo, axis=0)
-        i = j
-    return sigs
-
-
-def minhash(shingles: np.ndarray, num_perm: int = 128, seed: int = 1) -> MinHash:
-    """A `datasketch.MinHash` of one shingle set (for notebooks and tests; the job uses
-    `signature_batch`, which gives the same hash values)."""
-    m = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme=_MINHASH_SCHEME)
-    m.update_batch(np.asarray(shingles).view(np.uint32).tolist())
-    return m
-
-
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """LSH band keys of a (n, num_perm) signature matrix → (n, bands) int64, or of one signature →
-    (bands,): the fold of each band's `rows` values with fmix64, started from the band's number, so
-    band i of one text can only equal band i of another (one join key, no band column)."""
-    sigs = np.asarray(signatures)
-    table = sigs[..., : bands * rows].astype(_U64).reshape(*sigs.shape[:-1], bands, rows)
-    h = np.broadcast_to(np.arange(1, bands + 1, dtype=_U64), table.shape[:-1]).copy()
+    (bands,): `udfs.minhash.band_hashes` mixed with the band's number (fmix64), so band i of one
+    text can only equal band i of another and the index joins on one key column, no band column."""
+    hashes = minhash.band_hashes(np.asarray(signatures), bands, rows).view(_U64)
+    number = np.arange(1, bands + 1, dtype=_U64) * _GOLDEN
     with np.errstate(over="ignore"):
-        for j in range(rows):
-            h *= _GOLDEN
-            h += table[..., j]
-        return _fmix64(h).view(np.int64)
+        return _fmix64(hashes ^ number).view(np.int64)
 
 
 # ---- a batch of items → their keys (what one mapInArrow call computes) ---------------------------
@@ -625,17 +519,16 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
         n_ngrams = np.diff(_distinct_per_doc(doc, ngram_values, m)[0])
 
     # near-duplicate keys of short stimuli: shingles, LSH bands, edit keys, and the passage's shingles
-    n_bands, band_rows = params.bands_rows
-    sh_offsets, sh_values = shingle_batch([stimuli[i] for i in short], params.shingle_size)
-    band_values = band_keys(signature_batch(sh_offsets, sh_values, params.num_perm, params.seed),
-                            n_bands, band_rows).reshape(-1)
+    mh = params.minhash_params
+    sh_offsets, sh_values = minhash.shingle_batch([stimuli[i] for i in short], "char", mh.shingle_size)
+    band_values = band_keys(minhash.signature_batch(sh_offsets, sh_values, mh)[0], mh.bands, mh.rows).reshape(-1)
     qa_starts = np.concatenate([[0], np.cumsum(qa_lengths)[:-1]]).astype(np.int64)
     stim_lengths = n_words[short]  # the stimulus is the first n_words words of qa
     take = np.repeat(qa_starts[short], stim_lengths) + (
         np.arange(int(stim_lengths.sum())) - np.repeat(np.cumsum(stim_lengths) - stim_lengths, stim_lengths))
     edit_offsets, edit_values = _edit_keys_of(qa_flat[take], stim_lengths)
     with_context = np.array([i for i in short if i in contexts], dtype=np.int64)
-    ctx_offsets, ctx_values = shingle_batch([contexts[i] for i in with_context], params.shingle_size)
+    ctx_offsets, ctx_values = minhash.shingle_batch([contexts[i] for i in with_context], "char", mh.shingle_size)
 
     columns = {
         "id": pa.array([ids[r] for r in rows], pa.string()),
@@ -647,7 +540,7 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
         "ngrams": _list_array(m, np.arange(m), ngram_offsets, ngram_values, pa.int64()),
         "n_ngrams": pa.array(n_ngrams.astype(np.int32)),
         "shingles": _list_array(m, short, sh_offsets, sh_values.view(np.int32), pa.int32()),
-        "bands": _list_array(m, short, np.arange(len(short) + 1) * n_bands, band_values, pa.int64()),
+        "bands": _list_array(m, short, np.arange(len(short) + 1) * mh.bands, band_values, pa.int64()),
         "edit_keys": _list_array(m, short, edit_offsets, edit_values, pa.int64()),
         "context_shingles": _list_array(m, with_context, ctx_offsets, ctx_values.view(np.int32), pa.int32()),
         "answers": pa.array(answers, pa.list_(pa.string())),

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from datasketch import MinHash
 
 from udfs.decontamination import (
     CONTEXT,
@@ -31,22 +30,20 @@ from udfs.decontamination import (
     DecontaminationParams,
     accepted_answers,
     band_keys,
-    candidate_probability,
-    char_shingles,
     checked_texts,
-    choose_bands,
     edit_keys,
     featurize_frame,
     identity_options,
-    jaccard,
-    minhash,
     ngram_batch,
-    shingle_batch,
-    signature_batch,
     text_key,
     truncate,
     within_one_word,
     word_ngram_hashes,
+)
+from udfs.minhash import (
+    jaccard,
+    shingle_hashes,
+    signature,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,18 +144,25 @@ def test_ngram_batch_equals_one_text_at_a_time():
         assert np.array_equal(hashes[offsets[i]:offsets[i + 1]], word_ngram_hashes(t, 9))
 
 
+CROSS_PROCESS = """
+import json, sys
+from udfs.decontamination import DecontaminationParams, band_keys, edit_keys, text_key, word_ngram_hashes
+from udfs.minhash import shingle_hashes, signature
+t, p = sys.argv[1], DecontaminationParams()
+sh = shingle_hashes(t, "char", p.shingle_size)
+print(json.dumps({"ngrams": word_ngram_hashes(t, 8).tolist(), "key": text_key(t), "edits": edit_keys(t).tolist(),
+                  "shingles": sh.tolist(), "bands": band_keys(signature(sh, p.minhash_params), *p.bands_rows).tolist()}))
+"""
+
+
 def test_keys_are_stable_across_processes():
     text = "is a chicken and rooster the same thing as a hen in the farmyard of old mcdonald"
-    here = {"ngrams": word_ngram_hashes(text, 8).tolist(), "key": text_key(text), "edits": edit_keys(text).tolist(),
-            "shingles": char_shingles(text, 5).tolist(),
-            "bands": band_keys(minhash(char_shingles(text, 5)).hashvalues, 42, 3).tolist()}
-    code = ("import json, sys; from udfs.decontamination import *; t = sys.argv[1]; "
-            "print(json.dumps({'ngrams': word_ngram_hashes(t, 8).tolist(), 'key': text_key(t), "
-            "'edits': edit_keys(t).tolist(), 'shingles': char_shingles(t, 5).tolist(), "
-            "'bands': band_keys(minhash(char_shingles(t, 5)).hashvalues, 42, 3).tolist()}))")
-    out = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True, check=True, cwd=REPO,
-                         env={"PYTHONHASHSEED": "12345", "PATH": ""})
-    assert json.loads(out.stdout) == here
+    out = [subprocess.run([sys.executable, "-c", CROSS_PROCESS, text], capture_output=True, text=True, check=True,
+                          cwd=REPO, env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "12345")]
+    assert out[0] == out[1]
+    keys = json.loads(out[0])
+    assert keys["key"] == text_key(text) and keys["edits"] == edit_keys(text).tolist()
+    assert len(keys["bands"]) == PARAMS.bands_rows[0] and len(keys["ngrams"]) == len(text.split()) - 7
 
 
 # ---- the short-item holes ---------------------------------------------------------------------
@@ -190,7 +194,7 @@ def test_one_word_edit_of_a_short_question_keeps_the_edit_keys(question, positio
     assert edit_match(original, edited)
     assert not set(word_ngram_hashes(edited, 8).tolist()) & set(word_ngram_hashes(original, 8).tolist()) or len(words) > 8
     if len(original) >= 40:  # long enough for character shingles to carry most of the text
-        assert jaccard(char_shingles(original, 5), char_shingles(edited, 5)) >= 0.5
+        assert jaccard(shingle_hashes(original, "char", 5), shingle_hashes(edited, "char", 5)) >= 0.5
 
 
 def test_edit_keys_agree_with_the_plain_definition():
@@ -228,43 +232,13 @@ def test_a_one_word_edit_keeps_an_ngram_exactly_when_the_text_has_2n_words_or_mo
 
 # ---- shingles, signatures, bands --------------------------------------------------------------
 
-def test_shingle_batch_equals_one_text_at_a_time():
-    texts = ["is a chicken and rooster the same thing", "ab", "", "a", "which piece of safety equipment", "ab"]
-    offsets, hashes = shingle_batch(texts, 5)
-    for i, t in enumerate(texts):
-        assert np.array_equal(hashes[offsets[i]:offsets[i + 1]], char_shingles(t, 5))
-    assert len(char_shingles("ab", 5)) == 1 and len(char_shingles("", 5)) == 0
-    assert len(char_shingles("abcdefgh", 5)) == 4
-
-
-def test_signatures_are_datasketchs():
-    rng = np.random.default_rng(5)
-    sets = [np.unique(rng.integers(0, 2**32, size=rng.integers(1, 300), dtype=np.uint64).astype(np.uint32))
-            for _ in range(40)]
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
-    sigs = signature_batch(offsets, np.concatenate(sets), num_perm=128, seed=1, chunk=500)
-    for s, sig in zip(sets, sigs):
-        m = MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
-        m.update_batch(s.tolist())
-        assert np.array_equal(m.hashvalues, sig)
-
-
 def test_bands_follow_the_signature():
-    a = minhash(char_shingles("is a chicken and rooster the same thing", 5)).hashvalues
+    a = signature(shingle_hashes("is a chicken and rooster the same thing", "char", 5), PARAMS.minhash_params)
     b = a.copy()
     b[0] += 1  # differs in the first band only
     ka, kb = band_keys(a, 42, 3), band_keys(b, 42, 3)
     assert ka[0] != kb[0] and np.array_equal(ka[1:], kb[1:])
     assert np.array_equal(band_keys(np.stack([a, b]), 42, 3), np.stack([ka, kb]))
-
-
-@pytest.mark.parametrize("threshold", [0.4, 0.5, 0.7, 0.9])
-def test_bands_reach_the_candidate_recall_at_the_threshold(threshold):
-    bands, rows = choose_bands(threshold, 128, 0.99)
-    assert bands * rows <= 128
-    assert candidate_probability(threshold, bands, rows) >= 0.99
-    if rows > 1:  # one more row per band would miss the target
-        assert candidate_probability(threshold, 128 // (rows + 1), rows + 1) < 0.99 or 128 // (rows + 1) == 0
 
 
 def test_params_tag_names_what_decides_the_index():
