@@ -183,3 +183,138 @@ def test_items_without_answer_format_and_bad_input(lakehouse):
     with pytest.raises(ValueError, match="answer_text"):
         contamination_matches(lakehouse, lakehouse.config, df.drop("answer_text"))
     assert contamination_matches(lakehouse, lakehouse.config, df.limit(0)).count() == 0
+
+
+# ---- real data: held-out rows of the mirror planted into generated-like items --------------------
+
+REAL_HELDOUT = {  # task → (lm-eval yaml, answer format, held-out split, rows, training split, clean rows)
+    "arc_easy": ("arc/arc_easy.yaml", "mcq", "test", 1200, "train", 700),
+    "gsm8k": ("gsm8k/gsm8k.yaml", "numeric", "test", 1319, "train", 700),
+    "boolq": ("super_glue/boolq/default.yaml", "boolean", "validation", 1200, "train", 700),
+}
+PLANTED_PER_TASK = 30  # half of them short (< 13 words with options and answer) where the task has any
+
+
+def _records(mirror, task: str, split: str, role: str, end: int) -> list[dict]:
+    """The first `end` records of a split, normalized exactly as ingest normalizes them."""
+    from pathlib import Path
+
+    import lm_eval.tasks
+
+    from udfs.normalize import Unit, process_unit, quiet_libraries
+
+    quiet_libraries()
+    yaml_rel, fmt = REAL_HELDOUT[task][:2]
+    unit = Unit(task=task, split=split, role=role, start=0, end=end, task_family=task.split("_")[0],
+                yaml_path=str(Path(lm_eval.tasks.__file__).resolve().parent / yaml_rel), answer_format=fmt)
+    rows = [r for r in process_unit(unit, str(mirror)) if r["kind"] == role]
+    assert len(rows) >= end * 0.95, (task, split, len(rows))
+    return rows
+
+
+def _short(row: dict) -> bool:
+    from udfs.textnorm import normalize_text
+
+    text = " ".join([row["question"], *(row["choices"] or []), row["answer_text"] or ""])
+    return len(normalize_text(text).split()) < 13
+
+
+def _one_word_edit(question: str, rng) -> str:
+    words = question.split()
+    i = rng.randrange(len(words))
+    words[i] = rng.choice([w for w in ("zebra", "violet", "quietly", "seven", "harbor") if w != words[i].lower()])
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def real(spark, mirror, tmp_path_factory):
+    """A lakehouse whose heldout holds real ARC-Easy test, GSM8K test and BoolQ validation rows; the
+    matches of planted copies (verbatim, one word changed) and of clean training questions."""
+    import random
+
+    from jobs.config import load_config
+    from jobs.lakehouse import Lakehouse
+
+    config = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=2", "schema=t_contam_real"],
+                         home=tmp_path_factory.mktemp("contam-real"))
+    lakehouse = Lakehouse(spark, config)
+    rng = random.Random(7)
+    heldout, planted, clean = [], [], []
+    for task, (_, _, split, n_heldout, train_split, n_clean) in REAL_HELDOUT.items():
+        rows = _records(mirror, task, split, "heldout", n_heldout)
+        heldout += rows
+        short = [r for r in rows if _short(r)]
+        picked = rng.sample(short, min(len(short), PLANTED_PER_TASK // 2))
+        picked += rng.sample([r for r in rows if r not in picked], PLANTED_PER_TASK - len(picked))
+        for r in picked:
+            base = dict(question=r["question"], context=r["context"], choices=r["choices"],
+                        answer_text=r["answer_text"], answer_format=r["answer_format"],
+                        source=r["row_id"], short=_short(r))
+            planted.append(dict(base, item_id=f"verbatim:{r['row_id']}", kind="verbatim"))
+            planted.append(dict(base, item_id=f"edit:{r['row_id']}", kind="edit",
+                                question=_one_word_edit(r["question"], rng)))
+        clean += [dict(question=r["question"], context=r["context"], choices=r["choices"], answer_text=r["answer_text"],
+                       answer_format=r["answer_format"], item_id=f"train:{r['row_id']}", kind="train", source=None,
+                       short=_short(r)) for r in _records(mirror, task, train_split, "seed", n_clean)]
+    write_heldout(lakehouse, [{k: r[k] for k in ("task", "split", "doc_index", "question", "context", "choices",
+                                                 "answer_index", "answer_text", "answer_format",
+                                                 "decontamination_text")} | {"heldout_id": r["row_id"]}
+                              for r in heldout])
+    query = planted + clean
+    result = contamination_matches(lakehouse, config, items(lakehouse, query))
+    matches = {r["item_id"]: r.asDict() for r in result.collect()}
+    result.unpersist()
+    by_id = {r["row_id"]: r for r in heldout}
+    yield dict(lakehouse=lakehouse, config=config, query=query, matches=matches, heldout=by_id)
+    spark.sql(f"DROP SCHEMA IF EXISTS {lakehouse.namespace} CASCADE")
+
+
+def _same_item(a: dict, b: dict) -> bool:
+    """Two held-out items with the same normalized question and options (duplicates across a split
+    are real: the best match then names the smallest heldout_id)."""
+    from udfs.decontamination import checked_texts
+
+    texts = lambda r: checked_texts(r["question"], None, r["choices"], None, r["answer_format"])  # noqa: E731
+    return texts(a).get("stimulus") == texts(b).get("stimulus")
+
+
+def test_real_verbatim_copies_are_all_found_with_their_heldout_item(real):
+    verbatim = [q for q in real["query"] if q["kind"] == "verbatim"]
+    assert sum(q["short"] for q in verbatim) >= 15  # the short items a 13-gram rule cannot see are in
+    missed = [q["item_id"] for q in verbatim if q["item_id"] not in real["matches"]]
+    assert missed == []
+    for q in verbatim:
+        m = real["matches"][q["item_id"]]
+        assert m["heldout_id"] == q["source"] or _same_item(real["heldout"][m["heldout_id"]], real["heldout"][q["source"]])
+        held = real["heldout"][q["source"]]
+        assert (m["heldout_task"], m["heldout_split"]) == (held["task"], held["split"])
+        assert m["rule"] in ("whole_text", "ngram") and m["matched"]
+
+
+def test_real_one_word_edits_are_found(real):
+    edits = [q for q in real["query"] if q["kind"] == "edit"]
+    found = [q for q in edits if q["item_id"] in real["matches"]]
+    right = [q for q in found if real["matches"][q["item_id"]]["heldout_id"] == q["source"]
+             or _same_item(real["heldout"][real["matches"][q["item_id"]]["heldout_id"]], real["heldout"][q["source"]])]
+    assert len(found) / len(edits) >= 0.95, [q["question"] for q in edits if q not in found]
+    assert len(right) == len(found)
+    short = [q for q in edits if q["short"]]
+    assert short and all(q["item_id"] in real["matches"] for q in short)
+    assert {real["matches"][q["item_id"]]["rule"] for q in short} <= {"near_dup", "whole_text"}
+
+
+def test_real_clean_training_questions_are_rarely_flagged(real):
+    clean = [q for q in real["query"] if q["kind"] == "train"]
+    flagged = [q for q in clean if q["item_id"] in real["matches"]]
+    assert len(clean) > 2000
+    assert len(flagged) / len(clean) <= 0.005, [(q["question"][:60], real["matches"][q["item_id"]]) for q in flagged]
+
+
+def test_real_second_call_reuses_the_index_and_commits_nothing(real):
+    lakehouse, config = real["lakehouse"], real["config"]
+    before = versions(lakehouse)
+    status = ensure_heldout_index(lakehouse, config)
+    assert not status.built and versions(lakehouse) == before
+    again = contamination_matches(lakehouse, config, items(lakehouse, real["query"][:4]))
+    assert again.count() == 4 and versions(lakehouse) == before
+    again.unpersist()
