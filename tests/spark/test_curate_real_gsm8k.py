@@ -31,7 +31,6 @@ def _rows(spec, rows: list[dict]):
 
 
 def test_echoed_exemplar_with_first_word_changed_and_wrong_answer_is_stopped_twice(lakehouse, mirror):
-    pytest.importorskip("jobs.filters.near_dup", reason="the near-dup engine is not on this branch yet")
     from jobs.curate import run_curate
 
     spark = lakehouse.spark

@@ -684,3 +684,33 @@ def test_run_curate_end_to_end_rerun_commits_nothing_and_scope_deletes(lakehouse
     assert {r.gen_id for r in lakehouse.read("curated").collect()} == {"g1", "g3"}
     n1 = lakehouse.read("filter_decisions").where("gen_id = 'n1' AND filter = 'verification'").first()
     assert (n1.passed, n1.reason) == (False, "majority_disagrees")
+
+
+def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_alone(lakehouse):
+    """The `taskseed sql` queries of README's "Querying curation" block run on a curated lakehouse;
+    the first ("how many items did each filter reject, per task family") reads `filter_decisions`
+    alone and agrees with the run's own tally."""
+    import re
+    from pathlib import Path
+
+    from jobs.curate import run_curate
+    from schemas.tables import ALL_TABLES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### Querying curation", 1)[1].split("\n#", 1)[0]
+    queries = re.findall(r'^taskseed sql "(.+)"$', block, flags=re.M)
+    assert len(queries) >= 3
+    first = queries[0]
+    assert {t for t in ALL_TABLES if re.search(rf"\b{t}\b", first)} == {"filter_decisions"}
+
+    _small_world(lakehouse)
+    result = run_curate(lakehouse, lakehouse.config)
+    lakehouse.spark.sql(f"USE {lakehouse.namespace}")
+    try:
+        outputs = [lakehouse.spark.sql(q).collect() for q in queries]
+    finally:
+        lakehouse.spark.sql("USE default")
+    rejected = {(r["filter"], r["task_family"]): r["rejected"] for r in outputs[0]}
+    assert {name: sum(n for (f, _), n in rejected.items() if f == name) for name in result.by_filter} == {
+        name: result.failed(name) for name in result.by_filter}
+    assert rejected[("exact_dup", "arc")] == 1  # g2 repeats g1

@@ -56,3 +56,29 @@ def test_parse_tasks(value, tasks):
 def test_empty_tasks_option_is_an_error():
     with pytest.raises(ConfigError, match="--tasks needs at least one task"):
         parse_tasks(" , ")
+
+
+def test_curate_command_passes_the_task_scope_and_prints_the_summary(monkeypatch, capsys):
+    """`taskseed curate --tasks a,b` runs jobs.curate.run_curate on those tasks and prints its
+    summary (the Spark side is tested in tests/spark/test_curate_sql.py and tests/e2e)."""
+    import jobs.cli as cli
+    import jobs.curate as curate
+
+    calls = []
+
+    class Result:
+        def summary_lines(self):
+            return ["[curate] 3 candidate items (gsm8k,arc_easy): curated=2, curated_commercial=1"]
+
+    def fake_run_curate(lakehouse, config, tasks, progress):
+        calls.append((lakehouse, tasks, progress))
+        return Result()
+
+    monkeypatch.setattr(cli, "open_lakehouse", lambda config: "the-lakehouse")
+    monkeypatch.setattr(curate, "run_curate", fake_run_curate)
+    args = cli.build_parser().parse_args(["curate", "--tasks", "gsm8k, arc_easy"])
+    assert args.handler is cli.cmd_curate
+    assert args.handler(args, load_config()) == 0
+    assert calls == [("the-lakehouse", ["gsm8k", "arc_easy"], cli.progress)]
+    assert "curated=2, curated_commercial=1" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["curate"]).tasks is None
