@@ -312,7 +312,8 @@ FILTERS: tuple[Filter, ...] = (
     Filter("near_dup", Model("intermediate/filter_near_dup.sql"), reads=("seeds",), prepare=prepare_near_dup,
            engine=NEAR_DUP_ENGINE),
     Filter("contamination", Model("intermediate/filter_contamination.sql"), reads=("seeds",),
-           prepare=prepare_contamination, engine=CONTAMINATION_ENGINE),
+           prepare=prepare_contamination, engine=CONTAMINATION_ENGINE,
+           enabled=lambda config: config.curate.contamination.enabled),
     Filter("license", Model("intermediate/filter_license.sql"), gate=GATE_COMMERCIAL, required=True),
 )
 CURATED_MODELS: tuple[Model, ...] = (

@@ -126,10 +126,14 @@ class Lakehouse:
         for spec in ALL_TABLES.values():
             self.ensure(spec)
 
-    def read(self, name: str) -> DataFrame:
-        """The table as a lazy DataFrame (created empty first if it is a known spec)."""
+    def read(self, name: str, version: int | None = None) -> DataFrame:
+        """The table as a lazy DataFrame (created empty first if it is a known spec); with
+        `version`, the table as of that Delta version (time travel)."""
         self._note("reads", name)
-        return self._table(name)
+        if version is None:
+            return self._table(name)
+        self._table(name)
+        return self.spark.sql(f"SELECT * FROM {self.table_name(name)} VERSION AS OF {int(version)}")
 
     def _table(self, name: str) -> DataFrame:
         if name in ALL_TABLES:
@@ -234,9 +238,12 @@ class Lakehouse:
             self.table_name(spec.name)
         )
 
-    def overwrite(self, df: DataFrame, spec: TableSpec) -> None:
+    def overwrite(self, df: DataFrame, spec: TableSpec, user_metadata: str | None = None) -> None:
+        """Replace the table's rows with `df`'s (one Delta commit); `user_metadata` is recorded as
+        the commit's userMetadata (DESCRIBE HISTORY)."""
         self.ensure(spec)
         self._note("writes", spec.name)
-        self.conform(df, spec).write.format("delta").mode("overwrite").option(
-            "overwriteSchema", "false"
-        ).saveAsTable(self.table_name(spec.name))
+        writer = self.conform(df, spec).write.format("delta").mode("overwrite").option("overwriteSchema", "false")
+        if user_metadata is not None:
+            writer = writer.option("userMetadata", user_metadata)
+        writer.saveAsTable(self.table_name(spec.name))

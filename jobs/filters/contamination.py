@@ -150,10 +150,7 @@ def index_marker(lakehouse, name: str) -> str | None:
 
 
 def _overwrite(lakehouse, df: DataFrame, spec, marker: str) -> None:
-    lakehouse.ensure(spec)
-    (lakehouse.conform(df, spec).write.format("delta").mode("overwrite")
-     .option("overwriteSchema", "false").option("userMetadata", marker)
-     .saveAsTable(lakehouse.table_name(spec.name)))
+    lakehouse.overwrite(df, spec, user_metadata=marker)
 
 
 def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], None] | None = None,
@@ -169,7 +166,7 @@ def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], No
         return IndexStatus(False, version, params.tag)
     started = time.monotonic()
     say(f"contamination: building the held-out index from heldout v{version} ({params.tag})…")
-    heldout = lakehouse.spark.sql(f"SELECT * FROM {lakehouse.table_name(HELDOUT.name)} VERSION AS OF {version}")
+    heldout = lakehouse.read(HELDOUT.name, version=version)
     features = _featurize(
         heldout.select(F.col("heldout_id").alias("id"), "task", "split", "question", "context", "choices",
                        "answer_text", "answer_format", "decontamination_text"),

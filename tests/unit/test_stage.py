@@ -21,12 +21,16 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate():
     assert declared["enrich"] == ({"generated", "llm_calls"}, {"llm_calls", "enriched", "quarantine"})
     # curate: the staging sources, the validation filter's ledger lookup, the near-dup engine's signatures
     assert declared["curate"][0] >= {"generated", "enriched", "seeds", "license_policy", "curated", "llm_calls",
-                                     "minhash_signatures"}
-    assert declared["curate"][1] >= {"filter_decisions", "curated", "curated_commercial", "minhash_signatures"}
+                                     "minhash_signatures", "heldout", "heldout_keys", "heldout_shingles"}
+    assert declared["curate"][1] >= {"filter_decisions", "curated", "curated_commercial", "minhash_signatures",
+                                     "heldout_keys", "heldout_shingles"}
     config.enrich.enrich_seeds = True
     assert "seeds" in next(s for s in PIPELINE if s.name == "enrich").reads(config)
     config.curate.disabled_filters = ["near_dup"]  # a disabled filter's engine reads and writes nothing
-    assert "minhash_signatures" not in next(s for s in PIPELINE if s.name == "curate").writes(config)
+    config.curate.contamination.enabled = False
+    curate = next(s for s in PIPELINE if s.name == "curate")
+    assert not {"minhash_signatures", "heldout_keys", "heldout_shingles", "heldout"} & set(curate.writes(config))
+    assert not {"heldout", "heldout_keys"} & set(curate.reads(config))
 
 
 def test_a_stage_declared_first_runs_after_the_stages_it_reads_from():
