@@ -7,8 +7,12 @@ machine-readable), tables and query results on stdout. Nothing imports this modu
 `taskseed` console script; the stage modules are imported by the commands that run them (pyspark
 and pandas take seconds to import, and `taskseed sim` or `--help` need neither).
 
-User mistakes (bad config, missing Java, unknown task) print one clear message and exit 2;
-only genuine bugs show a traceback.
+Quiet by default: the local JVM's console output (Ivy's dependency resolution, log4j warnings)
+goes to `<home>/logs/spark-<date>.log` (jobs.runtime.spark_log_path), not the terminal; `--verbose`
+puts it back on the terminal and logs at INFO. User mistakes (bad config, missing Java, unknown
+task, a JVM that does not start) print one clear message and exit 2; an error raised by Spark or
+Delta while a command runs prints one line naming the log file (which gets the Python traceback)
+and exits 1; only genuine bugs show a traceback.
 """
 
 from __future__ import annotations
@@ -22,19 +26,40 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from jobs.config import Config, ConfigError, EndpointConfig, SimulatorConfig, TasksConfig, load_config
+from jobs.progress import ProgressLine
+
+
+_verbose = False  # set once by main() from --verbose
+_open_update = False  # a ProgressLine is on the terminal without its newline
 
 
 def progress(message: str) -> None:
-    """The progress printer: one line to stderr, flushed."""
-    print(message, file=sys.stderr, flush=True)
+    """The progress printer: one line to stderr, flushed. On a terminal, a progress update
+    (jobs.progress.ProgressLine) is redrawn in place by the next update instead of adding a line;
+    anywhere else (a file, a CI log) every update is its own line."""
+    global _open_update
+    stream = sys.stderr
+    if isinstance(message, ProgressLine) and stream.isatty():
+        stream.write(f"\r\x1b[K{message}")
+        stream.flush()
+        _open_update = True
+        return
+    if _open_update:
+        stream.write("\n")
+        _open_update = False
+    print(message, file=stream, flush=True)
 
 
-def open_lakehouse(config: Config):
+def open_lakehouse(config: Config, announce: bool = True):
+    """The Lakehouse over a started Spark session. announce: say so on stderr first (long stages;
+    `sql` and `tables` stay silent so their output is only the answer)."""
     from jobs.lakehouse import Lakehouse
-    from jobs.runtime import get_spark
+    from jobs.runtime import get_spark, spark_log_path
 
-    progress(f"starting Spark ({config.spark.master}) with Delta; lakehouse home {config.home}")
-    return Lakehouse(get_spark(config), config)
+    if announce or _verbose:
+        where = "JVM output on this terminal" if _verbose else f"JVM output in {spark_log_path(config)}"
+        progress(f"starting Spark ({config.spark.master}) with Delta; lakehouse home {config.home}; {where}")
+    return Lakehouse(get_spark(config, jvm_output="console" if _verbose else "log"), config)
 
 
 def _format_value(value: Any) -> str:
@@ -206,6 +231,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def _kind_rate(text: str) -> tuple[str, float]:
     from simulator import FAULT_KINDS
 
@@ -312,29 +344,52 @@ def cmd_sim(args, config: Config) -> int:
 
 # ---- sql, tables -------------------------------------------------------------------------
 
+TABLE_MAX_ROWS = 200
+
+
 def cmd_sql(args, config: Config) -> int:
+    """`taskseed sql QUERY`: a text table of at most --max-rows rows (default 200), or with --json
+    every row as one JSON object per line, streamed a partition at a time (no limit unless
+    --max-rows). Whenever rows are left out, stderr says how many were printed and how to get
+    the rest; nothing is cut silently."""
     from pyspark.errors import AnalysisException, ParseException
 
-    lakehouse = open_lakehouse(config)
+    lakehouse = open_lakehouse(config, announce=False)
     lakehouse.spark.sql(f"USE {lakehouse.namespace}")
+    limit = args.max_rows if args.max_rows is not None else (None if args.json else TABLE_MAX_ROWS)
     try:
         df = lakehouse.spark.sql(args.query)
-        rows = df.limit(args.max_rows + 1).collect()
+        if args.json:
+            printed, truncated = _print_json_rows(df, limit)
+        else:
+            rows = df.limit(limit + 1).collect()
+            truncated, rows = len(rows) > limit, rows[:limit]
+            printed = len(rows)
+            print(format_table(df.columns, [[row[c] for c in range(len(df.columns))] for row in rows]))
     except (AnalysisException, ParseException) as exc:
-        raise ConfigError(f"SQL error: {exc.getMessage() if hasattr(exc, 'getMessage') else exc}") from None
-    truncated = len(rows) > args.max_rows
-    rows = rows[: args.max_rows]
-    if args.json:
-        for row in rows:
-            print(json.dumps(row.asDict(recursive=True), ensure_ascii=False, default=str))
-    else:
-        print(format_table(df.columns, [[row[c] for c in range(len(df.columns))] for row in rows]))
-        progress(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', truncated: raise --max-rows' if truncated else ''})")
+        raise ConfigError(f"SQL error: {spark_error_line(exc)}") from None
+    if truncated:
+        progress(f"({printed} rows shown, truncated at --max-rows {limit}: the query has more; raise --max-rows"
+                 f"{'' if args.json else ' or use --json, which has no limit by default'})")
+    elif not args.json:
+        progress(f"({printed} row{'s' if printed != 1 else ''})")
     return 0
 
 
+def _print_json_rows(df, limit: int | None) -> tuple[int, bool]:
+    """Print `df` as JSON lines, at most `limit` (None = all); → (rows printed, more were left)."""
+    source = df if limit is None else df.limit(limit + 1)
+    printed = 0
+    for row in source.toLocalIterator():
+        if limit is not None and printed == limit:
+            return printed, True
+        print(json.dumps(row.asDict(recursive=True), ensure_ascii=False, default=str))
+        printed += 1
+    return printed, False
+
+
 def cmd_tables(args, config: Config) -> int:
-    lakehouse = open_lakehouse(config)
+    lakehouse = open_lakehouse(config, announce=False)
     out = []
     for name in lakehouse.list_tables():
         count = lakehouse.spark.table(lakehouse.table_name(name)).count()
@@ -372,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one config key, e.g. --set endpoint.max_concurrency=128 (repeatable)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at INFO level and show the JVM's output (Ivy, log4j) on the terminal "
+                             "instead of <home>/logs/spark-<date>.log")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
 
     catalog = commands.add_parser("catalog", help="enumerate lm-eval tasks into task_catalog")
@@ -413,8 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = commands.add_parser("sql", help="run a SQL query over the lakehouse tables")
     sql.add_argument("query")
-    sql.add_argument("--json", action="store_true", help="one JSON object per row")
-    sql.add_argument("--max-rows", type=int, default=200)
+    sql.add_argument("--json", action="store_true",
+                     help="every row as one JSON object per line (no row limit unless --max-rows)")
+    sql.add_argument("--max-rows", type=_positive_int, default=None,
+                     help=f"print at most N rows (default {TABLE_MAX_ROWS} for the table, all rows with --json); "
+                          "stderr says when rows were left out")
     sql.set_defaults(handler=cmd_sql)
 
     tables = commands.add_parser("tables", help="list tables with row counts and Delta versions")
@@ -423,23 +483,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def spark_error_line(exc: BaseException) -> str:
+    """One line for an error raised by Spark or Delta: the `SomeException: message` line of a
+    Py4J trace, else the first line of the message (PySpark's `[ERROR_CLASS] message`)."""
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip().removeprefix(": ")
+        if line and ("Exception: " in line or "Error: " in line) and not line.startswith("at "):
+            return line[:400]
+    first = text.splitlines()[0].strip() if text else type(exc).__name__
+    return first[:400]
+
+
+def _is_spark_error(exc: BaseException) -> bool:
+    """Raised by the JVM side (Spark, Delta) rather than by our code; only checked once pyspark
+    is imported (commands that never start Spark cannot raise these)."""
+    if "pyspark" not in sys.modules:
+        return False
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return isinstance(exc, (Py4JError, PySparkException))
+
+
+def _report_spark_error(exc: BaseException, config: Config | None) -> None:
+    import traceback
+
+    from jobs.runtime import spark_log_path
+
+    line = f"taskseed: error: {spark_error_line(exc)}"
+    if config is not None and not _verbose:
+        path = spark_log_path(config)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"\n--- taskseed: {line}\n{''.join(traceback.format_exception(exc))}\n")
+            line += f" (details in {path})"
+        except OSError:
+            pass
+    elif _verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _verbose
     parser = build_parser()
     args = parser.parse_args(argv)
+    _verbose = bool(args.verbose)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    config = None
     try:
         config = load_config(args.config, args.overrides, home=args.home)
         return args.handler(args, config) or 0
     except ConfigError as exc:
+        _end_update_line()
         print(f"taskseed: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _end_update_line()
         print("taskseed: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        _end_update_line()
+        if not _is_spark_error(exc):
+            raise
+        _report_spark_error(exc, config)
+        return 1
+    finally:
+        _end_update_line()
+
+
+def _end_update_line() -> None:
+    """End a progress update left open on the terminal (so what follows starts on its own line)."""
+    global _open_update
+    if _open_update:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        _open_update = False
 
 
 if __name__ == "__main__":

@@ -4,20 +4,36 @@ Locally we build a `local[*]` session with Delta's SQL extensions and catalog, f
 partitions and the UI off; Delta's jars come from Maven Central through
 `configure_spark_with_delta_pip` on first start (cached in ~/.ivy2 afterwards). On Databricks
 the active session is used as-is: the cluster owns its configuration.
+
+Console noise: the JVM that PySpark launches inherits this process's stdout/stderr file
+descriptors and writes Ivy's dependency resolution (~80 lines) and log4j warnings to them for
+its whole life. By default (`jvm_output="log"`) fds 1 and 2 point at `spark_log_path(config)`
+(`<home>/logs/spark-<UTC date>.log`) only while the gateway JVM starts, so the JVM (and the
+Python workers it forks) keep writing to that file, and Python's own output is restored at once.
+`jvm_output="console"` (the CLI's `--verbose`) leaves them on the terminal. A JVM that fails to
+start is one `SparkStartError` line quoting the log's telling line and naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import re
 import shutil
 import subprocess
 import sys
-from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Literal
 
 from jobs.config import Config, ConfigError
 
 REQUIRED_JAVA_MAJOR = 17
+JvmOutput = Literal["log", "console"]
+
+
+class SparkStartError(ConfigError):
+    """The local JVM did not start; the message names the reason and the log file."""
 
 
 def on_databricks() -> bool:
@@ -58,9 +74,72 @@ def require_java() -> None:
         )
 
 
-@lru_cache(maxsize=1)
+def spark_log_path(config: Config, day: dt.date | None = None) -> Path:
+    """`<home>/logs/spark-<YYYY-MM-DD>.log` (UTC date): where the local JVM's output goes."""
+    day = day or dt.datetime.now(dt.timezone.utc).date()
+    return Path(config.home) / "logs" / f"spark-{day.isoformat()}.log"
+
+
+@contextlib.contextmanager
+def fds_to_file(path: Path) -> Iterator[None]:
+    """Point file descriptors 1 and 2 at `path` (appending) inside the block; restore them after.
+
+    Child processes started inside the block (the Spark gateway JVM) keep the file as their
+    stdout/stderr for their whole life; this process's own output is back on the terminal when
+    the block ends, even if it raised."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, log_fd):
+            os.close(fd)
+
+
+_NOISE = re.compile(r"^\s*($|at |\.\.\. \d+ more|::|confs:|found |downloading |:: |Ivy Default Cache|"
+                    r"The jars for the packages|\S+ added as a dependency|\d\d/\d\d/\d\d .* (INFO|WARN) )")
+_TELLING = re.compile(r"(Error|Exception|error:|Invalid|Could not|cannot|Cannot|unresolved|FAILED)")
+
+
+def start_failure_reason(log_text: str) -> str:
+    """The one line of a failed JVM start's output that says what went wrong (the first line that
+    names an error, skipping Ivy's banner and stack frames), or the last non-empty line."""
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
+    for line in lines:
+        if _TELLING.search(line) and not _NOISE.match(line):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+_session: tuple[tuple, object] | None = None  # (settings, session) of the last local start
+
+
 def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, driver_memory: str,
-                   extra_conf: tuple[tuple[str, str], ...]):
+                   extra_conf: tuple[tuple[str, str], ...], log_path: str | None = None):
+    """The cached session for these settings (the log path is not part of the key: the JVM's
+    output goes where the call that started it said)."""
+    global _session
+    settings = (master, shuffle_partitions, ui_enabled, driver_memory, extra_conf)
+    if _session is not None and _session[0] == settings:
+        return _session[1]
+    spark = _start_local_session(*settings, log_path=log_path)
+    _session = (settings, spark)
+    return spark
+
+
+def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool, driver_memory: str,
+                         extra_conf: tuple[tuple[str, str], ...], log_path: str | None):
     from delta import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
@@ -87,13 +166,32 @@ def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, drive
     )
     for key, value in extra_conf:
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    builder = configure_spark_with_delta_pip(builder)
+    if log_path is None:
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        return spark
+    path = Path(log_path)
+    start = path.stat().st_size if path.exists() else 0
+    try:
+        with fds_to_file(path):
+            spark = builder.getOrCreate()
+    except Exception as exc:  # JAVA_GATEWAY_EXITED and friends: the reason is in the log
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(start)
+            reason = start_failure_reason(fh.read())
+        raise SparkStartError(f"Spark failed to start: {reason} (JVM output in {path})") from exc
+    # The file is the JVM's console from now on: keep warnings there for whoever debugs.
+    spark.sparkContext.setLogLevel("WARN")
     return spark
 
 
-def get_spark(config: Config):
-    """The active session on Databricks, otherwise a local Delta-enabled session (cached)."""
+def get_spark(config: Config, jvm_output: JvmOutput = "log"):
+    """The active session on Databricks, otherwise a local Delta-enabled session (cached).
+
+    jvm_output: "log" sends the local JVM's console output (Ivy resolution, log4j) to
+    `spark_log_path(config)`; "console" leaves it on the terminal. Only the first call that
+    starts the JVM decides. SparkStartError (a ConfigError) when the JVM does not start."""
     if on_databricks() or config.runtime == "databricks":
         from pyspark.sql import SparkSession
 
@@ -107,4 +205,5 @@ def get_spark(config: Config):
         config.spark.ui_enabled,
         config.spark.driver_memory,
         tuple(sorted(config.spark.conf.items())),
+        str(spark_log_path(config)) if jvm_output == "log" else None,
     )

@@ -1,0 +1,167 @@
+"""Progress with rates and an ETA for long steps, through the `progress(str)` callbacks stages take.
+
+Stages never print: they call the `progress` callback they were given (jobs.stage.quiet by
+default; the CLI's printer writes stderr). This module makes the lines those callbacks receive:
+
+- `progress_line(label, done, total, elapsed_s, unit)`: one line, "ingest: normalizing 120/400
+  tasks (30%), 3.2 tasks/s, ETA 1:27" (pure; the ETA assumes the rate so far holds).
+- `Meter`: the same for a step that reports its own counts (micro-batches of an LLM stage, SQL
+  models of curate); it throttles to one line per `interval_s` and always emits the last one.
+- `spark_job_progress(spark, label, progress)`: for a step that is one big Spark action (ingest's
+  normalization, a MERGE), counts the finished tasks of the Spark jobs started inside the block
+  (SparkContext.statusTracker, polled from a daemon thread) and reports them through a Meter.
+  Without a SparkContext (Spark Connect, Databricks serverless) it reports nothing.
+
+Lines are `ProgressLine` strings: a printer that knows its terminal may redraw them in place
+(the CLI does on a TTY); anywhere else they are ordinary lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from typing import Callable, Iterator
+
+
+class ProgressLine(str):
+    """A progress update (superseded by the next one), as opposed to a message to keep."""
+
+
+def format_duration(seconds: float | None) -> str:
+    """`0:07`, `12:30`, `1:02:03`; `?` when unknown (no rate yet) or not finite."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def eta_seconds(done: float, total: float | None, elapsed_s: float) -> float | None:
+    """Seconds left if the mean rate so far holds: (total - done) / (done / elapsed). None when
+    the total is unknown or nothing is done yet; 0 when done >= total."""
+    if total is None or elapsed_s <= 0:
+        return None
+    if done >= total:
+        return 0.0
+    if done <= 0:
+        return None
+    return (total - done) * elapsed_s / done
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+
+
+def progress_line(label: str, done: int, total: int | None, elapsed_s: float, unit: str = "rows",
+                  extra: str = "") -> ProgressLine:
+    """`<label> <done>/<total> <unit> (<pct>%), <rate> <unit>/s, ETA <h:mm:ss>[, <extra>]`;
+    without a total: `<label> <done> <unit>, <rate> <unit>/s, elapsed <h:mm:ss>`. When done
+    reaches the total the ETA is replaced by the elapsed time."""
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    if total is None:
+        text = f"{label} {done} {unit}, {_rate_text(rate)} {unit}/s, elapsed {format_duration(elapsed_s)}"
+    else:
+        pct = 100.0 * done / total if total else 100.0
+        tail = (f"done in {format_duration(elapsed_s)}" if done >= total
+                else f"ETA {format_duration(eta_seconds(done, total, elapsed_s))}")
+        text = f"{label} {done}/{total} {unit} ({pct:.0f}%), {_rate_text(rate)} {unit}/s, {tail}"
+    return ProgressLine(f"{text}, {extra}" if extra else text)
+
+
+class Meter:
+    """Rate and ETA of one step, reported through `progress` at most once per `interval_s`.
+
+    `update(done, total=None, extra="")` records the counts and emits a line when the interval
+    has passed, when the total changed, or when done reaches the total (that last line is never
+    dropped). `clock` is injectable for tests."""
+
+    def __init__(self, label: str, progress: Callable[[str], None], total: int | None = None,
+                 unit: str = "rows", interval_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.label, self.progress, self.total, self.unit = label, progress, total, unit
+        self.interval_s, self.clock = interval_s, clock
+        self.started = clock()
+        self.done = 0
+        self._last_emit: float | None = None
+        self._last_line: str | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.clock() - self.started
+
+    def update(self, done: int, total: int | None = None, extra: str = "") -> bool:
+        """Record progress; → whether a line was emitted."""
+        changed_total = total is not None and total != self.total
+        if total is not None:
+            self.total = total
+        self.done = done
+        now = self.clock()
+        finished = self.total is not None and done >= self.total
+        due = self._last_emit is None or now - self._last_emit >= self.interval_s
+        if not (due or finished or changed_total):
+            return False
+        line = progress_line(self.label, done, self.total, now - self.started, self.unit, extra)
+        if finished and line == self._last_line:
+            return False
+        self._last_emit, self._last_line = now, line
+        self.progress(line)
+        return True
+
+
+def _spark_tasks(tracker, group: str) -> tuple[int, int]:
+    """(finished, total) tasks over the stages of the jobs of `group` so far."""
+    done = total = 0
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        if job is None:
+            continue
+        for stage_id in job.stageIds:
+            stage = tracker.getStageInfo(stage_id)
+            if stage is None:
+                continue
+            total += stage.numTasks
+            done += stage.numCompletedTasks
+    return done, total
+
+
+@contextlib.contextmanager
+def spark_job_progress(spark, label: str, progress: Callable[[str], None], interval_s: float = 5.0,
+                       poll_s: float = 0.5) -> Iterator[Meter | None]:
+    """Report finished/total Spark tasks of the jobs run inside the block, with rate and ETA.
+
+    The block's Spark jobs are tagged with a fresh job group (the thread's previous group is put
+    back after). The total grows as later jobs of the block start, so the ETA is for the work
+    Spark has planned so far. Yields the Meter (None when there is no SparkContext to watch)."""
+    try:
+        sc = spark.sparkContext
+        tracker = sc.statusTracker()
+    except Exception:  # noqa: BLE001 - Spark Connect / serverless: no SparkContext
+        yield None
+        return
+    group = f"taskseed-progress-{uuid.uuid4().hex[:12]}"
+    previous = sc.getLocalProperty("spark.jobGroup.id")
+    sc.setLocalProperty("spark.jobGroup.id", group)
+    meter = Meter(label, progress, unit="tasks", interval_s=interval_s)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(poll_s):
+            with contextlib.suppress(Exception):  # the session may be stopping; never fail the step
+                done, total = _spark_tasks(tracker, group)
+                if total and done < total:
+                    meter.update(done, total)
+
+    watcher = threading.Thread(target=poll, name="taskseed-progress", daemon=True)
+    watcher.start()
+    try:
+        yield meter
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+        sc.setLocalProperty("spark.jobGroup.id", previous)
+    # The block's jobs all finished (tasks of stages Spark skipped never report as done): a step
+    # that printed a partial line ends with a complete one.
+    if meter.total and meter.done < meter.total:
+        meter.update(meter.total)
