@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, ConfigError
+from jobs.progress import spark_job_progress
 from jobs.stage import Stage, quiet, tables
 from schemas.tables import HELDOUT, QUARANTINE, SEEDS, TASK_CATALOG
 
@@ -475,11 +476,13 @@ def run_ingest(
         .otherwise(F.col("detail")).alias("detail"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        progress(f"ingest: normalizing on executors ({len(units)} units in {len(bins)} partitions)…")
-        stats = (final.groupBy("task", "split", "kind", "reason")
-                 .agg(F.count(F.lit(1)).alias("n"), F.sum("rows_in").alias("rows_in"),
-                      F.max(F.when(F.col("reason") == "task_error", F.col("detail"))).alias("error"))
-                 .collect())
+        progress(f"ingest: normalizing on executors ({len(units)} units, {total_rows} rows, "
+                 f"in {len(bins)} partitions)…")
+        with spark_job_progress(spark, "ingest: normalizing", progress):
+            stats = (final.groupBy("task", "split", "kind", "reason")
+                     .agg(F.count(F.lit(1)).alias("n"), F.sum("rows_in").alias("rows_in"),
+                          F.max(F.when(F.col("reason") == "task_error", F.col("detail"))).alias("error"))
+                     .collect())
         counts = _apply_stats(stats, summaries)
         progress(f"ingest: normalized {sum(counts.values())} rows ({time.time() - t0:.1f}s)")
         now = F.current_timestamp()
@@ -552,7 +555,8 @@ def _apply_stats(stats, summaries: dict[str, TaskSummary]) -> dict[str, int]:
 def _merge(lakehouse, df, spec, progress) -> int | None:
     before = lakehouse.version(spec.name)
     t0 = time.time()
-    lakehouse.merge(df, spec)
+    with spark_job_progress(lakehouse.spark, f"ingest: merging into {spec.name}", progress):
+        lakehouse.merge(df, spec)
     progress(f"ingest: merged into {lakehouse.table_name(spec.name)} ({time.time() - t0:.1f}s)")
     return before
 

@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from jobs.config import Config
 from jobs.lakehouse import Lakehouse
 from schemas.tables import LLM_CALLS
+from jobs.progress import ProgressLine, progress_line
 from jobs.llm_stage.endpoint import call_endpoint, endpoint_for, shared_api_key
 from udfs.llm_client import STATUS_FAILED, STATUS_OK, STATUS_PARSE_ERROR, EndpointSettings
 
@@ -143,12 +144,15 @@ class Progress:
     def tokens_per_s(self) -> float:
         return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def line(self) -> str:
+    def line(self) -> ProgressLine:
+        """`[stage] micro-batch i/n: <done>/<total> requests (p%), <rate> requests/s, ETA h:mm:ss,
+        <tok/s>, ok/parse_error/failed, errors so far` (jobs.progress.progress_line)."""
         errs = ", ".join(f"{k}={v}" for k, v in sorted(self.errors.items())) or "none"
-        return (f"[{self.stage}] micro-batch {self.micro_batch + 1}/{self.micro_batches}: "
-                f"{self.rows_done}/{self.rows_total} rows, {self.requests_per_s:.1f} req/s, "
-                f"{self.tokens_per_s:.0f} tok/s, ok={self.ok} parse_error={self.parse_error} "
-                f"failed={self.failed}, errors so far: {errs}")
+        return progress_line(
+            f"[{self.stage}] micro-batch {self.micro_batch + 1}/{self.micro_batches}:", self.rows_done,
+            self.rows_total, self.elapsed_s, "requests",
+            f"{self.tokens_per_s:.0f} tok/s, ok={self.ok} parse_error={self.parse_error} "
+            f"failed={self.failed}, errors so far: {errs}")
 
 
 def print_progress(progress: Progress) -> None:

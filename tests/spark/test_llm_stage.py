@@ -56,7 +56,8 @@ def test_crash_then_rerun_sends_each_request_once_and_full_rerun_sends_none(
     assert acc.reconciles(), acc.problems()
     assert (acc.requested, acc.already_done, acc.sent, acc.ok) == (40, 20, 20, 20)
     # progress counts only what this run sends: 20 pending, not the 40 requested
-    assert len(lines) == 2 and "10/20 rows" in lines[0] and "20/20 rows" in lines[1] and "req/s" in lines[0]
+    assert len(lines) == 2 and "10/20 requests (50%)" in lines[0] and "20/20 requests (100%)" in lines[1]
+    assert "requests/s, ETA " in lines[0] and "done in " in lines[1]
     stats = sim.stats()
     assert stats["requests"] == 40
     assert len(stats["first_attempts"]) == 40 and set(stats["by_request_id"].values()) == {1}
