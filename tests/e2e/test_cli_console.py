@@ -49,7 +49,7 @@ def test_sql_prints_only_the_answer(tmp_path):
 
 def test_tables_prints_only_its_answer(tmp_path):
     home = tmp_path / "home"
-    done = taskseed(home, "tables", "--json", cwd=tmp_path)
+    done = taskseed(home, "tables", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert done.stderr == f"no tables yet under {home}; run `taskseed catalog` first\n"

@@ -86,8 +86,8 @@ def variable_values(doc: dict) -> dict:
 
 def substitute(value, variables: dict, target: str, job_params: dict | None = None):
     """Replace ${var.x}, ${bundle.target} and {{job.parameters.x}} like the bundle CLI (deploy
-    time) and the Jobs service (run time) do. A whole-string reference to a complex variable
-    (list, mapping) becomes the value itself; any other reference becomes text."""
+    time) and the Jobs service (run time) do. A whole-string reference becomes the variable's
+    value with its type (a list, a number); a reference inside text becomes text."""
     if isinstance(value, dict):
         return {k: substitute(v, variables, target, job_params) for k, v in value.items()}
     if isinstance(value, list):
@@ -96,10 +96,7 @@ def substitute(value, variables: dict, target: str, job_params: dict | None = No
         return value
     whole = VAR_REF.fullmatch(value)
     if whole:
-        value = _lookup(variables, whole.group(1))
-        if isinstance(value, (list, dict)):
-            return substitute(value, variables, target, job_params)
-        value = str(value)
+        return substitute(_lookup(variables, whole.group(1)), variables, target, job_params)
     for _ in range(5):  # nested references resolve in a few rounds
         value = VAR_REF.sub(lambda m: str(_lookup(variables, m.group(1))), value)
     value = value.replace("${bundle.target}", target)
