@@ -548,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         _end_update_line()
         print("taskseed: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `taskseed sql --json ... | head`: the reader has what it wanted; Python would otherwise
+        # print a traceback while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         _end_update_line()
         if not _is_spark_error(exc):

@@ -183,7 +183,29 @@ def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool,
         raise SparkStartError(f"Spark failed to start: {reason} (JVM output in {path})") from exc
     # The file is the JVM's console from now on: keep warnings there for whoever debugs.
     spark.sparkContext.setLogLevel("WARN")
+    pyspark_loggers_to(path)
     return spark
+
+
+# PySpark's own loggers that print a JSON line to stderr for every error it raises to Python (the
+# CLI reports the same error as one line of its own).
+PYSPARK_ERROR_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+
+
+def pyspark_loggers_to(path: Path) -> None:
+    """Send PySpark's error-context loggers to `path` instead of stderr (idempotent)."""
+    import logging
+
+    try:
+        from pyspark.logger import PySparkLogger
+    except ImportError:  # a PySpark without structured logging
+        return
+    for name in PYSPARK_ERROR_LOGGERS:
+        logger = PySparkLogger.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.addHandler(logging.FileHandler(path, delay=True, encoding="utf-8"))
 
 
 def get_spark(config: Config, jvm_output: JvmOutput = "log"):
