@@ -64,6 +64,7 @@ from pyspark.sql.types import (
 
 from jobs.config import Config, ConfigError
 from jobs.lakehouse import Lakehouse
+from jobs.progress import Meter
 from jobs.stage import Stage
 from schemas.tables import (
     ALL_TABLES,
@@ -409,9 +410,12 @@ def run_model(ctx: CurateContext, model: Model) -> DataFrame:
     return ctx.register(model.name, df)
 
 
-def run_models(ctx: CurateContext, models: Sequence[Model]) -> None:
+def run_models(ctx: CurateContext, models: Sequence[Model], on_done: Callable[[str], None] | None = None) -> None:
+    """Run `models` in order; `on_done(name)` after each (progress)."""
     for model in models:
         run_model(ctx, model)
+        if on_done is not None:
+            on_done(model.name)
 
 
 def curate_params(config: Config, tasks: Sequence[str] | None, run_id: str) -> dict[str, Any]:
@@ -531,9 +535,11 @@ def check_schema(f: Filter, df: DataFrame) -> None:
             f"it returned: {pretty}")
 
 
-def run_filters(ctx: CurateContext, filters: Sequence[Filter] | None = None) -> DataFrame:
+def run_filters(ctx: CurateContext, filters: Sequence[Filter] | None = None,
+                on_done: Callable[[str], None] | None = None) -> DataFrame:
     """Evaluate every filter (default: `FILTERS`) on every candidate; register and return the
-    checked union (`int_filter_decisions`: the decision columns plus `gate`)."""
+    checked union (`int_filter_decisions`: the decision columns plus `gate`). `on_done(name)`
+    after each filter is materialized (progress)."""
     filters = FILTERS if filters is None else filters
     unknown = sorted(set(ctx.config.curate.disabled_filters) - {f.name for f in filters})
     if unknown:
@@ -549,6 +555,8 @@ def run_filters(ctx: CurateContext, filters: Sequence[Filter] | None = None) -> 
         # materialized once: later filters may read it
         df = ctx.register(f.model.name, df.localCheckpoint(eager=True))
         parts.append(df.withColumn("gate", F.lit(f.gate)).withColumn("_declared", F.lit(f.name)))
+        if on_done is not None:
+            on_done(f"filter {f.name}")
     # checkpointed as one relation: plans downstream see no Union (whose constraint propagation
     # over checkpointed children trips Spark 4.x's optimizer: "key not found" in rewriteConstraints)
     union = reduce(DataFrame.unionByName, parts).localCheckpoint(eager=True)
@@ -719,27 +727,38 @@ def run_curate(
     result = CurateResult(run_id=run_id, tasks=tasks)
     result.versions = {t: (lakehouse.version(t), None) for t in WRITES}
     register_udfs(lakehouse.spark)
+    # Progress by step (each SQL model, each filter, each MERGE), with rate and ETA; steps differ
+    # in cost (near_dup and contamination dominate), so the ETA is a rough one.
+    meter = Meter("[curate]", say, total=len(STAGING) + len(INTERMEDIATE) + len(FILTERS) + len(CURATED_MODELS) + 3,
+                  unit="steps")
+
+    def step(name: str) -> None:
+        meter.update(meter.done + 1, extra=f"done: {name}")
+
     try:
         say("[curate] staging candidates, enrichment samples, seed keys, licenses…")
-        run_models(ctx, STAGING)
+        run_models(ctx, STAGING, step)
         result.candidates = ctx.spark.table("stg_candidates").count()
-        run_models(ctx, INTERMEDIATE)
+        run_models(ctx, INTERMEDIATE, step)
         say(f"[curate] {result.candidates} candidates; evaluating {len(FILTERS)} filters on every item…")
-        run_filters(ctx)
+        run_filters(ctx, on_done=step)
         result.not_checked = dict(ctx.not_checked)
         result.disabled = [f.name for f in FILTERS if not f.is_enabled(config)]
         _tally(ctx, result)
-        run_models(ctx, CURATED_MODELS)
+        run_models(ctx, CURATED_MODELS, step)
         scope = scope_predicate(tasks)
         say("[curate] writing filter_decisions, curated, curated_commercial…")
         merge_in_scope(lakehouse, ctx.spark.table(FILTER_DECISIONS.name), FILTER_DECISIONS,
                        FILTER_DECISION_CHANGE_COLUMNS, scope)
+        step(f"merge {FILTER_DECISIONS.name}")
         curated = ctx.spark.table(CURATED.name)
         result.curated = curated.count()
         merge_in_scope(lakehouse, curated, CURATED, CURATED_CHANGE_COLUMNS, scope)
+        step(f"merge {CURATED.name}")
         commercial = ctx.spark.table(CURATED_COMMERCIAL.name)
         result.curated_commercial = commercial.count()
         merge_in_scope(lakehouse, commercial, CURATED_COMMERCIAL, CURATED_CHANGE_COLUMNS, scope)
+        step(f"merge {CURATED_COMMERCIAL.name}")
         result.versions = {t: (before, lakehouse.version(t)) for t, (before, _) in result.versions.items()}
     finally:
         if not keep_views:

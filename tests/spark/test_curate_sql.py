@@ -658,8 +658,13 @@ def test_run_curate_end_to_end_rerun_commits_nothing_and_scope_deletes(lakehouse
         generated("n1", seed_id="s2", task="gsm8k", task_family="gsm8k", answer_format="numeric",
                   question="Natalia sold 48 clips in April and half as many in May. How many in all?",
                   choices=None, answer_index=None, answer_text="72")])
-    first = run_curate(lakehouse, lakehouse.config)
+    lines: list[str] = []
+    first = run_curate(lakehouse, lakehouse.config, progress=lines.append)
     assert first.candidates == 4
+    steps = [line for line in lines if " steps (" in line]  # jobs.progress lines: count, rate, ETA
+    assert steps[0].startswith("[curate] 1/") and steps[-1].endswith("done: merge curated_commercial")
+    total = steps[-1].split("/")[1].split()[0]
+    assert steps[-1].startswith(f"[curate] {total}/{total} steps (100%)") and "done in" in steps[-1]
     decisions = lakehouse.read("filter_decisions")
     assert decisions.count() == 4 * len(FILTERS)
     assert decisions.groupBy("gen_id").count().where("count <> %d" % len(FILTERS)).count() == 0
