@@ -163,6 +163,11 @@ def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool,
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.python.worker.reuse", "true")
+        # The endpoint's API key reaches the Python workers as a broadcast; with IO encryption
+        # PySpark hands the pickled value to the JVM over a socket and the JVM writes only
+        # ciphertext (key held in memory) — without it the key is a plain pickle in
+        # <spark.local.dir>/spark-*/pyspark-*/ that survives a crash (jobs/llm_stage/endpoint.py).
+        .config("spark.io.encryption.enabled", "true")
     )
     for key, value in extra_conf:
         builder = builder.config(key, value)

@@ -57,20 +57,38 @@ def call_endpoint(df: DataFrame, settings: EndpointSettings, concurrent_tasks: i
     return df.repartition(max(1, concurrent_tasks)).mapInPandas(fn, result_schema(df.schema, present))
 
 
+class KeyOnDiskError(RuntimeError):
+    """Sharing the API key with the workers would write it to disk in plain text."""
+
+
 @contextlib.contextmanager
 def shared_api_key(spark: SparkSession, settings: EndpointSettings) -> Iterator[Broadcast | None]:
-    """Resolve the key once on the driver and share it with the Python workers as a broadcast.
+    """Resolve the key once on the driver and share it with the Python workers as an encrypted
+    broadcast.
 
     Workers inherit the JVM's environment as it was at session start, so a key exported later
     (notebooks) or read from a Databricks secret scope (driver-only) would be missing there.
     A broadcast travels through Spark's block manager, not through py4j command strings (which
-    py4j logs at DEBUG) and not through the conf/UI; the closure pickles only its id. It is
-    destroyed when the block ends. Fails fast on the driver when a required key is missing.
+    py4j logs at DEBUG) and not through the conf/UI; the closure pickles only its id.
+
+    Never on disk: PySpark writes a broadcast's pickle to a file under the driver's Spark temp
+    dir, unless `spark.io.encryption.enabled=true`, in which case it streams the pickle to the
+    JVM over an authenticated local socket and the JVM stores it encrypted with a key held only
+    in memory (pyspark.core.broadcast.Broadcast.__init__; executors get it back decrypted over a
+    socket too, and block-manager spills are encrypted). taskseed's local session sets it; on a
+    cluster set it in the cluster's Spark config. Without it this raises `KeyOnDiskError` before
+    anything is written (one line naming the setting). The broadcast is destroyed when the block
+    ends. Fails fast on the driver when a required key is missing.
     """
     key = resolve_api_key(settings)
     if not key:
         yield None
         return
+    if not spark.sparkContext._encryption_enabled:  # noqa: SLF001 — the flag PySpark itself reads
+        raise KeyOnDiskError(
+            "refusing to share the endpoint API key with Spark workers: spark.io.encryption.enabled is "
+            "not true, so PySpark would write the key to its temp dir in plain text; set "
+            "spark.io.encryption.enabled=true in the cluster's Spark config (taskseed's local session does)")
     handle = spark.sparkContext.broadcast(SecretBox(key))
     try:
         yield handle
