@@ -40,7 +40,8 @@ from jobs.lakehouse import Lakehouse
 from schemas.tables import LLM_CALLS
 from jobs.progress import ProgressLine, progress_line
 from jobs.llm_stage.endpoint import call_endpoint, endpoint_for, shared_api_key
-from udfs.llm_client import STATUS_FAILED, STATUS_OK, STATUS_PARSE_ERROR, EndpointSettings
+from udfs.llm_client import (STATUS_FAILED, STATUS_OK, STATUS_PARSE_ERROR, EndpointSettings, is_stage_fatal,
+                              stage_fatal_reason)
 
 REQUIRED_COLUMNS = ("request_id", "messages_json")
 _NON_RETRYABLE_CLIENT = ("http_400", "http_401", "http_403", "http_404")
@@ -234,7 +235,10 @@ def run_llm_stage(
     `endpoint` defaults to `endpoint_for(config)` (the simulator when base_url is null).
     Stops cleanly between micro-batches at `config.llm.max_requests` / `max_tokens_budget`
     (the token budget is checked after each micro-batch, so it can be exceeded by at most one
-    micro-batch), or when a whole micro-batch failed with authentication/bad-request errors.
+    micro-batch), after a micro-batch with any stage-fatal result (`udfs.llm_client.is_stage_fatal`:
+    structured output rejected, HTTP 401/403/404 — every further request would fail alike; the
+    reason is printed as one `[stage] stopped: ...` line on stderr and kept in `stopped_reason`),
+    or when a whole micro-batch failed with bad-request errors.
     An exception from `progress` propagates (the committed micro-batches stay in the ledger).
     """
     if endpoint is None:
@@ -260,15 +264,8 @@ def run_llm_stage(
     done = (lakehouse.read(LLM_CALLS.name)
             .where(F.col("status").isin(*terminal_statuses(retry_failed)))
             .select("request_id").distinct())
-    pending_ids = requests.select("request_id").distinct().join(done, "request_id", "left_anti")
-    # Number pending ids in a stable order (only the ids move to one partition), then
-    # materialize the pending requests once: every micro-batch reads this snapshot.
-    numbered = pending_ids.withColumn("_rn", F.row_number().over(Window.orderBy("request_id")) - 1)
-    pending = (requests.dropDuplicates(["request_id"]).join(numbered, "request_id")
-               .withColumn("_mb", F.floor(F.col("_rn") / F.lit(batch_rows)).cast("int"))
-               .localCheckpoint(eager=True))
+    snapshot, pending, acc.pending = number_pending(requests, done, batch_rows)
     try:
-        acc.pending = pending.count()
         acc.already_done = acc.requested - acc.pending
         n_batches = math.ceil(acc.pending / batch_rows) if acc.pending else 0
         errors: dict[str, int] = {}
@@ -285,8 +282,7 @@ def run_llm_stage(
                 results = (call_endpoint(batch, endpoint, tasks, api_key=api_key)
                            .withColumn("stage", F.lit(stage))
                            .withColumn("run_id", F.lit(run_id))
-                           .withColumn("micro_batch", F.lit(mb))
-                           .withColumn("completed_at", F.current_timestamp()))
+                           .withColumn("micro_batch", F.lit(mb)))
                 lakehouse.append(results, LLM_CALLS)  # the one action that calls the endpoint
                 stats = _batch_stats(lakehouse, run_id, mb)
                 if stats["rows"] != end_rn - start_rn:
@@ -302,6 +298,11 @@ def run_llm_stage(
                     progress(Progress(stage, run_id, mb, n_batches, acc.sent, acc.pending, acc.ok,
                                       acc.parse_error, acc.failed, acc.prompt_tokens + acc.completion_tokens,
                                       time.monotonic() - started, dict(errors)))
+                fatal = sorted(c for c in stats["failed_by_class"] if is_stage_fatal(c))
+                if fatal:
+                    acc.stopped_reason = _stage_fatal_line(lakehouse, run_id, fatal[0])
+                    print(f"[{stage}] stopped: {acc.stopped_reason}", file=sys.stderr, flush=True)
+                    break
                 if stats["rows"] and sum(stats["failed_by_class"].get(c, 0) for c in _NON_RETRYABLE_CLIENT) == stats["rows"]:
                     acc.stopped_reason = ("every request of a micro-batch was rejected by the endpoint "
                                           f"({', '.join(sorted(stats['failed_by_class']))}): check model, key and URL")
@@ -309,12 +310,55 @@ def run_llm_stage(
         if acc.stopped_reason is None and acc.sent < acc.pending:
             acc.stopped_reason = _budget_stop(config, acc)
     finally:
-        pending.unpersist()
+        snapshot.unpersist()
     acc.not_sent = acc.pending - acc.sent
     if acc.sent:
         acc.latency_ms_p50, acc.latency_ms_p95, acc.latency_ms_p99 = _latency_percentiles(lakehouse, run_id)
     acc.elapsed_s = time.monotonic() - started
     return acc
+
+
+_PARTITION_SHIFT = 33  # monotonically_increasing_id(): partition id << 33 | row index in the partition
+
+
+def number_pending(requests: DataFrame, done_ids: DataFrame, batch_rows: int) -> tuple[DataFrame, DataFrame, int]:
+    """The pending requests (one row per request_id without a row in `done_ids`), materialized once
+    and numbered 0..n-1 into micro-batches of `batch_rows` (`_rn`, `_mb`) — without a global sort.
+
+    The anti-join is a hash-partitioned shuffle on request_id; each partition's rows get a local
+    index (`monotonically_increasing_id`, evaluated once into the local checkpoint), one small
+    aggregation counts rows per partition, and the driver turns those counts into offsets (as
+    RDD.zipWithIndex does). So no task ever holds more than its own partition, where a
+    `row_number()` over `Window.orderBy(request_id)` pulls every pending id through one task.
+    Which requests share a micro-batch depends on the partitioning, not on the id order; every
+    micro-batch but the last has exactly `batch_rows` rows.
+
+    Returns (snapshot to unpersist, numbered frame with `_rn`/`_mb`, number of pending requests).
+    """
+    snapshot = (requests.dropDuplicates(["request_id"]).join(done_ids, "request_id", "left_anti")
+                .withColumn("_mid", F.monotonically_increasing_id())
+                .localCheckpoint(eager=True))
+    part = F.shiftright("_mid", _PARTITION_SHIFT)
+    counts = sorted((int(r.p), int(r.n)) for r in snapshot.groupBy(part.alias("p")).agg(F.count("*").alias("n")).collect())
+    offsets, total = [], 0
+    for p, n in counts:
+        offsets += [F.lit(p), F.lit(total)]
+        total += n
+    offset = F.create_map(*offsets)[part] if offsets else F.lit(0).cast("long")
+    numbered = (snapshot.withColumn("_rn", offset + (F.col("_mid") - F.shiftleft(part, _PARTITION_SHIFT)))
+                .withColumn("_mb", F.floor(F.col("_rn") / F.lit(batch_rows)).cast("int"))
+                .drop("_mid"))
+    return snapshot, numbered, total
+
+
+def _stage_fatal_line(lakehouse: Lakehouse, run_id: str, error_class: str) -> str:
+    """`stage_fatal_reason` with the server's words from one ledger row of this run (the detail
+    is already redacted and cut by the client); read only when the stage stops."""
+    row = (lakehouse.read(LLM_CALLS.name)
+           .where((F.col("run_id") == run_id) & (F.col("error_class") == error_class))
+           .select("error_detail").limit(1).first())
+    detail = " ".join(str(row.error_detail).split()) if row is not None and row.error_detail else None
+    return stage_fatal_reason(error_class, detail) or error_class
 
 
 def _budget_stop(config: Config, acc: RunAccounting) -> str | None:

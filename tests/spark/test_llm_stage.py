@@ -69,6 +69,11 @@ def test_crash_then_rerun_sends_each_request_once_and_full_rerun_sends_none(
     assert sim.stats()["requests"] == 40  # a full rerun sends nothing
     ledger = lakehouse.read(LLM_CALLS.name)
     assert ledger.count() == 40 and ledger.select("request_id").distinct().count() == 40
+    # times are the client's, per request: each sent before it completed, not one value per batch
+    rows = ledger.select("micro_batch", "sent_at", "completed_at").collect()
+    assert all(r.sent_at is not None and r.sent_at <= r.completed_at for r in rows)
+    for mb in {r.micro_batch for r in rows}:
+        assert len({r.completed_at for r in rows if r.micro_batch == mb}) > 1
 
 
 def test_faulty_endpoint_every_outcome_recorded_budget_respected_key_never_leaks(
@@ -115,3 +120,28 @@ def test_faulty_endpoint_every_outcome_recorded_budget_respected_key_never_leaks
     for text in texts:
         assert SECRET not in text
     assert SECRET not in repr(spark.sparkContext.environment)
+
+
+@pytest.mark.parametrize("server_kw, endpoint_kw, expected", [
+    (dict(reject_json_schema=400), {}, "rejects the structured-output request"),
+    (dict(require_api_key=SECRET), dict(api_key_env="TASKSEED_TEST_KEY", require_key=True), "rejected the API key"),
+], ids=["structured_output_rejected", "wrong_key_401"])
+def test_stage_fatal_result_stops_after_one_micro_batch_with_one_line(
+        spark, lakehouse, make_config, start_sim, make_requests, monkeypatch, capfd,
+        server_kw, endpoint_kw, expected):
+    monkeypatch.setenv("TASKSEED_TEST_KEY", "sk-wrong-key-0000")
+    server = start_sim(latency_ms=1, latency_jitter_ms=0, **server_kw)
+    config = make_config("llm.micro_batch_rows=5")
+    requests = spark.createDataFrame(make_requests(15))
+
+    acc = run_llm_stage(lakehouse, config, requests, "enrich", None,
+                        endpoint=_endpoint(server.base_url, **endpoint_kw))
+
+    assert acc.reconciles(), acc.problems()
+    assert (acc.pending, acc.sent, acc.not_sent, acc.micro_batches) == (15, 5, 10, 1)
+    assert server.stats()["requests"] == 5  # not retried, and nothing after the first micro-batch
+    assert expected in acc.stopped_reason and "server said:" in acc.stopped_reason
+    err = capfd.readouterr().err
+    stop_lines = [line for line in err.splitlines() if "stopped:" in line]
+    assert stop_lines == [f"[enrich] stopped: {acc.stopped_reason}"]
+    assert "Traceback" not in err and "sk-wrong-key" not in err
