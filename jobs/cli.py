@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from jobs.config import Config, ConfigError, EndpointConfig, SimulatorConfig, TasksConfig, load_config
+from jobs.preflight import USER_FIXABLE_ERRNOS, check_endpoint, describe_os_error
 from jobs.progress import ProgressLine
 
 
@@ -54,8 +55,10 @@ def open_lakehouse(config: Config, announce: bool = True):
     """The Lakehouse over a started Spark session. announce: say so on stderr first (long stages;
     `sql` and `tables` stay silent so their output is only the answer)."""
     from jobs.lakehouse import Lakehouse
+    from jobs.preflight import check_home
     from jobs.runtime import get_spark, spark_log_path
 
+    check_home(config.home)
     if announce or _verbose:
         where = "JVM output on this terminal" if _verbose else f"JVM output in {spark_log_path(config)}"
         progress(f"starting Spark ({config.spark.master}) with Delta; lakehouse home {config.home}; {where}")
@@ -173,6 +176,8 @@ def llm_stage_command(args, config: Config, spec, run, needs_seeds: bool) -> int
 
     tasks = parse_tasks(getattr(args, "tasks", None))
     retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
+    if not args.dry_run:
+        check_endpoint(config)
     lakehouse = open_lakehouse(config)
     if needs_seeds:
         require_seeds(lakehouse, tasks)
@@ -211,6 +216,8 @@ def cmd_run(args, config: Config) -> int:
     from jobs.pipeline import run_pipeline
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    if stages is None or {"generate", "enrich"} & set(stages):
+        check_endpoint(config)
     lakehouse = open_lakehouse(config)
     run_pipeline(lakehouse, config, stages, progress=progress, refresh_catalog=args.refresh_catalog,
                  track=not args.no_mlflow)
@@ -553,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
         # print a traceback while flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if exc.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        _end_update_line()
+        print(f"taskseed: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:
         _end_update_line()
         if not _is_spark_error(exc):

@@ -303,7 +303,9 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         return web.Response(body=json.dumps(payload).encode(), content_type="application/json",
                             headers=label_headers)
 
-    async def models(_request):
+    async def models(request):
+        if expected_auth and request.headers.get("Authorization") != expected_auth:
+            return error(401, "invalid API key", "authentication_error")  # as vLLM --api-key, OpenAI
         return web.json_response(
             {"object": "list", "data": [{"id": settings.model, "object": "model", "created": 0,
                                          "owned_by": "taskseed-simulator", "description": SIM_LABEL}]},

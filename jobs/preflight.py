@@ -1,0 +1,102 @@
+"""Checks a command runs before it starts Spark, so a user mistake costs seconds and one line.
+
+Starting Spark takes tens of seconds (minutes on a loaded machine); an unwritable lakehouse home,
+an endpoint that is down, a wrong API key or a model name the server does not serve would
+otherwise surface only after that, deep inside a stage, as a stack trace or as a ledger full of
+`failed` rows. Each check raises `ConfigError` (printed by the CLI as one line, exit status 2).
+
+- `check_home(home)`: the folder exists or can be created, and a file can be written in it
+  (catches read-only mounts, permission errors, a path that is a file, a full disk).
+- `check_endpoint(config)`: only for a configured endpoint (`endpoint.base_url`; the built-in
+  simulator needs no check). Resolves the API key the way the stage will (a missing key is an
+  error), then `GET {base_url}/models` with it through the openai client, once, with a short
+  timeout:
+    connection refused / DNS / timeout → "endpoint ... is unreachable";
+    401 / 403 → the same message the stage's fatal-error rule gives (`udfs.llm_client.stage_fatal_reason`);
+    a 200 listing models that does not include `endpoint.model` → "model ... is not served by ...",
+    naming what the server does serve (the OpenAI API, vLLM, SGLang, NIM and llama.cpp all list
+    their models here);
+    404 on /models (gateways that do not implement the listing) and 5xx (transient) → no verdict:
+    the stage itself classifies what it gets (a 404 on chat completions stops it with one line).
+  The key is sent in the Authorization header only; no message here contains it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from jobs.config import Config, ConfigError
+
+PREFLIGHT_TIMEOUT_S = 10.0
+_SHOWN_MODELS = 5
+# OS errors that are the user's to fix (space, mounts, permissions): one line, not a traceback.
+USER_FIXABLE_ERRNOS = frozenset(e for e in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                                            getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+def check_home(home: str | Path) -> None:
+    """ConfigError unless `home` is a folder taskseed can create and write in."""
+    path = Path(home)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".taskseed-write-check-") as probe:
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise ConfigError(f"lakehouse home {path} is not writable: {describe_os_error(exc)} "
+                          "(choose another folder with --home or `home:` in the config)") from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`strerror` plus a hint for the errors a user can fix (disk full, read-only, permissions)."""
+    text = exc.strerror or type(exc).__name__
+    hints = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+             errno.ENOTDIR: "a part of the path is a file, not a folder"}
+    if getattr(errno, "EDQUOT", None) is not None:
+        hints[errno.EDQUOT] = "the disk quota is exceeded"
+    hint = hints.get(exc.errno)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{text}{where}" + (f": {hint}" if hint and hint.lower() != text.lower() else "")
+
+
+def check_endpoint(config: Config) -> None:
+    """ConfigError when the configured endpoint is unreachable, rejects the key, or does not serve
+    `endpoint.model` (see the module docstring for what gives no verdict). No-op for the simulator."""
+    if not config.endpoint.base_url:
+        return
+    import openai
+
+    from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key, stage_fatal_reason
+
+    ep = config.endpoint
+    settings = EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope))
+    try:
+        key = resolve_api_key(settings)
+    except KeyResolutionError as exc:
+        raise ConfigError(str(exc)) from None
+    url = settings.base_url
+    client = openai.OpenAI(api_key=key or "no-key", base_url=url, timeout=min(PREFLIGHT_TIMEOUT_S, settings.timeout_s),
+                           max_retries=1)
+    try:
+        served = [m.id for m in client.models.list().data]
+    except openai.APIConnectionError as exc:  # includes APITimeoutError
+        cause = exc.__cause__ or exc.__context__
+        reason = "timed out" if isinstance(exc, openai.APITimeoutError) else type(cause or exc).__name__
+        raise ConfigError(f"endpoint {url} is unreachable ({reason}): check endpoint.base_url and that the "
+                          "server is up") from None
+    except openai.APIStatusError as exc:
+        fatal = stage_fatal_reason(f"http_{exc.status_code}") if exc.status_code in (401, 403) else None
+        if fatal:
+            raise ConfigError(f"{url}: {fatal}") from None
+        return  # 404 (no model listing) or a transient error: the stage decides
+    finally:
+        client.close()
+    if served and settings.model not in served:
+        shown = ", ".join(served[:_SHOWN_MODELS]) + (f", … ({len(served)} in all)" if len(served) > _SHOWN_MODELS else "")
+        raise ConfigError(f"model {settings.model!r} is not served by {url} (it serves: {shown}): "
+                          "check endpoint.model")

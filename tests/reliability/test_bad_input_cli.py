@@ -1,0 +1,114 @@
+"""Issue 14, bad input through the CLI: every user mistake is one clear line and exit status 2,
+never a traceback, and the cheap ones are caught before Spark starts (seconds, not minutes).
+
+Each case runs the real `taskseed` console script in a subprocess. What breakage each test catches:
+- a config file that is not YAML, not UTF-8, not a mapping, names an unknown key or a wrong type:
+  a traceback from the YAML/pydantic layer, or PyYAML's multi-line message;
+- a lakehouse home that cannot be written (read-only / permission / a file in the path): the
+  `OSError` traceback `Lakehouse` or MLflow raised after a minute of Spark start-up;
+- an endpoint that is down, rejects the key (401), does not serve the model (404 / not listed),
+  or a key variable that is not set: a ledger full of `failed` rows or a `KeyResolutionError`
+  traceback after Spark started; and the wrong key must not be echoed.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.reliability.cli_run import assert_one_clear_line, run_cli
+
+WRONG_KEY = "sk-WRONG-key-77c1d2"
+RIGHT_KEY = "sk-right-key-19e4aa"
+
+
+@pytest.mark.parametrize("content, mention", [
+    (b"tasks: [unclosed\n", "not valid YAML: expected ',' or ']'"),
+    (b"- a\n- b\n", "top level must be a mapping"),
+    (b"endpoint:\n  max_concurrency: many\n", "endpoint.max_concurrency"),
+    (b"endpoint:\n  max_concurrency: 0\n", "endpoint.max_concurrency"),
+    (b"tasks:\n  selct: [gsm8k]\n", "tasks.selct"),
+    (b"home: lakehouse\n\xff\xfe\x00bad\n", "not UTF-8"),
+    (b"generate:\n  items_per_seed: -2\n", "generate.items_per_seed"),
+], ids=["yaml_syntax", "not_a_mapping", "wrong_type", "out_of_range", "unknown_key", "not_utf8", "negative"])
+def test_invalid_config_file_is_one_line(tmp_path, content, mention):
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(content)
+    assert_one_clear_line(run_cli("--config", str(config), "--home", str(tmp_path / "h"), "tables"),
+                          must_mention=mention)
+
+
+@pytest.mark.parametrize("argv, mention", [
+    (["--config", "/nonexistent/taskseed.yaml", "tables"], "config file not found"),
+    (["--set", "endpoint.timeout_s=soon", "tables"], "endpoint.timeout_s"),
+    (["--set", "nonsense", "tables"], "nonsense"),
+    (["generate", "--tasks", " , "], "--tasks needs at least one task"),
+], ids=["missing_file", "override_type", "override_syntax", "empty_tasks"])
+def test_invalid_command_line_is_one_line(tmp_path, argv, mention):
+    assert_one_clear_line(run_cli("--home", str(tmp_path / "h"), *argv), must_mention=mention)
+
+
+def _unwritable_homes(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    return {"path_through_a_file": a_file / "lakehouse",
+            "read_only_sysfs": "/sys/kernel/taskseed-home",
+            "proc_dir": "/proc/self/taskseed-home"}
+
+
+@pytest.mark.parametrize("which", ["path_through_a_file", "read_only_sysfs", "proc_dir"])
+@pytest.mark.parametrize("command", ["tables", "run"])
+def test_unwritable_home_is_one_line_before_spark_starts(tmp_path, which, command):
+    home = _unwritable_homes(tmp_path)[which]
+    line = assert_one_clear_line(run_cli("--home", str(home), command), must_mention="is not writable")
+    assert str(home) in line
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+@pytest.fixture
+def keyed_sim(start_sim):
+    return start_sim(require_api_key=RIGHT_KEY, model="served-model", latency_ms=0, latency_jitter_ms=0)
+
+
+@pytest.mark.parametrize("command", [["generate"], ["enrich"], ["run", "--stages", "generate,enrich"]])
+@pytest.mark.parametrize("case", ["unreachable", "wrong_key_401", "unknown_model", "key_env_not_set"])
+def test_endpoint_mistakes_are_one_line_before_spark_starts(tmp_path, keyed_sim, case, command):
+    base_url = keyed_sim.base_url
+    model, key, mention = "served-model", RIGHT_KEY, ""
+    if case == "unreachable":
+        base_url, mention = f"http://127.0.0.1:{_closed_port()}/v1", "is unreachable"
+    elif case == "wrong_key_401":
+        key, mention = WRONG_KEY, "rejected the API key (HTTP 401)"
+    elif case == "unknown_model":
+        model, mention = "no-such-model", "model 'no-such-model' is not served"
+    elif case == "key_env_not_set":
+        key, mention = "", "no API key found in environment variable TASKSEED_RELIAB_KEY"
+    env = {"TASKSEED_RELIAB_KEY": key} if key else {"TASKSEED_RELIAB_KEY": ""}
+    before = keyed_sim.stats()["requests"]
+    result = run_cli("--home", str(tmp_path / "h"), "--set", f"endpoint.base_url={base_url}",
+                     "--set", f"endpoint.model={model}", "--set", "endpoint.api_key_env=TASKSEED_RELIAB_KEY",
+                     *command, env=env, timeout=120)
+    line = assert_one_clear_line(result, must_mention=mention)
+    assert WRONG_KEY not in result.stderr + result.stdout and RIGHT_KEY not in result.stderr + result.stdout
+    if case == "unknown_model":
+        assert "served-model" in line  # names what the server does serve
+    assert not (tmp_path / "h" / "tables").exists()  # nothing started: no table folder was made
+    assert keyed_sim.stats()["requests"] == before  # no chat completion was sent (only GET /models)
+
+
+def test_a_correct_endpoint_passes_the_preflight(keyed_sim, monkeypatch):
+    """The other side of the checks above: with the right key and model nothing is raised, so the
+    preflight cannot be what stops a good run."""
+    from jobs.config import load_config
+    from jobs.preflight import check_endpoint
+
+    monkeypatch.setenv("TASKSEED_RELIAB_KEY", RIGHT_KEY)
+    check_endpoint(load_config(overrides=[f"endpoint.base_url={keyed_sim.base_url}", "endpoint.model=served-model",
+                                          "endpoint.api_key_env=TASKSEED_RELIAB_KEY"]))
+    check_endpoint(load_config())  # the built-in simulator: nothing to check
