@@ -95,7 +95,13 @@ REASONS = {
     "empty_choice": "seed: an option is empty (the check generated items get, udfs.parsing.option_problem)",
     "duplicate_choices": "seed: two options are the same text (udfs.parsing.option_key)",
     "multiple_gold": "seed: the target names several gold options; one answer_index cannot hold them",
+    "malformed_record": "a line of a JSONL split is not a JSON object (the rest of the split is read)",
+    "not_utf8": "a line of a JSONL split is not valid UTF-8 (the rest of the split is read)",
+    "oversized_record": f"the rendered question + context + options exceed MAX_RECORD_CHARS characters",
 }
+# A rendered record longer than this (~64k tokens) cannot be a Q&A seed: it would not fit a
+# generation prompt, and one such row would cost more than thousands of ordinary ones.
+MAX_RECORD_CHARS = 262_144
 
 # Field names that hold the question / the passage, in order of preference. A field is only used
 # when the prompt lm-eval renders actually contains it (so an unrelated `question` is ignored).
@@ -308,16 +314,78 @@ def _load_splits(source: TaskSource, cfg: dict) -> dict[str, Any]:
                 f"no split of {dataset_path}/{dataset_name or 'default'} in mirror {source.mirror}"
             )
         by_builder: dict[str, dict[str, list[str]]] = {}
-        for split, (builder, files) in found.items():
-            by_builder.setdefault(builder, {})[split] = files
         out = {}
+        for split, (builder, files) in found.items():
+            if builder == "json" and all(f.endswith(".jsonl") for f in files) and not _utf8_files(files):
+                # Arrow's JSON reader accepts invalid UTF-8 and fails later, on the first read
+                # of the bad row: such a split is read line by line instead.
+                out[split] = _load_jsonl_lenient(files)
+                continue
+            by_builder.setdefault(builder, {})[split] = files
         for builder, data_files in by_builder.items():
             try:  # one builder for all splits: a third of the per-split overhead
                 out.update(datasets.load_dataset(builder, data_files=data_files))
             except Exception:  # noqa: BLE001 - e.g. splits whose columns differ: one by one
                 for split, files in data_files.items():
-                    out[split] = datasets.load_dataset(builder, data_files={split: files}, split=split)
+                    try:
+                        out[split] = datasets.load_dataset(builder, data_files={split: files}, split=split)
+                    except Exception:  # noqa: BLE001 - a bad line: read the split line by line
+                        if builder != "json" or not all(f.endswith(".jsonl") for f in files):
+                            raise
+                        out[split] = _load_jsonl_lenient(files)
         return out
+
+
+def _utf8_files(files: list[str]) -> bool:
+    """True when every file decodes as UTF-8 (read in 1 MiB chunks, nothing kept)."""
+    import codecs
+
+    for path in files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _load_jsonl_lenient(files: list[str]):
+    """A JSONL split read line by line because some lines are not UTF-8 JSON objects: a
+    `datasets.Dataset` of the good records, with attribute `bad_lines` = [(line index among
+    non-blank lines, reason, detail, the line decoded with replacement characters)].
+    `process_unit` quarantines the bad lines in the unit that starts the split, so one broken
+    line never costs the task its other records."""
+    import datasets
+
+    good: list[dict] = []
+    bad: list[tuple[int, str, str, str]] = []
+    index = 0
+    for path in files:
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{Path(path).name} line {number}"
+                try:
+                    record = json.loads(line.decode("utf-8").strip())
+                except UnicodeDecodeError as exc:
+                    bad.append((index, "not_utf8", f"{where}: byte {exc.start} is not UTF-8",
+                                line.decode("utf-8", "replace")))
+                except ValueError as exc:
+                    bad.append((index, "malformed_record", f"{where}: {exc}", line.decode("utf-8", "replace")))
+                else:
+                    if isinstance(record, dict):
+                        good.append(record)
+                    else:
+                        bad.append((index, "malformed_record", f"{where}: a JSON {type(record).__name__}, "
+                                                              "not an object", line.decode("utf-8", "replace")))
+                index += 1
+    dataset = datasets.Dataset.from_list(good) if good else datasets.Dataset.from_dict({})
+    dataset.bad_lines = bad  # read by Renderer.bad_lines
+    return dataset
     kwargs = dict(cfg.get("dataset_kwargs") or {})
     kwargs.pop("trust_remote_code", None)
     return dict(datasets.load_dataset(dataset_path, dataset_name, **kwargs))
@@ -369,6 +437,7 @@ class Renderer:
                     for name, ds in self.splits.items() if len(ds)}
 
         self.splits = _load_splits(self.source, cfg)
+        self.bad_lines = {name: getattr(ds, "bad_lines", []) for name, ds in self.splits.items()}
         present = [name for name, ds in self.splits.items() if len(ds)]
         if not present:
             raise ValueError("every available split is empty")
@@ -455,8 +524,12 @@ class Renderer:
     # ---- rendering ----------------------------------------------------------------------
     def normalize(self, doc: dict, answer_format: str | None, heldout: bool) -> Normalized | Quarantined:
         try:
-            return normalize_doc(self.compiled, doc, answer_format=answer_format, heldout=heldout,
-                                 multiple_input=self.multiple_input)
+            result = normalize_doc(self.compiled, doc, answer_format=answer_format, heldout=heldout,
+                                   multiple_input=self.multiple_input)
+            size = len(result.question or "") + len(result.context or "") + sum(len(c or "") for c in result.choices or [])
+            if size > MAX_RECORD_CHARS:
+                return Quarantined("oversized_record", f"{size} characters rendered (limit {MAX_RECORD_CHARS})")
+            return result
         except RenderError as exc:
             return Quarantined(exc.reason, exc.detail)
         except Exception as exc:  # noqa: BLE001 - an unexpected failure is still one record
@@ -1127,6 +1200,13 @@ def process_unit(unit: Unit, mirror: str | None, include_path: tuple[str, ...] =
     heldout = unit.role == "heldout"
     rows_in = 0
     last_index = None
+    if not unit.start:  # lines of the split that are not UTF-8 JSON objects: quarantined once
+        for line_index, reason, detail, text in getattr(renderer, "bad_lines", {}).get(unit.split, []):
+            rows_in += 1
+            raw = {"line": line_index, "text": text}
+            yield {**base, "kind": "quarantine", "doc_index": line_index,
+                   "row_id": quarantine_key(unit.task, unit.split, -1 - line_index, raw),
+                   "reason": reason, "detail": detail, "source_record": canonical_json(raw)}
     for doc_index, raw, sub, doc in renderer.iter_docs(unit.split, unit.start, unit.end):
         if doc_index != last_index:
             rows_in += 1
