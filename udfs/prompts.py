@@ -160,7 +160,11 @@ def select_examples(
 
 
 def _input_block(payload: Mapping[str, Any]) -> str:
-    return "<input>\n" + json.dumps(payload, ensure_ascii=False) + "\n</input>"
+    """The payload as one JSON line between `<input>` tags. A `</input` inside a value (a seed
+    that carries the delimiter, issue 14) is written `<\\/input` — the same string to any JSON
+    reader — so the block has exactly one closing tag; other text renders unchanged (request ids
+    of ordinary seeds do not move)."""
+    return "<input>\n" + json.dumps(payload, ensure_ascii=False).replace("</input", "<\\/input") + "\n</input>"
 
 
 def _placeholders(task: str, answer_format: str, n_choices: int | None, labels: list[str] | None) -> dict:

@@ -18,6 +18,10 @@ Kinds, and where they come from:
   ("Question:", "Answer:", "Options:", "Passage:", "Reasoning:", "Relevant knowledge:"): the model
   wrote the frame into a field (lm-eval prompts read "Question: ...\\nAnswer:");
 - role labels at the start of a line ("assistant:", "User:", "Human:", "System:");
+- prompt-injection payloads carried over from a seed into a generated item (issue 14): "new
+  instructions:", "reveal your system prompt"; taskseed's own `</input>` prompt delimiter (HTML's
+  `<input>` element has no closing tag, so a real question never contains it); a chat message
+  written as JSON (`"role": "system"`); a code fence opened as a role (```` ```system ````);
 - assistant chatter: "ignore (all) previous instructions" (prompt-injection text), "as an AI
   (language model)", a reply that opens with "Sure! Here is ...", "here's a similar question".
 """
@@ -40,6 +44,12 @@ TEMPLATE_MARKERS: tuple[tuple[str, str, str], ...] = (
     ("prompt_injection", "i",
      r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier)\s+"
      r"(?:instructions|prompts?|messages)"),
+    ("prompt_injection", "i",
+     r"\b(?:new|updated|revised|override)\s+(?:system\s+)?instructions\s*:"
+     r"|\b(?:reveal|print|show|repeat|output)\s+(?:your|the)\s+(?:system\s+)?(?:prompt|instructions)\b"),
+    ("prompt_delimiter", "i", r"</input\s*>"),
+    ("chat_message_json", "i", r"[\"']role[\"']\s*:\s*[\"'](?:system|user|assistant|developer|tool)[\"']"),
+    ("fenced_role", "im", r"^\s*```\s*(?:system|assistant|user|developer)\b"),
     ("assistant_chatter", "i", r"\bas an ai\b"),
     ("assistant_chatter", "im", r"^\s*(?:sure|certainly|of course|okay)\b[ ,.!]*(?:here|below)\b"),
     ("assistant_chatter", "i",
