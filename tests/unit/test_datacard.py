@@ -1,0 +1,160 @@
+"""The data card renders from plain numbers (no Spark): self-contained HTML, a Markdown twin with the
+same facts, the simulator notice when the endpoint was the simulator, escaping of data-borne text,
+and one screenshot in headless Chromium that fails if the page does not render."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from jobs.datacard import SIMULATOR_NOTICE, CardData, LLMStageStats, render_html, render_markdown, render_plots, write_card
+
+
+def sample_card(**changes) -> CardData:
+    """A card shaped like the demo run's: three families, every section populated."""
+    data = CardData(
+        dataset="curated", table="taskseed.curated", delta_version=3, rows=83,
+        created_at="2026-11-30T16:00:00Z", code_version="0.1.0+abc1234", config_fingerprint="0123456789abcdef",
+        endpoint="simulator", simulated=True,
+        models={"generation": ["taskseed-sim"], "enrichment": ["taskseed-sim"]},
+        prompt_versions=["generate/mcq/v3-1a2b", "enrich/numeric/v2-9f9f"],
+        input_versions={"curated": 3, "filter_decisions": 2, "seeds": 1, "llm_calls": 4},
+        files=[{"path": "jsonl/part-00000.jsonl", "format": "jsonl", "rows": 83},
+               {"path": "parquet/part-00000.parquet", "format": "parquet", "rows": 83}],
+        funnel=[("candidates", 120), ("validation", 117), ("verification", 101), ("exact_dup", 97),
+                ("near_dup", 90), ("contamination", 83)],
+        rejected_alone={"validation": 3, "verification": 16, "exact_dup": 5, "near_dup": 9, "contamination": 7,
+                        "license": 40},
+        reasons={"validation": {"answer_not_in_choices": 2, "template_marker": 1},
+                 "verification": {"majority_disagrees": 12, "tie": 4},
+                 "contamination": {"heldout_ngram": 5, "heldout_whole_text": 2},
+                 "license": {"unknown_license": 40}},
+        not_checked={},
+        rows_per_family={"arc": 30, "gsm8k": 25, "boolq": 28},
+        rows_per_format={"mcq": 30, "numeric": 25, "boolean": 28},
+        lengths={"question": [40 + 7 * i for i in range(83)], "answer": [3 + i % 20 for i in range(83)],
+                 "document": [300 + 11 * i for i in range(83)]},
+        length_sample=83,
+        agreement=[0.75] * 40 + [1.0] * 43,
+        verification_reasons={"majority_agrees": 101, "majority_disagrees": 12, "tie": 4, "no_valid_votes": 3},
+        contamination=[("mmlu", "ngram", 5), ("sciq", "whole_text", 2)],
+        near_dup_components={1: 80, 2: 6, 3: 1},
+        near_dup_of_seed=2,
+        license_mix=[("cc-by-sa-4.0", "share-alike", "yes", 30), ("mit", "permissive", "yes", 25),
+                     ("unknown", "unknown", "unknown", 28)],
+        quarantine=[("generate", "truncated_json", 2), ("enrich", "answer_not_in_choices", 5)],
+        llm_failures=[("enrich", "http_503", 1)],
+        llm=[LLMStageStats("generate", "taskseed-sim", 120, 118, 2, 0, 60_000, 24_000, 21.0, 29.5, 33.0),
+             LLMStageStats("enrich", "taskseed-sim", 480, 470, 9, 1, 190_000, 95_000, 20.0, 28.0, 31.9)],
+    )
+    for key, value in changes.items():
+        setattr(data, key, value)
+    return data
+
+
+def test_html_is_self_contained_and_embeds_every_plot_as_png():
+    data = sample_card()
+    plots = render_plots(data)
+    assert set(plots) == {"funnel", "families", "lengths", "agreement", "near_dup", "licenses"}
+    page = render_html(data, plots)
+    # no network: no external URL in any src/href, no script
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:|//)""", page)
+    assert "<script" not in page.lower()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == len(plots)
+    for encoded in images:
+        assert base64.b64decode(encoded).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_cards_state_the_facts_a_reviewer_asks_for():
+    data = sample_card()
+    for text in (html.unescape(render_html(data, render_plots(data))), render_markdown(data, render_plots(data))):
+        assert SIMULATOR_NOTICE in text
+        for fact in ("taskseed.curated", "0.1.0+abc1234", "0123456789abcdef", "generate/mcq/v3-1a2b",
+                     "majority_disagrees", "mmlu", "heldout_ngram", "truncated_json", "http_503",
+                     "cc-by-sa-4.0", "60,000", "29.5", "gsm8k"):
+            assert fact in text, fact
+
+
+def test_markdown_links_the_plot_files_and_its_tables_are_well_formed(tmp_path):
+    data = sample_card()
+    written = write_card(tmp_path, data)
+    assert set(written) == {"datacard.html", "datacard.md", *(f"plots/{n}.png" for n in render_plots(data))}
+    md = (tmp_path / "datacard.md").read_text()
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (tmp_path / link).is_file(), link
+    # every table row has as many cells as its header
+    for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.MULTILINE):
+        rows = [r for r in block.strip().split("\n")]
+        widths = {len(re.findall(r"(?<!\\)\|", r)) for r in rows}
+        assert len(widths) == 1, block
+
+
+def test_a_model_run_says_nothing_about_a_simulator_and_unchecked_filters_are_flagged():
+    data = sample_card(simulated=False, endpoint="https://models.example.com/v1",
+                       not_checked={"contamination": 120}, contamination=[])
+    page = render_html(data, render_plots(data))
+    assert "simulator" not in page.lower()
+    assert "was not checked for 120 items" in page
+    assert "Contamination against held-out benchmarks was <b>not checked</b>" in page
+
+
+def test_text_from_the_data_is_escaped_in_html_and_markdown():
+    evil = "<img src=x onerror=alert(1)>|x"
+    data = sample_card(rows_per_family={evil: 3}, quarantine=[("enrich", evil, 1)])
+    page = render_html(data, render_plots(data))
+    assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    md = render_markdown(data, render_plots(data))
+    assert "onerror=alert(1)>\\|x" in md  # the pipe is escaped so the table keeps its columns
+
+
+def test_an_empty_dataset_renders_without_plots():
+    data = sample_card(rows=0, funnel=[("candidates", 0)], rows_per_family={}, rows_per_format={}, lengths={},
+                       length_sample=0, agreement=[], near_dup_components={}, license_mix=[], llm=[],
+                       quarantine=[], llm_failures=[], contamination=[])
+    plots = render_plots(data)
+    assert set(plots) <= {"funnel"}
+    page = render_html(data, plots)
+    assert "nothing quarantined" in page and "no LLM request in the ledger" in page
+    assert "No rows." in render_markdown(data, plots)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_the_html_card_renders_in_headless_chromium(tmp_path):
+    """Render the card to a PNG like a reader's browser: the page must paint text and the embedded
+    plots (the funnel's bar colour), and Chromium must log no console error. Skipped only when
+    Chromium is absent outside CI (.ci/run installs it)."""
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI installs it in .ci/run)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium); CI runs this test")
+    from matplotlib.image import imread
+
+    write_card(tmp_path, sample_card())
+    png = tmp_path / "card.png"
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--screenshot={png}", "--window-size=1280,4000", (tmp_path / "datacard.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert png.is_file(), proc.stderr[-2000:]
+    assert not re.findall(r"CONSOLE.*(error|Uncaught)", proc.stderr, flags=re.IGNORECASE), proc.stderr[-2000:]
+    pixels = imread(png)[:, :, :3]
+    height, width, _ = pixels.shape
+    assert (height, width) == (4000, 1280)
+    ink = (pixels.sum(axis=2) < 1.5).mean()            # dark text and lines
+    assert ink > 0.01, f"page looks blank: {ink:.4f} of pixels are dark"
+    blue = (abs(pixels - [0x3b / 255, 0x6e / 255, 0xa8 / 255]).max(axis=2) < 0.05).sum()
+    assert blue > 2000, f"the embedded plots did not paint ({blue} funnel-blue pixels)"
