@@ -219,13 +219,100 @@ def cmd_run(args, config: Config) -> int:
     if stages is None or {"generate", "enrich"} & set(stages):
         check_endpoint(config)
     lakehouse = open_lakehouse(config)
-    run_pipeline(lakehouse, config, stages, progress=progress, refresh_catalog=args.refresh_catalog,
-                 track=not args.no_mlflow)
+    runs = run_pipeline(lakehouse, config, stages, progress=progress, refresh_catalog=args.refresh_catalog,
+                        track=not args.no_mlflow)
     rows = [[lakehouse.table_name(name), lakehouse.read(name).count(), lakehouse.version(name)]
             for name in lakehouse.list_tables()]
     print(format_table(["table", "rows", "delta_version"], rows))
-    progress(f"next: taskseed --home {config.home} sql \"select * from enriched limit 5\"; "
-             f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{Path(config.home).resolve() / 'mlflow.db'}")
+    print_where_to_look(args, config, runs.get("publish"), tracked=not args.no_mlflow)
+    return 0
+
+
+def _cli_prefix(args) -> str:
+    """`taskseed [--config F] [--home H] [--set k=v ...]` as this invocation spelled them."""
+    import shlex
+
+    parts = ["taskseed"]
+    if getattr(args, "config", None):
+        parts += ["--config", args.config]
+    if getattr(args, "home", None):
+        parts += ["--home", args.home]
+    for item in getattr(args, "overrides", None) or []:
+        parts += ["--set", item]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+# Three questions a reader of the published data asks first (README "SQL over curated data").
+WHERE_TO_LOOK_SQL = (
+    "select filter, reason, count(*) items from filter_decisions where not passed "
+    "group by filter, reason order by items desc",
+    "select task_family, count(*) rows, round(avg(agreement), 2) agreement from curated "
+    "group by task_family order by rows desc",
+    "select dataset, delta_version, rows, shards, export_path from publications order by published_at desc",
+)
+
+
+def print_where_to_look(args, config: Config, publish_run, tracked: bool = True,
+                        out: Callable[[str], None] = print) -> None:
+    """The end of `taskseed run`: the data card, the export folders, three SQL queries, the MLflow UI."""
+    import shlex
+
+    from jobs.tracking import tracking_store
+
+    prefix = _cli_prefix(args)
+    out("")
+    out("Where to look:")
+    result = getattr(publish_run, "result", None)
+    for p in getattr(result, "publications", []):
+        out(f"  data card ({p.dataset} v{p.delta_version}): {p.card}")
+        out(f"  export folder:  {p.folder}/  (jsonl/, parquet/, manifest.json, datacard.md)")
+    if result is None:
+        out("  (publish did not run in this invocation: `" + prefix + " publish` writes exports and the data card)")
+    out("  SQL:")
+    for query in WHERE_TO_LOOK_SQL:
+        out(f"    {prefix} sql \"{query}\"")
+    uri = tracking_store(config)
+    if tracked and uri and uri != "databricks":
+        out(f"  MLflow UI: mlflow ui --backend-store-uri {shlex.quote(uri)}   (then open http://127.0.0.1:5000, "
+            "experiment 'taskseed')")
+    elif uri == "databricks":
+        out("  MLflow: the workspace experiment /Shared/taskseed-" + config.schema_name)
+
+
+# ---- publish, status ---------------------------------------------------------------------
+
+def cmd_publish(args, config: Config) -> int:
+    from jobs.publish import run_publish
+
+    if args.shard_rows is not None and args.shard_rows < 1:
+        raise ConfigError("--shard-rows must be at least 1")
+    result = run_publish(open_lakehouse(config), config, shard_rows=args.shard_rows, progress=progress)
+    print_lines(result)
+    for p in result.publications:
+        print(f"data card: {p.card}")
+    return 0
+
+
+def cmd_status(args, config: Config) -> int:
+    from jobs.status import pipeline_status
+
+    statuses = pipeline_status(open_lakehouse(config), config)
+    if args.json:
+        for status in statuses:
+            print(json.dumps(status.to_dict(), ensure_ascii=False, default=str))
+        return 0
+
+    def dash(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    rows = []
+    for s in statuses:
+        tables = ", ".join(f"{t['table']} {dash(t['rows'])} rows v{dash(t['delta_version'])}"
+                           if t["delta_version"] is not None else f"{t['table']} (none)" for t in s.tables)
+        last = s.last_run
+        run = f"{last['start']} {last['outcome']} (run {last['run_id']})" if last else "never (under MLflow)"
+        rows.append([s.stage, tables, dash(s.requests), dash(s.failed), dash(s.quarantined), run])
+    print(format_table(["stage", "tables", "requests", "failed", "quarantined", "last run"], rows, max_width=80))
     return 0
 
 
@@ -472,6 +559,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rebuild task_catalog even if it is current for this lm-eval version")
     run.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
     run.set_defaults(handler=cmd_run)
+
+    publish = commands.add_parser(
+        "publish", help="export curated datasets (JSONL + Parquet shards, manifest, data card) and record them")
+    publish.add_argument("--shard-rows", type=int, help="documents per shard (publish.shard_rows, default 10000)")
+    publish.set_defaults(handler=cmd_publish)
+
+    status = commands.add_parser("status", help="per stage: tables, rows, Delta versions, failures, last MLflow run")
+    status.add_argument("--json", action="store_true", help="one JSON object per stage")
+    status.set_defaults(handler=cmd_status)
 
     add_sim_parser(commands)
 

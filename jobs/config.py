@@ -273,6 +273,17 @@ class CurateConfig(_Strict):
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
 
 
+class PublishConfig(_Strict):
+    """The publish stage: export shards, manifest and data card per curated dataset (jobs/publish.py)."""
+
+    shard_rows: int = Field(10_000, ge=1, description="Rows (documents) per JSONL / Parquet shard.")
+    datasets: list[Literal["curated", "curated_commercial"]] = Field(
+        default_factory=lambda: ["curated", "curated_commercial"], description="Tables to export.")
+    exports_dir: Path | None = Field(None, description="Where export folders go; None = <home>/exports.")
+    card_sample_rows: int = Field(
+        50_000, ge=100, description="Rows sampled for the data card's length and agreement plots.")
+
+
 class Config(_Strict):
     home: Path = Path("lakehouse")
     catalog: str | None = Field(None, description="Unity Catalog name; None = spark_catalog.")
@@ -285,6 +296,7 @@ class Config(_Strict):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     enrich: EnrichConfig = Field(default_factory=EnrichConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     runtime: Literal["local", "databricks"] = "local"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)

@@ -14,6 +14,7 @@ the LLM stages and shared by them.
 from __future__ import annotations
 
 import time
+import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -80,54 +81,82 @@ def run_pipeline(lakehouse, config: Config, stages: Sequence[str] | None = None,
                  progress: Callable[[str], None] = quiet, refresh_catalog: bool = False,
                  track: bool = True, task_index=None) -> dict[str, StageRun]:
     """Run the stages (names; default all) in DAG order; returns {stage: StageRun}. One MLflow run,
-    a child run per stage with its declared inputs and outputs logged as Delta-pinned datasets.
+    a child run per stage with its declared inputs and outputs logged as Delta-pinned datasets, its
+    metrics, its outcome tag and its artifacts (jobs/tracking.py says what is logged where).
 
     task_index: a prebuilt jobs.catalog.TaskIndex (tests pass a small one); built when None.
+    An exception in a stage ends its child run and the parent run as FAILED and propagates.
     """
     import mlflow
 
     from jobs.llm_stage import endpoint_for
-    from jobs.tracking import log_table_versions, pipeline_run, stage_run
+    from jobs.tracking import OUTCOME_TAG, pipeline_run
 
     selected = select_stages(stages, config)
     needs_endpoint = any(stage.uses_endpoint for stage in selected)
     runs: dict[str, StageRun] = {}
     tracking = pipeline_run(config, "taskseed-run") if track else nullcontext()
     with tracking as run, (endpoint_for(config) if needs_endpoint else nullcontext()) as endpoint:
+        run_id = run.info.run_id if run is not None else uuid.uuid4().hex
         if run is not None:
-            progress(f"mlflow: run {run.info.run_id} in experiment {run.info.experiment_id} "
-                     f"({mlflow.get_tracking_uri()})")
+            progress(f"mlflow: run {run_id} in experiment {run.info.experiment_id} ({mlflow.get_tracking_uri()})")
         if endpoint is not None:
-            progress(f"endpoint: {endpoint.base_url if config.endpoint.base_url else 'built-in simulator'} "
-                     f"model={config.endpoint.model}")
+            if config.endpoint.base_url:
+                progress(f"endpoint: {endpoint.base_url} model={config.endpoint.model}")
+            else:
+                progress(f"endpoint: none configured (endpoint.base_url is null), so the built-in simulator "
+                         f"answers at {endpoint.base_url}: its output is simulator output, not a model's")
         context = StageContext(lakehouse, config, progress, endpoint=endpoint, task_index=task_index,
-                               refresh_catalog=refresh_catalog)
-        for stage in selected:
-            progress(f"== {stage.name} ==")
-            started = time.monotonic()
-            with (stage_run(stage.name) if track else nullcontext()):
-                if track:
-                    log_table_versions(lakehouse, list(stage.reads(config)), "input")
-                skipped = stage.skip(context) if stage.skip is not None else None
-                if skipped:
-                    progress(f"{stage.name}: skipped: {skipped}")
-                    outcome = StageRun(None, 0.0, skipped=skipped)
-                else:
-                    with lakehouse.recording() as access:
-                        result = stage.run(context)
-                    outcome = StageRun(result, time.monotonic() - started, reads=access.reads, writes=access.writes)
-                    _note_undeclared(stage, config, outcome, progress)
-                if track:
-                    mlflow.log_metric("seconds", outcome.seconds)
-                    metrics = _numeric_metrics(outcome.result)
-                    if metrics:
-                        mlflow.log_metrics(metrics)
-                    log_table_versions(lakehouse, list(stage.writes(config)), "output")
-            runs[stage.name] = outcome
-            for line in (outcome.result.summary_lines() if hasattr(outcome.result, "summary_lines") else []):
-                progress(line)
-            progress(f"{stage.name}: done in {outcome.seconds:.1f}s")
+                               refresh_catalog=refresh_catalog, run_id=run_id)
+        current = None
+        try:
+            for stage in selected:
+                current = stage.name
+                runs[stage.name] = _run_stage(stage, context, track)
+            current = None
+        finally:
+            if track:
+                mlflow.set_tag(OUTCOME_TAG, "done" if current is None else f"failed in {current}")
+                written = sorted({t for stage in selected for t in stage.writes(config)})
+                mlflow.log_params({f"output.{t}.delta_version": lakehouse.version(t)
+                                   for t in written if lakehouse.exists(t)})
     return runs
+
+
+def _run_stage(stage: Stage, context: StageContext, track: bool) -> StageRun:
+    """One stage inside its MLflow child run (when tracked); progress lines for its summary."""
+    import mlflow
+
+    from jobs.tracking import OUTCOME_TAG, log_artifacts, log_table_versions, stage_run
+
+    lakehouse, config, progress = context.lakehouse, context.config, context.progress
+    progress(f"== {stage.name} ==")
+    started = time.monotonic()
+    with (stage_run(stage.name) if track else nullcontext()):
+        if track:
+            log_table_versions(lakehouse, list(stage.reads(config)), "input")
+        skipped = stage.skip(context) if stage.skip is not None else None
+        if skipped:
+            progress(f"{stage.name}: skipped: {skipped}")
+            outcome = StageRun(None, 0.0, skipped=skipped)
+        else:
+            with lakehouse.recording() as access:
+                result = stage.run(context)
+            outcome = StageRun(result, time.monotonic() - started, reads=access.reads, writes=access.writes)
+            _note_undeclared(stage, config, outcome, progress)
+        if track:
+            mlflow.log_metric("seconds", outcome.seconds)
+            metrics = _numeric_metrics(outcome.result)
+            if metrics:
+                mlflow.log_metrics(metrics)
+            log_table_versions(lakehouse, list(stage.writes(config)), "output")
+            if hasattr(outcome.result, "artifacts"):
+                log_artifacts(outcome.result.artifacts())
+            mlflow.set_tag(OUTCOME_TAG, f"skipped: {skipped}" if skipped else "done")
+    for line in (outcome.result.summary_lines() if hasattr(outcome.result, "summary_lines") else []):
+        progress(line)
+    progress(f"{stage.name}: done in {outcome.seconds:.1f}s")
+    return outcome
 
 
 def _note_undeclared(stage: Stage, config: Config, outcome: StageRun, progress: Callable[[str], None]) -> None:

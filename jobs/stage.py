@@ -30,7 +30,8 @@ class StageContext:
     """What the pipeline hands every stage's `run`: the lakehouse, the validated config, where
     progress lines go, the endpoint opened once for all LLM stages (None if no stage calls one),
     a prebuilt lm-eval task index (tests pass a small one; None = build it), and whether the
-    catalog must be rebuilt even when it is current."""
+    catalog must be rebuilt even when it is current; run_id: the pipeline run's id (its MLflow run
+    when tracked), recorded by stages that stamp what they write."""
 
     lakehouse: Any
     config: Config
@@ -38,6 +39,7 @@ class StageContext:
     endpoint: Any = None
     task_index: Any = None
     refresh_catalog: bool = False
+    run_id: str | None = None
 
 
 def tables(*names: str) -> Callable[[Config], tuple[str, ...]]:

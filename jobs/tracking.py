@@ -2,9 +2,20 @@
 
 Locally the tracking store is a SQLite file in the lakehouse home (`<home>/mlflow.db`, artifacts
 under `<home>/mlruns`); on Databricks the workspace tracking server is used. What is logged:
-params (config fingerprint, model, endpoint host, prompt versions, code and lm-eval versions),
-metrics (rows per table, stage seconds, LLM accounting) and every table a stage wrote as an
-MLflow dataset pinned to its Delta version.
+
+- the parent run (`taskseed-run`): params from an allow-list (`run_params`: config fingerprint,
+  model, endpoint host, prompt versions, code and lm-eval versions, ...), and at the end
+  `output.<table>.delta_version` of every table the run's stages write, and the tag
+  `taskseed.outcome` (done, or the stage that failed);
+- each stage's child run (run name = stage name, tag `taskseed.stage`): its declared inputs and
+  outputs as MLflow datasets pinned to their Delta versions (`input.<table>.delta_version` /
+  `output.<table>.delta_version` params, `rows_in.<table>` / `rows_out.<table>` metrics), the
+  stage's own metrics (rows per filter and task family, tokens, latency percentiles, errors),
+  `seconds`, the tag `taskseed.outcome` (done or `skipped: <why>`; a failed stage's run has status
+  FAILED), and the stage's artifacts (publish: each dataset's manifest and data cards).
+
+So "which curated version did run X produce, from which seeds version, model and prompts" is
+answered from MLflow alone (README "Lineage in MLflow"; tests/e2e/test_pipeline_run.py).
 
 Secrets never reach MLflow: params are built from an allow-list of config fields, the endpoint
 URL is reduced to scheme://host[:port]/path without credentials or query string.
@@ -16,6 +27,7 @@ import logging
 import subprocess
 import warnings
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +38,8 @@ from jobs.config import Config
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "taskseed"
+OUTCOME_TAG = "taskseed.outcome"
+STAGE_TAG = "taskseed.stage"
 
 
 def safe_endpoint_url(url: str | None) -> str:
@@ -108,7 +122,7 @@ def pipeline_run(config: Config, name: str) -> Iterator[object]:
 def stage_run(stage: str) -> Iterator[object]:
     import mlflow
 
-    with mlflow.start_run(run_name=stage, nested=True) as run:
+    with mlflow.start_run(run_name=stage, nested=True, tags={STAGE_TAG: stage}) as run:
         yield run
 
 
@@ -126,19 +140,70 @@ def _log_delta_input(lakehouse, name: str, version: int, context: str) -> None:
 
 
 def log_table_versions(lakehouse, tables: list[str], context: str) -> dict[str, int]:
-    """Log each table as an MLflow dataset pinned to its current Delta version, plus its row count."""
+    """Log each table as an MLflow dataset pinned to its current Delta version, plus its row count
+    (`rows_in.<table>` for context "input", `rows_out.<table>` for "output")."""
     import mlflow
 
     versions = {}
+    metric = "rows_in" if context == "input" else "rows_out"
     for name in tables:
         if not lakehouse.exists(name):
             continue
         version = lakehouse.version(name)
         versions[name] = version
-        mlflow.log_metric(f"rows.{name}", lakehouse.read(name).count())
+        mlflow.log_metric(f"{metric}.{name}", lakehouse.spark.table(lakehouse.table_name(name)).count())
         mlflow.log_param(f"{context}.{name}.delta_version", version)
         try:
             _log_delta_input(lakehouse, name, version, context)
         except Exception as exc:  # lineage is best effort; the run itself must not fail on it
             log.warning("could not log %s as an MLflow dataset: %s", name, type(exc).__name__)
     return versions
+
+
+def log_artifacts(artifacts: dict[str, list[Path]]) -> None:
+    """Log files to the active run: {artifact folder: paths} (missing files are skipped)."""
+    import mlflow
+
+    for folder, paths in artifacts.items():
+        for path in paths:
+            if Path(path).is_file():
+                mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def tracking_store(config: Config) -> str | None:
+    """The tracking URI of an existing local store (None when no run was ever recorded), or
+    "databricks"."""
+    if config.runtime == "databricks":
+        return "databricks"
+    db = Path(config.home).resolve() / "mlflow.db"
+    return f"sqlite:///{db}" if db.is_file() else None
+
+
+def last_stage_runs(config: Config, stages: list[str]) -> dict[str, dict[str, object]]:
+    """{stage: its newest child run} from the tracking store, read-only: run_id, parent_run_id,
+    start (UTC ISO time), status (FINISHED, FAILED, RUNNING, KILLED) and outcome (the
+    `taskseed.outcome` tag: done / skipped: why). Stages never run under MLflow are absent."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_store(config)
+    if uri is None:
+        return {}
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=uri)
+    name = f"/Shared/{EXPERIMENT}-{config.schema_name}" if config.runtime == "databricks" else EXPERIMENT
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return {}
+    out: dict[str, dict[str, object]] = {}
+    for stage in stages:
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{stage}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            continue
+        run = runs[0]
+        start = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc)
+        out[stage] = {"run_id": run.info.run_id, "parent_run_id": run.data.tags.get("mlflow.parentRunId"),
+                      "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "status": run.info.status,
+                      "outcome": run.data.tags.get(OUTCOME_TAG, run.info.status.lower())}
+    return out

@@ -376,9 +376,32 @@ HELDOUT_SHINGLES = TableSpec(
     ),
 )
 
+PUBLICATIONS = TableSpec(
+    name="publications",
+    keys=("dataset", "delta_version"),
+    description="One row per published Delta version of a curated dataset: its export folder, shard "
+                "layout, row count and manifest checksum (jobs/publish.py).",
+    schema=_fields(
+        ("dataset", S, False),
+        ("delta_version", L, False),
+        ("table_name", S),
+        ("rows", L),
+        ("shard_rows", I),
+        ("shards", I),
+        ("export_path", S),
+        ("manifest_sha256", S),
+        ("config_fingerprint", S),
+        ("code_version", S),
+        ("run_id", S),
+        ("published_at", T),
+    ),
+)
+# A re-export of the same version with the same layout changes none of these: nothing is committed.
+PUBLICATION_CHANGE_COLUMNS = ["rows", "shard_rows", "shards", "export_path", "manifest_sha256"]
+
 ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
                  MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
-                 HELDOUT_KEYS, HELDOUT_SHINGLES)
+                 HELDOUT_KEYS, HELDOUT_SHINGLES, PUBLICATIONS)
 }

@@ -1,6 +1,8 @@
 """`taskseed run` end to end on the bundled demo sample against the simulator: every stage fills its
-tables, MLflow holds one run with a child run per stage and Delta-pinned datasets, a rerun sends no
-request and adds no row, and the API key appears nowhere."""
+tables, publish leaves export shards with a manifest and a data card, MLflow holds one run with a
+child run per stage and Delta-pinned datasets from which a client alone finds which curated version
+a run produced from which seeds, model and prompts; a rerun sends no request, commits no Delta
+version and logs a new MLflow run; `status` reports every stage; the API key appears nowhere."""
 
 from pathlib import Path
 
@@ -76,14 +78,19 @@ def test_run_fills_every_stage_tracks_mlflow_and_reruns_as_a_no_op(demo_run, dem
     assert any(k.startswith("prompt_version.") for k in params)
     generate_run = next(r for r in children if r.info.run_name == "generate")
     assert generate_run.data.params["output.generated.delta_version"] == str(lakehouse.version("generated"))
-    assert generate_run.data.metrics["rows.generated"] == counts["generated"]
+    assert generate_run.data.metrics["rows_out.generated"] == counts["generated"]
+    assert generate_run.data.metrics["rows_in.seeds"] == counts["seeds"]
     assert {d.dataset.name for d in generate_run.inputs.dataset_inputs} >= {"seeds", "generated", "llm_calls"}
+    assert {r.data.tags["taskseed.outcome"] for r in children} == {"done"}
+    assert parents[0].data.tags["taskseed.outcome"] == "done"
 
-    # rerun: nothing sent, nothing added
-    calls_version = lakehouse.version("llm_calls")
+    # rerun: nothing sent, no table gets a new Delta version, and MLflow gets a second run
+    versions = {name: lakehouse.version(name) for name in lakehouse.list_tables()}
     run_pipeline(lakehouse, config, progress=lambda _: None, task_index=demo_index)
     assert _table_counts(lakehouse) == counts
-    assert lakehouse.version("llm_calls") == calls_version
+    assert {name: lakehouse.version(name) for name in lakehouse.list_tables()} == versions
+    parents_after = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents_after) == 2
 
     # the key is in no table and no MLflow file
     for name in lakehouse.list_tables():
@@ -114,3 +121,94 @@ def test_every_stage_reads_and_writes_exactly_the_tables_it_declares(demo_run, d
                            task_index=demo_index)["enrich"]
     assert outcome.result.accounting.sent == 4 * 3 * 2  # the 12 seeds, M=2 each: the run did real work
     assert (outcome.reads, outcome.writes) == (set(enrich.reads(seeded)), set(enrich.writes(seeded)))
+
+
+def _lineage(tracking_uri: str, run_id: str) -> dict:
+    """The README's "Lineage in MLflow" snippet: from a pipeline run id, with the MLflow client only."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    curate = client.search_runs([run.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{run_id}' and attributes.run_name = 'curate'")[0]
+    return {
+        "curated_version": int(curate.data.params["output.curated.delta_version"]),
+        "seeds_version": int(curate.data.params["input.seeds.delta_version"]),
+        "model": run.data.params["model"],
+        "prompt_versions": {k.split(".", 1)[1]: v for k, v in run.data.params.items() if k.startswith("prompt_version.")},
+        "curated_dataset": [d.dataset for d in curate.inputs.dataset_inputs
+                            if d.dataset.name == "curated" and any(t.value == "output" for t in d.tags)],
+    }
+
+
+def test_mlflow_alone_says_which_curated_version_a_run_produced_from_which_seeds_model_and_prompts(demo_run):
+    import json
+
+    import mlflow
+
+    from udfs.prompts import prompt_versions
+
+    config, lakehouse, _ = demo_run
+    uri = f"sqlite:///{Path(config.home).resolve() / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("taskseed")
+    first = client.search_runs([experiment.experiment_id], "attributes.run_name = 'taskseed-run'",
+                               order_by=["attributes.start_time ASC"])[0]
+    found = _lineage(uri, first.info.run_id)
+    assert found["curated_version"] == lakehouse.version("curated")
+    assert found["seeds_version"] == lakehouse.version("seeds")
+    assert found["model"] == config.endpoint.model
+    assert found["prompt_versions"] == prompt_versions()
+    # the output dataset is pinned to that version (the source names the Delta version)
+    assert [json.loads(d.source).get("delta_table_version") for d in found["curated_dataset"]] == \
+        [found["curated_version"]]
+
+    # the publish child run holds the manifest and the data card of that version
+    publish = client.search_runs([experiment.experiment_id],
+                                 f"tags.mlflow.parentRunId = '{first.info.run_id}' and attributes.run_name = 'publish'")[0]
+    local = client.download_artifacts(publish.info.run_id, "curated/manifest.json", str(Path(config.home) / "dl"))
+    manifest = json.loads(Path(local).read_text())
+    assert manifest["delta_version"] == found["curated_version"]
+    assert manifest["input_versions"]["seeds"] == found["seeds_version"]
+    names = {a.path for a in client.list_artifacts(publish.info.run_id, "curated")}
+    assert names == {"curated/manifest.json", "curated/datacard.html", "curated/datacard.md"}
+
+
+def test_publish_leaves_shards_a_manifest_and_a_data_card_per_curated_dataset(demo_run):
+    import json
+
+    import pyarrow.parquet as pq
+
+    config, lakehouse, results = demo_run
+    for dataset in ("curated", "curated_commercial"):
+        version = lakehouse.version(dataset)
+        folder = Path(config.home).resolve() / "exports" / dataset / f"v{version}"
+        manifest = json.loads((folder / "manifest.json").read_text())
+        rows = lakehouse.read(dataset, version=version).count()
+        assert manifest["rows"] == rows and manifest["delta_version"] == version
+        parquet = [f for f in manifest["files"] if f["format"] == "parquet"]
+        assert sum(pq.read_metadata(folder / f["path"]).num_rows for f in parquet) == rows
+        assert sum(manifest["counts"]["task_family"].values()) == rows
+        assert set(manifest["input_versions"]) >= {"seeds", "generated", "enriched", "llm_calls", "filter_decisions"}
+        assert manifest["simulated"] is True and manifest["endpoint"] == "simulator"
+        card = (folder / "datacard.html").read_text()
+        assert "Simulator output" in card and f"version {version}" in card
+        assert (folder / "datacard.md").is_file()
+    published = {r["dataset"]: r for r in lakehouse.read("publications").collect()}
+    assert set(published) == {"curated", "curated_commercial"}
+
+
+def test_status_reports_every_stage_with_its_last_run(demo_run):
+    from jobs.pipeline import STAGES
+    from jobs.status import pipeline_status
+
+    config, lakehouse, _ = demo_run
+    statuses = {s.stage: s for s in pipeline_status(lakehouse, config)}
+    assert list(statuses) == list(STAGES)
+    for s in statuses.values():
+        assert s.last_run is not None and s.last_run["status"] == "FINISHED", s.stage
+        for t in s.tables:
+            assert t["delta_version"] == lakehouse.version(t["table"]), t
+    assert statuses["generate"].requests == lakehouse.read("llm_calls").where("stage = 'generate'").count()
+    assert statuses["enrich"].quarantined == lakehouse.read("quarantine").where("stage = 'enrich'").count()
+    assert statuses["catalog"].requests is None

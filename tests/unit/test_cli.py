@@ -82,3 +82,45 @@ def test_curate_command_passes_the_task_scope_and_prints_the_summary(monkeypatch
     assert calls == [("the-lakehouse", ["gsm8k", "arc_easy"], cli.progress)]
     assert "curated=2, curated_commercial=1" in capsys.readouterr().out
     assert cli.build_parser().parse_args(["curate"]).tasks is None
+
+def test_publish_and_status_commands_parse():
+    from jobs.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["--home", "/tmp/h", "publish", "--shard-rows", "500"])
+    assert args.command == "publish" and args.shard_rows == 500
+    assert parser.parse_args(["status", "--json"]).json is True
+    assert parser.parse_args(["publish"]).shard_rows is None
+
+
+def test_run_ends_with_where_to_look(tmp_path):
+    """The data card and export folder of each published dataset, three runnable SQL queries
+    spelled with this invocation's --config/--home, and the MLflow UI command for the local store."""
+    import shlex
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from jobs.cli import build_parser, print_where_to_look
+
+    home = tmp_path / "my home"
+    home.mkdir()
+    (home / "mlflow.db").write_bytes(b"")
+    args = build_parser().parse_args(["--config", "demo/taskseed.demo.yaml", "--home", str(home), "run"])
+    config = load_config("demo/taskseed.demo.yaml", home=home)
+    folder = home / "exports" / "curated" / "v2"
+    publication = SimpleNamespace(dataset="curated", delta_version=2, folder=folder, card=folder / "datacard.html")
+    lines: list[str] = []
+    print_where_to_look(args, config, SimpleNamespace(result=SimpleNamespace(publications=[publication])),
+                        out=lines.append)
+    text = "\n".join(lines)
+    assert f"data card (curated v2): {folder / 'datacard.html'}" in text
+    assert f"export folder:  {folder}/" in text
+    sql = [shlex.split(line.strip()) for line in lines if " sql " in line]
+    assert len(sql) == 3
+    for argv in sql:
+        parsed = build_parser().parse_args(argv[1:])
+        assert parsed.command == "sql" and parsed.home == str(home) and parsed.config == "demo/taskseed.demo.yaml"
+        assert parsed.query.lower().startswith("select ")
+    mlflow = shlex.split(next(line for line in lines if "mlflow ui" in line).split("MLflow UI:")[1])
+    assert mlflow[:3] == ["mlflow", "ui", "--backend-store-uri"]
+    assert mlflow[3] == f"sqlite:///{home.resolve() / 'mlflow.db'}"
