@@ -19,12 +19,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from jobs import catalog, curate, enrich, generate, ingest
+from jobs import catalog, curate, enrich, generate, ingest, publish
 from jobs.config import Config, ConfigError
 from jobs.stage import Stage, StageContext, dag_order, quiet
 
 # Append a stage here (after writing its module's STAGE) and the pipeline runs it in DAG order.
-PIPELINE: tuple[Stage, ...] = (catalog.STAGE, ingest.STAGE, generate.STAGE, enrich.STAGE, curate.STAGE)
+PIPELINE: tuple[Stage, ...] = (catalog.STAGE, ingest.STAGE, generate.STAGE, enrich.STAGE, curate.STAGE,
+                              publish.STAGE)
 STAGES = tuple(stage.name for stage in dag_order(PIPELINE, Config()))
 
 

@@ -13,8 +13,8 @@ def _stage(name: str, reads=(), writes=()) -> Stage:
     return Stage(name=name, reads=tables(*reads), writes=tables(*writes), run=lambda ctx: None)
 
 
-def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate():
-    assert STAGES == ("catalog", "ingest", "generate", "enrich", "curate")
+def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate_publish():
+    assert STAGES == ("catalog", "ingest", "generate", "enrich", "curate", "publish")
     config = Config()
     declared = {stage.name: (set(stage.reads(config)), set(stage.writes(config))) for stage in PIPELINE}
     assert declared["generate"] == ({"seeds", "llm_calls"}, {"llm_calls", "generated", "quarantine"})
@@ -24,6 +24,8 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate():
                                      "minhash_signatures", "heldout", "heldout_keys", "heldout_shingles"}
     assert declared["curate"][1] >= {"filter_decisions", "curated", "curated_commercial", "minhash_signatures",
                                      "heldout_keys", "heldout_shingles"}
+    assert declared["publish"] == ({"curated", "curated_commercial", "filter_decisions", "llm_calls", "quarantine"},
+                                   {"publications"})
     config.enrich.enrich_seeds = True
     assert "seeds" in next(s for s in PIPELINE if s.name == "enrich").reads(config)
     config.curate.disabled_filters = ["near_dup"]  # a disabled filter's engine reads and writes nothing
@@ -34,9 +36,9 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate():
 
 
 def test_a_stage_declared_first_runs_after_the_stages_it_reads_from():
-    publish = _stage("publish", reads=("curated_commercial",), writes=("published",))
-    order = [s.name for s in dag_order([publish, *PIPELINE], Config())]
-    assert order == ["catalog", "ingest", "generate", "enrich", "curate", "publish"]
+    report = _stage("report", reads=("publications",), writes=("reports",))
+    order = [s.name for s in dag_order([report, *PIPELINE], Config())]
+    assert order == ["catalog", "ingest", "generate", "enrich", "curate", "publish", "report"]
 
 
 def test_a_shared_ledger_is_not_a_dependency_but_a_cycle_is_an_error():
@@ -53,5 +55,6 @@ def test_stages_subset_keeps_dag_order_and_names_unknown_stages():
 
     assert [s.name for s in select_stages(["enrich", "generate"], Config())] == ["generate", "enrich"]
     assert [s.name for s in select_stages(["curate", "enrich"], Config())] == ["enrich", "curate"]
-    with pytest.raises(ConfigError, match="unknown stage.*publish"):
-        select_stages(["publish"], Config())
+    assert [s.name for s in select_stages(["publish", "curate"], Config())] == ["curate", "publish"]
+    with pytest.raises(ConfigError, match="unknown stage.*report"):
+        select_stages(["report"], Config())
