@@ -329,7 +329,29 @@ def test_real_clean_training_questions_are_rarely_flagged(real):
     clean = [q for q in trained if _independently_clean(q, cache)]
     flagged = [q for q in clean if q["item_id"] in real["matches"]]
     assert len(clean) > 2000 * 0.9
-    assert len(flagged) / len(clean) <= 0.005, [(q["question"][:60], real["matches"][q["item_id"]]) for q in flagged]
+    # The exact rules (n-gram, whole text) flag almost none of them.
+    exact = [q for q in flagged if real["matches"][q["item_id"]]["rule"] != "near_dup"]
+    assert len(exact) / len(clean) <= 0.005, [(q["question"][:60], real["matches"][q["item_id"]]) for q in exact]
+    # The near-duplicate rule flags items the 13-gram definition above calls clean (short reworded
+    # test questions, BoolQ passages shared across splits): each such flag must be a real near-duplicate
+    # by an exact character-shingle Jaccard, computed here without MinHash, of question + options or of
+    # the passage, within MinHash's estimation error of the configured threshold.
+    from udfs.textnorm import normalize_text
+
+    def jaccard(a, b, k=real["config"].curate.contamination.shingle_size):
+        sa, sb = ({t[i:i + k] for i in range(max(1, len(t) - k + 1))} for t in (normalize_text(a), normalize_text(b)))
+        return len(sa & sb) / len(sa | sb) if sa | sb else 0.0
+
+    floor = real["config"].curate.contamination.near_dup_threshold - 0.15
+    for q in flagged:
+        if q in exact:
+            continue
+        h = real["heldout"][real["matches"][q["item_id"]]["heldout_id"]]
+        stim = lambda r: " ".join([r["question"], *(r["choices"] or [])])  # noqa: E731
+        sims = [jaccard(stim(q), stim(h))]
+        if q["context"] and h["context"]:
+            sims.append(jaccard(q["context"], h["context"]))
+        assert max(sims) >= floor, (q["question"][:80], h["question"][:80], sims)
     leaked = [q for q in trained if q not in clean]
     assert all(q["item_id"] in real["matches"] for q in leaked if
                any(q["question"] == h["question"] for h in real["heldout"].values()))  # verbatim leaks are found
