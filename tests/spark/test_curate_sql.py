@@ -702,7 +702,7 @@ def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_
     from schemas.tables import ALL_TABLES
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("### Querying curation", 1)[1].split("\n#", 1)[0]
+    block = readme.split("### Querying curation", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     queries = re.findall(r'^taskseed sql "(.+)"$', block, flags=re.M)
     assert len(queries) >= 3
     first = queries[0]
