@@ -75,6 +75,7 @@ from schemas.tables import (
     FILTER_DECISIONS,
 )
 from schemas.answer_formats import ALL_FORMATS
+from udfs.frames import to_python
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
@@ -444,17 +445,6 @@ def curate_params(config: Config, tasks: Sequence[str] | None, run_id: str) -> d
 # ---------------------------------------------------------------------------------------------
 # UDFs (thin wrappers over pure functions in udfs/)
 # ---------------------------------------------------------------------------------------------
-def _cell(value: Any) -> Any:
-    """pandas/Arrow cell → plain Python (arrays → lists, NaN → None)."""
-    if value is None:
-        return None
-    if isinstance(value, float) and value != value:
-        return None
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return value.tolist()
-    return value
-
-
 def _normalize_text_batch(text: pd.Series) -> pd.Series:
     from udfs.textnorm import normalize_text
 
@@ -465,7 +455,7 @@ def _answer_key_batch(answer_format: pd.Series, answer: pd.Series, answer_index:
                       choices: pd.Series) -> pd.Series:
     from udfs.verification import answer_key
 
-    return pd.Series([answer_key(_cell(f), _cell(a), _cell(i), _cell(c))
+    return pd.Series([answer_key(to_python(f), to_python(a), to_python(i), to_python(c))
                       for f, a, i, c in zip(answer_format, answer, answer_index, choices)], dtype=object)
 
 
@@ -478,7 +468,7 @@ def _document_batch(answer_format: pd.Series, question: pd.Series, context: pd.S
     out = []
     for row in zip(answer_format, question, context, choices, answer_index, answer_text, knowledge, reasoning,
                    final_answer_raw, final_answer, final_answer_index):
-        (fmt, q, ctx, ch, idx, ans, kn, rs, far, fa, fai) = (_cell(v) for v in row)
+        (fmt, q, ctx, ch, idx, ans, kn, rs, far, fa, fai) = (to_python(v) for v in row)
         item = {"answer_format": fmt, "question": q, "context": ctx, "choices": ch,
                 "answer_index": int(idx) if idx is not None else None, "answer_text": ans}
         enrichment = {"knowledge": kn, "reasoning": rs, "final_answer_raw": far, "final_answer": fa,
