@@ -241,9 +241,15 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
 
 
 def _best_matches(lakehouse, features: DataFrame, params: DecontaminationParams) -> DataFrame:
-    index_keys = lakehouse.read(HELDOUT_KEYS.name).where(~F.col("boilerplate")).select("kind", "key", "heldout_id")
+    item_keys = _keys(features, "id", ITEM_EDIT_KINDS)
+    # The index (millions of rows) is never shuffled: the items' distinct key values (one long each,
+    # a few MB for tens of thousands of items) are broadcast and the index scan keeps only the rows
+    # that share one (a left-semi broadcast hash join); the few survivors then meet the item keys.
+    wanted = F.broadcast(item_keys.select("key").distinct())
+    index_keys = (lakehouse.read(HELDOUT_KEYS.name).where(~F.col("boilerplate")).select("kind", "key", "heldout_id")
+                  .join(wanted, "key", "left_semi"))
     hits = (
-        _keys(features, "id", ITEM_EDIT_KINDS)
+        item_keys
         .join(index_keys, ["kind", "key"])
         .groupBy("id", "heldout_id")
         .agg(F.count_distinct(F.when(F.col("kind") == NGRAM, F.col("key"))).alias("shared"),
@@ -256,11 +262,12 @@ def _best_matches(lakehouse, features: DataFrame, params: DecontaminationParams)
         "heldout_id", F.col("task").alias("heldout_task"), F.col("split").alias("heldout_split"),
         F.col("stimulus").alias("h_stimulus"), F.col("shingles").alias("s_held"),
         F.col("context_shingles").alias("c_held"), F.col("answers").alias("a_held"))
-    pairs = (
+    # candidate pairs are few (items × the held-out items they share a key with): broadcast them
+    # against heldout_shingles (35k rows of arrays) rather than shuffling that table on every call
+    pairs = F.broadcast(
         hits.join(features.select("id", "qa", "n_ngrams", "stimulus", F.col("shingles").alias("s_item"),
                                   F.col("context_shingles").alias("c_item"), F.col("answers").alias("a_item")), "id")
-        .join(shingles, "heldout_id")
-    )
+    ).join(shingles, "heldout_id")
     t = params.near_dup_threshold
     near = (
         F.col("near_candidate")
