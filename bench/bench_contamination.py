@@ -18,8 +18,10 @@ Data (real, from the benchmark mirror; `TASKSEED_SHARED_DATA` or ../shared/data)
   all training items flagged is printed too, by rule.
 
 Both sides see the same rows:
-- taskseed: `ensure_heldout_index` (Spark local[2], Delta) then `contamination_matches` on all
-  query rows (planted + clean), timed from the DataFrame to the collected result;
+- taskseed: `ensure_heldout_index` (Spark local[2], Delta) and `load_heldout_index` (the index read
+  into memory and broadcast, once per index commit: timed apart, like the Janitor's registration),
+  then `contamination_matches` on all query rows (planted + clean), timed from the DataFrame to
+  the collected result;
 - Janitor (lm_eval.decontamination.janitor.Janitor, python mode: the C++ `janitor_util` module is
   not built by lm-eval's wheel), `register_contaminant` on the same held-out texts and `clean` on
   the item text taskseed's n-gram rule checks (question + options + answer); a row counts as found
@@ -170,9 +172,10 @@ def janitor_side(heldout: pd.DataFrame, query: pd.DataFrame, train: pd.DataFrame
             "registered_texts": len(texts), "ngrams": len(janitor.dirt_ngrams)}
 
 
-def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partitions: int) -> dict:
+def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partitions: int,
+                  rebuild: bool = True) -> dict:
     from jobs.config import load_config
-    from jobs.filters.contamination import contamination_matches, ensure_heldout_index
+    from jobs.filters.contamination import contamination_matches, ensure_heldout_index, load_heldout_index
     from jobs.lakehouse import Lakehouse
     from jobs.runtime import get_spark
     from schemas.tables import HELDOUT
@@ -187,11 +190,14 @@ def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partit
         frame["ingested_at"] = pd.Timestamp.now()
         lakehouse.overwrite(spark.createDataFrame(frame[columns], HELDOUT.schema), HELDOUT)
     t0 = time.perf_counter()
-    built = ensure_heldout_index(lakehouse, config, progress=print, force=True)
+    built = ensure_heldout_index(lakehouse, config, progress=print, force=rebuild)
     index_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     again = ensure_heldout_index(lakehouse, config)
     check_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    load_heldout_index(lakehouse, config, progress=print)  # once per index commit and application
+    load_s = time.perf_counter() - t0
     schema = "item_id string, question string, context string, choices array<string>, answer_text string, answer_format string"
     items = query[["item_id", *ITEM_COLUMNS]].copy()
     items["choices"] = items["choices"].map(lambda c: None if c is None else [str(x) for x in c])
@@ -202,7 +208,7 @@ def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partit
     matches = contamination_matches(lakehouse, config, df).toPandas()
     query_s = time.perf_counter() - t0
     return {"index_s": index_s, "query_s": query_s, "matches": matches, "built": built, "again": again,
-            "check_s": check_s}
+            "check_s": check_s, "load_s": load_s}
 
 
 def main() -> int:
@@ -212,6 +218,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "taskseed-bench-contamination")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--keep-index", action="store_true",
+                        help="reuse the cached lakehouse's held-out index when it is current (skips timing its build)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -233,9 +241,10 @@ def main() -> int:
           f"+ {len(clean_rows):,} training items (ARC-Easy, ARC-Challenge, GSM8K, BoolQ)")
 
     jan = janitor_side(heldout, query, train)
-    ours = taskseed_side(heldout, query, args.cache / "lakehouse", args.partitions)
+    ours = taskseed_side(heldout, query, args.cache / "lakehouse", args.partitions, rebuild=not args.keep_index)
     print(ours["built"].summary())
-    print(f"second ensure_heldout_index: built={ours['again'].built} ({ours['check_s']:.1f} s, no commit)")
+    print(f"second ensure_heldout_index: built={ours['again'].built} ({ours['check_s']:.1f} s, no commit); "
+          f"index read into memory and broadcast in {ours['load_s']:.1f} s (once per index commit)")
 
     matches = ours["matches"].set_index("item_id")
     query["ours"] = query["item_id"].isin(matches.index)
@@ -247,7 +256,9 @@ def main() -> int:
     ours_rps, jan_rps = n / ours["query_s"], n / jan["query_s"]
     print(f"\nthroughput on {n:,} rows: taskseed {ours_rps:,.0f} rows/s ({ours['query_s']:.1f} s, Spark local[2] incl. "
           f"job overhead) | Janitor {jan_rps:,.0f} rows/s ({jan['query_s']:.1f} s, one Python thread) | ratio {ours_rps / jan_rps:.2f}x")
-    print(f"index: taskseed {len(heldout) / ours['index_s']:,.0f} items/s ({ours['index_s']:.1f} s, Delta tables) | "
+    ours_index = (f"{len(heldout) / ours['index_s']:,.0f} items/s ({ours['index_s']:.1f} s, Delta tables)"
+                  if ours["built"].built else "not rebuilt (--keep-index)")
+    print(f"index: taskseed {ours_index} | "
           f"Janitor {len(heldout) / jan['index_s']:,.0f} items/s ({jan['index_s']:.1f} s, {jan['registered_texts']:,} texts, "
           f"{jan['ngrams']:,} 13-grams in memory)")
 

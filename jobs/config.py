@@ -215,6 +215,9 @@ class ContaminationConfig(_Strict):
         0.5, gt=0, le=1, description="Character-shingle Jaccard at or above which a short item is a near copy.")
     shingle_size: int = Field(5, ge=2, le=16, description="Characters per shingle for near-duplicate similarity.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations for near-duplicate candidates.")
+    max_index_keys: int = Field(
+        100_000_000, ge=1, description="Largest held-out index (non-boilerplate keys) broadcast to the Python "
+        "workers, ~12 bytes per key on each; a bigger held-out set fails with a clear error. Not an index parameter.")
 
     def params(self):
         """The index parameters (udfs.decontamination.DecontaminationParams) these settings give."""

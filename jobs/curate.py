@@ -215,6 +215,7 @@ class CurateContext:
     run_id: str
     params: dict[str, Any] = field(default_factory=dict)
     views: list[str] = field(default_factory=list)
+    cached: list[DataFrame] = field(default_factory=list)  # engine results unpersisted by drop_views
     not_checked: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -232,16 +233,23 @@ class CurateContext:
             self.register(view, self.lakehouse.read(name))
         return view
 
-    def register(self, name: str, df: DataFrame) -> DataFrame:
+    def register(self, name: str, df: DataFrame, cached: DataFrame | None = None) -> DataFrame:
+        """A temp view `name` over df; `cached` (an engine's persisted result df derives from) is
+        unpersisted with the views, when the run ends."""
         df.createOrReplaceTempView(name)
         if name not in self.views:
             self.views.append(name)
+        if cached is not None:
+            self.cached.append(cached)
         return df
 
     def drop_views(self) -> None:
         for name in self.views:
             self.spark.catalog.dropTempView(name)
         self.views.clear()
+        for df in self.cached:
+            df.unpersist()
+        self.cached.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +292,7 @@ def prepare_contamination(ctx: CurateContext, contamination_matches: Callable) -
     items = items.unionByName(seed_items).dropDuplicates(["item_id"])
     matches = contamination_matches(ctx.lakehouse, ctx.config, items)
     ctx.register("contamination_matches", _conformed(matches, CONTAMINATION_MATCH_SCHEMA,
-                                                     "contamination_matches()"))
+                                                     "contamination_matches()"), cached=matches)
 
 
 # ---------------------------------------------------------------------------------------------

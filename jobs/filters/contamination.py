@@ -19,11 +19,13 @@ version it was built from (read at exactly that version) and the index parameter
 both markers current does nothing and commits nothing; otherwise both tables are overwritten. A
 crash between the two writes leaves the markers disagreeing, so the next call rebuilds both.
 
-Matching (`contamination_matches`). Items are featurized once (mapInArrow over
-`udfs.decontamination.featurize_batch`, persisted) and their keys exploded into (kind, key) rows;
-one equi-join with `heldout_keys` (never a Python loop over held-out items) gives, per (item,
-held-out item), the shared n-grams, whether the stimulus keys are equal and whether a band or an
-edit key is shared. One join with `heldout_shingles` then decides each rule:
+Matching (`contamination_matches`). The index is small next to the items (≈ 40 MB of keys for
+the 35.6k held-out items of the benchmark mirror): `load_heldout_index` reads it into a
+`udfs.decontamination.HeldoutIndex` once per index commit and broadcasts it, and one mapInArrow
+pass featurizes each batch of items (`featurize_batch`) and looks its keys up in memory
+(`HeldoutIndex.match_batch`: sorted arrays, no join, no shuffle). An earlier version joined the
+item keys with `heldout_keys` in Spark; on the benchmark it ran at 0.03-0.06x the rows/s of
+lm-eval's Janitor (bench/README.md). Per (item, held-out item) sharing a key, each rule decides:
 
 - ngram:      shared non-boilerplate n-grams; score = shared distinct n-grams / the item's
               distinct n-grams; matched = the first shared n-gram's words;
@@ -40,11 +42,13 @@ near_dup, then the smallest heldout_id (so the result is deterministic).
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
+from pyspark.broadcast import Broadcast
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
@@ -55,9 +59,8 @@ from udfs.decontamination import (
     EDIT_DELETED,
     EDIT_SUBSTITUTED,
     EDIT_WHOLE,
-    MATCHED_MAX_CHARS,
-    RULES,
     DecontaminationParams,
+    HeldoutIndex,
     featurize_batch,
     key_schema,
 )
@@ -65,9 +68,6 @@ from udfs.decontamination import (
 INDEX_TABLES = (HELDOUT_KEYS, HELDOUT_SHINGLES)
 NGRAM, STIMULUS, BAND = "ngram", "stimulus", "band"
 EDIT_KINDS = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_deleted", EDIT_WHOLE: "edit_whole"}
-# an item's edit key of one kind matches held-out keys of the kind below: a substitution matches at
-# the same position; a word inserted into the item makes its DELETED key the held-out WHOLE key
-ITEM_EDIT_KINDS = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_whole", EDIT_WHOLE: "edit_deleted"}
 
 MATCH_SCHEMA = StructType([
     StructField("item_id", StringType(), False),
@@ -198,98 +198,98 @@ def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], No
 
 # ---- matching -----------------------------------------------------------------------------------
 
+# The in-memory index of the latest (application, index tables, index commit) seen in this driver:
+# curate matches its items and then its seeds against it, and a notebook can call again for free.
+_LOADED: dict[tuple, tuple[Broadcast, HeldoutIndex]] = {}
+# On a Python worker: the index unpickled from the latest broadcast it was given (token → index)
+_ON_WORKER: dict[str, HeldoutIndex] = {}
 
-def _jaccard(a: str, b: str) -> Column:
-    inter = F.size(F.array_intersect(F.col(a), F.col(b)))
-    return inter / (F.size(F.col(a)) + F.size(F.col(b)) - inter)
+
+def _worker_index(broadcast: Broadcast, token: str) -> HeldoutIndex:
+    """The broadcast index, unpickled once per Python worker. The broadcast holds the index as
+    pickled bytes: with `spark.io.encryption.enabled` (which keeps the API key off disk) PySpark
+    streams a broadcast through a writer that cannot take pickle protocol 5's out-of-band numpy
+    buffers, so the arrays are pickled to one bytes object first."""
+    if token not in _ON_WORKER:
+        _ON_WORKER.clear()
+        _ON_WORKER[token] = pickle.loads(broadcast.value)
+    return _ON_WORKER[token]
 
 
-def _cut(col: Column) -> Column:
-    return F.when(F.length(col) > MATCHED_MAX_CHARS,
-                  F.concat(F.substring(col, 1, MATCHED_MAX_CHARS - 1), F.lit("…"))).otherwise(col)
+def load_heldout_index(lakehouse, config: Config, progress: Callable[[str], None] | None = None
+                       ) -> tuple[Broadcast, HeldoutIndex]:
+    """The held-out index as a `udfs.decontamination.HeldoutIndex`, broadcast to the executors.
+
+    Builds the Delta index first when it is stale (`ensure_heldout_index`), then reads its
+    non-boilerplate keys and its per-item rows once per index commit and Spark application (the
+    driver keeps the latest one; an older broadcast is unpersisted). Memory: ~12 bytes per key on
+    the driver and on each Python worker (≈ 40 MB for the 35.6k held-out items of the benchmark
+    mirror); a held-out set beyond `curate.contamination.max_index_keys` fails with a clear error
+    instead of running the executors out of memory.
+    """
+    say = progress or (lambda _: None)
+    params = config.curate.contamination.params()
+    ensure_heldout_index(lakehouse, config, progress)
+    spark = lakehouse.spark
+    commit = spark.sql(f"DESCRIBE HISTORY {lakehouse.table_name(HELDOUT_KEYS.name)} LIMIT 1").first()
+    cache_key = (spark.sparkContext.applicationId, lakehouse.table_name(HELDOUT_KEYS.name), commit["version"],
+                 str(commit["timestamp"]), commit["userMetadata"])
+    if cache_key in _LOADED:
+        return _LOADED[cache_key]
+    started = time.monotonic()
+    keys_df = lakehouse.read(HELDOUT_KEYS.name).where(~F.col("boilerplate"))
+    n_keys = keys_df.count()
+    limit = config.curate.contamination.max_index_keys
+    if n_keys > limit:
+        raise ValueError(
+            f"contamination: the held-out index has {n_keys:,} keys, more than "
+            f"curate.contamination.max_index_keys = {limit:,} (~12 bytes each on every Python worker); "
+            "raise the limit if the executors have the memory, or raise curate.contamination.ngram_n")
+    items = (lakehouse.read(HELDOUT_SHINGLES.name)
+             .select("heldout_id", "task", "split", "stimulus", "answers", "shingles", "context_shingles")
+             .orderBy("heldout_id").toArrow())
+    rows = spark.createDataFrame(
+        [(h, i) for i, h in enumerate(items.column("heldout_id").to_pylist())], "heldout_id string, row int")
+    keys = keys_df.join(F.broadcast(rows), "heldout_id").select("kind", "key", "row").toArrow()
+    index = HeldoutIndex.from_arrow(keys, items, params)
+    for old, _ in _LOADED.values():
+        old.unpersist()
+    _LOADED.clear()
+    _LOADED[cache_key] = (spark.sparkContext.broadcast(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)), index)
+    say(f"contamination: held-out index loaded ({items.num_rows:,} items, {index.n_keys:,} keys, "
+        f"{time.monotonic() - started:.1f}s)")
+    return _LOADED[cache_key]
 
 
 def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
                           progress: Callable[[str], None] | None = None) -> DataFrame:
-    """The best held-out match of every item that matches one (see the module docstring).
+    """The best held-out match of every item that matches one (rules: the module docstring and
+    `udfs.decontamination`; columns: `udfs.decontamination.MATCH_DOC`).
 
     items_df: item_id, question, context, choices (array<string>), answer_text, and optionally
     answer_format (without it, choices count as options unless they are yes/no). Generated items
     and seeds alike (the curate stage calls it for both). item_id must be unique.
 
-    Returns one row per matched item: item_id, rule ('whole_text' | 'ngram' | 'near_dup'),
-    heldout_id, heldout_task, heldout_split, matched (≤ 200 characters), score (n-gram overlap
-    share of the item, or 1.0, or the stimulus Jaccard). Items that match nothing have no row. The
-    returned frame is persisted (it is small); unpersist it when done.
-    Builds the held-out index first when it is stale (`ensure_heldout_index`).
+    One pass over the items, no shuffle: each Python worker featurizes a batch
+    (`featurize_batch`) and looks its keys up in the broadcast in-memory index
+    (`HeldoutIndex.match_batch`). Returns one row per matched item, persisted (it is small);
+    unpersist it when done. Builds the held-out index first when it is stale.
     """
     missing = {"item_id", "question", "context", "choices", "answer_text"} - set(items_df.columns)
     if missing:
         raise ValueError(f"contamination_matches: items_df lacks column(s) {sorted(missing)}")
     params = config.curate.contamination.params()
-    ensure_heldout_index(lakehouse, config, progress)
+    broadcast, _ = load_heldout_index(lakehouse, config, progress)
+    token = repr(next(k for k, v in _LOADED.items() if v[0] is broadcast))  # names this index on the workers
     fmt = F.col("answer_format") if "answer_format" in items_df.columns else F.lit(None).cast("string")
     items = items_df.select(F.col("item_id").cast("string").alias("id"), "question", "context", "choices",
                             "answer_text", fmt.alias("answer_format"))
-    features = _featurize(items, params, heldout=False).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        result = _best_matches(lakehouse, features, params).persist(StorageLevel.MEMORY_AND_DISK)
-        result.count()
-    finally:
-        features.unpersist()
+
+    def match(batches):
+        index = _worker_index(broadcast, token)
+        for batch in batches:
+            yield index.match_batch(featurize_batch(batch, params, heldout=False))
+
+    result = items.mapInArrow(match, MATCH_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    result.count()
     return result
-
-
-def _best_matches(lakehouse, features: DataFrame, params: DecontaminationParams) -> DataFrame:
-    index_keys = lakehouse.read(HELDOUT_KEYS.name).where(~F.col("boilerplate")).select("kind", "key", "heldout_id")
-    hits = (
-        _keys(features, "id", ITEM_EDIT_KINDS)
-        .join(index_keys, ["kind", "key"])
-        .groupBy("id", "heldout_id")
-        .agg(F.count_distinct(F.when(F.col("kind") == NGRAM, F.col("key"))).alias("shared"),
-             F.min(F.when(F.col("kind") == NGRAM, F.col("pos"))).alias("pos"),
-             F.max(F.col("kind") == STIMULUS).alias("same_key"),
-             F.max(F.col("kind").startswith("edit_")).alias("by_edit"),
-             F.max(F.col("kind").isin(BAND) | F.col("kind").startswith("edit_")).alias("near_candidate"))
-    )
-    shingles = lakehouse.read(HELDOUT_SHINGLES.name).select(
-        "heldout_id", F.col("task").alias("heldout_task"), F.col("split").alias("heldout_split"),
-        F.col("stimulus").alias("h_stimulus"), F.col("shingles").alias("s_held"),
-        F.col("context_shingles").alias("c_held"), F.col("answers").alias("a_held"))
-    pairs = (
-        hits.join(features.select("id", "qa", "n_ngrams", "stimulus", F.col("shingles").alias("s_item"),
-                                  F.col("context_shingles").alias("c_item"), F.col("answers").alias("a_item")), "id")
-        .join(shingles, "heldout_id")
-    )
-    t = params.near_dup_threshold
-    near = (
-        F.col("near_candidate")
-        # a near copy keeps the answer: two templated questions about different entities do not
-        & (F.size(F.array_intersect("a_item", "a_held")) > 0)
-        # a held-out item with a passage is only copied with its passage
-        & (F.col("c_held").isNull() | (F.col("c_item").isNotNull() & (_jaccard("c_item", "c_held") >= t)))
-        & (F.col("by_edit") | (_jaccard("s_item", "s_held") >= t))
-    )
-    candidates = F.array(
-        F.when(F.col("same_key") & (F.col("stimulus") == F.col("h_stimulus")),
-               F.struct(F.lit(1.0).alias("score"), F.lit(-RULES.index("whole_text")).alias("priority"),
-                        F.lit("whole_text").alias("rule"), F.col("stimulus").alias("matched"))),
-        F.when(F.col("shared") > 0,
-               F.struct((F.col("shared") / F.col("n_ngrams")).cast("double").alias("score"),
-                        F.lit(-RULES.index("ngram")).alias("priority"), F.lit("ngram").alias("rule"),
-                        F.array_join(F.slice(F.split("qa", " "), F.col("pos") + 1, params.ngram_n), " ")
-                        .alias("matched"))),
-        F.when(near, F.struct(_jaccard("s_item", "s_held").cast("double").alias("score"),
-                              F.lit(-RULES.index("near_dup")).alias("priority"), F.lit("near_dup").alias("rule"),
-                              F.col("h_stimulus").alias("matched"))),
-    )
-    # the pair's best rule: array_max orders structs field by field (score, then -priority)
-    best_rule = F.array_max(F.filter(candidates, lambda c: c.isNotNull()))
-    per_pair = pairs.select("id", "heldout_id", "heldout_task", "heldout_split", best_rule.alias("m")).where(
-        F.col("m").isNotNull())
-    order = Window.partitionBy("id").orderBy(F.col("m.score").desc(), F.col("m.priority").desc(), F.col("heldout_id"))
-    return (
-        per_pair.withColumn("rank", F.row_number().over(order)).where(F.col("rank") == 1)
-        .select(F.col("id").alias("item_id"), F.col("m.rule").alias("rule"), "heldout_id", "heldout_task",
-                "heldout_split", _cut(F.col("m.matched")).alias("matched"), F.col("m.score").alias("score"))
-    )

@@ -298,3 +298,133 @@ def test_boilerplate_phrases_hash_alike_in_every_item():
 def test_truncate():
     assert truncate("abc", 5) == "abc"
     assert truncate("x" * 300) == "x" * 199 + "…" and len(truncate("x" * 300)) == 200
+
+
+# ---- the in-memory matcher (HeldoutIndex), on real held-out records ------------------------------
+
+def _index_of(heldout: pd.DataFrame, params: DecontaminationParams = PARAMS):
+    """A HeldoutIndex built the way `ensure_heldout_index` lays the keys out (no boilerplate: the
+    test sets are tiny), from `featurize_frame(..., heldout=True)`."""
+    import pyarrow as pa
+
+    from udfs.decontamination import HeldoutIndex
+
+    f = featurize_frame(heldout.rename(columns={"heldout_id": "id"}), params, heldout=True,
+                        keep=("task", "split")).sort_values("id").reset_index(drop=True)
+    edit_kind = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_deleted", EDIT_WHOLE: "edit_whole"}
+    kinds, keys, rows = [], [], []
+    for row, r in f.iterrows():
+        def add(kind, values):
+            for v in values:
+                kinds.append(kind), keys.append(int(v)), rows.append(row)
+        add("ngram", r["ngrams"])
+        add("stimulus", [r["stimulus_key"]])
+        if r["bands"] is not None:
+            add("band", r["bands"])
+        for raw in (r["edit_keys"] if r["edit_keys"] is not None else []):
+            kinds.append(edit_kind[int(raw) & 3]), keys.append(int(raw) >> 2), rows.append(row)
+    key_table = pa.table({"kind": kinds, "key": pa.array(keys, pa.int64()), "row": pa.array(rows, pa.int32())})
+    items = pa.Table.from_pandas(f.rename(columns={"id": "heldout_id"})[
+        ["heldout_id", "task", "split", "stimulus", "answers", "shingles", "context_shingles"]], preserve_index=False)
+    return HeldoutIndex.from_arrow(key_table, items, params)
+
+
+def _match(index, items: pd.DataFrame) -> dict[str, dict]:
+    batch = featurize_frame(items.rename(columns={"item_id": "id"}), index.params, heldout=False)
+    import pyarrow as pa
+
+    got = index.match_batch(pa.RecordBatch.from_pandas(batch, preserve_index=False)).to_pylist()
+    return {m["item_id"]: m for m in got}
+
+
+def _jsonl(relative: str, n: int) -> list[dict]:
+    from itertools import islice
+
+    with (MIRROR / relative).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in islice(handle, n)]
+
+
+def _real_heldout(n: int = 60) -> pd.DataFrame:
+    """ARC-Easy test and GSM8K test records from the mirror, in heldout's columns."""
+    rows = []
+    for i, r in enumerate(_jsonl("allenai/ai2_arc/ARC-Easy/test.jsonl", n)):
+        labels = r["choices"]["label"]
+        rows.append({"heldout_id": f"arc:{i:04d}", "task": "arc_easy", "split": "test", "question": r["question"],
+                     "context": None, "choices": r["choices"]["text"], "answer_format": "mcq",
+                     "answer_text": r["choices"]["text"][labels.index(r["answerKey"])], "decontamination_text": None})
+    for i, r in enumerate(_jsonl("openai/gsm8k/main/test.jsonl", n)):
+        rows.append({"heldout_id": f"gsm:{i:04d}", "task": "gsm8k", "split": "test", "question": r["question"],
+                     "context": None, "choices": None, "answer_format": "numeric",
+                     "answer_text": r["answer"].split("####")[-1].strip(), "decontamination_text": None})
+    return pd.DataFrame(rows)
+
+
+MIRROR = Path(__import__("os").environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")).resolve() / "hf"
+
+
+def _item(row: pd.Series, item_id: str, **changes) -> dict:
+    item = {"item_id": item_id, **{c: row[c] for c in ("question", "context", "choices", "answer_text", "answer_format")}}
+    return {**item, **changes}
+
+
+def _replace_word(text: str, position: int, word: str = "zebra") -> str:
+    words = text.split(" ")
+    words[position] = word
+    return " ".join(words)
+
+
+def test_heldout_index_finds_copies_edits_and_short_items_on_real_records():
+    heldout = _real_heldout()
+    index = _index_of(heldout)
+    arc_short = heldout[(heldout["task"] == "arc_easy")
+                        & (heldout["question"].str.split().str.len() <= 12)].iloc[0]
+    gsm = heldout[(heldout["task"] == "gsm8k") & (heldout["question"].str.split().str.len() > 40)].iloc[0]
+    arc = heldout[heldout["task"] == "arc_easy"].iloc[5]
+    clean = _jsonl("openai/gsm8k/main/train.jsonl", 3)
+    items = pd.DataFrame([
+        _item(arc, "verbatim_arc", choices=list(reversed(arc["choices"]))),    # shuffled options: same item
+        _item(gsm, "verbatim_gsm", question=gsm["question"].upper()),          # formatting only
+        _item(gsm, "edited_gsm", question=_replace_word(gsm["question"], 7)),  # long: an n-gram survives
+        _item(arc_short, "edited_short", question=_replace_word(arc_short["question"], 1)),
+        *({"item_id": f"clean{i}", "question": r["question"], "context": None, "choices": None,
+           "answer_text": r["answer"].split("####")[-1].strip(), "answer_format": "numeric"}
+          for i, r in enumerate(clean)),
+    ])
+    found = _match(index, items)
+    assert found["verbatim_arc"]["rule"] == "whole_text" and found["verbatim_arc"]["heldout_id"] == arc["heldout_id"]
+    assert found["verbatim_arc"]["score"] == 1.0
+    assert found["verbatim_gsm"]["heldout_id"] == gsm["heldout_id"] and found["verbatim_gsm"]["score"] == 1.0
+    assert found["edited_gsm"]["rule"] == "ngram" and found["edited_gsm"]["heldout_id"] == gsm["heldout_id"]
+    assert 0 < found["edited_gsm"]["score"] < 1
+    # the matched words are the item's first shared n-gram, as they appear in its normalized text
+    assert len(found["edited_gsm"]["matched"].split()) == PARAMS.ngram_n
+    assert found["edited_short"]["rule"] == "near_dup" and found["edited_short"]["heldout_id"] == arc_short["heldout_id"]
+    assert not any(k.startswith("clean") for k in found)
+
+
+def test_heldout_index_ties_go_to_the_smallest_heldout_id_and_batches_are_independent():
+    heldout = _real_heldout(20)
+    twin = heldout.iloc[[2]].assign(heldout_id="arc:zzzz")   # the same item twice in held-out
+    first = heldout.iloc[[2]].assign(heldout_id="arc:0000a")
+    index = _index_of(pd.concat([heldout, twin, first], ignore_index=True))
+    items = pd.DataFrame([_item(r, f"i{k}") for k, (_, r) in enumerate(heldout.iterrows())])
+    together = _match(index, items)
+    assert together["i2"]["heldout_id"] == "arc:0000a"
+    one_by_one = {}
+    for k in range(len(items)):
+        one_by_one.update(_match(index, items.iloc[[k]]))
+    assert together == one_by_one
+    assert set(together) == set(items["item_id"])  # every held-out item matches itself
+
+
+def test_heldout_index_answer_must_survive_a_near_copy():
+    """Templated questions that differ in one word and in their answer are not copies."""
+    heldout = _real_heldout(30)
+    index = _index_of(heldout)
+    short = heldout[(heldout["task"] == "arc_easy") & (heldout["question"].str.split().str.len() <= 12)].iloc[0]
+    wrong = [c for c in short["choices"] if c != short["answer_text"]][0]
+    items = pd.DataFrame([_item(short, "same_answer", question=_replace_word(short["question"], 1)),
+                          _item(short, "other_answer", question=_replace_word(short["question"], 1),
+                                choices=None, answer_format="short_text", answer_text=wrong)])
+    found = _match(index, items)
+    assert "same_answer" in found and "other_answer" not in found
