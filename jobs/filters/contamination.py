@@ -253,7 +253,10 @@ def load_heldout_index(lakehouse, config: Config, progress: Callable[[str], None
     keys = keys_df.join(F.broadcast(rows), "heldout_id").select("kind", "key", "row").toArrow()
     index = HeldoutIndex.from_arrow(keys, items, params)
     for old, _ in _LOADED.values():
-        old.unpersist()
+        try:
+            old.unpersist()
+        except Exception:  # noqa: BLE001 - its SparkContext may be gone (a new session): nothing to free
+            pass
     _LOADED.clear()
     _LOADED[cache_key] = (spark.sparkContext.broadcast(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)), index)
     say(f"contamination: held-out index loaded ({items.num_rows:,} items, {index.n_keys:,} keys, "
