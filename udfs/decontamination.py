@@ -574,7 +574,6 @@ INDEX_KINDS = ("ngram", "stimulus", "band", "edit_substituted", "edit_deleted", 
 # the same position; a word inserted into the item makes its DELETED key the held-out WHOLE key
 ITEM_EDIT_KINDS = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_whole", EDIT_WHOLE: "edit_deleted"}
 _NGRAM, _STIMULUS, _BAND = 0, 1, 2  # codes of INDEX_KINDS
-_EDITS = (3, 4, 5)
 
 MATCH_DOC = """One row per matched item (items that match nothing have no row):
 
@@ -694,7 +693,7 @@ class HeldoutIndex:
         items = np.arange(n, dtype=np.int64)
         ng_item = np.repeat(items, np.diff(ng_off))
         ng_pos = np.arange(len(ng_val)) - np.repeat(ng_off[:-1], np.diff(ng_off))
-        pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # item, row, kind, extra
+        pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (item, held-out row, kind code)
 
         it, rw, at = self._lookup(_NGRAM, ng_item, ng_val.astype(np.int64))
         ngram_hits = (it, rw, ng_val[at], ng_pos[at])

@@ -40,6 +40,7 @@ from udfs.decontamination import (
     within_one_word,
     word_ngram_hashes,
 )
+from tests.unit.seed_records import MIRROR
 from udfs.minhash import (
     jaccard,
     shingle_hashes,
@@ -357,9 +358,6 @@ def _real_heldout(n: int = 60) -> pd.DataFrame:
                      "context": None, "choices": None, "answer_format": "numeric",
                      "answer_text": r["answer"].split("####")[-1].strip(), "decontamination_text": None})
     return pd.DataFrame(rows)
-
-
-MIRROR = Path(__import__("os").environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")).resolve() / "hf"
 
 
 def _item(row: pd.Series, item_id: str, **changes) -> dict:
