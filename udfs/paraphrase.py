@@ -50,7 +50,8 @@ def embedding_text(question: Any, choices: Sequence[Any] | None = None) -> str:
     """The text a candidate or held-out item is embedded as: the question, then its options, one per
     line ('' for an item without a question)."""
     parts = [str(question).strip()] if isinstance(question, str) and question.strip() else []
-    parts += [str(c).strip() for c in (choices or []) if c is not None and str(c).strip()]
+    options = [] if choices is None else list(choices)  # a list, or a numpy array from Arrow
+    parts += [str(c).strip() for c in options if c is not None and str(c).strip()]
     return "\n".join(parts)
 
 

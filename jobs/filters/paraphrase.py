@@ -86,8 +86,7 @@ def _embed_frames(model: str, id_column: str, keep: Sequence[str]) -> Callable[[
 
         embedder = Embedder.get(model)  # once per Python worker
         for batch in batches:
-            texts = [embedding_text(q, c if c is not None else None)
-                     for q, c in zip(batch["question"], batch["choices"])]
+            texts = [embedding_text(q, c) for q, c in zip(batch["question"], batch["choices"])]
             vectors = embedder.embed(texts)
             out = batch[[id_column, *keep]].copy()
             out["embedding"] = list(vectors)
