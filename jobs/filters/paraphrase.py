@@ -41,8 +41,6 @@ from jobs.llm_stage import LLMStageSpec, StageResult, estimate_stage, run_stage
 from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, PARAPHRASE_JUDGMENTS
 from udfs.paraphrase import JUDGE, JUDGE_RECORD, embedding_text, judge_requests, parse_judge_row
 
-EMBED_BATCH_ROWS = 256
-
 PAIR_SCHEMA = StructType([
     StructField("gen_id", StringType(), False),
     StructField("heldout_id", StringType(), False),
@@ -128,7 +126,6 @@ def ensure_heldout_embeddings(lakehouse: Lakehouse, config: Config,
                                                                     "choices")
     schema = StructType([StructField("heldout_id", StringType()), StructField("task", StringType()),
                          StructField("split", StringType()), StructField("embedding", ArrayType(FloatType()))])
-    lakehouse.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(EMBED_BATCH_ROWS))
     embedded = heldout.mapInPandas(_embed_frames(model, "heldout_id", ("task", "split")), schema)
     lakehouse.overwrite(embedded, HELDOUT_EMBEDDINGS, user_metadata=marker)
     status = EmbeddingStatus(True, version, lakehouse.read(HELDOUT_EMBEDDINGS.name).count(),
@@ -175,7 +172,6 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFr
                     for r, (j, s) in enumerate(zip(js, ss)) if s >= floor]
             yield pd.DataFrame(rows, columns=["gen_id", "heldout_id", "rank", "similarity"])
 
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(EMBED_BATCH_ROWS))
     return items.select("gen_id", "question", "choices").mapInPandas(run, PAIR_SCHEMA)
 
 
