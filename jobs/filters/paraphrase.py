@@ -156,14 +156,18 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFr
     spark = lakehouse.spark
     if not ids:
         return spark.createDataFrame([], PAIR_SCHEMA)
-    shared = spark.sparkContext.broadcast((ids, matrix))
+    # plain bytes, not the ndarray: with spark.io.encryption.enabled (the local session sets it, see
+    # jobs/llm_stage/endpoint.py) PySpark streams the broadcast's pickle to the JVM and cannot write
+    # protocol-5 out-of-band buffers (numpy arrays): "PickleBuffer has no len()"
+    shared = spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes()))
     model, k, floor = p.model, p.k, float(p.floor)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from udfs.embeddings import Embedder, top_k
 
         embedder = Embedder.get(model)
-        heldout_ids, corpus = shared.value
+        heldout_ids, shape, raw = shared.value
+        corpus = np.frombuffer(raw, dtype=np.float32).reshape(shape)
         for batch in batches:
             texts = [embedding_text(q, c) for q, c in zip(batch["question"], batch["choices"])]
             index, sims = top_k(embedder.embed(texts), corpus, k)
