@@ -202,6 +202,26 @@ def cmd_enrich(args, config: Config) -> int:
 
 # ---- curate ------------------------------------------------------------------------------
 
+def cmd_judge(args, config: Config) -> int:
+    """`taskseed judge --dry-run [--tasks]`: what the paraphrase filter's judge would send for the
+    generated items of the tasks (an upper bound: curate judges only the items that pass the cheaper
+    filters). Computes the held-out embeddings if stale (kept in Delta), sends nothing; the judge
+    itself runs inside `taskseed curate`."""
+    from jobs.filters.paraphrase import estimate_judge, require_extra
+
+    if not args.dry_run:
+        raise ConfigError("taskseed judge only estimates (--dry-run); the judge runs inside `taskseed curate` "
+                          "with curate.paraphrase.enabled: true")
+    require_extra(config)
+    tasks = parse_tasks(getattr(args, "tasks", None))
+    lakehouse = open_lakehouse(config)
+    items = lakehouse.read("generated")
+    if tasks:
+        items = items.where(items.task.isin(tasks))
+    print_estimate("judge", estimate_judge(lakehouse, config, items), config)
+    return 0
+
+
 def cmd_curate(args, config: Config) -> int:
     from jobs.curate import run_curate
 
@@ -552,6 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--tasks", help="comma-separated task names (default: every task); rows of other tasks "
                                         "are left as they are")
     curate.set_defaults(handler=cmd_curate)
+    judge = commands.add_parser(
+        "judge", help="dry run of the paraphrase filter's judge: pairs above the similarity floor and their "
+                      "token estimate for the generated items (the judge runs inside curate)")
+    judge.add_argument("--dry-run", action="store_true", help="required: print the estimate; send nothing")
+    judge.add_argument("--tasks", help="comma-separated task names (default: every task)")
+    judge.set_defaults(handler=cmd_judge)
 
     run = commands.add_parser("run", help="run the whole pipeline (every stage, in DAG order)")
     run.add_argument("--stages", help="comma-separated subset of the stages (run in DAG order; default: all)")

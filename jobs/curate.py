@@ -56,6 +56,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
     DoubleType,
+    IntegerType,
     LongType,
     StringType,
     StructField,
@@ -217,6 +218,7 @@ class CurateContext:
     views: list[str] = field(default_factory=list)
     cached: list[DataFrame] = field(default_factory=list)  # engine results unpersisted by drop_views
     not_checked: dict[str, str] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = None  # the stage's progress printer (prepare steps may say what they do)
 
     @property
     def spark(self) -> SparkSession:
@@ -295,6 +297,37 @@ def prepare_contamination(ctx: CurateContext, contamination_matches: Callable) -
                                                      "contamination_matches()"), cached=matches)
 
 
+# The filters whose rejection makes the paraphrase filter skip an item (the cheaper ones: embedding
+# and judging an item they already keep out of `curated` would be paid for nothing).
+PARAPHRASE_AFTER = ("validation", "exact_dup", "near_dup", "contamination")
+PARAPHRASE_MATCH_SCHEMA = StructType([
+    StructField("gen_id", StringType()),
+    StructField("pair_id", StringType()),
+    StructField("heldout_id", StringType()),
+    StructField("heldout_task", StringType()),
+    StructField("heldout_split", StringType()),
+    StructField("similarity", DoubleType()),
+    StructField("rank", IntegerType()),
+    StructField("verdict", StringType()),
+    StructField("request_id", StringType()),
+])
+
+
+def prepare_paraphrase(ctx: CurateContext, paraphrase_matches: Callable) -> None:
+    """Register `paraphrase_eligible` (the candidates that passed every filter of PARAPHRASE_AFTER:
+    the only ones embedded and judged) and `paraphrase_matches`
+    (`jobs.filters.paraphrase.paraphrase_matches`: their held-out neighbours above the floor with
+    the judge's verdicts; the judge runs through the LLM engine and ledger as stage 'judge')."""
+    joins = " ".join(f"JOIN filter_{name} f_{name} ON f_{name}.gen_id = c.gen_id AND f_{name}.passed"
+                     for name in PARAPHRASE_AFTER)
+    eligible = ctx.spark.sql(
+        f"SELECT c.gen_id, c.task, c.task_family, c.question, c.context, c.choices, c.answer_text "
+        f"FROM stg_candidates c {joins}").localCheckpoint(eager=True)
+    ctx.register("paraphrase_eligible", eligible)
+    matches = paraphrase_matches(ctx.lakehouse, ctx.config, eligible, ctx.progress)
+    ctx.register("paraphrase_matches", _conformed(matches, PARAPHRASE_MATCH_SCHEMA, "paraphrase_matches()"))
+
+
 # ---------------------------------------------------------------------------------------------
 # The explicit model and filter tuples (this order is the evaluation order)
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +348,10 @@ CONTAMINATION_ENGINE = Engine("jobs.filters.contamination", "contamination_match
                               reads=("heldout", "heldout_keys", "heldout_shingles"),
                               writes=("heldout_keys", "heldout_shingles"))
 
+PARAPHRASE_ENGINE = Engine("jobs.filters.paraphrase", "paraphrase_matches",
+                           reads=("heldout", "heldout_embeddings", "paraphrase_judgments", "llm_calls"),
+                           writes=("heldout_embeddings", "paraphrase_judgments", "llm_calls", "quarantine"))
+
 FILTERS: tuple[Filter, ...] = (
     Filter("validation", Model("intermediate/filter_validation.sql"), reads=("seeds", "llm_calls")),
     Filter("verification", Model("intermediate/filter_verification.sql")),
@@ -324,6 +361,8 @@ FILTERS: tuple[Filter, ...] = (
     Filter("contamination", Model("intermediate/filter_contamination.sql"), reads=("seeds",),
            prepare=prepare_contamination, engine=CONTAMINATION_ENGINE,
            enabled=lambda config: config.curate.contamination.enabled),
+    Filter("paraphrase", Model("intermediate/filter_paraphrase.sql"), prepare=prepare_paraphrase,
+           engine=PARAPHRASE_ENGINE, enabled=lambda config: config.curate.paraphrase.enabled),
     Filter("license", Model("intermediate/filter_license.sql"), gate=GATE_COMMERCIAL, required=True),
 )
 CURATED_MODELS: tuple[Model, ...] = (
@@ -721,7 +760,7 @@ def run_curate(
     say = progress or (lambda _line: None)
     tasks = list(tasks) if tasks else None
     run_id = run_id or uuid.uuid4().hex
-    ctx = CurateContext(lakehouse, config, tasks, run_id, params=curate_params(config, tasks, run_id))
+    ctx = CurateContext(lakehouse, config, tasks, run_id, params=curate_params(config, tasks, run_id), progress=say)
     result = CurateResult(run_id=run_id, tasks=tasks)
     result.versions = {t: (lakehouse.version(t), None) for t in WRITES}
     register_udfs(lakehouse.spark)

@@ -176,7 +176,9 @@ def gather_card(lakehouse: Lakehouse, config: Config, dataset: str, df: DataFram
         card.reasons.setdefault(name, {})[reason] = n
     card.not_checked = dict(_collect_counts(decisions.where(F.col("reason") == "not_checked"), "filter"))
     card.verification_reasons = dict(_collect_counts(decisions.where(F.col("filter") == "verification"), "reason"))
-    contaminated = failed.where(F.col("filter") == "contamination").select(
+    # paraphrase hits (reworded/translated held-out items, issue 15) count as contamination by held-out
+    # benchmark too, under their reason ('paraphrase_of_heldout', 'judge_unanswered') as the rule
+    contaminated = failed.where(F.col("filter").isin("contamination", "paraphrase")).select(
         F.coalesce(F.get_json_object("evidence", "$.heldout_task"), F.lit("(unknown)")).alias("heldout_task"),
         F.coalesce(F.get_json_object("evidence", "$.rule"), F.col("reason")).alias("rule"))
     card.contamination = _collect_counts(contaminated, "heldout_task", "rule")

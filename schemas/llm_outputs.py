@@ -39,6 +39,19 @@ ENRICHMENT_OUTPUT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+# The paraphrase judge (jobs/filters/paraphrase.py): is a candidate the same question as a held-out
+# item, reworded or translated? The verdict first (a short answer is cheap to constrain), then why.
+JUDGE_VERDICTS = ("same", "different")
+JUDGE_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "verdict": {"type": "string", "enum": list(JUDGE_VERDICTS)},
+        "reason": {"type": "string"},
+    },
+    "required": ["verdict", "reason"],
+    "additionalProperties": False,
+}
+
 _ANSWER_FIELD = {"generate": "answer", "enrich": "final_answer"}
 _BASE_SCHEMA = {"generate": GENERATION_OUTPUT_SCHEMA, "enrich": ENRICHMENT_OUTPUT_SCHEMA}
 

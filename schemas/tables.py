@@ -16,6 +16,7 @@ from pyspark.sql.types import (
     ArrayType,
     BooleanType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     StringType,
@@ -376,6 +377,49 @@ HELDOUT_SHINGLES = TableSpec(
     ),
 )
 
+HELDOUT_EMBEDDINGS = TableSpec(
+    name="heldout_embeddings",
+    keys=("heldout_id",),
+    description=(
+        "Sentence embedding of every held-out item (question + options, udfs/paraphrase.py "
+        "embedding_text), L2-normalized, for the paraphrase filter's retrieval. Rebuilt only when heldout "
+        "or curate.paraphrase.model changes: the commit's userMetadata names both (jobs/filters/paraphrase.py)."
+    ),
+    schema=_fields(
+        ("heldout_id", S, False),
+        ("task", S, False),
+        ("split", S, False),
+        ("embedding", ArrayType(FloatType()), False),
+    ),
+)
+
+PARAPHRASE_JUDGMENTS = TableSpec(
+    name="paraphrase_judgments",
+    keys=("pair_id",),
+    description=(
+        "The paraphrase judge's verdict per (candidate, held-out item) pair whose similarity reached "
+        "curate.paraphrase.floor: 'same' (the candidate is the held-out question reworded or translated) "
+        "or 'different', the judge's reason, and the ledger request_id (stage 'judge')."
+    ),
+    schema=_fields(
+        ("pair_id", S, False),
+        ("gen_id", S, False),
+        ("heldout_id", S, False),
+        ("heldout_task", S),
+        ("heldout_split", S),
+        ("similarity", D),
+        ("verdict", S, False),
+        ("judge_reason", S),
+        ("task", S),
+        ("task_family", S),
+        ("model", S),
+        ("prompt_version", S),
+        ("request_id", S),
+        ("run_id", S),
+        ("judged_at", T),
+    ),
+)
+
 PUBLICATIONS = TableSpec(
     name="publications",
     keys=("dataset", "delta_version"),
@@ -403,5 +447,5 @@ ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
                  MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
-                 HELDOUT_KEYS, HELDOUT_SHINGLES, PUBLICATIONS)
+                 HELDOUT_KEYS, HELDOUT_SHINGLES, HELDOUT_EMBEDDINGS, PARAPHRASE_JUDGMENTS, PUBLICATIONS)
 }

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.answer_formats import BOOLEAN, CODE, LABEL, MCQ, NUMERIC, SHORT_TEXT
+from simulator.rewording import reword
 from simulator.settings import SimSettings, hash64, uniform01
 
 
@@ -134,7 +135,7 @@ def _word_pool(*texts: Any) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Contract parsing and answering (pure)
 # ---------------------------------------------------------------------------------------------
-_HEADER = re.compile(r"^taskseed-prompt:\s*(generate|enrich)/([a-z_]+)/(\S+)\s*$")
+_HEADER = re.compile(r"^taskseed-prompt:\s*(generate|enrich|judge)/([a-z_]+)/(\S+)\s*$")
 
 
 def parse_contract(messages: list[dict]) -> tuple[str, str, str, dict] | None:
@@ -186,6 +187,12 @@ def _generate(inp: dict, answer_format: str, settings: SimSettings, variant_key:
     # sample that draws a duplicate returns the very same item.
     if uniform01(s, "dup", variant_key) < settings.duplicate_rate:
         variant_key = f"canonical:{content_key}"
+    if heldout and uniform01(s, "heldout-paraphrase", variant_key) < settings.heldout_paraphrase_rate:
+        n = len(seed.get("choices") or [])
+        fitting = [h for h in heldout if len(h.get("choices") or []) == n] or heldout
+        item = fitting[hash64(s, "pick-paraphrase", variant_key) % len(fitting)]
+        return {"question": reword(item["question"]), "context": item.get("context"),
+                "choices": item.get("choices") or None, "answer": str(item.get("answer_text", ""))}
     if heldout and uniform01(s, "heldout", variant_key) < settings.heldout_copy_rate:
         n = len(seed.get("choices") or [])
         fitting = [h for h in heldout if len(h.get("choices") or []) == n] or heldout
@@ -237,6 +244,19 @@ def _enrich(inp: dict, answer_format: str, settings: SimSettings, variant_key: s
     }
 
 
+def _judge(inp: dict) -> dict:
+    """The paraphrase judge: "same" when the candidate's question is the held-out question, or the
+    held-out question reworded by `simulator.rewording.reword` (the rewording this simulator plants
+    and the benchmark builds), compared after case and whitespace normalization; "different"
+    otherwise. A stand-in: it recognises only these rewordings, never a free paraphrase."""
+    candidate = str((inp.get("candidate") or {}).get("question") or "")
+    heldout = str((inp.get("heldout") or {}).get("question") or "")
+    same = bool(candidate.strip()) and _norm(candidate) in {_norm(heldout), _norm(reword(heldout))}
+    if same:
+        return {"verdict": "same", "reason": "The candidate asks the held-out question in other words."}
+    return {"verdict": "different", "reason": "The two items ask different things."}
+
+
 def _from_schema(schema: Any) -> Any:
     """A minimal value satisfying a JSON schema (generic answer to non-contract prompts)."""
     if not isinstance(schema, dict):
@@ -266,6 +286,8 @@ def sim_answer(body: dict, settings: SimSettings, variant_key: str, content_key:
         stage, answer_format, _version, inp = contract
         if stage == "generate":
             obj = _generate(inp, answer_format, settings, variant_key, content_key, heldout or [])
+        elif stage == "judge":
+            obj = _judge(inp)
         else:
             obj = _enrich(inp, answer_format, settings, variant_key)
         return json.dumps(obj, ensure_ascii=False)

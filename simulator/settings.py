@@ -45,6 +45,7 @@ class SimSettings:
     wrong_answer_rate: float = 0.0
     duplicate_rate: float = 0.0
     heldout_copy_rate: float = 0.0
+    heldout_paraphrase_rate: float = 0.0  # generation answers a reworded held-out item (simulator/rewording.py)
     heldout_file: str | None = None
     require_api_key: str | None = field(default=None, repr=False)
     reasoning: str = "off"  # off | split | only (see simulator/server.py's docstring)
@@ -67,7 +68,8 @@ class SimSettings:
 
     def validated(self) -> "SimSettings":
         """Self, after checking every probability and the fault-rate total (ValueError)."""
-        for name in ("fault_rate", "wrong_answer_rate", "duplicate_rate", "heldout_copy_rate"):
+        for name in ("fault_rate", "wrong_answer_rate", "duplicate_rate", "heldout_copy_rate",
+                     "heldout_paraphrase_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if any(not 0.0 <= r <= 1.0 for _, r in self.fault_rates):

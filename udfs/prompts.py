@@ -29,7 +29,7 @@ ENRICH = "enrich"
 STAGES = (GENERATE, ENRICH)
 
 HEADER_PREFIX = "taskseed-prompt: "
-_HEADER_RE = re.compile(r"^taskseed-prompt: (generate|enrich)/([a-z_]+)/(\S+)$")
+_HEADER_RE = re.compile(r"^taskseed-prompt: (generate|enrich|judge)/([a-z_]+)/(\S+)$")
 _INPUT_RE = re.compile(r"<input>\n(.*)\n</input>\s*$", re.DOTALL)
 _SECTION_RE = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)
 

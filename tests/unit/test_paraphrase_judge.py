@@ -1,0 +1,118 @@
+"""The paraphrase judge's pure half: request rows (contract header, input block, deterministic ids,
+render errors), the verdict parser over messy model output, the row parser, and the simulator's
+judge (recognises its own rewordings, nothing else)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulator.contract import parse_contract, sim_answer
+from simulator.rewording import reword
+from simulator.settings import SimSettings
+from udfs.paraphrase import (
+    JUDGE,
+    embedding_text,
+    judge_requests,
+    pair_id,
+    parse_judge_row,
+    parse_verdict,
+)
+from udfs.parsing import OutputRejected
+from udfs.prompts import parse_prompt_header
+
+HELD = "Which piece of safety equipment is used to keep mold spores from entering the respiratory system?"
+PAIR = {"gen_id": "g1", "task": "arc_easy", "task_family": "arc", "question": reword(HELD), "context": None,
+        "choices": ["safety goggles", "breathing mask"], "answer_text": "breathing mask",
+        "heldout_id": "h1", "heldout_task": "arc_easy", "heldout_split": "test", "heldout_question": HELD,
+        "heldout_context": None, "heldout_choices": ["safety goggles", "breathing mask"],
+        "heldout_answer_text": "breathing mask", "similarity": 0.91}
+
+
+def test_request_row_follows_the_contract():
+    (row,) = judge_requests(PAIR, model="m", max_tokens=64)
+    messages = json.loads(row["messages_json"])
+    assert parse_prompt_header(messages[0]["content"])[:2] == (JUDGE, "paraphrase")
+    stage, fmt, version, payload = parse_contract(messages)
+    assert (stage, version) == (JUDGE, row["prompt_version"])
+    assert payload["candidate"]["question"] == PAIR["question"] and payload["heldout"]["question"] == HELD
+    assert "h1" not in row["messages_json"] and "0.91" not in row["messages_json"]  # no ids or scores shown
+    assert row["source_key"] == row["pair_id"] == pair_id("g1", "h1") and row["temperature"] == 0.0
+    assert json.loads(row["response_format_json"])["json_schema"]["schema"]["properties"]["verdict"]["enum"] == [
+        "same", "different"]
+    assert judge_requests(PAIR, model="m", max_tokens=64)[0]["request_id"] == row["request_id"]
+    assert judge_requests(PAIR, model="other", max_tokens=64)[0]["request_id"] != row["request_id"]
+
+
+def test_a_pair_without_a_question_is_a_render_error():
+    (row,) = judge_requests({**PAIR, "heldout_question": None}, model="m", max_tokens=64)
+    assert row["render_error"] == "render_error" and "messages_json" not in row
+
+
+def test_embedding_text_is_question_then_options():
+    assert embedding_text("Q?", ["a", " ", None, "b"]) == "Q?\na\nb"
+    assert embedding_text(None, None) == ""
+
+
+@pytest.mark.parametrize("text,verdict", [
+    ('{"verdict": "same", "reason": "reworded"}', "same"),
+    ('{"verdict": "different", "reason": "other numbers"}', "different"),
+    ('```json\n{"verdict": "Same", "reason": "x"}\n```', "same"),
+    ('Here is my answer:\n{"verdict": "DIFFERENT"}\nHope this helps.', "different"),
+    ('{"is_same": true}', "same"),
+    ('{"same_question": false, "explanation": "no"}', "different"),
+    ('{"answer": "yes"}', "same"),
+    ('[{"verdict": "same"}]', "same"),
+    ("<think>Is it the same or different? The numbers differ.</think>\n{\"verdict\": \"different\"}", "different"),
+    ("Same.", "same"),
+    ("**Different**", "different"),
+    ("different question", "different"),
+    ("not the same", "different"),
+    ("{'verdict': 'same', 'reason': 'translated'}", "same"),
+])
+def test_verdicts_from_messy_output(text, verdict):
+    assert parse_verdict(text)[0] == verdict
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("", "empty"),
+    (None, "empty"),
+    ("It could be the same or it could be different.", "ambiguous_verdict"),
+    ("I cannot tell.", "no_verdict"),
+    ('{"verdict": "maybe"}', "no_verdict"),
+    ('{"reason": "looks similar"}', "no_verdict"),
+    ('{"verdict": "same", "reason": "cut off', "truncated_json"),
+    ("<think>they look the same", "truncated"),
+])
+def test_unusable_verdicts_are_rejected_with_a_reason(text, reason):
+    with pytest.raises(OutputRejected) as err:
+        parse_verdict(text)
+    assert err.value.reason == reason
+
+
+def test_row_parser_verdicts_and_quarantine():
+    (plan,) = judge_requests(PAIR, model="m", max_tokens=64)
+    ok = parse_judge_row({**plan, "status": "ok", "content": '{"verdict": "same", "reason": "reworded"}',
+                          "run_id": "r"})
+    assert (ok["kind"], ok["verdict"], ok["judge_reason"], ok["source_key"]) == ("verdict", "same", "reworded",
+                                                                                 plan["pair_id"])
+    assert ok["request_id"] == plan["request_id"] and ok["heldout_id"] == "h1" and ok["similarity"] == 0.91
+    bad = parse_judge_row({**plan, "status": "ok", "content": "no idea"})
+    assert (bad["kind"], bad["reason"], bad["raw"]) == ("quarantine", "no_verdict", "no idea")
+    failed = parse_judge_row({**plan, "status": "failed", "error_class": "http_500", "content": None})
+    assert (failed["kind"], failed["reason"]) == ("quarantine", "http_500")
+
+
+@pytest.mark.parametrize("candidate,expected", [
+    (HELD, "same"),                       # a planted copy
+    (reword(HELD), "same"),               # a planted rewording
+    ("  " + reword(HELD).upper(), "same"),  # up to case and spacing
+    ("Which gas do plants absorb from the air?", "different"),
+    (reword("Which gas do plants absorb from the air?"), "different"),
+])
+def test_simulator_judge(candidate, expected):
+    (row,) = judge_requests({**PAIR, "question": candidate}, model="m", max_tokens=64)
+    body = {"messages": json.loads(row["messages_json"])}
+    answer = json.loads(sim_answer(body, SimSettings(), "k", "k"))
+    assert answer["verdict"] == expected and parse_verdict(json.dumps(answer))[0] == expected

@@ -1,0 +1,207 @@
+"""The paraphrase judge's row logic (pure, no Spark): what is embedded, the judge prompt, its request
+rows, and the parser of its verdicts. The Spark half is jobs/filters/paraphrase.py.
+
+The method is NeMo-Skills' contamination check for its math data (after LMSYS's "Rethinking
+Benchmark and Contamination for Language Models with Rephrased Samples", 2023, which showed that
+rephrased and translated test items pass n-gram decontamination): embed every candidate and every
+held-out item, retrieve each candidate's top-k most similar held-out items, and ask an LLM whether
+each retrieved pair is the same question. Only pairs whose cosine similarity is at or above a floor
+are judged, so the judge's cost is the number of such pairs, not candidates × held-out items.
+
+- `embedding_text(question, choices)`: what both sides embed: the question, then the options
+  (a passage is not embedded: a long shared passage would dominate the vector and make every
+  question about it a neighbour; shared passages are the contamination filter's business).
+- `judge_requests(pair, ...)`: one plan row per (candidate, held-out item) pair, temperature 0,
+  rendered from the versioned template `udfs/prompts/judge_paraphrase.txt` with the contract of
+  docs/prompt-contract.md (header `taskseed-prompt: judge/paraphrase/<version>`, `<input>` block
+  with the candidate, the held-out item and its task). source_key = `pair_id(gen_id, heldout_id)`.
+- `parse_verdict(text)`: "same" or "different" from messy output (JSON with the verdict under
+  several names, booleans, fenced or wrapped in prose, or a bare word); anything else raises
+  `OutputRejected` (reasons of udfs/parsing.py plus `no_verdict`, `ambiguous_verdict`) and the
+  response goes to quarantine: a pair without a verdict is never called clean (the filter fails
+  the item with reason `judge_unanswered`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping, Sequence
+
+from schemas.llm_outputs import JUDGE_OUTPUT_SCHEMA, JUDGE_VERDICTS, response_format
+from udfs.hashing import stable_hash
+from udfs.llm_rows import _lineage, _parse_row, approx_prompt_tokens
+from udfs.parsing import OutputRejected, ParseError, ValidationError, extract_json_object
+from udfs.prompts import PromptTemplate, _input_block, compute_request_id, parse_template
+
+JUDGE = "judge"
+JUDGE_FORMAT = "paraphrase"
+SAME, DIFFERENT = JUDGE_VERDICTS
+VERDICT_KIND = "verdict"  # `kind` of a usable parsed judge row
+# plan-row fields the parser needs beyond the request columns
+JUDGE_RECORD = ("pair_id", "gen_id", "heldout_id", "heldout_task", "heldout_split", "similarity", "split")
+MAX_SHOWN_CHARS = 3000       # per text field shown to the judge (a passage can be a page long)
+EST_COMPLETION_TOKENS = 40   # {"verdict": "same", "reason": "<one sentence>"}
+
+
+def embedding_text(question: Any, choices: Sequence[Any] | None = None) -> str:
+    """The text a candidate or held-out item is embedded as: the question, then its options, one per
+    line ('' for an item without a question)."""
+    parts = [str(question).strip()] if isinstance(question, str) and question.strip() else []
+    options = [] if choices is None else list(choices)  # a list, or a numpy array from Arrow
+    parts += [str(c).strip() for c in options if c is not None and str(c).strip()]
+    return "\n".join(parts)
+
+
+def pair_id(gen_id: str, heldout_id: str) -> str:
+    """The key of one judged (candidate, held-out item) pair."""
+    return stable_hash("paraphrase_pair", gen_id, heldout_id)
+
+
+@lru_cache(maxsize=None)
+def judge_template() -> PromptTemplate:
+    """The packaged judge template, read once per process."""
+    text = (resources.files("udfs") / "prompts" / f"{JUDGE}_{JUDGE_FORMAT}.txt").read_text("utf-8")
+    return parse_template(text, JUDGE, JUDGE_FORMAT)
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return (value[:MAX_SHOWN_CHARS] + " …") if len(value) > MAX_SHOWN_CHARS else (value or None)
+    return value
+
+
+def _view(item: Mapping[str, Any]) -> dict[str, Any]:
+    choices = item.get("choices")
+    return {"question": _shown(item.get("question")) or "", "context": _shown(item.get("context")),
+            "choices": [_shown(str(c)) for c in choices] if choices else None,
+            "answer": _shown(item.get("answer_text"))}
+
+
+def render_judge_messages(candidate: Mapping[str, Any], heldout: Mapping[str, Any],
+                          heldout_task: str) -> tuple[list[dict], str]:
+    """Messages asking whether `candidate` is `heldout` reworded or translated, and the template's
+    prompt_version. Both items are shown with question, passage, options and answer (fields cut
+    at MAX_SHOWN_CHARS); ids, splits and similarities are never shown."""
+    if not (candidate.get("question") and heldout.get("question")):
+        raise ValueError("a judge pair needs a question on both sides")
+    template = judge_template()
+    from string import Template
+
+    values = {"heldout_task": heldout_task or "unknown"}
+    payload = {"heldout_task": heldout_task, "candidate": _view(candidate), "heldout": _view(heldout)}
+    system = template.header + "\n" + Template(template.system).substitute(values)
+    user = Template(template.user).substitute(values) + "\n\n" + _input_block(payload)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}], template.prompt_version
+
+
+def judge_requests(pair: Mapping[str, Any], *, model: str, max_tokens: int) -> list[dict]:
+    """The one plan row of a pair (source_key = pair_id; task/task_family = the candidate's).
+
+    `pair` holds gen_id, task, task_family, question, context, choices, answer_text (the candidate)
+    and heldout_id, heldout_task, heldout_split, heldout_question, heldout_context, heldout_choices,
+    heldout_answer_text, similarity. A pair that cannot be rendered gives one render_error row."""
+    pid = pair_id(pair.get("gen_id"), pair.get("heldout_id"))
+    base = {"stage": JUDGE, "source_key": pid, "task": pair.get("task"), "task_family": pair.get("task_family"),
+            "model": model, "pair_id": pid, "gen_id": pair.get("gen_id"), "heldout_id": pair.get("heldout_id"),
+            "heldout_task": pair.get("heldout_task"), "heldout_split": pair.get("heldout_split"),
+            "similarity": pair.get("similarity"), "split": None}
+    candidate = {k: pair.get(k) for k in ("question", "context", "choices", "answer_text")}
+    heldout = {k: pair.get(f"heldout_{k}") for k in ("question", "context", "choices", "answer_text")}
+    try:
+        messages, version = render_judge_messages(candidate, heldout, pair.get("heldout_task"))
+    except (ValueError, KeyError, TypeError) as exc:
+        return [dict(base, render_error="render_error", render_detail=f"{type(exc).__name__}: {exc}"[:500])]
+    params = {"temperature": 0.0, "max_tokens": int(max_tokens)}
+    fmt = response_format(JUDGE_OUTPUT_SCHEMA, f"taskseed_{JUDGE}_{JUDGE_FORMAT}")
+    return [dict(base, prompt_version=version, messages_json=json.dumps(messages, ensure_ascii=False),
+                 response_format_json=json.dumps(fmt), temperature=0.0, max_tokens=int(max_tokens),
+                 est_prompt_tokens=approx_prompt_tokens(messages),
+                 est_completion_tokens=min(EST_COMPLETION_TOKENS, int(max_tokens)),
+                 request_id=compute_request_id(model, version, messages, params, 0), sample_index=0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts
+# ---------------------------------------------------------------------------------------------
+_VERDICT_KEYS = ("verdict", "answer", "decision", "label", "result", "judgement", "judgment", "same_question",
+                 "is_same", "same", "paraphrase", "is_paraphrase", "contaminated")
+_SAME_WORDS = {"same", "yes", "true", "identical", "paraphrase", "reworded", "translated", "duplicate",
+               "same question", "same_question", "equivalent", "contaminated", "match"}
+_DIFFERENT_WORDS = {"different", "no", "false", "distinct", "not same", "not the same", "not_same",
+                    "different question", "different_question", "unrelated", "not a paraphrase", "clean",
+                    "no match"}
+_WORD_RE = re.compile(r"\b(same|different)\b", re.IGNORECASE)
+
+
+def _verdict_word(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return SAME if value else DIFFERENT
+    if not isinstance(value, str):
+        return None
+    text = " ".join(re.sub(r"[\"'*`.!:]", " ", value).lower().split())
+    if text in _SAME_WORDS:
+        return SAME
+    if text in _DIFFERENT_WORDS:
+        return DIFFERENT
+    words = {w.lower() for w in _WORD_RE.findall(text)}
+    if len(words) == 1 and not re.search(r"\bnot\b", text):
+        return words.pop()
+    return None
+
+
+def parse_verdict(text: str | None) -> tuple[str, str | None]:
+    """(verdict, reason) from a judge response: verdict "same" or "different", reason the model's
+    explanation if it gave one. Reads a JSON object first (udfs.parsing.extract_json_object: fences,
+    prose, reasoning blocks), the verdict under any of several keys, as a word or a boolean (keys
+    like `is_same` / `contaminated`: true = same); else a bare answer word ("Same.", "**different**").
+    Raises OutputRejected: the parser's JSON reasons, `no_verdict`, or `ambiguous_verdict` (both
+    words, or a negated one, in a free-text answer)."""
+    if text is None or not str(text).strip():
+        raise ParseError("empty", "no content")
+    try:
+        obj = extract_json_object(text, _VERDICT_KEYS)
+    except ParseError as err:
+        if err.reason not in ("no_json",):
+            raise
+        obj = None
+    if obj is not None:
+        lowered = {str(k).lower(): v for k, v in obj.items()}
+        reason = lowered.get("reason") or lowered.get("explanation") or lowered.get("rationale")
+        reason = str(reason) if reason is not None else None
+        for key in _VERDICT_KEYS:
+            if key in lowered:
+                verdict = _verdict_word(lowered[key])
+                if verdict is None:
+                    raise ValidationError("no_verdict", f"{key}={str(lowered[key])[:80]!r}")
+                return verdict, reason
+        raise ValidationError("no_verdict", f"no verdict key in {sorted(lowered)[:8]}")
+    plain = re.sub(r"(?is)^.*</think>", "", str(text)).strip()
+    verdict = _verdict_word(plain)
+    if verdict is None:
+        words = {w.lower() for w in _WORD_RE.findall(plain)}
+        if words:
+            raise ValidationError("ambiguous_verdict", plain[:200])
+        raise ValidationError("no_verdict", plain[:200])
+    return verdict, None
+
+
+def parse_judge_row(rec: Mapping[str, Any]) -> dict:
+    """A judge plan row joined with its ledger row → a `paraphrase_judgments` row (kind 'verdict')
+    or a quarantine row (failed call, unreadable verdict)."""
+
+    def verdict_row(parsed: tuple[str, str | None]) -> dict:
+        verdict, reason = parsed
+        return {**_lineage(rec), "kind": VERDICT_KIND, "source_key": rec.get("pair_id"),
+                **{k: rec.get(k) for k in JUDGE_RECORD if k != "split"},
+                "verdict": verdict, "judge_reason": (reason or "")[:1000] or None}
+
+    return _parse_row(rec, parse_verdict, verdict_row)
+
+
+__all__ = ["DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME", "OutputRejected", "embedding_text",
+           "judge_requests", "judge_template", "pair_id", "parse_judge_row", "parse_verdict",
+           "render_judge_messages"]
