@@ -1,7 +1,7 @@
 """Decontamination against held-out data, the pure half: the texts of an item that are checked,
 their word n-gram hashes, whole-text keys, one-changed-word keys, and the character-shingle MinHash
-keys of short texts. No Spark here; `jobs/filters/contamination.py` wires tables to these functions
-and does the matching as joins.
+keys of short texts, and the in-memory matcher (`HeldoutIndex`). No Spark here;
+`jobs/filters/contamination.py` wires tables to these functions.
 
 Why three rules. The tools people use decontaminate long web documents with one rule: a shared
 word n-gram. GPT-3 (Brown et al. 2020, appendix C) flags a document that shares any 13-gram with a
@@ -496,11 +496,13 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     nothing it could be a copy of. Columns named in `keep` are copied through after `id`. All
     hashing runs on the whole batch at once (numpy); only normalization is per text.
 
-    near_dup_answers (item side): the normalized answers the held-out index accepts
-    (`HeldoutIndex.answer_numbers`). The near-duplicate rule requires the item's answer to be one
-    of its held-out match's accepted answers, so an item whose answer is none of them gets no
-    near-dup keys (shingles, MinHash bands, edit keys: null) — the same matches, without the
-    MinHash work for items that cannot match that way. Leave it None to featurize for storage.
+    near_dup_answers (item side): the accepted answers of the held-out items a near-duplicate can
+    match (`HeldoutIndex.near_dup_answers`: those short enough to have shingles). The rule requires
+    the item's answer to be one of its held-out match's accepted answers, so an item whose answer
+    is none of them gets no near-dup keys (shingles, MinHash bands, edit keys, passage shingles:
+    null) — the same matches, without the MinHash work for items that cannot match that way (on
+    the benchmark, GSM8K's numeric answers mostly belong to long held-out items). Leave it None to
+    featurize for storage.
     """
     names = set(batch.schema.names)
     size = batch.num_rows
@@ -723,13 +725,13 @@ class HeldoutIndex:
         self.params = params
         self._derive()
 
-    _DERIVED = ("id_rank", "answer_numbers", "answer_codes")
+    _DERIVED = ("id_rank", "answer_numbers", "answer_codes", "near_dup_answers")
 
     def _derive(self) -> None:
         """Fields derived from the others once per index (and again after unpickling, so they are
-        never shipped): the rank of each row's heldout_id (ties go to the smallest id), and the
+        never shipped): the rank of each row's heldout_id (ties go to the smallest id), the
         accepted answers as numbers and sorted (row × n_answers + answer number) codes, so that
-        match_batch checks answers with one `np.isin`."""
+        match_batch checks answers with one `np.isin`, and `near_dup_answers`."""
         ids = self.ids
         self.id_rank = np.empty(len(ids), dtype=np.int64)
         self.id_rank[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
@@ -741,6 +743,11 @@ class HeldoutIndex:
                 numbers.append(self.answer_numbers.setdefault(answer, len(self.answer_numbers)))
         self.answer_codes = np.unique(np.asarray(rows_of, dtype=np.int64) * max(len(self.answer_numbers), 1)
                                       + np.asarray(numbers, dtype=np.int64))
+        # what `featurize_batch(near_dup_answers=...)` needs: the answers of the held-out rows a
+        # near-duplicate can match at all (short ones, which have shingles)
+        short = self.shingles[2]
+        self.near_dup_answers = frozenset(a for row, accepted in enumerate(self.answers) if short[row]
+                                          for a in accepted)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}

@@ -21,7 +21,7 @@ crash between the two writes leaves the markers disagreeing, so the next call re
 
 Matching (`contamination_matches`). The index is small next to the items (≈ 40 MB of keys for
 the 35.6k held-out items of the benchmark mirror): `load_heldout_index` reads it into a
-`udfs.decontamination.HeldoutIndex` once per index commit and broadcasts it, and one mapInArrow
+`udfs.decontamination.HeldoutIndex` once per heldout version and broadcasts it, and one mapInArrow
 pass featurizes each batch of items (`featurize_batch`) and looks its keys up in memory
 (`HeldoutIndex.match_batch`: sorted arrays, no join, no shuffle). An earlier version joined the
 item keys with `heldout_keys` in Spark; on the benchmark it ran at 0.03-0.06x the rows/s of
@@ -311,7 +311,7 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
         index = _worker_index(broadcast, token)
         for batch in batches:
             yield index.match_batch(featurize_batch(batch, params, heldout=False,
-                                                    near_dup_answers=index.answer_numbers))
+                                                    near_dup_answers=index.near_dup_answers))
 
     result = items.mapInArrow(match, MATCH_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     result.count()

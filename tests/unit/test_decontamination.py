@@ -521,14 +521,14 @@ def test_near_dup_answers_skip_only_items_that_cannot_match_near():
     items["choices"] = [None if c is None else [str(x) for x in c] for c in items["choices"]]
     batch = pa.RecordBatch.from_pandas(items, preserve_index=False)
     full = featurize_batch(batch, index.params, heldout=False)
-    pruned = featurize_batch(batch, index.params, heldout=False, near_dup_answers=index.answer_numbers)
+    pruned = featurize_batch(batch, index.params, heldout=False, near_dup_answers=index.near_dup_answers)
     assert index.match_batch(full).to_pylist() == index.match_batch(pruned).to_pylist()
     answers, short = full.column("answers").to_pylist(), full.column("shingles").is_valid().to_pylist()
     kept = pruned.column("shingles").is_valid().to_pylist()
     dropped = [i for i in range(full.num_rows) if short[i] and not kept[i]]
-    assert dropped and all(not set(answers[i]) & set(index.answer_numbers) for i in dropped)
-    assert all(kept[i] == (short[i] and bool(set(answers[i]) & set(index.answer_numbers)))
-               for i in range(full.num_rows))
+    assert dropped and all(not set(answers[i]) & index.near_dup_answers for i in dropped)
+    assert all(kept[i] == (short[i] and bool(set(answers[i]) & index.near_dup_answers)) for i in range(full.num_rows))
+    assert index.near_dup_answers < set(index.answer_numbers)  # GSM8K's long items have no near-dup answers
 
 
 def test_heldout_index_pickles_without_its_derived_fields():
@@ -539,7 +539,7 @@ def test_heldout_index_pickles_without_its_derived_fields():
     heldout = _real_heldout(10)
     index = _index_of(heldout)
     state = index.__getstate__()
-    assert not set(state) & {"id_rank", "answer_numbers", "answer_codes"}
+    assert not set(state) & {"id_rank", "answer_numbers", "answer_codes", "near_dup_answers"}
     copy = pickle.loads(pickle.dumps(index))
     assert copy.answer_numbers == index.answer_numbers and np.array_equal(copy.id_rank, index.id_rank)
     batch = pa.RecordBatch.from_pandas(featurize_frame(_real_items(heldout).rename(columns={"item_id": "id"}),
