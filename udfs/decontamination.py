@@ -1,7 +1,7 @@
 """Decontamination against held-out data, the pure half: the texts of an item that are checked,
 their word n-gram hashes, whole-text keys, one-changed-word keys, and the character-shingle MinHash
-keys of short texts. No Spark here; `jobs/filters/contamination.py` wires tables to these functions
-and does the matching as joins.
+keys of short texts, and the in-memory matcher (`HeldoutIndex`). No Spark here;
+`jobs/filters/contamination.py` wires tables to these functions.
 
 Why three rules. The tools people use decontaminate long web documents with one rule: a shared
 word n-gram. GPT-3 (Brown et al. 2020, appendix C) flags a document that shares any 13-gram with a
@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -154,7 +154,8 @@ def _is_missing(value: object) -> bool:
 _YES_NO = frozenset({"yes", "no", "true", "false"})
 
 
-def identity_options(choices: Iterable | None, answer_format: str | None) -> list[str]:
+def identity_options(choices: Iterable | None, answer_format: str | None,
+                     normalize: Callable[[object], str] = normalize_text) -> list[str]:
     """The options that make an item what it is: normalized, distinct, sorted (so a copy with
     shuffled options is the same item). Only multiple-choice options count: a boolean's yes/no and
     a label task's label set are the same for every item of the task, and an open format's choices
@@ -162,40 +163,42 @@ def identity_options(choices: Iterable | None, answer_format: str | None) -> lis
     yes/no pair."""
     if _is_missing(choices) or answer_format in (BOOLEAN, LABEL) or answer_format in OPEN_FORMATS:
         return []
-    options = sorted({o for o in (normalize_text(c) for c in choices if not _is_missing(c)) if o})
+    options = sorted({o for o in (normalize(c) for c in choices if not _is_missing(c)) if o})
     if answer_format is None and options and set(options) <= _YES_NO:
         return []
     return options
 
 
 def accepted_answers(answer_text: object, choices: Iterable | None = None,
-                     answer_format: str | None = None) -> list[str]:
+                     answer_format: str | None = None, normalize: Callable[[object], str] = normalize_text) -> list[str]:
     """Normalized gold answers: the answer text, plus the accepted aliases an open-format held-out
     item lists as choices (nq_open, webqs). Near-duplicate matches require the item's answer to be
     one of these."""
-    answers = [] if _is_missing(answer_text) else [normalize_text(answer_text)]
+    answers = [] if _is_missing(answer_text) else [normalize(answer_text)]
     if answer_format in OPEN_FORMATS and not _is_missing(choices):
-        answers += [normalize_text(c) for c in choices if not _is_missing(c)]
+        answers += [normalize(c) for c in choices if not _is_missing(c)]
     return sorted({a for a in answers if a})
 
 
 def checked_texts(question: object, context: object = None, choices: Iterable | None = None,
                   answer_text: object = None, answer_format: str | None = None,
-                  decontamination_text: object = None) -> dict[str, str]:
+                  decontamination_text: object = None,
+                  normalize: Callable[[object], str] = normalize_text) -> dict[str, str]:
     """The normalized texts of one item, by view (see the module docstring), empty ones left out:
     `stimulus` (question + identity options), `qa` (stimulus + the answer, when the answer is not
     one of the options), `context`, and `query` (held-out side). A view equal to an earlier one is
-    left out, except `qa`, which is present whenever the stimulus is."""
-    q = "" if _is_missing(question) else normalize_text(question)
-    options = identity_options(choices, answer_format)
+    left out, except `qa`, which is present whenever the stimulus is. `normalize` is
+    `normalize_text` or a memo of it (`featurize_batch` caches options and answers per batch)."""
+    q = "" if _is_missing(question) else normalize(question)
+    options = identity_options(choices, answer_format, normalize)
     stimulus = " ".join(t for t in (q, *options) if t)
     texts: dict[str, str] = {}
     if stimulus:
         texts[STIMULUS] = stimulus
-        answer = "" if _is_missing(answer_text) else normalize_text(answer_text)
+        answer = "" if _is_missing(answer_text) else normalize(answer_text)
         texts[QA] = f"{stimulus} {answer}" if answer and answer not in options else stimulus
     for view, raw in ((CONTEXT, context), (QUERY, decontamination_text)):
-        text = "" if _is_missing(raw) else normalize_text(raw)
+        text = "" if _is_missing(raw) else normalize(raw)
         if text and text not in texts.values():
             texts[view] = text
     return texts
@@ -245,6 +248,18 @@ def _distinct_per_doc(doc: np.ndarray, values: np.ndarray, n_docs: int) -> tuple
     doc, values = doc[keep], values[keep]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n_docs))]).astype(np.int64)
     return bounds, values
+
+
+class _NormalizeMemo(dict):
+    """`normalize_text` remembered per string for one batch (options like "yes"/"no", numbers and
+    shared passages recur); non-strings go straight through."""
+
+    def __missing__(self, text: str) -> str:
+        value = self[text] = normalize_text(text)
+        return value
+
+    def __call__(self, text: object) -> str:
+        return self[text] if isinstance(text, str) else normalize_text(text)
 
 
 class _WordValues(dict):
@@ -364,12 +379,28 @@ def within_one_word(a: str, b: str) -> bool:
 
 
 def word_values(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(flat, lengths): the 64-bit values of the words of many normalized texts, back to back."""
-    words = [t.split() for t in texts]
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    """(flat, lengths): the 64-bit values of the words of many normalized texts, back to back.
+
+    Words are what `normalize_text` separates by spaces (its output has no other whitespace; runs
+    of spaces and leading/trailing ones are skipped, as `str.split()` would). Arrow splits the
+    batch and hashes its distinct words (`pc.unique`, `pc.index_in`, in C); Python looks each
+    distinct word up once per batch (its BLAKE2b value is cached per worker) instead of once per
+    occurrence."""
+    if len(texts) == 0:
+        return np.empty(0, dtype=_U64), np.zeros(0, dtype=np.int64)
+    words = pc.split_pattern(pa.array(texts, pa.string()), " ")
+    lengths = np.asarray(pc.list_value_length(words).to_numpy(zero_copy_only=False), dtype=np.int64)
+    flat_words = pc.list_flatten(words)
+    nonempty = np.asarray(pc.greater(pc.binary_length(flat_words), 0).to_numpy(zero_copy_only=False), dtype=bool)
+    if not nonempty.all():  # "" and extra spaces split into empty words, which are not words
+        parents = np.asarray(pc.list_parent_indices(words).to_numpy(zero_copy_only=False), dtype=np.int64)
+        lengths = np.bincount(parents[nonempty], minlength=len(texts)).astype(np.int64)
+        flat_words = flat_words.filter(pa.array(nonempty))
+    distinct = pc.unique(flat_words)
     lookup = _WORD_VALUES.__getitem__
-    flat = np.fromiter((lookup(x) for w in words for x in w), dtype=_U64, count=int(lengths.sum()))
-    return flat, lengths
+    values = np.fromiter((lookup(w) for w in distinct.to_pylist()), dtype=_U64, count=len(distinct))
+    positions = np.asarray(pc.index_in(flat_words, value_set=distinct).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return values[positions], lengths
 
 
 def _ngrams_of(flat: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -455,7 +486,7 @@ def _list_array(n_rows: int, rows: np.ndarray, offsets: np.ndarray, values: np.n
 
 
 def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldout: bool,
-                    keep: Sequence[str] = ()) -> pa.RecordBatch:
+                    keep: Sequence[str] = (), near_dup_answers: Container[str] | None = None) -> pa.RecordBatch:
     """The body of one mapInArrow call, for either side (see KEY_DOC for the output columns).
 
     Input columns: id, question, context, choices (list<string>), answer_text, and optionally
@@ -464,6 +495,14 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     near-dup does not apply. An item with an empty question and no options yields no row: there is
     nothing it could be a copy of. Columns named in `keep` are copied through after `id`. All
     hashing runs on the whole batch at once (numpy); only normalization is per text.
+
+    near_dup_answers (item side): the accepted answers of the held-out items a near-duplicate can
+    match (`HeldoutIndex.near_dup_answers`: those short enough to have shingles). The rule requires
+    the item's answer to be one of its held-out match's accepted answers, so an item whose answer
+    is none of them gets no near-dup keys (shingles, MinHash bands, edit keys, passage shingles:
+    null) — the same matches, without the MinHash work for items that cannot match that way (on
+    the benchmark, GSM8K's numeric answers mostly belong to long held-out items). Leave it None to
+    featurize for storage.
     """
     names = set(batch.schema.names)
     size = batch.num_rows
@@ -471,16 +510,17 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     kept = {c: column(c) for c in keep}
     contexts_raw = column("context")
     rows, texts, answers = [], [], []
+    normalize = _NormalizeMemo()  # options, answers and passages repeat within a batch
     for r, (q, c, ch, a, fmt, d) in enumerate(zip(column("question"), contexts_raw, column("choices"),
                                                    column("answer_text"), column("answer_format"),
                                                    column("decontamination_text"))):
         # the item side normalizes its passage only where near-dup needs it (below)
-        t = checked_texts(q, c if heldout else None, ch, a, fmt, d)
+        t = checked_texts(q, c if heldout else None, ch, a, fmt, d, normalize)
         if STIMULUS not in t:
             continue
         rows.append(r)
         texts.append(t)
-        answers.append(accepted_answers(a, ch, fmt) if heldout else accepted_answers(a))
+        answers.append(accepted_answers(a, ch, fmt, normalize) if heldout else accepted_answers(a, normalize=normalize))
     m = len(rows)
     ids = column("id")
     stimuli = [t[STIMULUS] for t in texts]
@@ -490,13 +530,16 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     n_words = qa_lengths - np.fromiter((len(q) > len(s) and len(q[len(s):].split()) for q, s in zip(qas, stimuli)),
                                        dtype=np.int64, count=m)
     short = np.flatnonzero(n_words <= params.near_dup_max_words)
+    if near_dup_answers is not None:  # near-dup needs the answer to be a held-out accepted answer
+        short = short[np.fromiter((any(a in near_dup_answers for a in answers[i]) for i in short),
+                                  dtype=bool, count=len(short))]
     if heldout:
         contexts = {i: t[CONTEXT] for i, t in enumerate(texts) if CONTEXT in t}
     else:
         contexts = {}
         for i in short:
             raw = contexts_raw[rows[i]]
-            text = "" if _is_missing(raw) else normalize_text(raw)
+            text = "" if _is_missing(raw) else normalize(raw)
             if text and text not in texts[i].values():
                 contexts[int(i)] = text
 
@@ -569,10 +612,14 @@ def truncate(text: str | None, limit: int = MATCHED_MAX_CHARS) -> str | None:
 
 # ---- matching: a batch of featurized items against the held-out index, in memory ------------------
 
-INDEX_KINDS = ("ngram", "stimulus", "band", "edit_substituted", "edit_deleted", "edit_whole")
+# the `kind` values of heldout_keys: one per key family (the Spark side imports these names)
+KIND_NGRAM, KIND_STIMULUS, KIND_BAND = "ngram", "stimulus", "band"
+EDIT_KIND_NAMES = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_deleted", EDIT_WHOLE: "edit_whole"}
+INDEX_KINDS = (KIND_NGRAM, KIND_STIMULUS, KIND_BAND, *EDIT_KIND_NAMES.values())
 # an item's edit key of one kind matches held-out keys of the kind below: a substitution matches at
 # the same position; a word inserted into the item makes its DELETED key the held-out WHOLE key
-ITEM_EDIT_KINDS = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_whole", EDIT_WHOLE: "edit_deleted"}
+ITEM_EDIT_KINDS = {EDIT_SUBSTITUTED: EDIT_KIND_NAMES[EDIT_SUBSTITUTED], EDIT_DELETED: EDIT_KIND_NAMES[EDIT_WHOLE],
+                   EDIT_WHOLE: EDIT_KIND_NAMES[EDIT_DELETED]}
 _NGRAM, _STIMULUS, _BAND = 0, 1, 2  # codes of INDEX_KINDS
 
 MATCH_DOC = """One row per matched item (items that match nothing have no row):
@@ -611,12 +658,49 @@ def _csr(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return offsets, values, valid
 
 
-def _sorted_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard of two sorted arrays of distinct values (what Spark's array_intersect gives on them)."""
-    if len(a) == 0 and len(b) == 0:
-        return float("nan")
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    return inter / (len(a) + len(b) - inter)
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(s, s + l) for each (s, l): gather indices of CSR slices."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+def _pair_jaccard(a: tuple[np.ndarray, np.ndarray], a_rows: np.ndarray,
+                  b: tuple[np.ndarray, np.ndarray], b_rows: np.ndarray) -> np.ndarray:
+    """Jaccard of set a[a_rows[p]] and set b[b_rows[p]] for every pair p, all pairs at once.
+
+    a, b: (offsets, values) CSR of sorted distinct 32-bit values per row (shingle hashes). Each
+    pair's values are tagged with the pair's number in the high 32 bits, both sides sorted
+    together, and a value present on both sides is an adjacent equal pair: one sort for the batch
+    instead of one set intersection per pair. Equal to |A ∩ B| / |A ∪ B| (NaN when both are empty).
+    """
+    (a_off, a_val), (b_off, b_val) = a, b
+    la = a_off[a_rows + 1] - a_off[a_rows]
+    lb = b_off[b_rows + 1] - b_off[b_rows]
+    pairs = np.arange(len(a_rows), dtype=_U64)
+    tagged = np.concatenate([
+        (np.repeat(pairs, la) << _U64(32)) | a_val[_ranges(a_off[a_rows], la)].astype(np.uint32).astype(_U64),
+        (np.repeat(pairs, lb) << _U64(32)) | b_val[_ranges(b_off[b_rows], lb)].astype(np.uint32).astype(_U64),
+    ])
+    tagged.sort()
+    shared = tagged[1:][tagged[1:] == tagged[:-1]] >> _U64(32)
+    inter = np.bincount(shared.astype(np.int64), minlength=len(a_rows))
+    union = la + lb - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def _first_of_groups(sorted_codes: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values starts in a sorted array."""
+    starts = np.ones(len(sorted_codes), dtype=bool)
+    starts[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    return np.flatnonzero(starts)
+
+
+_SAME_STIMULUS_KEY, _NEAR_CANDIDATE, _BY_EDIT = 1, 2, 4  # flags of an (item, held-out row) pair
+_PRIORITY = {"whole_text": 0, "ngram": -1, "near_dup": -2}  # the RULES tie-break, as a number
 
 
 class HeldoutIndex:
@@ -639,6 +723,38 @@ class HeldoutIndex:
         self.ids, self.tasks, self.splits, self.stimuli, self.answers = ids, tasks, splits, stimuli, answers
         self.shingles, self.context_shingles = shingles, context_shingles
         self.params = params
+        self._derive()
+
+    _DERIVED = ("id_rank", "answer_numbers", "answer_codes", "near_dup_answers")
+
+    def _derive(self) -> None:
+        """Fields derived from the others once per index (and again after unpickling, so they are
+        never shipped): the rank of each row's heldout_id (ties go to the smallest id), the
+        accepted answers as numbers and sorted (row × n_answers + answer number) codes, so that
+        match_batch checks answers with one `np.isin`, and `near_dup_answers`."""
+        ids = self.ids
+        self.id_rank = np.empty(len(ids), dtype=np.int64)
+        self.id_rank[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+        self.answer_numbers: dict[str, int] = {}
+        rows_of, numbers = [], []
+        for row, accepted in enumerate(self.answers):
+            for answer in accepted:
+                rows_of.append(row)
+                numbers.append(self.answer_numbers.setdefault(answer, len(self.answer_numbers)))
+        self.answer_codes = np.unique(np.asarray(rows_of, dtype=np.int64) * max(len(self.answer_numbers), 1)
+                                      + np.asarray(numbers, dtype=np.int64))
+        # what `featurize_batch(near_dup_answers=...)` needs: the answers of the held-out rows a
+        # near-duplicate can match at all (short ones, which have shingles)
+        short = self.shingles[2]
+        self.near_dup_answers = frozenset(a for row, accepted in enumerate(self.answers) if short[row]
+                                          for a in accepted)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._derive()
 
     @classmethod
     def from_arrow(cls, keys: pa.Table, items: pa.Table, params: DecontaminationParams) -> "HeldoutIndex":
@@ -667,111 +783,179 @@ class HeldoutIndex:
         return sum(len(k) for k, _ in self.keys.values())
 
     def _lookup(self, code: int, item: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(item, heldout row, position in `query`) for every index key equal to a query key."""
+        """(item, heldout row, position in `query`) for every index key equal to a query key.
+
+        The distinct query keys are looked up in sorted order (np.unique): a binary search over
+        millions of keys is then cache-friendly, and a key repeated in the batch is searched once."""
         keys, rows = self.keys[code]
-        lo = np.searchsorted(keys, query, "left")
-        hi = np.searchsorted(keys, query, "right")
-        counts = hi - lo
+        empty = np.empty(0, dtype=np.int64)
+        if len(query) == 0 or len(keys) == 0:
+            return empty, empty, empty
+        distinct, inverse = np.unique(query, return_inverse=True)
+        lo = np.searchsorted(keys, distinct, "left")
+        hi = np.searchsorted(keys, distinct, "right")
+        counts = (hi - lo)[inverse]
         hit = np.flatnonzero(counts)
         if len(hit) == 0:
-            empty = np.empty(0, dtype=np.int64)
             return empty, empty, empty
         counts = counts[hit]
-        starts = np.repeat(lo[hit] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-        at = np.arange(int(counts.sum())) + starts
+        at = _ranges(lo[inverse[hit]], counts)
         return np.repeat(item[hit], counts), rows[at].astype(np.int64), np.repeat(hit, counts)
+
+    def _answer_ok(self, items: np.ndarray, rows: np.ndarray, answers: pa.Array) -> np.ndarray:
+        """Per (item, held-out row) pair: whether one of the item's answers is an accepted answer
+        of the held-out row (exact string equality, through the answer numbers of this index)."""
+        if isinstance(answers, pa.ChunkedArray):
+            answers = answers.combine_chunks()
+        a_off = np.zeros(len(answers) + 1, dtype=np.int64)
+        np.cumsum(np.asarray(answers.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)), out=a_off[1:])
+        flat = answers.flatten().to_pylist()
+        number = np.fromiter((self.answer_numbers.get(a, -1) for a in flat), dtype=np.int64, count=len(flat))
+        per_pair = a_off[items + 1] - a_off[items]
+        at = _ranges(a_off[items], per_pair)
+        pair = np.repeat(np.arange(len(items)), per_pair)
+        known = number[at] >= 0
+        codes = rows[pair[known]] * max(len(self.answer_numbers), 1) + number[at][known]
+        found = np.isin(codes, self.answer_codes)
+        return np.bincount(pair[known][found], minlength=len(items)) > 0
 
     def match_batch(self, features: pa.RecordBatch) -> pa.RecordBatch:
         """The best match of each item of a `featurize_batch(..., heldout=False)` batch, as
-        MATCH_ARROW_SCHEMA rows (see MATCH_DOC)."""
+        MATCH_ARROW_SCHEMA rows (see MATCH_DOC).
+
+        Array work over the whole batch: every key kind is looked up once; the (item, held-out
+        row) pairs that share a key are grouped by one sort; each rule is decided for all pairs
+        at once (exact stimulus equality, n-gram share, answer, passage and stimulus Jaccard);
+        the best pair per item by one lexsort. Python runs per matched item only (its evidence)."""
         p = self.params
         n = features.num_rows
-        if n == 0:
+        if n == 0 or not self.ids:
             return pa.RecordBatch.from_pylist([], schema=MATCH_ARROW_SCHEMA)
         col = features.column
-        ng_off, ng_val, _ = _csr(col("ngrams"))
+        n_rows = np.int64(len(self.ids))
         items = np.arange(n, dtype=np.int64)
-        ng_item = np.repeat(items, np.diff(ng_off))
-        ng_pos = np.arange(len(ng_val)) - np.repeat(ng_off[:-1], np.diff(ng_off))
-        pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (item, held-out row, kind code)
 
-        it, rw, at = self._lookup(_NGRAM, ng_item, ng_val.astype(np.int64))
-        ngram_hits = (it, rw, ng_val[at], ng_pos[at])
+        # n-gram hits → per (item, row): shared distinct n-grams and the first shared word position
+        ng_off, ng_val, _ = _csr(col("ngrams"))
+        ng_len = np.diff(ng_off)
+        ng_pos = np.arange(len(ng_val)) - np.repeat(ng_off[:-1], ng_len)
+        it, rw, at = self._lookup(_NGRAM, np.repeat(items, ng_len), ng_val.astype(np.int64))
+        ng_pair = it * n_rows + rw
+        val = ng_val[at].astype(np.int64)
+        order = np.lexsort((val, ng_pair))
+        ng_pair, val, first_pos = ng_pair[order], val[order], ng_pos[at][order]
+        starts = _first_of_groups(ng_pair)
+        distinct = np.ones(len(val), dtype=bool)
+        distinct[1:] = (ng_pair[1:] != ng_pair[:-1]) | (val[1:] != val[:-1])
+        ng_shared = np.add.reduceat(distinct.astype(np.int64), starts) if len(starts) else np.empty(0, np.int64)
+        ng_first = np.minimum.reduceat(first_pos, starts) if len(starts) else np.empty(0, np.int64)
+        ng_pair = ng_pair[starts]
+
+        # whole-text, band and edit hits → per (item, row): flags
+        pair_parts, flag_parts = [], []
         stim = np.asarray(col("stimulus_key").to_numpy(zero_copy_only=False), dtype=np.int64)
         it, rw, _ = self._lookup(_STIMULUS, items, stim)
-        pairs.append((it, rw, np.full(len(it), _STIMULUS)))
+        pair_parts.append(it * n_rows + rw)
+        flag_parts.append(np.full(len(it), _SAME_STIMULUS_KEY))
         b_off, b_val, _ = _csr(col("bands"))
         it, rw, _ = self._lookup(_BAND, np.repeat(items, np.diff(b_off)), b_val.astype(np.int64))
-        pairs.append((it, rw, np.full(len(it), _BAND)))
+        pair_parts.append(it * n_rows + rw)
+        flag_parts.append(np.full(len(it), _NEAR_CANDIDATE))
         e_off, e_val, _ = _csr(col("edit_keys"))
         e_item = np.repeat(items, np.diff(e_off))
         e_val = e_val.astype(np.int64)
         for raw_kind, index_kind in ITEM_EDIT_KINDS.items():
             mask = (e_val & 3) == raw_kind
-            code = INDEX_KINDS.index(index_kind)
-            it, rw, _ = self._lookup(code, e_item[mask], e_val[mask] >> 2)
-            pairs.append((it, rw, np.full(len(it), code)))
+            it, rw, _ = self._lookup(INDEX_KINDS.index(index_kind), e_item[mask], e_val[mask] >> 2)
+            pair_parts.append(it * n_rows + rw)
+            flag_parts.append(np.full(len(it), _NEAR_CANDIDATE | _BY_EDIT))
 
-        # per (item, held-out row): shared distinct n-grams and the first shared position
-        found: dict[tuple[int, int], list] = {}  # → [shared, pos, same_key, by_edit, near_candidate]
-        it, rw, val, pos = ngram_hits
-        if len(it):
-            frame = pd.DataFrame({"i": it, "r": rw, "v": val, "p": pos})
-            agg = frame.groupby(["i", "r"], sort=False).agg(shared=("v", "nunique"), pos=("p", "min"))
-            for (i, r), shared, first in zip(agg.index, agg["shared"], agg["pos"]):
-                found[(int(i), int(r))] = [int(shared), int(first), False, False, False]
-        for it, rw, kind in pairs:
-            for i, r, k in zip(it.tolist(), rw.tolist(), kind.tolist()):
-                entry = found.setdefault((i, r), [0, None, False, False, False])
-                if k == _STIMULUS:
-                    entry[2] = True
-                else:
-                    entry[4] = True
-                    if k != _BAND:
-                        entry[3] = True
-        if not found:
+        # every pair once: n-gram share, first position, flags
+        all_pairs = np.concatenate([ng_pair, *pair_parts])
+        if len(all_pairs) == 0:
             return pa.RecordBatch.from_pylist([], schema=MATCH_ARROW_SCHEMA)
+        pairs, inverse = np.unique(all_pairs, return_inverse=True)
+        m = len(pairs)
+        shared = np.zeros(m, dtype=np.int64)
+        first = np.zeros(m, dtype=np.int64)
+        shared[inverse[:len(ng_pair)]] = ng_shared
+        first[inverse[:len(ng_pair)]] = ng_first
+        flags = np.zeros(m, dtype=np.int64)
+        np.bitwise_or.at(flags, inverse[len(ng_pair):], np.concatenate(flag_parts))
+        pi, pr = pairs // n_rows, pairs % n_rows
 
-        ids = col("id").to_pylist()
+        # candidate matches: (pair, score, priority), one list per rule
+        cand_pair, cand_score, cand_priority = [], [], []
         stimuli = col("stimulus").to_pylist()
-        qas = col("qa").to_pylist()
-        n_ngrams = col("n_ngrams").to_pylist()
-        answers = col("answers").to_pylist()
+        same = np.flatnonzero(flags & _SAME_STIMULUS_KEY)
+        same = same[np.fromiter((stimuli[i] == self.stimuli[r] for i, r in zip(pi[same].tolist(), pr[same].tolist())),
+                                dtype=bool, count=len(same))]
+        cand_pair.append(same)
+        cand_score.append(np.ones(len(same)))
+        cand_priority.append(np.full(len(same), _PRIORITY["whole_text"]))
+        by_ngram = np.flatnonzero(shared)
+        n_ngrams = np.asarray(col("n_ngrams").to_numpy(zero_copy_only=False), dtype=np.int64)
+        cand_pair.append(by_ngram)
+        cand_score.append(shared[by_ngram] / n_ngrams[pi[by_ngram]])
+        cand_priority.append(np.full(len(by_ngram), _PRIORITY["ngram"]))
+
         s_off, s_val, s_ok = _csr(col("shingles"))
         c_off, c_val, c_ok = _csr(col("context_shingles"))
         hs_off, hs_val, hs_ok = self.shingles
         hc_off, hc_val, hc_ok = self.context_shingles
         t = p.near_dup_threshold
-        best: dict[int, tuple] = {}  # item → (score, priority, -heldout order key..., row, rule, matched)
-        for (i, r), (shared, first, same_key, by_edit, near_candidate) in found.items():
-            options = []
-            if same_key and stimuli[i] == self.stimuli[r]:
-                options.append((1.0, 0, "whole_text", stimuli[i]))
-            if shared > 0:
-                words = " ".join(qas[i].split(" ")[first:first + p.ngram_n])
-                options.append((shared / n_ngrams[i], -1, "ngram", words))
-            if near_candidate and s_ok[i] and hs_ok[r] and self.answers[r].intersection(answers[i] or ()):
-                context_ok = not hc_ok[r] or (c_ok[i] and _sorted_jaccard(
-                    c_val[c_off[i]:c_off[i + 1]], hc_val[hc_off[r]:hc_off[r + 1]]) >= t)
-                if context_ok:
-                    score = _sorted_jaccard(s_val[s_off[i]:s_off[i + 1]], hs_val[hs_off[r]:hs_off[r + 1]])
-                    if by_edit or score >= t:
-                        options.append((score, -2, "near_dup", self.stimuli[r]))
-            if not options:
-                continue
-            score, priority, rule, matched = max(options, key=lambda o: (o[0], o[1]))
-            candidate = (score, priority, self.ids[r], r, rule, matched)
-            current = best.get(i)
-            if current is None or (score, priority) > (current[0], current[1]) or (
-                    (score, priority) == (current[0], current[1]) and self.ids[r] < current[2]):
-                best[i] = candidate
-        order = sorted(best)
+        near = np.flatnonzero(flags & _NEAR_CANDIDATE)
+        near = near[s_ok[pi[near]] & hs_ok[pr[near]]]
+        answers = col("answers")
+        near = near[self._answer_ok(pi[near], pr[near], answers)]
+        # the stimulus Jaccard (short sets) before the passage Jaccard (long ones): both must hold
+        score = _pair_jaccard((s_off, s_val), pi[near], (hs_off, hs_val), pr[near])
+        keep = ((flags[near] & _BY_EDIT) > 0) | (score >= t)
+        near, score = near[keep], score[keep]
+        needs_context = hc_ok[pr[near]]
+        context_ok = ~needs_context
+        check = np.flatnonzero(needs_context & c_ok[pi[near]])
+        if len(check):
+            context_ok[check] = _pair_jaccard((c_off, c_val), pi[near[check]], (hc_off, hc_val), pr[near[check]]) >= t
+        cand_pair.append(near[context_ok])
+        cand_score.append(score[context_ok])
+        cand_priority.append(np.full(int(context_ok.sum()), _PRIORITY["near_dup"]))
+
+        # the best candidate per item: highest score, then rule priority, then smallest heldout_id
+        cp = np.concatenate(cand_pair)
+        if len(cp) == 0:
+            return pa.RecordBatch.from_pylist([], schema=MATCH_ARROW_SCHEMA)
+        cs = np.concatenate(cand_score)
+        cpr = np.concatenate(cand_priority)
+        ci, cr = pi[cp], pr[cp]
+        order = np.lexsort((self.id_rank[cr], -cpr, -cs, ci))
+        best = order[_first_of_groups(ci[order])]
+
+        ids = col("id").to_pylist()
+        qas = col("qa")
+        rules = {v: k for k, v in _PRIORITY.items()}
+        out_rule, out_id, out_task, out_split, out_matched = [], [], [], [], []
+        for b in best.tolist():
+            i, r, rule = int(ci[b]), int(cr[b]), rules[int(cpr[b])]
+            if rule == "whole_text":
+                matched = stimuli[i]
+            elif rule == "ngram":
+                words = qas[i].as_py().split(" ")
+                start = int(first[cp[b]])
+                matched = " ".join(words[start:start + p.ngram_n])
+            else:
+                matched = self.stimuli[r]
+            out_rule.append(rule)
+            out_id.append(self.ids[r])
+            out_task.append(self.tasks[r])
+            out_split.append(self.splits[r])
+            out_matched.append(truncate(matched))
         return pa.RecordBatch.from_pydict({
-            "item_id": [ids[i] for i in order],
-            "rule": [best[i][4] for i in order],
-            "heldout_id": [best[i][2] for i in order],
-            "heldout_task": [self.tasks[best[i][3]] for i in order],
-            "heldout_split": [self.splits[best[i][3]] for i in order],
-            "matched": [truncate(best[i][5]) for i in order],
-            "score": [float(best[i][0]) for i in order],
+            "item_id": [ids[i] for i in ci[best].tolist()],
+            "rule": out_rule,
+            "heldout_id": out_id,
+            "heldout_task": out_task,
+            "heldout_split": out_split,
+            "matched": out_matched,
+            "score": cs[best].astype(np.float64),
         }, schema=MATCH_ARROW_SCHEMA)

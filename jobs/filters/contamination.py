@@ -21,7 +21,7 @@ crash between the two writes leaves the markers disagreeing, so the next call re
 
 Matching (`contamination_matches`). The index is small next to the items (≈ 40 MB of keys for
 the 35.6k held-out items of the benchmark mirror): `load_heldout_index` reads it into a
-`udfs.decontamination.HeldoutIndex` once per index commit and broadcasts it, and one mapInArrow
+`udfs.decontamination.HeldoutIndex` once per heldout version and broadcasts it, and one mapInArrow
 pass featurizes each batch of items (`featurize_batch`) and looks its keys up in memory
 (`HeldoutIndex.match_batch`: sorted arrays, no join, no shuffle). An earlier version joined the
 item keys with `heldout_keys` in Spark; on the benchmark it ran at 0.03-0.06x the rows/s of
@@ -44,8 +44,10 @@ from __future__ import annotations
 import json
 import pickle
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pyspark import StorageLevel
 from pyspark.broadcast import Broadcast
@@ -56,9 +58,10 @@ from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from jobs.config import Config
 from schemas.tables import HELDOUT, HELDOUT_KEYS, HELDOUT_SHINGLES
 from udfs.decontamination import (
-    EDIT_DELETED,
-    EDIT_SUBSTITUTED,
-    EDIT_WHOLE,
+    EDIT_KIND_NAMES,
+    KIND_BAND,
+    KIND_NGRAM,
+    KIND_STIMULUS,
     DecontaminationParams,
     HeldoutIndex,
     featurize_batch,
@@ -66,8 +69,6 @@ from udfs.decontamination import (
 )
 
 INDEX_TABLES = (HELDOUT_KEYS, HELDOUT_SHINGLES)
-NGRAM, STIMULUS, BAND = "ngram", "stimulus", "band"
-EDIT_KINDS = {EDIT_SUBSTITUTED: "edit_substituted", EDIT_DELETED: "edit_deleted", EDIT_WHOLE: "edit_whole"}
 
 MATCH_SCHEMA = StructType([
     StructField("item_id", StringType(), False),
@@ -102,11 +103,11 @@ def _edit_kind(code: Column, kinds: dict[int, str]) -> Column:
 def _keys(features: DataFrame, id_column: str, edit_kinds: dict[int, str], extra: tuple[str, ...] = ()) -> DataFrame:
     """(id, kind, key, pos, *extra) for every key of every item; pos = word position for n-grams."""
     cols = (id_column, *extra)
-    ngrams = features.select(*cols, F.lit(NGRAM).alias("kind"), F.posexplode("ngrams").alias("pos", "key"))
-    stimulus = features.select(*cols, F.lit(STIMULUS).alias("kind"), F.lit(None).cast("int").alias("pos"),
+    ngrams = features.select(*cols, F.lit(KIND_NGRAM).alias("kind"), F.posexplode("ngrams").alias("pos", "key"))
+    stimulus = features.select(*cols, F.lit(KIND_STIMULUS).alias("kind"), F.lit(None).cast("int").alias("pos"),
                                F.col("stimulus_key").alias("key"))
     bands = features.where(F.col("bands").isNotNull()).select(
-        *cols, F.lit(BAND).alias("kind"), F.lit(None).cast("int").alias("pos"), F.explode("bands").alias("key"))
+        *cols, F.lit(KIND_BAND).alias("kind"), F.lit(None).cast("int").alias("pos"), F.explode("bands").alias("key"))
     edits = (features.where(F.col("edit_keys").isNotNull())
              .select(*cols, F.explode("edit_keys").alias("raw"))
              .select(*cols, _edit_kind(F.col("raw").bitwiseAND(3), edit_kinds).alias("kind"),
@@ -178,10 +179,10 @@ def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], No
                  ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         keys = (
-            _keys(features, "heldout_id", EDIT_KINDS, extra=("boilerplate",))
+            _keys(features, "heldout_id", EDIT_KIND_NAMES, extra=("boilerplate",))
             .withColumnRenamed("boilerplate", "stimulus_boilerplate")
             .withColumn("heldout_items", F.count("*").over(Window.partitionBy("kind", "key")))
-            .withColumn("boilerplate", F.when(F.col("kind").isin(NGRAM, STIMULUS),
+            .withColumn("boilerplate", F.when(F.col("kind").isin(KIND_NGRAM, KIND_STIMULUS),
                                               F.col("heldout_items") >= params.boilerplate_min_items)
                         .otherwise(F.col("stimulus_boilerplate")))
         )
@@ -198,9 +199,21 @@ def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], No
 
 # ---- matching -----------------------------------------------------------------------------------
 
-# The in-memory index of the latest (application, index tables, index commit) seen in this driver:
-# curate matches its items and then its seeds against it, and a notebook can call again for free.
-_LOADED: dict[tuple, tuple[Broadcast, HeldoutIndex]] = {}
+class LoadedIndex(NamedTuple):
+    """The held-out index of one (application, heldout version, parameters), as `load_heldout_index`
+    returns it: the broadcast (pickled bytes), the driver's copy, and the token the Python workers
+    cache their unpickled copy under (new for every load, so a worker never keeps a stale one)."""
+
+    broadcast: Broadcast
+    index: HeldoutIndex
+    token: str
+
+
+# The index loaded last in this driver, under (application, heldout table, its location, heldout
+# version, parameter tag): the index tables are a pure function of those, so while heldout's version
+# is unchanged the loaded index is current without reading the index tables' history again. curate
+# matches its items and then its seeds against it, and a notebook can call again for one version read.
+_LOADED: dict[tuple, LoadedIndex] = {}
 # On a Python worker: the index unpickled from the latest broadcast it was given (token → index)
 _ON_WORKER: dict[str, HeldoutIndex] = {}
 
@@ -216,26 +229,31 @@ def _worker_index(broadcast: Broadcast, token: str) -> HeldoutIndex:
     return _ON_WORKER[token]
 
 
-def load_heldout_index(lakehouse, config: Config, progress: Callable[[str], None] | None = None
-                       ) -> tuple[Broadcast, HeldoutIndex]:
+def _loaded_key(lakehouse, heldout_version: int | None, params: DecontaminationParams) -> tuple:
+    spark = lakehouse.spark
+    return (spark.sparkContext.applicationId, lakehouse.table_name(HELDOUT.name),
+            str(lakehouse.table_path(HELDOUT.name)), heldout_version, params.tag)
+
+
+def load_heldout_index(lakehouse, config: Config, progress: Callable[[str], None] | None = None) -> LoadedIndex:
     """The held-out index as a `udfs.decontamination.HeldoutIndex`, broadcast to the executors.
 
-    Builds the Delta index first when it is stale (`ensure_heldout_index`), then reads its
-    non-boilerplate keys and its per-item rows once per index commit and Spark application (the
-    driver keeps the latest one; an older broadcast is unpersisted). Memory: ~12 bytes per key on
-    the driver and on each Python worker (≈ 40 MB for the 35.6k held-out items of the benchmark
-    mirror); a held-out set beyond `curate.contamination.max_index_keys` fails with a clear error
-    instead of running the executors out of memory.
+    Currency check first, and only it when nothing changed: one read of `heldout`'s latest Delta
+    version; when this driver already holds the index of that version and these parameters, that is
+    the answer (no index-table history, no job). Otherwise the Delta index is built when stale
+    (`ensure_heldout_index`), its non-boilerplate keys and per-item rows are read and broadcast,
+    and an older broadcast is unpersisted. Memory: ~12 bytes per key on the driver and on each
+    Python worker (≈ 40 MB for the 35.6k held-out items of the benchmark mirror); a held-out set
+    beyond `curate.contamination.max_index_keys` fails with a clear error instead of running the
+    executors out of memory.
     """
     say = progress or (lambda _: None)
     params = config.curate.contamination.params()
-    ensure_heldout_index(lakehouse, config, progress)
     spark = lakehouse.spark
-    commit = spark.sql(f"DESCRIBE HISTORY {lakehouse.table_name(HELDOUT_KEYS.name)} LIMIT 1").first()
-    cache_key = (spark.sparkContext.applicationId, lakehouse.table_name(HELDOUT_KEYS.name), commit["version"],
-                 str(commit["timestamp"]), commit["userMetadata"])
-    if cache_key in _LOADED:
-        return _LOADED[cache_key]
+    current = _LOADED.get(_loaded_key(lakehouse, lakehouse.version(HELDOUT.name), params))
+    if current is not None:
+        return current
+    status = ensure_heldout_index(lakehouse, config, progress)
     started = time.monotonic()
     keys_df = lakehouse.read(HELDOUT_KEYS.name).where(~F.col("boilerplate"))
     n_keys = keys_df.count()
@@ -252,16 +270,18 @@ def load_heldout_index(lakehouse, config: Config, progress: Callable[[str], None
         [(h, i) for i, h in enumerate(items.column("heldout_id").to_pylist())], "heldout_id string, row int")
     keys = keys_df.join(F.broadcast(rows), "heldout_id").select("kind", "key", "row").toArrow()
     index = HeldoutIndex.from_arrow(keys, items, params)
-    for old, _ in _LOADED.values():
+    for old in _LOADED.values():
         try:
-            old.unpersist()
+            old.broadcast.unpersist()
         except Exception:  # noqa: BLE001 - its SparkContext may be gone (a new session): nothing to free
             pass
     _LOADED.clear()
-    _LOADED[cache_key] = (spark.sparkContext.broadcast(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)), index)
+    loaded = LoadedIndex(spark.sparkContext.broadcast(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)),
+                         index, uuid.uuid4().hex)
+    _LOADED[_loaded_key(lakehouse, status.heldout_version, params)] = loaded
     say(f"contamination: held-out index loaded ({items.num_rows:,} items, {index.n_keys:,} keys, "
         f"{time.monotonic() - started:.1f}s)")
-    return _LOADED[cache_key]
+    return loaded
 
 
 def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
@@ -282,8 +302,7 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
     if missing:
         raise ValueError(f"contamination_matches: items_df lacks column(s) {sorted(missing)}")
     params = config.curate.contamination.params()
-    broadcast, _ = load_heldout_index(lakehouse, config, progress)
-    token = repr(next(k for k, v in _LOADED.items() if v[0] is broadcast))  # names this index on the workers
+    broadcast, _, token = load_heldout_index(lakehouse, config, progress)
     fmt = F.col("answer_format") if "answer_format" in items_df.columns else F.lit(None).cast("string")
     items = items_df.select(F.col("item_id").cast("string").alias("id"), "question", "context", "choices",
                             "answer_text", fmt.alias("answer_format"))
@@ -291,7 +310,8 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
     def match(batches):
         index = _worker_index(broadcast, token)
         for batch in batches:
-            yield index.match_batch(featurize_batch(batch, params, heldout=False))
+            yield index.match_batch(featurize_batch(batch, params, heldout=False,
+                                                    near_dup_answers=index.near_dup_answers))
 
     result = items.mapInArrow(match, MATCH_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     result.count()

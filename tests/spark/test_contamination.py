@@ -14,6 +14,7 @@ from jobs.filters.contamination import (
     contamination_matches,
     ensure_heldout_index,
     index_marker,
+    load_heldout_index,
 )
 from schemas.tables import HELDOUT, HELDOUT_KEYS, HELDOUT_SHINGLES
 
@@ -148,6 +149,25 @@ def test_the_three_rules(lakehouse):
     assert got["gsm_edit"]["rule"] == "ngram" and got["gsm_edit"]["heldout_id"] == "h_gsm"  # long: n-grams survive
     assert "clean" not in got
     assert all(len(r["matched"]) <= 200 for r in got.values())
+
+
+def test_loaded_index_is_reused_until_heldout_changes(lakehouse):
+    """One heldout version read per call while heldout is unchanged (same broadcast, same worker
+    token); a new heldout version is matched against at once (a new index, a new token)."""
+    write_heldout(lakehouse, HELDOUT_ROWS[:2])
+    first = load_heldout_index(lakehouse, lakehouse.config)
+    assert load_heldout_index(lakehouse, lakehouse.config) is first
+    gsm = HELDOUT_ROWS[3]
+    probe = items(lakehouse, [dict(item_id="gsm", question=gsm["question"], answer_text="18")])
+    before = contamination_matches(lakehouse, lakehouse.config, probe)
+    assert before.count() == 0
+    before.unpersist()
+    write_heldout(lakehouse, HELDOUT_ROWS[:4])
+    second = load_heldout_index(lakehouse, lakehouse.config)
+    assert second is not first and second.token != first.token and second.index.n_keys > first.index.n_keys
+    after = contamination_matches(lakehouse, lakehouse.config, probe)
+    assert [(r["item_id"], r["heldout_id"]) for r in after.collect()] == [("gsm", "h_gsm")]
+    after.unpersist()
 
 
 def test_boilerplate_is_skipped(lakehouse, make_config):

@@ -426,3 +426,151 @@ def test_heldout_index_answer_must_survive_a_near_copy():
                                 choices=None, answer_format="short_text", answer_text=wrong)])
     found = _match(index, items)
     assert "same_answer" in found and "other_answer" not in found
+
+
+def _reference_matches(index, features: pd.DataFrame) -> dict[str, tuple]:
+    """The matching rules pair by pair in plain Python (sets, no arrays): every (item, held-out row)
+    of the index, each rule decided on its own, the best per item by (score, rule order, smallest
+    heldout_id). What `HeldoutIndex.match_batch` computes for the whole batch at once."""
+    from udfs.decontamination import INDEX_KINDS, ITEM_EDIT_KINDS
+
+    by_row: dict[tuple[str, int], set] = {}
+    for code, (keys, rows) in index.keys.items():
+        for k, r in zip(keys.tolist(), rows.tolist()):
+            by_row.setdefault((INDEX_KINDS[code], r), set()).add(k)
+
+    def csr_set(csr, r):
+        off, val, ok = csr
+        return set(val[off[r]:off[r + 1]].tolist()) if ok[r] else None
+
+    t = index.params.near_dup_threshold
+    best = {}
+    for f in features.itertuples():
+        ngrams = set(int(v) for v in f.ngrams)
+        bands = set() if f.bands is None else {int(v) for v in f.bands}
+        edits: dict[str, set] = {}
+        for raw in ([] if f.edit_keys is None else f.edit_keys):
+            edits.setdefault(ITEM_EDIT_KINDS[int(raw) & 3], set()).add(int(raw) >> 2)
+        shingles = None if f.shingles is None else set(int(v) for v in f.shingles)
+        context = None if f.context_shingles is None else set(int(v) for v in f.context_shingles)
+        options = []
+        for r in range(len(index.ids)):
+            if f.stimulus_key in by_row.get(("stimulus", r), ()) and f.stimulus == index.stimuli[r]:
+                options.append((1.0, 0, index.ids[r], "whole_text"))
+            shared = len(ngrams & by_row.get(("ngram", r), set()))
+            if shared:
+                options.append((shared / f.n_ngrams, -1, index.ids[r], "ngram"))
+            by_edit = any(keys & by_row.get((kind, r), set()) for kind, keys in edits.items())
+            by_band = bool(bands & by_row.get(("band", r), set()))
+            held = csr_set(index.shingles, r)
+            if (by_edit or by_band) and shingles is not None and held is not None and \
+                    index.answers[r].intersection(f.answers):
+                held_context = csr_set(index.context_shingles, r)
+                jaccard = len(shingles & held) / len(shingles | held)
+                context_ok = held_context is None or (
+                    context is not None and len(context & held_context) / len(context | held_context) >= t)
+                if context_ok and (by_edit or jaccard >= t):
+                    options.append((jaccard, -2, index.ids[r], "near_dup"))
+        if options:
+            score, _, heldout_id, rule = min(options, key=lambda o: (-o[0], -o[1], o[2]))
+            best[f.id] = (rule, heldout_id, score)
+    return best
+
+
+def _real_items(heldout: pd.DataFrame) -> pd.DataFrame:
+    """Copies, one-word edits (short and long), answer changes and clean GSM8K training items."""
+    rows = []
+    for k, (_, r) in enumerate(heldout.iterrows()):
+        n = len(r["question"].split(" "))
+        if k % 3 == 0:
+            rows.append(_item(r, f"copy{k}"))
+        if k % 3 == 1:
+            rows.append(_item(r, f"edit{k}", question=_replace_word(r["question"], k % n)))
+        if k % 5 == 2:
+            rows.append(_item(r, f"other_answer{k}", question=_replace_word(r["question"], k % n),
+                              choices=None, answer_format="short_text", answer_text="zebra"))
+    for i, r in enumerate(_jsonl("openai/gsm8k/main/train.jsonl", 40)):
+        rows.append({"item_id": f"clean{i}", "question": r["question"], "context": None, "choices": None,
+                     "answer_text": r["answer"].split("####")[-1].strip(), "answer_format": "numeric"})
+    return pd.DataFrame(rows)
+
+
+def test_match_batch_equals_the_pair_by_pair_rules_on_real_records():
+    import pyarrow as pa
+
+    heldout = _real_heldout(40)
+    index = _index_of(heldout)
+    items = _real_items(heldout)
+    features = featurize_frame(items.rename(columns={"item_id": "id"}), index.params, heldout=False)
+    got = index.match_batch(pa.RecordBatch.from_pandas(features, preserve_index=False)).to_pylist()
+    expected = _reference_matches(index, features)
+    assert {m["item_id"]: (m["rule"], m["heldout_id"], m["score"]) for m in got} == expected
+    assert {rule for rule, _, _ in expected.values()} == {"whole_text", "ngram", "near_dup"}
+    assert not any(k.startswith("other_answer") and v[0] == "near_dup" for k, v in expected.items())
+
+
+def test_near_dup_answers_skip_only_items_that_cannot_match_near():
+    """Items whose answer no held-out item accepts get no near-dup keys, and the matches stay the same."""
+    import pyarrow as pa
+
+    from udfs.decontamination import featurize_batch
+
+    heldout = _real_heldout(40)
+    index = _index_of(heldout)
+    items = _real_items(heldout).rename(columns={"item_id": "id"})
+    items["choices"] = [None if c is None else [str(x) for x in c] for c in items["choices"]]
+    batch = pa.RecordBatch.from_pandas(items, preserve_index=False)
+    full = featurize_batch(batch, index.params, heldout=False)
+    pruned = featurize_batch(batch, index.params, heldout=False, near_dup_answers=index.near_dup_answers)
+    assert index.match_batch(full).to_pylist() == index.match_batch(pruned).to_pylist()
+    answers, short = full.column("answers").to_pylist(), full.column("shingles").is_valid().to_pylist()
+    kept = pruned.column("shingles").is_valid().to_pylist()
+    dropped = [i for i in range(full.num_rows) if short[i] and not kept[i]]
+    assert dropped and all(not set(answers[i]) & index.near_dup_answers for i in dropped)
+    assert all(kept[i] == (short[i] and bool(set(answers[i]) & index.near_dup_answers)) for i in range(full.num_rows))
+    assert index.near_dup_answers < set(index.answer_numbers)  # GSM8K's long items have no near-dup answers
+
+
+def test_heldout_index_pickles_without_its_derived_fields():
+    import pickle
+
+    import pyarrow as pa
+
+    heldout = _real_heldout(10)
+    index = _index_of(heldout)
+    state = index.__getstate__()
+    assert not set(state) & {"id_rank", "answer_numbers", "answer_codes", "near_dup_answers"}
+    copy = pickle.loads(pickle.dumps(index))
+    assert copy.answer_numbers == index.answer_numbers and np.array_equal(copy.id_rank, index.id_rank)
+    batch = pa.RecordBatch.from_pandas(featurize_frame(_real_items(heldout).rename(columns={"item_id": "id"}),
+                                                       index.params, heldout=False), preserve_index=False)
+    assert copy.match_batch(batch).to_pylist() == index.match_batch(batch).to_pylist()
+
+
+@pytest.mark.parametrize("texts", [
+    [], [""], ["one"], ["", "a b", ""], ["the cat the cat", "cat", "a b c d e f g"],
+    ["naive cafe 1000 5", "x" * 300, "日本 語 テキスト"], [" a  b ", "   ", "c"],
+])
+def test_word_values_are_the_words_of_str_split(texts):
+    from udfs.decontamination import _word_value, word_values
+
+    flat, lengths = word_values(texts)
+    assert lengths.tolist() == [len(t.split()) for t in texts]
+    assert flat.tolist() == [_word_value(w) for t in texts for w in t.split()]
+
+
+def test_pair_jaccard_equals_python_sets():
+    from udfs.decontamination import _pair_jaccard
+
+    rng = random.Random(3)
+    sets = [rng.sample(range(-2**31, 2**31), rng.randrange(0, 30)) for _ in range(40)]
+    sets += [[5, -7, 2**31 - 1], [5, -7, 2**31 - 1], []]
+    sets = [sorted(set(s)) for s in sets]
+    off = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
+    val = np.array([v for s in sets for v in s], dtype=np.int32)
+    a = np.array([rng.randrange(len(sets)) for _ in range(200)] + [40, 42], dtype=np.int64)
+    b = np.array([rng.randrange(len(sets)) for _ in range(200)] + [41, 42], dtype=np.int64)
+    got = _pair_jaccard((off, val), a, (off, val), b)
+    for g, i, j in zip(got, a, b):
+        x, y = set(sets[i]), set(sets[j])
+        assert (np.isnan(g) and not x | y) or g == len(x & y) / len(x | y)

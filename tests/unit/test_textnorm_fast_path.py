@@ -47,6 +47,9 @@ def test_fast_path_equals_the_rules_on_the_mirror():
 @pytest.mark.parametrize("text", [
     "", " ", "\t\n\r\x0b\x0c\x00\x1f\x7f", "1,000.50 dollars", "$1,000 + 2.50% = {x}", "a_b-c~d|e\\f`g^h",
     "Don't STOP!!!", "café", "ﬁnal ＦＵＬＬ", "x²", "naïve 1,234,567.000", "<|im_start|> {{slot}}",
+    # the digit-[,.]-digit pre-scan of the ASCII path: runs at the edges, doubled and lone separators
+    "1.5", "0.0", "1.", ".5", "1,,000", "1,000,00", "a1,b2", "x 1,2 y", "10.50.", "3,000.", "A1.0B", "1 . 0",
+    "7,500,000.000 and 1.10", "Version 2.0.1", "\x7f1,000\x00",
 ])
 def test_fast_path_equals_the_rules_on_edge_cases(text):
     assert normalize_text(text) == reference(text)
