@@ -1,5 +1,6 @@
-"""Issue 14, crash and resume: `taskseed generate` SIGKILLed mid-run (after at least one ledger
-commit) and `taskseed curate` SIGKILLed mid-write (after its filter_decisions MERGE, before its
+"""Issue 14, crash and resume, and two writers: two `taskseed generate` started at once on one
+lakehouse (one must stop at once with one line naming the other, having sent nothing); the other
+SIGKILLed mid-run (after at least one ledger commit); `taskseed curate` SIGKILLed mid-write (after its filter_decisions MERGE, before its
 last one), each rerun to the end; compared with an uninterrupted run of the same pipeline.
 
 One module-scoped world: two lakehouses with the same demo seeds (catalog + ingest in-process);
@@ -15,6 +16,7 @@ curate that a rerun does not repair), a killed driver that leaves its JVM or Pyt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -64,29 +66,65 @@ def delta_ops(home: Path, table: str) -> list[str]:
     return ops
 
 
-def kill_when(argv: list[str], ready, log: Path, deadline_s: float = 900) -> dict:
-    """Start the CLI in its own session, SIGKILL the whole process group as soon as `ready()` is
-    true; then wait (≤ 30 s) for every process of that session to be gone. Returns what happened."""
+def start_cli(argv: list[str], log: Path) -> subprocess.Popen:
+    """`taskseed <argv>` in its own session (its JVM and Python workers inherit the session id)."""
     with log.open("wb") as out:
-        proc = subprocess.Popen([TASKSEED, *argv], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen([TASKSEED, *argv], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    deadline = time.monotonic() + deadline_s
-    try:
-        while not ready():
-            assert proc.poll() is None, f"exited ({proc.returncode}) before the kill:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the run never reached the kill point"
-            time.sleep(0.1)
-        alive_at_kill = proc.poll() is None
-    finally:
+
+
+def kill_session(proc: subprocess.Popen) -> list[int]:
+    """SIGKILL the process group of `proc`, then wait (≤ 30 s) for every process of its session to
+    be gone; returns the pids still there (killed too, so nothing is left running)."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    proc.wait(timeout=60)
     until = time.monotonic() + 30
     while session_pids(proc.pid) and time.monotonic() < until:
         time.sleep(0.5)
     leftovers = session_pids(proc.pid)
-    for pid in leftovers:  # never leave them running, but fail the test below
-        os.kill(pid, signal.SIGKILL)
-    return {"alive_at_kill": alive_at_kill, "leftovers": leftovers}
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return leftovers
+
+
+def wait_for(ready, procs: list[subprocess.Popen], logs: list[Path], deadline_s: float = 900) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not ready():
+        assert any(p.poll() is None for p in procs), "\n".join(log.read_text()[-2000:] for log in logs)
+        assert time.monotonic() < deadline, "the run never reached the kill point"
+        time.sleep(0.1)
+
+
+def kill_when(argv: list[str], ready, log: Path) -> dict:
+    """Start the CLI, SIGKILL its whole session as soon as `ready()` is true."""
+    proc = start_cli(argv, log)
+    try:
+        wait_for(ready, [proc], [log])
+        assert proc.poll() is None, f"exited ({proc.returncode}) before the kill:\n{log.read_text()[-3000:]}"
+    finally:
+        leftovers = kill_session(proc)
+    return {"alive_at_kill": True, "leftovers": leftovers}
+
+
+def two_generates_one_killed(argv: list[str], home: Path, root: Path) -> dict:
+    """Two `taskseed generate` on one lakehouse at once: one must stop at once, naming the other;
+    the other is SIGKILLed after its first ledger commit."""
+    logs = [root / "generate-a.log", root / "generate-b.log"]
+    procs = [start_cli(argv, log) for log in logs]
+    try:
+        wait_for(lambda: any(p.poll() is not None for p in procs) and "WRITE" in delta_ops(home, "llm_calls"),
+                 procs, logs)
+        losers = [i for i, p in enumerate(procs) if p.poll() is not None]
+        assert len(losers) == 1, [log.read_text()[-2000:] for log in logs]
+        loser, winner = procs[losers[0]], procs[1 - losers[0]]
+        outcome = {"loser_status": loser.returncode, "loser_output": logs[losers[0]].read_text(),
+                   "winner_pid": winner.pid, "alive_at_kill": winner.poll() is None}
+    finally:
+        outcome_leftovers = [kill_session(p) for p in procs]
+    outcome["leftovers"] = [pid for pids in outcome_leftovers for pid in pids]
+    return outcome
 
 
 def content(lakehouse, table: str) -> list[str]:
@@ -129,11 +167,11 @@ def crash_world(spark, tmp_path_factory):
         run_pipeline(lh, config, ("catalog", "ingest"), progress=quiet, track=False, task_index=index)
         cli = ["--config", str(demo), "--home", str(home), *[a for o in argv_overrides for a in ("--set", o)]]
 
-        # 1. generate, killed after its first ledger commit
-        world["generate_kill"] = kill_when([*cli, "generate"], lambda: "WRITE" in delta_ops(home, "llm_calls"),
-                                           root / "generate.log")
+        # 1. two generates at once: one stops naming the other, which is killed after its first ledger commit
+        world["generate_kill"] = two_generates_one_killed([*cli, "generate"], home, root)
         time.sleep(0.5)  # handlers of requests that arrived just before the kill finish counting
-        sent_killed = set(server.stats()["by_request_id"])
+        world["hits_at_kill"] = server.stats()["by_request_id"]
+        sent_killed = set(world["hits_at_kill"])
         lh = Lakehouse(spark, config)  # registers the tables the killed process created
         recorded = {r.request_id for r in lh.read("llm_calls").select("request_id").collect()}
         server.reset()
@@ -163,6 +201,16 @@ def test_killed_runs_leave_no_process_behind(crash_world):
         killed = crash_world[f"{stage}_kill"]
         assert killed["alive_at_kill"], stage
         assert killed["leftovers"] == [], f"{stage}: processes of the killed run left behind: {killed['leftovers']}"
+
+
+def test_a_second_generate_on_the_same_lakehouse_stops_at_once_naming_the_first(crash_world):
+    killed = crash_world["generate_kill"]
+    output = killed["loser_output"]
+    errors = [line for line in output.splitlines() if line.startswith("taskseed: error:")]
+    assert killed["loser_status"] == 1 and "Traceback" not in output, output[-3000:]
+    assert len(errors) == 1 and f"pid={killed['winner_pid']} " in errors[0], output[-3000:]
+    # it sent nothing: every request the server saw by the kill came once (from the other run)
+    assert crash_world["hits_at_kill"] and set(crash_world["hits_at_kill"].values()) == {1}
 
 
 def test_the_generate_crash_re_sends_at_most_one_micro_batch(crash_world):
