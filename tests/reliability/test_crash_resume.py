@@ -3,10 +3,12 @@ lakehouse (one must stop at once with one line naming the other, having sent not
 SIGKILLed mid-run (after at least one ledger commit); `taskseed curate` SIGKILLed mid-write (after its filter_decisions MERGE, before its
 last one), each rerun to the end; compared with an uninterrupted run of the same pipeline.
 
-One module-scoped world: two lakehouses with the same demo seeds (catalog + ingest in-process);
-the reference runs generate → enrich → curate uninterrupted; the other gets the killed CLI
-processes (their own JVM and Python workers, in their own session) and in-process reruns.
-Each lakehouse has its own simulator, which counts every request id it receives.
+One module-scoped world, two lakehouses with the same demo seeds: catalog + ingest run once
+(in-process; not under test) and the second lakehouse starts as a copy of that home. The reference
+runs generate → enrich → curate uninterrupted; the other gets the killed CLI processes (their own
+JVM and Python workers, in their own session) and in-process reruns. Each lakehouse has its own
+simulator, which counts every request id it receives. Sizes are the fewest that still put the
+generate kill after one ledger commit unit and before the last (see SEEDS, K, M, UNIT).
 
 Breakage caught: a crash that loses more than one commit unit of answered requests (results held
 back and written at the end), a rerun that re-sends what the ledger already holds, a rerun that
@@ -20,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -32,7 +35,7 @@ from tests.reliability.cli_run import TASKSEED, session_pids
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
-TASKS = ["arc_easy", "gsm8k", "boolq"]
+TASKS = ["arc_easy", "gsm8k"]
 # columns that differ between two runs that did the same work (who ran it, when, how fast)
 VOLATILE = {"run_id", "micro_batch", "latency_ms", "sent_at", "completed_at", "ingested_at", "generated_at",
             "enriched_at", "decided_at", "curated_at", "quarantined_at", "signed_at", "cataloged_at"}
@@ -44,12 +47,26 @@ def crash_loss_bound(config) -> int:
     return config.llm.micro_batch_rows
 
 
-def overrides(schema: str, base_url: str) -> list[str]:
+def commit_unit_overrides(requests: int) -> list[str]:
+    """The `--set` overrides that make a ledger commit unit hold `requests` requests (the unit
+    `crash_loss_bound` reads back)."""
+    return [f"llm.micro_batch_rows={requests}"]
+
+
+# The killed generate plans len(TASKS) * SEEDS * K = 12 requests in commit units of UNIT = 2: six
+# units, so the kill (after the first commit) lands mid-run with units still to send, even when the
+# second generate, which must stop before the first one ends, starts its JVM a few seconds late.
+# Runs not under test (the reference, the crashed lakehouse's enrich) commit in units of BULK: the
+# tables do not depend on the unit (`micro_batch` is volatile), the number of Delta commits does.
+SEEDS, K, M, UNIT, BULK = 3, 2, 2, 2, 1000
+
+
+def overrides(schema: str, base_url: str, unit: int = UNIT) -> list[str]:
     return [f"schema={schema}", "spark.master=local[2]", "spark.shuffle_partitions=2", "spark.driver_memory=1g",
             f"tasks.select=[{','.join(TASKS)}]", f"tasks.mirror={REPO / 'demo' / 'data' / 'hf'}",
-            "generate.seeds_per_task=8", "generate.items_per_seed=3", "enrich.samples_per_item=3",
+            f"generate.seeds_per_task={SEEDS}", f"generate.items_per_seed={K}", f"enrich.samples_per_item={M}",
             f"endpoint.base_url={base_url}", "endpoint.model=taskseed-sim", "endpoint.api_key_env=null",
-            "endpoint.max_concurrency=4", "llm.micro_batch_rows=8"]
+            "endpoint.max_concurrency=4", *commit_unit_overrides(unit)]
 
 
 def delta_ops(home: Path, table: str) -> list[str]:
@@ -139,32 +156,42 @@ def digest(rows: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def crash_world(spark, tmp_path_factory):
-    from jobs.catalog import TaskIndex, build_task_index
+def crash_world(spark, tmp_path_factory, demo_index):
     from jobs.config import load_config
     from jobs.lakehouse import Lakehouse
     from jobs.pipeline import run_pipeline
     from simulator import SimSettings, SimulatorServer
 
-    full = build_task_index()
-    index = TaskIndex(tasks={t: full.tasks[t] for t in TASKS}, group_members={}, tag_members={}, roots=full.roots)
+    index = demo_index(TASKS)
     root = tmp_path_factory.mktemp("reliab-crash")
     demo = REPO / "demo" / "taskseed.demo.yaml"
     settings = SimSettings(seed=4, latency_ms=60, latency_jitter_ms=0, wrong_answer_rate=0.1, duplicate_rate=0.1,
                            model="taskseed-sim")
     ref_server, server = SimulatorServer(settings).start(), SimulatorServer(settings).start()
     quiet = lambda _line: None  # noqa: E731
-    world: dict = {}
+    world: dict = {"seconds": {}}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        world["seconds"][name] = round(time.monotonic() - clock, 1)
+        clock = time.monotonic()
+
     try:
-        ref_config = load_config(demo, overrides("crash_ref", ref_server.base_url), home=root / "ref")
+        # catalog + ingest once (not under test); the crashed lakehouse starts as a copy of its home
+        ref_config = load_config(demo, overrides("crash_ref", ref_server.base_url, BULK), home=root / "ref")
+        ref = Lakehouse(spark, ref_config)
+        run_pipeline(ref, ref_config, ("catalog", "ingest"), progress=quiet, track=False, task_index=index)
+        shutil.copytree(root / "ref", root / "run")
         argv_overrides = overrides("crash_run", server.base_url)
         config = load_config(demo, argv_overrides, home=root / "run")
         home = Path(config.home)
-        ref = Lakehouse(spark, ref_config)
-        run_pipeline(ref, ref_config, ("catalog", "ingest", "generate", "enrich", "curate"), progress=quiet,
-                     track=False, task_index=index)
-        lh = Lakehouse(spark, config)
-        run_pipeline(lh, config, ("catalog", "ingest"), progress=quiet, track=False, task_index=index)
+        lh = Lakehouse(spark, config)  # registers the copied tables under its own schema
+        assert sorted(lh.list_tables()) == sorted(ref.list_tables())
+        lap("catalog+ingest+copy")
+        # the uninterrupted reference
+        run_pipeline(ref, ref_config, ("generate", "enrich", "curate"), progress=quiet, track=False)
+        lap("reference generate+enrich+curate")
         cli = ["--config", str(demo), "--home", str(home), *[a for o in argv_overrides for a in ("--set", o)]]
 
         # 1. two generates at once: one stops naming the other, which is killed after its first ledger commit
@@ -174,19 +201,25 @@ def crash_world(spark, tmp_path_factory):
         sent_killed = set(world["hits_at_kill"])
         lh = Lakehouse(spark, config)  # registers the tables the killed process created
         recorded = {r.request_id for r in lh.read("llm_calls").select("request_id").collect()}
+        lap("two generate CLIs, one killed")
         server.reset()
         runs = run_pipeline(lh, config, ("generate",), progress=quiet, track=False)
         world.update(sent_killed=sent_killed, recorded=recorded, resent=set(server.stats()["by_request_id"]),
                      generate=runs["generate"].result)
-        run_pipeline(lh, config, ("enrich",), progress=quiet, track=False)
+        bulk = load_config(demo, overrides("crash_run", server.base_url, BULK), home=home)
+        run_pipeline(Lakehouse(spark, bulk), bulk, ("enrich",), progress=quiet, track=False)
+        lap("generate rerun + enrich")
 
         # 2. curate, killed after its filter_decisions MERGE
         world["curate_kill"] = kill_when([*cli, "curate"], lambda: "MERGE" in delta_ops(home, "filter_decisions"),
                                          root / "curate.log")
         world["curate_ops_at_kill"] = {t: delta_ops(home, t) for t in ("filter_decisions", "curated",
                                                                        "curated_commercial")}
+        lap("curate CLI, killed")
         lh = Lakehouse(spark, config)
         run_pipeline(lh, config, ("curate",), progress=quiet, track=False)
+        lap("curate rerun")
+        print("crash_world phase seconds:", world["seconds"], "load average:", os.getloadavg())
         world.update(ref=ref, lh=lh, config=config)
         yield world
     finally:

@@ -33,16 +33,14 @@ BROKEN_CONTENT = {"malformed", "truncate"}
 
 
 @pytest.fixture(scope="module")
-def faulty_run(spark, tmp_path_factory):
-    from jobs.catalog import TaskIndex, build_task_index
+def faulty_run(spark, tmp_path_factory, demo_index):
     from jobs.config import load_config
     from jobs.lakehouse import Lakehouse
     from jobs.pipeline import run_pipeline
     from simulator import SimSettings, SimulatorServer
     from simulator.settings import FAULT_KINDS
 
-    full = build_task_index()
-    index = TaskIndex(tasks={t: full.tasks[t] for t in TASKS}, group_members={}, tag_members={}, roots=full.roots)
+    index = demo_index(TASKS)
     root = tmp_path_factory.mktemp("reliab-faults")
     server = SimulatorServer(SimSettings(
         seed=3, latency_ms=2, latency_jitter_ms=1, fault_rate=0.2, fault_kinds=FAULT_KINDS,

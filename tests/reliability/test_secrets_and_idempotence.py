@@ -68,16 +68,13 @@ class Watcher(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def keyed_run(spark, tmp_path_factory):
-    from jobs.catalog import TaskIndex, build_task_index
+def keyed_run(spark, tmp_path_factory, demo_index):
     from jobs.config import load_config
     from jobs.lakehouse import Lakehouse
     from jobs.pipeline import run_pipeline
     from simulator import SimSettings, SimulatorServer
 
-    full = build_task_index()
-    index = TaskIndex(tasks={"arc_easy": full.tasks["arc_easy"]}, group_members={}, tag_members={},
-                      roots=full.roots)
+    index = demo_index(["arc_easy"])
     root = tmp_path_factory.mktemp("reliab-secrets")
     lines: list[str] = []
     handler = logging.Handler()
