@@ -690,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         _end_update_line()
+        from jobs.lakehouse import WriterConflict  # only a lakehouse raises it, so it is imported by now
+
+        if isinstance(exc, WriterConflict):  # another writer on the same lakehouse: one line, no traceback
+            print(f"taskseed: error: {exc}", file=sys.stderr)
+            return 1
         if not _is_spark_error(exc):
             raise
         _report_spark_error(exc, config)

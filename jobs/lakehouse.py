@@ -14,14 +14,33 @@ rows is not a read.
 
 A table written by an earlier version evolves in place: `ensure` adds the spec's new columns
 (ALTER TABLE ADD COLUMNS, a metadata-only Delta commit; old rows read them as null).
+
+Concurrent writers (issue 14). Every commit this process makes carries its writer identity as the
+commit's userMetadata (`writer_identity()`: taskseed, pid, host; an explicit `user_metadata`
+wins), so `DESCRIBE HISTORY` says who wrote each version. A write that loses Delta's optimistic
+concurrency check (`delta.exceptions`: ConcurrentAppendException and its siblings) is recomputed
+against the new snapshot and retried (`COMMIT_RETRIES` times, with backoff): a MERGE compares
+with the target again, so two writers never duplicate a key. If it still conflicts it raises
+`WriterConflict`, one line naming the writer of the latest commit. Two runs of one LLM stage on
+one lakehouse would both send every pending request and both append it to the ledger (blind
+appends never conflict); `exclusive_writer` lets only one run a stage at a time (an flock on
+`<home>/locks/<name>.lock`, released by the kernel when its process dies, so a SIGKILL leaves no
+stale lock); on Databricks the job runs one at a time (`max_concurrent_runs: 1`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import random
+import socket
+import sys
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,6 +49,57 @@ from jobs.config import Config
 from schemas.tables import ALL_TABLES, TableSpec
 
 _DELETE = "__taskseed_delete"
+COMMIT_RETRIES = 4  # a write that loses Delta's concurrency check is retried this many times
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+class WriterConflict(RuntimeError):
+    """Another writer is working on the same table or stage; the message names it (one line)."""
+
+
+def writer_identity() -> str:
+    """Who this process is, for commit userMetadata and lock files: `taskseed pid=<pid>
+    host=<host> since=<UTC start> (<program>)`; no arguments (they could carry paths a user would
+    not log)."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return (f"taskseed pid={os.getpid()} host={socket.gethostname()} "
+            f"since={_STARTED:%Y-%m-%d %H:%M:%S} UTC ({program})")
+
+
+_STARTED = datetime.now(timezone.utc)
+
+
+def _conflict_classes() -> tuple[type[BaseException], ...]:
+    from delta.exceptions import (ConcurrentAppendException, ConcurrentDeleteDeleteException,
+                                  ConcurrentDeleteReadException, ConcurrentTransactionException,
+                                  ConcurrentWriteException, DeltaConcurrentModificationException,
+                                  MetadataChangedException, ProtocolChangedException)
+
+    return (ConcurrentAppendException, ConcurrentDeleteDeleteException, ConcurrentDeleteReadException,
+            ConcurrentTransactionException, ConcurrentWriteException, DeltaConcurrentModificationException,
+            MetadataChangedException, ProtocolChangedException)
+
+
+@contextlib.contextmanager
+def exclusive_writer(home: Path | str, name: str) -> Iterator[None]:
+    """Hold `<home>/locks/<name>.lock` for the block, or raise `WriterConflict` at once, naming the
+    holder (what it wrote into the file: `writer_identity()`). An flock: per open file, released
+    by the kernel when the holder exits or is killed, so a crash never leaves a stale lock."""
+    path = Path(home) / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "a process that has not said who it is"
+            raise WriterConflict(f"another run of {name} is writing this lakehouse ({holder}); wait for it to "
+                                 f"finish or stop it, then rerun (lock: {path})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (writer_identity() + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -53,6 +123,8 @@ class Lakehouse:
         if not self.managed:
             (self.home / "tables").mkdir(parents=True, exist_ok=True)
         self._evolved: set[str] = set()  # tables whose columns were checked against their spec
+        spark.conf.set(USER_METADATA_CONF, writer_identity())
+        self.conflicts_retried = 0  # writes retried after losing Delta's concurrency check
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.namespace}")
         if not self.managed:
             self._register_existing()
@@ -192,10 +264,14 @@ class Lakehouse:
         rows that would change nothing are dropped, and when nothing is left no MERGE runs, so an
         unchanged rerun commits no Delta version.
         """
-        from delta.tables import DeltaTable
-
         self.ensure(spec)
         self._note("writes", spec.name)
+        self._committing(spec.name, lambda: self._merge_once(df, spec, update_when_changed, delete_when))
+
+    def _merge_once(self, df: DataFrame, spec: TableSpec, update_when_changed: list[str] | None,
+                    delete_when: Column | str | None) -> None:
+        from delta.tables import DeltaTable
+
         keys = list(spec.keys)
         deletes = delete_when is not None
         if deletes:
@@ -231,12 +307,13 @@ class Lakehouse:
             todo.unpersist()
 
     def append(self, df: DataFrame, spec: TableSpec) -> None:
-        """Blind append: only for tables whose writers guarantee new keys (the ledger)."""
+        """Blind append: only for tables whose writers guarantee new keys (the ledger). Never
+        retried on a conflict (Delta conflicts blind appends only on a concurrent schema or protocol
+        change): `df` may be the endpoint's lazy results, and evaluating it again would pay again."""
         self.ensure(spec)
         self._note("writes", spec.name)
-        self.conform(df, spec).write.format("delta").mode("append").saveAsTable(
-            self.table_name(spec.name)
-        )
+        self._committing(spec.name, lambda: self.conform(df, spec).write.format("delta").mode("append")
+                         .saveAsTable(self.table_name(spec.name)), retries=0)
 
     def overwrite(self, df: DataFrame, spec: TableSpec, user_metadata: str | None = None) -> None:
         """Replace the table's rows with `df`'s (one Delta commit); `user_metadata` is recorded as
@@ -246,4 +323,40 @@ class Lakehouse:
         writer = self.conform(df, spec).write.format("delta").mode("overwrite").option("overwriteSchema", "false")
         if user_metadata is not None:
             writer = writer.option("userMetadata", user_metadata)
-        writer.saveAsTable(self.table_name(spec.name))
+        self._committing(spec.name, lambda: writer.saveAsTable(self.table_name(spec.name)))
+
+    # ---- concurrent writers -------------------------------------------------------------
+    def exclusive(self, name: str):
+        """`exclusive_writer` on this lakehouse's home (a no-op on Databricks, where the job runs
+        one at a time)."""
+        return contextlib.nullcontext() if self.managed else exclusive_writer(self.home, name)
+
+    def _committing(self, table: str, write: Callable[[], None], retries: int | None = None) -> None:
+        """Run `write` (one Delta commit, recomputed from scratch on every call); when it loses
+        Delta's concurrency check, wait (jittered exponential backoff) and run it again, at most
+        `retries` (default COMMIT_RETRIES) times; then raise WriterConflict naming the latest
+        commit's writer."""
+        conflicts = _conflict_classes()
+        retries = COMMIT_RETRIES if retries is None else retries
+        for attempt in range(retries + 1):
+            try:
+                write()
+                return
+            except conflicts as exc:
+                if attempt == retries:
+                    raise WriterConflict(
+                        f"{self.table_name(table)}: a concurrent write by another writer ({self._last_writer(table)}) "
+                        f"conflicted with this one {attempt + 1} times ({type(exc).__name__}); rerun when it "
+                        "has finished: every stage is idempotent") from None
+                self.conflicts_retried += 1
+                time.sleep(min(5.0, 0.2 * 2 ** attempt) * (0.5 + random.random()))
+
+    def _last_writer(self, table: str) -> str:
+        try:
+            row = self.spark.sql(f"DESCRIBE HISTORY {self.table_name(table)} LIMIT 1").first()
+        except Exception:  # noqa: BLE001 - naming the writer must not hide the conflict
+            return "unknown"
+        if row is None:
+            return "unknown"
+        who = row["userMetadata"] if row["userMetadata"] and row["userMetadata"].startswith("taskseed") else None
+        return f"{who or 'not taskseed'}, {row['operation']} of version {row['version']} at {row['timestamp']}"

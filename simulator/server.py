@@ -84,6 +84,9 @@ class SimulatorState:
         self.outcomes: Counter[str] = Counter()
         self.by_request_id: Counter[str] = Counter()
         self.first_attempts: Counter[str] = Counter()
+        # request id -> Counter of the kinds of HTTP 200 replies it got ("ok", "no_usage", and the
+        # broken ones: "malformed", "truncate", "bad_body", "error_200"): what was paid for, per request
+        self.replies_200: dict[str, Counter[str]] = {}
         self.by_content: Counter[str] = Counter()
         self.in_flight = 0  # requests being processed (holding one of max_concurrency slots)
         self.peak_in_flight = 0
@@ -92,6 +95,10 @@ class SimulatorState:
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
+    def count_200(self, rid: str | None, kind: str) -> None:
+        if rid:
+            self.replies_200.setdefault(rid, Counter())[kind] += 1
+
     def snapshot(self) -> dict:
         return {
             "simulator": SIM_LABEL,
@@ -99,6 +106,7 @@ class SimulatorState:
             "outcomes": dict(self.outcomes),
             "by_request_id": dict(self.by_request_id),
             "first_attempts": dict(self.first_attempts),
+            "replies_200": {rid: dict(kinds) for rid, kinds in self.replies_200.items()},
             "distinct_contents": len(self.by_content),
             "max_content_hits": max(self.by_content.values(), default=0),
             "peak_in_flight": self.peak_in_flight,
@@ -211,6 +219,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
             return web.Response(status=502, text=_HTML_502, content_type="text/html", headers=label_headers)
         if fault == "error_200":
             state.outcomes[fault] += 1
+            state.count_200(rid, fault)
             return web.json_response({"object": "error", "type": "BadRequestError", "param": None, "code": 400,
                                       "message": "This model's maximum context length is 4096 tokens; the "
                                                  "request asked for more (simulated)."}, headers=label_headers)
@@ -255,6 +264,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
 
         if fault == "bad_body":
             state.outcomes["bad_body"] += 1
+            state.count_200(rid, fault)
             return web.Response(body=b'{"id": "chatcmpl-sim", "choices": [{"index": 0, "mess',
                                 content_type="application/json", headers=label_headers)
         # The sample is the body's seed when it has one (a real server sees no headers): the
@@ -289,6 +299,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         state.prompt_tokens += usage["prompt_tokens"]
         state.completion_tokens += usage["completion_tokens"]
         state.outcomes[fault or "ok"] += 1
+        state.count_200(rid, fault or "ok")
         payload = {
             "id": f"chatcmpl-sim-{content_key}-{n}",
             "object": "chat.completion",

@@ -32,6 +32,7 @@ capped at max_tokens.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 from schemas.answer_formats import (
@@ -50,6 +51,7 @@ from udfs.hashing import stable_hash
 from udfs.llm_client import STATUS_FAILED, completion_text
 from udfs.parsing import OutputRejected, parse_enrichment, parse_generated_item
 from udfs.prompts import ENRICH, GENERATE, compute_request_id, render_enrichment_messages, render_generation_messages
+from udfs.validation import find_template_markers
 
 CHARS_PER_TOKEN = 4
 QUARANTINE_KIND = "quarantine"  # `kind` of a parsed row that goes to quarantine
@@ -83,12 +85,39 @@ def estimate_enrichment_completion(answer_format: str | None, max_tokens: int) -
     return min(int(max_tokens), TYPICAL_ENRICH_COMPLETION.get(answer_format or "", 300))
 
 
+def marker_text(record: Mapping[str, Any]) -> str:
+    """The text the validation filter scans for template markers, built the same way as its SQL
+    (`concat_ws('\\n', context, question, array_join(choices, '\\n'), answer_text)`: nulls skipped)."""
+    parts = [record.get("context"), record.get("question"), *(record.get("choices") or []), record.get("answer_text")]
+    return "\n".join(str(p) for p in parts if p is not None)
+
+
+def exemplar_markers(record: Mapping[str, Any]) -> list[str]:
+    """Why `record` may not be a few-shot exemplar: the names of the validation markers its text
+    carries (`udfs.validation.find_template_markers`); empty when it may."""
+    return list(_markers(marker_text(record)))
+
+
+@lru_cache(maxsize=4096)
+def _markers(text: str) -> tuple[str, ...]:
+    # every seed of a task scans the same small pool: each pool text is matched once per worker
+    return tuple(find_template_markers(text))
+
+
 def choose_exemplars(seed_id: str | None, pool: Sequence[dict], n: int) -> list[dict]:
     """`n` exemplars from the task's pool, never the seed itself, rotated by the seed's id so
-    different seeds see different exemplars (deterministic: same seed, same exemplars)."""
+    different seeds see different exemplars (deterministic: same seed, same exemplars).
+
+    A pool record whose text would fail the validation filter's marker rules (a prompt-injection
+    payload, a chat-template token, a role label: `exemplar_markers`) is never chosen: an exemplar
+    is shown to the model as what a good item looks like, so an injection carried by one seed
+    would otherwise be copied into the prompts of other seeds (issue 14). The exclusion happens
+    before the rotation, so in a task whose pool holds no such record the choice — and every
+    request id — is exactly what it was without the rule.
+    """
     if n <= 0:
         return []
-    candidates = [e for e in pool if e.get("seed_id") != seed_id]
+    candidates = [e for e in pool if e.get("seed_id") != seed_id and not exemplar_markers(e)]
     if not candidates:
         return []
     start = int(stable_hash("fewshot", seed_id)[:8], 16) % len(candidates)

@@ -31,15 +31,18 @@ def run_stage(
     `llm.max_tokens_budget`; `retry_failed` re-sends `failed` ones, default `llm.retry_failed`),
     then parse the whole plan from the ledger into the output table and `quarantine`.
 
+    Only one run of a stage works on a lakehouse at a time: a second one raises
+    `jobs.lakehouse.WriterConflict` naming the first before it plans anything.
     tasks: only items of these tasks (default: all). endpoint: default the configured one, or the
     simulator when `endpoint.base_url` is null. progress: receives one line per micro-batch.
     """
-    plan = build_plan(spec, lakehouse, config, tasks)
-    requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
-    accounting = run_llm_stage(lakehouse, config, requests, spec.name,
-                               None if progress is None else (lambda p: progress(p.line())),
-                               endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
-    return parse_plan(spec, lakehouse, plan, accounting)
+    with lakehouse.exclusive(f"llm-stage-{spec.name}"):  # one run of a stage per lakehouse at a time
+        plan = build_plan(spec, lakehouse, config, tasks)
+        requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
+        accounting = run_llm_stage(lakehouse, config, requests, spec.name,
+                                   None if progress is None else (lambda p: progress(p.line())),
+                                   endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
+        return parse_plan(spec, lakehouse, plan, accounting)
 
 
 def estimate_stage(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.cli_run import session_pids
 from udfs.llm_udf import SecretBox
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
@@ -81,19 +82,6 @@ def files_to_scan(roots: list[Path], since: float) -> list[Path]:
                     continue
                 out.append(path)
     return out
-
-
-def session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid:  # field 6 of /proc/pid/stat: session id
-                pids.append(int(entry.name))
-    return pids
 
 
 def test_sigkilled_stage_leaves_the_key_nowhere_on_disk(tmp_path, start_sim):

@@ -23,6 +23,21 @@ class CliResult:
         return [line for line in self.stderr.splitlines() if line.startswith("taskseed: error:")]
 
 
+def session_pids(sid: int) -> list[int]:
+    """Live processes of session `sid` (a process started with `start_new_session=True` has sid =
+    its pid; its JVM and PySpark's daemon and workers inherit it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of /proc/pid/stat: session id
+                pids.append(int(entry.name))
+    return pids
+
+
 def run_cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 900, cwd: str | Path | None = None
             ) -> CliResult:
     full_env = {**os.environ, **(env or {})}

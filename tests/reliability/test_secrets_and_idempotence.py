@@ -1,5 +1,5 @@
 """Issue 14, secrets and idempotence, on one pipeline run (catalog → ingest → generate → enrich →
-curate, MLflow on) against a simulator that answers 401 unless the distinctive key is sent.
+curate → publish, MLflow on) against a simulator that answers 401 unless the distinctive key is sent.
 
 - the key (plain, base64, repr/JSON-escaped) is in no table (every column of every row), no log
   line (progress + Python logging), no file under the lakehouse home (Delta logs and data,
@@ -8,6 +8,11 @@ curate, MLflow on) against a simulator that answers 401 unless the distinctive k
   application's temp dirs. Breakage caught: the key put in a config param, a ledger error
   detail, an MLflow param/artifact, a Spark conf or worker env shown in `ps`, a plaintext
   broadcast file.
+- what publish hands to users holds no key either: every export shard (JSONL, and Parquet read back
+  as values, since its pages are compressed), each manifest, the data card (HTML, Markdown, plots),
+  and every MLflow param, tag, metric name and artifact of every run (read through MlflowClient, so
+  an artifact store outside the home would be scanned too). Breakage caught: the endpoint's config
+  (with a resolved key) in the manifest or the data card's provenance, a key-bearing param.
 - a second `run_pipeline` commits no Delta version to any table and curated keeps the same
   gen_ids with no duplicates. Breakage caught: a MERGE that rewrites unchanged rows, an append
   on rerun, a non-deterministic key.
@@ -63,16 +68,13 @@ class Watcher(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def keyed_run(spark, tmp_path_factory):
-    from jobs.catalog import TaskIndex, build_task_index
+def keyed_run(spark, tmp_path_factory, demo_index):
     from jobs.config import load_config
     from jobs.lakehouse import Lakehouse
     from jobs.pipeline import run_pipeline
     from simulator import SimSettings, SimulatorServer
 
-    full = build_task_index()
-    index = TaskIndex(tasks={"arc_easy": full.tasks["arc_easy"]}, group_members={}, tag_members={},
-                      roots=full.roots)
+    index = demo_index(["arc_easy"])
     root = tmp_path_factory.mktemp("reliab-secrets")
     lines: list[str] = []
     handler = logging.Handler()
@@ -145,3 +147,40 @@ def test_a_second_run_commits_nothing_and_sends_nothing(keyed_run):
     gen_ids = [r.gen_id for r in lakehouse.read("curated").select("gen_id").collect()]
     assert sorted(gen_ids) == keyed_run["curated"] and len(set(gen_ids)) == len(gen_ids)
     assert keyed_run["server"].stats()["requests"] == keyed_run["requests_after_first"]
+
+
+def test_the_key_is_in_no_export_manifest_data_card_or_mlflow_record(keyed_run, tmp_path):
+    import pyarrow.parquet as pq
+    from mlflow import MlflowClient
+
+    home = Path(keyed_run["config"].home)
+    versions = sorted(home.glob("exports/*/v*"))
+    assert "curated" in {p.parent.name for p in versions}
+    for folder in versions:
+        files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        assert {"manifest.json", "datacard.html", "datacard.md"} <= set(files), sorted(files)
+        shards = [f for f in files if f.startswith(("jsonl/", "parquet/"))]
+        assert any(f.endswith(".jsonl") for f in shards) and any(f.endswith(".parquet") for f in shards)
+        for name, path in files.items():
+            assert not _hits(path.read_bytes()), f"{folder}/{name}"
+            if name.endswith(".parquet"):
+                assert not _hits(json.dumps(pq.read_table(path).to_pylist(), default=str).encode()), name
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = [run for exp in client.search_experiments() for run in client.search_runs([exp.experiment_id])]
+    assert len(runs) >= 2 * 7  # two pipeline runs, each a parent and six stages
+    downloaded = 0
+    for run in runs:
+        record = json.dumps({"params": run.data.params, "tags": run.data.tags,
+                             "metrics": sorted(run.data.metrics)}).encode()
+        assert not _hits(record), run.info.run_id
+        pending = [None]
+        while pending:
+            for info in client.list_artifacts(run.info.run_id, pending.pop()):
+                if info.is_dir:
+                    pending.append(info.path)
+                    continue
+                local = Path(client.download_artifacts(run.info.run_id, info.path, str(tmp_path)))
+                downloaded += 1
+                assert not _hits(local.read_bytes()), (run.info.run_id, info.path)
+    assert downloaded >= 4  # publish's manifests and data cards at least
