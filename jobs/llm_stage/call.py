@@ -465,8 +465,13 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
                     write_stop_marker(str(run_dir), reason)
                     if fatal:
                         print(f"[{stage}] stopped: {reason}", file=sys.stderr, flush=True)
-    except BaseException:
-        job.cancel()
+    except BaseException as exc:
+        # Ask the tasks to stop and drain (their results stay in the spool for the next run),
+        # give them a moment, then cancel what is still running.
+        with contextlib.suppress(OSError):
+            write_stop_marker(str(run_dir), f"interrupted: {type(exc).__name__}")
+        if not job.done.wait(max(5.0, 2 * commit_s)):
+            job.cancel()
         raise
     if job.error is not None:
         raise job.error
