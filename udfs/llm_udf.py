@@ -148,8 +148,9 @@ def write_stop_marker(directory: str, reason: str) -> None:
 class SpoolWriter:
     """Buffers result rows of one calling task and writes them as Parquet spool files.
 
-    A file is written when `commit_rows` results are buffered or the oldest buffered result is
-    `commit_seconds` old (checked on every `add`/`tick`), and on `close`. Each file is written
+    A file is written when `commit_rows` results are buffered (so a file holds at most
+    `commit_rows`) or the oldest buffered result is `commit_seconds` old (checked on every
+    `add`/`tick`), and on `close`. Each file is written
     under a dot-name and renamed into place, so a reader (the driver's commit loop, or the
     recovery of a later run) sees whole files only; a crash loses at most the buffer: fewer than
     `commit_rows` results, none older than `commit_seconds`. File names carry the partition, the
@@ -176,12 +177,17 @@ class SpoolWriter:
         os.makedirs(directory, exist_ok=True)
 
     def add(self, pairs: Iterable[tuple[dict, dict]]) -> list[tuple[str, int]]:
+        """Buffer results; returns the files written (each of exactly `commit_rows` results,
+        or, when the buffer got old, what it held)."""
+        written = []
         for request, result in pairs:
             if self.oldest is None:
                 self.oldest = time.monotonic()
             self.requests.append(request)
             self.results.append(result)
-        return self.tick()
+            if len(self.results) >= self.commit_rows:
+                written.append(self.flush())
+        return written + self.tick()
 
     def tick(self) -> list[tuple[str, int]]:
         """Write the buffer if it is full or old enough; returns the files written."""
