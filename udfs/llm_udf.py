@@ -248,7 +248,8 @@ def make_spool_partition(settings: EndpointSettings, concurrency: int, passthrou
     (`SPOOL_FILE_SCHEMA`: spool_file, rows) per file written. It stops taking new requests when
     the run's stop marker appears (polled every `stop_poll_s`) or when one of its own results is
     stage-fatal (`is_stage_fatal`: it then writes the marker itself, so the other tasks stop
-    too); in-flight requests are drained and spooled either way. Closure: settings (no secret),
+    too); in-flight requests are drained and spooled either way. A retried attempt of a task
+    sends nothing (its requests are pending for the next run, never paid twice). Closure: settings (no secret),
     numbers, paths and the key's broadcast handle — never the key.
     """
     passthrough = tuple(passthrough)
@@ -260,6 +261,11 @@ def make_spool_partition(settings: EndpointSettings, concurrency: int, passthrou
 
         ctx = TaskContext.get()
         partition, attempt = (ctx.partitionId(), ctx.attemptNumber()) if ctx is not None else (0, 0)
+        if attempt > 0:
+            # Spark retries a task after an executor loss: the first attempt's requests may have
+            # been answered and spooled already, and re-sending the partition would pay for them
+            # twice. Send nothing; what the first attempt did not spool is left to the next run.
+            return
         writer = SpoolWriter(run_dir, spool_schema, passthrough, commit_rows, commit_seconds, partition, attempt)
         state = {"stop": stop_reason(run_dir) is not None, "polled": time.monotonic()}
 
