@@ -118,6 +118,8 @@ class RunAccounting:
     recovered: int = 0  # rows a crashed run left in the spool, committed by this run before planning
     stopped_reason: str | None = None
     elapsed_s: float = 0.0
+    plan_s: float = 0.0  # recovery + numbering the pending requests, before the first request is sent
+    calling_s: float = 0.0  # the calling job, from its start to its last task's end
 
     @property
     def tokens(self) -> int:
@@ -324,15 +326,18 @@ class _CallingJob:
         self.done = threading.Event()
         self.files: list[tuple[str, int]] = []
         self.error: BaseException | None = None
+        self.elapsed_s = 0.0
         sc = frame.sparkSession.sparkContext
 
         def run() -> None:
+            t0 = time.monotonic()
             try:
                 sc.setJobGroup(self.group, description, interruptOnCancel=True)
                 self.files = [(r.spool_file, int(r.rows)) for r in frame.collect()]
             except BaseException as exc:  # noqa: BLE001 - handed to the driver's thread
                 self.error = exc
             finally:
+                self.elapsed_s = time.monotonic() - t0
                 self.done.set()
 
         self._sc = sc
@@ -430,6 +435,7 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
     fn = make_spool_partition(endpoint, per_task_concurrency(endpoint.max_concurrency, tasks), present,
                               pending.schema, str(run_dir), commit_rows, commit_s, api_key)
     calling = pending.repartition(tasks, "request_id").mapInPandas(fn, SPOOL_FILE_SCHEMA)
+    acc.plan_s = time.monotonic() - started
     job = _CallingJob(calling, f"taskseed {stage}: {to_send} requests, {tasks} calling task(s)")
     errors: dict[str, int] = {}
     committed: set[str] = set()
@@ -477,6 +483,7 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
         if not job.done.wait(max(5.0, 2 * commit_s)):
             job.cancel()
         raise
+    acc.calling_s = job.elapsed_s
     if job.error is not None:
         raise job.error
     missing = sorted(set(path for path, _ in job.files) - committed)
