@@ -389,28 +389,29 @@ def run_llm_stage(
     acc.recovered = recover_spool(lakehouse, stage_dir)
 
     requests = requests_df if "stage" in requests_df.columns else requests_df.withColumn("stage", F.lit(stage))
-    totals = requests.agg(F.count("*").alias("rows"), F.countDistinct("request_id").alias("ids")).first()
-    acc.input_rows, acc.requested = int(totals.rows), int(totals.ids)
-
     done = (lakehouse.read(LLM_CALLS.name)
             .where(F.col("status").isin(*terminal_statuses(retry_failed)))
             .select("request_id").distinct())
-    snapshot, pending, acc.pending = number_pending(requests, done)
+    snapshots, pending, counts = plan_pending(requests, done)
+    acc.input_rows, acc.requested, acc.pending = counts
     acc.already_done = acc.requested - acc.pending
     to_send = acc.pending
     latencies = array.array("d")  # of the rows this run committed: the percentiles without a ledger query
     if config.llm.max_requests is not None and config.llm.max_requests < acc.pending:
         to_send = config.llm.max_requests
-        pending = pending.where(F.col("_rn") < to_send)
+        numbered_snapshot, numbered, _ = number_pending(pending, done.limit(0))
+        snapshots.append(numbered_snapshot)
+        pending = numbered.where(F.col("_rn") < to_send).drop("_rn")
     try:
         if to_send:
             with shared_api_key(spark, endpoint) as api_key:
-                _call_and_commit(lakehouse, config, pending.drop("_rn"), stage, run_id, to_send, endpoint, api_key,
+                _call_and_commit(lakehouse, config, pending, stage, run_id, to_send, endpoint, api_key,
                                  stage_dir / run_id, acc, progress, started, concurrent_tasks, latencies)
         if acc.stopped_reason is None and acc.sent < acc.pending and config.llm.max_requests is not None:
             acc.stopped_reason = f"max_requests={config.llm.max_requests} reached"
     finally:
-        snapshot.unpersist()
+        for snapshot in snapshots:
+            snapshot.unpersist()
     acc.not_sent = acc.pending - acc.sent
     if latencies:
         acc.latency_ms_p50, acc.latency_ms_p95, acc.latency_ms_p99 = (
@@ -434,7 +435,9 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
     present = [c for c in PASSTHROUGH_COLUMNS if c in pending.columns]
     fn = make_spool_partition(endpoint, per_task_concurrency(endpoint.max_concurrency, tasks), present,
                               pending.schema, str(run_dir), commit_rows, commit_s, api_key)
-    calling = pending.repartition(tasks, "request_id").mapInPandas(fn, SPOOL_FILE_SCHEMA)
+    # one task: no shuffle; more: hash-partitioned on request_id (balanced, no global sort)
+    spread = pending.coalesce(1) if tasks == 1 else pending.repartition(tasks, "request_id")
+    calling = spread.mapInPandas(fn, SPOOL_FILE_SCHEMA)
     acc.plan_s = time.monotonic() - started
     job = _CallingJob(calling, f"taskseed {stage}: {to_send} requests, {tasks} calling task(s)")
     errors: dict[str, int] = {}
@@ -511,6 +514,23 @@ def _stop_after_commit(config: Config, acc: RunAccounting, frame: pd.DataFrame, 
     if config.llm.max_tokens_budget is not None and acc.tokens >= config.llm.max_tokens_budget:
         return f"max_tokens_budget={config.llm.max_tokens_budget} reached ({acc.tokens} tokens used)", False
     return None, False
+
+
+def plan_pending(requests: DataFrame, done_ids: DataFrame) -> tuple[list[DataFrame], DataFrame, tuple[int, int, int]]:
+    """The run's plan in one materialization and one small aggregation: the requests deduplicated
+    on request_id (one shuffle on request_id, no global sort), flagged against `done_ids` (a hash
+    join), checkpointed once so the calling job and the counts see the same set.
+
+    Returns (snapshots to unpersist, pending requests, (input rows, distinct requested, pending)).
+    """
+    others = [c for c in requests.columns if c != "request_id"]
+    deduped = requests.groupBy("request_id").agg(*[F.first(c).alias(c) for c in others], F.count("*").alias("_n"))
+    snapshot = (deduped.join(done_ids.withColumn("_done", F.lit(True)), "request_id", "left")
+                .localCheckpoint(eager=True))
+    row = snapshot.agg(F.sum("_n").alias("rows"), F.count("*").alias("ids"),
+                       F.count(F.when(F.col("_done").isNull(), 1)).alias("pending")).first()
+    pending = snapshot.where(F.col("_done").isNull()).drop("_done", "_n")
+    return [snapshot], pending, (int(row.rows or 0), int(row.ids or 0), int(row.pending or 0))
 
 
 _PARTITION_SHIFT = 33  # monotonically_increasing_id(): partition id << 33 | row index in the partition
