@@ -13,7 +13,8 @@ Spark job per run** with no batch barrier:
 - each task writes completed results to **spool** files (Parquet, atomic rename) every
   `llm.commit_rows` results or `llm.commit_seconds`, under `<llm.spool_dir>/<stage>/<run_id>/`;
 - the driver runs the job in a background thread and, while it runs, appends the spooled files
-  to the `llm_calls` Delta ledger (one append per tick, at most every `llm.commit_seconds`),
+  to the `llm_calls` Delta ledger (one append per tick, at most every `llm.commit_seconds`, and
+  never sooner after a commit than that commit took, so commits use at most half the driver's time),
   deletes them after the commit, and reports progress from what it committed (no query against
   the ledger per commit);
 - recovery: every run first commits the spool left by a crashed run of the stage (insert-only on
@@ -442,7 +443,7 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
     job = _CallingJob(calling, f"taskseed {stage}: {to_send} requests, {tasks} calling task(s)")
     errors: dict[str, int] = {}
     committed: set[str] = set()
-    last_commit = 0.0
+    last_commit = commit_cost = 0.0
     try:
         while True:
             finished = job.done.is_set()
@@ -452,14 +453,19 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
                     break
                 job.done.wait(0.1)
                 continue
-            if not finished and time.monotonic() - last_commit < commit_s:
+            # at most every commit_seconds, and never busier than half the time: a gap at least
+            # as long as the last commit took leaves the cores to the calling tasks (the spooled
+            # files are safe meanwhile; only the ledger lags)
+            if not finished and time.monotonic() - last_commit < max(commit_s, commit_cost):
                 job.done.wait(min(0.1, commit_s))
                 continue
+            commit_started = time.monotonic()
             frame = _spool_frame(files)
             lakehouse.append(_ledger_frame(lakehouse, frame, run_id, acc.commits), LLM_CALLS)
             _remove(files)
             committed.update(files)
             last_commit = time.monotonic()
+            commit_cost = last_commit - commit_started
             stats = frame_stats(frame)
             latencies.extend(pd.to_numeric(frame["latency_ms"], errors="coerce").dropna().astype(float).tolist())
             _add(acc, stats)
