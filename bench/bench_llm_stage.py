@@ -11,8 +11,9 @@ C (no queue on the server). Cases (one line each, ratio = stage req/s ÷ bare re
 2. the fixed-latency cases of bench_llm_engine.py that fit a stage run: C=16 L=50 ms and
    C=64 L=500 ms (same request count).
 
-The stage's time is `run_llm_stage` from call to return: recovery check, plan (pending requests
-numbered without a global sort), the calling job, every ledger commit, the accounting. Spark is
+The stage's time is `run_llm_stage` from call to return: recovery check, pinning the ledger
+version, the calling job (which plans as it starts: dedupe + anti-join against the ledger), the
+counts (one aggregation, run alongside the calling job), every ledger commit, the accounting. Spark is
 started and warmed (a 32-request stage run) before the first measurement. The bare client is
 `openai.AsyncOpenAI` (aiohttp transport, max_retries=0) posting the identical request bodies
 (`udfs.llm_client.build_body`) under an `asyncio.Semaphore(C)`. The plan step at 1M requests is
@@ -127,7 +128,8 @@ def main() -> int:
         print(f"case {name} C={c}: bare async client {bare_rate:.1f} req/s ({bare_ok} ok, {bare_s:.1f} s); "
               f"stage through Spark into the ledger {stage_rate:.1f} req/s ({acc.ok} ok, {stage_s:.1f} s, "
               f"{acc.call_tasks} calling task(s), {acc.spool_files} spool files, {acc.commits} ledger commits; "
-              f"plan {acc.plan_s:.1f} s, calling job {acc.calling_s:.1f} s, rest {stage_s - acc.plan_s - acc.calling_s:.1f} s); "
+              f"plan {acc.plan_s:.1f} s, calling job {acc.calling_s:.1f} s (counts alongside it {acc.count_s:.1f} s), "
+              f"rest {stage_s - acc.plan_s - acc.calling_s:.1f} s); "
               f"ratio {ratios[name]:.2f}x{target}; {load()}", flush=True)
     return 0 if ratios.get("lognormal", 1.0) >= 0.9 else 1
 

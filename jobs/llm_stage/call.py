@@ -19,7 +19,14 @@ Spark job per run** with no batch barrier:
   the ledger per commit);
 - recovery: every run first commits the spool left by a crashed run of the stage (insert-only on
   (request_id, run_id), so a crash between an append and the deletes duplicates nothing), then
-  computes pending = requests without a terminal ledger row.
+  sends pending = requests without a terminal ledger row;
+- no separate plan step: the run pins the ledger's current Delta version, the calling job's own
+  first stages deduplicate the requests and anti-join them against the ledger at that version,
+  and the counts (requested, already done, pending) are one aggregation over the same frames that
+  the driver runs while the first requests are out. Only `llm.max_requests` materializes and
+  numbers the pending set before the first request. The requests frame is evaluated twice (by the
+  job and the counts), so it must be deterministic — the stages' plans are (content-hash ids over
+  tables the stage does not write).
 
 **The unit of loss.** A crash (driver, JVM or executor killed) loses, per calling task, at most
 the requests in flight (`max_concurrency // call_tasks`) plus the completed results not yet in
@@ -119,8 +126,9 @@ class RunAccounting:
     recovered: int = 0  # rows a crashed run left in the spool, committed by this run before planning
     stopped_reason: str | None = None
     elapsed_s: float = 0.0
-    plan_s: float = 0.0  # recovery + numbering the pending requests, before the first request is sent
+    plan_s: float = 0.0  # recovery, pinning the ledger, (with llm.max_requests) numbering: before the calling job
     calling_s: float = 0.0  # the calling job, from its start to its last task's end
+    count_s: float = 0.0  # counting requested/pending, after the calling job started (alongside it)
 
     @property
     def tokens(self) -> int:
@@ -390,24 +398,44 @@ def run_llm_stage(
     acc.recovered = recover_spool(lakehouse, stage_dir)
 
     requests = requests_df if "stage" in requests_df.columns else requests_df.withColumn("stage", F.lit(stage))
-    done = (lakehouse.read(LLM_CALLS.name)
+    # the ledger as of now, pinned: the calling job and the counts read the same `done` set even
+    # while this run's own commits add rows
+    lakehouse.ensure(LLM_CALLS)
+    done = (lakehouse.read(LLM_CALLS.name, version=lakehouse.version(LLM_CALLS.name))
             .where(F.col("status").isin(*terminal_statuses(retry_failed)))
             .select("request_id").distinct())
-    snapshots, pending, counts = plan_pending(requests, done)
-    acc.input_rows, acc.requested, acc.pending = counts
-    acc.already_done = acc.requested - acc.pending
-    to_send = acc.pending
+    flagged = flag_requests(requests, done)
+    snapshots: list[DataFrame] = []
     latencies = array.array("d")  # of the rows this run committed: the percentiles without a ledger query
-    if config.llm.max_requests is not None and config.llm.max_requests < acc.pending:
-        to_send = config.llm.max_requests
-        numbered_snapshot, numbered, _ = number_pending(pending, done.limit(0))
-        snapshots.append(numbered_snapshot)
-        pending = numbered.where(F.col("_rn") < to_send).drop("_rn")
+
+    def count(frame: DataFrame) -> int:
+        acc.input_rows, acc.requested, acc.pending = plan_counts(frame)
+        acc.already_done = acc.requested - acc.pending
+        return acc.pending
+
     try:
-        if to_send:
+        if config.llm.max_requests is None:
+            # no cap: the calling job plans as it starts (no materialization, no numbering) and the
+            # counts are one aggregation run alongside it, off the path to the first request
             with shared_api_key(spark, endpoint) as api_key:
-                _call_and_commit(lakehouse, config, pending, stage, run_id, to_send, endpoint, api_key,
-                                 stage_dir / run_id, acc, progress, started, concurrent_tasks, latencies)
+                _call_and_commit(lakehouse, config, pending_of(flagged), stage, run_id, lambda: count(flagged),
+                                 endpoint, api_key, stage_dir / run_id, acc, progress, started, concurrent_tasks,
+                                 latencies)
+        else:
+            # a cap needs the pending set numbered before the first request (materialized once)
+            snapshot = flagged.localCheckpoint(eager=True)
+            snapshots.append(snapshot)
+            to_send = min(count(snapshot), config.llm.max_requests)
+            pending = pending_of(snapshot)
+            if to_send < acc.pending:
+                numbered_snapshot, numbered, _ = number_pending(pending, done.limit(0))
+                snapshots.append(numbered_snapshot)
+                pending = numbered.where(F.col("_rn") < to_send).drop("_rn")
+            if to_send:
+                with shared_api_key(spark, endpoint) as api_key:
+                    _call_and_commit(lakehouse, config, pending, stage, run_id, lambda: to_send, endpoint,
+                                     api_key, stage_dir / run_id, acc, progress, started, concurrent_tasks,
+                                     latencies)
         if acc.stopped_reason is None and acc.sent < acc.pending and config.llm.max_requests is not None:
             acc.stopped_reason = f"max_requests={config.llm.max_requests} reached"
     finally:
@@ -425,10 +453,11 @@ _NON_RETRYABLE_CLIENT = ("http_400", "http_401", "http_403", "http_404")
 
 
 def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, stage: str, run_id: str,
-                     to_send: int, endpoint: EndpointSettings, api_key, run_dir: Path, acc: RunAccounting,
-                     progress: Callable[[Progress], None] | None, started: float,
+                     count: Callable[[], int], endpoint: EndpointSettings, api_key, run_dir: Path,
+                     acc: RunAccounting, progress: Callable[[Progress], None] | None, started: float,
                      concurrent_tasks: int | None, latencies: array.array) -> None:
-    """Start the calling job and commit its spool files until it ends (the driver's loop)."""
+    """Start the calling job, then `count()` the requests it is to send (run while the job's first
+    requests are out), then commit its spool files until it ends (the driver's loop)."""
     spark = lakehouse.spark
     tasks = acc.call_tasks = call_tasks(config, spark, endpoint, concurrent_tasks)
     commit_rows, commit_s = config.llm.commit_unit_rows, config.llm.commit_seconds
@@ -440,11 +469,13 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
     spread = pending.coalesce(1) if tasks == 1 else pending.repartition(tasks, "request_id")
     calling = spread.mapInPandas(fn, SPOOL_FILE_SCHEMA)
     acc.plan_s = time.monotonic() - started
-    job = _CallingJob(calling, f"taskseed {stage}: {to_send} requests, {tasks} calling task(s)")
+    job = _CallingJob(calling, f"taskseed {stage}: pending requests of run {run_id}, {tasks} calling task(s)")
     errors: dict[str, int] = {}
     committed: set[str] = set()
     last_commit = commit_cost = 0.0
     try:
+        to_send = count()
+        acc.count_s = time.monotonic() - started - acc.plan_s
         while True:
             finished = job.done.is_set()
             files = spool_files(str(run_dir))
@@ -522,21 +553,27 @@ def _stop_after_commit(config: Config, acc: RunAccounting, frame: pd.DataFrame, 
     return None, False
 
 
-def plan_pending(requests: DataFrame, done_ids: DataFrame) -> tuple[list[DataFrame], DataFrame, tuple[int, int, int]]:
-    """The run's plan in one materialization and one small aggregation: the requests deduplicated
-    on request_id (one shuffle on request_id, no global sort), flagged against `done_ids` (a hash
-    join), checkpointed once so the calling job and the counts see the same set.
-
-    Returns (snapshots to unpersist, pending requests, (input rows, distinct requested, pending)).
-    """
+def flag_requests(requests: DataFrame, done_ids: DataFrame) -> DataFrame:
+    """The requests deduplicated on request_id (one shuffle on request_id, no global sort; `_n` =
+    input rows per id) and flagged against `done_ids` (`_done` true or null; a hash join). Lazy:
+    the calling job and `plan_counts` each evaluate it, so `requests` must be deterministic (the
+    stages' plans are: content-hash ids over tables the stage does not write) and `done_ids` read
+    at a pinned ledger version."""
     others = [c for c in requests.columns if c != "request_id"]
     deduped = requests.groupBy("request_id").agg(*[F.first(c).alias(c) for c in others], F.count("*").alias("_n"))
-    snapshot = (deduped.join(done_ids.withColumn("_done", F.lit(True)), "request_id", "left")
-                .localCheckpoint(eager=True))
-    row = snapshot.agg(F.sum("_n").alias("rows"), F.count("*").alias("ids"),
-                       F.count(F.when(F.col("_done").isNull(), 1)).alias("pending")).first()
-    pending = snapshot.where(F.col("_done").isNull()).drop("_done", "_n")
-    return [snapshot], pending, (int(row.rows or 0), int(row.ids or 0), int(row.pending or 0))
+    return deduped.join(done_ids.withColumn("_done", F.lit(True)), "request_id", "left")
+
+
+def pending_of(flagged: DataFrame) -> DataFrame:
+    """The requests of a `flag_requests` frame without a terminal ledger row, in request columns."""
+    return flagged.where(F.col("_done").isNull()).drop("_done", "_n")
+
+
+def plan_counts(flagged: DataFrame) -> tuple[int, int, int]:
+    """(input rows, distinct requests, pending) of a `flag_requests` frame: one aggregation."""
+    row = flagged.agg(F.sum("_n").alias("rows"), F.count("*").alias("ids"),
+                      F.count(F.when(F.col("_done").isNull(), 1)).alias("pending")).first()
+    return int(row.rows or 0), int(row.ids or 0), int(row.pending or 0)
 
 
 _PARTITION_SHIFT = 33  # monotonically_increasing_id(): partition id << 33 | row index in the partition
