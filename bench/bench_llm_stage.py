@@ -128,7 +128,8 @@ def main() -> int:
         print(f"case {name} C={c}: bare async client {bare_rate:.1f} req/s ({bare_ok} ok, {bare_s:.1f} s); "
               f"stage through Spark into the ledger {stage_rate:.1f} req/s ({acc.ok} ok, {stage_s:.1f} s, "
               f"{acc.call_tasks} calling task(s), {acc.spool_files} spool files, {acc.commits} ledger commits; "
-              f"plan {acc.plan_s:.1f} s, calling job {acc.calling_s:.1f} s (counts alongside it {acc.count_s:.1f} s), "
+              f"plan {acc.plan_s:.1f} s, first request at {acc.first_sent_s:.1f} s, "
+              f"calling job {acc.calling_s:.1f} s (counts alongside it {acc.count_s:.1f} s), "
               f"rest {stage_s - acc.plan_s - acc.calling_s:.1f} s); "
               f"ratio {ratios[name]:.2f}x{target}; {load()}", flush=True)
     return 0 if ratios.get("lognormal", 1.0) >= 0.9 else 1

@@ -129,6 +129,7 @@ class RunAccounting:
     plan_s: float = 0.0  # recovery, pinning the ledger, (with llm.max_requests) numbering: before the calling job
     calling_s: float = 0.0  # the calling job, from its start to its last task's end
     count_s: float = 0.0  # counting requested/pending, after the calling job started (alongside it)
+    first_sent_s: float | None = None  # from the run's start to its first request (earliest sent_at)
 
     @property
     def tokens(self) -> int:
@@ -391,7 +392,7 @@ def run_llm_stage(
     if missing:
         raise ValueError(f"requests frame lacks columns {missing}")
     spark = lakehouse.spark
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     run_id = run_id or uuid.uuid4().hex
     acc = RunAccounting(stage=stage, run_id=run_id)
     stage_dir = spool_root(config) / stage
@@ -442,6 +443,8 @@ def run_llm_stage(
         for snapshot in snapshots:
             snapshot.unpersist()
     acc.not_sent = acc.pending - acc.sent
+    if acc.first_sent_s is not None:
+        acc.first_sent_s -= started_wall
     if latencies:
         acc.latency_ms_p50, acc.latency_ms_p95, acc.latency_ms_p99 = (
             float(v) for v in np.percentile(np.frombuffer(latencies, dtype="d"), [50, 95, 99]))
@@ -499,6 +502,9 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
             commit_cost = last_commit - commit_started
             stats = frame_stats(frame)
             latencies.extend(pd.to_numeric(frame["latency_ms"], errors="coerce").dropna().astype(float).tolist())
+            first = pd.to_datetime(frame["sent_at"], utc=True).min()
+            if not pd.isna(first) and (acc.first_sent_s is None or first.timestamp() < acc.first_sent_s):
+                acc.first_sent_s = first.timestamp()  # epoch seconds until the run's end subtracts its start
             _add(acc, stats)
             acc.commits += 1
             acc.spool_files += len(files)
