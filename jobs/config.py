@@ -129,10 +129,26 @@ class SimulatorConfig(_Strict):
 
 
 class LLMConfig(_Strict):
-    micro_batch_rows: int = Field(2000, ge=1, description="Requests per ledger commit.")
+    """How the LLM stages' call step runs (jobs/llm_stage/call.py)."""
+
+    commit_rows: int = Field(200, ge=1, description="Results per spool file of a calling task: with the requests "
+                                                    "in flight, what a crash can lose per task.")
+    commit_seconds: float = Field(2.0, gt=0, description="A calling task spools its results at least this often; "
+                                                         "the driver commits the spool to the ledger as often.")
+    call_tasks: int | None = Field(None, ge=1, description="Calling Spark tasks of a run (the endpoint's "
+                                                           "max_concurrency is split over them); default: the "
+                                                           "cluster's parallel slots minus one.")
+    spool_dir: str | None = Field(None, description="Where calling tasks spool results before the ledger commit; "
+                                                    "default <home>/spool. On Databricks a UC Volume path (required).")
+    micro_batch_rows: int | None = Field(None, ge=1, description="Deprecated name of commit_rows (wins when set).")
     max_requests: int | None = Field(None, ge=0, description="Stop a stage cleanly after this many.")
     max_tokens_budget: int | None = Field(None, ge=0)
     retry_failed: bool = Field(False, description="Re-send requests whose ledger row is `failed`.")
+
+    @property
+    def commit_unit_rows(self) -> int:
+        """commit_rows, or the deprecated micro_batch_rows when a config still sets it."""
+        return self.micro_batch_rows or self.commit_rows
 
 
 class GenerateConfig(_Strict):

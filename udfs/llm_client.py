@@ -61,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures
 import email.utils
 import hashlib
 import html
@@ -72,7 +73,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 STATUS_OK, STATUS_FAILED = "ok", "failed"
 STATUS_PARSE_ERROR = "parse_error"  # legacy: written by earlier versions, still terminal, never produced
@@ -925,6 +926,63 @@ class Engine:
         future = asyncio.run_coroutine_threadsafe(self.run_async(requests, concurrency), self.loop)
         return future.result()
 
+    def stream(self, requests: Iterable[dict], concurrency: int, *, stop: Callable[[], bool] | None = None,
+               tick_s: float = 0.25, stats: BatchStats | None = None) -> Iterator[list[tuple[dict, dict]]]:
+        """Send `requests` with a constant in-flight window and yield results as they complete.
+
+        Unlike `run`, there is no batch barrier: a new request starts as soon as one finishes, so
+        a slow request holds one slot, never the others. The input is pulled lazily (at most
+        `concurrency` requests are taken from the iterator ahead of their completion), which lets
+        a Spark task stream a partition of any size.
+
+        Yields lists of `(request, result)` pairs (the request dict as given, the result dict of
+        `RESULT_KEYS`), in completion order; an empty list every `tick_s` seconds in which
+        nothing completed, so the caller can act on time (flush a spool file). `stop()` is
+        polled before each new request is taken: once it returns true no further request is
+        sent, the ones in flight are drained (yielded) and the stream ends; requests never
+        taken stay in the iterator. Every request taken yields exactly one result (the engine
+        never raises for a row); an exception from the iterator or from `stop` propagates after
+        nothing else is sent (in-flight requests are cancelled).
+        `stats`, if given, is filled in as the stream runs (rows = results yielded).
+        """
+        concurrency = max(self.settings.min_concurrency, int(concurrency))
+        limiter = AIMDLimiter(concurrency, min_limit=self.settings.min_concurrency,
+                              start=min(float(concurrency), self.learned_limit or float(concurrency)))
+        stats = stats if stats is not None else BatchStats()
+        rng = random.Random()
+        source = iter(requests)
+        in_flight: dict[concurrent.futures.Future, dict] = {}
+        exhausted = False
+        t0 = time.perf_counter()
+        try:
+            while True:
+                while not exhausted and len(in_flight) < concurrency and not (stop is not None and stop()):
+                    try:
+                        req = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    future = asyncio.run_coroutine_threadsafe(self._safe_one(req, limiter, stats, rng), self.loop)
+                    in_flight[future] = req
+                if not in_flight:
+                    return
+                done, _ = concurrent.futures.wait(list(in_flight), timeout=tick_s,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+                batch = [(in_flight.pop(f), f.result()) for f in done]
+                stats.rows += len(batch)
+                yield batch
+                if stop is not None and not exhausted and stop():
+                    exhausted = True  # drain: send nothing more, yield what is in flight
+        finally:
+            for future in in_flight:  # only when the consumer stopped early or raised
+                future.cancel()
+            stats.wall_s = time.perf_counter() - t0
+            stats.limiter_decreases = limiter.decreases
+            stats.lowest_limit = limiter.lowest_limit
+            stats.final_limit = limiter.limit
+            stats.peak_in_flight = limiter.peak_in_flight
+            self.learned_limit = limiter.limit
+
     def close(self) -> None:
         try:
             asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(10)
@@ -966,6 +1024,15 @@ def close_engines() -> None:
 
 
 atexit.register(close_engines)
+
+
+def stream_requests(settings: EndpointSettings, requests: Iterable[dict], concurrency: int | None = None,
+                    api_key: str | None = None, *, stop: Callable[[], bool] | None = None,
+                    tick_s: float = 0.25, stats: BatchStats | None = None) -> Iterator[list[tuple[dict, dict]]]:
+    """`Engine.stream` on this process's engine: results as they complete, a constant window of
+    `concurrency` requests in flight (default `settings.max_concurrency`), no batch barrier."""
+    return get_engine(settings, api_key).stream(requests, concurrency or settings.max_concurrency,
+                                                stop=stop, tick_s=tick_s, stats=stats)
 
 
 def call_batch(settings: EndpointSettings, requests: Iterable[dict], concurrency: int | None = None,

@@ -13,17 +13,28 @@ Output columns: the passthrough columns, then request_id, status, content, reaso
 error_class, error_detail, attempts, latency_ms, prompt_tokens, completion_tokens, finish_reason,
 sampling_seed, sent_at, completed_at — the result dict of `udfs.llm_client` (statuses and
 meanings in its module docstring); sent_at/completed_at are the client's per-request UTC times.
+
+Two executor paths:
+- `make_call_partition` (batch): each pandas batch is one `call_batch`, its result frame yielded
+  when the batch's slowest request is done (direct use, `call_endpoint`).
+- `make_spool_partition` (streaming, what the LLM stages run): the partition streams through
+  `udfs.llm_client.stream_requests` with a constant in-flight window, and completed results are
+  written to Parquet spool files as they complete (see `SpoolWriter`); the task yields one small
+  row per spool file. No request waits for another request's batch.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+import os
+import time
+import uuid
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 from pyspark import Broadcast
 from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
-from udfs.llm_client import EndpointSettings, call_batch
+from udfs.llm_client import EndpointSettings, call_batch, is_stage_fatal, stream_requests
 
 REQUEST_COLUMNS = ("request_id", "messages_json", "response_format_json", "temperature", "max_tokens")
 PASSTHROUGH_COLUMNS = ("stage", "source_key", "task", "task_family", "sample_index", "model", "prompt_version")
@@ -95,6 +106,192 @@ def make_call_partition(settings: EndpointSettings, concurrency: int, passthroug
             yield results_frame(rows, batch, passthrough)
 
     return call_partition
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming through a partition into spool files
+# ---------------------------------------------------------------------------------------------
+SPOOL_SUFFIX = ".parquet"
+STOP_MARKER = "_STOP"
+SPOOL_FILE_SCHEMA = StructType([StructField("spool_file", StringType(), False),
+                                StructField("rows", LongType(), False)])
+
+
+def spool_files(directory: str) -> list[str]:
+    """Complete spool files in `directory` (sorted), never a file still being written (those
+    carry a leading dot until their atomic rename)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(directory, n) for n in names if n.endswith(SPOOL_SUFFIX) and not n.startswith("."))
+
+
+def stop_reason(directory: str) -> str | None:
+    """The reason written in the run's stop marker, or None while the run may go on."""
+    try:
+        with open(os.path.join(directory, STOP_MARKER), encoding="utf-8") as fh:
+            return fh.read().strip() or "stopped"
+    except FileNotFoundError:
+        return None
+
+
+def write_stop_marker(directory: str, reason: str) -> None:
+    """Ask every calling task of the run to stop sending (atomic: temp file + rename)."""
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{STOP_MARKER}.{uuid.uuid4().hex}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(reason)
+    os.replace(tmp, os.path.join(directory, STOP_MARKER))
+
+
+class SpoolWriter:
+    """Buffers result rows of one calling task and writes them as Parquet spool files.
+
+    A file is written when `commit_rows` results are buffered (so a file holds at most
+    `commit_rows`) or the oldest buffered result is `commit_seconds` old (checked on every
+    `add`/`tick`), and on `close`. Each file is written
+    under a dot-name and renamed into place, so a reader (the driver's commit loop, or the
+    recovery of a later run) sees whole files only; a crash loses at most the buffer: fewer than
+    `commit_rows` results, none older than `commit_seconds`. File names carry the partition, the
+    attempt and a sequence number (`p00003-a0-000012-<uuid8>.parquet`).
+    """
+
+    def __init__(self, directory: str, schema: StructType, passthrough: Sequence[str], commit_rows: int,
+                 commit_seconds: float, partition: int = 0, attempt: int = 0):
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        self.directory = directory
+        self.schema = schema
+        self.arrow_schema = to_arrow_schema(schema, timezone="UTC")
+        self.passthrough = tuple(passthrough)
+        self.types = {f.name: f.dataType for f in schema.fields}
+        self.commit_rows = max(1, int(commit_rows))
+        self.commit_seconds = float(commit_seconds)
+        self.prefix = f"p{partition:05d}-a{attempt}"
+        self.sequence = 0
+        self.requests: list[dict] = []
+        self.results: list[dict] = []
+        self.oldest: float | None = None
+        self.written: list[tuple[str, int]] = []
+        os.makedirs(directory, exist_ok=True)
+
+    def add(self, pairs: Iterable[tuple[dict, dict]]) -> list[tuple[str, int]]:
+        """Buffer results; returns the files written (each of exactly `commit_rows` results,
+        or, when the buffer got old, what it held)."""
+        written = []
+        for request, result in pairs:
+            if self.oldest is None:
+                self.oldest = time.monotonic()
+            self.requests.append(request)
+            self.results.append(result)
+            if len(self.results) >= self.commit_rows:
+                written.append(self.flush())
+        return written + self.tick()
+
+    def tick(self) -> list[tuple[str, int]]:
+        """Write the buffer if it is full or old enough; returns the files written."""
+        if self.results and (len(self.results) >= self.commit_rows
+                             or time.monotonic() - (self.oldest or 0.0) >= self.commit_seconds):
+            return [self.flush()]
+        return []
+
+    def close(self) -> list[tuple[str, int]]:
+        return [self.flush()] if self.results else []
+
+    def flush(self) -> tuple[str, int]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        batch = pd.DataFrame({n: pd.Series(_column(self.requests, n, self.types[n]), dtype=object)
+                              for n in self.passthrough if n != "request_id"}, index=range(len(self.requests)))
+        frame = results_frame(self.results, batch, self.passthrough)
+        table = pa.Table.from_pandas(frame[[f.name for f in self.schema.fields]], schema=self.arrow_schema,
+                                     preserve_index=False)
+        name = f"{self.prefix}-{self.sequence:06d}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
+        tmp, final = os.path.join(self.directory, "." + name), os.path.join(self.directory, name)
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+        self.sequence += 1
+        rows = len(self.results)
+        self.requests, self.results, self.oldest = [], [], None
+        self.written.append((final, rows))
+        return final, rows
+
+
+def _column(rows: list[dict], name: str, data_type) -> list:
+    """One passthrough column as Python values; integral columns back from pandas' float+NaN."""
+    values = [r.get(name) for r in rows]
+    if isinstance(data_type, (IntegerType, LongType)):
+        return [None if v is None or v != v else int(v) for v in values]
+    return [None if isinstance(v, float) and v != v else v for v in values]
+
+
+def _records(batches: Iterator[pd.DataFrame], columns: Sequence[str]) -> Iterator[dict]:
+    """Request dicts from mapInPandas batches, one batch at a time (pulled lazily)."""
+    for batch in batches:
+        if batch.empty:
+            continue
+        present = [c for c in columns if c in batch.columns]
+        yield from batch[present].to_dict("records")
+
+
+def make_spool_partition(settings: EndpointSettings, concurrency: int, passthrough: Sequence[str],
+                         input_schema: StructType, run_dir: str, commit_rows: int, commit_seconds: float,
+                         api_key: Broadcast | None = None, stop_poll_s: float = 0.2,
+                         ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The streaming mapInPandas function of the LLM stages' call step.
+
+    Each task sends its partition's requests through `stream_requests` (a window of
+    `concurrency` requests in flight, refilled as each completes), writes results to spool files
+    under `run_dir` with a `SpoolWriter` (`commit_rows` / `commit_seconds`), and yields one row
+    (`SPOOL_FILE_SCHEMA`: spool_file, rows) per file written. It stops taking new requests when
+    the run's stop marker appears (polled every `stop_poll_s`) or when one of its own results is
+    stage-fatal (`is_stage_fatal`: it then writes the marker itself, so the other tasks stop
+    too); in-flight requests are drained and spooled either way. A retried attempt of a task
+    sends nothing (its requests are pending for the next run, never paid twice). Closure: settings (no secret),
+    numbers, paths and the key's broadcast handle — never the key.
+    """
+    passthrough = tuple(passthrough)
+    columns = tuple(dict.fromkeys([*REQUEST_COLUMNS, "model", *passthrough]))
+    spool_schema = result_schema(input_schema, passthrough)
+
+    def spool_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        partition, attempt = (ctx.partitionId(), ctx.attemptNumber()) if ctx is not None else (0, 0)
+        if attempt > 0:
+            # Spark retries a task after an executor loss: the first attempt's requests may have
+            # been answered and spooled already, and re-sending the partition would pay for them
+            # twice. Send nothing; what the first attempt did not spool is left to the next run.
+            return
+        writer = SpoolWriter(run_dir, spool_schema, passthrough, commit_rows, commit_seconds, partition, attempt)
+        state = {"stop": stop_reason(run_dir) is not None, "polled": time.monotonic()}
+
+        def stop() -> bool:
+            now = time.monotonic()
+            if not state["stop"] and now - state["polled"] >= stop_poll_s:
+                state["polled"] = now
+                state["stop"] = stop_reason(run_dir) is not None
+            return state["stop"]
+
+        key = api_key.value.reveal() if api_key is not None else None
+        tick_s = max(0.05, min(0.25, commit_seconds / 4))
+        for pairs in stream_requests(settings, _records(batches, columns), concurrency, api_key=key, stop=stop,
+                                     tick_s=tick_s):
+            fatal = next((r["error_class"] for _, r in pairs if is_stage_fatal(r.get("error_class"))), None)
+            if fatal is not None and not state["stop"]:
+                state["stop"] = True
+                write_stop_marker(run_dir, f"stage_fatal:{fatal}")
+            files = writer.add(pairs)
+            if files:
+                yield pd.DataFrame(files, columns=["spool_file", "rows"])
+        files = writer.close()
+        if files:
+            yield pd.DataFrame(files, columns=["spool_file", "rows"])
+
+    return spool_partition
 
 
 class SecretBox:

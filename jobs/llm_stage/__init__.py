@@ -3,7 +3,7 @@ runs plan → call → parse for any spec (`run_stage`, `estimate_stage` in runn
 
 - spec.py      the declaration, the plan row's columns, the parsed row's columns
 - plan.py      items → request rows on executors; the dry-run estimate
-- call.py      the ledger-driven call step: micro-batches, budgets, accounting, progress
+- call.py      the ledger-driven call step: one streaming calling job, spool → ledger commits, recovery, budgets, accounting, progress
 - endpoint.py  the endpoint (or the built-in simulator), the key broadcast, the lazy call
 - parse.py     the plan joined with the ledger → output table + quarantine; `StageResult`
 

@@ -1,13 +1,48 @@
-"""The call step of every LLM stage: the ledger-driven runner (jobs/llm_stage/runner.py drives it).
+"""The call step of every LLM stage: the ledger-driven streaming runner (jobs/llm_stage/runner.py
+drives it).
 
-`run_llm_stage` sends only requests without a terminal row in `llm_calls`, in micro-batches of
-`config.llm.micro_batch_rows`; each micro-batch is one Spark job whose only action is the Delta
-append of its results to the ledger, so
+`run_llm_stage` sends only requests without a terminal row in `llm_calls`, through **one calling
+Spark job per run** with no batch barrier:
 
-- the endpoint is called once per pending request per run (the results DataFrame is never
-  re-evaluated: counts are read back from the committed ledger rows),
-- a crash loses at most the micro-batch in flight (its calls are paid, not recorded),
-- a rerun after a complete run sends zero requests.
+- the pending requests are hash-partitioned on request_id into `llm.call_tasks` partitions
+  (default: the cluster's parallel slots minus one, so the ledger commits always find a free
+  slot; never more than `endpoint.max_concurrency`); each task streams its partition through the
+  async engine (`udfs.llm_udf.make_spool_partition`) with a constant window of
+  `max_concurrency // call_tasks` requests in flight — a new request starts as soon as any
+  finishes, so a slow request holds one slot, never the others;
+- each task writes completed results to **spool** files (Parquet, atomic rename) every
+  `llm.commit_rows` results or `llm.commit_seconds`, under `<llm.spool_dir>/<stage>/<run_id>/`;
+- the driver runs the job in a background thread and, while it runs, appends the spooled files
+  to the `llm_calls` Delta ledger (one append per tick, at most every `llm.commit_seconds`, and
+  never sooner after a commit than that commit took, so commits use at most half the driver's time),
+  deletes them after the commit, and reports progress from what it committed (no query against
+  the ledger per commit);
+- recovery: every run first commits the spool left by a crashed run of the stage (insert-only on
+  (request_id, run_id), so a crash between an append and the deletes duplicates nothing), then
+  sends pending = requests without a terminal ledger row;
+- no separate plan step: the run pins the ledger's current Delta version, the calling job's own
+  first stages deduplicate the requests and anti-join them against the ledger at that version,
+  and the counts (requested, already done, pending) are one aggregation over the same frames that
+  the driver runs while the first requests are out. Only `llm.max_requests` materializes and
+  numbers the pending set before the first request. The requests frame is evaluated twice (by the
+  job and the counts), so it must be deterministic — the stages' plans are (content-hash ids over
+  tables the stage does not write).
+
+**The unit of loss.** A crash (driver, JVM or executor killed) loses, per calling task, at most
+the requests in flight (`max_concurrency // call_tasks`) plus the completed results not yet in
+a spool file (fewer than `llm.commit_rows`, none older than `llm.commit_seconds`): those calls
+were paid and are sent again by the rerun. Everything spooled is committed by the next run.
+A calling task that Spark retries (an executor was lost) sends nothing in its retry: its
+partition's unspooled requests stay pending for the next run rather than being paid twice.
+
+Stops without barriers: `llm.max_requests` limits the pending set up front (exactly, no global
+sort); `llm.max_tokens_budget` and stage-fatal results (`udfs.llm_client.is_stage_fatal`:
+structured output rejected, HTTP 401/403/404; or every result so far a 400) write a stop marker
+in the run's spool dir, which the tasks poll: they send nothing more, drain and spool what is in
+flight, and end. A task that sees a stage-fatal result itself stops at once and writes the marker
+for the others. So a token budget can be exceeded by the tokens of what was in flight or
+completed but not yet committed when the budget was reached (≤ in-flight + one commit unit per
+task, plus one commit interval of completions).
 
 Terminal statuses: `ok` and `parse_error` (the raw text is in the ledger; re-parse it, don't
 re-ask). `failed` rows (retries exhausted) are terminal too by default, so a rerun does not
@@ -17,34 +52,45 @@ rows for that request_id — read it through `latest_calls`, which keeps the bes
 Requests frame columns: request_id, stage, source_key, task, task_family, sample_index, model,
 prompt_version, messages_json, response_format_json, temperature, max_tokens.
 
+Ledger rows of a run: run_id, and `micro_batch` = the number of the driver's commit (0, 1, ...)
+that appended the row (null for rows committed by a later run's recovery).
+
 Accounting (`RunAccounting`) reconciles exactly:
     requested = already_done + pending;  pending = sent + not_sent;
-    sent = ok + parse_error + failed (each read back from the ledger rows this run appended).
+    sent = ok + parse_error + failed (each counted from the rows this run committed).
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
-import math
+import os
+import shutil
 import sys
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
-from jobs.config import Config
+from jobs.config import Config, ConfigError
 from jobs.lakehouse import Lakehouse
 from schemas.tables import LLM_CALLS
 from jobs.progress import ProgressLine, progress_line
-from jobs.llm_stage.endpoint import call_endpoint, endpoint_for, shared_api_key
+from jobs.llm_stage.endpoint import endpoint_for, shared_api_key
 from udfs.llm_client import (STATUS_FAILED, STATUS_OK, STATUS_PARSE_ERROR, EndpointSettings, is_stage_fatal,
                               stage_fatal_reason)
+from udfs.llm_udf import (PASSTHROUGH_COLUMNS, SPOOL_FILE_SCHEMA, make_spool_partition, per_task_concurrency,
+                          result_schema, spool_files, stop_reason, write_stop_marker)
 
 REQUIRED_COLUMNS = ("request_id", "messages_json")
-_NON_RETRYABLE_CLIENT = ("http_400", "http_401", "http_403", "http_404")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,9 +120,16 @@ class RunAccounting:
     latency_ms_p50: float | None = None
     latency_ms_p95: float | None = None
     latency_ms_p99: float | None = None
-    micro_batches: int = 0
+    commits: int = 0  # ledger appends of this run (each: the spool files ready at that tick)
+    spool_files: int = 0  # spool files the calling tasks wrote and this run committed
+    call_tasks: int = 0  # calling Spark tasks (partitions of the pending requests)
+    recovered: int = 0  # rows a crashed run left in the spool, committed by this run before planning
     stopped_reason: str | None = None
     elapsed_s: float = 0.0
+    plan_s: float = 0.0  # recovery, pinning the ledger, (with llm.max_requests) numbering: before the calling job
+    calling_s: float = 0.0  # the calling job, from its start to its last task's end
+    count_s: float = 0.0  # counting requested/pending, after the calling job started (alongside it)
+    first_sent_s: float | None = None  # from the run's start to its first request (earliest sent_at)
 
     @property
     def tokens(self) -> int:
@@ -124,10 +177,11 @@ class RunAccounting:
 
 @dataclass(frozen=True)
 class Progress:
+    """The state of a run after one ledger commit (counts are of this run's committed rows)."""
+
     stage: str
     run_id: str
-    micro_batch: int
-    micro_batches: int
+    commits: int
     rows_done: int
     rows_total: int
     ok: int
@@ -146,18 +200,18 @@ class Progress:
         return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def line(self) -> ProgressLine:
-        """`[stage] micro-batch i/n: <done>/<total> requests (p%), <rate> requests/s, ETA h:mm:ss,
+        """`[stage] commit i: <done>/<total> requests (p%), <rate> requests/s, ETA h:mm:ss,
         <tok/s>, ok/parse_error/failed, errors so far` (jobs.progress.progress_line)."""
         errs = ", ".join(f"{k}={v}" for k, v in sorted(self.errors.items())) or "none"
         return progress_line(
-            f"[{self.stage}] micro-batch {self.micro_batch + 1}/{self.micro_batches}:", self.rows_done,
+            f"[{self.stage}] commit {self.commits}:", self.rows_done,
             self.rows_total, self.elapsed_s, "requests",
             f"{self.tokens_per_s:.0f} tok/s, ok={self.ok} parse_error={self.parse_error} "
             f"failed={self.failed}, errors so far: {errs}")
 
 
 def print_progress(progress: Progress) -> None:
-    """`run_llm_stage`'s default when called directly: each micro-batch's line to stderr (stages
+    """`run_llm_stage`'s default when called directly: each commit's line to stderr (stages
     pass their own progress callback; the CLI's printer is jobs.cli.progress)."""
     print(progress.line(), file=sys.stderr, flush=True)
 
@@ -180,44 +234,131 @@ def latest_calls(lakehouse: Lakehouse, stage: str | None = None) -> DataFrame:
     return calls.withColumn("_r", F.row_number().over(window)).where("_r = 1").drop("_r")
 
 
-def _batch_stats(lakehouse: Lakehouse, run_id: str, micro_batch: int | None) -> dict:
-    """Counts of the rows this run committed (optionally one micro-batch): one Spark action."""
-    calls = lakehouse.read(LLM_CALLS.name).where(F.col("run_id") == run_id)
-    if micro_batch is not None:
-        calls = calls.where(F.col("micro_batch") == micro_batch)
-    rows = (calls.groupBy("status", "error_class")
-            .agg(F.count("*").alias("n"),
-                 F.sum(F.when(F.col("attempts") > 1, 1).otherwise(0)).alias("retried"),
-                 F.sum(F.coalesce("attempts", F.lit(0))).alias("attempts"),
-                 F.sum(F.coalesce("prompt_tokens", F.lit(0))).alias("p_tok"),
-                 F.sum(F.coalesce("completion_tokens", F.lit(0))).alias("c_tok"))
-            .collect())
-    out = {"rows": 0, "ok": 0, "parse_error": 0, "failed": 0, "failed_by_class": {},
+def frame_stats(frame: pd.DataFrame) -> dict:
+    """Counts of committed result rows (a pandas frame of ledger columns): rows, per status, per
+    error class of failed / parse_error rows, retried, HTTP attempts, tokens. No Spark action."""
+    out = {"rows": len(frame), "ok": 0, "parse_error": 0, "failed": 0, "failed_by_class": {},
            "parse_error_by_class": {}, "retried": 0, "attempts": 0, "p_tok": 0, "c_tok": 0}
-    for r in rows:
-        out["rows"] += r.n
-        out[r.status] = out.get(r.status, 0) + r.n
-        if r.status == STATUS_FAILED:
-            out["failed_by_class"][r.error_class] = out["failed_by_class"].get(r.error_class, 0) + r.n
-        if r.status == STATUS_PARSE_ERROR:
-            out["parse_error_by_class"][r.error_class] = out["parse_error_by_class"].get(r.error_class, 0) + r.n
-        for key in ("retried", "attempts", "p_tok", "c_tok"):
-            out[key] += int(getattr(r, key) or 0)
+    if not len(frame):
+        return out
+    for status, n in frame["status"].value_counts().items():
+        out[status] = out.get(status, 0) + int(n)
+    for status, key in ((STATUS_FAILED, "failed_by_class"), (STATUS_PARSE_ERROR, "parse_error_by_class")):
+        classes = frame.loc[frame["status"] == status, "error_class"].fillna("unknown")
+        out[key] = {str(c): int(n) for c, n in classes.value_counts().items()}
+    attempts = pd.to_numeric(frame["attempts"], errors="coerce").fillna(0)
+    out["retried"] = int((attempts > 1).sum())
+    out["attempts"] = int(attempts.sum())
+    out["p_tok"] = int(pd.to_numeric(frame["prompt_tokens"], errors="coerce").fillna(0).sum())
+    out["c_tok"] = int(pd.to_numeric(frame["completion_tokens"], errors="coerce").fillna(0).sum())
     return out
-
-
-def _latency_percentiles(lakehouse: Lakehouse, run_id: str) -> tuple[float | None, ...]:
-    row = (lakehouse.read(LLM_CALLS.name).where(F.col("run_id") == run_id)
-           .agg(F.percentile("latency_ms", F.array(F.lit(0.5), F.lit(0.95), F.lit(0.99))).alias("p"))
-           .first())
-    if row is None or row.p is None:
-        return (None, None, None)
-    return tuple(float(x) for x in row.p)
 
 
 # ---------------------------------------------------------------------------------------------
 # The runner
 # ---------------------------------------------------------------------------------------------
+def spool_root(config: Config) -> Path:
+    """Where calling tasks spool results: `llm.spool_dir`, default `<home>/spool`. It must be a
+    path the driver and every executor see (local: any local dir; Databricks: a UC Volume,
+    `/Volumes/<catalog>/<schema>/<volume>/spool`, required there)."""
+    if config.llm.spool_dir is not None:
+        return Path(config.llm.spool_dir)
+    if config.runtime == "databricks":
+        raise ConfigError("llm.spool_dir must be set on Databricks: a Unity Catalog Volume path that the driver "
+                          "and every executor can read and write (e.g. /Volumes/<catalog>/<schema>/<volume>/spool)")
+    return Path(config.home) / "spool"
+
+
+def call_tasks(config: Config, spark, endpoint: EndpointSettings, override: int | None = None) -> int:
+    """Calling tasks of a run: `override`, else `llm.call_tasks`, else the cluster's parallel
+    slots minus one (one slot stays free for the ledger commits); at least 1 and at most
+    `endpoint.max_concurrency` (each task keeps at least one request in flight)."""
+    tasks = override or config.llm.call_tasks or spark.sparkContext.defaultParallelism - 1
+    return max(1, min(int(tasks), int(endpoint.max_concurrency)))
+
+
+def _spool_frame(files: list[str]) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def _ledger_frame(lakehouse: Lakehouse, frame: pd.DataFrame, run_id: str, commit: int | None) -> DataFrame:
+    """A spooled result frame as a Spark frame of ledger rows (run_id, micro_batch = commit)."""
+    frame = frame.assign(run_id=run_id, micro_batch=pd.array([commit] * len(frame), dtype="Int32"))
+    schema = StructType([f for f in LLM_CALLS.schema.fields if f.name in frame.columns])
+    schema = StructType([StructField(f.name, f.dataType, True) for f in schema.fields])
+    return lakehouse.spark.createDataFrame(frame[[f.name for f in schema.fields]], schema=schema)
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def recover_spool(lakehouse: Lakehouse, stage_dir: Path) -> int:
+    """Commit what crashed runs of a stage left in its spool dir; returns the rows committed.
+
+    For each `<stage_dir>/<run_id>/`: its complete spool files are appended to the ledger with
+    that run_id, except rows whose (request_id, run_id) the ledger already holds (the crash came
+    between an append and the deletes) — insert-only, so nothing is duplicated; then the files,
+    half-written temp files (results lost with the crash) and the stop marker are removed.
+    """
+    if not stage_dir.is_dir():
+        return 0
+    recovered = 0
+    for run_dir in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
+        files = spool_files(str(run_dir))
+        if files:
+            run_id = run_dir.name
+            rows = _ledger_frame(lakehouse, _spool_frame(files), run_id, None)
+            known = (lakehouse.read(LLM_CALLS.name).where(F.col("run_id") == run_id)
+                     .select("request_id", "run_id"))
+            new = rows.join(known, ["request_id", "run_id"], "left_anti").localCheckpoint(eager=True)
+            n = new.count()
+            if n:
+                lakehouse.append(new, LLM_CALLS)
+            recovered += n
+            _remove(files)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return recovered
+
+
+class _CallingJob:
+    """The run's one calling Spark job, evaluated in a background thread (its job group lets the
+    driver cancel it). `files` holds the job's output rows (spool_file, rows) once done."""
+
+    def __init__(self, frame: DataFrame, description: str):
+        from pyspark import InheritableThread
+
+        self.group = f"taskseed-call-{uuid.uuid4().hex[:12]}"
+        self.done = threading.Event()
+        self.files: list[tuple[str, int]] = []
+        self.error: BaseException | None = None
+        self.elapsed_s = 0.0
+        sc = frame.sparkSession.sparkContext
+
+        def run() -> None:
+            t0 = time.monotonic()
+            try:
+                sc.setJobGroup(self.group, description, interruptOnCancel=True)
+                self.files = [(r.spool_file, int(r.rows)) for r in frame.collect()]
+            except BaseException as exc:  # noqa: BLE001 - handed to the driver's thread
+                self.error = exc
+            finally:
+                self.elapsed_s = time.monotonic() - t0
+                self.done.set()
+
+        self._sc = sc
+        self._thread = InheritableThread(target=run, name="taskseed-calling-job", daemon=True)
+        self._thread.start()
+
+    def cancel(self, timeout_s: float = 60.0) -> None:
+        self._sc.cancelJobGroup(self.group)
+        self._thread.join(timeout_s)
+
+
 def run_llm_stage(
     lakehouse: Lakehouse,
     config: Config,
@@ -230,16 +371,16 @@ def run_llm_stage(
     retry_failed: bool | None = None,
     concurrent_tasks: int | None = None,
 ) -> RunAccounting:
-    """Send the requests that have no terminal ledger row; append results per micro-batch.
+    """Commit a crashed run's spool, then send the requests that have no terminal ledger row
+    through one streaming calling job, committing its spool files to the ledger as they appear
+    (see the module docstring for the design, the unit of loss and the stops).
 
     `endpoint` defaults to `endpoint_for(config)` (the simulator when base_url is null).
-    Stops cleanly between micro-batches at `config.llm.max_requests` / `max_tokens_budget`
-    (the token budget is checked after each micro-batch, so it can be exceeded by at most one
-    micro-batch), after a micro-batch with any stage-fatal result (`udfs.llm_client.is_stage_fatal`:
-    structured output rejected, HTTP 401/403/404 — every further request would fail alike; the
-    reason is printed as one `[stage] stopped: ...` line on stderr and kept in `stopped_reason`),
-    or when a whole micro-batch failed with bad-request errors.
-    An exception from `progress` propagates (the committed micro-batches stay in the ledger).
+    `concurrent_tasks` overrides `llm.call_tasks`. `progress` gets a `Progress` after each
+    ledger commit. A stage-fatal stop prints one `[stage] stopped: ...` line on stderr and keeps
+    it in `stopped_reason`. An exception (from `progress`, a commit, or Ctrl-C) cancels the
+    calling job and propagates; the committed rows stay in the ledger and the spooled ones are
+    committed by the next run.
     """
     if endpoint is None:
         with endpoint_for(config) as ep:
@@ -251,89 +392,213 @@ def run_llm_stage(
     if missing:
         raise ValueError(f"requests frame lacks columns {missing}")
     spark = lakehouse.spark
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     run_id = run_id or uuid.uuid4().hex
     acc = RunAccounting(stage=stage, run_id=run_id)
-    tasks = concurrent_tasks or max(1, spark.sparkContext.defaultParallelism)
-    batch_rows = config.llm.micro_batch_rows
+    stage_dir = spool_root(config) / stage
+    acc.recovered = recover_spool(lakehouse, stage_dir)
 
     requests = requests_df if "stage" in requests_df.columns else requests_df.withColumn("stage", F.lit(stage))
-    totals = requests.agg(F.count("*").alias("rows"), F.countDistinct("request_id").alias("ids")).first()
-    acc.input_rows, acc.requested = int(totals.rows), int(totals.ids)
-
-    done = (lakehouse.read(LLM_CALLS.name)
+    # the ledger as of now, pinned: the calling job and the counts read the same `done` set even
+    # while this run's own commits add rows
+    lakehouse.ensure(LLM_CALLS)
+    done = (lakehouse.read(LLM_CALLS.name, version=lakehouse.version(LLM_CALLS.name))
             .where(F.col("status").isin(*terminal_statuses(retry_failed)))
             .select("request_id").distinct())
-    snapshot, pending, acc.pending = number_pending(requests, done, batch_rows)
-    try:
+    flagged = flag_requests(requests, done)
+    snapshots: list[DataFrame] = []
+    latencies = array.array("d")  # of the rows this run committed: the percentiles without a ledger query
+
+    def count(frame: DataFrame) -> int:
+        acc.input_rows, acc.requested, acc.pending = plan_counts(frame)
         acc.already_done = acc.requested - acc.pending
-        n_batches = math.ceil(acc.pending / batch_rows) if acc.pending else 0
-        errors: dict[str, int] = {}
-        with shared_api_key(spark, endpoint) if n_batches else contextlib.nullcontext() as api_key:
-            for mb in range(n_batches):
-                stop = _budget_stop(config, acc)
-                if stop:
-                    acc.stopped_reason = stop
-                    break
-                start_rn, end_rn = mb * batch_rows, min(acc.pending, (mb + 1) * batch_rows)
-                if config.llm.max_requests is not None:
-                    end_rn = min(end_rn, start_rn + config.llm.max_requests - acc.sent)
-                batch = pending.where((F.col("_mb") == mb) & (F.col("_rn") < end_rn)).drop("_rn", "_mb")
-                results = (call_endpoint(batch, endpoint, tasks, api_key=api_key)
-                           .withColumn("stage", F.lit(stage))
-                           .withColumn("run_id", F.lit(run_id))
-                           .withColumn("micro_batch", F.lit(mb)))
-                lakehouse.append(results, LLM_CALLS)  # the one action that calls the endpoint
-                stats = _batch_stats(lakehouse, run_id, mb)
-                if stats["rows"] != end_rn - start_rn:
-                    raise RuntimeError(f"micro-batch {mb}: sent {end_rn - start_rn} requests but "
-                                       f"{stats['rows']} results were committed")
-                _add(acc, stats)
-                acc.micro_batches += 1
-                for cls, n in stats["failed_by_class"].items():
-                    errors[cls] = errors.get(cls, 0) + n
-                for cls, n in stats["parse_error_by_class"].items():
-                    errors[cls] = errors.get(cls, 0) + n
-                if progress is not None:
-                    progress(Progress(stage, run_id, mb, n_batches, acc.sent, acc.pending, acc.ok,
-                                      acc.parse_error, acc.failed, acc.prompt_tokens + acc.completion_tokens,
-                                      time.monotonic() - started, dict(errors)))
-                fatal = sorted(c for c in stats["failed_by_class"] if is_stage_fatal(c))
-                if fatal:
-                    acc.stopped_reason = _stage_fatal_line(lakehouse, run_id, fatal[0])
-                    print(f"[{stage}] stopped: {acc.stopped_reason}", file=sys.stderr, flush=True)
-                    break
-                if stats["rows"] and sum(stats["failed_by_class"].get(c, 0) for c in _NON_RETRYABLE_CLIENT) == stats["rows"]:
-                    acc.stopped_reason = ("every request of a micro-batch was rejected by the endpoint "
-                                          f"({', '.join(sorted(stats['failed_by_class']))}): check model, key and URL")
-                    break
-        if acc.stopped_reason is None and acc.sent < acc.pending:
-            acc.stopped_reason = _budget_stop(config, acc)
+        return acc.pending
+
+    try:
+        if config.llm.max_requests is None:
+            # no cap: the calling job plans as it starts (no materialization, no numbering) and the
+            # counts are one aggregation run alongside it, off the path to the first request
+            with shared_api_key(spark, endpoint) as api_key:
+                _call_and_commit(lakehouse, config, pending_of(flagged), stage, run_id, lambda: count(flagged),
+                                 endpoint, api_key, stage_dir / run_id, acc, progress, started, concurrent_tasks,
+                                 latencies)
+        else:
+            # a cap needs the pending set numbered before the first request (materialized once)
+            snapshot = flagged.localCheckpoint(eager=True)
+            snapshots.append(snapshot)
+            to_send = min(count(snapshot), config.llm.max_requests)
+            pending = pending_of(snapshot)
+            if to_send < acc.pending:
+                numbered_snapshot, numbered, _ = number_pending(pending, done.limit(0))
+                snapshots.append(numbered_snapshot)
+                pending = numbered.where(F.col("_rn") < to_send).drop("_rn")
+            if to_send:
+                with shared_api_key(spark, endpoint) as api_key:
+                    _call_and_commit(lakehouse, config, pending, stage, run_id, lambda: to_send, endpoint,
+                                     api_key, stage_dir / run_id, acc, progress, started, concurrent_tasks,
+                                     latencies)
+        if acc.stopped_reason is None and acc.sent < acc.pending and config.llm.max_requests is not None:
+            acc.stopped_reason = f"max_requests={config.llm.max_requests} reached"
     finally:
-        snapshot.unpersist()
+        for snapshot in snapshots:
+            snapshot.unpersist()
     acc.not_sent = acc.pending - acc.sent
-    if acc.sent:
-        acc.latency_ms_p50, acc.latency_ms_p95, acc.latency_ms_p99 = _latency_percentiles(lakehouse, run_id)
+    if acc.first_sent_s is not None:
+        acc.first_sent_s -= started_wall
+    if latencies:
+        acc.latency_ms_p50, acc.latency_ms_p95, acc.latency_ms_p99 = (
+            float(v) for v in np.percentile(np.frombuffer(latencies, dtype="d"), [50, 95, 99]))
     acc.elapsed_s = time.monotonic() - started
     return acc
+
+
+_NON_RETRYABLE_CLIENT = ("http_400", "http_401", "http_403", "http_404")
+
+
+def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, stage: str, run_id: str,
+                     count: Callable[[], int], endpoint: EndpointSettings, api_key, run_dir: Path,
+                     acc: RunAccounting, progress: Callable[[Progress], None] | None, started: float,
+                     concurrent_tasks: int | None, latencies: array.array) -> None:
+    """Start the calling job, then `count()` the requests it is to send (run while the job's first
+    requests are out), then commit its spool files until it ends (the driver's loop)."""
+    spark = lakehouse.spark
+    tasks = acc.call_tasks = call_tasks(config, spark, endpoint, concurrent_tasks)
+    commit_rows, commit_s = config.llm.commit_unit_rows, config.llm.commit_seconds
+    run_dir.mkdir(parents=True, exist_ok=True)
+    present = [c for c in PASSTHROUGH_COLUMNS if c in pending.columns]
+    fn = make_spool_partition(endpoint, per_task_concurrency(endpoint.max_concurrency, tasks), present,
+                              pending.schema, str(run_dir), commit_rows, commit_s, api_key)
+    # one task: no shuffle; more: hash-partitioned on request_id (balanced, no global sort)
+    spread = pending.coalesce(1) if tasks == 1 else pending.repartition(tasks, "request_id")
+    calling = spread.mapInPandas(fn, SPOOL_FILE_SCHEMA)
+    acc.plan_s = time.monotonic() - started
+    job = _CallingJob(calling, f"taskseed {stage}: pending requests of run {run_id}, {tasks} calling task(s)")
+    errors: dict[str, int] = {}
+    committed: set[str] = set()
+    last_commit = commit_cost = 0.0
+    try:
+        to_send = count()
+        acc.count_s = time.monotonic() - started - acc.plan_s
+        while True:
+            finished = job.done.is_set()
+            files = spool_files(str(run_dir))
+            if not files:
+                if finished:
+                    break
+                job.done.wait(0.1)
+                continue
+            # at most every commit_seconds, and never busier than half the time: a gap at least
+            # as long as the last commit took leaves the cores to the calling tasks (the spooled
+            # files are safe meanwhile; only the ledger lags)
+            if not finished and time.monotonic() - last_commit < max(commit_s, commit_cost):
+                job.done.wait(min(0.1, commit_s))
+                continue
+            commit_started = time.monotonic()
+            frame = _spool_frame(files)
+            lakehouse.append(_ledger_frame(lakehouse, frame, run_id, acc.commits), LLM_CALLS)
+            _remove(files)
+            committed.update(files)
+            last_commit = time.monotonic()
+            commit_cost = last_commit - commit_started
+            stats = frame_stats(frame)
+            latencies.extend(pd.to_numeric(frame["latency_ms"], errors="coerce").dropna().astype(float).tolist())
+            first = pd.to_datetime(frame["sent_at"], utc=True).min()
+            if not pd.isna(first) and (acc.first_sent_s is None or first.timestamp() < acc.first_sent_s):
+                acc.first_sent_s = first.timestamp()  # epoch seconds until the run's end subtracts its start
+            _add(acc, stats)
+            acc.commits += 1
+            acc.spool_files += len(files)
+            for key in ("failed_by_class", "parse_error_by_class"):
+                for cls, n in stats[key].items():
+                    errors[cls] = errors.get(cls, 0) + n
+            if progress is not None:
+                progress(Progress(stage, run_id, acc.commits, acc.sent, to_send, acc.ok, acc.parse_error,
+                                  acc.failed, acc.tokens, time.monotonic() - started, dict(errors)))
+            if acc.stopped_reason is None:
+                reason, fatal = _stop_after_commit(config, acc, frame, commit_rows, to_send)
+                if reason is not None:
+                    acc.stopped_reason = reason
+                    write_stop_marker(str(run_dir), reason)
+                    if fatal:
+                        print(f"[{stage}] stopped: {reason}", file=sys.stderr, flush=True)
+    except BaseException as exc:
+        # Ask the tasks to stop and drain (their results stay in the spool for the next run),
+        # give them a moment, then cancel what is still running.
+        with contextlib.suppress(OSError):
+            write_stop_marker(str(run_dir), f"interrupted: {type(exc).__name__}")
+        if not job.done.wait(max(5.0, 2 * commit_s)):
+            job.cancel()
+        raise
+    acc.calling_s = job.elapsed_s
+    if job.error is not None:
+        raise job.error
+    missing = sorted(set(path for path, _ in job.files) - committed)
+    if missing:  # every file the job reports was committed (a failed attempt's files are, too)
+        raise RuntimeError(f"[{stage}] {len(missing)} spool files of the calling job were not committed, "
+                           f"e.g. {missing[0]}")
+    if acc.stopped_reason is None and acc.sent < to_send:
+        marker = stop_reason(str(run_dir))
+        acc.stopped_reason = marker or f"the calling tasks sent {acc.sent} of {to_send} requests"
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _stop_after_commit(config: Config, acc: RunAccounting, frame: pd.DataFrame, commit_rows: int,
+                       to_send: int) -> tuple[str | None, bool]:
+    """(why the run must stop after this commit, whether it is stage-fatal); (None, False) to go on."""
+    fatal = sorted(c for c in acc.failed_by_class if is_stage_fatal(c))
+    if fatal:
+        detail = frame.loc[frame["error_class"] == fatal[0], "error_detail"].dropna()
+        words = " ".join(str(detail.iloc[0]).split()) if len(detail) else None
+        return stage_fatal_reason(fatal[0], words) or fatal[0], True
+    rejected = sum(acc.failed_by_class.get(c, 0) for c in _NON_RETRYABLE_CLIENT)
+    if acc.sent and rejected == acc.sent and acc.sent >= min(commit_rows, to_send):
+        return ("every request so far was rejected by the endpoint "
+                f"({', '.join(sorted(acc.failed_by_class))}): check model, key and URL"), False
+    if config.llm.max_tokens_budget is not None and acc.tokens >= config.llm.max_tokens_budget:
+        return f"max_tokens_budget={config.llm.max_tokens_budget} reached ({acc.tokens} tokens used)", False
+    return None, False
+
+
+def flag_requests(requests: DataFrame, done_ids: DataFrame) -> DataFrame:
+    """The requests deduplicated on request_id (one shuffle on request_id, no global sort; `_n` =
+    input rows per id) and flagged against `done_ids` (`_done` true or null; a hash join). Lazy:
+    the calling job and `plan_counts` each evaluate it, so `requests` must be deterministic (the
+    stages' plans are: content-hash ids over tables the stage does not write) and `done_ids` read
+    at a pinned ledger version."""
+    others = [c for c in requests.columns if c != "request_id"]
+    deduped = requests.groupBy("request_id").agg(*[F.first(c).alias(c) for c in others], F.count("*").alias("_n"))
+    return deduped.join(done_ids.withColumn("_done", F.lit(True)), "request_id", "left")
+
+
+def pending_of(flagged: DataFrame) -> DataFrame:
+    """The requests of a `flag_requests` frame without a terminal ledger row, in request columns."""
+    return flagged.where(F.col("_done").isNull()).drop("_done", "_n")
+
+
+def plan_counts(flagged: DataFrame) -> tuple[int, int, int]:
+    """(input rows, distinct requests, pending) of a `flag_requests` frame: one aggregation."""
+    row = flagged.agg(F.sum("_n").alias("rows"), F.count("*").alias("ids"),
+                      F.count(F.when(F.col("_done").isNull(), 1)).alias("pending")).first()
+    return int(row.rows or 0), int(row.ids or 0), int(row.pending or 0)
 
 
 _PARTITION_SHIFT = 33  # monotonically_increasing_id(): partition id << 33 | row index in the partition
 
 
-def number_pending(requests: DataFrame, done_ids: DataFrame, batch_rows: int) -> tuple[DataFrame, DataFrame, int]:
+def number_pending(requests: DataFrame, done_ids: DataFrame,
+                   batch_rows: int | None = None) -> tuple[DataFrame, DataFrame, int]:
     """The pending requests (one row per request_id without a row in `done_ids`), materialized once
-    and numbered 0..n-1 into micro-batches of `batch_rows` (`_rn`, `_mb`) — without a global sort.
+    and numbered 0..n-1 (`_rn`; with `batch_rows`, also `_mb` = _rn // batch_rows) — without a
+    global sort. The call step keeps `_rn < llm.max_requests` to cap a run exactly.
 
     The anti-join is a hash-partitioned shuffle on request_id; each partition's rows get a local
     index (`monotonically_increasing_id`, evaluated once into the local checkpoint), one small
     aggregation counts rows per partition, and the driver turns those counts into offsets (as
     RDD.zipWithIndex does). So no task ever holds more than its own partition, where a
     `row_number()` over `Window.orderBy(request_id)` pulls every pending id through one task.
-    Which requests share a micro-batch depends on the partitioning, not on the id order; every
-    micro-batch but the last has exactly `batch_rows` rows.
+    Which requests get the low numbers depends on the partitioning, not on the id order.
 
-    Returns (snapshot to unpersist, numbered frame with `_rn`/`_mb`, number of pending requests).
+    Returns (snapshot to unpersist, numbered frame, number of pending requests).
     """
     snapshot = (requests.dropDuplicates(["request_id"]).join(done_ids, "request_id", "left_anti")
                 .withColumn("_mid", F.monotonically_increasing_id())
@@ -345,28 +610,10 @@ def number_pending(requests: DataFrame, done_ids: DataFrame, batch_rows: int) ->
         offsets += [F.lit(p), F.lit(total)]
         total += n
     offset = F.create_map(*offsets)[part] if offsets else F.lit(0).cast("long")
-    numbered = (snapshot.withColumn("_rn", offset + (F.col("_mid") - F.shiftleft(part, _PARTITION_SHIFT)))
-                .withColumn("_mb", F.floor(F.col("_rn") / F.lit(batch_rows)).cast("int"))
-                .drop("_mid"))
+    numbered = snapshot.withColumn("_rn", offset + (F.col("_mid") - F.shiftleft(part, _PARTITION_SHIFT))).drop("_mid")
+    if batch_rows is not None:
+        numbered = numbered.withColumn("_mb", F.floor(F.col("_rn") / F.lit(batch_rows)).cast("int"))
     return snapshot, numbered, total
-
-
-def _stage_fatal_line(lakehouse: Lakehouse, run_id: str, error_class: str) -> str:
-    """`stage_fatal_reason` with the server's words from one ledger row of this run (the detail
-    is already redacted and cut by the client); read only when the stage stops."""
-    row = (lakehouse.read(LLM_CALLS.name)
-           .where((F.col("run_id") == run_id) & (F.col("error_class") == error_class))
-           .select("error_detail").limit(1).first())
-    detail = " ".join(str(row.error_detail).split()) if row is not None and row.error_detail else None
-    return stage_fatal_reason(error_class, detail) or error_class
-
-
-def _budget_stop(config: Config, acc: RunAccounting) -> str | None:
-    if config.llm.max_requests is not None and acc.sent >= config.llm.max_requests:
-        return f"max_requests={config.llm.max_requests} reached"
-    if config.llm.max_tokens_budget is not None and acc.tokens >= config.llm.max_tokens_budget:
-        return f"max_tokens_budget={config.llm.max_tokens_budget} reached ({acc.tokens} tokens used)"
-    return None
 
 
 def _add(acc: RunAccounting, stats: dict) -> None:

@@ -34,7 +34,7 @@ def run_stage(
     Only one run of a stage works on a lakehouse at a time: a second one raises
     `jobs.lakehouse.WriterConflict` naming the first before it plans anything.
     tasks: only items of these tasks (default: all). endpoint: default the configured one, or the
-    simulator when `endpoint.base_url` is null. progress: receives one line per micro-batch.
+    simulator when `endpoint.base_url` is null. progress: receives one line per ledger commit.
     """
     with lakehouse.exclusive(f"llm-stage-{spec.name}"):  # one run of a stage per lakehouse at a time
         plan = build_plan(spec, lakehouse, config, tasks)

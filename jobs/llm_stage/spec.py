@@ -4,7 +4,7 @@ where the results go. `jobs.llm_stage.run_stage` runs plan → call → parse fo
 The same shape as distilabel's `format_input` / `format_output` pair or a NeMo Curator stage
 with declared inputs and outputs: the stage module supplies two pure row functions (from
 `udfs.llm_rows`) and a function that selects its items; the package owns the ledger, budgets,
-micro-batches, quarantine and the MERGEs.
+streaming calls, the spool, quarantine and the MERGEs.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def test_seeds_from_the_mirror_generate_k_enrich_m_all_accounted_rerun_sends_non
         "schema=t_e2e_generate_enrich", f"tasks.mirror={small_mirror}",
         "tasks.overrides={winogrande: {dataset_name: winogrande_l}}",
         f"generate.items_per_seed={K}", f"generate.seeds_per_task={SEEDS_PER_TASK}",
-        f"enrich.samples_per_item={M}", "enrich.enrich_seeds=true", "llm.micro_batch_rows=100",
+        f"enrich.samples_per_item={M}", "enrich.enrich_seeds=true", "llm.commit_rows=100",
     )
     lakehouse = Lakehouse(spark, config)
     try:

@@ -4,7 +4,8 @@ A separate driver process (its own JVM and Python workers) runs an LLM stage aga
 simulator, which demands a distinctive key; once the key has demonstrably reached the workers
 (the server answered requests, none with 401), the whole process session is SIGKILLed. Then every
 file written since the test started under /tmp (Spark's local dirs, PySpark's broadcast files,
-the workers' temp files) and every file of the lakehouse home is scanned for the key — plain, its
+the workers' temp files) and every file of the lakehouse home (the Delta ledger, and the spool the
+calling tasks write results to before the ledger commit: <home>/spool) is scanned for the key — plain, its
 base64 forms, and the pickled SecretBox the broadcast carries. Without `spark.io.encryption.enabled`
 the broadcast's pickle is left in /tmp/spark-*/pyspark-*/ and this test fails.
 """
@@ -43,7 +44,7 @@ DRIVER = textwrap.dedent("""
 
     base_url, home = sys.argv[1], sys.argv[2]
     config = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=2",
-                                    "llm.micro_batch_rows=8"], home=home)
+                                    "llm.commit_rows=8"], home=home)
     lakehouse = Lakehouse(get_spark(config), config)
     requests = lakehouse.spark.createDataFrame(make_request_rows(200))
     endpoint = EndpointSettings(base_url=base_url, model="taskseed-sim", api_key_env="TASKSEED_KEY_UNDER_TEST",

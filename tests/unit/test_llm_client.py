@@ -29,6 +29,7 @@ from udfs.llm_client import (
     ERROR_BODY_CHARS,
     RESULT_KEYS,
     AIMDLimiter,
+    BatchStats,
     EndpointSettings,
     Engine,
     ErrorObject,
@@ -712,3 +713,67 @@ def test_results_frame_columns_and_types():
     assert frame["sampling_seed"].tolist()[0] == 2**31 - 1 and pd.isna(frame["sampling_seed"][1])
     assert str(frame["sent_at"].dtype).startswith("datetime64") and frame["sent_at"][0] == now
     assert pd.isna(frame["prompt_tokens"][0]) and pd.isna(frame["sent_at"][1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming (issue 12 part 1): a constant in-flight window, no batch barrier
+# ---------------------------------------------------------------------------------------------
+def _stream_all(engine, rows, window, **kw):
+    pairs = []
+    for chunk in engine.stream(iter(rows), window, **kw):
+        pairs.extend(chunk)
+    return pairs
+
+
+def test_stream_keeps_its_window_full_while_a_slow_request_is_out(start_sim):
+    # heavy-tailed latency (lognormal, sigma = 1): with a batch barrier nothing of the second
+    # window could be sent before the first window's slowest request came back
+    server = start_sim(seed=5, latency_ms=100, latency_jitter_ms=100, latency_dist="lognormal", max_concurrency=64)
+    settings = EndpointSettings(base_url=server.base_url, model="taskseed-sim", require_key=False, timeout_s=30)
+    rows = make_request_rows(40)
+    stats = BatchStats()
+    engine = Engine(settings)
+    try:
+        pairs = _stream_all(engine, rows, 4, stats=stats)
+    finally:
+        engine.close()
+
+    assert sorted(r["request_id"] for r in rows) == sorted(res["request_id"] for _, res in pairs)
+    assert all(req["request_id"] == res["request_id"] and res["status"] == "ok" for req, res in pairs)
+    assert stats.rows == 40 and stats.peak_in_flight == 4 and server.stats()["requests"] == 40
+    sent = sorted(res["sent_at"] for _, res in pairs)
+    done = sorted(res["completed_at"] for _, res in pairs)
+    # constant window: the k-th request (k >= 4) starts when the (k-4)-th completion frees a slot
+    lag = [(sent[k] - done[k - 4]).total_seconds() for k in range(4, len(sent))]
+    assert max(lag) < 0.08, lag
+    # with a batch barrier nothing of the second window would start before the first one's slowest
+    first_window_done = max(res["completed_at"] for _, res in pairs if res["sent_at"] <= sent[3])
+    assert sum(s < first_window_done for s in sent[4:]) >= 1
+
+
+def test_stream_stop_sends_nothing_more_drains_in_flight_and_leaves_the_rest(start_sim):
+    server = start_sim(latency_ms=20, latency_jitter_ms=10, max_concurrency=64)
+    settings = EndpointSettings(base_url=server.base_url, model="taskseed-sim", require_key=False, timeout_s=30)
+    rows = make_request_rows(60)
+    source = iter(rows)
+    taken = []
+
+    def tracked():
+        for row in source:
+            taken.append(row["request_id"])
+            yield row
+
+    yielded = []
+    for chunk in Engine(settings).stream(tracked(), 5, stop=lambda: len(yielded) >= 7, tick_s=0.05):
+        yielded.extend(res["request_id"] for _, res in chunk)
+    assert sorted(yielded) == sorted(taken)  # every request taken got its result (drained)
+    assert 7 <= len(taken) <= 7 + 5  # stopped once 7 were back: at most one window more
+    assert server.stats()["requests"] == len(taken)
+    assert len(list(source)) == 60 - len(taken)  # the rest was never taken from the iterator
+
+
+def test_stream_ticks_when_nothing_completes(start_sim):
+    server = start_sim(latency_ms=300, latency_jitter_ms=0, max_concurrency=64)
+    settings = EndpointSettings(base_url=server.base_url, model="taskseed-sim", require_key=False, timeout_s=30)
+    chunks = list(Engine(settings).stream(iter(make_request_rows(2)), 2, tick_s=0.05))
+    assert sum(len(c) for c in chunks) == 2 and any(len(c) == 0 for c in chunks)
