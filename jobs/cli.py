@@ -226,6 +226,8 @@ def cmd_curate(args, config: Config) -> int:
     from jobs.curate import run_curate
 
     tasks = parse_tasks(getattr(args, "tasks", None))
+    if config.curate.paraphrase.enabled:  # its judge calls the endpoint: one line now, not after the filters
+        check_endpoint(config)
     print_lines(run_curate(open_lakehouse(config), config, tasks, progress=progress))
     return 0
 
@@ -236,7 +238,8 @@ def cmd_run(args, config: Config) -> int:
     from jobs.pipeline import run_pipeline
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    if stages is None or {"generate", "enrich"} & set(stages):
+    llm_stages = {"generate", "enrich"} | ({"curate"} if config.curate.paraphrase.enabled else set())
+    if stages is None or llm_stages & set(stages):
         check_endpoint(config)
     lakehouse = open_lakehouse(config)
     runs = run_pipeline(lakehouse, config, stages, progress=progress, refresh_catalog=args.refresh_catalog,

@@ -76,7 +76,9 @@ def keyed_sim(start_sim):
     return start_sim(require_api_key=RIGHT_KEY, model="served-model", latency_ms=0, latency_jitter_ms=0)
 
 
-@pytest.mark.parametrize("command", [["generate"], ["enrich"], ["run", "--stages", "generate,enrich"]])
+@pytest.mark.parametrize("command", [["generate"], ["enrich"], ["run", "--stages", "generate,enrich"],
+                                     # the paraphrase filter's judge calls the endpoint from curate
+                                     ["--set", "curate.paraphrase.enabled=true", "curate"]])
 @pytest.mark.parametrize("case", ["unreachable", "wrong_key_401", "unknown_model", "key_env_not_set"])
 def test_endpoint_mistakes_are_one_line_before_spark_starts(tmp_path, keyed_sim, case, command):
     base_url = keyed_sim.base_url
