@@ -20,7 +20,7 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -166,6 +166,8 @@ class TaskIndex:
     group_members: dict[str, list[str]]
     tag_members: dict[str, list[str]]
     roots: tuple[Path, ...]
+    # user task YAMLs lm-eval left out of its index: path -> why (see `unloadable_task_yamls`)
+    unloadable: dict[str, str] = field(default_factory=dict)
 
     def family_of(self, entry) -> str:
         path = Path(entry.yaml_path) if entry.yaml_path else None
@@ -215,7 +217,39 @@ def build_task_index(include_paths: list[Path] | None = None, include_defaults: 
         elif entry.kind == Kind.TAG:
             tags[name] = sorted(entry.tags)
     roots = tuple(Path(p).resolve() for p in (include_paths or [])) + (lm_eval_tasks_root(),)
-    return TaskIndex(tasks=tasks, group_members=groups, tag_members=tags, roots=roots)
+    indexed = {Path(entry.yaml_path).resolve() for entry in manager.task_index.values() if entry.yaml_path}
+    return TaskIndex(tasks=tasks, group_members=groups, tag_members=tags, roots=roots,
+                     unloadable=unloadable_task_yamls(include_paths or [], indexed))
+
+
+def unloadable_task_yamls(include_paths: list[Path], indexed: set[Path] | None = None) -> dict[str, str]:
+    """The YAML files under the user's `tasks.include_path` folders that lm-eval's index left out,
+    each with the reason: lm-eval's own loader error (YAML syntax, an `include:` that does not
+    resolve, an include cycle, not a mapping), or, for a file that loads and names a `task`, that
+    lm-eval did not index it. lm-eval's TaskIndex skips such files with a debug-level log line only,
+    so a user who then selects the task would see nothing but 'unknown task'. Files that load and
+    declare no task/group/tag are include templates and are not reported. `indexed` None (no index
+    at hand): only the files lm-eval's loader rejects.
+
+    Returns {path: reason (one line, <= 300 chars)}, sorted by path."""
+    from lm_eval.tasks._index import TaskIndex as LmEvalIndex
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    found: dict[str, str] = {}
+    for root in include_paths:
+        for path in LmEvalIndex._iter_yaml_files(Path(root)):
+            if indexed is not None and Path(path).resolve() in indexed:
+                continue
+            try:
+                cfg = load_yaml(path, resolve_func=False, recursive=True)
+            except Exception as exc:  # noqa: BLE001 - any loader error is the reason we report
+                detail = " ".join(str(exc).split())
+                found[str(path)] = f"{type(exc).__name__}: {detail}"[:300]
+                continue
+            names = [cfg.get(key) for key in ("task", "group", "tag") if isinstance(cfg.get(key), str)]
+            if names and indexed is not None:
+                found[str(path)] = f"declares {names[0]!r} but lm-eval did not index it"
+    return dict(sorted(found.items()))
 
 
 def resolve_selection(index: TaskIndex, names: list[str]) -> tuple[list[str], list[str]]:
@@ -348,6 +382,7 @@ class CatalogResult:
     """The catalog rows written by one run (pure dicts, columns of TASK_CATALOG)."""
 
     rows: list[dict[str, Any]]
+    unloadable: dict[str, str] = field(default_factory=dict)  # user task YAMLs lm-eval left out: path -> why
 
     def metrics(self) -> dict[str, float]:
         return {"tasks": float(len(self.rows)), "eligible": float(sum(1 for r in self.rows if r["eligible"]))}
@@ -370,6 +405,7 @@ class CatalogResult:
         unknown = sum(1 for r in eligible_rows if r["license_class"] == "unknown")
         lines.append(f"total: {len(rows)} tasks, {len(eligible_rows)} eligible in {len(families)} families "
                      f"from {len(datasets)} datasets; {unknown} eligible tasks have an unknown license")
+        lines += [f"skipped user task YAML {path}: {reason}" for path, reason in self.unloadable.items()]
         return lines
 
 
@@ -390,7 +426,7 @@ def run_catalog(
     df = lakehouse.spark.createDataFrame(rows, schema=TASK_CATALOG.schema)
     progress(f"catalog: merging {len(rows)} rows into {lakehouse.table_name('task_catalog')}…")
     lakehouse.merge(df, TASK_CATALOG, update_when_changed=CHANGE_COLUMNS)
-    return CatalogResult(rows)
+    return CatalogResult(rows, unloadable=dict(index.unloadable))
 
 
 def catalog_is_current(lakehouse) -> bool:

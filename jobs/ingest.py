@@ -404,9 +404,16 @@ def run_ingest(
         seeded, unknown = sorted(t for t, r in catalog.items() if r["eligible"]), []
     held_only, unknown_held = resolve_names(heldout_names, catalog, config, index, progress) \
         if heldout_names else ([], [])
+    why_unknown = "unknown task, group or tag"
+    if (unknown or unknown_held) and config.tasks.include_path:
+        from jobs.catalog import unloadable_task_yamls
+
+        broken = unloadable_task_yamls(list(config.tasks.include_path))
+        if broken:  # the task may be in a user YAML lm-eval could not load: say which and why
+            why_unknown += "; user task YAMLs lm-eval could not load: " + "; ".join(
+                f"{path} ({reason})" for path, reason in broken.items())
     for name in [*unknown, *unknown_held]:
-        summaries[name] = TaskSummary(name, SEED if name in unknown else HELDOUT_ROLE,
-                                      skipped="unknown task, group or tag")
+        summaries[name] = TaskSummary(name, SEED if name in unknown else HELDOUT_ROLE, skipped=why_unknown)
 
     planned: list[PlannedTask] = []
     roles = {t: SEED for t in seeded}

@@ -5,12 +5,14 @@ include-chain resolution of user YAMLs, selection of groups/tags, eligibility, l
 import pytest
 
 from jobs.catalog import (
+    CatalogResult,
     build_task_index,
     catalog_rows,
     classify_answer_format,
     family_summary,
     resolve_selection,
     template_text,
+    unloadable_task_yamls,
 )
 from jobs.config import load_config
 from schemas.licenses import license_for, load_policy, parse_policy
@@ -131,6 +133,39 @@ def test_user_task_yaml_include_chain_is_resolved(tmp_path):
     assert mine["family"] == "my_family"
     assert mine["eligible"] and mine["license_class"] == "unknown"
     assert rows["held_only"]["eligible"] is False
+
+
+GOOD_TASK = ("task: my_good_task\ndataset_path: openai/gsm8k\ndataset_name: main\noutput_type: generate_until\n"
+             "training_split: train\ntest_split: test\ndoc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n")
+
+
+@pytest.mark.parametrize("text, says", [
+    ("task: broken\ndataset_path: [unclosed\n  doc_to_text: : :\n", "ParserError"),            # YAML syntax
+    ("task: tabbed\n\tdataset_path: x\n", "Error"),                                          # a tab indent
+    ("include: nowhere.yaml\ntask: lost_include\n", "nowhere.yaml"),                        # include not found
+    ("include: bad.yaml\ntask: cyclic\n", "Include cycle"),                                 # includes itself
+    ("- task: a list\n- not a mapping\n", "Expected YAML dict"),                            # not a mapping
+    (b"task: latin1\ndoc_to_text: '\xe9t\xe9'\n", "Error"),                                  # not UTF-8
+])
+def test_a_user_task_yaml_lm_eval_cannot_load_is_named_with_its_reason(tmp_path, text, says):
+    """lm-eval's index drops such a file with a debug log only; the catalog names it and why, the
+    good task next to it is indexed, and ingest's 'unknown task' says which YAMLs failed."""
+    (tmp_path / "good.yaml").write_text(GOOD_TASK)
+    bad = tmp_path / "bad.yaml"
+    (bad.write_bytes if isinstance(text, bytes) else bad.write_text)(text)
+    index = build_task_index([tmp_path], include_defaults=False)
+    assert "my_good_task" in index.tasks
+    assert list(index.unloadable) == [str(bad)] and says in index.unloadable[str(bad)]
+    assert "\n" not in index.unloadable[str(bad)] and len(index.unloadable[str(bad)]) <= 300
+    lines = CatalogResult(catalog_rows(index, load_config()), unloadable=index.unloadable).summary_lines()
+    assert f"skipped user task YAML {bad}: {index.unloadable[str(bad)]}" in lines
+    assert unloadable_task_yamls([tmp_path]) == index.unloadable  # without the index: the loader's errors
+
+
+def test_templates_without_a_task_are_not_reported(tmp_path):
+    (tmp_path / "_template.yaml").write_text("dataset_path: openai/gsm8k\noutput_type: generate_until\n")
+    (tmp_path / "good.yaml").write_text(GOOD_TASK)
+    assert build_task_index([tmp_path], include_defaults=False).unloadable == {}
 
 
 def test_config_overrides_change_the_catalog_row(lm_eval_index):
