@@ -905,20 +905,29 @@ class Engine:
             result.update(error_class="client_error", error_detail=type(exc).__name__, completed_at=_utcnow())
             return result
 
-    async def run_async(self, requests: Sequence[dict], concurrency: int) -> tuple[list[dict], BatchStats]:
+    def _limiter(self, concurrency: int) -> tuple[int, "AIMDLimiter"]:
+        """(window, AIMD limiter) for one batch or stream: at least `min_concurrency`, starting
+        from the limit the previous batch ended at (what sustained 429s taught the engine)."""
         concurrency = max(self.settings.min_concurrency, int(concurrency))
-        limiter = AIMDLimiter(concurrency, min_limit=self.settings.min_concurrency,
-                              start=min(float(concurrency), self.learned_limit or float(concurrency)))
-        stats = BatchStats(rows=len(requests))
-        rng = random.Random()
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(self._safe_one(r, limiter, stats, rng) for r in requests))
-        stats.wall_s = time.perf_counter() - t0
+        return concurrency, AIMDLimiter(concurrency, min_limit=self.settings.min_concurrency,
+                                        start=min(float(concurrency), self.learned_limit or float(concurrency)))
+
+    def _learn(self, limiter: "AIMDLimiter", stats: BatchStats) -> None:
+        """Copy the limiter's history into `stats` and keep its final limit for the next batch."""
         stats.limiter_decreases = limiter.decreases
         stats.lowest_limit = limiter.lowest_limit
         stats.final_limit = limiter.limit
         stats.peak_in_flight = limiter.peak_in_flight
         self.learned_limit = limiter.limit
+
+    async def run_async(self, requests: Sequence[dict], concurrency: int) -> tuple[list[dict], BatchStats]:
+        concurrency, limiter = self._limiter(concurrency)
+        stats = BatchStats(rows=len(requests))
+        rng = random.Random()
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(self._safe_one(r, limiter, stats, rng) for r in requests))
+        stats.wall_s = time.perf_counter() - t0
+        self._learn(limiter, stats)
         return list(results), stats
 
     def run(self, requests: Sequence[dict], concurrency: int) -> tuple[list[dict], BatchStats]:
@@ -945,9 +954,7 @@ class Engine:
         nothing else is sent (in-flight requests are cancelled).
         `stats`, if given, is filled in as the stream runs (rows = results yielded).
         """
-        concurrency = max(self.settings.min_concurrency, int(concurrency))
-        limiter = AIMDLimiter(concurrency, min_limit=self.settings.min_concurrency,
-                              start=min(float(concurrency), self.learned_limit or float(concurrency)))
+        concurrency, limiter = self._limiter(concurrency)
         stats = stats if stats is not None else BatchStats()
         rng = random.Random()
         source = iter(requests)
@@ -977,11 +984,7 @@ class Engine:
             for future in in_flight:  # only when the consumer stopped early or raised
                 future.cancel()
             stats.wall_s = time.perf_counter() - t0
-            stats.limiter_decreases = limiter.decreases
-            stats.lowest_limit = limiter.lowest_limit
-            stats.final_limit = limiter.limit
-            stats.peak_in_flight = limiter.peak_in_flight
-            self.learned_limit = limiter.limit
+            self._learn(limiter, stats)
 
     def close(self) -> None:
         try:
