@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, StringType, StructField, StructType
 
 from jobs.config import Config, ConfigError
+from jobs.curate import PARAPHRASE_MATCH_SCHEMA
 from jobs.lakehouse import Lakehouse
 from jobs.llm_stage import LLMStageSpec, StageResult, estimate_stage, run_stage
 from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, PARAPHRASE_JUDGMENTS
@@ -47,19 +48,10 @@ PAIR_SCHEMA = StructType([
     StructField("rank", IntegerType(), False),
     StructField("similarity", DoubleType(), False),
 ])
-# what the curate prepare step registers as `paraphrase_matches`: one row per retrieved pair above
-# the floor, with the judge's verdict (NULL: not judged yet, or the response was unusable)
-MATCH_SCHEMA = StructType([
-    StructField("gen_id", StringType()),
-    StructField("pair_id", StringType()),
-    StructField("heldout_id", StringType()),
-    StructField("heldout_task", StringType()),
-    StructField("heldout_split", StringType()),
-    StructField("similarity", DoubleType()),
-    StructField("rank", IntegerType()),
-    StructField("verdict", StringType()),
-    StructField("request_id", StringType()),
-])
+# what the curate prepare step registers as `paraphrase_matches` (the contract curate checks): one
+# row per retrieved pair above the floor, with the judge's verdict (NULL: not judged yet, or the
+# response was unusable)
+MATCH_SCHEMA = PARAPHRASE_MATCH_SCHEMA
 
 
 def require_extra(config: Config) -> None:
