@@ -248,7 +248,7 @@ def test_a_second_generate_on_the_same_lakehouse_stops_at_once_naming_the_first(
     assert crash_world["hits_at_kill"] and set(crash_world["hits_at_kill"].values()) == {1}
 
 
-def test_the_generate_crash_re_sends_at_most_one_micro_batch(crash_world):
+def test_the_generate_crash_re_sends_at_most_the_window_and_one_commit_unit(crash_world):
     sent, recorded, resent = crash_world["sent_killed"], crash_world["recorded"], crash_world["resent"]
     result = crash_world["generate"]
     assert recorded and sent >= recorded  # the kill came after a ledger commit ...
