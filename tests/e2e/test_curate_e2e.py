@@ -207,6 +207,26 @@ def test_heldout_copies_fail_contamination(world):
     assert not curated & set(copies)
 
 
+def test_no_curated_row_matches_heldout_by_the_contamination_rules(world):
+    """The guarantee as a property over the whole run: the contamination engine, run again over
+    every row of `curated` as curated holds it (question, passage, options, answer), finds no
+    held-out item by any of its rules (whole text, n-gram, near duplicate)."""
+    from jobs.filters.contamination import contamination_matches
+
+    lh = world["lakehouse"]
+    if world["first"].not_checked.get("contamination"):
+        pytest.skip("contamination engine not installed (test_nothing_contaminated_reaches_curated checks the decisions)")
+    curated = lh.read("curated").select(F.col("gen_id").alias("item_id"), "question", "context", "choices",
+                                        "answer_text", "answer_format")
+    assert curated.count() > 0
+    matches = contamination_matches(lh, world["config"], curated)
+    try:
+        found = [(r["item_id"], r["rule"], r["heldout_id"]) for r in matches.collect()]
+    finally:
+        matches.unpersist()
+    assert found == []
+
+
 def test_heldout_paraphrases_fail_the_paraphrase_filter(world):
     """Every planted rewording of a held-out item that the cheaper filters let through fails
     `paraphrase` with the held-out item, its similarity and the judge's request in the evidence;
