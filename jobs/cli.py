@@ -12,7 +12,9 @@ goes to `<home>/logs/spark-<date>.log` (jobs.runtime.spark_log_path), not the te
 puts it back on the terminal and logs at INFO. User mistakes (bad config, missing Java, unknown
 task, a JVM that does not start) print one clear message and exit 2; an error raised by Spark or
 Delta while a command runs prints one line naming the log file (which gets the Python traceback)
-and exits 1; only genuine bugs show a traceback.
+and exits 1; so does any error behind which lies a full disk, a read-only file system or an
+exceeded quota (Spark, Delta, a Python worker, MLflow's store: `jobs.preflight.os_error_behind`),
+the line saying so first; only genuine bugs show a traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from jobs.config import Config, ConfigError, EndpointConfig, SimulatorConfig, TasksConfig, load_config
-from jobs.preflight import USER_FIXABLE_ERRNOS, check_endpoint, describe_os_error
+from jobs.preflight import USER_FIXABLE_ERRNOS, check_endpoint, describe_os_error, os_error_behind
 from jobs.progress import ProgressLine
 
 
@@ -638,12 +640,24 @@ def _is_spark_error(exc: BaseException) -> bool:
     return isinstance(exc, (Py4JError, PySparkException))
 
 
-def _report_spark_error(exc: BaseException, config: Config | None) -> None:
+def _failure_line(exc: BaseException) -> str:
+    """One line for what failed: `spark_error_line` for Spark and Delta, else `Type: first line`."""
+    if _is_spark_error(exc):
+        return spark_error_line(exc)
+    kind = type(exc).__qualname__ if type(exc).__module__ == "builtins" else \
+        f"{type(exc).__module__}.{type(exc).__qualname__}"
+    text = str(exc).strip()
+    return f"{kind}: {text.splitlines()[0].strip()[:400]}" if text else kind
+
+
+def _report_error(exc: BaseException, config: Config | None, message: str | None = None) -> None:
+    """Print `taskseed: error: <message>` (default: the Spark error's line), naming the log file
+    that gets the traceback (unless --verbose, which prints it; or the log cannot be written)."""
     import traceback
 
     from jobs.runtime import spark_log_path
 
-    line = f"taskseed: error: {spark_error_line(exc)}"
+    line = f"taskseed: error: {message or spark_error_line(exc)}"
     if config is not None and not _verbose:
         path = spark_log_path(config)
         try:
@@ -698,9 +712,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, WriterConflict):  # another writer on the same lakehouse: one line, no traceback
             print(f"taskseed: error: {exc}", file=sys.stderr)
             return 1
+        behind = os_error_behind(exc)
+        if behind is not None:  # the disk filled or a mount turned read-only under Spark, Delta or MLflow
+            os_error, shown_by = behind
+            _report_error(exc, config, f"{describe_os_error(os_error)} ({_failure_line(shown_by)})")
+            return 1
         if not _is_spark_error(exc):
             raise
-        _report_spark_error(exc, config)
+        _report_error(exc, config)
         return 1
     finally:
         _end_update_line()

@@ -19,6 +19,9 @@ otherwise surface only after that, deep inside a stage, as a stack trace or as a
     404 on /models (gateways that do not implement the listing) and 5xx (transient) → no verdict:
     the stage itself classifies what it gets (a 404 on chat completions stops it with one line).
   The key is sent in the Authorization header only; no message here contains it.
+
+`describe_os_error` words an OS error a user can fix; `os_error_behind` finds one behind a failure
+later in a run (the disk filled, a mount turned read-only), for the CLI's one-line report.
 """
 
 from __future__ import annotations
@@ -62,6 +65,53 @@ def describe_os_error(exc: OSError) -> str:
     hint = hints.get(exc.errno)
     where = f" ({exc.filename})" if exc.filename else ""
     return f"{text}{where}" + (f": {hint}" if hint and hint.lower() != text.lower() else "")
+
+
+# OS errors a stage can run into once the disk fills or a mount turns read-only, recognised in the
+# text of what Spark, Delta, Hadoop or a Python worker raised (the JVM's IOException carries libc's
+# strerror, the same text as Python's): strerror → errno. SQLite (MLflow's local store) says
+# "database or disk is full" for SQLITE_FULL.
+_DISK_STATE_TEXTS = {os.strerror(e): e for e in (errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", None))
+                     if e is not None}
+_DISK_STATE_TEXTS["database or disk is full"] = errno.ENOSPC
+
+
+def os_error_behind(exc: BaseException) -> tuple[OSError, BaseException] | None:
+    """The user-fixable OS error behind a failure, and the exception in `exc`'s chain (`__cause__`,
+    `__context__`) that shows it, or None. An exception shows one when it is an `OSError` whose errno
+    is in USER_FIXABLE_ERRNOS, or when its message or JVM stack trace (PySpark's `_stackTrace`)
+    names a full disk, a read-only file system or an exceeded quota (see _DISK_STATE_TEXTS): a
+    Delta write failing with `java.io.IOException: No space left on device`, a Python worker's
+    `OSError: [Errno 28]`, MLflow's SQLite store full. The exception furthest down the chain wins:
+    the first failure, not a later cleanup (MLflow ending its run as FAILED) failing the same way."""
+    best: tuple[int, OSError, BaseException] | None = None
+    seen: set[int] = set()
+    stack: list[tuple[BaseException, int]] = [(exc, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        err = _os_error_shown_by(current)
+        if err is not None and (best is None or depth > best[0]):
+            best = (depth, err, current)
+        for linked in (current.__context__, current.__cause__):
+            if linked is not None:
+                stack.append((linked, depth + 1))
+    return (best[1], best[2]) if best else None
+
+
+def _os_error_shown_by(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError) and exc.errno in USER_FIXABLE_ERRNOS:
+        return exc
+    try:  # str() of a Py4J error asks the JVM for its stack trace; a dead JVM must not hide the rest
+        text = f"{exc}\n{getattr(exc, '_stackTrace', None) or ''}"
+    except Exception:
+        return None
+    for needle, code in _DISK_STATE_TEXTS.items():
+        if needle in text:
+            return OSError(code, os.strerror(code))
+    return None
 
 
 def check_endpoint(config: Config) -> None:

@@ -93,6 +93,13 @@ def run_params(config: Config) -> dict[str, str]:
 def configure_mlflow(config: Config) -> None:
     import mlflow
 
+    # Quiet before the store is opened: creating a local store logs its migrations at INFO.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The store logs every database error (a full disk: "database or disk is full") with its
+    # traceback and then raises it as an MlflowException, which the caller reports: one report,
+    # not a traceback on stderr before it.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if config.runtime == "databricks":
         mlflow.set_tracking_uri("databricks")
         experiment = f"/Shared/{EXPERIMENT}-{config.schema_name}"
@@ -104,8 +111,6 @@ def configure_mlflow(config: Config) -> None:
         if mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=(home / "mlruns").as_uri())
     mlflow.set_experiment(experiment)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @contextmanager

@@ -124,3 +124,127 @@ def test_run_ends_with_where_to_look(tmp_path):
     mlflow = shlex.split(next(line for line in lines if "mlflow ui" in line).split("MLflow UI:")[1])
     assert mlflow[:3] == ["mlflow", "ui", "--backend-store-uri"]
     assert mlflow[3] == f"sqlite:///{home.resolve() / 'mlflow.db'}"
+
+
+# ---- a full disk or a read-only mount behind an error raised mid-run -----------------------
+
+# What Spark raises when a Delta write hits a full disk (a Py4JJavaError's text, shortened from a
+# real one: tests/reliability/test_bad_input_cli.py::test_a_disk_that_fills_during_a_run_is_one_line).
+JAVA_DISK_FULL = """An error occurred while calling o412.execute.
+: org.apache.spark.SparkException: [TASK_WRITE_FAILED] Task failed while writing rows to file:/h/tables/task_catalog. SQLSTATE: 58030
+\tat org.apache.spark.sql.errors.QueryExecutionErrors$.taskFailedWhileWritingRowsError(QueryExecutionErrors.scala:775)
+Caused by: org.apache.hadoop.fs.FSError: java.io.IOException: No space left on device
+Caused by: java.io.IOException: No space left on device
+\tat java.base/java.io.FileOutputStream.writeBytes(Native Method)
+"""
+
+
+class FakeJavaError(Exception):
+    """Stands in for PySpark's captured exception: a short message, the JVM trace in `_stackTrace`."""
+
+    def __init__(self, message: str, stack_trace: str):
+        super().__init__(message)
+        self._stackTrace = stack_trace
+
+
+def _raised(exc: BaseException, *, cause: BaseException | None = None, during: BaseException | None = None):
+    """`exc` as Python leaves it after `raise exc from cause` inside `except during`."""
+    try:
+        try:
+            if during is not None:
+                raise during
+            raise exc from cause
+        except BaseException as first:
+            if first is exc:
+                raise
+            raise exc from cause
+    except BaseException as caught:
+        return caught
+
+
+def _mlflow_store_full(during: BaseException | None = None) -> Exception:
+    """MLflow's local store on a full disk: MlflowException from sqlalchemy's OperationalError from
+    sqlite3's (observed: `mlflow.set_tag` or `end_run` after a stage failed on the same disk)."""
+    import sqlite3
+
+    root = _raised(sqlite3.OperationalError("database or disk is full"), during=during)
+    middle = _raised(RuntimeError("(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO tags]"),
+                     cause=root)
+    return _raised(Exception("(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO tags]"),
+                   cause=middle)
+
+
+@pytest.mark.parametrize("exc, code", [
+    (RuntimeError(JAVA_DISK_FULL), "ENOSPC"),
+    (FakeJavaError("[TASK_WRITE_FAILED] Task failed while writing rows", "Caused by: java.io.IOException: "
+                   "Read-only file system"), "EROFS"),
+    (FakeJavaError("[DELTA_COMMIT] commit failed", "java.io.IOException: Disk quota exceeded"), "EDQUOT"),
+    (RuntimeError("An exception was thrown from the Python worker.\nOSError: [Errno 28] No space left on device: "
+                  "'/h/spool/x'"), "ENOSPC"),
+    (_mlflow_store_full(), "ENOSPC"),
+    (_raised(RuntimeError("mlflow: could not log artifact"), cause=OSError(13, "Permission denied", "/h/mlruns")),
+     "EACCES"),
+], ids=["java_trace_enospc", "jvm_stack_trace_erofs", "jvm_stack_trace_edquot", "python_worker_enospc",
+        "mlflow_sqlite_full", "oserror_in_chain"])
+def test_an_os_error_a_user_can_fix_is_found_behind_a_failure(exc, code):
+    import errno
+
+    from jobs.preflight import os_error_behind
+
+    found = os_error_behind(exc)
+    assert found is not None
+    assert found[0].errno == getattr(errno, code)
+
+
+@pytest.mark.parametrize("exc", [
+    RuntimeError("[TASK_WRITE_FAILED] Task failed while writing rows: java.lang.OutOfMemoryError: Java heap space"),
+    FakeJavaError("[DELTA_CONCURRENT_APPEND] files were added", "io.delta.exceptions.ConcurrentAppendException"),
+    _raised(RuntimeError("fetch failed"), cause=ConnectionRefusedError(111, "Connection refused")),
+    ValueError("a genuine bug"),
+], ids=["oom", "delta_conflict", "connection_refused", "bug"])
+def test_other_failures_have_no_os_error_behind_them(exc):
+    from jobs.preflight import os_error_behind
+
+    assert os_error_behind(exc) is None
+
+
+def test_the_first_failure_is_named_not_the_cleanup_that_failed_the_same_way():
+    """`taskseed run` on a disk that fills: the Delta write fails, then MLflow fails to record the
+    run as FAILED on the same disk; the error names the Delta write (furthest down the chain)."""
+    from jobs.preflight import os_error_behind
+
+    spark_error = RuntimeError(JAVA_DISK_FULL)
+    _, shown_by = os_error_behind(_mlflow_store_full(during=_mlflow_store_full(during=spark_error)))
+    assert shown_by is spark_error
+
+
+def _command_raising(monkeypatch, exc: BaseException) -> None:
+    import jobs.cli as cli
+
+    def handler(args, config):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_tables", handler)  # build_parser binds the handler when main() runs
+
+
+@pytest.mark.parametrize("exc, failed", [
+    (_mlflow_store_full(), "(sqlite3.OperationalError: database or disk is full)"),
+    (RuntimeError(JAVA_DISK_FULL), "(RuntimeError: An error occurred while calling o412.execute.)"),
+], ids=["mlflow", "java"])
+def test_a_full_disk_mid_run_is_one_line_and_the_log_gets_the_traceback(tmp_path, monkeypatch, capsys, exc, failed):
+    _command_raising(monkeypatch, exc)
+    home = tmp_path / "h"
+    assert main(["--home", str(home), "tables"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"taskseed: error: No space left on device: the disk is full {failed}"), lines[0]
+    logs = list((home / "logs").glob("spark-*.log"))
+    assert len(logs) == 1 and f"(details in {logs[0]})" in lines[0]
+    assert "Traceback" in logs[0].read_text()
+
+
+def test_a_genuine_bug_still_shows_its_traceback(tmp_path, monkeypatch):
+    _command_raising(monkeypatch, ValueError("a genuine bug"))
+    with pytest.raises(ValueError, match="a genuine bug"):
+        main(["--home", str(tmp_path / "h"), "tables"])
