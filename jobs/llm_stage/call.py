@@ -128,7 +128,7 @@ class RunAccounting:
     elapsed_s: float = 0.0
     plan_s: float = 0.0  # recovery, pinning the ledger, (with llm.max_requests) numbering: before the calling job
     calling_s: float = 0.0  # the calling job, from its start to its last task's end
-    count_s: float = 0.0  # counting requested/pending, after the calling job started (alongside it)
+    count_s: float = 0.0  # counting requested/pending, before the first commit (alongside the calling job)
     first_sent_s: float | None = None  # from the run's start to its first request (earliest sent_at)
 
     @property
@@ -404,7 +404,7 @@ def run_llm_stage(
     lakehouse.ensure(LLM_CALLS)
     done = (lakehouse.read(LLM_CALLS.name, version=lakehouse.version(LLM_CALLS.name))
             .where(F.col("status").isin(*terminal_statuses(retry_failed)))
-            .select("request_id").distinct())
+            .select("request_id"))
     flagged = flag_requests(requests, done)
     snapshots: list[DataFrame] = []
     latencies = array.array("d")  # of the rows this run committed: the percentiles without a ledger query
@@ -419,7 +419,8 @@ def run_llm_stage(
             # no cap: the calling job plans as it starts (no materialization, no numbering) and the
             # counts are one aggregation run alongside it, off the path to the first request
             with shared_api_key(spark, endpoint) as api_key:
-                _call_and_commit(lakehouse, config, pending_of(flagged), stage, run_id, lambda: count(flagged),
+                _call_and_commit(lakehouse, config, pending_requests(requests, done), stage, run_id,
+                                 lambda: count(flagged),
                                  endpoint, api_key, stage_dir / run_id, acc, progress, started, concurrent_tasks,
                                  latencies)
         else:
@@ -459,8 +460,9 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
                      count: Callable[[], int], endpoint: EndpointSettings, api_key, run_dir: Path,
                      acc: RunAccounting, progress: Callable[[Progress], None] | None, started: float,
                      concurrent_tasks: int | None, latencies: array.array) -> None:
-    """Start the calling job, then `count()` the requests it is to send (run while the job's first
-    requests are out), then commit its spool files until it ends (the driver's loop)."""
+    """Start the calling job, then commit its spool files until it ends (the driver's loop);
+    `count()` (the requests it is to send) runs once, before the first commit, while the job's
+    first requests are out."""
     spark = lakehouse.spark
     tasks = acc.call_tasks = call_tasks(config, spark, endpoint, concurrent_tasks)
     commit_rows, commit_s = config.llm.commit_unit_rows, config.llm.commit_seconds
@@ -476,14 +478,25 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
     errors: dict[str, int] = {}
     committed: set[str] = set()
     last_commit = commit_cost = 0.0
+    to_send: int | None = None
+
+    def counted() -> int:
+        # counted once, when the first spool file is to be committed (or the job ended without
+        # one): by then the first requests are out, so the counts never hold up the first request
+        nonlocal to_send
+        if to_send is None:
+            t0 = time.monotonic()
+            to_send = count()
+            acc.count_s = time.monotonic() - t0
+        return to_send
+
     try:
-        to_send = count()
-        acc.count_s = time.monotonic() - started - acc.plan_s
         while True:
             finished = job.done.is_set()
             files = spool_files(str(run_dir))
             if not files:
                 if finished:
+                    counted()
                     break
                 job.done.wait(0.1)
                 continue
@@ -493,6 +506,7 @@ def _call_and_commit(lakehouse: Lakehouse, config: Config, pending: DataFrame, s
             if not finished and time.monotonic() - last_commit < max(commit_s, commit_cost):
                 job.done.wait(min(0.1, commit_s))
                 continue
+            counted()
             commit_started = time.monotonic()
             frame = _spool_frame(files)
             lakehouse.append(_ledger_frame(lakehouse, frame, run_id, acc.commits), LLM_CALLS)
@@ -559,15 +573,27 @@ def _stop_after_commit(config: Config, acc: RunAccounting, frame: pd.DataFrame, 
     return None, False
 
 
-def flag_requests(requests: DataFrame, done_ids: DataFrame) -> DataFrame:
-    """The requests deduplicated on request_id (one shuffle on request_id, no global sort; `_n` =
-    input rows per id) and flagged against `done_ids` (`_done` true or null; a hash join). Lazy:
-    the calling job and `plan_counts` each evaluate it, so `requests` must be deterministic (the
-    stages' plans are: content-hash ids over tables the stage does not write) and `done_ids` read
-    at a pinned ledger version."""
+def dedupe_requests(requests: DataFrame) -> DataFrame:
+    """The requests deduplicated on request_id (one shuffle on request_id, no global sort); `_n` =
+    input rows per id."""
     others = [c for c in requests.columns if c != "request_id"]
-    deduped = requests.groupBy("request_id").agg(*[F.first(c).alias(c) for c in others], F.count("*").alias("_n"))
-    return deduped.join(done_ids.withColumn("_done", F.lit(True)), "request_id", "left")
+    return requests.groupBy("request_id").agg(*[F.first(c).alias(c) for c in others], F.count("*").alias("_n"))
+
+
+def pending_requests(requests: DataFrame, done_ids: DataFrame) -> DataFrame:
+    """The requests deduplicated on request_id and without an id in `done_ids` (an anti-join:
+    `done_ids` may repeat an id, so it needs no shuffle of its own before a broadcast), in request
+    columns. Lazy, like `flag_requests`; what the calling job evaluates."""
+    return dedupe_requests(requests).drop("_n").join(done_ids, "request_id", "left_anti")
+
+
+def flag_requests(requests: DataFrame, done_ids: DataFrame) -> DataFrame:
+    """The requests deduplicated on request_id (`_n` = input rows per id) and flagged against
+    `done_ids` (`_done` true or null; a hash join against the distinct ids). Lazy: the calling job
+    (through `pending_requests`) and `plan_counts` each evaluate the requests, so `requests` must
+    be deterministic (the stages' plans are: content-hash ids over tables the stage does not
+    write) and `done_ids` read at a pinned ledger version."""
+    return dedupe_requests(requests).join(done_ids.distinct().withColumn("_done", F.lit(True)), "request_id", "left")
 
 
 def pending_of(flagged: DataFrame) -> DataFrame:

@@ -39,6 +39,24 @@ def test_merge_inserts_updates_deletes_healed_rows_and_skips_no_ops(lakehouse):
     assert lakehouse.version(QUARANTINE.name) == version + 1  # one MERGE for all three changes
 
 
+def test_version_from_the_log_folder_is_what_delta_history_says(lakehouse):
+    """`Lakehouse.version` lists `_delta_log` instead of querying DESCRIBE HISTORY: after a
+    create, MERGEs, a no-op MERGE and a compaction, both say the same number."""
+    spark = lakehouse.spark
+    name = QUARANTINE.name
+    history = lambda: spark.sql(f"DESCRIBE HISTORY {lakehouse.table_name(name)} LIMIT 1").first()["version"]  # noqa: E731
+    lakehouse.ensure(QUARANTINE)
+    assert lakehouse.version(name) == history()
+    for i in range(3):
+        lakehouse.merge(spark.createDataFrame([("generate", f"k{i}", "r", None, False)], SCHEMA), QUARANTINE)
+        assert lakehouse.version(name) == history()
+    lakehouse.merge(spark.createDataFrame([("generate", "k0", "r", None, False)], SCHEMA), QUARANTINE)  # no-op
+    from delta.tables import DeltaTable
+    DeltaTable.forName(spark, lakehouse.table_name(name)).optimize().executeCompaction()
+    assert lakehouse.version(name) == history()
+    assert lakehouse.version("no_such_table") is None
+
+
 def test_access_log_notes_reads_and_writes_inside_a_recording_only(lakehouse):
     spark = lakehouse.spark
     lakehouse.read("seeds")  # outside any recording: not noted anywhere

@@ -60,17 +60,21 @@ def test_old_ledger_evolves_in_place_and_old_and_new_rows_read_together(spark, l
     assert new["prompt_tokens"] is None and new["completion_tokens"] is None  # unknown stays null
 
     # Nothing was rewritten: the old row is still in its original file; the history shows only
-    # metadata commits (ADD COLUMNS) between the two writes.
+    # metadata commits (ADD COLUMNS, and SET TBLPROPERTIES for the spec's properties) between
+    # the two writes.
     still = spark.table(table).where(F.col("request_id") == "a" * 32).select(F.input_file_name().alias("f")).first().f
     assert still == old_file
     ops = [r.operation for r in spark.sql(f"DESCRIBE HISTORY {table}").orderBy("version").collect()]
     added = ops[versions_before:-1]
-    assert added and set(added) == {"ADD COLUMNS"} and ops[-1] == "WRITE"
+    assert added and set(added) == {"ADD COLUMNS", "SET TBLPROPERTIES"} and ops[-1] == "WRITE"
+    properties = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+    assert all(properties.get(k) == v for k, v in LLM_CALLS.properties) and LLM_CALLS.properties
     assert "MERGE" not in ops and not any("OVERWRITE" in op or "REPLACE" in op for op in ops)
 
     # A second open adds nothing (no new Delta version).
     versions = spark.sql(f"DESCRIBE HISTORY {table}").count()
-    assert Lakehouse(spark, lakehouse.config).add_missing_columns(LLM_CALLS) == []
+    again = Lakehouse(spark, lakehouse.config)
+    assert again.add_missing_columns(LLM_CALLS) == [] and again.set_missing_properties(LLM_CALLS) == {}
     assert spark.sql(f"DESCRIBE HISTORY {table}").count() == versions
 
 
