@@ -23,7 +23,7 @@ Spark job per run** with no batch barrier:
 - no separate plan step: the run pins the ledger's current Delta version, the calling job's own
   first stages deduplicate the requests and anti-join them against the ledger at that version,
   and the counts (requested, already done, pending) are one aggregation over the same frames that
-  the driver runs while the first requests are out. Only `llm.max_requests` materializes and
+  the driver runs while the first requests are out, before its first commit. Only `llm.max_requests` materializes and
   numbers the pending set before the first request. The requests frame is evaluated twice (by the
   job and the counts), so it must be deterministic — the stages' plans are (content-hash ids over
   tables the stage does not write).
