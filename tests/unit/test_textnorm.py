@@ -52,7 +52,8 @@ def test_words():
     assert normalized_words("It's a (small) world.") == ["it", "s", "a", "small", "world"]
 
 
-def test_equals_the_rule_by_rule_definition_on_the_mirror(mirror):
+def _mirror_strings(mirror, per_file: int = 400) -> list[str]:
+    """Every string of the first `per_file` records of every dataset and split of the mirror."""
     strings = []
 
     def walk(value):
@@ -68,9 +69,14 @@ def test_equals_the_rule_by_rule_definition_on_the_mirror(mirror):
     for path in sorted(mirror.rglob("*.jsonl")):
         with path.open(encoding="utf-8") as fh:
             for i, line in enumerate(fh):
-                if i >= 400:  # every dataset and split, first rows
+                if i >= per_file:
                     break
                 walk(json.loads(line))
+    return strings
+
+
+def test_equals_the_rule_by_rule_definition_on_the_mirror(mirror):
+    strings = _mirror_strings(mirror)
     assert len(strings) > 20000
     mismatches = [s for s in strings if normalize_text(s) != reference(s)]
     assert not mismatches, mismatches[:3]
@@ -83,3 +89,21 @@ def test_equals_the_rule_by_rule_definition_on_random_unicode():
     for _ in range(30000):
         s = "".join(rng.choice(pool) for _ in range(rng.randint(0, 24)))
         assert normalize_text(s) == reference(s), repr(s)
+
+
+def test_normalize_array_equals_normalize_text_on_the_mirror_and_random_text(mirror):
+    import pyarrow as pa
+
+    from udfs.textnorm import normalize_array
+
+    rng = random.Random(5)
+    ascii_pool = [chr(c) for c in range(0, 128)] + list("0123456789,.,. ") * 10
+    unicode_pool = ascii_pool + ["é", "ﬁ", "①", "１", "，", "\u0301", "\u00a0", "ß", "İ", "日"]
+    randoms = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 30)))
+               for pool in (ascii_pool, unicode_pool) for _ in range(5000)]
+    strings = [*_mirror_strings(mirror), *randoms, None, "", "   ", "1,000.50", "\x1c\x1f", "A\u00a0B"]
+    expected = [normalize_text(s) for s in strings]
+    assert normalize_array(strings) == expected
+    chunked = pa.chunked_array([pa.array(strings[:100], pa.string()), pa.array(strings[100:], pa.string())])
+    assert normalize_array(chunked) == expected
+    assert normalize_array(pa.array([], pa.string())) == [] and normalize_array([None]) == [""]
