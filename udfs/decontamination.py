@@ -65,7 +65,7 @@ import pyarrow.compute as pc
 
 from udfs import minhash
 from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHORT_TEXT
-from udfs.textnorm import normalize_text
+from udfs.textnorm import normalize_array, normalize_text
 
 INDEX_VERSION = 1
 
@@ -248,6 +248,29 @@ def _distinct_per_doc(doc: np.ndarray, values: np.ndarray, n_docs: int) -> tuple
     doc, values = doc[keep], values[keep]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n_docs))]).astype(np.int64)
     return bounds, values
+
+
+def _as_normalized(text: object) -> str:
+    """The `normalize` of `checked_texts` for values `normalize_array` already normalized (a str is
+    returned as it is: `normalize_text` is idempotent; None and other values are normalized)."""
+    return text if isinstance(text, str) else normalize_text(text)
+
+
+def _normalized_lists(column: pa.Array | pa.ChunkedArray) -> list[list[str] | None]:
+    """A list<string> column with every element normalized (`normalize_array`; null elements
+    become "", which every rule skips as it skips null), null lists kept as None."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], pa.list_(pa.string()))
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+        return [None if _is_missing(v) else [_as_normalized(x) for x in v] for v in column.to_pylist()]
+    values = normalize_array(column.flatten())
+    lengths = np.asarray(column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    valid = column.is_valid().to_pylist()
+    out, at = [], 0
+    for ok, k in zip(valid, lengths.tolist()):
+        out.append(values[at:at + k] if ok else None)
+        at += k
+    return out
 
 
 class _NormalizeMemo(dict):
@@ -448,6 +471,7 @@ KEY_DOC = """Columns of a featurized batch (one row per item that has a stimulus
     bands             LSH band keys of `shingles` (int64, one per band), near-dup only
     edit_keys         `edit_keys(stimulus)`: the one-changed-word keys, near-dup only
     context_shingles  char-shingle hashes of the passage, when there is one and near-dup applies
+                      (item side with `defer_passages`: null, the raw passage in a `context` column)
     answers           `accepted_answers` (item side: its own normalized answer)
 """
 KEY_COLUMNS = ("id", "stimulus", "stimulus_key", "n_words", "qa", "ngrams", "n_ngrams", "shingles", "bands",
@@ -486,7 +510,8 @@ def _list_array(n_rows: int, rows: np.ndarray, offsets: np.ndarray, values: np.n
 
 
 def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldout: bool,
-                    keep: Sequence[str] = (), near_dup_answers: Container[str] | None = None) -> pa.RecordBatch:
+                    keep: Sequence[str] = (), near_dup_answers: Container[str] | None = None,
+                    defer_passages: bool = False) -> pa.RecordBatch:
     """The body of one mapInArrow call, for either side (see KEY_DOC for the output columns).
 
     Input columns: id, question, context, choices (list<string>), answer_text, and optionally
@@ -503,24 +528,41 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     null) — the same matches, without the MinHash work for items that cannot match that way (on
     the benchmark, GSM8K's numeric answers mostly belong to long held-out items). Leave it None to
     featurize for storage.
+
+    defer_passages (item side): leave `context_shingles` null and carry the raw passage as a
+    `context` column (added to `keep`); `HeldoutIndex.match_batch` then normalizes and shingles the
+    passage only of the items that reach a near-duplicate candidate with a passage — a few percent
+    of them — instead of every short item's (on the benchmark, BoolQ's passages were most of its
+    featurization time). The matches are the same.
     """
+    if defer_passages:
+        if heldout:
+            raise ValueError("defer_passages is for the item side: the held-out index stores its passages' shingles")
+        keep = (*keep, "context") if "context" not in keep else tuple(keep)
     names = set(batch.schema.names)
     size = batch.num_rows
     column = lambda name: batch.column(name).to_pylist() if name in names else [None] * size  # noqa: E731
     kept = {c: column(c) for c in keep}
     contexts_raw = column("context")
+    # every text normalized for the whole batch at once (`normalize_array`), then handed to the
+    # per-item rules as already normalized; the item side normalizes its passage only where
+    # near-dup needs it (below)
+    normalized = lambda name: normalize_array(batch.column(name)) if name in names else [None] * size  # noqa: E731
+    choices = _normalized_lists(batch.column("choices")) if "choices" in names else [None] * size
+    nothing = [None] * size
     rows, texts, answers = [], [], []
-    normalize = _NormalizeMemo()  # options, answers and passages repeat within a batch
-    for r, (q, c, ch, a, fmt, d) in enumerate(zip(column("question"), contexts_raw, column("choices"),
-                                                   column("answer_text"), column("answer_format"),
-                                                   column("decontamination_text"))):
-        # the item side normalizes its passage only where near-dup needs it (below)
-        t = checked_texts(q, c if heldout else None, ch, a, fmt, d, normalize)
+    normalize = _NormalizeMemo()  # passages repeat within a batch
+    for r, (q, c, ch, a, fmt, d) in enumerate(zip(normalized("question"),
+                                                   normalized("context") if heldout else nothing, choices,
+                                                   normalized("answer_text"), column("answer_format"),
+                                                   normalized("decontamination_text") if heldout else nothing)):
+        t = checked_texts(q, c, ch, a, fmt, d, _as_normalized)
         if STIMULUS not in t:
             continue
         rows.append(r)
         texts.append(t)
-        answers.append(accepted_answers(a, ch, fmt, normalize) if heldout else accepted_answers(a, normalize=normalize))
+        answers.append(accepted_answers(a, ch, fmt, _as_normalized) if heldout
+                       else accepted_answers(a, normalize=_as_normalized))
     m = len(rows)
     ids = column("id")
     stimuli = [t[STIMULUS] for t in texts]
@@ -535,12 +577,13 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
                                   dtype=bool, count=len(short))]
     if heldout:
         contexts = {i: t[CONTEXT] for i, t in enumerate(texts) if CONTEXT in t}
+    elif defer_passages:
+        contexts = {}
     else:
         contexts = {}
         for i in short:
-            raw = contexts_raw[rows[i]]
-            text = "" if _is_missing(raw) else normalize(raw)
-            if text and text not in texts[i].values():
+            text = item_passage(contexts_raw[rows[i]], texts[i].values(), normalize)
+            if text:
                 contexts[int(i)] = text
 
     # n-grams
@@ -590,6 +633,14 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
         "answers": pa.array(answers, pa.list_(pa.string())),
     }
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=key_schema(keep))
+
+
+def item_passage(raw: object, texts: Iterable[str], normalize: Callable[[object], str] = normalize_text) -> str:
+    """The normalized passage of an item as the near-duplicate rule compares it: "" when missing,
+    empty, or equal to one of the item's other checked texts (`checked_texts` leaves such a view
+    out: a passage that is the question itself is no passage)."""
+    text = "" if _is_missing(raw) else normalize(raw)
+    return "" if not text or any(text == other for other in texts) else text
 
 
 def featurize_frame(frame: pd.DataFrame, params: DecontaminationParams, heldout: bool,
@@ -674,7 +725,9 @@ def _pair_jaccard(a: tuple[np.ndarray, np.ndarray], a_rows: np.ndarray,
     a, b: (offsets, values) CSR of sorted distinct 32-bit values per row (shingle hashes). Each
     pair's values are tagged with the pair's number in the high 32 bits, both sides sorted
     together, and a value present on both sides is an adjacent equal pair: one sort for the batch
-    instead of one set intersection per pair. Equal to |A ∩ B| / |A ∪ B| (NaN when both are empty).
+    instead of one set intersection per pair (measured faster than a binary search of one side's
+    tagged values in the other's, which needs no sort). Equal to |A ∩ B| / |A ∪ B| (NaN when both
+    are empty).
     """
     (a_off, a_val), (b_off, b_val) = a, b
     la = a_off[a_rows + 1] - a_off[a_rows]
@@ -819,6 +872,27 @@ class HeldoutIndex:
         found = np.isin(codes, self.answer_codes)
         return np.bincount(pair[known][found], minlength=len(items)) > 0
 
+    def _passage_shingles(self, features: pa.RecordBatch, items: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, values, valid) like `_csr(features["context_shingles"])`, computed from the raw
+        `context` column for `items` only (the others: no passage)."""
+        n = features.num_rows
+        raw, stimuli, qas = (features.column(c) for c in ("context", "stimulus", "qa"))
+        texts = {}
+        for i in items.tolist():
+            text = item_passage(raw[i].as_py(), (stimuli[i].as_py(), qas[i].as_py()))
+            if text:
+                texts[i] = text
+        have = np.fromiter(texts, dtype=np.int64, count=len(texts))
+        offsets, values = minhash.shingle_batch(list(texts.values()), "char", self.params.shingle_size)
+        lengths = np.zeros(n, dtype=np.int64)
+        lengths[have] = np.diff(offsets)
+        full = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=full[1:])
+        valid = np.zeros(n, dtype=bool)
+        valid[have] = True
+        return full, values.view(np.int32), valid
+
     def match_batch(self, features: pa.RecordBatch) -> pa.RecordBatch:
         """The best match of each item of a `featurize_batch(..., heldout=False)` batch, as
         MATCH_ARROW_SCHEMA rows (see MATCH_DOC).
@@ -826,7 +900,9 @@ class HeldoutIndex:
         Array work over the whole batch: every key kind is looked up once; the (item, held-out
         row) pairs that share a key are grouped by one sort; each rule is decided for all pairs
         at once (exact stimulus equality, n-gram share, answer, passage and stimulus Jaccard);
-        the best pair per item by one lexsort. Python runs per matched item only (its evidence)."""
+        the best pair per item by one lexsort. Python runs per matched item only (its evidence),
+        and, for a batch featurized with `defer_passages`, per item whose near-duplicate candidate
+        has a passage (its passage's shingles)."""
         p = self.params
         n = features.num_rows
         if n == 0 or not self.ids:
@@ -901,6 +977,7 @@ class HeldoutIndex:
 
         s_off, s_val, s_ok = _csr(col("shingles"))
         c_off, c_val, c_ok = _csr(col("context_shingles"))
+        deferred = "context" in features.schema.names  # featurize_batch(defer_passages=True)
         hs_off, hs_val, hs_ok = self.shingles
         hc_off, hc_val, hc_ok = self.context_shingles
         t = p.near_dup_threshold
@@ -914,7 +991,14 @@ class HeldoutIndex:
         near, score = near[keep], score[keep]
         needs_context = hc_ok[pr[near]]
         context_ok = ~needs_context
+        if deferred:  # the passages of only the items that need one compared, shingled now
+            c_off, c_val, c_ok = self._passage_shingles(features, np.unique(pi[near[needs_context]]))
         check = np.flatnonzero(needs_context & c_ok[pi[near]])
+        # |A ∩ B| / |A ∪ B| ≤ min(|A|, |B|) / max(|A|, |B|): passages of too different lengths fail
+        # without their sets compared (exact; a fifth of BoolQ's passage pairs on the benchmark)
+        ci_, cr_ = pi[near[check]], pr[near[check]]
+        la, lb = c_off[ci_ + 1] - c_off[ci_], hc_off[cr_ + 1] - hc_off[cr_]
+        check = check[np.minimum(la, lb) >= t * np.maximum(la, lb)]
         if len(check):
             context_ok[check] = _pair_jaccard((c_off, c_val), pi[near[check]], (hc_off, hc_val), pr[near[check]]) >= t
         cand_pair.append(near[context_ok])

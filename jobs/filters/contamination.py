@@ -310,7 +310,7 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
     def match(batches):
         index = _worker_index(broadcast, token)
         for batch in batches:
-            yield index.match_batch(featurize_batch(batch, params, heldout=False,
+            yield index.match_batch(featurize_batch(batch, params, heldout=False, defer_passages=True,
                                                     near_dup_answers=index.near_dup_answers))
 
     result = items.mapInArrow(match, MATCH_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)

@@ -531,6 +531,66 @@ def test_near_dup_answers_skip_only_items_that_cannot_match_near():
     assert index.near_dup_answers < set(index.answer_numbers)  # GSM8K's long items have no near-dup answers
 
 
+def _real_boolq(n: int) -> pd.DataFrame:
+    """BoolQ validation records (question + passage, yes/no answer) in heldout's columns."""
+    return pd.DataFrame([
+        {"heldout_id": f"boolq:{i:04d}", "task": "boolq", "split": "validation", "question": r["question"],
+         "context": r["passage"], "choices": ["no", "yes"], "answer_format": "boolean",
+         "answer_text": "yes" if r["label"] else "no", "decontamination_text": r["passage"]}
+        for i, r in enumerate(_jsonl("aps/super_glue/boolq/validation.jsonl", n))])
+
+
+def test_deferred_passages_give_the_same_matches_and_shingle_only_candidates():
+    """featurize_batch(defer_passages=True) + match_batch equals the eager path on items with passages:
+    copies, one-word edits, the same question over another passage, a passage equal to the question,
+    no passage; and only items that reach a near-duplicate candidate get their passage shingled."""
+    import pyarrow as pa
+
+    from udfs.decontamination import HeldoutIndex, featurize_batch
+
+    heldout = _real_boolq(40)
+    index = _index_of(heldout)
+    rows = []
+    for k, (_, r) in enumerate(heldout.iterrows()):
+        n = len(r["question"].split(" "))
+        other = heldout.iloc[(k + 7) % len(heldout)]["context"]
+        rows += [_item(r, f"copy{k}"), _item(r, f"edit{k}", question=_replace_word(r["question"], k % n)),
+                 _item(r, f"other_passage{k}", question=_replace_word(r["question"], k % n), context=other),
+                 _item(r, f"passage_is_question{k}", context=r["question"]), _item(r, f"no_passage{k}", context=None)]
+    for i, r in enumerate(_jsonl("aps/super_glue/boolq/train.jsonl", 60)):
+        rows.append({"item_id": f"train{i}", "question": r["question"], "context": r["passage"],
+                     "choices": ["no", "yes"], "answer_text": "yes" if r["label"] else "no", "answer_format": "boolean"})
+    items = pd.DataFrame(rows).rename(columns={"item_id": "id"})
+    batch = pa.RecordBatch.from_pandas(items, preserve_index=False)
+    eager = featurize_batch(batch, index.params, heldout=False, near_dup_answers=index.near_dup_answers)
+    deferred = featurize_batch(batch, index.params, heldout=False, near_dup_answers=index.near_dup_answers,
+                               defer_passages=True)
+    assert deferred.column("context_shingles").null_count == deferred.num_rows
+    assert eager.column("context_shingles").null_count < eager.num_rows
+    shingled = []
+    original = HeldoutIndex._passage_shingles
+
+    def spy(self, features, which):
+        shingled.extend(features.column("id").to_pylist()[i] for i in which.tolist())
+        return original(self, features, which)
+
+    HeldoutIndex._passage_shingles = spy
+    try:
+        got = index.match_batch(deferred).to_pylist()
+    finally:
+        HeldoutIndex._passage_shingles = original
+    assert got == index.match_batch(eager).to_pylist()
+    by_id = {m["item_id"]: m for m in got}
+    edited = [f"edit{k}" for k in range(len(heldout))]
+    assert all(by_id[e]["rule"] in ("near_dup", "ngram") for e in edited)
+    assert not any(by_id.get(f"other_passage{k}", {}).get("rule") == "near_dup" for k in range(len(heldout)))
+    # planted copies and edits are near candidates of their source; clean training items mostly not
+    assert {f"edit{k}" for k in range(len(heldout))} <= set(shingled)
+    assert sum(s.startswith("train") for s in shingled) < 60 // 4
+    with pytest.raises(ValueError, match="item side"):
+        featurize_batch(batch, index.params, heldout=True, defer_passages=True)
+
+
 def test_heldout_index_pickles_without_its_derived_fields():
     import pickle
 
@@ -574,3 +634,47 @@ def test_pair_jaccard_equals_python_sets():
     for g, i, j in zip(got, a, b):
         x, y = set(sets[i]), set(sets[j])
         assert (np.isnan(g) and not x | y) or g == len(x & y) / len(x | y)
+
+
+def test_featurize_batch_reads_a_sliced_batch_as_its_own_rows():
+    """Spark hands mapInArrow slices of larger Arrow buffers: list columns (choices) and strings
+    must be read from the slice's offsets, as a batch built from those rows alone."""
+    import pyarrow as pa
+
+    from udfs.decontamination import featurize_batch
+
+    heldout = _real_heldout(12)
+    items = _real_items(heldout).rename(columns={"item_id": "id"})
+    items["choices"] = [None if c is None else [str(x) for x in c] for c in items["choices"]]
+    batch = pa.RecordBatch.from_pandas(items, preserve_index=False)
+    start, length = 3, len(items) - 7
+    alone = pa.RecordBatch.from_pandas(items.iloc[start:start + length].reset_index(drop=True), preserve_index=False)
+    for heldout_side in (False, True):
+        got = featurize_batch(batch.slice(start, length), PARAMS, heldout=heldout_side)
+        assert got.to_pylist() == featurize_batch(alone, PARAMS, heldout=heldout_side).to_pylist()
+        assert any(row["answers"] for row in got.to_pylist())
+
+
+@pytest.mark.parametrize("raw, others, expected", [
+    ("The Passage.", ["a question", "a question yes"], "the passage"),
+    ("A question?", ["a question", "a question yes"], ""),       # the passage is the question: no passage
+    ("a question YES", ["a question", "a question yes"], ""),    # ... or the question + answer
+    (None, ["a question"], ""),
+    ("  ...  ", ["a question"], ""),                              # nothing left after normalization
+])
+def test_item_passage_is_no_passage_when_it_repeats_the_item(raw, others, expected):
+    from udfs.decontamination import item_passage
+
+    assert item_passage(raw, others) == expected
+
+
+def test_eager_and_deferred_featurization_agree_on_a_passage_that_is_the_question():
+    import pyarrow as pa
+
+    from udfs.decontamination import featurize_batch
+
+    row = {"id": "x", "question": "is the sky blue", "context": "Is the sky blue?", "choices": None,
+           "answer_text": "yes", "answer_format": "boolean"}
+    batch = pa.RecordBatch.from_pylist([row, {**row, "id": "y", "context": "The sky is blue on clear days."}])
+    eager = featurize_batch(batch, PARAMS, heldout=False).column("context_shingles").to_pylist()
+    assert eager[0] is None and eager[1]
