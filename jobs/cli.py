@@ -55,7 +55,7 @@ def progress(message: str) -> None:
 
 def open_lakehouse(config: Config, announce: bool = True):
     """The Lakehouse over a started Spark session. announce: say so on stderr first (long stages;
-    `sql` and `tables` stay silent so their output is only the answer)."""
+    `sql` and `tables` only when stderr is a terminal, so piped output is only the answer)."""
     from jobs.lakehouse import Lakehouse
     from jobs.preflight import check_home
     from jobs.runtime import get_spark, spark_log_path
@@ -75,15 +75,22 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def format_table(columns: Sequence[str], rows: list[list[Any]], max_width: int = 60) -> str:
-    """A plain text table; long cells are cut with an ellipsis so rows stay on one line."""
+def format_table(columns: Sequence[str], rows: list[list[Any]], max_width: int | None = 60) -> str:
+    """A plain text table; cells longer than `max_width` characters are cut with an ellipsis so rows
+    stay on one line (None: never cut; `cells_cut` counts what a table cuts, for the caller to say)."""
     cells = [[_format_value(v).replace("\n", "\\n") for v in row] for row in rows]
-    cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
+    if max_width is not None:
+        cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
     widths = [max([len(col)] + [len(row[i]) for row in cells]) for i, col in enumerate(columns)]
     line = "  ".join(col.ljust(w) for col, w in zip(columns, widths))
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join([line, rule, *body])
+
+
+def cells_cut(rows: list[list[Any]], max_width: int = 60) -> int:
+    """How many cells of `rows` `format_table(..., max_width)` shows cut."""
+    return sum(len(_format_value(v).replace("\n", "\\n")) > max_width for row in rows for v in row)
 
 
 def print_lines(result: Any, out: Callable[[str], None] = print) -> None:
@@ -253,11 +260,31 @@ def cmd_run(args, config: Config) -> int:
     return 0
 
 
+def program(name: str) -> str:
+    """How to start the console script `name` of this installation from the shell the user is in:
+    the bare name when PATH finds this installation's copy (an activated venv, a global install),
+    else its path next to this interpreter (`.venv/bin/taskseed` after the README's setup command,
+    which does not activate the venv), relative to the working directory when it lies inside it."""
+    import shutil
+
+    local = Path(sys.executable).parent / name
+    if not local.exists():
+        return name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == local.resolve():
+        return name
+    try:
+        return str(local.relative_to(Path.cwd()))
+    except ValueError:
+        return str(local)
+
+
 def _cli_prefix(args) -> str:
-    """`taskseed [--config F] [--home H] [--set k=v ...]` as this invocation spelled them."""
+    """`taskseed [--config F] [--home H] [--set k=v ...]` as this invocation spelled them, with the
+    program as the user's shell can start it (`program`)."""
     import shlex
 
-    parts = ["taskseed"]
+    parts = [program("taskseed")]
     if getattr(args, "config", None):
         parts += ["--config", args.config]
     if getattr(args, "home", None):
@@ -298,7 +325,8 @@ def print_where_to_look(args, config: Config, publish_run, tracked: bool = True,
         out(f"    {prefix} sql \"{query}\"")
     uri = tracking_store(config)
     if tracked and uri and uri != "databricks":
-        out(f"  MLflow UI: mlflow ui --backend-store-uri {shlex.quote(uri)}   (then open http://127.0.0.1:5000, "
+        out(f"  MLflow UI: {shlex.quote(program('mlflow'))} ui --backend-store-uri {shlex.quote(uri)}   "
+            "(then open http://127.0.0.1:5000, "
             "experiment 'taskseed')")
     elif uri == "databricks":
         out("  MLflow: the workspace experiment /Shared/taskseed-" + config.schema_name)
@@ -327,18 +355,28 @@ def cmd_status(args, config: Config) -> int:
             print(json.dumps(status.to_dict(), ensure_ascii=False, default=str))
         return 0
 
+    print(format_table(STATUS_COLUMNS, status_rows(statuses), max_width=None))
+    return 0
+
+
+STATUS_COLUMNS = ["stage", "tables", "requests", "failed", "quarantined", "last run"]
+
+
+def status_rows(statuses) -> list[list[str]]:
+    """The rows of `taskseed status`'s table: one line per table of a stage, the stage's figures on
+    its first line, nothing cut (a stage writes up to five tables)."""
     def dash(value: Any) -> str:
         return "-" if value is None else str(value)
 
     rows = []
     for s in statuses:
-        tables = ", ".join(f"{t['table']} {dash(t['rows'])} rows v{dash(t['delta_version'])}"
-                           if t["delta_version"] is not None else f"{t['table']} (none)" for t in s.tables)
+        tables = [f"{t['table']} {dash(t['rows'])} rows v{dash(t['delta_version'])}"
+                  if t["delta_version"] is not None else f"{t['table']} (none)" for t in s.tables] or ["-"]
         last = s.last_run
         run = f"{last['start']} {last['outcome']} (run {last['run_id']})" if last else "never (under MLflow)"
-        rows.append([s.stage, tables, dash(s.requests), dash(s.failed), dash(s.quarantined), run])
-    print(format_table(["stage", "tables", "requests", "failed", "quarantined", "last run"], rows, max_width=80))
-    return 0
+        rows.append([s.stage, tables[0], dash(s.requests), dash(s.failed), dash(s.quarantined), run])
+        rows += [["", table, "", "", "", ""] for table in tables[1:]]
+    return rows
 
 
 # ---- sim ---------------------------------------------------------------------------------
@@ -473,7 +511,7 @@ def cmd_sql(args, config: Config) -> int:
     the rest; nothing is cut silently."""
     from pyspark.errors import AnalysisException, ParseException
 
-    lakehouse = open_lakehouse(config, announce=False)
+    lakehouse = open_lakehouse(config, announce=sys.stderr.isatty())
     lakehouse.spark.sql(f"USE {lakehouse.namespace}")
     limit = args.max_rows if args.max_rows is not None else (None if args.json else TABLE_MAX_ROWS)
     try:
@@ -484,7 +522,12 @@ def cmd_sql(args, config: Config) -> int:
             rows = df.limit(limit + 1).collect()
             truncated, rows = len(rows) > limit, rows[:limit]
             printed = len(rows)
-            print(format_table(df.columns, [[row[c] for c in range(len(df.columns))] for row in rows]))
+            values = [[row[c] for c in range(len(df.columns))] for row in rows]
+            print(format_table(df.columns, values))
+            cut = cells_cut(values)
+            if cut:
+                progress(f"({cut} value{'s' if cut != 1 else ''} longer than 60 characters shown cut with …; "
+                         "--json prints every value whole)")
     except (AnalysisException, ParseException) as exc:
         raise ConfigError(f"SQL error: {spark_error_line(exc)}") from None
     if truncated:
@@ -508,7 +551,7 @@ def _print_json_rows(df, limit: int | None) -> tuple[int, bool]:
 
 
 def cmd_tables(args, config: Config) -> int:
-    lakehouse = open_lakehouse(config, announce=False)
+    lakehouse = open_lakehouse(config, announce=sys.stderr.isatty())
     out = []
     for name in lakehouse.list_tables():
         count = lakehouse.spark.table(lakehouse.table_name(name)).count()

@@ -97,6 +97,7 @@ def test_run_ends_with_where_to_look(tmp_path):
     """The data card and export folder of each published dataset, three runnable SQL queries
     spelled with this invocation's --config/--home, and the MLflow UI command for the local store."""
     import shlex
+    import shutil
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -118,11 +119,13 @@ def test_run_ends_with_where_to_look(tmp_path):
     sql = [shlex.split(line.strip()) for line in lines if " sql " in line]
     assert len(sql) == 3
     for argv in sql:
+        assert shutil.which(argv[0]) and Path(argv[0]).name == "taskseed"  # startable as printed
         parsed = build_parser().parse_args(argv[1:])
         assert parsed.command == "sql" and parsed.home == str(home) and parsed.config == "demo/taskseed.demo.yaml"
         assert parsed.query.lower().startswith("select ")
     mlflow = shlex.split(next(line for line in lines if "mlflow ui" in line).split("MLflow UI:")[1])
-    assert mlflow[:3] == ["mlflow", "ui", "--backend-store-uri"]
+    assert shutil.which(mlflow[0]) and Path(mlflow[0]).name == "mlflow"
+    assert mlflow[1:3] == ["ui", "--backend-store-uri"]
     assert mlflow[3] == f"sqlite:///{home.resolve() / 'mlflow.db'}"
 
 
@@ -248,3 +251,47 @@ def test_a_genuine_bug_still_shows_its_traceback(tmp_path, monkeypatch):
     _command_raising(monkeypatch, ValueError("a genuine bug"))
     with pytest.raises(ValueError, match="a genuine bug"):
         main(["--home", str(tmp_path / "h"), "tables"])
+
+
+def test_program_is_what_the_shell_can_start(tmp_path, monkeypatch):
+    """After the README's setup command the venv is not activated: the printed command must be the
+    venv's script path (relative to the working directory), not a bare name PATH does not find;
+    with the venv's bin on PATH the bare name is enough."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from jobs.cli import program
+
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "taskseed").exists():
+        pytest.skip("taskseed is not installed next to this interpreter")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    monkeypatch.chdir(bin_dir.parent.parent)
+    assert program("taskseed") == os.path.join(bin_dir.parent.name, bin_dir.name, "taskseed")
+    monkeypatch.chdir(tmp_path)
+    assert program("taskseed") == str(bin_dir / "taskseed")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert program("taskseed") == "taskseed"
+    assert program("no-such-program-here") == "no-such-program-here"
+
+
+def test_tables_say_what_they_cut_and_status_cuts_nothing():
+    from types import SimpleNamespace
+
+    from jobs.cli import cells_cut, format_table, status_rows
+
+    long = "/a/very/long/export/path/" + "x" * 80
+    assert "…" in format_table(["path"], [[long]]) and long not in format_table(["path"], [[long]])
+    assert long in format_table(["path"], [[long]], max_width=None)
+    assert cells_cut([[long, "short", None], ["y" * 60, ["a"] * 30]]) == 2  # > 60 characters, lists as JSON
+    tables = [{"table": name, "rows": 10, "delta_version": 3}
+              for name in ("filter_decisions", "curated", "curated_commercial", "minhash_signatures", "heldout_keys")]
+    status = SimpleNamespace(stage="curate", tables=tables, requests=None, failed=None, quarantined=None,
+                             last_run={"start": "2026-12-01 09:00", "outcome": "FINISHED", "run_id": "abc"})
+    rows = status_rows([status, SimpleNamespace(stage="catalog", tables=[], requests=None, failed=None,
+                                                quarantined=None, last_run=None)])
+    assert [r[1] for r in rows[:5]] == [f"{t['table']} 10 rows v3" for t in tables]
+    assert rows[0][0] == "curate" and all(r[0] == "" for r in rows[1:5]) and rows[5][:2] == ["catalog", "-"]
+    assert "heldout_keys 10 rows v3" in format_table(["stage", "tables", "requests", "failed", "quarantined",
+                                                      "last run"], rows, max_width=None)
