@@ -64,7 +64,8 @@ class CardData:
     funnel: [(label, items left)] starting with ("candidates", n), one step per gating filter in
     evaluation order. rejected_alone: {filter: items it rejects on its own}. reasons:
     {filter: {reason: items}} for failed decisions. not_checked: {filter: items recorded
-    'not_checked'}. lengths: {"question"|"answer"|"document": [chars of each sampled row]};
+    'not_checked'}. disabled: {filter: items recorded 'disabled'} (turned off by the config: its
+    funnel step is labelled so). lengths: {"question"|"answer"|"document": [chars of each sampled row]};
     length_sample: rows the lengths were taken from. agreement: verification agreement of each
     published row (None for not verifiable). contamination: [(heldout_task, rule, items)].
     near_dup_components: {component size: components}. license_mix: [(license, class,
@@ -89,6 +90,7 @@ class CardData:
     rejected_alone: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     not_checked: dict[str, int] = field(default_factory=dict)
+    disabled: dict[str, int] = field(default_factory=dict)
     rows_per_family: dict[str, int] = field(default_factory=dict)
     rows_per_format: dict[str, int] = field(default_factory=dict)
     lengths: dict[str, list[int]] = field(default_factory=dict)

@@ -163,18 +163,19 @@ def gather_card(lakehouse: Lakehouse, config: Config, dataset: str, df: DataFram
         decisions.where(~F.col("passed") & F.col("filter").isin(gating))
         .groupBy("gen_id").agg(F.min(rank[F.col("filter")]).alias("step"))
         .groupBy("step").count().collect())
+    card.not_checked = dict(_collect_counts(decisions.where(F.col("reason") == "not_checked"), "filter"))
+    card.disabled = dict(_collect_counts(decisions.where(F.col("reason") == "disabled"), "filter"))
     left = total
     card.funnel = [("candidates", total)]
     for i, name in enumerate(gating):
         left -= first_fail.get(i, 0)
-        card.funnel.append((name, left))
+        card.funnel.append((f"{name} (disabled)" if name in card.disabled else name, left))
     failed = decisions.where(~F.col("passed"))
     card.rejected_alone = {f.name: 0 for f in FILTERS}
     for name, n in _collect_counts(failed, "filter"):
         card.rejected_alone[name] = n
     for name, reason, n in _collect_counts(failed, "filter", "reason"):
         card.reasons.setdefault(name, {})[reason] = n
-    card.not_checked = dict(_collect_counts(decisions.where(F.col("reason") == "not_checked"), "filter"))
     card.verification_reasons = dict(_collect_counts(decisions.where(F.col("filter") == "verification"), "reason"))
     # paraphrase hits (reworded/translated held-out items, issue 15) count as contamination by held-out
     # benchmark too, under their reason ('paraphrase_of_heldout', 'judge_unanswered') as the rule

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.spark
 
-FILTER_ORDER = ["validation", "verification", "exact_dup", "near_dup", "contamination", "license"]
+FILTER_ORDER = ["validation", "verification", "exact_dup", "near_dup", "contamination", "paraphrase", "license"]
 
 
 def _curated_row(i: int, family: str, license_: str, commercial: str) -> dict:
@@ -27,6 +27,9 @@ def _curated_row(i: int, family: str, license_: str, commercial: str) -> dict:
             "enrichment_prompt_version": "enrich/mcq/v1", "run_id": "r1", "curated_at": datetime.now(timezone.utc)}
 
 
+DISABLED = ("paraphrase",)  # as in the demo config: its decisions say 'disabled'
+
+
 def _decisions(fails: dict[str, tuple[str, str, str | None]], ids: list[str]) -> list[dict]:
     """Every filter's decision for every id; `fails` = {gen_id: (filter, reason, evidence)}."""
     rows = []
@@ -34,7 +37,8 @@ def _decisions(fails: dict[str, tuple[str, str, str | None]], ids: list[str]) ->
         for name in FILTER_ORDER:
             failed = fails.get(gid, (None,))[0] == name
             rows.append({"gen_id": gid, "filter": name, "passed": not failed,
-                         "reason": fails[gid][1] if failed else "ok", "score": None,
+                         "reason": fails[gid][1] if failed else "disabled" if name in DISABLED else "ok",
+                         "score": None,
                          "evidence": fails[gid][2] if failed else None, "task": "arc", "task_family": "arc",
                          "item_kind": "generated", "run_id": "r1", "decided_at": datetime.now(timezone.utc)})
     return rows
@@ -115,6 +119,8 @@ def test_the_card_funnel_and_counts_come_from_the_decisions_and_the_ledger(publi
         assert steps["contamination"] == 3
         assert card.funnel[-1][1] == gating_end
         assert ("license" in steps) == (dataset == "curated_commercial")
+        assert "paraphrase (disabled)" in steps and "paraphrase" not in steps  # the funnel says so
+        assert card.disabled == {"paraphrase": 7}
     assert card.rejected_alone["validation"] == 1 and card.rejected_alone["exact_dup"] == 0
     assert card.reasons["verification"] == {"tie": 1}
     assert card.contamination == [("mmlu", "ngram", 1)]

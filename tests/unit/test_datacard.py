@@ -106,6 +106,14 @@ def test_a_model_run_says_nothing_about_a_simulator_and_unchecked_filters_are_fl
     assert "Contamination against held-out benchmarks was <b>not checked</b>" in page
 
 
+def test_a_disabled_filter_is_said_in_both_cards():
+    data = sample_card(disabled={"paraphrase": 97})
+    page, md = render_html(data, render_plots(data)), render_markdown(data, render_plots(data))
+    assert "<b>paraphrase</b> is disabled by the config for 97 items" in page
+    assert "**paraphrase is disabled** by the config for 97 items" in md
+    assert "is disabled" not in render_html(sample_card(), render_plots(sample_card()))
+
+
 def test_text_from_the_data_is_escaped_in_html_and_markdown():
     evil = "<img src=x onerror=alert(1)>|x"
     data = sample_card(rows_per_family={evil: 3}, quarantine=[("enrich", evil, 1)])
