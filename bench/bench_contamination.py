@@ -264,15 +264,18 @@ def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partit
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0] + " Needs the benchmark mirror (../shared/data, or TASKSEED_SHARED_DATA).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--per-dataset", type=int, default=300, help="planted held-out items per dataset")
     parser.add_argument("--clean", type=int, default=0, help="clean training items to sample (0 = all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "taskseed-bench-contamination")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the planted items' sample and one-word edits")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "taskseed-bench-contamination",
+                        help="normalized records (parquet) and the benchmark's lakehouse with its held-out index")
     parser.add_argument("--partitions", type=int, default=os.cpu_count() or 2,
                         help="hash-partition the query rows by item_id first, inside the timed call, as curate's "
-                             "dropDuplicates(item_id) does (default: one partition per core; 0: as createDataFrame "
-                             "splits them, by position)")
+                             "dropDuplicates(item_id) does, into this many partitions (one per core); 0: as "
+                             "createDataFrame splits them, by position")
     parser.add_argument("--repeat", type=int, default=3,
                         help="time each side's pass over the query rows this many times and keep the fastest "
                              "(the first is printed too)")
