@@ -75,10 +75,17 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def format_table(columns: Sequence[str], rows: list[list[Any]], max_width: int | None = 60) -> str:
+TABLE_MAX_WIDTH = 60  # characters of a cell in a text table
+
+
+def _cell(value: Any) -> str:
+    return _format_value(value).replace("\n", "\\n")
+
+
+def format_table(columns: Sequence[str], rows: list[list[Any]], max_width: int | None = TABLE_MAX_WIDTH) -> str:
     """A plain text table; cells longer than `max_width` characters are cut with an ellipsis so rows
     stay on one line (None: never cut; `cells_cut` counts what a table cuts, for the caller to say)."""
-    cells = [[_format_value(v).replace("\n", "\\n") for v in row] for row in rows]
+    cells = [[_cell(v) for v in row] for row in rows]
     if max_width is not None:
         cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
     widths = [max([len(col)] + [len(row[i]) for row in cells]) for i, col in enumerate(columns)]
@@ -88,9 +95,9 @@ def format_table(columns: Sequence[str], rows: list[list[Any]], max_width: int |
     return "\n".join([line, rule, *body])
 
 
-def cells_cut(rows: list[list[Any]], max_width: int = 60) -> int:
+def cells_cut(rows: list[list[Any]], max_width: int = TABLE_MAX_WIDTH) -> int:
     """How many cells of `rows` `format_table(..., max_width)` shows cut."""
-    return sum(len(_format_value(v).replace("\n", "\\n")) > max_width for row in rows for v in row)
+    return sum(len(_cell(v)) > max_width for row in rows for v in row)
 
 
 def print_lines(result: Any, out: Callable[[str], None] = print) -> None:
@@ -526,7 +533,7 @@ def cmd_sql(args, config: Config) -> int:
             print(format_table(df.columns, values))
             cut = cells_cut(values)
             if cut:
-                progress(f"({cut} value{'s' if cut != 1 else ''} longer than 60 characters shown cut with …; "
+                progress(f"({cut} value{'s' if cut != 1 else ''} longer than {TABLE_MAX_WIDTH} characters shown cut with …; "
                          "--json prints every value whole)")
     except (AnalysisException, ParseException) as exc:
         raise ConfigError(f"SQL error: {spark_error_line(exc)}") from None

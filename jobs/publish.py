@@ -163,8 +163,9 @@ def gather_card(lakehouse: Lakehouse, config: Config, dataset: str, df: DataFram
         decisions.where(~F.col("passed") & F.col("filter").isin(gating))
         .groupBy("gen_id").agg(F.min(rank[F.col("filter")]).alias("step"))
         .groupBy("step").count().collect())
-    card.not_checked = dict(_collect_counts(decisions.where(F.col("reason") == "not_checked"), "filter"))
-    card.disabled = dict(_collect_counts(decisions.where(F.col("reason") == "disabled"), "filter"))
+    unchecked = _collect_counts(decisions.where(F.col("reason").isin("not_checked", "disabled")), "reason", "filter")
+    card.not_checked = {name: n for reason, name, n in unchecked if reason == "not_checked"}
+    card.disabled = {name: n for reason, name, n in unchecked if reason == "disabled"}
     left = total
     card.funnel = [("candidates", total)]
     for i, name in enumerate(gating):

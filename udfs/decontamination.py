@@ -543,7 +543,6 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     size = batch.num_rows
     column = lambda name: batch.column(name).to_pylist() if name in names else [None] * size  # noqa: E731
     kept = {c: column(c) for c in keep}
-    contexts_raw = column("context")
     # every text normalized for the whole batch at once (`normalize_array`), then handed to the
     # per-item rules as already normalized; the item side normalizes its passage only where
     # near-dup needs it (below)
@@ -551,7 +550,6 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     choices = _normalized_lists(batch.column("choices")) if "choices" in names else [None] * size
     nothing = [None] * size
     rows, texts, answers = [], [], []
-    normalize = _NormalizeMemo()  # passages repeat within a batch
     for r, (q, c, ch, a, fmt, d) in enumerate(zip(normalized("question"),
                                                    normalized("context") if heldout else nothing, choices,
                                                    normalized("answer_text"), column("answer_format"),
@@ -577,11 +575,11 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
                                   dtype=bool, count=len(short))]
     if heldout:
         contexts = {i: t[CONTEXT] for i, t in enumerate(texts) if CONTEXT in t}
-    elif defer_passages:
+    else:  # the item side's passages: here only without defer_passages (match_batch does it then)
         contexts = {}
-    else:
-        contexts = {}
-        for i in short:
+        contexts_raw = [] if defer_passages else column("context")
+        normalize = _NormalizeMemo()  # passages repeat within a batch
+        for i in ([] if defer_passages else short):
             text = item_passage(contexts_raw[rows[i]], texts[i].values(), normalize)
             if text:
                 contexts[int(i)] = text
