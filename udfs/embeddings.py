@@ -154,13 +154,16 @@ class Embedder:
 
     def embed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
         """(len(texts), dim) float32, each row L2-normalized (mean pooling over real tokens). Texts
-        are sorted by length inside the call so a batch pads little; rows come back in input order."""
+        are sorted by (token length, text) inside the call so a batch pads little and the batches
+        are the same whatever the input order: the same set of texts gives bit-identical rows in
+        any order (BLAS blocking makes a row's last bits depend on its batch and its place in it,
+        about 1e-7). Rows come back in input order."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         encodings = self.tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             t = max(len(encodings[i].ids) for i in chunk)

@@ -211,7 +211,8 @@ def judge_spec(items: Callable[[Lakehouse, Config, Sequence[str] | None], DataFr
         request_builder=judge_request_builder,
         row_parser=parse_judge_row,
         record_fields=_RECORD_FIELDS,
-        change_columns=("verdict", "judge_reason", "similarity", "request_id", "prompt_version", "model"),
+        # not `similarity`: a rerun recomputes it and its last bits can differ (see paraphrase_matches)
+        change_columns=("verdict", "judge_reason", "request_id", "prompt_version", "model"),
         timestamp_column="judged_at",
         noun="verdicts",
     )
@@ -248,7 +249,10 @@ def paraphrase_matches(lakehouse: Lakehouse, config: Config, candidates: DataFra
                        progress: Callable[[str], None] | None = None, **options) -> DataFrame:
     """Retrieve, judge, and return MATCH_SCHEMA rows: every pair of `candidates` above the floor with
     the verdict recorded in `paraphrase_judgments` for this pair and prompt (NULL when there is none:
-    not sent because of a budget, or quarantined)."""
+    not sent because of a budget, or quarantined). A judged pair keeps the similarity recorded with
+    its verdict: a rerun embeds the candidates again, in other batches when the eligible set has
+    changed, and BLAS makes the last bits of a vector depend on its batch (about 1e-7), which would
+    otherwise rewrite the pair's evidence and commit a new `filter_decisions` version for nothing."""
     pairs = candidate_pairs(lakehouse, config, candidates, progress)
     result = run_judge(lakehouse, config, pairs, progress, **options)
     for line in result.summary_lines():
@@ -256,12 +260,13 @@ def paraphrase_matches(lakehouse: Lakehouse, config: Config, candidates: DataFra
     from udfs.paraphrase import pair_id as _pair_id
 
     pid = F.udf(_pair_id, StringType())
-    verdicts = lakehouse.read(PARAPHRASE_JUDGMENTS.name).select("pair_id", "verdict", "request_id",
-                                                                 "prompt_version", "model")
+    verdicts = lakehouse.read(PARAPHRASE_JUDGMENTS.name).select(
+        "pair_id", "verdict", "request_id", "prompt_version", "model", F.col("similarity").alias("_recorded"))
     from udfs.paraphrase import judge_template
 
     current = verdicts.where((F.col("prompt_version") == judge_template().prompt_version)
                              & (F.col("model") == config.endpoint.model)).drop("prompt_version", "model")
     return (pairs.withColumn("pair_id", pid("gen_id", "heldout_id"))
             .join(current, "pair_id", "left")
+            .withColumn("similarity", F.coalesce(F.col("_recorded"), F.col("similarity")))
             .select(*[F.col(f.name).cast(f.dataType) for f in MATCH_SCHEMA.fields]))

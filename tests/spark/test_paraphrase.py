@@ -95,3 +95,22 @@ def test_retrieval_judge_and_ledger(lakehouse):
              paraphrase_matches(lakehouse, lakehouse.config, items).collect()}
     assert again == {k: r.verdict for k, r in matches.items()}
     assert lakehouse.read(LLM_CALLS.name).where("stage = 'judge'").count() == judged  # nothing re-sent
+
+
+def test_a_judged_pair_keeps_its_recorded_similarity(lakehouse):
+    """A rerun embeds the candidates again, possibly in other batches; the float's last bits can
+    differ. Stand that in by nudging the recorded similarities: the rerun reports the recorded
+    value and commits nothing to paraphrase_judgments."""
+    write_heldout(lakehouse, HELDOUT_ROWS)
+    items = candidates(lakehouse)
+    first = {(r.gen_id, r.heldout_id): r.similarity for r in paraphrase_matches(lakehouse, lakehouse.config, items).collect()}
+    assert first
+    from delta.tables import DeltaTable
+
+    table = DeltaTable.forName(lakehouse.spark, lakehouse.table_name(PARAPHRASE_JUDGMENTS.name))
+    table.update(set={"similarity": "similarity - 1e-7"})
+    recorded = {(r.gen_id, r.heldout_id): r.similarity for r in lakehouse.read(PARAPHRASE_JUDGMENTS.name).collect()}
+    version = lakehouse.version(PARAPHRASE_JUDGMENTS.name)
+    again = {(r.gen_id, r.heldout_id): r.similarity for r in paraphrase_matches(lakehouse, lakehouse.config, items).collect()}
+    assert again == recorded and again != first
+    assert lakehouse.version(PARAPHRASE_JUDGMENTS.name) == version

@@ -39,6 +39,16 @@ def test_vectors_are_unit_rows_in_input_order(embedder):
     assert float(pair[0] @ pair[1]) == pytest.approx(0.755, abs=0.01)
 
 
+def test_the_same_texts_in_any_order_embed_bit_identically(embedder, arc_questions):
+    """A Spark shuffle delivers a partition's rows in any order; a rerun must see the same vectors
+    (the paraphrase filter's evidence and a rerun that commits nothing depend on it)."""
+    texts = arc_questions + [reword(q) for q in arc_questions[:30]]  # > one batch of 64
+    forward = embedder.embed(texts, batch_size=16)
+    perm = np.random.default_rng(3).permutation(len(texts))
+    shuffled = embedder.embed([texts[i] for i in perm], batch_size=16)
+    assert np.array_equal(shuffled, forward[perm])
+
+
 def test_a_reworded_question_is_nearer_than_unrelated_ones(embedder, arc_questions):
     heldout = embedder.embed(arc_questions)
     reworded = embedder.embed([reword(q) for q in arc_questions])

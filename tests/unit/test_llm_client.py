@@ -114,7 +114,15 @@ def test_mixed_faults_all_recovered_and_every_request_accounted_for(start_sim):
     assert statuses[("ok", None)] > 150
     seen = server.stats()
     assert set(seen["outcomes"]) == {"ok", "429", "500", "503", "hang", "drop", "bad_body", "malformed", "truncate"}
-    assert seen["requests"] == sum(r["attempts"] for r in results) == stats.http_attempts
+    attempts = sum(r["attempts"] for r in results)
+    assert attempts == stats.http_attempts
+    # Every attempt the server saw was counted by the client. The server can miss an attempt only
+    # when the client gave up on it before the server read it (a timeout or a closed connection
+    # on a loaded machine), never one that failed because of a fault the server injected.
+    unseen = attempts - seen["requests"]
+    client_gave_up = (stats.errors["timeout"] - seen["outcomes"]["hang"]) + \
+        (stats.errors["connection"] - seen["outcomes"]["drop"])
+    assert 0 <= unseen <= client_gave_up
     assert sum(seen["first_attempts"].values()) == 200 and set(seen["first_attempts"].values()) == {1}
     ok = [r for r in results if r["status"] == "ok"]
     assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 and r["latency_ms"] > 0 for r in ok)
