@@ -44,8 +44,8 @@ from jobs.config import Config, ConfigError, EndpointConfig
 from jobs.datacard import HTML_NAME, MD_NAME, CardData, LLMStageStats, write_card
 from jobs.export import MANIFEST, Column, ExportResult, export_folder, write_export
 from jobs.lakehouse import Lakehouse
-from jobs.stage import Stage, StageContext, quiet
-from schemas.tables import PUBLICATION_CHANGE_COLUMNS, PUBLICATIONS
+from jobs.stage import Stage, StageContext, dag_order, quiet
+from schemas.tables import CURATED, CURATED_COMMERCIAL, PUBLICATION_CHANGE_COLUMNS, PUBLICATIONS
 
 # The exported columns: the training text first, then what a data loader filters or groups on.
 EXPORT_COLUMNS: tuple[Column, ...] = (
@@ -57,10 +57,8 @@ EXPORT_COLUMNS: tuple[Column, ...] = (
 )
 # Counted per value in the manifest (`counts`), from the rows as they are written.
 COUNT_BY = ("task_family", "task", "license", "license_class", "answer_format")
-# Tables whose Delta versions the manifest records: everything the published rows derive from.
-LINEAGE_TABLES = ("task_catalog", "license_policy", "seeds", "heldout", "llm_calls", "generated", "enriched",
-                  "minhash_signatures", "filter_decisions", "quarantine", "curated", "curated_commercial")
 CARD_READS = ("filter_decisions", "llm_calls", "quarantine")
+STAGE_NAME = "publish"
 # The simulator's default model id: rows carrying it were answered by the simulator, whatever the
 # config of the publishing run says.
 SIMULATOR_MODEL = EndpointConfig().model
@@ -133,8 +131,25 @@ def _iter_rows(df: DataFrame) -> Iterator[dict[str, Any]]:
         yield row.asDict()
 
 
-def input_versions(lakehouse: Lakehouse) -> dict[str, int | None]:
-    return {name: lakehouse.version(name) for name in LINEAGE_TABLES if lakehouse.exists(name)}
+def lineage_tables(config: Config) -> list[str]:
+    """The tables the published rows derive from with this config, whose Delta versions the manifest
+    records: every table a stage before publish reads or writes (in DAG order, so the held-out
+    index tables, `heldout_embeddings` and `paraphrase_judgments` appear when their filters are
+    enabled), except the published datasets themselves (their version is `delta_version`)."""
+    from jobs.pipeline import PIPELINE  # the pipeline imports this module
+
+    published = {CURATED.name, CURATED_COMMERCIAL.name}
+    names: list[str] = []
+    for stage in dag_order(PIPELINE, config):
+        if stage.name == STAGE_NAME:
+            continue
+        names.extend(t for t in (*stage.reads(config), *stage.writes(config)) if t not in published and t not in names)
+    return names
+
+
+def input_versions(lakehouse: Lakehouse, config: Config) -> dict[str, int | None]:
+    """{table: Delta version} of the `lineage_tables` that exist."""
+    return {name: lakehouse.version(name) for name in lineage_tables(config) if lakehouse.exists(name)}
 
 
 def _collect_counts(df: DataFrame, *columns: str) -> list[tuple]:
@@ -280,7 +295,7 @@ def run_publish(lakehouse: Lakehouse, config: Config, shard_rows: int | None = N
     missing = [d for d in config.publish.datasets if not lakehouse.exists(d)]
     if missing:
         raise ConfigError(f"publish: no table {', '.join(missing)} yet; run `taskseed curate` (or `taskseed run`) first")
-    versions = input_versions(lakehouse)
+    versions = input_versions(lakehouse, config)
     result = PublishResult()
     rows_out = []
     for dataset in config.publish.datasets:
@@ -316,7 +331,7 @@ def run_publish(lakehouse: Lakehouse, config: Config, shard_rows: int | None = N
 
 
 STAGE = Stage(
-    name="publish",
+    name=STAGE_NAME,
     reads=lambda config: (*config.publish.datasets, *CARD_READS),
     writes=lambda _config: (PUBLICATIONS.name,),
     run=lambda ctx: run_publish(ctx.lakehouse, ctx.config, progress=ctx.progress, run_id=ctx.run_id),

@@ -189,7 +189,9 @@ def test_publish_leaves_shards_a_manifest_and_a_data_card_per_curated_dataset(de
         parquet = [f for f in manifest["files"] if f["format"] == "parquet"]
         assert sum(pq.read_metadata(folder / f["path"]).num_rows for f in parquet) == rows
         assert sum(manifest["counts"]["task_family"].values()) == rows
-        assert set(manifest["input_versions"]) >= {"seeds", "generated", "enriched", "llm_calls", "filter_decisions"}
+        assert set(manifest["input_versions"]) >= {"seeds", "generated", "enriched", "llm_calls", "filter_decisions",
+                                                   "heldout", "heldout_keys", "heldout_shingles"}
+        assert all(v == lakehouse.version(t) for t, v in manifest["input_versions"].items())
         assert manifest["simulated"] is True and manifest["endpoint"] == "simulator"
         card = (folder / "datacard.html").read_text()
         assert "Simulator output" in card and f"version {version}" in card

@@ -91,8 +91,10 @@ def test_publish_exports_each_dataset_at_its_version_with_manifest_and_card(publ
     assert manifest["counts"]["license"] == {"cc-by-4.0": 1, "mit": 1, "unknown": 1}
     assert manifest["models"] == {"generation": ["taskseed-sim"], "enrichment": ["taskseed-sim"]}
     assert manifest["prompt_versions"] == ["enrich/mcq/v1", "generate/mcq/v1"]
-    assert manifest["input_versions"]["curated"] == lakehouse.version("curated")
+    # the tables the rows derive from, at the versions they were read; the datasets are not their own inputs
     assert manifest["input_versions"]["filter_decisions"] == lakehouse.version("filter_decisions")
+    assert manifest["delta_version"] == lakehouse.version("curated")
+    assert not {"curated", "curated_commercial", "publications"} & set(manifest["input_versions"])
     first = json.loads((curated.folder / "jsonl" / "part-00000.jsonl").read_text().splitlines()[0])
     assert first["gen_id"] == "g1" and first["text"].startswith("Question: What is 1?")
     assert read_manifest(by_dataset["curated_commercial"].folder)["rows"] == 2
@@ -111,7 +113,7 @@ def test_the_card_funnel_and_counts_come_from_the_decisions_and_the_ledger(publi
     for dataset, gating_end in (("curated", 3), ("curated_commercial", 2)):
         df = lakehouse.read(dataset)
         manifest = {**base_manifest(lakehouse, config, dataset, lakehouse.version(dataset), df, "r",
-                                    input_versions(lakehouse)), "files": []}
+                                    input_versions(lakehouse, config)), "files": []}
         card = gather_card(lakehouse, config, dataset, df, df.count(), manifest)
         steps = dict(card.funnel)
         assert card.funnel[0] == ("candidates", 7)

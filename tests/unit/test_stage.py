@@ -35,6 +35,21 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate_publish():
     assert not {"heldout", "heldout_keys"} & set(curate.reads(config))
 
 
+def test_a_publication_records_every_table_its_rows_derive_from_and_not_itself():
+    from jobs.publish import lineage_tables
+
+    config = Config()
+    lineage = lineage_tables(config)
+    assert {"task_catalog", "license_policy", "seeds", "heldout", "llm_calls", "generated", "enriched",
+            "minhash_signatures", "heldout_keys", "heldout_shingles", "filter_decisions", "quarantine"} <= set(lineage)
+    assert not {"curated", "curated_commercial", "publications"} & set(lineage)
+    assert lineage.index("seeds") < lineage.index("generated") < lineage.index("filter_decisions")
+    config.curate.paraphrase.enabled = True
+    assert {"heldout_embeddings", "paraphrase_judgments"} <= set(lineage_tables(config))
+    config.curate.contamination.enabled = False
+    assert "heldout_keys" not in lineage_tables(config)
+
+
 def test_a_stage_declared_first_runs_after_the_stages_it_reads_from():
     report = _stage("report", reads=("publications",), writes=("reports",))
     order = [s.name for s in dag_order([report, *PIPELINE], Config())]
