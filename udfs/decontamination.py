@@ -573,13 +573,13 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     if near_dup_answers is not None:  # near-dup needs the answer to be a held-out accepted answer
         short = short[np.fromiter((any(a in near_dup_answers for a in answers[i]) for i in short),
                                   dtype=bool, count=len(short))]
+    contexts = {}
     if heldout:
         contexts = {i: t[CONTEXT] for i, t in enumerate(texts) if CONTEXT in t}
-    else:  # the item side's passages: here only without defer_passages (match_batch does it then)
-        contexts = {}
-        contexts_raw = [] if defer_passages else column("context")
+    elif not defer_passages:  # the item side's passages (deferred: match_batch takes them where needed)
+        contexts_raw = column("context")
         normalize = _NormalizeMemo()  # passages repeat within a batch
-        for i in ([] if defer_passages else short):
+        for i in short:
             text = item_passage(contexts_raw[rows[i]], texts[i].values(), normalize)
             if text:
                 contexts[int(i)] = text
