@@ -279,7 +279,7 @@ def test_program_is_what_the_shell_can_start(tmp_path, monkeypatch):
 def test_tables_say_what_they_cut_and_status_cuts_nothing():
     from types import SimpleNamespace
 
-    from jobs.cli import cells_cut, format_table, status_rows
+    from jobs.cli import STATUS_COLUMNS, cells_cut, format_table, status_rows
 
     long = "/a/very/long/export/path/" + "x" * 80
     assert "…" in format_table(["path"], [[long]]) and long not in format_table(["path"], [[long]])
@@ -293,5 +293,4 @@ def test_tables_say_what_they_cut_and_status_cuts_nothing():
                                                 quarantined=None, last_run=None)])
     assert [r[1] for r in rows[:5]] == [f"{t['table']} 10 rows v3" for t in tables]
     assert rows[0][0] == "curate" and all(r[0] == "" for r in rows[1:5]) and rows[5][:2] == ["catalog", "-"]
-    assert "heldout_keys 10 rows v3" in format_table(["stage", "tables", "requests", "failed", "quarantined",
-                                                      "last run"], rows, max_width=None)
+    assert "heldout_keys 10 rows v3" in format_table(STATUS_COLUMNS, rows, max_width=None)
