@@ -1,5 +1,13 @@
 """Shared fixtures: one SparkSession for the whole suite, a fresh lakehouse per test that wants one,
-and the path to the real benchmark mirror in ../shared/data/hf."""
+and the path to the real benchmark mirror in ../shared/data/hf. The session's expensive worlds
+(lm-eval's task index, whole pipeline runs) are in tests/worlds.py.
+
+Markers follow what a test uses, so the lanes cannot drift: every test that uses the `spark`
+fixture (directly or through `lakehouse` or a world) is marked `spark`; every test that reads a
+whole-pipeline world (`HEAVY_WORLDS`) is marked `heavy`, as are, by hand, the tests that run a whole
+stage (run_catalog, run_ingest, run_generate, run_enrich, run_curate, run_publish, run_pipeline)
+or start a JVM in a subprocess. `pytest -m "not heavy"` is the fast lane: the pure rules and the
+Spark tests of one SQL model, engine or table at a time."""
 
 from __future__ import annotations
 
@@ -10,7 +18,10 @@ import pytest
 
 from jobs.config import Config, load_config
 
-pytest_plugins = ["tests.fixtures_sim"]
+pytest_plugins = ["tests.fixtures_sim", "tests.worlds"]
+
+# session worlds that run a whole pipeline: a test reading one is `heavy`
+HEAVY_WORLDS = {"keyed_demo_run"}
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
@@ -61,3 +72,13 @@ def lakehouse(spark, make_config, request):
     lh = Lakehouse(spark, config)
     yield lh
     spark.sql(f"DROP SCHEMA IF EXISTS {lh.namespace} CASCADE")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if "spark" in used:
+            item.add_marker(pytest.mark.spark)
+        if used & HEAVY_WORLDS:
+            item.add_marker(pytest.mark.heavy)

@@ -13,6 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.heavy  # each test starts a JVM in a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 # Lines the JVM writes to its console on every start (Ivy resolution, log4j, JDK banners).

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-pytestmark = [pytest.mark.spark, pytest.mark.e2e]
+pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
 PRIVATE_TASK = "gsm8k_private_copy"
@@ -44,7 +44,7 @@ TASKS = ["arc_easy", "gsm8k", "boolq", PRIVATE_TASK]
 
 
 @pytest.fixture(scope="module")
-def world(spark, mirror, tmp_path_factory):
+def world(spark, mirror, tmp_path_factory, task_index):
     """The demo mirror plus a private copy of 40 other real GSM8K training rows under a dataset name
     the license policy does not know; the pipeline run with faults; curate run twice."""
     from jobs.catalog import TaskIndex, build_task_index
@@ -77,7 +77,7 @@ def world(spark, mirror, tmp_path_factory):
          "simulator.latency_ms=1", "simulator.latency_jitter_ms=1"],
         home=root / "lakehouse",
     )
-    full = build_task_index()
+    full = task_index
     user = build_task_index([tasks_dir], include_defaults=False)
     index = TaskIndex(tasks={**{t: full.tasks[t] for t in TASKS[:3]}, PRIVATE_TASK: user.tasks[PRIVATE_TASK]},
                       group_members={}, tag_members={}, roots=(tasks_dir.resolve(), *full.roots))

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from schemas.tables import ENRICHED, GENERATED, LLM_CALLS, QUARANTINE, SEEDS
 from udfs.llm_client import EndpointSettings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.spark]
+pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.heavy]
 
 TASKS = ["arc_easy", "gsm8k", "boolq", "winogrande", "webqs"]
 TRAIN_FILES = [
@@ -55,8 +55,8 @@ def _snapshot(lakehouse) -> dict[str, int | None]:
 
 
 def test_seeds_from_the_mirror_generate_k_enrich_m_all_accounted_rerun_sends_none(
-        spark, small_mirror, make_config, start_sim):
-    from jobs.catalog import TaskIndex, build_task_index, resolve_selection, run_catalog
+        spark, small_mirror, make_config, start_sim, task_index):
+    from jobs.catalog import TaskIndex, resolve_selection, run_catalog
     from jobs.enrich import pretraining_documents, run_enrich
     from jobs.generate import run_generate
     from jobs.ingest import run_ingest
@@ -70,7 +70,7 @@ def test_seeds_from_the_mirror_generate_k_enrich_m_all_accounted_rerun_sends_non
     )
     lakehouse = Lakehouse(spark, config)
     try:
-        full = build_task_index()
+        full = task_index
         wanted, _ = resolve_selection(full, TASKS)
         index = TaskIndex(tasks={t: full.tasks[t] for t in wanted}, group_members=full.group_members,
                           tag_members=full.tag_members, roots=full.roots)

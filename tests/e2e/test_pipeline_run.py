@@ -2,79 +2,46 @@
 tables, publish leaves export shards with a manifest and a data card, MLflow holds one run with a
 child run per stage and Delta-pinned datasets from which a client alone finds which curated version
 a run produced from which seeds, model and prompts; a rerun sends no request, commits no Delta
-version and logs a new MLflow run; `status` reports every stage; the API key appears nowhere."""
+version and logs a new MLflow run; `status` reports every stage; the API key appears nowhere.
+
+The run is the session's `keyed_demo_run` world (tests/worlds.py), which
+tests/reliability/test_secrets_and_idempotence.py reads too."""
 
 from pathlib import Path
 
 import pytest
 
+from tests.worlds import KEY_ENV, KEYED_M, KEYED_SEEDS, KEYED_TASKS, SECRET, copy_home, table_counts
+
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parents[2]
-SECRET = "sk-test-PIPELINE-SECRET-4242"
 
+def test_run_fills_every_stage_tracks_mlflow_and_reruns_as_a_no_op(keyed_demo_run):
+    from jobs.pipeline import STAGES
+    from jobs.tracking import safe_endpoint_url
 
-@pytest.fixture(scope="module")
-def demo_index():
-    from jobs.catalog import TaskIndex, build_task_index
-
-    full = build_task_index()
-    keep = {"arc_easy", "gsm8k", "boolq"}
-    return TaskIndex(tasks={k: v for k, v in full.tasks.items() if k in keep},
-                     group_members={}, tag_members={}, roots=full.roots)
-
-
-def _table_counts(lakehouse):
-    return {name: lakehouse.read(name).count() for name in lakehouse.list_tables()}
-
-
-@pytest.fixture(scope="module")
-def demo_run(spark, tmp_path_factory, demo_index):
-    """The demo config's pipeline run once (key in the environment throughout): (config, lakehouse,
-    {stage: StageRun})."""
-    from jobs.config import load_config
-    from jobs.lakehouse import Lakehouse
-    from jobs.pipeline import run_pipeline
-
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("TASKSEED_TEST_KEY", SECRET)
-        config = load_config(
-            REPO / "demo" / "taskseed.demo.yaml",
-            ["schema=pipeline_e2e", "spark.master=local[2]", "generate.seeds_per_task=4",
-             "enrich.samples_per_item=2", "endpoint.api_key_env=TASKSEED_TEST_KEY",
-             f"tasks.mirror={REPO / 'demo' / 'data' / 'hf'}"],
-            home=tmp_path_factory.mktemp("pipeline") / "lakehouse",
-        )
-        lakehouse = Lakehouse(spark, config)
-        try:
-            yield config, lakehouse, run_pipeline(lakehouse, config, progress=lambda _: None, task_index=demo_index)
-        finally:
-            spark.sql(f"DROP SCHEMA IF EXISTS {lakehouse.namespace} CASCADE")
-
-
-def test_run_fills_every_stage_tracks_mlflow_and_reruns_as_a_no_op(demo_run, demo_index):
-    import mlflow
-
-    from jobs.pipeline import STAGES, run_pipeline
-
-    config, lakehouse, results = demo_run
+    world = keyed_demo_run
+    config, lakehouse, results = world["config"], world["lakehouse"], world["first"]
     assert set(results) == set(STAGES)
-    counts = _table_counts(lakehouse)
+    counts = world["counts"]  # after the first run
+    n_seeds, k, m = len(KEYED_TASKS) * KEYED_SEEDS, config.generate.items_per_seed, KEYED_M
+    assert (len(KEYED_TASKS), k) == (3, 2)
     assert counts["seeds"] == 120 and counts["heldout"] == 70          # 40 train rows per task
-    assert counts["generated"] + lakehouse.read("quarantine").where("stage = 'generate'").count() == 3 * 4 * 2
-    assert counts["enriched"] + lakehouse.read("quarantine").where("stage = 'enrich'").count() == counts["generated"] * 2
-    assert counts["llm_calls"] == 3 * 4 * 2 + counts["generated"] * 2
+    assert counts["generated"] + lakehouse.read("quarantine").where("stage = 'generate'").count() == n_seeds * k
+    assert counts["enriched"] + lakehouse.read("quarantine").where("stage = 'enrich'").count() == counts["generated"] * m
+    assert counts["llm_calls"] == n_seeds * k + counts["generated"] * m
 
     # MLflow: one parent run, one child per stage, params without the key, datasets pinned to versions
-    client = mlflow.tracking.MlflowClient()
+    client = world["mlflow"]
     experiment = client.get_experiment_by_name("taskseed")
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = world["parent_runs"]  # after the first run
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
     params = parents[0].data.params
-    assert params["model"] == config.endpoint.model and params["endpoint_url"] == "simulator"
+    # the endpoint's URL without credentials (the built-in simulator's label: tests/unit/test_stage.py)
+    assert params["model"] == config.endpoint.model and params["endpoint_url"] == safe_endpoint_url(config.endpoint.base_url)
     assert any(k.startswith("prompt_version.") for k in params)
     generate_run = next(r for r in children if r.info.run_name == "generate")
     assert generate_run.data.params["output.generated.delta_version"] == str(lakehouse.version("generated"))
@@ -84,10 +51,11 @@ def test_run_fills_every_stage_tracks_mlflow_and_reruns_as_a_no_op(demo_run, dem
     assert {r.data.tags["taskseed.outcome"] for r in children} == {"done"}
     assert parents[0].data.tags["taskseed.outcome"] == "done"
 
-    # rerun: nothing sent, no table gets a new Delta version, and MLflow gets a second run
-    versions = {name: lakehouse.version(name) for name in lakehouse.list_tables()}
-    run_pipeline(lakehouse, config, progress=lambda _: None, task_index=demo_index)
-    assert _table_counts(lakehouse) == counts
+    # rerun (the world's second run): nothing sent, no table gets a new Delta version, and MLflow
+    # gets a second run
+    versions = world["versions"]
+    assert world["second"]["generate"].result.accounting.sent == world["second"]["enrich"].result.accounting.sent == 0
+    assert table_counts(lakehouse) == counts
     assert {name: lakehouse.version(name) for name in lakehouse.list_tables()} == versions
     parents_after = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents_after) == 2
@@ -101,13 +69,16 @@ def test_run_fills_every_stage_tracks_mlflow_and_reruns_as_a_no_op(demo_run, dem
             assert SECRET.encode() not in path.read_bytes(), path
 
 
-def test_every_stage_reads_and_writes_exactly_the_tables_it_declares(demo_run, demo_index):
+def test_every_stage_reads_and_writes_exactly_the_tables_it_declares(keyed_demo_run, spark, tmp_path, monkeypatch,
+                                                                     start_sim):
     """The DAG and the MLflow lineage come from each stage's declared tables: on the demo run,
     what each stage read and wrote through the lakehouse is what it declares; so is the enrich
-    run that also answers the seeds (a read that depends on the config)."""
+    run that also answers the seeds (a read that depends on the config), on a copy of the world
+    against a simulator of its own (the world's counts its requests)."""
+    from jobs.lakehouse import Lakehouse
     from jobs.pipeline import PIPELINE, run_pipeline
 
-    config, lakehouse, results = demo_run
+    config, results = keyed_demo_run["config"], keyed_demo_run["first"]
     for stage in PIPELINE:
         outcome = results[stage.name]
         assert outcome.skipped is None, stage.name
@@ -116,10 +87,19 @@ def test_every_stage_reads_and_writes_exactly_the_tables_it_declares(demo_run, d
     enrich = next(stage for stage in PIPELINE if stage.name == "enrich")
     seeded = config.model_copy(deep=True)
     seeded.enrich.enrich_seeds = True
+    seeded.home = str(copy_home(config.home, tmp_path / "lakehouse"))
+    seeded.schema_name = "pipeline_enrich_seeds"
+    seeded.endpoint.base_url = start_sim(require_api_key=SECRET, latency_ms=1, latency_jitter_ms=0,
+                                         model="taskseed-sim").base_url
     assert "seeds" in enrich.reads(seeded) and "seeds" not in enrich.reads(config)
-    outcome = run_pipeline(lakehouse, seeded, ["enrich"], progress=lambda _: None, track=False,
-                           task_index=demo_index)["enrich"]
-    assert outcome.result.accounting.sent == 4 * 3 * 2  # the 12 seeds, M=2 each: the run did real work
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    lakehouse = Lakehouse(spark, seeded)
+    try:
+        outcome = run_pipeline(lakehouse, seeded, ["enrich"], progress=lambda _: None, track=False)["enrich"]
+    finally:
+        spark.sql(f"DROP SCHEMA IF EXISTS {lakehouse.namespace} CASCADE")
+    # the 12 seeds, M=2 each: the run did real work
+    assert outcome.result.accounting.sent == len(KEYED_TASKS) * KEYED_SEEDS * KEYED_M == 4 * 3 * 2
     assert (outcome.reads, outcome.writes) == (set(enrich.reads(seeded)), set(enrich.writes(seeded)))
 
 
@@ -141,14 +121,14 @@ def _lineage(tracking_uri: str, run_id: str) -> dict:
     }
 
 
-def test_mlflow_alone_says_which_curated_version_a_run_produced_from_which_seeds_model_and_prompts(demo_run):
+def test_mlflow_alone_says_which_curated_version_a_run_produced_from_which_seeds_model_and_prompts(keyed_demo_run):
     import json
 
     import mlflow
 
     from udfs.prompts import prompt_versions
 
-    config, lakehouse, _ = demo_run
+    config, lakehouse = keyed_demo_run["config"], keyed_demo_run["lakehouse"]
     uri = f"sqlite:///{Path(config.home).resolve() / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("taskseed")
@@ -174,12 +154,14 @@ def test_mlflow_alone_says_which_curated_version_a_run_produced_from_which_seeds
     assert names == {"curated/manifest.json", "curated/datacard.html", "curated/datacard.md"}
 
 
-def test_publish_leaves_shards_a_manifest_and_a_data_card_per_curated_dataset(demo_run):
+def test_publish_leaves_shards_a_manifest_and_a_data_card_per_curated_dataset(keyed_demo_run):
     import json
 
     import pyarrow.parquet as pq
 
-    config, lakehouse, results = demo_run
+    from jobs.tracking import safe_endpoint_url
+
+    config, lakehouse = keyed_demo_run["config"], keyed_demo_run["lakehouse"]
     for dataset in ("curated", "curated_commercial"):
         version = lakehouse.version(dataset)
         folder = Path(config.home).resolve() / "exports" / dataset / f"v{version}"
@@ -191,11 +173,9 @@ def test_publish_leaves_shards_a_manifest_and_a_data_card_per_curated_dataset(de
         assert sum(manifest["counts"]["task_family"].values()) == rows
         assert set(manifest["input_versions"]) >= {"seeds", "generated", "enriched", "llm_calls", "filter_decisions",
                                                    "heldout", "heldout_keys", "heldout_shingles"}
-        # the versions publish read; a later test's enrich run moved llm_calls, enriched and quarantine on
-        moved = {"llm_calls", "enriched", "quarantine"}
-        assert all(v == lakehouse.version(t) for t, v in manifest["input_versions"].items() if t not in moved)
-        assert all(v <= lakehouse.version(t) for t, v in manifest["input_versions"].items() if t in moved)
-        assert manifest["simulated"] is True and manifest["endpoint"] == "simulator"
+        # the versions publish read (the world is read-only: they are the tables' versions now)
+        assert manifest["input_versions"] == {t: lakehouse.version(t) for t in manifest["input_versions"]}
+        assert manifest["simulated"] is True and manifest["endpoint"] == safe_endpoint_url(config.endpoint.base_url)
         card = (folder / "datacard.html").read_text()
         assert "Simulator output" in card and f"version {version}" in card
         assert (folder / "datacard.md").is_file()
@@ -203,11 +183,11 @@ def test_publish_leaves_shards_a_manifest_and_a_data_card_per_curated_dataset(de
     assert set(published) == {"curated", "curated_commercial"}
 
 
-def test_status_reports_every_stage_with_its_last_run(demo_run):
+def test_status_reports_every_stage_with_its_last_run(keyed_demo_run):
     from jobs.pipeline import STAGES
     from jobs.status import pipeline_status
 
-    config, lakehouse, _ = demo_run
+    config, lakehouse = keyed_demo_run["config"], keyed_demo_run["lakehouse"]
     statuses = {s.stage: s for s in pipeline_status(lakehouse, config)}
     assert list(statuses) == list(STAGES)
     for s in statuses.values():

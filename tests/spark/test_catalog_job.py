@@ -7,17 +7,18 @@ import sys
 
 import pytest
 
-from jobs.catalog import CHANGE_COLUMNS, build_task_index, run_catalog
+from jobs.catalog import CHANGE_COLUMNS, run_catalog
 from schemas.tables import TASK_CATALOG
 
 pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
-def index():
-    return build_task_index()
+def index(task_index):
+    return task_index
 
 
+@pytest.mark.heavy  # the new process starts a JVM of its own
 def test_catalog_is_idempotent_and_queryable_from_a_new_process(lakehouse, index, tmp_path):
     config = lakehouse.config
     run_catalog(lakehouse, config, progress=lambda _: None, index=index)

@@ -16,7 +16,7 @@ from schemas.tables import ENRICHED, GENERATED, LICENSE_POLICY, LLM_CALLS, SEEDS
 from udfs.hashing import stable_hash
 from udfs.parsing import normalize_number
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.heavy]  # a whole curate run on real GSM8K rows
 
 
 def _gsm8k(mirror, n: int) -> list[dict]:

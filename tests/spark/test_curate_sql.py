@@ -611,18 +611,37 @@ def test_an_absent_engine_records_not_checked_and_a_disabled_filter_disabled(lak
         ctx.drop_views()
 
 
-def test_a_new_filter_plugs_in_with_one_declaration_and_one_model(lakehouse, tmp_path, monkeypatch):
-    """A later filter (here: questions mentioning 'heat' fail) needs a Filter declaration and its SQL,
-    nothing else: its decisions reach filter_decisions and it gates curated like the built-in ones."""
+@pytest.fixture(scope="module")
+def small_curated(spark, tmp_path_factory):
+    """`_small_world` curated once by `run_curate` with one more filter plugged in, declared the way a
+    later filter would be (questions mentioning 'heat' fail): (lakehouse, CurateResult). Read-only."""
     import jobs.curate as curate
+    from jobs.config import load_config
+    from jobs.lakehouse import Lakehouse
 
-    model = tmp_path / "filter_no_heat.sql"
+    root = tmp_path_factory.mktemp("curate-sql-small")
+    model = root / "filter_no_heat.sql"
     model.write_text("SELECT gen_id, 'no_heat' AS filter, NOT (lower(question) LIKE '%heat%') AS passed, "
                      "CASE WHEN lower(question) LIKE '%heat%' THEN 'mentions_heat' ELSE 'ok' END AS reason, "
                      "CAST(NULL AS DOUBLE) AS score, CAST(NULL AS STRING) AS evidence FROM stg_candidates")
-    monkeypatch.setattr(curate, "FILTERS", (*curate.FILTERS, Filter("no_heat", Model(str(model)))))
-    _small_world(lakehouse)
-    result = curate.run_curate(lakehouse, lakehouse.config)
+    config = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=2",
+                                    "schema=t_curate_sql_small"], home=root / "lakehouse")
+    lakehouse = Lakehouse(spark, config)
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(curate, "FILTERS", (*curate.FILTERS, Filter("no_heat", Model(str(model)))))
+            _small_world(lakehouse)
+            result = curate.run_curate(lakehouse, config)
+        yield lakehouse, result
+    finally:
+        spark.sql(f"DROP SCHEMA IF EXISTS {lakehouse.namespace} CASCADE")
+
+
+@pytest.mark.heavy  # reads a whole curate run (small_curated)
+def test_a_new_filter_plugs_in_with_one_declaration_and_one_model(small_curated):
+    """A later filter (here: questions mentioning 'heat' fail) needs a Filter declaration and its SQL,
+    nothing else: its decisions reach filter_decisions and it gates curated like the built-in ones."""
+    lakehouse, result = small_curated
     decisions = lakehouse.read("filter_decisions")
     assert decisions.where("filter = 'no_heat'").count() == result.candidates == 3
     assert {r.gen_id for r in decisions.where("filter = 'no_heat' AND NOT passed").collect()} == {"g1", "g2"}
@@ -651,6 +670,7 @@ def _small_world(lakehouse, extra_generated=()):
                                 for g in items for i in range(4)])
 
 
+@pytest.mark.heavy  # four whole curate runs
 def test_run_curate_end_to_end_rerun_commits_nothing_and_scope_deletes(lakehouse):
     from jobs.curate import run_curate
 
@@ -691,14 +711,14 @@ def test_run_curate_end_to_end_rerun_commits_nothing_and_scope_deletes(lakehouse
     assert (n1.passed, n1.reason) == (False, "majority_disagrees")
 
 
-def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_alone(lakehouse):
+@pytest.mark.heavy  # reads a whole curate run (small_curated)
+def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_alone(small_curated):
     """The `taskseed sql` queries of README's "Querying curation" block run on a curated lakehouse;
     the first ("how many items did each filter reject, per task family") reads `filter_decisions`
-    alone and agrees with the run's own tally."""
+    alone and agrees with the run's own tally (every filter's, the plugged-in one's too)."""
     import re
     from pathlib import Path
 
-    from jobs.curate import run_curate
     from schemas.tables import ALL_TABLES
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
@@ -708,8 +728,7 @@ def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_
     first = queries[0]
     assert {t for t in ALL_TABLES if re.search(rf"\b{t}\b", first)} == {"filter_decisions"}
 
-    _small_world(lakehouse)
-    result = run_curate(lakehouse, lakehouse.config)
+    lakehouse, result = small_curated
     lakehouse.spark.sql(f"USE {lakehouse.namespace}")
     try:
         outputs = [lakehouse.spark.sql(q).collect() for q in queries]

@@ -39,6 +39,7 @@ def quiet(_line: str) -> None:
 # ---- Spark ----------------------------------------------------------------------------------
 
 @pytest.mark.spark
+@pytest.mark.heavy  # whole generate and enrich runs
 def test_generate_k_per_seed_enrich_m_per_item_with_lineage_and_documents(lakehouse, make_config, sim):
     write_seeds(lakehouse, seed_rows(arc_easy=2, gsm8k=2, boolq=2, winogrande=2, webqs=2, nli_handwritten=1)
                 + [broken_seed()])
@@ -77,6 +78,7 @@ def test_generate_k_per_seed_enrich_m_per_item_with_lineage_and_documents(lakeho
 
 
 @pytest.mark.spark
+@pytest.mark.heavy  # whole generate runs, rerun
 def test_dry_run_budget_stop_continue_quarantine_accounting_and_rerun_sends_none(lakehouse, start_sim, capsys):
     write_seeds(lakehouse, seed_rows(arc_easy=3, gsm8k=3, boolq=2))
     config = lakehouse.config.model_copy(deep=True)
@@ -140,6 +142,7 @@ def _estimate_table(out: str) -> dict[str, list[int]]:
 
 
 @pytest.mark.spark
+@pytest.mark.heavy  # whole generate runs, rerun
 def test_reasoning_server_without_json_schema_json_object_mode_items_from_the_reasoning_rerun_reparses(
         lakehouse, start_sim):
     """Issue 11 F/H, issue 12 §3 through a whole stage: a llama.cpp-like server that rejects

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.heavy]  # a whole ingest of real mirror tasks, run twice
 
 SEEDED = ["arc_easy", "arc_challenge", "gsm8k", "boolq", "winogrande", "webqs"]
 HELDOUT_ONLY = ["mmlu", "sciq", "piqa", "nq_open"]

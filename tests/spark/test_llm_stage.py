@@ -37,6 +37,7 @@ def _endpoint(url: str, **kw) -> EndpointSettings:
 N = 100  # at 2 in flight and ~300 ms each: ~15 s of calls, so the crash comes mid-run
 
 
+@pytest.mark.heavy  # a crashed run and two reruns of the call step
 def test_crash_mid_run_rerun_commits_the_spool_first_resends_at_most_one_unit_full_rerun_sends_none(
         spark, lakehouse, make_config, start_sim, make_requests):
     server = start_sim(seed=7, latency_ms=300, latency_jitter_ms=50)

@@ -74,6 +74,7 @@ def published_inputs(lakehouse):
     return lakehouse
 
 
+@pytest.mark.heavy  # a whole publish run
 def test_publish_exports_each_dataset_at_its_version_with_manifest_and_card(published_inputs, tmp_path):
     from jobs.export import read_manifest
     from jobs.publish import run_publish
@@ -135,6 +136,7 @@ def test_the_card_funnel_and_counts_come_from_the_decisions_and_the_ledger(publi
     assert card.rows_per_family == {"arc": 1, "gsm8k": 1}
 
 
+@pytest.mark.heavy  # three whole publish runs
 def test_republishing_writes_and_commits_nothing_a_new_version_gets_its_own_folder(published_inputs):
     from jobs.publish import run_publish
     from schemas.tables import CURATED

@@ -19,8 +19,8 @@ from schemas.licenses import license_for, load_policy, parse_policy
 
 
 @pytest.fixture(scope="session")
-def lm_eval_index():
-    return build_task_index()
+def lm_eval_index(task_index):
+    return task_index
 
 
 @pytest.fixture(scope="session")
