@@ -3,12 +3,21 @@ lakehouse (one must stop at once with one line naming the other, having sent not
 SIGKILLed mid-run (after at least one ledger commit); `taskseed curate` SIGKILLed mid-write (after its filter_decisions MERGE, before its
 last one), each rerun to the end; compared with an uninterrupted run of the same pipeline.
 
-One module-scoped world, two lakehouses with the same demo seeds: catalog + ingest run once
-(in-process; not under test) and the second lakehouse starts as a copy of that home. The reference
-runs generate → enrich → curate uninterrupted; the other gets the killed CLI processes (their own
-JVM and Python workers, in their own session) and in-process reruns. Each lakehouse has its own
-simulator, which counts every request id it receives. Sizes are the fewest that still put the
-generate kill after one ledger commit unit and before the last (see SEEDS, K, M, UNIT).
+This is the suite's one killed-driver scenario: the simulators demand a distinctive API key, so
+the killed generate also proves that the key is never written to disk, even by a driver SIGKILLed
+mid-stage: every file written under /tmp since the kill run started (Spark's local dirs, PySpark's
+broadcast files, the workers' temp files) and every file of the lakehouse home (the Delta ledger,
+the spool the calling tasks write results to before the ledger commit) is scanned for the key:
+plain, UTF-16, base64 at each alignment, and the pickled SecretBox the broadcast carries. Without
+`spark.io.encryption.enabled` the broadcast's pickle is left in /tmp/spark-*/pyspark-*/ and
+`test_the_killed_run_left_the_key_nowhere_on_disk` fails.
+
+One module-scoped world, two lakehouses with the same demo seeds. The reference is the session's
+`keyed_demo_run` (tests/worlds.py: generate → enrich → curate → publish uninterrupted, against a
+simulator with the same seed and content faults as this module's); the crashed lakehouse starts as
+a copy of its catalog, policy, seeds and held-out tables and gets the killed CLI processes (their
+own JVM and Python workers, in their own session) and in-process reruns, against a simulator of
+its own that counts every request id it receives.
 
 Breakage caught: a crash that loses more than one commit unit of answered requests (results held
 back and written at the end), a rerun that re-sends what the ledger already holds, a rerun that
@@ -18,24 +27,29 @@ curate that a rerun does not repair), a killed driver that leaves its JVM or Pyt
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.cli_run import TASKSEED, session_pids
+from tests.worlds import KEYED_M, KEYED_SEEDS, KEYED_SIM, KEYED_TASKS
+from udfs.llm_udf import SecretBox
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
-TASKS = ["arc_easy", "gsm8k"]
+TASKS = list(KEYED_TASKS)
 # columns that differ between two runs that did the same work (who ran it, when, how fast)
 VOLATILE = {"run_id", "micro_batch", "latency_ms", "sent_at", "completed_at", "ingested_at", "generated_at",
             "enriched_at", "decided_at", "curated_at", "quarantined_at", "signed_at", "cataloged_at"}
@@ -55,19 +69,23 @@ def commit_unit_overrides(requests: int) -> list[str]:
     return [f"llm.commit_rows={requests}", "llm.commit_seconds=0.5", "llm.call_tasks=1"]
 
 
-# The killed generate plans len(TASKS) * SEEDS * K = 12 requests in commit units of UNIT = 2: six
+# The killed generate plans len(TASKS) * SEEDS * K = 24 requests in commit units of UNIT = 2: twelve
 # units, so the kill (after the first commit) lands mid-run with units still to send, even when the
 # second generate, which must stop before the first one ends, starts its JVM a few seconds late.
-# Runs not under test (the reference, the crashed lakehouse's enrich) commit in units of BULK: the
-# tables do not depend on the unit (`micro_batch` is volatile), the number of Delta commits does.
-SEEDS, K, M, UNIT, BULK = 3, 2, 2, 2, 1000
+# Runs not under test (the crashed lakehouse's enrich) commit in units of BULK: the tables do not
+# depend on the unit (`micro_batch` is volatile), the number of Delta commits does. SEEDS, K and M
+# are the reference's (the keyed demo run's).
+SEEDS, K, M, UNIT, BULK = KEYED_SEEDS, 2, KEYED_M, 2, 1000
+# what the crashed lakehouse copies from the reference: everything catalog + ingest wrote
+SEEDED_TABLES = ("task_catalog", "license_policy", "seeds", "heldout")
+KEY_ENV = "TASKSEED_CRASH_KEY"
 
 
 def overrides(schema: str, base_url: str, unit: int = UNIT) -> list[str]:
     return [f"schema={schema}", "spark.master=local[2]", "spark.shuffle_partitions=2", "spark.driver_memory=1g",
             f"tasks.select=[{','.join(TASKS)}]", f"tasks.mirror={REPO / 'demo' / 'data' / 'hf'}",
             f"generate.seeds_per_task={SEEDS}", f"generate.items_per_seed={K}", f"enrich.samples_per_item={M}",
-            f"endpoint.base_url={base_url}", "endpoint.model=taskseed-sim", "endpoint.api_key_env=null",
+            f"endpoint.base_url={base_url}", "endpoint.model=taskseed-sim", f"endpoint.api_key_env={KEY_ENV}",
             "endpoint.max_concurrency=4", *commit_unit_overrides(unit)]
 
 
@@ -146,6 +164,52 @@ def two_generates_one_killed(argv: list[str], home: Path, root: Path) -> dict:
     return outcome
 
 
+def key_forms(key: str) -> list[bytes]:
+    """The key as it could land in a file: raw, UTF-16, base64 at each byte alignment, and the
+    pickle of the broadcast's value (what PySpark writes for an unencrypted broadcast)."""
+    raw = key.encode()
+    forms = [raw, key.encode("utf-16-le")]
+    for shift in range(3):
+        forms.append(base64.b64encode(b"x" * shift + raw)[4 if shift else 0:][:-4].rstrip(b"="))
+    forms.append(pickle.dumps(SecretBox(key), protocol=pickle.HIGHEST_PROTOCOL))
+    forms.append(base64.b64encode(pickle.dumps(SecretBox(key), protocol=pickle.HIGHEST_PROTOCOL)))
+    return [f for f in forms if len(f) >= 12]
+
+
+def files_to_scan(roots: list[Path], since: float) -> list[Path]:
+    """Regular files under `roots`; under /tmp only those written since `since` (epoch seconds)."""
+    out = []
+    for root in roots:
+        for dirpath, _dirs, names in os.walk(root, onerror=lambda e: None):
+            for name in names:
+                path = Path(dirpath, name)
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                if path.is_symlink() or not path.is_file():
+                    continue
+                if root == Path("/tmp") and max(st.st_mtime, st.st_ctime) < since:
+                    continue
+                out.append(path)
+    return out
+
+
+def scan_for_key(key: str, roots: list[Path], since: float) -> dict:
+    """{"scanned": files read, "hits": paths holding a form of `key`}."""
+    forms = key_forms(key)
+    scanned, hits = 0, []
+    for path in files_to_scan(roots, since):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        scanned += 1
+        if any(form in data for form in forms):
+            hits.append(str(path))
+    return {"scanned": scanned, "hits": hits}
+
+
 def content(lakehouse, table: str) -> list[str]:
     """A table's rows without the volatile columns, as sorted canonical JSON (order-free compare)."""
     df = lakehouse.read(table)
@@ -158,18 +222,20 @@ def digest(rows: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def crash_world(spark, tmp_path_factory, demo_index):
+def crash_world(spark, tmp_path_factory, keyed_demo_run):
     from jobs.config import load_config
     from jobs.lakehouse import Lakehouse
     from jobs.pipeline import run_pipeline
     from simulator import SimSettings, SimulatorServer
 
-    index = demo_index(TASKS)
+    ref = keyed_demo_run["lakehouse"]
+    assert (keyed_demo_run["config"].generate.items_per_seed, keyed_demo_run["config"].tasks.select) == (K, TASKS)
     root = tmp_path_factory.mktemp("reliab-crash")
     demo = REPO / "demo" / "taskseed.demo.yaml"
-    settings = SimSettings(seed=4, latency_ms=60, latency_jitter_ms=0, wrong_answer_rate=0.1, duplicate_rate=0.1,
-                           model="taskseed-sim")
-    ref_server, server = SimulatorServer(settings).start(), SimulatorServer(settings).start()
+    key = f"sk-taskseed-{uuid.uuid4().hex}"
+    server = SimulatorServer(SimSettings(**KEYED_SIM, latency_ms=60, latency_jitter_ms=0, require_api_key=key)).start()
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv(KEY_ENV, key)  # the in-process runs and the CLIs they start read the key from here
     quiet = lambda _line: None  # noqa: E731
     world: dict = {"seconds": {}}
     clock = time.monotonic()
@@ -180,34 +246,34 @@ def crash_world(spark, tmp_path_factory, demo_index):
         clock = time.monotonic()
 
     try:
-        # catalog + ingest once (not under test); the crashed lakehouse starts as a copy of its home
-        ref_config = load_config(demo, overrides("crash_ref", ref_server.base_url, BULK), home=root / "ref")
-        ref = Lakehouse(spark, ref_config)
-        run_pipeline(ref, ref_config, ("catalog", "ingest"), progress=quiet, track=False, task_index=index)
-        shutil.copytree(root / "ref", root / "run")
+        # the crashed lakehouse starts as a copy of what the reference's catalog + ingest wrote
+        for table in SEEDED_TABLES:
+            shutil.copytree(ref.table_path(table), root / "run" / "tables" / table)
         argv_overrides = overrides("crash_run", server.base_url)
         config = load_config(demo, argv_overrides, home=root / "run")
         home = Path(config.home)
         lh = Lakehouse(spark, config)  # registers the copied tables under its own schema
-        assert sorted(lh.list_tables()) == sorted(ref.list_tables())
-        lap("catalog+ingest+copy")
-        # the uninterrupted reference
-        run_pipeline(ref, ref_config, ("generate", "enrich", "curate"), progress=quiet, track=False)
-        lap("reference generate+enrich+curate")
+        assert sorted(lh.list_tables()) == sorted(SEEDED_TABLES)
+        lap("copy of the reference's seeds")
         cli = ["--config", str(demo), "--home", str(home), *[a for o in argv_overrides for a in ("--set", o)]]
 
         # 1. two generates at once: one stops naming the other, which is killed after its first ledger commit
+        started = time.time() - 1
         world["generate_kill"] = two_generates_one_killed([*cli, "generate"], home, root)
         time.sleep(0.5)  # handlers of requests that arrived just before the kill finish counting
         world["hits_at_kill"] = server.stats()["by_request_id"]
+        world["outcomes_at_kill"] = dict(server.stats()["outcomes"])
+        lap("two generate CLIs, one killed")
+        world["key_scan"] = scan_for_key(key, [Path("/tmp"), root], started)
+        lap("key scan")
         sent_killed = set(world["hits_at_kill"])
         lh = Lakehouse(spark, config)  # registers the tables the killed process created
         recorded = {r.request_id for r in lh.read("llm_calls").select("request_id").collect()}
-        lap("two generate CLIs, one killed")
         server.reset()
         runs = run_pipeline(lh, config, ("generate",), progress=quiet, track=False)
         world.update(sent_killed=sent_killed, recorded=recorded, resent=set(server.stats()["by_request_id"]),
-                     generate=runs["generate"].result)
+                     generate=runs["generate"].result,
+                     spool_left=sorted(str(p) for p in (home / "spool").rglob("*") if p.is_file()))
         bulk = load_config(demo, overrides("crash_run", server.base_url, BULK), home=home)
         run_pipeline(Lakehouse(spark, bulk), bulk, ("enrich",), progress=quiet, track=False)
         lap("generate rerun + enrich")
@@ -225,10 +291,9 @@ def crash_world(spark, tmp_path_factory, demo_index):
         world.update(ref=ref, lh=lh, config=config)
         yield world
     finally:
-        ref_server.stop()
+        monkeypatch.undo()
         server.stop()
-        for schema in ("crash_ref", "crash_run"):
-            spark.sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        spark.sql("DROP SCHEMA IF EXISTS crash_run CASCADE")
 
 
 def test_killed_runs_leave_no_process_behind(crash_world):
@@ -260,6 +325,21 @@ def test_the_generate_crash_re_sends_at_most_the_window_and_one_commit_unit(cras
     assert resent & sent <= lost  # what was spooled but not committed is committed by the rerun, not re-sent
     assert len(resent & sent) <= crash_loss_bound(crash_world["config"])
     assert result.accounting.reconciles(), result.accounting.problems()
+
+
+def test_the_killed_run_left_the_key_nowhere_on_disk(crash_world):
+    """The workers held the right key (the simulator answered the killed run's requests, none with
+    401), and no file scanned after the kill holds it."""
+    assert crash_world["hits_at_kill"] and "401" not in crash_world["outcomes_at_kill"]
+    scan = crash_world["key_scan"]
+    assert scan["scanned"] > 20  # the run's files were there to scan (Delta log, Spark temp files)
+    assert not scan["hits"], f"the API key was found on disk in: {scan['hits']}"
+
+
+def test_the_generate_rerun_left_nothing_to_recover(crash_world):
+    """What the killed run spooled was committed by the rerun and nothing is left in the spool (the
+    ledger the rerun leaves equals an uninterrupted run's: test_final_tables_equal_an_uninterrupted_run)."""
+    assert crash_world["spool_left"] == []
 
 
 def test_curate_was_killed_mid_write(crash_world):
