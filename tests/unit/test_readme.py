@@ -36,3 +36,28 @@ def test_every_declared_table_and_column_is_documented():
 
 def test_every_documented_table_is_declared():
     assert not (extra := set(reference_rows()) - set(ALL_TABLES)), f"README documents undeclared tables {extra}"
+
+
+def _section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"## {title}")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_every_guarantee_names_a_test_that_exists():
+    """Every row of README "Guarantees" names at least one test module, and every test it names
+    (`tests/x.py`, `tests/x.py::test_y`, `::test_z` continuing the previous module) is there."""
+    repo = README.parent
+    rows = [line for line in _section("Guarantees").splitlines()
+            if line.startswith("| ") and not line.startswith("| promise")]
+    assert len(rows) >= 15
+    for row in rows:
+        proof = row.rstrip().rstrip("|").rsplit("|", 1)[1]
+        refs = re.findall(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`", proof)
+        assert any(module for module, _ in refs), f"no proving test named in: {row[:120]}"
+        module = None
+        for path, name in refs:
+            module = path or module
+            source = (repo / module).read_text(encoding="utf-8")
+            if name:
+                assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{module}::{name} does not exist"
