@@ -40,7 +40,7 @@ def test_run_fills_every_stage_tracks_mlflow_and_reruns_as_a_no_op(keyed_demo_ru
     assert len(parents) == 1
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
     params = parents[0].data.params
-    # the endpoint's URL without credentials (the built-in simulator's label: tests/unit/test_stage.py)
+    # the endpoint's URL without credentials (the built-in simulator's label: tests/unit/test_tracking.py)
     assert params["model"] == config.endpoint.model and params["endpoint_url"] == safe_endpoint_url(config.endpoint.base_url)
     assert any(k.startswith("prompt_version.") for k in params)
     generate_run = next(r for r in children if r.info.run_name == "generate")
