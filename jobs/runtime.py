@@ -2,8 +2,10 @@
 
 Locally we build a `local[*]` session with Delta's SQL extensions and catalog, few shuffle
 partitions and the UI off; Delta's jars come from Maven Central through
-`configure_spark_with_delta_pip` on first start (cached in ~/.ivy2 afterwards). On Databricks
-the active session is used as-is: the cluster owns its configuration.
+`configure_spark_with_delta_pip` on first start (cached in ~/.ivy2.5.2 afterwards). The jar paths
+that resolution produced are remembered (`delta_classpath_file`), so later starts put them on the
+classpath directly: no Ivy resolution (4–8 s of every start) and no network. On Databricks the
+active session is used as-is: the cluster owns its configuration.
 
 Console noise: the JVM that PySpark launches inherits this process's stdout/stderr file
 descriptors and writes Ivy's dependency resolution (~80 lines) and log4j warnings to them for
@@ -138,9 +140,58 @@ def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, drive
     return spark
 
 
+def delta_packages(extra: str | None = None) -> str:
+    """The Maven coordinates `configure_spark_with_delta_pip` asks Spark to resolve for the
+    installed delta-spark and pyspark (e.g. `io.delta:delta-spark_4.2_2.13:4.4.0`), plus `extra`
+    (a user's own `spark.jars.packages`, comma-separated), which Delta's helper would otherwise
+    overwrite."""
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    extras = [p.strip() for p in (extra or "").split(",") if p.strip()]
+    # a throwaway builder (no JVM starts); the helper's one setting is read back from it
+    builder = configure_spark_with_delta_pip(SparkSession.Builder(), extra_packages=extras)
+    return builder._options["spark.jars.packages"]
+
+
+def delta_classpath_file(packages: str) -> Path:
+    """Where the jar paths resolved for `packages` are remembered: one file per set of
+    coordinates under `$XDG_CACHE_HOME/taskseed` (default ~/.cache/taskseed)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskseed"
+    return cache / f"classpath-{re.sub(r'[^A-Za-z0-9_.-]+', '_', packages)}.txt"
+
+
+def remembered_jars(packages: str) -> list[str] | None:
+    """The jar paths a previous start resolved for `packages`, or None when there is no record or
+    one of its jars is gone (a cleaned Ivy cache): the caller then resolves again."""
+    try:
+        jars = delta_classpath_file(packages).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    return jars if jars and all(Path(j).is_file() for j in jars) else None
+
+
+def remember_jars(packages: str, spark_jars: str | None, own: str | None = None) -> None:
+    """Record the local jar paths a start resolved for `packages`: the file URIs in the session's
+    `spark.jars` (comma-separated), less the user's `own` spark.jars. Best effort: a read-only
+    home only means the next start resolves again."""
+    from urllib.parse import unquote, urlparse
+
+    mine = {str(Path(j).resolve()) for j in (own or "").split(",") if j and "://" not in j}
+    uris = [urlparse(j) for j in (spark_jars or "").split(",")]
+    jars = [p for p in (unquote(u.path) for u in uris if u.scheme == "file") if str(Path(p).resolve()) not in mine]
+    if not jars:
+        return
+    target = delta_classpath_file(packages)
+    with contextlib.suppress(OSError):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("\n".join(jars) + "\n", encoding="utf-8")
+        tmp.replace(target)
+
+
 def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool, driver_memory: str,
                          extra_conf: tuple[tuple[str, str], ...], log_path: str | None):
-    from delta import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
     require_java()
@@ -169,14 +220,27 @@ def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool,
         # <spark.local.dir>/spark-*/pyspark-*/ that survives a crash (jobs/llm_stage/endpoint.py).
         .config("spark.io.encryption.enabled", "true")
     )
-    for key, value in extra_conf:
+    conf = dict(extra_conf)
+    packages = delta_packages(conf.pop("spark.jars.packages", None))
+    for key, value in conf.items():
         builder = builder.config(key, value)
-    builder = configure_spark_with_delta_pip(builder)
+    jars = remembered_jars(packages)
+    if jars is not None:  # the user's own spark.jars (if any) stay in front
+        builder = builder.config("spark.jars", ",".join(filter(None, [conf.get("spark.jars"), *jars])))
+    else:
+        builder = builder.config("spark.jars.packages", packages)
     if log_path is None:
         spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("ERROR")
-        return spark
-    path = Path(log_path)
+    else:
+        spark = _started_with_output_to(builder, Path(log_path))
+    if jars is None:
+        remember_jars(packages, spark.sparkContext.getConf().get("spark.jars"), conf.get("spark.jars"))
+    return spark
+
+
+def _started_with_output_to(builder, path: Path):
+    """`builder.getOrCreate()` with the JVM's console going to `path` (module docstring)."""
     start = path.stat().st_size if path.exists() else 0
     try:
         with fds_to_file(path):

@@ -1,7 +1,8 @@
 """What a user sees: `taskseed` run as a subprocess on a fresh home prints the answer on stdout and
 nothing from the JVM (Ivy's dependency resolution, log4j) on stderr; that output lands in
 <home>/logs/spark-<date>.log; `--verbose` puts it back on the terminal; a JVM that cannot start
-is one line naming the reason and the log file.
+is one line naming the reason and the log file. Delta's jars are resolved once: a start after one
+that resolved them puts the remembered jars on the classpath and runs no Ivy resolution.
 
 Each test starts its own JVM (the point is the console of a fresh process), so they are few."""
 
@@ -47,16 +48,28 @@ def test_sql_prints_only_the_answer(tmp_path):
     assert done.stdout == "answer  words    \n------  ---------\n1       forty two\n"
     assert done.stderr == "(1 row)\n"
     log = spark_log(home).read_text()
-    assert ":: resolving dependencies ::" in log  # the JVM's output went to the log, not nowhere
+    assert "Using Spark's default log4j profile" in log  # the JVM's output went to the log, not nowhere
 
 
-def test_tables_prints_only_its_answer(tmp_path):
+def test_tables_prints_only_its_answer_and_resolves_no_jars_twice(tmp_path):
+    """Also: the first start on a machine resolves Delta's jars with Ivy and remembers their paths
+    (the session's own start did, or an earlier test's, or this one); every later start puts the
+    remembered jars on the classpath and runs no resolution."""
+    from jobs.runtime import delta_packages, remembered_jars
+
+    packages = delta_packages()
+    before = remembered_jars(packages)
     home = tmp_path / "home"
     done = taskseed(home, "tables", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert done.stderr == f"no tables yet under {home}; run `taskseed catalog` first\n"
-    assert noise(spark_log(home).read_text())
+    log = spark_log(home).read_text()
+    assert noise(log)
+    after = remembered_jars(packages)
+    assert after and any(Path(jar).name.startswith("io.delta_delta-spark") for jar in after)
+    if before is not None:
+        assert ":: resolving dependencies ::" not in log
 
 
 def test_verbose_shows_the_jvm_and_json_is_never_cut(tmp_path):
@@ -67,7 +80,7 @@ def test_verbose_shows_the_jvm_and_json_is_never_cut(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert rows == [{"id": i, "twice": 2 * i} for i in range(250)]
-    assert ":: resolving dependencies ::" in done.stderr and noise(done.stderr)
+    assert "Using Spark's default log4j profile" in done.stderr and noise(done.stderr)
     assert "truncated" not in done.stderr
     assert not (home / "logs").exists() or not list((home / "logs").glob("spark-*.log"))
 

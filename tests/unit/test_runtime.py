@@ -76,3 +76,59 @@ def test_path_is_used_when_java_home_has_no_java(tmp_path, monkeypatch):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "empty-home"))
     monkeypatch.setenv("PATH", str(_fake_java(tmp_path, 'openjdk version "21.0.3" 2024-04-16') / "bin"))
     assert java_major_version() == 21
+
+
+# ---- Delta's jars: resolved once, then put on the classpath directly ------------------------------
+
+def test_delta_packages_are_delta_helpers_coordinates_plus_the_users_own():
+    """The coordinates come from `configure_spark_with_delta_pip` itself (the installed delta-spark
+    and pyspark decide them); a user's spark.jars.packages are kept, not overwritten by Delta's."""
+    from importlib.metadata import version
+
+    from jobs.runtime import delta_packages
+
+    delta = delta_packages()
+    assert delta.startswith("io.delta:delta-spark_") and delta.endswith(":" + version("delta-spark"))
+    assert "," not in delta
+    with_user = delta_packages(" org.apache.hadoop:hadoop-aws:3.4.1 , com.example:x:1 ")
+    assert with_user.split(",") == [delta, "org.apache.hadoop:hadoop-aws:3.4.1", "com.example:x:1"]
+
+
+def test_resolved_jars_are_remembered_per_set_of_coordinates(tmp_path, monkeypatch):
+    from jobs.runtime import delta_classpath_file, remember_jars, remembered_jars
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ivy = tmp_path / "ivy jars"
+    ivy.mkdir()
+    a, b, own = ivy / "delta-spark.jar", ivy / "delta-storage.jar", tmp_path / "own.jar"
+    for jar in (a, b, own):
+        jar.write_bytes(b"PK")
+    packages = "io.delta:delta-spark_4.2_2.13:4.4.0"
+    assert remembered_jars(packages) is None  # never resolved: Ivy resolves
+    # what Spark reports after resolution: URIs (spaces escaped), the user's own jar among them
+    remember_jars(packages, f"file://{a.as_uri()[7:]},{b.as_uri()},{own.as_uri()}", own=str(own))
+    assert remembered_jars(packages) == [str(a), str(b)]
+    assert remembered_jars(packages + ",com.example:x:1") is None  # other coordinates: other record
+    assert delta_classpath_file(packages).parent == tmp_path / "cache" / "taskseed"
+    b.unlink()  # a cleaned Ivy cache: resolve again rather than start without a jar
+    assert remembered_jars(packages) is None
+
+
+@pytest.mark.parametrize("reported", ["", None, "spark://driver:7077/jars/x.jar", "hdfs:///jars/x.jar"])
+def test_nothing_local_to_remember_records_nothing(tmp_path, monkeypatch, reported):
+    from jobs.runtime import delta_classpath_file, remember_jars
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    remember_jars("io.delta:delta-spark_4.2_2.13:4.4.0", reported)
+    assert not delta_classpath_file("io.delta:delta-spark_4.2_2.13:4.4.0").exists()
+
+
+def test_an_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
+    from jobs.runtime import remember_jars, remembered_jars
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file where the folder would go
+    jar = tmp_path / "d.jar"
+    jar.write_bytes(b"PK")
+    remember_jars("p:q:1", jar.as_uri())
+    assert remembered_jars("p:q:1") is None
