@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import operator
 import os
 import random
 import socket
@@ -39,6 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import reduce
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -305,7 +307,9 @@ class Lakehouse:
 
         Rows are deduplicated on the key first (MERGE refuses two source rows for one target row),
         rows that would change nothing are dropped, and when nothing is left no MERGE runs, so an
-        unchanged rerun commits no Delta version.
+        unchanged rerun commits no Delta version. A table nothing has been written to yet
+        (`is_unwritten`) is not compared against: every upsert is new. The write is a MERGE either
+        way, so two writers racing on one table still conflict and the loser is retried.
         """
         self.ensure(spec)
         self._note("writes", spec.name)
@@ -321,13 +325,18 @@ class Lakehouse:
             condition = F.expr(delete_when) if isinstance(delete_when, str) else delete_when
             df = df.withColumn(_DELETE, F.coalesce(condition, F.lit(False)))
         source = df.select(*self._conformed(df, spec), *([F.col(_DELETE)] if deletes else [])).dropDuplicates(keys)
-        target = self._table(spec.name)
         upserts = source.where(~F.col(_DELETE)) if deletes else source
-        compared = list(dict.fromkeys([*keys, *(update_when_changed or [])]))
-        changed_keys = upserts.select(*compared).subtract(target.select(*compared)).select(*keys)
-        todo = upserts.join(changed_keys, keys, "left_semi")
-        if deletes:
-            todo = todo.unionByName(source.where(F.col(_DELETE)).join(target.select(*keys), keys, "left_semi"))
+        if self.is_unwritten(spec.name):  # nothing to compare with, nothing to delete
+            todo = upserts.withColumn(_DELETE, F.lit(False)) if deletes else upserts
+        else:
+            target = self._table(spec.name)
+            compared = list(dict.fromkeys([*keys, *(update_when_changed or [])]))
+            # rows whose key is new or whose compared columns differ (null-safe): one anti join
+            same = [F.col(f"s.`{c}`").eqNullSafe(F.col(f"t.`{c}`")) for c in compared]
+            todo = upserts.alias("s").join(target.select(*compared).alias("t"), reduce(operator.and_, same),
+                                           "left_anti")
+            if deletes:
+                todo = todo.unionByName(source.where(F.col(_DELETE)).join(target.select(*keys), keys, "left_semi"))
         # persisted: the emptiness check and the MERGE must not each recompute the comparison
         todo = todo.persist()
         try:
@@ -348,6 +357,18 @@ class Lakehouse:
             merge.whenNotMatchedInsert(condition=keep, values=columns).execute()
         finally:
             todo.unpersist()
+
+    def is_unwritten(self, name: str) -> bool:
+        """True when the table under this home holds no rows because nothing was ever written to it:
+        its only commit is version 0 and that commit adds no data file (`ensure` created it).
+        Reads one small local JSON file; False for managed tables and anything else."""
+        if self.managed or latest_commit_version(self.table_path(name) / "_delta_log") != 0:
+            return False
+        try:
+            with open(self.table_path(name) / "_delta_log" / f"{0:020d}.json", encoding="utf-8") as commit:
+                return not any(line.startswith('{"add"') for line in commit)
+        except OSError:
+            return False
 
     def append(self, df: DataFrame, spec: TableSpec) -> None:
         """Blind append: only for tables whose writers guarantee new keys (the ledger). Never

@@ -91,6 +91,41 @@ def test_racing_merges_keep_every_key_once(lakehouse):
 
 
 @pytest.mark.spark
+def test_racing_first_writes_of_the_same_keys_land_once(lakehouse):
+    """Two writers MERGE the same rows into a table nothing was written to yet (where `merge` skips
+    the comparison with the target): the loser of the race is retried against the winner's
+    snapshot and finds nothing left to write. Breakage caught: a first write as a blind append
+    (Delta never conflicts two of those: every row twice)."""
+    from schemas.tables import QUARANTINE
+
+    spark = lakehouse.spark
+    lakehouse.ensure(QUARANTINE)
+    assert lakehouse.is_unwritten(QUARANTINE.name)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+    rows = [("generate", f"key-{i}", "arc_easy", "bad") for i in range(5)]
+
+    def writer() -> None:
+        try:
+            df = spark.createDataFrame(rows, "stage string, source_key string, task string, reason string")
+            barrier.wait(60)
+            lakehouse.merge(df, QUARANTINE, update_when_changed=["reason"])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert not errors, errors
+    keys = [(r.stage, r.source_key) for r in lakehouse.read(QUARANTINE.name).collect()]
+    assert sorted(keys) == sorted((stage, key) for stage, key, _, _ in rows)
+    assert not lakehouse.is_unwritten(QUARANTINE.name)
+
+
+@pytest.mark.spark
 def test_a_persistent_conflict_is_one_line_naming_the_other_writer(lakehouse, monkeypatch):
     from delta.exceptions import ConcurrentAppendException
 
