@@ -52,6 +52,19 @@ def demo_index(task_index):
     return narrow
 
 
+# what catalog + ingest write: a copy of these from the keyed demo run is a lakehouse ready to generate
+SEEDED_TABLES = ("task_catalog", "license_policy", "seeds", "heldout")
+
+
+def copy_seeded(world: dict, dest: Path) -> Path:
+    """Copy what the keyed demo run's catalog + ingest wrote (`SEEDED_TABLES`: the demo config's
+    three tasks, every training record as a seed) to `dest` (a new home) and return `dest`: the
+    start of a run that generates from the same seeds without cataloguing and ingesting again."""
+    for table in SEEDED_TABLES:
+        shutil.copytree(world["lakehouse"].table_path(table), dest / "tables" / table)
+    return dest
+
+
 def copy_home(home: Path, dest: Path) -> Path:
     """Copy a world's tables to `dest` (a new home) and return `dest`: a `Lakehouse` opened on it
     under a schema of its own registers the copies, and the world is never written."""

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.cli_run import TASKSEED, session_pids
-from tests.worlds import KEYED_M, KEYED_SEEDS, KEYED_SIM, KEYED_TASKS
+from tests.worlds import KEYED_M, KEYED_SEEDS, KEYED_SIM, KEYED_TASKS, SEEDED_TABLES, copy_seeded
 from udfs.llm_udf import SecretBox
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
@@ -76,8 +75,6 @@ def commit_unit_overrides(requests: int) -> list[str]:
 # depend on the unit (`micro_batch` is volatile), the number of Delta commits does. SEEDS, K and M
 # are the reference's (the keyed demo run's).
 SEEDS, K, M, UNIT, BULK = KEYED_SEEDS, 2, KEYED_M, 2, 1000
-# what the crashed lakehouse copies from the reference: everything catalog + ingest wrote
-SEEDED_TABLES = ("task_catalog", "license_policy", "seeds", "heldout")
 KEY_ENV = "TASKSEED_CRASH_KEY"
 
 
@@ -247,8 +244,7 @@ def crash_world(spark, tmp_path_factory, keyed_demo_run):
 
     try:
         # the crashed lakehouse starts as a copy of what the reference's catalog + ingest wrote
-        for table in SEEDED_TABLES:
-            shutil.copytree(ref.table_path(table), root / "run" / "tables" / table)
+        copy_seeded(keyed_demo_run, root / "run")
         argv_overrides = overrides("crash_run", server.base_url)
         config = load_config(demo, argv_overrides, home=root / "run")
         home = Path(config.home)

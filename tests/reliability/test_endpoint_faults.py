@@ -4,7 +4,8 @@ simulator that injects a fault into 20% of HTTP requests, spread evenly over eve
 200 body, malformed JSON content, truncation with finish_reason=length, an HTML 502 page, an error
 object in a 200 body, a 200 without `usage`).
 
-One module-scoped run serves every check; the simulator counts, per request id, every HTTP hit and
+One module-scoped run serves every check (it starts from a copy of the seeds the keyed demo run's
+catalog + ingest wrote, tests/worlds.py); the simulator counts, per request id, every HTTP hit and
 the kind of every 200 reply it sent (`SimulatorState.replies_200`), which is the server's side of
 the bill.
 
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from tests.worlds import copy_seeded
+
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,15 +36,15 @@ BROKEN_CONTENT = {"malformed", "truncate"}
 
 
 @pytest.fixture(scope="module")
-def faulty_run(spark, tmp_path_factory, demo_index):
+def faulty_run(spark, tmp_path_factory, keyed_demo_run):
     from jobs.config import load_config
     from jobs.lakehouse import Lakehouse
     from jobs.pipeline import run_pipeline
     from simulator import SimSettings, SimulatorServer
     from simulator.settings import FAULT_KINDS
 
-    index = demo_index(TASKS)
-    root = tmp_path_factory.mktemp("reliab-faults")
+    assert tuple(keyed_demo_run["config"].tasks.select) == tuple(TASKS)
+    root = copy_seeded(keyed_demo_run, tmp_path_factory.mktemp("reliab-faults") / "lakehouse")
     server = SimulatorServer(SimSettings(
         seed=3, latency_ms=2, latency_jitter_ms=1, fault_rate=0.2, fault_kinds=FAULT_KINDS,
         retry_after_s=0.2, hang_s=8.0, wrong_answer_rate=0.05, model="taskseed-sim")).start()
@@ -53,11 +56,11 @@ def faulty_run(spark, tmp_path_factory, demo_index):
          f"endpoint.base_url={server.base_url}", "endpoint.model=taskseed-sim", "endpoint.api_key_env=null",
          "endpoint.timeout_s=2", "endpoint.backoff_base_s=0.05", "endpoint.backoff_max_s=0.5",
          "llm.micro_batch_rows=64"],
-        home=root / "lakehouse")
-    lakehouse = Lakehouse(spark, config)
+        home=root)
+    lakehouse = Lakehouse(spark, config)  # registers the copied seed tables under its own schema
     try:
-        runs = run_pipeline(lakehouse, config, ("catalog", "ingest", "generate", "enrich", "curate"),
-                            progress=lambda _line: None, track=False, task_index=index)
+        runs = run_pipeline(lakehouse, config, ("generate", "enrich", "curate"), progress=lambda _line: None,
+                            track=False)
         print("stage seconds:", {name: round(run.seconds, 1) for name, run in runs.items()})
         yield {"lakehouse": lakehouse, "runs": runs, "stats": server.stats(), "kinds": FAULT_KINDS}
     finally:
