@@ -6,7 +6,8 @@ task input as JSON between `<input>` and `</input>`. `parse_contract` reads it; 
 returns the assistant content for a request body: a "similar question" for generation (numbers
 changed, content words swapped, the answer set to `sim_truth`), knowledge + reasoning + final
 answer for enrichment, plus the content faults the filters must catch (wrong answers, duplicate
-items, copies of held-out items) at the rates of `SimSettings`. Transport faults (errors,
+items, copies of held-out items; issue 29: the seed again with its gold changed, a sentence of the
+prompt in the item, a trivial self-referential item) at the rates of `SimSettings`. Transport faults (errors,
 truncation, latency) are the server's business (simulator/server.py).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -177,28 +179,113 @@ def load_heldout(path: str | None) -> list[dict]:
     return items
 
 
+# ---------------------------------------------------------------------------------------------
+# Content faults of issue 29 (what a small real model got past curation)
+# ---------------------------------------------------------------------------------------------
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+_LIST_MARK = re.compile(r"^\s*(?:[-*]|\d+[.)])\s+")
+PROMPT_LEAK_MIN_WORDS = 10
+
+
+def prompt_sentences_received(messages: list[dict]) -> list[str]:
+    """The sentences of the system message a request carried (its header line left out, list
+    bullets dropped) with at least `PROMPT_LEAK_MIN_WORDS` words: what a leak repeats. Read from
+    the prompt as received (placeholders filled in), not from the template files."""
+    system = next((str(m.get("content") or "") for m in messages
+                   if isinstance(m, dict) and m.get("role") == "system"), "")
+    text = system.split("\n", 1)[1] if "\n" in system else ""
+    pieces = (_LIST_MARK.sub("", p).strip() for p in _SENTENCE_END.split(text))
+    return [p for p in pieces if len(p.split()) >= PROMPT_LEAK_MIN_WORDS]
+
+
+def shorten_passage(text: str) -> str:
+    """A passage cut short, as a model that "rewrites" by deleting does: the first half of its
+    sentences (rounded up), or of its words (at least 3) when it is one sentence."""
+    sentences = [p for p in re.split(r"(?<=[.!?])\s+", text.strip()) if p]
+    if len(sentences) > 1:
+        return " ".join(sentences[: (len(sentences) + 1) // 2])
+    words = text.split()
+    return " ".join(words[: max(3, (len(words) + 1) // 2)])
+
+
+def _seed_copy(seed: dict, fmt: str, label_set: list[str] | None, s: int, variant_key: str) -> dict:
+    """The seed's own question with its gold answer changed (`_other_answer`: a flipped yes/no,
+    another option, another number); its passage kept or (every other draw) `shorten_passage`d;
+    its options kept as they are."""
+    context = seed.get("context")
+    if context and hash64(s, "seed-copy-cut", variant_key) % 2:
+        context = shorten_passage(str(context))
+    choices = list(seed.get("choices") or []) or None
+    gold = str(seed.get("answer_text") or "")
+    answer = _other_answer(gold, fmt, choices, label_set, hash64(s, "seed-copy-other", variant_key))
+    return {"question": seed.get("question"), "context": context, "choices": choices, "answer": answer}
+
+
+SELF_REFERENCE_PASSAGE = "This passage is the passage of this question."
+
+
+def _self_reference(seed: dict, fmt: str, label_set: list[str] | None) -> dict:
+    """A trivial item about itself, one fixed shape per format (answerable from its own wording, no
+    content): boolean "Is this question a question?" (yes); numeric "How many words are in this
+    question?" (7); mcq/label "Which option is the answer to this question?" (the seed's options or
+    labels, the first in sorted order); code "Write a function that returns this question."; text
+    formats "What is the first word of this question?" ("What"). A seed with a passage gets
+    `SELF_REFERENCE_PASSAGE`, one without none."""
+    context = SELF_REFERENCE_PASSAGE if seed.get("context") else None
+    choices = list(seed.get("choices") or []) or None
+    if fmt == BOOLEAN:
+        return {"question": "Is this question a question?", "context": context, "choices": choices, "answer": "yes"}
+    if fmt == NUMERIC:
+        return {"question": "How many words are in this question?", "context": context, "choices": None,
+                "answer": "7"}
+    if fmt in (MCQ, LABEL) and (choices or label_set):
+        options = sorted(label_set if fmt == LABEL and label_set else choices or [], key=_norm)
+        return {"question": "Which option is the answer to this question?", "context": context,
+                "choices": choices, "answer": options[0]}
+    if fmt == CODE:
+        return {"question": "Write a function that returns this question.", "context": context, "choices": None,
+                "answer": 'def solution():\n    return "Write a function that returns this question."\n'}
+    return {"question": "What is the first word of this question?", "context": context, "choices": None,
+            "answer": "What"}
+
+
 def _generate(inp: dict, answer_format: str, settings: SimSettings, variant_key: str,
-              content_key: str, heldout: list[dict]) -> dict:
+              content_key: str, heldout: list[dict], messages: list[dict] | None = None,
+              planted: Counter | None = None) -> dict:
     seed = inp.get("seed") or {}
     label_set = inp.get("label_set")
     fmt = inp.get("answer_format") or answer_format
     s = settings.seed
+    planted = planted if planted is not None else Counter()
     # A duplicate answers as if it were "the" canonical sample of this seed prompt, so every
     # sample that draws a duplicate returns the very same item.
     if uniform01(s, "dup", variant_key) < settings.duplicate_rate:
         variant_key = f"canonical:{content_key}"
+        planted["duplicate"] += 1
     if heldout and uniform01(s, "heldout-paraphrase", variant_key) < settings.heldout_paraphrase_rate:
         n = len(seed.get("choices") or [])
         fitting = [h for h in heldout if len(h.get("choices") or []) == n] or heldout
         item = fitting[hash64(s, "pick-paraphrase", variant_key) % len(fitting)]
+        planted["heldout_paraphrase"] += 1
         return {"question": reword(item["question"]), "context": item.get("context"),
                 "choices": item.get("choices") or None, "answer": str(item.get("answer_text", ""))}
     if heldout and uniform01(s, "heldout", variant_key) < settings.heldout_copy_rate:
         n = len(seed.get("choices") or [])
         fitting = [h for h in heldout if len(h.get("choices") or []) == n] or heldout
         item = fitting[hash64(s, "pick", variant_key) % len(fitting)]
+        planted["heldout_copy"] += 1
         return {"question": item["question"], "context": item.get("context"),
                 "choices": item.get("choices") or None, "answer": str(item.get("answer_text", ""))}
+    if seed.get("question") and uniform01(s, "seed-copy", variant_key) < settings.seed_copy_rate:
+        planted["seed_copy"] += 1
+        return _seed_copy(seed, fmt, label_set, s, variant_key)
+    if uniform01(s, "self-reference", variant_key) < settings.self_reference_rate:
+        planted["self_reference"] += 1
+        return _self_reference(seed, fmt, label_set)
+    leak = None
+    if uniform01(s, "prompt-leak", variant_key) < settings.prompt_leak_rate:
+        sentences = prompt_sentences_received(messages or [])
+        leak = sentences[hash64(s, "prompt-leak-pick", variant_key) % len(sentences)] if sentences else None
     rng = random.Random(hash64(s, "gen", variant_key))
     pool = _word_pool(seed.get("question"), *[e.get("question") for e in inp.get("examples") or []])
     question = _rewrite(str(seed.get("question") or "What is the answer?"), rng, pool, 0.45)
@@ -220,13 +307,22 @@ def _generate(inp: dict, answer_format: str, settings: SimSettings, variant_key:
         rng.shuffle(choices)
     else:
         choices = seed_choices or None  # labels / yes-no keep the seed's label frame verbatim
+    if leak is not None:
+        # the prompt's sentence opens the passage when the item has one, else the question
+        planted["prompt_leak"] += 1
+        if context:
+            context = f"{leak} {context}"
+        else:
+            question = f"{leak} {question}"
     answer = sim_truth(question, fmt, choices, label_set)
     if uniform01(s, "wrong-gen", variant_key) < settings.wrong_answer_rate:
         answer = _other_answer(answer, fmt, choices, label_set, hash64(s, "other", variant_key))
+        planted["wrong_answer"] += 1
     return {"question": question, "context": context, "choices": choices, "answer": answer}
 
 
-def _enrich(inp: dict, answer_format: str, settings: SimSettings, variant_key: str) -> dict:
+def _enrich(inp: dict, answer_format: str, settings: SimSettings, variant_key: str,
+            planted: Counter | None = None) -> dict:
     item = inp.get("item") or {}
     fmt = inp.get("answer_format") or answer_format
     label_set = inp.get("label_set")
@@ -235,6 +331,8 @@ def _enrich(inp: dict, answer_format: str, settings: SimSettings, variant_key: s
     final = sim_truth(question, fmt, choices, label_set)
     if uniform01(settings.seed, "wrong-enrich", variant_key) < settings.wrong_answer_rate:
         final = _other_answer(final, fmt, choices, label_set, hash64(settings.seed, "other", variant_key))
+        if planted is not None:
+            planted["wrong_vote"] += 1
     words = [w for w in _WORD.findall(question) if w.lower() not in _STOP][:3] or ["the question"]
     return {
         "knowledge": f"Relevant background: the question involves {', '.join(words)}.",
@@ -278,18 +376,22 @@ def _from_schema(schema: Any) -> Any:
 
 
 def sim_answer(body: dict, settings: SimSettings, variant_key: str, content_key: str,
-               heldout: list[dict] | None = None) -> str:
-    """The assistant message content for a request body (pure; no faults applied here)."""
+               heldout: list[dict] | None = None, planted: Counter | None = None) -> str:
+    """The assistant message content for a request body (pure; no transport faults applied here).
+
+    `planted`, when given, counts the content faults this answer carries, by kind: "duplicate",
+    "heldout_paraphrase", "heldout_copy", "seed_copy", "self_reference", "prompt_leak",
+    "wrong_answer" (generation), "wrong_vote" (enrichment)."""
     messages = body.get("messages") or []
     contract = parse_contract(messages)
     if contract is not None:
         stage, answer_format, _version, inp = contract
         if stage == "generate":
-            obj = _generate(inp, answer_format, settings, variant_key, content_key, heldout or [])
+            obj = _generate(inp, answer_format, settings, variant_key, content_key, heldout or [], messages, planted)
         elif stage == "judge":
             obj = _judge(inp)
         else:
-            obj = _enrich(inp, answer_format, settings, variant_key)
+            obj = _enrich(inp, answer_format, settings, variant_key, planted)
         return json.dumps(obj, ensure_ascii=False)
     response_format = body.get("response_format") or {}
     if response_format.get("type") == "json_schema":

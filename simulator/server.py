@@ -7,8 +7,9 @@ models what real servers do: latency, a concurrency cap with queueing, rate limi
 Retry-After), transport faults (500/503, hangs past the client timeout, dropped connections,
 unparsable bodies, HTML 502 pages from a proxy, error objects inside HTTP 200 bodies, missing
 `usage`) and content faults (malformed JSON, truncation with finish_reason=length, wrong answers,
-duplicate items, copies of held-out items). Server modes: reasoning output the way vLLM/SGLang
-reasoning parsers return it (`reasoning="split"`: thoughts in `reasoning_content`, the answer in
+duplicate items, copies of held-out items, the seed again with its gold changed, prompt text in an
+item, trivial self-referential items; counted by kind in `/admin/stats` "content_faults"). Server
+modes: reasoning output the way vLLM/SGLang reasoning parsers return it (`reasoning="split"`: thoughts in `reasoning_content`, the answer in
 `content`; `"only"`: everything in `reasoning_content`, `content` null), and a server that rejects
 `response_format` json_schema (`reject_json_schema=400|500`, as llama.cpp servers do).
 Same seed, same behaviour: every random decision is a hash of (seed, purpose, request content,
@@ -94,6 +95,9 @@ class SimulatorState:
         self.peak_queued = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        # content faults planted in HTTP 200 replies, by kind (simulator/contract.py `sim_answer`):
+        # "duplicate", "heldout_copy", "seed_copy", "prompt_leak", "self_reference", "wrong_answer", ...
+        self.content_faults: Counter[str] = Counter()
 
     def count_200(self, rid: str | None, kind: str) -> None:
         if rid:
@@ -113,6 +117,7 @@ class SimulatorState:
             "peak_queued": self.peak_queued,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "content_faults": dict(self.content_faults),
         }
 
 
@@ -276,7 +281,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
             variant_key = f"{prompt_key}:seed={sample_seed}"
         else:
             prompt_key, variant_key = content_key, rid or content_key
-        content = sim_answer(body, settings, variant_key, prompt_key, heldout)
+        content = sim_answer(body, settings, variant_key, prompt_key, heldout, state.content_faults)
         if settings.reasoning == "only":  # vLLM with a reasoning parser, model never closed </think>
             content = sim_thought(body) + "\n" + content
         finish = "stop"

@@ -47,6 +47,11 @@ class SimSettings:
     heldout_copy_rate: float = 0.0
     heldout_paraphrase_rate: float = 0.0  # generation answers a reworded held-out item (simulator/rewording.py)
     heldout_file: str | None = None
+    # content faults of issue 29 (simulator/contract.py `_generate`): the seed's own question with its
+    # gold changed, a sentence of the received prompt in the item, a trivial self-referential item
+    seed_copy_rate: float = 0.0
+    prompt_leak_rate: float = 0.0
+    self_reference_rate: float = 0.0
     require_api_key: str | None = field(default=None, repr=False)
     reasoning: str = "off"  # off | split | only (see simulator/server.py's docstring)
     reasoning_field: str = "reasoning_content"  # or "reasoning" (newer vLLM, OpenRouter)
@@ -69,7 +74,7 @@ class SimSettings:
     def validated(self) -> "SimSettings":
         """Self, after checking every probability and the fault-rate total (ValueError)."""
         for name in ("fault_rate", "wrong_answer_rate", "duplicate_rate", "heldout_copy_rate",
-                     "heldout_paraphrase_rate"):
+                     "heldout_paraphrase_rate", "seed_copy_rate", "prompt_leak_rate", "self_reference_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if any(not 0.0 <= r <= 1.0 for _, r in self.fault_rates):
