@@ -305,3 +305,115 @@ def test_cli_flags_for_reasoning_and_structured_output_rejection():
     bad = parser.parse_args(["sim", "--reject-json-schema", "200"])
     with pytest.raises(Exception, match="reject_json_schema"):
         settings_from_args(bad)
+
+
+# ---- content faults of issue 29: what the copy and prompt-leak rules catch ------------------------
+def _issue29_seeds() -> list[tuple[dict, str, list | None]]:
+    labels = ["entailment", "neutral", "contradiction"]
+    return ([(s, "boolean", None) for s in seed_records.boolq(3)] + [(s, "mcq", None) for s in seed_records.arc_easy(3)]
+            + [(s, "numeric", None) for s in seed_records.gsm8k(3)] + [(s, "mcq", None) for s in seed_records.winogrande(2)]
+            + [(s, "short_text", None) for s in seed_records.webqs(2)] + [(seed_records.nli_seed(), "label", labels)])
+
+
+def _as_item(seed: dict, fmt: str, generated: dict) -> dict:
+    return {"seed_id": seed["seed_id"], "task": seed["task"], "answer_format": fmt,
+            "question": generated["question"], "context": generated["context"], "choices": generated["choices"],
+            "answer_text": generated["answer"], "answer_index": None}
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_seed_copy_fault_is_caught_by_the_copy_rule(k):
+    from simulator.contract import shorten_passage
+    from udfs.copies import SEED_WITH_ANSWER_CHANGED, SeedIndex, answers_differ, copy_decision
+
+    cases = _issue29_seeds()
+    settings = SimSettings(seed=k, seed_copy_rate=1.0)
+    index = {task: SeedIndex.build([s for s, _, _ in cases if s["task"] == task]) for task in {s["task"] for s, _, _ in cases}}
+    for seed, fmt, labels in cases:
+        generated = json.loads(sim_answer(_gen_body(seed, [], fmt, labels), settings, f"r{k}", "c"))
+        assert generated["question"] == seed["question"]
+        assert generated["context"] in (seed["context"], shorten_passage(seed["context"] or ""))
+        item = _as_item(seed, fmt, generated)
+        assert answers_differ(item, seed)
+        decision = copy_decision(item, index[seed["task"]])
+        assert (decision.passed, decision.reason, decision.seed_id) == (False, SEED_WITH_ANSWER_CHANGED, seed["seed_id"])
+
+
+def test_seed_copy_shortens_the_passage_on_some_draws():
+    seed = seed_records.boolq(1)[0]
+    contexts = {json.loads(sim_answer(_gen_body(seed, [], "boolean"), SimSettings(seed_copy_rate=1.0), f"r{i}", "c"))
+                ["context"] for i in range(12)}
+    assert seed["context"] in contexts and len(contexts) == 2
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_prompt_leak_fault_is_caught_by_the_leak_rule(k):
+    from udfs.prompt_leak import PROMPT_LEAK, prompt_leak_decision
+
+    for seed, fmt, labels in _issue29_seeds():
+        generated = json.loads(sim_answer(_gen_body(seed, [], fmt, labels), SimSettings(seed=k, prompt_leak_rate=1.0),
+                                          f"r{k}", "c"))
+        passed, reason, evidence = prompt_leak_decision(_as_item(seed, fmt, generated))
+        assert (passed, reason) == (False, PROMPT_LEAK) and evidence
+        assert generated["answer"] == sim_truth(generated["question"], fmt, generated["choices"], labels)
+
+
+@pytest.mark.parametrize("fmt", ["boolean", "mcq", "numeric", "short_text", "freeform", "code", "label"])
+def test_every_sentence_the_simulator_can_leak_is_detected(fmt):
+    """Whichever sentence of whichever generation prompt the simulator picks, the rule finds it."""
+    from simulator.contract import prompt_sentences_received
+    from udfs.prompt_leak import find_prompt_leaks
+
+    seed = dict(seed_records.arc_easy(1)[0], context="A passage.")
+    labels = ["entailment", "neutral"] if fmt == "label" else None
+    sentences = prompt_sentences_received(_gen_body(seed, [], fmt, labels)["messages"])
+    assert sentences
+    for sentence in sentences:
+        assert find_prompt_leaks([f"Some passage. {sentence} More."]), sentence
+
+
+def test_self_reference_fault_shapes():
+    for seed, fmt, labels in _issue29_seeds():
+        item = json.loads(sim_answer(_gen_body(seed, [], fmt, labels), SimSettings(self_reference_rate=1.0), "r", "c"))
+        assert "this question" in item["question"]
+        assert (item["context"] is None) == (not seed.get("context"))
+        if fmt == "boolean":
+            assert item["answer"] == "yes"
+        elif fmt == "numeric":
+            assert item["answer"] == str(len(item["question"].split()))
+        elif fmt in ("mcq", "label"):
+            assert item["answer"] in (labels or item["choices"])
+        else:
+            assert item["answer"] == item["question"].split()[0]
+
+
+def test_content_fault_rates_at_zero_leave_the_output_byte_identical():
+    """The digest of many answers (generation and enrichment, five real tasks and a label seed, with
+    and without the older content faults) as computed by the simulator before issue 29's faults."""
+    import hashlib
+
+    seeds = (seed_records.arc_easy(6) + seed_records.boolq(6) + seed_records.gsm8k(6) + seed_records.winogrande(6)
+             + seed_records.webqs(6) + [seed_records.nli_seed()])
+    fmt = {"arc_easy": "mcq", "boolq": "boolean", "gsm8k": "numeric", "winogrande": "mcq", "webqs": "short_text",
+           "nli_handwritten": "label"}
+    digest = hashlib.blake2b(digest_size=16)
+    for settings in (SimSettings(), SimSettings(seed=3, wrong_answer_rate=0.3, duplicate_rate=0.3)):
+        for i, seed in enumerate(seeds):
+            f = fmt[seed["task"]]
+            same = [s for s in seeds if s["task"] == seed["task"]]
+            for messages in (render_generation_messages(seed, same, f)[0], render_enrichment_messages(seed, f)[0]):
+                for k in range(4):
+                    digest.update(sim_answer({"messages": messages}, settings, f"v{i}-{k}", f"c{i}").encode())
+    assert digest.hexdigest() == "2159cd8423ea747aa00208f01e959829"
+
+
+def test_planted_content_faults_are_counted_in_stats(start_sim):
+    server = start_sim(latency_ms=0, seed_copy_rate=0.5, prompt_leak_rate=1.0, wrong_answer_rate=1.0)
+    seeds = seed_records.boolq(8)
+    for i, seed in enumerate(seeds):
+        assert _post(server.base_url, dict(_gen_body(seed, [], "boolean"), seed=i))[0] == 200
+    faults = server.stats()["content_faults"]
+    assert faults["seed_copy"] + faults["prompt_leak"] == len(seeds)
+    assert 0 < faults["seed_copy"] < len(seeds) and faults["wrong_answer"] == faults["prompt_leak"]
+    with pytest.raises(ValueError):
+        SimSettings(prompt_leak_rate=1.5).validated()
