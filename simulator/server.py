@@ -9,9 +9,10 @@ unparsable bodies, HTML 502 pages from a proxy, error objects inside HTTP 200 bo
 `usage`) and content faults (malformed JSON, truncation with finish_reason=length, wrong answers,
 duplicate items, copies of held-out items, the seed again with its gold changed, prompt text in an
 item, trivial self-referential items; counted by kind in `/admin/stats` "content_faults"). Server
-modes: reasoning output the way vLLM/SGLang reasoning parsers return it (`reasoning="split"`: thoughts in `reasoning_content`, the answer in
-`content`; `"only"`: everything in `reasoning_content`, `content` null), and a server that rejects
-`response_format` json_schema (`reject_json_schema=400|500`, as llama.cpp servers do).
+modes: reasoning output the way vLLM/SGLang reasoning parsers return it (`reasoning="split"`:
+thoughts in `reasoning_content`, the answer in `content`; `"only"`: everything in
+`reasoning_content`, `content` null), and a server that rejects `response_format` json_schema
+(`reject_json_schema=400|500`, as llama.cpp servers do).
 Same seed, same behaviour: every random decision is a hash of (seed, purpose, request content,
 how many times that content was seen), so a retried request can succeed where its first attempt
 failed, reproducibly. The sample an answer stands for is the body's `seed` (as on a real server:
