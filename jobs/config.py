@@ -114,6 +114,15 @@ class SimulatorConfig(_Strict):
     heldout_paraphrase_rate: float = Field(
         0.0, ge=0, le=1, description="Share of generated items that are a held-out item reworded word by word "
                                      "(simulator/rewording.py; needs heldout_file): what the paraphrase filter catches.")
+    seed_copy_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of generated items that are their seed's question with the gold "
+                                     "answer changed (passage kept or cut): what udfs/copies.py catches.")
+    prompt_leak_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of generated items whose passage or question repeats a sentence of "
+                                     "the prompt: what udfs/prompt_leak.py catches.")
+    self_reference_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of generated items that are a trivial self-referential item "
+                                     "(docs/prompt-contract.md).")
     heldout_file: str | None = Field(None, description="JSONL of held-out items generation may copy.")
     rate_limit_rps: float = Field(0.0, ge=0, description="Token-bucket rate; excess gets 429 (0 = off).")
     rate_limit_burst: float | None = Field(None, ge=1)
