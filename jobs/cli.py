@@ -239,10 +239,10 @@ def cmd_judge(args, config: Config) -> int:
 
 
 def cmd_curate(args, config: Config) -> int:
-    from jobs.curate import run_curate
+    from jobs.curate import STAGE, run_curate
 
     tasks = parse_tasks(getattr(args, "tasks", None))
-    if config.curate.paraphrase.enabled:  # its judge calls the endpoint: one line now, not after the filters
+    if STAGE.uses_endpoint(config):  # the judge calls the endpoint: one line now, not after the filters
         check_endpoint(config)
     print_lines(run_curate(open_lakehouse(config), config, tasks, progress=progress))
     return 0
@@ -251,11 +251,10 @@ def cmd_curate(args, config: Config) -> int:
 # ---- run ---------------------------------------------------------------------------------
 
 def cmd_run(args, config: Config) -> int:
-    from jobs.pipeline import run_pipeline
+    from jobs.pipeline import run_pipeline, select_stages
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    llm_stages = {"generate", "enrich"} | ({"curate"} if config.curate.paraphrase.enabled else set())
-    if stages is None or llm_stages & set(stages):
+    if any(stage.uses_endpoint(config) for stage in select_stages(stages, config)):
         check_endpoint(config)
     lakehouse = open_lakehouse(config)
     runs = run_pipeline(lakehouse, config, stages, progress=progress, refresh_catalog=args.refresh_catalog,
@@ -342,11 +341,13 @@ def print_where_to_look(args, config: Config, publish_run, tracked: bool = True,
 # ---- publish, status ---------------------------------------------------------------------
 
 def cmd_publish(args, config: Config) -> int:
+    from jobs.pipeline import lineage_tables
     from jobs.publish import run_publish
 
     if args.shard_rows is not None and args.shard_rows < 1:
         raise ConfigError("--shard-rows must be at least 1")
-    result = run_publish(open_lakehouse(config), config, shard_rows=args.shard_rows, progress=progress)
+    result = run_publish(open_lakehouse(config), config, lineage_tables(config), shard_rows=args.shard_rows,
+                         progress=progress)
     print_lines(result)
     for p in result.publications:
         print(f"data card: {p.card}")

@@ -31,7 +31,8 @@ class StageContext:
     progress lines go, the endpoint opened once for all LLM stages (None if no stage calls one),
     a prebuilt lm-eval task index (tests pass a small one; None = build it), and whether the
     catalog must be rebuilt even when it is current; run_id: the pipeline run's id (its MLflow run
-    when tracked), recorded by stages that stamp what they write."""
+    when tracked), recorded by stages that stamp what they write; lineage: the tables earlier
+    stages read and write, which publish records as its manifest's inputs."""
 
     lakehouse: Any
     config: Config
@@ -40,6 +41,7 @@ class StageContext:
     task_index: Any = None
     refresh_catalog: bool = False
     run_id: str | None = None
+    lineage: Sequence[str] = ()  # the tables a publication derives from (jobs.pipeline.lineage_tables)
 
 
 def tables(*names: str) -> Callable[[Config], tuple[str, ...]]:
@@ -52,14 +54,15 @@ class Stage:
     """name: the stage (its MLflow child run, its `--stages` name); reads / writes: config → the
     table names it reads and writes; run: StageContext → a result object (`summary_lines()`,
     `metrics()`); skip: StageContext → a reason to skip this run (checked before the stage is
-    recorded), or None; uses_endpoint: whether it calls the LLM endpoint."""
+    recorded), or None; uses_endpoint: config → whether a run calls the LLM endpoint (the pipeline
+    opens one endpoint, or one simulator, for every stage of a run that does)."""
 
     name: str
     reads: Callable[[Config], Sequence[str]]
     writes: Callable[[Config], Sequence[str]]
     run: Callable[[StageContext], Any]
     skip: Callable[[StageContext], str | None] | None = None
-    uses_endpoint: bool = False
+    uses_endpoint: Callable[[Config], bool] = lambda _config: False
 
 
 def dag_order(stages: Iterable[Stage], config: Config) -> list[Stage]:

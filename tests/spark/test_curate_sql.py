@@ -2,7 +2,7 @@
 
 Each test gives a model its inputs — lakehouse tables for staging models, the upstream views
 (dbt-style mocked refs) for intermediate and curated models — runs that one model through the
-real binder (`jobs.curate.run_model`) and checks its rows. The runner itself (contract checks, a
+real binder (`jobs.sqlmodels.run_model`) and checks its rows. The runner itself (contract checks, a
 filter plugged in without changes, MERGE scope and idempotency) is tested at the end.
 """
 
@@ -13,17 +13,10 @@ import json
 import pytest
 from pyspark.sql.types import StructType
 
-from jobs.curate import (
-    FILTERS,
-    CurateContext,
-    CurateContractError,
-    Filter,
-    Model,
-    curate_params,
-    register_udfs,
-    run_model,
-    sql_literal,
-)
+from jobs.curate import curate_params
+from jobs.filters.base import CurateContractError, Filter
+from jobs.filters.registry import FILTERS
+from jobs.sqlmodels import CurateContext, Model, register_udfs, run_model, sql_literal
 from schemas.tables import ENRICHED, GENERATED, LICENSE_POLICY, LLM_CALLS, SEEDS, TableSpec
 
 pytestmark = pytest.mark.spark
@@ -584,13 +577,19 @@ def test_an_absent_engine_records_not_checked_and_a_disabled_filter_disabled(lak
     model never run), a filter listed in curate.disabled_filters passes them with 'disabled'; the
     license filter cannot be disabled and an unknown name is an error."""
     from jobs.config import ConfigError
-    from jobs.curate import Engine, run_filters
+    from jobs.curate import run_filters
+    from jobs.filters.base import Engine
+
+    def no_such_engine():
+        from jobs.filters.no_such_engine import matches
+
+        return matches
 
     spark = lakehouse.spark
     never = []
     ghost = Filter("ghost", Model("intermediate/filter_near_dup.sql"),
                    prepare=lambda ctx, engine: never.append(engine),
-                   engine=Engine("jobs.filters.no_such_engine", "matches", reads=("heldout",)))
+                   engine=Engine("jobs.filters.no_such_engine", "matches", no_such_engine, reads=("heldout",)))
     exact = next(f for f in FILTERS if f.name == "exact_dup")
     config = make_config("curate.disabled_filters=[exact_dup]")
     ctx = CurateContext(lakehouse, config, None, "r", params=curate_params(config, None, "r"))

@@ -36,7 +36,7 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate_publish():
 
 
 def test_a_publication_records_every_table_its_rows_derive_from_and_not_itself():
-    from jobs.publish import lineage_tables
+    from jobs.pipeline import lineage_tables
 
     config = Config()
     lineage = lineage_tables(config)
