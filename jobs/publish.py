@@ -30,7 +30,6 @@ which is ample for Q&A datasets of millions of rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,7 +44,7 @@ from jobs.datacard import HTML_NAME, MD_NAME, gather_card, write_card
 from jobs.export import MANIFEST, Column, ExportResult, export_folder, write_export
 from jobs.lakehouse import Lakehouse
 from jobs.stage import Stage, quiet
-from schemas.tables import CURATED, CURATED_COMMERCIAL, PUBLICATION_CHANGE_COLUMNS, PUBLICATIONS
+from schemas.tables import PUBLICATION_CHANGE_COLUMNS, PUBLICATIONS
 
 # The exported columns: the training text first, then what a data loader filters or groups on.
 EXPORT_COLUMNS: tuple[Column, ...] = (
