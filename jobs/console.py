@@ -164,7 +164,7 @@ def _cli_prefix(args) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-# Three questions a reader of the published data asks first (README "SQL over curated data").
+# Three questions a reader of the published data asks first (docs/curation.md "Querying curation").
 WHERE_TO_LOOK_SQL = (
     "select filter, reason, count(*) items from filter_decisions where not passed "
     "group by filter, reason order by items desc",

@@ -351,7 +351,7 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
     for name, reason, n in _collect_counts(failed, "filter", "reason"):
         card.reasons.setdefault(name, {})[reason] = n
     card.verification_reasons = dict(_collect_counts(decisions.where(F.col("filter") == "verification"), "reason"))
-    # paraphrase hits (reworded/translated held-out items, issue 15) count as contamination by held-out
+    # paraphrase hits (reworded/translated held-out items) count as contamination by held-out
     # benchmark too, under their reason ('paraphrase_of_heldout', 'judge_unanswered') as the rule
     contaminated = failed.where(F.col("filter").isin("contamination", "paraphrase")).select(
         F.coalesce(F.get_json_object("evidence", "$.heldout_task"), F.lit("(unknown)")).alias("heldout_task"),

@@ -15,7 +15,7 @@ rows is not a read.
 A table written by an earlier version evolves in place: `ensure` adds the spec's new columns
 (ALTER TABLE ADD COLUMNS, a metadata-only Delta commit; old rows read them as null).
 
-Concurrent writers (issue 14). Every commit this process makes carries its writer identity as the
+Concurrent writers. Every commit this process makes carries its writer identity as the
 commit's userMetadata (`writer_identity()`: taskseed, pid, host; an explicit `user_metadata`
 wins), so `DESCRIBE HISTORY` says who wrote each version. A write that loses Delta's optimistic
 concurrency check (`delta.exceptions`: ConcurrentAppendException and its siblings) is recomputed

@@ -1,15 +1,11 @@
-"""A pipeline stage as the pipeline sees it: a name, the tables it reads and writes, how to run it.
+"""A pipeline stage as the pipeline sees it: a name, the tables it reads and writes, whether it
+calls the LLM endpoint, how to run it.
 
-Each stage module declares its `STAGE` next to the code it runs (jobs/catalog.py, jobs/ingest.py,
-jobs/generate.py, jobs/enrich.py); jobs/pipeline.py lists them and derives from these
-declarations the order to run them in (`dag_order`) and the MLflow lineage of every stage run
-(inputs and outputs pinned to Delta versions). A stage's declared tables may depend on the config
-(enrich reads `seeds` only with `enrich.enrich_seeds`). The pipeline records what each stage
-actually read and wrote (`Lakehouse.recording`) and says so when a stage touched an undeclared
-table; tests/e2e/test_pipeline_run.py checks that, on a demo run, they are equal.
-
-Adding a stage (curate, publish) is: write its module with a `STAGE`, append it to
-`jobs.pipeline.PIPELINE`, and add its command to jobs/cli.py.
+Each stage module ends with its `STAGE` (catalog, ingest, generate, enrich, curate, publish);
+jobs/pipeline.py lists them and derives from the declarations the order to run them in
+(`dag_order`), the MLflow lineage of every stage run, and whether a run needs the endpoint. A
+stage's declared tables may depend on the config (enrich reads `seeds` only with
+`enrich.enrich_seeds`). docs/stages.md says how to add one.
 """
 
 from __future__ import annotations

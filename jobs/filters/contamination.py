@@ -1,4 +1,5 @@
-"""The `contamination` filter's Spark half: the held-out index in Delta and the matching join.
+"""The `contamination` filter: the held-out index in Delta, the matching, and at the end the
+filter's declaration (`FILTER`) and its prepare step.
 
 The rules and their reasons are in `udfs/decontamination.py`; this module only wires tables to them.
 
@@ -23,9 +24,8 @@ Matching (`contamination_matches`). The index is small next to the items (≈ 40
 the 35.6k held-out items of the benchmark mirror): `load_heldout_index` reads it into a
 `udfs.decontamination.HeldoutIndex` once per heldout version and broadcasts it, and one mapInArrow
 pass featurizes each batch of items (`featurize_batch`) and looks its keys up in memory
-(`HeldoutIndex.match_batch`: sorted arrays, no join, no shuffle). An earlier version joined the
-item keys with `heldout_keys` in Spark; on the benchmark it ran at 0.03-0.06x the rows/s of
-lm-eval's Janitor (bench/README.md). Per (item, held-out item) sharing a key, each rule decides:
+(`HeldoutIndex.match_batch`: sorted arrays, no join, no shuffle; why not a join in Spark:
+bench/README.md). Per (item, held-out item) sharing a key, each rule decides:
 
 - ngram:      shared non-boilerplate n-grams; score = shared distinct n-grams / the item's
               distinct n-grams; matched = the first shared n-gram's words;

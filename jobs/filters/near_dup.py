@@ -25,6 +25,8 @@ The pure parts (stimulus text, shingles, signatures, band hashes, the S-curve) a
    (SoCC 2014): O(log² n) rounds, each a few shuffles, edges only (no collect), each round
    checkpointed, stopping when every node points at its component's minimum.
 5. `near_duplicates` assembles one row per generated item for the curate stage.
+
+The module ends with the `near_dup` filter's declaration (`FILTER`) and its prepare step.
 """
 
 from __future__ import annotations

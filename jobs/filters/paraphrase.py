@@ -18,8 +18,9 @@ udfs/embeddings.py (the model, top-k).
    unreadable verdicts), verdicts are MERGEd into `paraphrase_judgments`.
    `estimate_judge` is the dry-run (nothing embedded into Delta, nothing sent).
 
-`paraphrase_matches(ctx_like, eligible)` is what the curate prepare step calls: it runs 1-3 for the
-eligible candidates and returns the pairs with their verdicts.
+`paraphrase_matches(lakehouse, config, eligible)` is what the filter's prepare step (at the end,
+with the declaration `FILTER`) calls: it runs 1-3 for the eligible candidates and returns the pairs
+with their verdicts, the judge on the run's endpoint.
 """
 
 from __future__ import annotations

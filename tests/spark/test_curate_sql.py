@@ -712,7 +712,7 @@ def test_run_curate_end_to_end_rerun_commits_nothing_and_scope_deletes(lakehouse
 
 @pytest.mark.heavy  # reads a whole curate run (small_curated)
 def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_alone(small_curated):
-    """The `taskseed sql` queries of README's "Querying curation" block run on a curated lakehouse;
+    """The `taskseed sql` queries of docs/curation.md's "Querying curation" block run on a curated lakehouse;
     the first ("how many items did each filter reject, per task family") reads `filter_decisions`
     alone and agrees with the run's own tally (every filter's, the plugged-in one's too)."""
     import re
@@ -720,8 +720,8 @@ def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_
 
     from schemas.tables import ALL_TABLES
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("### Querying curation", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "curation.md").read_text(encoding="utf-8")
+    block = readme.split("## Querying curation", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     queries = re.findall(r'^taskseed sql "(.+)"$', block, flags=re.M)
     assert len(queries) >= 3
     first = queries[0]
