@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
 from jobs.config import NearDupConfig
-from jobs.filters.base import Filter, Engine, conformed
+from jobs.filters.base import Engine, Filter, conformed
 from jobs.lakehouse import Lakehouse
 from jobs.sqlmodels import CurateContext, Model, sql_literal
 from schemas.tables import MINHASH_SIGNATURES
