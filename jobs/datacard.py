@@ -1,5 +1,6 @@
-"""The data card of a published dataset: HTML (self-contained) and Markdown, from numbers the publish
-stage gathered (`CardData`). No Spark here: tests/unit/test_datacard.py renders cards from plain data.
+"""The data card of a published dataset: HTML (self-contained) and Markdown, from its numbers
+(`CardData`). `gather_card` counts them with Spark from the dataset, `filter_decisions`, `llm_calls`
+and `quarantine`; rendering needs no Spark: tests/unit/test_datacard.py renders cards from plain data.
 
 What it shows, in the order a reviewer asks: what this is and where it came from (Delta versions,
 models, prompt versions, code version, config fingerprint, whether the endpoint was the simulator),
@@ -301,3 +302,101 @@ def write_card(folder: Path, data: CardData) -> list[str]:
     (folder / HTML_NAME).write_text(render_html(data, plots), encoding="utf-8")
     (folder / MD_NAME).write_text(render_markdown(data, plots), encoding="utf-8")
     return [HTML_NAME, MD_NAME, *written]
+
+
+# ---- gathering the numbers (Spark; imported only when called) ----------------------------------
+def _collect_counts(df, *columns: str) -> list[tuple]:
+    from pyspark.sql import functions as F
+
+    return [tuple(r) for r in df.groupBy(*columns).count().orderBy(F.desc("count"), *columns).collect()]
+
+
+def gather_card(lakehouse, config, dataset: str, df, rows: int,
+                manifest: dict[str, Any]) -> CardData:
+    """The data card's numbers for `df` (the dataset at its pinned version) and the current
+    `filter_decisions`, `llm_calls` and `quarantine`; `manifest` the dataset's manifest."""
+    from pyspark.sql import functions as F
+
+    from jobs.filters.base import GATE_CURATED
+    from jobs.filters.registry import FILTERS
+
+    gating = [f.name for f in FILTERS if dataset != "curated" or f.gate == GATE_CURATED]
+    decisions = lakehouse.read("filter_decisions")
+    card = CardData(
+        dataset=dataset, table=lakehouse.table_name(dataset), delta_version=manifest["delta_version"], rows=rows,
+        created_at=manifest["created_at"], code_version=manifest["code_version"],
+        config_fingerprint=manifest["config_fingerprint"], endpoint=manifest["endpoint"],
+        simulated=manifest["simulated"], models=manifest["models"], prompt_versions=manifest["prompt_versions"],
+        input_versions=manifest["input_versions"], files=manifest["files"],
+    )
+    # funnel: items left after each gating filter in evaluation order
+    total = decisions.select("gen_id").distinct().count()
+    rank = F.create_map(*[x for i, name in enumerate(gating) for x in (F.lit(name), F.lit(i))])
+    first_fail = dict(
+        decisions.where(~F.col("passed") & F.col("filter").isin(gating))
+        .groupBy("gen_id").agg(F.min(rank[F.col("filter")]).alias("step"))
+        .groupBy("step").count().collect())
+    unchecked = _collect_counts(decisions.where(F.col("reason").isin("not_checked", "disabled")), "reason", "filter")
+    card.not_checked = {name: n for reason, name, n in unchecked if reason == "not_checked"}
+    card.disabled = {name: n for reason, name, n in unchecked if reason == "disabled"}
+    left = total
+    card.funnel = [("candidates", total)]
+    for i, name in enumerate(gating):
+        left -= first_fail.get(i, 0)
+        card.funnel.append((f"{name} (disabled)" if name in card.disabled else name, left))
+    failed = decisions.where(~F.col("passed"))
+    card.rejected_alone = {f.name: 0 for f in FILTERS}
+    for name, n in _collect_counts(failed, "filter"):
+        card.rejected_alone[name] = n
+    for name, reason, n in _collect_counts(failed, "filter", "reason"):
+        card.reasons.setdefault(name, {})[reason] = n
+    card.verification_reasons = dict(_collect_counts(decisions.where(F.col("filter") == "verification"), "reason"))
+    # paraphrase hits (reworded/translated held-out items) count as contamination by held-out
+    # benchmark too, under their reason ('paraphrase_of_heldout', 'judge_unanswered') as the rule
+    contaminated = failed.where(F.col("filter").isin("contamination", "paraphrase")).select(
+        F.coalesce(F.get_json_object("evidence", "$.heldout_task"), F.lit("(unknown)")).alias("heldout_task"),
+        F.coalesce(F.get_json_object("evidence", "$.rule"), F.col("reason")).alias("rule"))
+    card.contamination = _collect_counts(contaminated, "heldout_task", "rule")
+    near = decisions.where((F.col("filter") == "near_dup") & F.col("evidence").isNotNull()).select(
+        F.get_json_object("evidence", "$.component_id").alias("component"),
+        F.get_json_object("evidence", "$.component_size").cast("int").alias("size")).distinct()
+    card.near_dup_components = {size: n for size, n in _collect_counts(near.where("size IS NOT NULL"), "size")}
+    card.near_dup_of_seed = decisions.where(F.col("reason") == "near_dup_of_seed").count()
+
+    # the dataset itself
+    card.rows_per_family = dict(_collect_counts(df.fillna({"task_family": "(none)"}), "task_family"))
+    card.rows_per_format = dict(_collect_counts(df.fillna({"answer_format": "(none)"}), "answer_format"))
+    card.license_mix = _collect_counts(
+        df.fillna({"license": "(none)", "license_class": "(none)", "commercial_ok": "(none)"}),
+        "license", "license_class", "commercial_ok")
+    sample = df if rows <= config.publish.card_sample_rows else df.sample(
+        fraction=min(1.0, 1.2 * config.publish.card_sample_rows / rows), seed=0).limit(config.publish.card_sample_rows)
+    picked = sample.select(
+        F.length(F.concat_ws("\n", "context", "question")).alias("q"), F.length("answer_text").alias("a"),
+        F.length("document").alias("d"),
+        F.when(F.col("verification") == "not_verifiable", F.lit(None)).otherwise(F.col("agreement")).alias("agreement"),
+    ).collect()
+    card.length_sample = len(picked)
+    card.lengths = {"question": [r["q"] or 0 for r in picked], "answer": [r["a"] or 0 for r in picked],
+                    "document": [r["d"] or 0 for r in picked]}
+    card.agreement = [r["agreement"] for r in picked]
+
+    # failures, quarantine, LLM accounting (the whole ledger)
+    card.quarantine = _collect_counts(lakehouse.read("quarantine"), "stage", "reason")
+    calls = lakehouse.read("llm_calls")
+    card.llm_failures = _collect_counts(
+        calls.where(F.col("status") == "failed").fillna({"error_class": "(none)"}), "stage", "error_class")
+    stats = (calls.groupBy("stage", "model").agg(
+        F.count(F.lit(1)).alias("requests"),
+        F.sum(F.when(F.col("status") == "ok", 1).otherwise(0)).alias("ok"),
+        F.sum(F.when(F.col("status") == "parse_error", 1).otherwise(0)).alias("parse_error"),
+        F.sum(F.when(F.col("status") == "failed", 1).otherwise(0)).alias("failed"),
+        F.sum(F.coalesce("prompt_tokens", F.lit(0))).alias("prompt_tokens"),
+        F.sum(F.coalesce("completion_tokens", F.lit(0))).alias("completion_tokens"),
+        F.percentile_approx("latency_ms", [0.5, 0.9, 0.99]).alias("latency"),
+    ).orderBy("stage", "model").collect())
+    card.llm = [LLMStageStats(r["stage"], r["model"] or "(none)", r["requests"], r["ok"], r["parse_error"],
+                              r["failed"], r["prompt_tokens"], r["completion_tokens"],
+                              *(list(r["latency"]) if r["latency"] else [None, None, None]))
+                for r in stats]
+    return card

@@ -1,5 +1,4 @@
-"""Stage `enrich`: items → M solving samples each → `enriched` (+ `quarantine`); and the
-pretraining documents built from them.
+"""Stage `enrich`: items → M solving samples each → `enriched` (+ `quarantine`).
 
 Reads `generated` (and `seeds` with `enrich.enrich_seeds`) and the `llm_calls` ledger; writes
 `llm_calls`, `enriched`, `quarantine`. The plan → call → parse machinery is jobs/llm_stage; the
@@ -19,8 +18,8 @@ row logic is udfs/llm_rows.py (`enrichment_requests`, `parse_enrichment_row`). W
   so each (gen_id, sample) has one source request; a config change (temperature, prompt version)
   replaces the samples in place.
 
-`pretraining_documents(lakehouse)` renders each item with each of its enrichment samples as a
-training text (`udfs.formatting.format_pretraining_document`, a Python UDF).
+The pretraining document of a curated item is rendered once, in curate (`curated.document`,
+udfs/formatting.py through the SQL function jobs/sqlmodels.py registers).
 """
 
 from __future__ import annotations
@@ -30,14 +29,12 @@ from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
 
 from jobs.config import Config
 from jobs.generate import select_seeds
 from jobs.lakehouse import Lakehouse
 from jobs.llm_stage import LLMStageSpec, StageResult, pipeline_stage, run_stage, typed_fields
 from schemas.tables import ENRICHED, GENERATED, SEEDS
-from udfs.formatting import format_pretraining_document
 from udfs.llm_rows import ENRICHMENT_RECORD, enrichment_requests, parse_enrichment_row
 from udfs.prompts import ENRICH
 
@@ -104,32 +101,3 @@ def run_enrich(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None
 
 STAGE = pipeline_stage(ENRICH_SPEC)
 
-
-# ---------------------------------------------------------------------------------------------
-# Pretraining documents
-# ---------------------------------------------------------------------------------------------
-@F.udf(returnType=StringType())
-def _document_udf(item, enrichment):  # no type hints: they would make PySpark try an Arrow UDF
-    return format_pretraining_document(item.asDict(recursive=True), enrichment.asDict(recursive=True))
-
-
-def pretraining_documents(lakehouse: Lakehouse) -> DataFrame:
-    """One training text per (item, enrichment sample): the item (generated or seed) with that
-    sample's knowledge and reasoning, answered with the item's own answer. Lazy DataFrame with
-    gen_id, sample, item_kind, task, task_family, license, license_class, text."""
-    items = enrichment_items(lakehouse, lakehouse.config, include_seeds=False)
-    items = items.unionByName(_seed_items(lakehouse.read(SEEDS.name)))
-    enriched = lakehouse.read(ENRICHED.name).select(
-        "gen_id", "sample", "item_kind", "knowledge", "reasoning", "final_answer_raw", "final_answer",
-        "final_answer_index")
-    joined = enriched.join(items, ["gen_id", "item_kind"], "inner")
-    item = F.struct("answer_format", "question", "context", "choices", "answer_index", "answer_text")
-    enrichment = F.struct("knowledge", "reasoning", "final_answer_raw", "final_answer", "final_answer_index")
-    return joined.select("gen_id", "sample", "item_kind", "task", "task_family", "license", "license_class",
-                         _document_udf(item, enrichment).alias("text"))
-
-
-def register_pretraining_view(lakehouse: Lakehouse, name: str = "pretraining_documents") -> str:
-    """A session temp view over `pretraining_documents` (query it with `taskseed sql` in-process)."""
-    pretraining_documents(lakehouse).createOrReplaceTempView(name)
-    return name

@@ -12,7 +12,7 @@ udfs/llm_rows.py (`generation_requests`, `parse_generation_row`). What is genera
   split is ingested later, so earlier prompts and their ledger rows stay valid), collected once
   per run and broadcast; each seed takes `generate.fewshot` of them, rotated by its seed_id and
   never itself, and never a seed whose text fails the validation filter's marker rules (an
-  injection payload or template token would be copied into other seeds' prompts; issue 14)
+  injection payload or template token would be copied into other seeds' prompts)
   (`udfs.llm_rows.choose_exemplars`). The plan is not shuffled by task: the broadcast
   pool makes every seed renderable wherever it is, so the scan of `seeds` streams partition by
   partition.

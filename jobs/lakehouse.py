@@ -15,7 +15,7 @@ rows is not a read.
 A table written by an earlier version evolves in place: `ensure` adds the spec's new columns
 (ALTER TABLE ADD COLUMNS, a metadata-only Delta commit; old rows read them as null).
 
-Concurrent writers (issue 14). Every commit this process makes carries its writer identity as the
+Concurrent writers. Every commit this process makes carries its writer identity as the
 commit's userMetadata (`writer_identity()`: taskseed, pid, host; an explicit `user_metadata`
 wins), so `DESCRIBE HISTORY` says who wrote each version. A write that loses Delta's optimistic
 concurrency check (`delta.exceptions`: ConcurrentAppendException and its siblings) is recomputed
@@ -51,6 +51,7 @@ from jobs.config import Config
 from schemas.tables import ALL_TABLES, TableSpec
 
 _DELETE = "__taskseed_delete"
+_STALE = "_stale"  # merge_in_scope: a target row of the scope that the source no longer has
 COMMIT_RETRIES = 4  # a write that loses Delta's concurrency check is retried this many times
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 
@@ -424,3 +425,26 @@ class Lakehouse:
             return "unknown"
         who = row["userMetadata"] if row["userMetadata"] and row["userMetadata"].startswith("taskseed") else None
         return f"{who or 'not taskseed'}, {row['operation']} of version {row['version']} at {row['timestamp']}"
+
+    # ---- commit metadata and scoped MERGEs ------------------------------------------------
+    def commit_metadata(self, name: str) -> str | None:
+        """The userMetadata of the table's latest Delta commit (None when the table does not
+        exist): what a derived table records it was built from (the held-out index, embeddings)."""
+        if not self.exists(name):
+            return None
+        row = self.spark.sql(f"DESCRIBE HISTORY {self.table_name(name)} LIMIT 1").first()
+        return row["userMetadata"] if row else None
+
+    def merge_in_scope(self, df: DataFrame, spec: TableSpec, change_columns: list[str], scope: str) -> None:
+        """MERGE `df` into `spec`'s table so that, inside `scope` (a SQL predicate over the table's
+        columns), the table ends up holding exactly `df`'s rows: new keys inserted, changed rows
+        updated, and rows of the scope whose key `df` lacks deleted, in one MERGE (one Delta
+        version; none when nothing differs). Rows outside the scope are never touched. The
+        target's keys are read as the MERGE's own look at its target, not as a stage input."""
+        keys = list(spec.keys)
+        target = self.spark.table(self.table_name(spec.name)) if self.exists(spec.name) else None
+        source = df.withColumn(_STALE, F.lit(False))
+        if target is not None:
+            stale = target.where(scope).select(*keys).join(df.select(*keys), keys, "left_anti")
+            source = source.unionByName(stale.withColumn(_STALE, F.lit(True)), allowMissingColumns=True)
+        self.merge(source, spec, update_when_changed=change_columns, delete_when=F.col(_STALE))

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 from jobs import catalog, curate, enrich, generate, ingest, publish
 from jobs.config import Config, ConfigError
 from jobs.stage import Stage, StageContext, dag_order, quiet
+from schemas.tables import CURATED, CURATED_COMMERCIAL
 
 # Append a stage here (after writing its module's STAGE) and the pipeline runs it in DAG order.
 PIPELINE: tuple[Stage, ...] = (catalog.STAGE, ingest.STAGE, generate.STAGE, enrich.STAGE, curate.STAGE,
@@ -68,6 +69,20 @@ def _numeric_metrics(result: Any) -> dict[str, float]:
     return {k.replace(" ", "_")[:250]: v for k, v in flat.items() if k}
 
 
+def lineage_tables(config: Config) -> list[str]:
+    """The tables a publication's rows derive from with this config, whose Delta versions its
+    manifest records: every table a stage before publish reads or writes (in DAG order, so the
+    held-out index tables, `heldout_embeddings` and `paraphrase_judgments` appear when their filters
+    are enabled), except the published datasets themselves (their version is `delta_version`)."""
+    published = {CURATED.name, CURATED_COMMERCIAL.name}
+    names: list[str] = []
+    for stage in dag_order(PIPELINE, config):
+        if stage is publish.STAGE:
+            continue
+        names.extend(t for t in (*stage.reads(config), *stage.writes(config)) if t not in published and t not in names)
+    return names
+
+
 def select_stages(names: Sequence[str] | None, config: Config) -> list[Stage]:
     """The named stages (default: all) in DAG order; ConfigError for an unknown name."""
     by_name = {stage.name: stage for stage in PIPELINE}
@@ -94,7 +109,7 @@ def run_pipeline(lakehouse, config: Config, stages: Sequence[str] | None = None,
     from jobs.tracking import OUTCOME_TAG, pipeline_run
 
     selected = select_stages(stages, config)
-    needs_endpoint = any(stage.uses_endpoint for stage in selected)
+    needs_endpoint = any(stage.uses_endpoint(config) for stage in selected)
     runs: dict[str, StageRun] = {}
     tracking = pipeline_run(config, "taskseed-run") if track else nullcontext()
     with tracking as run, (endpoint_for(config) if needs_endpoint else nullcontext()) as endpoint:
@@ -108,7 +123,7 @@ def run_pipeline(lakehouse, config: Config, stages: Sequence[str] | None = None,
                 progress(f"endpoint: none configured (endpoint.base_url is null), so the built-in simulator "
                          f"answers at {endpoint.base_url}: its output is simulator output, not a model's")
         context = StageContext(lakehouse, config, progress, endpoint=endpoint, task_index=task_index,
-                               refresh_catalog=refresh_catalog, run_id=run_id)
+                               refresh_catalog=refresh_catalog, run_id=run_id, lineage=tuple(lineage_tables(config)))
         current = None
         try:
             for stage in selected:

@@ -30,7 +30,6 @@ which is ample for Q&A datasets of millions of rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,11 +40,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.config import Config, ConfigError, EndpointConfig
-from jobs.datacard import HTML_NAME, MD_NAME, CardData, LLMStageStats, write_card
+from jobs.datacard import HTML_NAME, MD_NAME, gather_card, write_card
 from jobs.export import MANIFEST, Column, ExportResult, export_folder, write_export
 from jobs.lakehouse import Lakehouse
-from jobs.stage import Stage, StageContext, dag_order, quiet
-from schemas.tables import CURATED, CURATED_COMMERCIAL, PUBLICATION_CHANGE_COLUMNS, PUBLICATIONS
+from jobs.stage import Stage, quiet
+from schemas.tables import PUBLICATION_CHANGE_COLUMNS, PUBLICATIONS
 
 # The exported columns: the training text first, then what a data loader filters or groups on.
 EXPORT_COLUMNS: tuple[Column, ...] = (
@@ -131,117 +130,9 @@ def _iter_rows(df: DataFrame) -> Iterator[dict[str, Any]]:
         yield row.asDict()
 
 
-def lineage_tables(config: Config) -> list[str]:
-    """The tables the published rows derive from with this config, whose Delta versions the manifest
-    records: every table a stage before publish reads or writes (in DAG order, so the held-out
-    index tables, `heldout_embeddings` and `paraphrase_judgments` appear when their filters are
-    enabled), except the published datasets themselves (their version is `delta_version`)."""
-    from jobs.pipeline import PIPELINE  # the pipeline imports this module
-
-    published = {CURATED.name, CURATED_COMMERCIAL.name}
-    names: list[str] = []
-    for stage in dag_order(PIPELINE, config):
-        if stage.name == STAGE_NAME:
-            continue
-        names.extend(t for t in (*stage.reads(config), *stage.writes(config)) if t not in published and t not in names)
-    return names
-
-
-def input_versions(lakehouse: Lakehouse, config: Config) -> dict[str, int | None]:
-    """{table: Delta version} of the `lineage_tables` that exist."""
-    return {name: lakehouse.version(name) for name in lineage_tables(config) if lakehouse.exists(name)}
-
-
-def _collect_counts(df: DataFrame, *columns: str) -> list[tuple]:
-    return [tuple(r) for r in df.groupBy(*columns).count().orderBy(F.desc("count"), *columns).collect()]
-
-
-def gather_card(lakehouse: Lakehouse, config: Config, dataset: str, df: DataFrame, rows: int,
-                manifest: dict[str, Any]) -> CardData:
-    """The data card's numbers for `df` (the dataset at its pinned version) and the current
-    `filter_decisions`, `llm_calls` and `quarantine`."""
-    from jobs.curate import FILTERS, GATE_CURATED
-
-    gating = [f.name for f in FILTERS if dataset != "curated" or f.gate == GATE_CURATED]
-    decisions = lakehouse.read("filter_decisions")
-    card = CardData(
-        dataset=dataset, table=lakehouse.table_name(dataset), delta_version=manifest["delta_version"], rows=rows,
-        created_at=manifest["created_at"], code_version=manifest["code_version"],
-        config_fingerprint=manifest["config_fingerprint"], endpoint=manifest["endpoint"],
-        simulated=manifest["simulated"], models=manifest["models"], prompt_versions=manifest["prompt_versions"],
-        input_versions=manifest["input_versions"], files=manifest["files"],
-    )
-    # funnel: items left after each gating filter in evaluation order
-    total = decisions.select("gen_id").distinct().count()
-    rank = F.create_map(*[x for i, name in enumerate(gating) for x in (F.lit(name), F.lit(i))])
-    first_fail = dict(
-        decisions.where(~F.col("passed") & F.col("filter").isin(gating))
-        .groupBy("gen_id").agg(F.min(rank[F.col("filter")]).alias("step"))
-        .groupBy("step").count().collect())
-    unchecked = _collect_counts(decisions.where(F.col("reason").isin("not_checked", "disabled")), "reason", "filter")
-    card.not_checked = {name: n for reason, name, n in unchecked if reason == "not_checked"}
-    card.disabled = {name: n for reason, name, n in unchecked if reason == "disabled"}
-    left = total
-    card.funnel = [("candidates", total)]
-    for i, name in enumerate(gating):
-        left -= first_fail.get(i, 0)
-        card.funnel.append((f"{name} (disabled)" if name in card.disabled else name, left))
-    failed = decisions.where(~F.col("passed"))
-    card.rejected_alone = {f.name: 0 for f in FILTERS}
-    for name, n in _collect_counts(failed, "filter"):
-        card.rejected_alone[name] = n
-    for name, reason, n in _collect_counts(failed, "filter", "reason"):
-        card.reasons.setdefault(name, {})[reason] = n
-    card.verification_reasons = dict(_collect_counts(decisions.where(F.col("filter") == "verification"), "reason"))
-    # paraphrase hits (reworded/translated held-out items, issue 15) count as contamination by held-out
-    # benchmark too, under their reason ('paraphrase_of_heldout', 'judge_unanswered') as the rule
-    contaminated = failed.where(F.col("filter").isin("contamination", "paraphrase")).select(
-        F.coalesce(F.get_json_object("evidence", "$.heldout_task"), F.lit("(unknown)")).alias("heldout_task"),
-        F.coalesce(F.get_json_object("evidence", "$.rule"), F.col("reason")).alias("rule"))
-    card.contamination = _collect_counts(contaminated, "heldout_task", "rule")
-    near = decisions.where((F.col("filter") == "near_dup") & F.col("evidence").isNotNull()).select(
-        F.get_json_object("evidence", "$.component_id").alias("component"),
-        F.get_json_object("evidence", "$.component_size").cast("int").alias("size")).distinct()
-    card.near_dup_components = {size: n for size, n in _collect_counts(near.where("size IS NOT NULL"), "size")}
-    card.near_dup_of_seed = decisions.where(F.col("reason") == "near_dup_of_seed").count()
-
-    # the dataset itself
-    card.rows_per_family = dict(_collect_counts(df.fillna({"task_family": "(none)"}), "task_family"))
-    card.rows_per_format = dict(_collect_counts(df.fillna({"answer_format": "(none)"}), "answer_format"))
-    card.license_mix = _collect_counts(
-        df.fillna({"license": "(none)", "license_class": "(none)", "commercial_ok": "(none)"}),
-        "license", "license_class", "commercial_ok")
-    sample = df if rows <= config.publish.card_sample_rows else df.sample(
-        fraction=min(1.0, 1.2 * config.publish.card_sample_rows / rows), seed=0).limit(config.publish.card_sample_rows)
-    picked = sample.select(
-        F.length(F.concat_ws("\n", "context", "question")).alias("q"), F.length("answer_text").alias("a"),
-        F.length("document").alias("d"),
-        F.when(F.col("verification") == "not_verifiable", F.lit(None)).otherwise(F.col("agreement")).alias("agreement"),
-    ).collect()
-    card.length_sample = len(picked)
-    card.lengths = {"question": [r["q"] or 0 for r in picked], "answer": [r["a"] or 0 for r in picked],
-                    "document": [r["d"] or 0 for r in picked]}
-    card.agreement = [r["agreement"] for r in picked]
-
-    # failures, quarantine, LLM accounting (the whole ledger)
-    card.quarantine = _collect_counts(lakehouse.read("quarantine"), "stage", "reason")
-    calls = lakehouse.read("llm_calls")
-    card.llm_failures = _collect_counts(
-        calls.where(F.col("status") == "failed").fillna({"error_class": "(none)"}), "stage", "error_class")
-    stats = (calls.groupBy("stage", "model").agg(
-        F.count(F.lit(1)).alias("requests"),
-        F.sum(F.when(F.col("status") == "ok", 1).otherwise(0)).alias("ok"),
-        F.sum(F.when(F.col("status") == "parse_error", 1).otherwise(0)).alias("parse_error"),
-        F.sum(F.when(F.col("status") == "failed", 1).otherwise(0)).alias("failed"),
-        F.sum(F.coalesce("prompt_tokens", F.lit(0))).alias("prompt_tokens"),
-        F.sum(F.coalesce("completion_tokens", F.lit(0))).alias("completion_tokens"),
-        F.percentile_approx("latency_ms", [0.5, 0.9, 0.99]).alias("latency"),
-    ).orderBy("stage", "model").collect())
-    card.llm = [LLMStageStats(r["stage"], r["model"] or "(none)", r["requests"], r["ok"], r["parse_error"],
-                              r["failed"], r["prompt_tokens"], r["completion_tokens"],
-                              *(list(r["latency"]) if r["latency"] else [None, None, None]))
-                for r in stats]
-    return card
+def input_versions(lakehouse: Lakehouse, lineage: Sequence[str]) -> dict[str, int | None]:
+    """{table: Delta version} of the `lineage` tables that exist."""
+    return {name: lakehouse.version(name) for name in lineage if lakehouse.exists(name)}
 
 
 def _distinct(df: DataFrame, *columns: str) -> list[str]:
@@ -282,10 +173,12 @@ def exports_root(config: Config) -> Path:
     return Path(config.publish.exports_dir or Path(config.home) / "exports").resolve()
 
 
-def run_publish(lakehouse: Lakehouse, config: Config, shard_rows: int | None = None,
+def run_publish(lakehouse: Lakehouse, config: Config, lineage: Sequence[str], shard_rows: int | None = None,
                 progress: Callable[[str], None] = quiet, run_id: str | None = None) -> PublishResult:
     """Export every dataset of `publish.datasets` at its current Delta version (shards, manifest,
-    data card) and MERGE their `publications` rows. shard_rows: default `publish.shard_rows`.
+    data card) and MERGE their `publications` rows. lineage: the tables the published rows derive
+    from (`jobs.pipeline.lineage_tables`), whose versions the manifest records.
+    shard_rows: default `publish.shard_rows`.
     run_id: the pipeline run (MLflow) that publishes, recorded in the manifest; a new id if None.
     ConfigError when a dataset table does not exist yet (curate has not run)."""
     shard_rows = shard_rows or config.publish.shard_rows
@@ -295,7 +188,7 @@ def run_publish(lakehouse: Lakehouse, config: Config, shard_rows: int | None = N
     missing = [d for d in config.publish.datasets if not lakehouse.exists(d)]
     if missing:
         raise ConfigError(f"publish: no table {', '.join(missing)} yet; run `taskseed curate` (or `taskseed run`) first")
-    versions = input_versions(lakehouse, config)
+    versions = input_versions(lakehouse, lineage)
     result = PublishResult()
     rows_out = []
     for dataset in config.publish.datasets:
@@ -334,7 +227,7 @@ STAGE = Stage(
     name=STAGE_NAME,
     reads=lambda config: (*config.publish.datasets, *CARD_READS),
     writes=lambda _config: (PUBLICATIONS.name,),
-    run=lambda ctx: run_publish(ctx.lakehouse, ctx.config, progress=ctx.progress, run_id=ctx.run_id),
+    run=lambda ctx: run_publish(ctx.lakehouse, ctx.config, ctx.lineage, progress=ctx.progress, run_id=ctx.run_id),
 )
 
 

@@ -1,15 +1,11 @@
-"""A pipeline stage as the pipeline sees it: a name, the tables it reads and writes, how to run it.
+"""A pipeline stage as the pipeline sees it: a name, the tables it reads and writes, whether it
+calls the LLM endpoint, how to run it.
 
-Each stage module declares its `STAGE` next to the code it runs (jobs/catalog.py, jobs/ingest.py,
-jobs/generate.py, jobs/enrich.py); jobs/pipeline.py lists them and derives from these
-declarations the order to run them in (`dag_order`) and the MLflow lineage of every stage run
-(inputs and outputs pinned to Delta versions). A stage's declared tables may depend on the config
-(enrich reads `seeds` only with `enrich.enrich_seeds`). The pipeline records what each stage
-actually read and wrote (`Lakehouse.recording`) and says so when a stage touched an undeclared
-table; tests/e2e/test_pipeline_run.py checks that, on a demo run, they are equal.
-
-Adding a stage (curate, publish) is: write its module with a `STAGE`, append it to
-`jobs.pipeline.PIPELINE`, and add its command to jobs/cli.py.
+Each stage module ends with its `STAGE` (catalog, ingest, generate, enrich, curate, publish);
+jobs/pipeline.py lists them and derives from the declarations the order to run them in
+(`dag_order`), the MLflow lineage of every stage run, and whether a run needs the endpoint. A
+stage's declared tables may depend on the config (enrich reads `seeds` only with
+`enrich.enrich_seeds`). docs/stages.md says how to add one.
 """
 
 from __future__ import annotations
@@ -31,7 +27,8 @@ class StageContext:
     progress lines go, the endpoint opened once for all LLM stages (None if no stage calls one),
     a prebuilt lm-eval task index (tests pass a small one; None = build it), and whether the
     catalog must be rebuilt even when it is current; run_id: the pipeline run's id (its MLflow run
-    when tracked), recorded by stages that stamp what they write."""
+    when tracked), recorded by stages that stamp what they write; lineage: the tables earlier
+    stages read and write, which publish records as its manifest's inputs."""
 
     lakehouse: Any
     config: Config
@@ -40,6 +37,7 @@ class StageContext:
     task_index: Any = None
     refresh_catalog: bool = False
     run_id: str | None = None
+    lineage: Sequence[str] = ()  # the tables a publication derives from (jobs.pipeline.lineage_tables)
 
 
 def tables(*names: str) -> Callable[[Config], tuple[str, ...]]:
@@ -52,14 +50,15 @@ class Stage:
     """name: the stage (its MLflow child run, its `--stages` name); reads / writes: config → the
     table names it reads and writes; run: StageContext → a result object (`summary_lines()`,
     `metrics()`); skip: StageContext → a reason to skip this run (checked before the stage is
-    recorded), or None; uses_endpoint: whether it calls the LLM endpoint."""
+    recorded), or None; uses_endpoint: config → whether a run calls the LLM endpoint (the pipeline
+    opens one endpoint, or one simulator, for every stage of a run that does)."""
 
     name: str
     reads: Callable[[Config], Sequence[str]]
     writes: Callable[[Config], Sequence[str]]
     run: Callable[[StageContext], Any]
     skip: Callable[[StageContext], str | None] | None = None
-    uses_endpoint: bool = False
+    uses_endpoint: Callable[[Config], bool] = lambda _config: False
 
 
 def dag_order(stages: Iterable[Stage], config: Config) -> list[Stage]:

@@ -15,7 +15,7 @@ under `<home>/mlruns`); on Databricks the workspace tracking server is used. Wha
   FAILED), and the stage's artifacts (publish: each dataset's manifest and data cards).
 
 So "which curated version did run X produce, from which seeds version, model and prompts" is
-answered from MLflow alone (README "Lineage in MLflow"; tests/e2e/test_pipeline_run.py).
+answered from MLflow alone (docs/publishing.md "Lineage in MLflow"; tests/e2e/test_pipeline_run.py).
 
 Secrets never reach MLflow: params are built from an allow-list of config fields, the endpoint
 URL is reduced to scheme://host[:port]/path without credentials or query string.

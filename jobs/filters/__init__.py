@@ -1,5 +1,3 @@
-"""The curation filters' Spark halves: each module wires tables to pure functions in `udfs/`.
-
-- `near_dup`: MinHash near-duplicates among generated items and against seeds.
-- `contamination`: matches of items (generated or seeds) against the held-out index.
-"""
+"""The curation filters: `base.py` (what a filter is, the decision contract), one module per filter
+(its declaration; for near_dup, contamination and paraphrase also the Spark engine and its prepare
+step), and `registry.py` (the filters in evaluation order). Row logic is pure, in udfs/."""

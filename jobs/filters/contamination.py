@@ -1,4 +1,5 @@
-"""The `contamination` filter's Spark half: the held-out index in Delta and the matching join.
+"""The `contamination` filter: the held-out index in Delta, the matching, and at the end the
+filter's declaration (`FILTER`) and its prepare step.
 
 The rules and their reasons are in `udfs/decontamination.py`; this module only wires tables to them.
 
@@ -23,9 +24,8 @@ Matching (`contamination_matches`). The index is small next to the items (≈ 40
 the 35.6k held-out items of the benchmark mirror): `load_heldout_index` reads it into a
 `udfs.decontamination.HeldoutIndex` once per heldout version and broadcasts it, and one mapInArrow
 pass featurizes each batch of items (`featurize_batch`) and looks its keys up in memory
-(`HeldoutIndex.match_batch`: sorted arrays, no join, no shuffle). An earlier version joined the
-item keys with `heldout_keys` in Spark; on the benchmark it ran at 0.03-0.06x the rows/s of
-lm-eval's Janitor (bench/README.md). Per (item, held-out item) sharing a key, each rule decides:
+(`HeldoutIndex.match_batch`: sorted arrays, no join, no shuffle; why not a join in Spark:
+bench/README.md). Per (item, held-out item) sharing a key, each rule decides:
 
 - ngram:      shared non-boilerplate n-grams; score = shared distinct n-grams / the item's
               distinct n-grams; matched = the first shared n-gram's words;
@@ -56,6 +56,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from jobs.config import Config
+from jobs.filters.base import Engine, Filter, conformed
+from jobs.sqlmodels import CurateContext, Model
 from schemas.tables import HELDOUT, HELDOUT_KEYS, HELDOUT_SHINGLES
 from udfs.decontamination import (
     EDIT_KIND_NAMES,
@@ -142,14 +144,6 @@ def _marker(heldout_version: int, params: DecontaminationParams) -> str:
     return json.dumps({"heldout_version": heldout_version, "params": params.tag}, sort_keys=True)
 
 
-def index_marker(lakehouse, name: str) -> str | None:
-    """The userMetadata of the table's latest Delta commit (None when the table does not exist)."""
-    if not lakehouse.exists(name):
-        return None
-    row = lakehouse.spark.sql(f"DESCRIBE HISTORY {lakehouse.table_name(name)} LIMIT 1").first()
-    return row["userMetadata"] if row else None
-
-
 def _overwrite(lakehouse, df: DataFrame, spec, marker: str) -> None:
     lakehouse.overwrite(df, spec, user_metadata=marker)
 
@@ -163,7 +157,7 @@ def ensure_heldout_index(lakehouse, config: Config, progress: Callable[[str], No
     lakehouse.ensure(HELDOUT)
     version = lakehouse.version(HELDOUT.name)
     marker = _marker(version, params)
-    if not force and all(index_marker(lakehouse, spec.name) == marker for spec in INDEX_TABLES):
+    if not force and all(lakehouse.commit_metadata(spec.name) == marker for spec in INDEX_TABLES):
         return IndexStatus(False, version, params.tag)
     started = time.monotonic()
     say(f"contamination: building the held-out index from heldout v{version} ({params.tag})…")
@@ -316,3 +310,28 @@ def contamination_matches(lakehouse, config: Config, items_df: DataFrame,
     result = items.mapInArrow(match, MATCH_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     result.count()
     return result
+
+
+# ---- the filter ---------------------------------------------------------------------------------
+def prepare(ctx: CurateContext, engine) -> None:
+    """Register `contamination_matches`: `contamination_matches` (the best held-out match per
+    matched item) for the candidates (item_id = gen_id) and for the seeds they were generated from
+    (item_id = seed_id), in one call."""
+    seeds = ctx.lakehouse.read("seeds")
+    items = ctx.spark.sql(
+        "SELECT gen_id AS item_id, question, context, choices, answer_text, answer_format FROM stg_candidates")
+    seed_items = (seeds.join(ctx.spark.table("stg_candidates").select("seed_id").distinct(), "seed_id", "left_semi")
+                  .select(F.col("seed_id").alias("item_id"), "question", "context", "choices", "answer_text",
+                          "answer_format"))
+    items = items.unionByName(seed_items).dropDuplicates(["item_id"])
+    matches = engine(ctx.lakehouse, ctx.config, items)
+    ctx.register("contamination_matches", conformed(matches, MATCH_SCHEMA, "contamination_matches()"),
+                 cached=matches)
+
+
+FILTER = Filter(
+    "contamination", Model("intermediate/filter_contamination.sql"), reads=("seeds",), prepare=prepare,
+    engine=Engine(__name__, "contamination_matches", lambda: contamination_matches,
+                  reads=(HELDOUT.name, HELDOUT_KEYS.name, HELDOUT_SHINGLES.name),
+                  writes=(HELDOUT_KEYS.name, HELDOUT_SHINGLES.name)),
+    enabled=lambda config: config.curate.contamination.enabled)

@@ -25,6 +25,8 @@ The pure parts (stimulus text, shingles, signatures, band hashes, the S-curve) a
    (SoCC 2014): O(log² n) rounds, each a few shuffles, edges only (no collect), each round
    checkpointed, stopping when every node points at its component's minimum.
 5. `near_duplicates` assembles one row per generated item for the curate stage.
+
+The module ends with the `near_dup` filter's declaration (`FILTER`) and its prepare step.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from collections.abc import Iterator
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
 from jobs.config import NearDupConfig
+from jobs.filters.base import Engine, Filter, conformed
 from jobs.lakehouse import Lakehouse
+from jobs.sqlmodels import CurateContext, Model, sql_literal
 from schemas.tables import MINHASH_SIGNATURES
 from udfs.minhash import MinHashParams, sign_frame
 
@@ -359,3 +363,39 @@ def _closest(pairs: DataFrame, prefix: str) -> DataFrame:
     order = F.struct(-F.col("jaccard"), F.col("other_id"))
     return pairs.groupBy("gen_id").agg(
         F.min_by("other_id", order).alias(f"{prefix}_id"), F.max("jaccard").alias(f"{prefix}_jaccard"))
+
+
+# ---- the filter ---------------------------------------------------------------------------------
+# What `near_duplicates` returns, as the filter model reads it (`near_dup_matches`).
+MATCH_SCHEMA = StructType([
+    StructField("gen_id", StringType()),
+    StructField("component_id", StringType()),
+    StructField("component_size", LongType()),
+    StructField("best_match_id", StringType()),
+    StructField("best_match_jaccard", DoubleType()),
+    StructField("seed_match_id", StringType()),
+    StructField("seed_match_jaccard", DoubleType()),
+])
+
+
+def prepare(ctx: CurateContext, engine) -> None:
+    """Register `near_dup_matches`: `near_duplicates` over this run's generated candidates plus the
+    generated rows already in `curated` for tasks outside this run's scope (so a new item that
+    repeats an earlier curated one is caught, and earlier survivors keep winning), against every
+    seed. The engine signs what is new in `minhash_signatures` first."""
+    out_of_scope = "true" if not ctx.tasks else f"NOT array_contains({sql_literal(ctx.tasks)}, e.task)"
+    generated = ctx.spark.sql(
+        "SELECT gen_id, question, context, choices FROM stg_candidates WHERE item_kind = 'generated' "
+        "UNION ALL "
+        "SELECT e.gen_id, e.question, e.context, e.choices FROM stg_curated_existing e "
+        "LEFT ANTI JOIN stg_candidates c ON c.gen_id = e.gen_id "
+        f"WHERE e.item_kind = 'generated' AND {out_of_scope}")
+    seeds = ctx.lakehouse.read("seeds").select("seed_id", "question", "context", "choices")
+    matches = engine(ctx.lakehouse, ctx.config.curate.near_dup, generated, seeds)
+    ctx.register("near_dup_matches", conformed(matches, MATCH_SCHEMA, "near_duplicates()"))
+
+
+FILTER = Filter(
+    "near_dup", Model("intermediate/filter_near_dup.sql"), reads=("seeds",), prepare=prepare,
+    engine=Engine(__name__, "near_duplicates", lambda: near_duplicates,
+                  reads=(MINHASH_SIGNATURES.name,), writes=(MINHASH_SIGNATURES.name,)))

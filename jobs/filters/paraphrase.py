@@ -18,8 +18,9 @@ udfs/embeddings.py (the model, top-k).
    unreadable verdicts), verdicts are MERGEd into `paraphrase_judgments`.
    `estimate_judge` is the dry-run (nothing embedded into Delta, nothing sent).
 
-`paraphrase_matches(ctx_like, eligible)` is what the curate prepare step calls: it runs 1-3 for the
-eligible candidates and returns the pairs with their verdicts.
+`paraphrase_matches(lakehouse, config, eligible)` is what the filter's prepare step (at the end,
+with the declaration `FILTER`) calls: it runs 1-3 for the eligible candidates and returns the pairs
+with their verdicts, the judge on the run's endpoint.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, StringType, StructField, StructType
 
 from jobs.config import Config, ConfigError
-from jobs.curate import PARAPHRASE_MATCH_SCHEMA
+from jobs.filters.base import Engine, Filter, conformed
 from jobs.lakehouse import Lakehouse
 from jobs.llm_stage import LLMStageSpec, StageResult, estimate_stage, run_stage
-from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, PARAPHRASE_JUDGMENTS
+from jobs.sqlmodels import CurateContext, Model
+from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, LLM_CALLS, PARAPHRASE_JUDGMENTS, QUARANTINE
 from udfs.paraphrase import JUDGE, JUDGE_RECORD, embedding_text, judge_requests, parse_judge_row
 
 PAIR_SCHEMA = StructType([
@@ -48,10 +50,19 @@ PAIR_SCHEMA = StructType([
     StructField("rank", IntegerType(), False),
     StructField("similarity", DoubleType(), False),
 ])
-# what the curate prepare step registers as `paraphrase_matches` (the contract curate checks): one
-# row per retrieved pair above the floor, with the judge's verdict (NULL: not judged yet, or the
-# response was unusable)
-MATCH_SCHEMA = PARAPHRASE_MATCH_SCHEMA
+# what the prepare step registers as `paraphrase_matches`: one row per retrieved pair above the
+# floor, with the judge's verdict (NULL: not judged yet, or the response was unusable)
+MATCH_SCHEMA = StructType([
+    StructField("gen_id", StringType()),
+    StructField("pair_id", StringType()),
+    StructField("heldout_id", StringType()),
+    StructField("heldout_task", StringType()),
+    StructField("heldout_split", StringType()),
+    StructField("similarity", DoubleType()),
+    StructField("rank", IntegerType()),
+    StructField("verdict", StringType()),
+    StructField("request_id", StringType()),
+])
 
 
 def require_extra(config: Config) -> None:
@@ -103,14 +114,12 @@ def ensure_heldout_embeddings(lakehouse: Lakehouse, config: Config,
                               progress: Callable[[str], None] | None = None) -> EmbeddingStatus:
     """Overwrite `heldout_embeddings` from the current `heldout` version unless its last commit
     was built from that version with the same model (then nothing is computed or committed)."""
-    from jobs.filters.contamination import index_marker
-
     say = progress or (lambda _: None)
     model = config.curate.paraphrase.model
     lakehouse.ensure(HELDOUT)
     version = lakehouse.version(HELDOUT.name)
     marker = _marker(version, model)
-    if index_marker(lakehouse, HELDOUT_EMBEDDINGS.name) == marker:
+    if lakehouse.commit_metadata(HELDOUT_EMBEDDINGS.name) == marker:
         return EmbeddingStatus(False, version)
     started = time.monotonic()
     say(f"paraphrase: embedding held-out items of heldout v{version} ({model})…")
@@ -270,3 +279,33 @@ def paraphrase_matches(lakehouse: Lakehouse, config: Config, candidates: DataFra
             .join(current, "pair_id", "left")
             .withColumn("similarity", F.coalesce(F.col("_recorded"), F.col("similarity")))
             .select(*[F.col(f.name).cast(f.dataType) for f in MATCH_SCHEMA.fields]))
+
+
+# ---- the filter ---------------------------------------------------------------------------------
+# The filters whose rejection makes this filter skip an item (the cheaper ones: embedding and
+# judging an item they already keep out of `curated` would be paid for nothing).
+AFTER = ("validation", "exact_dup", "near_dup", "contamination")
+
+
+def prepare(ctx: CurateContext, engine) -> None:
+    """Register `paraphrase_eligible` (the candidates that passed every filter of AFTER: the only
+    ones embedded and judged) and `paraphrase_matches` (`paraphrase_matches`: their held-out
+    neighbours above the floor with the judge's verdicts; the judge runs through the LLM engine and
+    ledger as stage 'judge', on the run's endpoint when the pipeline opened one)."""
+    joins = " ".join(f"JOIN filter_{name} f_{name} ON f_{name}.gen_id = c.gen_id AND f_{name}.passed"
+                     for name in AFTER)
+    eligible = ctx.spark.sql(
+        f"SELECT c.gen_id, c.task, c.task_family, c.question, c.context, c.choices, c.answer_text "
+        f"FROM stg_candidates c {joins}").localCheckpoint(eager=True)
+    ctx.register("paraphrase_eligible", eligible)
+    matches = engine(ctx.lakehouse, ctx.config, eligible, ctx.progress, endpoint=ctx.endpoint)
+    ctx.register("paraphrase_matches", conformed(matches, MATCH_SCHEMA, "paraphrase_matches()"))
+
+
+FILTER = Filter(
+    "paraphrase", Model("intermediate/filter_paraphrase.sql"), prepare=prepare,
+    engine=Engine(__name__, "paraphrase_matches", lambda: paraphrase_matches,
+                  reads=(HELDOUT.name, HELDOUT_EMBEDDINGS.name, PARAPHRASE_JUDGMENTS.name, LLM_CALLS.name),
+                  writes=(HELDOUT_EMBEDDINGS.name, PARAPHRASE_JUDGMENTS.name, LLM_CALLS.name, QUARANTINE.name),
+                  uses_endpoint=True),
+    enabled=lambda config: config.curate.paraphrase.enabled)

@@ -1,59 +1,30 @@
-"""The call step of every LLM stage: the ledger-driven streaming runner (jobs/llm_stage/runner.py
-drives it).
+"""The call step of every LLM stage (runner.py drives it): `run_llm_stage` sends only the requests
+without a terminal row in `llm_calls`, through one calling Spark job per run, no batch barrier.
 
-`run_llm_stage` sends only requests without a terminal row in `llm_calls`, through **one calling
-Spark job per run** with no batch barrier:
+- Pending requests are hash-partitioned on request_id into `llm.call_tasks` partitions; each task
+  streams its share through the async engine (`udfs.llm_udf.make_spool_partition`) with a constant
+  window of `max_concurrency // call_tasks` requests in flight, and writes finished results to
+  spool files (Parquet, atomic rename) under `<llm.spool_dir>/<stage>/<run_id>/` every
+  `llm.commit_rows` results or `llm.commit_seconds`.
+- The driver runs that job in a background thread and appends the spooled files to the ledger
+  (one append per tick, never sooner after a commit than that commit took), deletes them, and
+  reports progress from what it committed.
+- Recovery first: a run commits the spool a crashed run left (insert-only on (request_id,
+  run_id)) before it sends anything. A task that Spark retries sends nothing in its retry.
+- No plan step: the run pins the ledger's Delta version; the job's first stages dedupe and
+  anti-join against it, and the counts run while the first requests are out (only
+  `llm.max_requests` numbers the pending set first). The requests frame is evaluated twice, so it
+  must be deterministic.
+- Stops: `llm.max_tokens_budget` and stage-fatal results (`udfs.llm_client.is_stage_fatal`) write
+  a stop marker in the run's spool dir that the tasks poll; they drain, spool and end.
 
-- the pending requests are hash-partitioned on request_id into `llm.call_tasks` partitions
-  (default: the cluster's parallel slots minus one, so the ledger commits always find a free
-  slot; never more than `endpoint.max_concurrency`); each task streams its partition through the
-  async engine (`udfs.llm_udf.make_spool_partition`) with a constant window of
-  `max_concurrency // call_tasks` requests in flight — a new request starts as soon as any
-  finishes, so a slow request holds one slot, never the others;
-- each task writes completed results to **spool** files (Parquet, atomic rename) every
-  `llm.commit_rows` results or `llm.commit_seconds`, under `<llm.spool_dir>/<stage>/<run_id>/`;
-- the driver runs the job in a background thread and, while it runs, appends the spooled files
-  to the `llm_calls` Delta ledger (one append per tick, at most every `llm.commit_seconds`, and
-  never sooner after a commit than that commit took, so commits use at most half the driver's time),
-  deletes them after the commit, and reports progress from what it committed (no query against
-  the ledger per commit);
-- recovery: every run first commits the spool left by a crashed run of the stage (insert-only on
-  (request_id, run_id), so a crash between an append and the deletes duplicates nothing), then
-  sends pending = requests without a terminal ledger row;
-- no separate plan step: the run pins the ledger's current Delta version, the calling job's own
-  first stages deduplicate the requests and anti-join them against the ledger at that version,
-  and the counts (requested, already done, pending) are one aggregation over the same frames that
-  the driver runs while the first requests are out, before its first commit. Only `llm.max_requests` materializes and
-  numbers the pending set before the first request. The requests frame is evaluated twice (by the
-  job and the counts), so it must be deterministic — the stages' plans are (content-hash ids over
-  tables the stage does not write).
-
-**The unit of loss.** A crash (driver, JVM or executor killed) loses, per calling task, at most
-the requests in flight (`max_concurrency // call_tasks`) plus the completed results not yet in
-a spool file (fewer than `llm.commit_rows`, none older than `llm.commit_seconds`): those calls
-were paid and are sent again by the rerun. Everything spooled is committed by the next run.
-A calling task that Spark retries (an executor was lost) sends nothing in its retry: its
-partition's unspooled requests stay pending for the next run rather than being paid twice.
-
-Stops without barriers: `llm.max_requests` limits the pending set up front (exactly, no global
-sort); `llm.max_tokens_budget` and stage-fatal results (`udfs.llm_client.is_stage_fatal`:
-structured output rejected, HTTP 401/403/404; or every result so far a 400) write a stop marker
-in the run's spool dir, which the tasks poll: they send nothing more, drain and spool what is in
-flight, and end. A task that sees a stage-fatal result itself stops at once and writes the marker
-for the others. So a token budget can be exceeded by the tokens of what was in flight or
-completed but not yet committed when the budget was reached (≤ in-flight + one commit unit per
-task, plus one commit interval of completions).
-
-Terminal statuses: `ok` and `parse_error` (the raw text is in the ledger; re-parse it, don't
-re-ask). `failed` rows (retries exhausted) are terminal too by default, so a rerun does not
-hammer a broken endpoint; `retry_failed=True` re-sends them, and then the ledger holds several
-rows for that request_id — read it through `latest_calls`, which keeps the best row per id.
+A crash loses per calling task at most the requests in flight plus fewer than `llm.commit_rows`
+unspooled results (docs/llm-stages.md). Terminal statuses: `ok`, `parse_error`, and `failed`
+unless `retry_failed` (then read the ledger through `latest_calls`, the best row per id).
 
 Requests frame columns: request_id, stage, source_key, task, task_family, sample_index, model,
-prompt_version, messages_json, response_format_json, temperature, max_tokens.
-
-Ledger rows of a run: run_id, and `micro_batch` = the number of the driver's commit (0, 1, ...)
-that appended the row (null for rows committed by a later run's recovery).
+prompt_version, messages_json, response_format_json, temperature, max_tokens. A run's ledger rows
+carry run_id and `micro_batch` (the driver's commit number; null for rows recovered later).
 
 Accounting (`RunAccounting`) reconciles exactly:
     requested = already_done + pending;  pending = sent + not_sent;

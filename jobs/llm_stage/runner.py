@@ -57,4 +57,4 @@ def pipeline_stage(spec: LLMStageSpec) -> Stage:
     def run(ctx: StageContext) -> StageResult:
         return run_stage(spec, ctx.lakehouse, ctx.config, progress=ctx.progress, endpoint=ctx.endpoint)
 
-    return Stage(name=spec.name, reads=spec.reads, writes=spec.writes, run=run, uses_endpoint=True)
+    return Stage(name=spec.name, reads=spec.reads, writes=spec.writes, run=run, uses_endpoint=lambda _config: True)

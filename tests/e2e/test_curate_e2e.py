@@ -122,7 +122,7 @@ def test_the_curate_stage_reads_and_writes_what_it_declares(world):
 
 
 def test_every_item_has_one_decision_per_filter(world):
-    from jobs.curate import FILTERS
+    from jobs.filters.registry import FILTERS
 
     lh = world["lakehouse"]
     decisions = lh.read("filter_decisions")

@@ -57,10 +57,11 @@ def _snapshot(lakehouse) -> dict[str, int | None]:
 def test_seeds_from_the_mirror_generate_k_enrich_m_all_accounted_rerun_sends_none(
         spark, small_mirror, make_config, start_sim, task_index):
     from jobs.catalog import TaskIndex, resolve_selection, run_catalog
-    from jobs.enrich import pretraining_documents, run_enrich
+    from jobs.enrich import run_enrich
     from jobs.generate import run_generate
     from jobs.ingest import run_ingest
     from jobs.lakehouse import Lakehouse
+    from tests.documents import pretraining_documents
 
     config = make_config(
         "schema=t_e2e_generate_enrich", f"tasks.mirror={small_mirror}",

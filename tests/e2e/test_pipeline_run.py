@@ -104,7 +104,7 @@ def test_every_stage_reads_and_writes_exactly_the_tables_it_declares(keyed_demo_
 
 
 def _lineage(tracking_uri: str, run_id: str) -> dict:
-    """The README's "Lineage in MLflow" snippet: from a pipeline run id, with the MLflow client only."""
+    """The "Lineage in MLflow" snippet of docs/publishing.md: from a pipeline run id, with the MLflow client only."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)

@@ -13,7 +13,6 @@ from jobs.filters.contamination import (
     MATCH_COLUMNS,
     contamination_matches,
     ensure_heldout_index,
-    index_marker,
     load_heldout_index,
 )
 from schemas.tables import HELDOUT, HELDOUT_KEYS, HELDOUT_SHINGLES
@@ -72,7 +71,7 @@ def test_index_is_built_once_per_heldout_version_and_settings(lakehouse, make_co
     first = ensure_heldout_index(lakehouse, lakehouse.config)
     assert first.built and first.heldout_items == len(HELDOUT_ROWS)
     built = versions(lakehouse)
-    assert all(index_marker(lakehouse, name) and f'"heldout_version": {first.heldout_version}' in index_marker(lakehouse, name)
+    assert all(lakehouse.commit_metadata(name) and f'"heldout_version": {first.heldout_version}' in lakehouse.commit_metadata(name)
                for name in built)
 
     again = ensure_heldout_index(lakehouse, lakehouse.config)

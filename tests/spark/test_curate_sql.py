@@ -2,7 +2,7 @@
 
 Each test gives a model its inputs — lakehouse tables for staging models, the upstream views
 (dbt-style mocked refs) for intermediate and curated models — runs that one model through the
-real binder (`jobs.curate.run_model`) and checks its rows. The runner itself (contract checks, a
+real binder (`jobs.sqlmodels.run_model`) and checks its rows. The runner itself (contract checks, a
 filter plugged in without changes, MERGE scope and idempotency) is tested at the end.
 """
 
@@ -13,17 +13,10 @@ import json
 import pytest
 from pyspark.sql.types import StructType
 
-from jobs.curate import (
-    FILTERS,
-    CurateContext,
-    CurateContractError,
-    Filter,
-    Model,
-    curate_params,
-    register_udfs,
-    run_model,
-    sql_literal,
-)
+from jobs.curate import curate_params
+from jobs.filters.base import CurateContractError, Filter
+from jobs.filters.registry import FILTERS
+from jobs.sqlmodels import CurateContext, Model, register_udfs, run_model, sql_literal
 from schemas.tables import ENRICHED, GENERATED, LICENSE_POLICY, LLM_CALLS, SEEDS, TableSpec
 
 pytestmark = pytest.mark.spark
@@ -584,13 +577,19 @@ def test_an_absent_engine_records_not_checked_and_a_disabled_filter_disabled(lak
     model never run), a filter listed in curate.disabled_filters passes them with 'disabled'; the
     license filter cannot be disabled and an unknown name is an error."""
     from jobs.config import ConfigError
-    from jobs.curate import Engine, run_filters
+    from jobs.curate import run_filters
+    from jobs.filters.base import Engine
+
+    def no_such_engine():
+        from jobs.filters.no_such_engine import matches
+
+        return matches
 
     spark = lakehouse.spark
     never = []
     ghost = Filter("ghost", Model("intermediate/filter_near_dup.sql"),
                    prepare=lambda ctx, engine: never.append(engine),
-                   engine=Engine("jobs.filters.no_such_engine", "matches", reads=("heldout",)))
+                   engine=Engine("jobs.filters.no_such_engine", "matches", no_such_engine, reads=("heldout",)))
     exact = next(f for f in FILTERS if f.name == "exact_dup")
     config = make_config("curate.disabled_filters=[exact_dup]")
     ctx = CurateContext(lakehouse, config, None, "r", params=curate_params(config, None, "r"))
@@ -713,7 +712,7 @@ def test_run_curate_end_to_end_rerun_commits_nothing_and_scope_deletes(lakehouse
 
 @pytest.mark.heavy  # reads a whole curate run (small_curated)
 def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_alone(small_curated):
-    """The `taskseed sql` queries of README's "Querying curation" block run on a curated lakehouse;
+    """The `taskseed sql` queries of docs/curation.md's "Querying curation" block run on a curated lakehouse;
     the first ("how many items did each filter reject, per task family") reads `filter_decisions`
     alone and agrees with the run's own tally (every filter's, the plugged-in one's too)."""
     import re
@@ -721,8 +720,8 @@ def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_
 
     from schemas.tables import ALL_TABLES
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("### Querying curation", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "curation.md").read_text(encoding="utf-8")
+    block = readme.split("## Querying curation", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     queries = re.findall(r'^taskseed sql "(.+)"$', block, flags=re.M)
     assert len(queries) >= 3
     first = queries[0]

@@ -14,9 +14,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.cli import cmd_generate
-from jobs.enrich import pretraining_documents, run_enrich
+from jobs.enrich import run_enrich
 from jobs.generate import run_generate
 from schemas.tables import ENRICHED, GENERATED, LLM_CALLS, QUARANTINE, SEEDS
+from tests.documents import pretraining_documents
 from tests.unit.seed_records import broken_seed, seed_rows
 from udfs.llm_client import EndpointSettings
 

@@ -77,10 +77,11 @@ def published_inputs(lakehouse):
 @pytest.mark.heavy  # a whole publish run
 def test_publish_exports_each_dataset_at_its_version_with_manifest_and_card(published_inputs, tmp_path):
     from jobs.export import read_manifest
+    from jobs.pipeline import lineage_tables
     from jobs.publish import run_publish
 
     lakehouse = published_inputs
-    result = run_publish(lakehouse, lakehouse.config, shard_rows=2, run_id="run-1")
+    result = run_publish(lakehouse, lakehouse.config, lineage_tables(lakehouse.config), shard_rows=2, run_id="run-1")
     by_dataset = {p.dataset: p for p in result.publications}
     assert set(by_dataset) == {"curated", "curated_commercial"} and result.committed
     curated = by_dataset["curated"]
@@ -107,14 +108,16 @@ def test_publish_exports_each_dataset_at_its_version_with_manifest_and_card(publ
 
 
 def test_the_card_funnel_and_counts_come_from_the_decisions_and_the_ledger(published_inputs):
-    from jobs.publish import base_manifest, gather_card, input_versions
+    from jobs.datacard import gather_card
+    from jobs.pipeline import lineage_tables
+    from jobs.publish import base_manifest, input_versions
 
     lakehouse = published_inputs
     config = lakehouse.config
     for dataset, gating_end in (("curated", 3), ("curated_commercial", 2)):
         df = lakehouse.read(dataset)
         manifest = {**base_manifest(lakehouse, config, dataset, lakehouse.version(dataset), df, "r",
-                                    input_versions(lakehouse, config)), "files": []}
+                                    input_versions(lakehouse, lineage_tables(config))), "files": []}
         card = gather_card(lakehouse, config, dataset, df, df.count(), manifest)
         steps = dict(card.funnel)
         assert card.funnel[0] == ("candidates", 7)
@@ -138,23 +141,24 @@ def test_the_card_funnel_and_counts_come_from_the_decisions_and_the_ledger(publi
 
 @pytest.mark.heavy  # three whole publish runs
 def test_republishing_writes_and_commits_nothing_a_new_version_gets_its_own_folder(published_inputs):
+    from jobs.pipeline import lineage_tables
     from jobs.publish import run_publish
     from schemas.tables import CURATED
 
     lakehouse = published_inputs
-    first = run_publish(lakehouse, lakehouse.config, shard_rows=2)
+    first = run_publish(lakehouse, lakehouse.config, lineage_tables(lakehouse.config), shard_rows=2)
     version = lakehouse.version("publications")
     manifest = first.publications[0].folder / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
 
-    again = run_publish(lakehouse, lakehouse.config, shard_rows=2)
+    again = run_publish(lakehouse, lakehouse.config, lineage_tables(lakehouse.config), shard_rows=2)
     assert not again.committed and lakehouse.version("publications") == version
     assert not any(p.export.written for p in again.publications)
     assert manifest.stat().st_mtime_ns == stamp
 
     old_version = lakehouse.version("curated")
     lakehouse.merge(lakehouse.spark.createDataFrame([_curated_row(8, "boolq", "mit", "yes")], CURATED.schema), CURATED)
-    third = run_publish(lakehouse, lakehouse.config, shard_rows=2)
+    third = run_publish(lakehouse, lakehouse.config, lineage_tables(lakehouse.config), shard_rows=2)
     curated = next(p for p in third.publications if p.dataset == "curated")
     assert curated.delta_version == old_version + 1 and curated.export.written and curated.export.rows == 4
     assert (lakehouse.home / "exports" / "curated" / f"v{old_version}" / "manifest.json").is_file()
@@ -163,7 +167,8 @@ def test_republishing_writes_and_commits_nothing_a_new_version_gets_its_own_fold
 
 def test_publish_before_curate_is_a_clear_error(lakehouse):
     from jobs.config import ConfigError
+    from jobs.pipeline import lineage_tables
     from jobs.publish import run_publish
 
     with pytest.raises(ConfigError, match="run `taskseed curate`"):
-        run_publish(lakehouse, lakehouse.config)
+        run_publish(lakehouse, lakehouse.config, lineage_tables(lakehouse.config))

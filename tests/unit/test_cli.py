@@ -7,7 +7,8 @@ import argparse
 
 import pytest
 
-from jobs.cli import add_sim_parser, main, parse_tasks, settings_from_args
+from jobs.cli import main, parse_tasks
+from jobs.sim_command import add_sim_parser, settings_from_args
 from jobs.config import ConfigError, SimulatorConfig, load_config
 from simulator import DEFAULT_FAULT_KINDS, SimSettings
 
@@ -101,7 +102,8 @@ def test_run_ends_with_where_to_look(tmp_path):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from jobs.cli import build_parser, print_where_to_look
+    from jobs.cli import build_parser
+    from jobs.console import print_where_to_look
 
     home = tmp_path / "my home"
     home.mkdir()
@@ -261,7 +263,7 @@ def test_program_is_what_the_shell_can_start(tmp_path, monkeypatch):
     import sys
     from pathlib import Path
 
-    from jobs.cli import program
+    from jobs.console import program
 
     bin_dir = Path(sys.executable).parent
     if not (bin_dir / "taskseed").exists():
@@ -279,7 +281,7 @@ def test_program_is_what_the_shell_can_start(tmp_path, monkeypatch):
 def test_tables_say_what_they_cut_and_status_cuts_nothing():
     from types import SimpleNamespace
 
-    from jobs.cli import STATUS_COLUMNS, cells_cut, format_table, status_rows
+    from jobs.console import STATUS_COLUMNS, cells_cut, format_table, status_rows
 
     long = "/a/very/long/export/path/" + "x" * 80
     assert "…" in format_table(["path"], [[long]]) and long not in format_table(["path"], [[long]])

@@ -9,24 +9,10 @@ import re
 import pytest
 
 from jobs.config import ConfigError, load_config
-from jobs.curate import (
-    CURATED_MODELS,
-    FILTERS,
-    GATE_COMMERCIAL,
-    GATE_CURATED,
-    INTERMEDIATE,
-    READS,
-    SQL_DIR,
-    WRITES,
-    Engine,
-    optional_engine,
-    reads,
-    writes,
-    STAGING,
-    bind_sql,
-    curate_params,
-    sql_literal,
-)
+from jobs.curate import CURATED_MODELS, INTERMEDIATE, READS, STAGING, WRITES, curate_params, reads, writes
+from jobs.filters.base import GATE_COMMERCIAL, GATE_CURATED, Engine
+from jobs.filters.registry import FILTERS
+from jobs.sqlmodels import SQL_DIR, bind_sql, sql_literal
 from schemas.tables import ALL_TABLES
 
 ALL_MODELS = [*STAGING, *INTERMEDIATE, *(f.model for f in FILTERS), *CURATED_MODELS]
@@ -86,7 +72,13 @@ def test_engine_tables_are_declared_only_when_the_engine_runs():
     assert "minhash_signatures" in reads(config) and "minhash_signatures" in writes(config)
     off = load_config(overrides=["curate.disabled_filters=[near_dup]"])
     assert "minhash_signatures" not in reads(off) and "minhash_signatures" not in writes(off)
-    assert Engine("jobs.filters.no_such_engine", "f", reads=("x",)).available() is False
+    assert Engine("jobs.filters.no_such_engine", "f", _no_such_engine, reads=("x",)).available() is False
+
+
+def _no_such_engine():
+    from jobs.filters.no_such_engine import f
+
+    return f
 
 
 def test_an_engine_that_exists_but_cannot_import_is_an_error_not_absent(tmp_path, monkeypatch):
@@ -96,6 +88,26 @@ def test_an_engine_that_exists_but_cannot_import_is_an_error_not_absent(tmp_path
     (package / "broken.py").write_text("import no_such_dependency_of_the_engine\n\ndef f():\n    pass\n")
     (package / "fine.py").write_text("def f():\n    return 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+
+    def absent():
+        import probe_engines.absent as engine
+
+        return engine.f
+
+    def fine():
+        import probe_engines.fine as engine
+
+        return engine.f
+
+    def broken():
+        import probe_engines.broken as engine
+
+        return engine.f
+
+    def optional_engine(module: str, attribute: str):
+        load = {"probe_engines.absent": absent, "probe_engines.fine": fine, "probe_engines.broken": broken}[module]
+        return Engine(module, attribute, load).loaded()
+
     assert optional_engine("probe_engines.absent", "f") is None
     assert optional_engine("probe_engines.fine", "f")() == 1
     with pytest.raises(ModuleNotFoundError, match="no_such_dependency_of_the_engine"):

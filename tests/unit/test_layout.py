@@ -1,6 +1,8 @@
 """Import rules of the tree, read from the source (no import side effects): the CLI is a leaf that
 only the console script imports; executor code (udfs/), the simulator and the schemas never import
-the driver side (jobs/); the answer-format vocabulary is spelled out in schemas/ only."""
+the driver side (jobs/); no module imports by name (importlib), no modules import each other in a
+circle, and no import runs back up the floors of `FLOORS`, counting imports inside functions; the
+answer-format vocabulary is spelled out in schemas/ only."""
 
 from __future__ import annotations
 
@@ -26,6 +28,130 @@ def _imports(path: Path) -> set[str]:
 
 def _modules(*packages: str) -> list[Path]:
     return sorted(p for package in packages for p in (REPO / package).rglob("*.py"))
+
+
+# The floors of the house, top first: a module imports modules of its own floor or lower ones only
+# (each names modules or packages by prefix).
+FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("commands", ("jobs.cli", "jobs.console", "jobs.sim_command", "jobs.status")),
+    ("the pipeline", ("jobs.pipeline",)),
+    ("stages", ("jobs.catalog", "jobs.ingest", "jobs.generate", "jobs.enrich", "jobs.curate", "jobs.publish")),
+    ("what stages are made of", ("jobs.llm_stage", "jobs.filters", "jobs.sqlmodels", "jobs.datacard", "jobs.export")),
+    ("services", ("jobs.lakehouse", "jobs.runtime", "jobs.preflight", "jobs.tracking", "jobs.stage", "jobs.progress",
+                  "jobs.config", "jobs")),
+    ("executor code, simulator, schemas", ("udfs", "simulator", "schemas")),
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph() -> dict[str, set[str]]:
+    """{module: the tree's modules it imports}, anywhere in the file (functions too), a
+    `from package import module` counted as importing that module, and `importlib.import_module`
+    or `__import__` with a literal name counted like an import."""
+    modules = {_module_name(p): p for p in _modules(*PACKAGES)}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(resolve(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.update(resolve(f"{node.module}.{a.name}") if f"{node.module}.{a.name}" in modules
+                               else resolve(node.module) for a in node.names)
+            elif isinstance(node, ast.Call) and _by_name(node) and node.args \
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                targets.add(resolve(node.args[0].value))
+        graph[name] = {t for t in targets if t and t != name}
+    return graph
+
+
+def _by_name(node: ast.Call) -> bool:
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id in ("import_module", "__import__")) or \
+        (isinstance(func, ast.Attribute) and func.attr in ("import_module", "__import__"))
+
+
+def _floor(module: str) -> int:
+    best = None
+    for i, (_, prefixes) in enumerate(FLOORS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (i, len(prefix))
+    assert best is not None, f"{module} stands on no floor of FLOORS: add it there"
+    return best[0]
+
+
+@pytest.mark.parametrize("path", _modules(*PACKAGES), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_module_imports_by_name(path):
+    """An import by name (importlib) hides an arrow from readers and from these checks: none names
+    a module of the tree."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+                 for t in n.targets if isinstance(t, ast.Name)}
+    ours = {p.split(".")[0] for p in PACKAGES}
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and _by_name(n)):
+        arg = call.args[0] if call.args else None
+        name = arg.value if isinstance(arg, ast.Constant) else constants.get(getattr(arg, "id", None))
+        # only a third-party package named by a constant may be loaded by name (an optional extra)
+        assert isinstance(name, str) and name.split(".")[0] not in ours, f"line {call.lineno}: import by name"
+
+
+def test_no_import_circle():
+    graph = _graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert circles == []
+
+
+def test_no_import_runs_back_up():
+    up = sorted(f"{a} -> {b}" for a, targets in _graph().items() for b in targets if _floor(b) < _floor(a))
+    assert up == []
+
+
+def test_the_floor_check_sees_imports_inside_functions_and_by_name(tmp_path):
+    source = "def f():\n    from jobs.pipeline import PIPELINE\n    importlib.import_module('jobs.cli')\n"
+    tree = ast.parse(source)
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _by_name(n)]
+    froms = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert froms == ["jobs.pipeline"] and [c.args[0].value for c in calls] == ["jobs.cli"]
+    assert _floor("jobs.pipeline") < _floor("jobs.publish") < _floor("jobs.filters.near_dup") < _floor("udfs.minhash")
 
 
 @pytest.mark.parametrize("path", _modules(*PACKAGES), ids=lambda p: p.relative_to(REPO).as_posix())

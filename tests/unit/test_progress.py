@@ -73,7 +73,7 @@ def test_meter_emits_when_the_total_changes():
 
 
 def _printer(monkeypatch, tty: bool):
-    import jobs.cli as cli
+    import jobs.console as cli
 
     stream = io.StringIO()
     stream.isatty = lambda: tty  # type: ignore[method-assign]
@@ -88,7 +88,7 @@ def test_cli_printer_redraws_updates_in_place_on_a_terminal(monkeypatch):
     cli.progress(progress_line("a", 2, 4, 2.0))
     cli.progress("a: merged")
     cli.progress(progress_line("b", 1, 2, 1.0))
-    cli._end_update_line()
+    cli.end_update_line()
     out = stream.getvalue()
     assert out == ("\r\x1b[Ka 1/4 rows (25%), 1.0 rows/s, ETA 0:03"
                    "\r\x1b[Ka 2/4 rows (50%), 1.0 rows/s, ETA 0:02\na: merged\n"

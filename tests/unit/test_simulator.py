@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from jobs.cli import add_sim_parser, settings_from_args
+from jobs.sim_command import add_sim_parser, settings_from_args
 from tests.unit import seed_records
 from udfs.prompts import render_enrichment_messages, render_generation_messages
 from simulator import SimSettings, parse_contract, sim_answer, sim_truth

@@ -36,7 +36,7 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate_publish():
 
 
 def test_a_publication_records_every_table_its_rows_derive_from_and_not_itself():
-    from jobs.publish import lineage_tables
+    from jobs.pipeline import lineage_tables
 
     config = Config()
     lineage = lineage_tables(config)
@@ -73,3 +73,15 @@ def test_stages_subset_keeps_dag_order_and_names_unknown_stages():
     assert [s.name for s in select_stages(["publish", "curate"], Config())] == ["curate", "publish"]
     with pytest.raises(ConfigError, match="unknown stage.*report"):
         select_stages(["report"], Config())
+
+
+def test_stages_declare_whether_they_call_the_endpoint_curate_when_the_judge_is_on():
+    """`taskseed run` opens one endpoint (or one simulator) when a selected stage declares it calls
+    one, and hands it to every stage: the paraphrase judge inside curate runs on it too."""
+    config = Config()
+    uses = {stage.name: stage.uses_endpoint(config) for stage in PIPELINE}
+    assert uses == {"catalog": False, "ingest": False, "generate": True, "enrich": True, "curate": False,
+                    "publish": False}
+    config.curate.paraphrase.enabled = True
+    assert next(s for s in PIPELINE if s.name == "curate").uses_endpoint(config)
+    assert not any(s.uses_endpoint(config) for s in select_stages(["catalog", "publish"], config))
