@@ -69,6 +69,11 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
     config_flag("--wrong-answer-rate", "probability of a deliberately wrong answer", type=_rate)
     config_flag("--duplicate-rate", "probability of a duplicate generated item", type=_rate)
     config_flag("--heldout-copy-rate", "probability of copying a held-out item", type=_rate)
+    config_flag("--seed-copy-rate", "probability of a generated item that is its seed's question with the gold "
+                                    "answer changed", type=_rate)
+    config_flag("--prompt-leak-rate", "probability of a generated item that repeats a sentence of its prompt",
+                type=_rate)
+    config_flag("--self-reference-rate", "probability of a trivial self-referential generated item", type=_rate)
     config_flag("--heldout-file", "JSONL of {question, choices, answer_text} that generation may copy from")
     config_flag("--reasoning", "reasoning output like vLLM/SGLang reasoning parsers: split = thoughts in the "
                                "reasoning field and the answer in content; only = everything in the reasoning "
@@ -85,7 +90,8 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
 
 _SIM_FLAGS = ("seed", "latency_ms", "latency_jitter_ms", "latency_dist", "max_concurrency", "rate_limit_rps",
               "rate_limit_burst", "retry_after_s", "fault_rate", "hang_s", "wrong_answer_rate", "duplicate_rate",
-              "heldout_copy_rate", "heldout_file", "reasoning", "reasoning_field", "reject_json_schema")
+              "heldout_copy_rate", "seed_copy_rate", "prompt_leak_rate", "self_reference_rate", "heldout_file",
+              "reasoning", "reasoning_field", "reject_json_schema")
 
 
 def settings_from_args(args: argparse.Namespace, sim_config: SimulatorConfig | None = None,
