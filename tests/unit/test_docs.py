@@ -1,7 +1,8 @@
 """The docs match the tree: the table reference (docs/tables.md) names every declared table and
 column and nothing else; every row of docs/guarantees.md names a proving test that exists; the
 README stays a front page (at most 12 KB, the two commands as .ci/run uses them, the lanes, a
-Layout whose paths exist, links that resolve)."""
+Layout whose paths exist, links that resolve); every filter is in docs/curation.md's filter table
+and README's curate row."""
 
 from __future__ import annotations
 
@@ -94,3 +95,17 @@ def test_the_docs_link_only_to_files_that_exist():
     for page in (REPO / "docs").glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text(encoding="utf-8")):
             assert (page.parent / target).exists() or (REPO / target).exists(), f"{page.name} links {target}"
+
+
+def test_every_filter_is_in_the_filter_table_and_the_readme_curate_row():
+    """A filter added to the registry is told to users where they look for it: a row of
+    docs/curation.md's "Filters and reasons" table and a name in README's `curate` command row."""
+    from jobs.filters.registry import FILTERS
+
+    curation = (REPO / "docs" / "curation.md").read_text()
+    table = curation.split("## Filters and reasons", 1)[1]
+    documented = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
+    names = [f.name for f in FILTERS]
+    assert [n for n in documented if n in names] == names, "docs/curation.md's filter table, in evaluation order"
+    (row,) = [line for line in README.read_text().splitlines() if line.startswith("| `curate")]
+    assert [n for n in names if not re.search(rf"\b{n}\b", row)] == []
