@@ -67,7 +67,7 @@ from udfs import minhash
 from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHORT_TEXT
 from udfs.textnorm import normalize_array, normalize_text
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: normalize_text of issue 25; answers through the answer algebra
 
 STIMULUS, QA, CONTEXT, QUERY = "stimulus", "qa", "context", "query"
 VIEWS = (STIMULUS, QA, CONTEXT, QUERY)
@@ -133,7 +133,7 @@ class DecontaminationParams:
 
     @property
     def tag(self) -> str:
-        """e.g. 'v1/n13/bp10/j0.5/minhash-v1/char5/p128/b42r3/seed1/affine32'."""
+        """e.g. 'v2/n13/bp10/j0.5/minhash-v2/char5/p128/b42r3/seed1/affine32'."""
         return (f"v{INDEX_VERSION}/n{self.ngram_n}/bp{self.boilerplate_min_items}/j{self.near_dup_threshold:g}/"
                 f"minhash-{self.minhash_params.tag}")
 

@@ -62,7 +62,7 @@ from datasketch import MinHash
 
 from udfs.textnorm import normalize_text
 
-SIGNATURE_VERSION = 1
+SIGNATURE_VERSION = 2  # 2: normalize_text keeps operators, marks of non-Latin scripts, splits CJK/Thai (issue 25)
 SCHEME = "affine32"  # datasketch's permutation scheme (bijective, collision-free; default since 2.0)
 
 _U64 = np.uint64
@@ -143,7 +143,7 @@ class MinHashParams:
 
     @property
     def tag(self) -> str:
-        """e.g. 'v1/char5/p64/b12r5/seed1/affine32'."""
+        """e.g. 'v2/char5/p64/b12r5/seed1/affine32'."""
         return (f"v{SIGNATURE_VERSION}/{self.shingle}{self.shingle_size}/p{self.num_perm}/"
                 f"b{self.bands}r{self.rows}/seed{self.seed}/{SCHEME}")
 
