@@ -168,9 +168,13 @@ def stimulus_text(question: str | None, context: str | None = None,
     llama.cpp example), and two different questions whose answers are both "4" or "yes" are not
     duplicates; answers are also short next to the stimulus, so including them would mostly add
     noise to the similarity. Options are included because an MCQ is defined by them as much as by
-    its question ("Which is a mammal?" with different options is a different item).
+    its question ("Which is a mammal?" with different options is a different item), in the order
+    of their normalized text: a copy with shuffled options is the same item (issue 25; the
+    contamination filter's `identity_options` sorts them the same way).
     """
-    parts = [context, question, *(choices if choices is not None else ())]
+    options = [str(c) for c in (choices if choices is not None else ()) if c is not None and str(c).strip()]
+    options.sort(key=lambda c: (normalize_text(c), c))
+    parts = [context, question, *options]
     return "\n".join(str(p) for p in parts if p is not None and str(p).strip())
 
 
