@@ -456,7 +456,10 @@ def _reference_matches(index, features: pd.DataFrame) -> dict[str, tuple]:
         options = []
         for r in range(len(index.ids)):
             if f.stimulus_key in by_row.get(("stimulus", r), ()) and f.stimulus == index.stimuli[r]:
-                options.append((1.0, 0, index.ids[r], "whole_text"))
+                held_context = csr_set(index.context_shingles, r)  # over a passage: answer or passage agree
+                if held_context is None or index.answers[r].intersection(f.answers) or (
+                        context is not None and len(context & held_context) / len(context | held_context) >= t):
+                    options.append((1.0, 0, index.ids[r], "whole_text"))
             shared = len(ngrams & by_row.get(("ngram", r), set()))
             if shared:
                 options.append((shared / f.n_ngrams, -1, index.ids[r], "ngram"))
