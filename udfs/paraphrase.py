@@ -153,13 +153,51 @@ def _verdict_word(value: Any) -> str | None:
     return None
 
 
+_ADVERB = r"(?:(?:actually|really|in fact|indeed|essentially|clearly|basically|truly|then|therefore|still|both)\s+)?"
+_SUBJECT = r"(?:they|these|those|both|the two(?:\s+questions|\s+items)?|the questions|the items|it|this|that)"
+# A stated conclusion, in the prose around a verdict or in its reason: which verdict it states.
+_CONCLUSION_RES = (
+    (DIFFERENT, re.compile(rf"\b{_SUBJECT}\s+(?:are|is|were|'re)\s+{_ADVERB}(?:not\s+(?:the\s+)?same|different|distinct|"
+                           rf"unrelated|not\s+(?:a\s+)?paraphrases?)\b", re.IGNORECASE)),
+    (SAME, re.compile(rf"\b{_SUBJECT}\s+(?:are|is|were|'re)\s+{_ADVERB}(?:(?:the\s+)?same|identical|equivalent|"
+                      rf"(?:a\s+)?paraphrases?|(?:a\s+)?(?:translation|rewording)s?)\b(?!\s+(?:topic|subject|"
+                      rf"number|numbers|format|length|style))", re.IGNORECASE)),
+    (DIFFERENT, re.compile(r"(?<!\bnot\s)(?<!\bnot a\s)\bdifferent\s+questions?\b", re.IGNORECASE)),
+    (SAME, re.compile(r"(?<!\bnot\s)(?<!\bnot the\s)(?<!\bdifferent\s)\bsame\s+question\b", re.IGNORECASE)),
+    (None, re.compile(r"[\"']?(?:verdict|answer|decision)[\"']?\s*(?:[:=]|should\s+be|is)\s*[\"'*]*(same|different)\b",
+                      re.IGNORECASE)),
+)
+_THINK_RE = re.compile(r"(?is)<(think|thinking|thought|reasoning)\b[^>]*>.*?</\1\s*>")
+
+
+def stated_verdicts(text: str) -> set[str]:
+    """The verdicts that `text` states as conclusions ("they are actually the same question",
+    "the verdict should be different", a second `"verdict": ...`), reasoning blocks left out."""
+    text = _THINK_RE.sub(" ", text)
+    found = set()
+    for verdict, pattern in _CONCLUSION_RES:
+        for match in pattern.finditer(text):
+            found.add(verdict or match.group(1).lower())
+    return found
+
+
 def parse_verdict(text: str | None) -> tuple[str, str | None]:
     """(verdict, reason) from a judge response: verdict "same" or "different", reason the model's
     explanation if it gave one. Reads a JSON object first (udfs.parsing.extract_json_object: fences,
     prose, reasoning blocks), the verdict under any of several keys, as a word or a boolean (keys
     like `is_same` / `contaminated`: true = same); else a bare answer word ("Same.", "**different**").
     Raises OutputRejected: the parser's JSON reasons, `no_verdict`, or `ambiguous_verdict` (both
-    words, or a negated one, in a free-text answer)."""
+    words, or a negated one, in a free-text answer; or a verdict that the response then contradicts:
+    `{"verdict": "different"}` followed by prose, a reason or a second object that concludes they are
+    the same question, so a judge that corrects itself is never read as "clean")."""
+    verdict, reason = _first_verdict(text)
+    contrary = stated_verdicts(str(text)) - {verdict}
+    if contrary:
+        raise ValidationError("ambiguous_verdict", f"{verdict}, then {sorted(contrary)[0]}: {str(text)[:160]}")
+    return verdict, reason
+
+
+def _first_verdict(text: str | None) -> tuple[str, str | None]:
     if text is None or not str(text).strip():
         raise ParseError("empty", "no content")
     try:

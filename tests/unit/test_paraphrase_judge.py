@@ -116,3 +116,42 @@ def test_simulator_judge(candidate, expected):
     body = {"messages": json.loads(row["messages_json"])}
     answer = json.loads(sim_answer(body, SimSettings(), "k", "k"))
     assert answer["verdict"] == expected and parse_verdict(json.dumps(answer))[0] == expected
+
+
+# ---- issue 25, kind 13: a verdict the response then contradicts is ambiguous, never "clean" ----------
+
+
+@pytest.mark.parametrize("text", [
+    '{"verdict": "different"}\nWait, on reflection both ask for the boiling point of water, so they are the same question.',
+    '{"verdict": "different", "reason": "Actually, they are the same question with other words."}',
+    '{"verdict": "different"}\n\nCorrection: the verdict should be "same".',
+    '{"verdict": "different"}\n{"verdict": "same"}',
+    '{"verdict": "same"}\nHmm, no: the two questions are different, one asks for a speed.',
+    '```json\n{"verdict": "different"}\n```\nOn second thought these are identical, just translated.',
+    '{"is_same": false}\nThey are really a paraphrase of each other.',
+    'Different.\nActually they are the same.',
+])
+def test_a_verdict_followed_by_a_contrary_conclusion_is_ambiguous(text):
+    with pytest.raises(OutputRejected) as err:
+        parse_verdict(text)
+    assert err.value.reason == "ambiguous_verdict"
+
+
+@pytest.mark.parametrize("text,verdict", [
+    ('{"verdict": "different"}\nThey are different questions: one asks for a mass, the other for a volume.', "different"),
+    ('{"verdict": "different", "reason": "Same topic and the same numbers, but a different unknown."}', "different"),
+    ('{"verdict": "same"}\nBoth ask the same question; the second is a translation.', "same"),
+    ('{"verdict": "different", "reason": "They are not the same question."}', "different"),
+    ('{"verdict": "same", "reason": "It is the same question in Chinese."}', "same"),
+    ("<think>Are they the same? They are different... no wait, they are the same.</think>{\"verdict\": \"same\"}",
+     "same"),
+])
+def test_a_verdict_with_a_consistent_explanation_stands(text, verdict):
+    assert parse_verdict(text)[0] == verdict
+
+
+def test_a_contradicted_verdict_becomes_a_quarantine_row():
+    (plan,) = judge_requests(PAIR, model="m", max_tokens=64)
+    row = parse_judge_row({**plan, "status": "ok", "run_id": "r",
+                           "content": '{"verdict": "different"}\nActually, they are the same question.'})
+    assert (row["kind"], row["reason"]) == ("quarantine", "ambiguous_verdict")
