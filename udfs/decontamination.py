@@ -1093,3 +1093,50 @@ class HeldoutIndex:
             "matched": out_matched,
             "score": cs[best].astype(np.float64),
         }, schema=MATCH_ARROW_SCHEMA)
+
+
+def build_heldout_index(heldout: pd.DataFrame, params: DecontaminationParams) -> HeldoutIndex:
+    """The held-out index built in memory, with the keys `jobs.filters.contamination.
+    ensure_heldout_index` stores and `load_heldout_index` loads (benchmarks, notebooks, tests; the
+    job builds it with Spark): n-gram and whole-text keys found in `boilerplate_min_items` or more
+    held-out items are left out, and so are the band and edit keys of a stimulus that many items
+    share. heldout: heldout_id, task, split, question, context, choices, answer_text, answer_format,
+    decontamination_text."""
+    f = featurize_frame(heldout.rename(columns={"heldout_id": "id"}), params, heldout=True,
+                        keep=("task", "split")).sort_values("id", kind="stable").reset_index(drop=True)
+    bp = params.boilerplate_min_items
+    stimulus_items = f.groupby("stimulus_key")["id"].transform("count").to_numpy()
+    kinds, keys, rows = [], [], []
+
+    def add(kind: str, values, row: int) -> None:
+        values = np.asarray(values, dtype=np.int64)
+        kinds.append(np.full(len(values), INDEX_KINDS.index(kind), dtype=np.int8))
+        keys.append(values)
+        rows.append(np.full(len(values), row, dtype=np.int32))
+
+    for row, r in enumerate(f.itertuples()):
+        add(KIND_NGRAM, r.ngrams, row)
+        add(KIND_STIMULUS, [r.stimulus_key], row)
+        if stimulus_items[row] >= bp:
+            continue
+        if r.bands is not None:
+            add(KIND_BAND, r.bands, row)
+        if r.edit_keys is not None:
+            raw = np.asarray(r.edit_keys, dtype=np.int64)
+            for edit_kind, name in EDIT_KIND_NAMES.items():
+                add(name, raw[(raw & 3) == edit_kind] >> 2, row)
+    kind = np.concatenate(kinds) if kinds else np.empty(0, np.int8)
+    key = np.concatenate(keys) if keys else np.empty(0, np.int64)
+    row = np.concatenate(rows) if rows else np.empty(0, np.int32)
+    # boilerplate n-grams and whole texts: keys of `bp` or more items (each item's keys are distinct)
+    frequent = np.zeros(len(key), dtype=bool)
+    for code in (INDEX_KINDS.index(KIND_NGRAM), INDEX_KINDS.index(KIND_STIMULUS)):
+        at = np.flatnonzero(kind == code)
+        _, inverse, counts = np.unique(key[at], return_inverse=True, return_counts=True)
+        frequent[at] = counts[inverse] >= bp
+    keep = ~frequent
+    key_table = pa.table({"kind": pa.array(np.asarray(INDEX_KINDS, dtype=object)[kind[keep]].tolist(), pa.string()),
+                          "key": pa.array(key[keep], pa.int64()), "row": pa.array(row[keep], pa.int32())})
+    items = pa.Table.from_pandas(f.rename(columns={"id": "heldout_id"})[
+        ["heldout_id", "task", "split", "stimulus", "answers", "shingles", "context_shingles"]], preserve_index=False)
+    return HeldoutIndex.from_arrow(key_table, items, params)

@@ -681,3 +681,18 @@ def test_eager_and_deferred_featurization_agree_on_a_passage_that_is_the_questio
     batch = pa.RecordBatch.from_pylist([row, {**row, "id": "y", "context": "The sky is blue on clear days."}])
     eager = featurize_batch(batch, PARAMS, heldout=False).column("context_shingles").to_pylist()
     assert eager[0] is None and eager[1]
+
+
+def test_build_heldout_index_matches_like_the_stored_index_and_drops_boilerplate():
+    from udfs.decontamination import build_heldout_index
+
+    heldout = _real_heldout(60)
+    items = _real_items(heldout)
+    assert _match(build_heldout_index(heldout, PARAMS), items) == _match(_index_of(heldout), items)
+    # a question shared by `boilerplate_min_items` held-out items is boilerplate: never matched
+    shared = heldout.iloc[:PARAMS.boilerplate_min_items].assign(question="Which of the following is correct?",
+                                                               choices=None, answer_format="short_text")
+    index = build_heldout_index(pd.concat([heldout, shared.assign(heldout_id=shared["heldout_id"] + "b")]), PARAMS)
+    probe = pd.DataFrame([{"item_id": "p", "question": "Which of the following is correct?", "context": None,
+                           "choices": None, "answer_text": "zebra", "answer_format": "short_text"}])
+    assert _match(index, probe) == {}
