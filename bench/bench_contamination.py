@@ -285,7 +285,7 @@ def multilingual_rows(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = random.Random(seed)
     held, query = [], []
     for script, block in data.items():
-        if script.startswith("_"):
+        if not isinstance(block, dict) or "heldout" not in block:
             continue
         for i, (q, a) in enumerate(block["heldout"]):
             hid = f"quiz_{script}:{i}"

@@ -156,7 +156,46 @@ def main() -> None:
         mark = "  <- default" if floor == args.floor else ""
         print(f"{floor:>6.2f} {k:>3} {retrieved.mean():>16.3f} {judged.mean():>13.3f} {fp.mean():>9.3f} "
               f"{keep_c.sum(1).mean():>20.3f} {keep_p.sum(1).mean():>18.3f}{mark}")
+    multilingual(embedder, texts, corpus, args)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
+
+
+ML_ITEMS = REPO / "tests" / "data" / "multilingual_items.json"
+
+
+def multilingual(embedder, texts: list[str], corpus: np.ndarray, args) -> None:
+    """Issue 25: translated held-out items and the judge pairs of clean GSM8K questions.
+
+    - translations: the English quiz questions of tests/data/multilingual_items.json (written for
+      taskseed) join the held-out corpus; their translations into zh, ja, th, ko, ar, hi are the
+      queries; recall = the English source among the top k at or above the floor, per language;
+    - judge pairs per clean item: `--clean` GSM8K training questions against the GSM8K and MMLU
+      held-out rows of the corpus, pairs at or above the floor (each pair is one judge request)."""
+    data = json.loads(ML_ITEMS.read_text(encoding="utf-8"))["translations"]
+    english = [t["en"] for t in data]
+    corpus_ml = np.concatenate([corpus, embedder.embed([embedding_text(q) for q in english])])
+    base = len(texts)
+    print(f"\ncross-lingual retrieval ({embedder.model_dir.rsplit('/', 1)[-1]}): {len(english)} English held-out "
+          f"questions added to the corpus, their translations as queries; k={args.k}, floor {args.floor}")
+    print(f"  {'language':8s} {'recall@k>=floor':>16s} {'recall@k':>9s} {'median sim to source':>21s}")
+    for lang in ("zh", "ja", "th", "ko", "ar", "hi"):
+        queries = embedder.embed([embedding_text(t[lang]) for t in data])
+        idx, sims = top_k(queries, corpus_ml, args.k)
+        source = (base + np.arange(len(data)))[:, None]
+        own = idx == source
+        at_floor = (own & (sims >= args.floor)).any(1).mean()
+        direct = (queries * corpus_ml[base:]).sum(1)
+        print(f"  {lang:8s} {at_floor:>16.3f} {own.any(1).mean():>9.3f} {np.median(direct):>21.3f}")
+    gsm = [q for _, q in load(["openai/gsm8k/main/train.jsonl"], args.clean)]
+    keep = [i for i, q in enumerate(texts) if i < len(corpus)]
+    heldout_sources = load(HELDOUT_FILES, args.heldout)
+    mask = np.array([("gsm8k" in s or "mmlu" in s) for s, _ in heldout_sources[:len(keep)]])
+    sub = corpus[:len(mask)][mask]
+    idx, sims = top_k(embedder.embed([embedding_text(q) for q in gsm]), sub, args.k)
+    print(f"judge pairs per clean GSM8K training question against {int(mask.sum())} GSM8K + MMLU held-out "
+          f"questions (k={args.k}):")
+    for floor in FLOORS:
+        print(f"  floor {floor:.2f}: {(sims >= floor).sum(1).mean():.3f}" + ("  <- default" if floor == args.floor else ""))
 
 
 if __name__ == "__main__":

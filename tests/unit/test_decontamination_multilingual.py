@@ -15,7 +15,7 @@ from tests.unit.test_decontamination import _index_of, _jsonl, _match
 from udfs.decontamination import answer_form
 
 ITEMS = json.loads((Path(__file__).parents[1] / "data" / "multilingual_items.json").read_text(encoding="utf-8"))
-SCRIPTS = [k for k in ITEMS if not k.startswith("_")]
+SCRIPTS = [k for k, v in ITEMS.items() if isinstance(v, dict) and "heldout" in v]
 NO_SPACE = ("zh", "ja", "th")
 
 
