@@ -55,6 +55,25 @@ def embedding_text(question: Any, choices: Sequence[Any] | None = None) -> str:
     return "\n".join(parts)
 
 
+def stated_numbers(text: Any) -> frozenset[str]:
+    """The numbers a question states, canonical (`udfs.parsing.numbers_in_text` after
+    `udfs.textnorm.normalize_text`'s digit folding: `1,000` = `1000`, `٣` = `3`); empty for none."""
+    if not isinstance(text, str) or not text:
+        return frozenset()
+    from udfs.parsing import numbers_in_text
+    from udfs.textnorm import normalize_text
+
+    return frozenset(numbers_in_text(normalize_text(text)))
+
+
+def numbers_disagree(candidate_numbers: frozenset[str], heldout_numbers: frozenset[str]) -> bool:
+    """Whether a pair cannot be the same question by the judge's own rule ("the same story with
+    different numbers is different"): both questions state numbers and they share none. Such a
+    pair is not sent to the judge (issue 25: GSM8K's templated word problems are near each other in
+    embedding space; their numbers are not)."""
+    return bool(candidate_numbers) and bool(heldout_numbers) and not (candidate_numbers & heldout_numbers)
+
+
 def pair_id(gen_id: str, heldout_id: str) -> str:
     """The key of one judged (candidate, held-out item) pair."""
     return stable_hash("paraphrase_pair", gen_id, heldout_id)
@@ -241,5 +260,6 @@ def parse_judge_row(rec: Mapping[str, Any]) -> dict:
 
 
 __all__ = ["DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME", "OutputRejected", "embedding_text",
-           "judge_requests", "judge_template", "pair_id", "parse_judge_row", "parse_verdict",
+           "judge_requests", "judge_template", "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict",
+           "stated_numbers", "stated_verdicts",
            "render_judge_messages"]
