@@ -165,6 +165,13 @@ def main() -> None:
 ML_ITEMS = REPO / "tests" / "data" / "multilingual_items.json"
 
 
+def args_model_name(embedder) -> str:
+    """The model's name: the packaged all-MiniLM-L6-v2, or the configured directory."""
+    from udfs.embeddings import MODEL_NAME, resolve_model_dir
+
+    return MODEL_NAME if embedder.model_dir == str(resolve_model_dir(None)) else embedder.model_dir
+
+
 def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_pairs) -> None:
     """Issue 25: translated held-out items and the judge pairs of clean GSM8K questions.
 
@@ -177,7 +184,7 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
     english = [t["en"] for t in data]
     corpus_ml = np.concatenate([corpus, embedder.embed([embedding_text(q) for q in english])])
     base = len(texts)
-    print(f"\ncross-lingual retrieval ({embedder.model_dir.rsplit('/', 1)[-1]}): {len(english)} English held-out "
+    print(f"\ncross-lingual retrieval ({args_model_name(embedder)}): {len(english)} English held-out "
           f"questions added to the corpus, their translations as queries; k={args.k}, floor {args.floor}")
     print(f"  {'language':8s} {'recall@k>=floor':>16s} {'recall@k':>9s} {'median sim to source':>21s}")
     for lang in ("zh", "ja", "th", "ko", "ar", "hi"):

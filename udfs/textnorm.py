@@ -219,15 +219,16 @@ _ASCII_CLASS = _ascii_table(lambda ch: 48 if ch.isdigit() else 44 if ch in ",." 
 _NUM_RUN_RE = re.compile(r"[0-9](?<![0-9,.][0-9])[0-9.]*+,[0-9,.]*+")
 _DEC_RUN_RE = re.compile(r"[0-9](?<![0-9.][0-9])[0-9]*+\.[0-9.]*+")
 _NUMBER_PUNCT_RE = re.compile(r"[0-9][,.][0-9]")
-_GROUPED_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+")
-_DECIMAL_RE = re.compile(r"([0-9]+)\.([0-9]+)")
 
 
 def _thousands(match: re.Match) -> str:
     run = match.group(0)
     head, dot, rest = run.partition(".")
     core = head.rstrip(",")
-    if _GROUPED_RE.fullmatch(core):
+    # grouped by three: k commas, each 4 characters from the next one or the end, 1-3 digits first
+    # (core holds only digits and commas); C-level slicing, no backtracking regex
+    k = core.count(",")
+    if k and 1 <= len(core) - 4 * k <= 3 and core[-4::-4][:k] == "," * k:
         head = core.replace(",", "") + head[len(core):]
     return head + dot + rest
 
@@ -235,11 +236,11 @@ def _thousands(match: re.Match) -> str:
 def _decimal(match: re.Match) -> str:
     run = match.group(0)
     core = run.rstrip(".")
-    m = _DECIMAL_RE.fullmatch(core)
-    if not m:
+    whole, dot, fraction = core.partition(".")
+    if not dot or not fraction or "." in fraction:  # not digits.digits
         return run
-    fraction = m.group(2).rstrip("0")
-    return (f"{m.group(1)}.{fraction}" if fraction else m.group(1)) + run[len(core):]
+    fraction = fraction.rstrip("0")
+    return (f"{whole}.{fraction}" if fraction else whole) + run[len(core):]
 
 
 def number_rules(value: str) -> str:
