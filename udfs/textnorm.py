@@ -15,10 +15,11 @@ docs/normalization.md tells the story with examples; the rules, in order:
 3. Invisible format characters deleted, not made spaces (unicode category Cf: soft hyphen, zero-width
    space/joiners, BOM, word joiner; and the variation selectors), so `photo\\u00ADsynthesis` is one word.
 4. NFKC (full-width forms, ligatures, superscripts become plain characters).
-5. Look-alike letters of Cyrillic and Greek in Latin words become the Latin letter (a compact table
-   of Unicode TR39 confusables, `CONFUSABLES`): a word whose letters are all Latin or look-alikes is
-   written in Latin letters (`раypal` → `paypal`); a word with any other Cyrillic/Greek letter is
-   left as it is (Russian and Greek text keep their letters).
+5. Look-alike letters of Cyrillic and Greek in Latin text become the Latin letter (a compact table
+   of Unicode TR39 confusables, `CONFUSABLES`): in a text whose only Cyrillic/Greek letters are
+   look-alikes, all of them (`Whаt is thе` → `What is the`); in a text with real Cyrillic or Greek,
+   only in words that mix Latin letters and look-alikes (`раураl` → `paypal`), so Russian and Greek
+   text keep their letters in any case.
 6. Casefold.
 7. Accents of Latin letters dropped (NFKD, combining marks after a Latin letter removed, NFC):
    `café` = `cafe`; marks of other scripts are kept, because there they make the letter
@@ -261,22 +262,40 @@ _DIGIT_DOT_RE = re.compile(r"[0-9]\.[0-9]")
 _LONE_DOT_RE = re.compile(r"\.(?:(?<![0-9]\.)|(?![0-9]))")
 
 
-def _skeleton_word(match: re.Match) -> str:
-    word = match.group(0)
-    if not _CONFUSABLE_RE.search(word):
-        return word
-    mapped = word.translate(_CONFUSABLE_TABLE)
-    # every letter Latin (after the look-alikes are mapped): a Latin word retyped
-    return mapped if all(ch.isascii() or _LATIN_CHAR_RE.match(ch) for ch in mapped) else word
-
-
 _LATIN_CHAR_RE = re.compile(f"[{_LATIN_LETTERS}A-Z\u00c0-\u00d6\u00d8-\u00de]")
 
 
+def _distinct_letters() -> str:
+    """Cyrillic and Greek letters that look like no Latin letter (not in CONFUSABLES)."""
+    ranges = ((0x0370, 0x03FF), (0x1F00, 0x1FFF), (0x0400, 0x052F), (0x1C80, 0x1C8F), (0x2DE0, 0x2DFF),
+              (0xA640, 0xA69F))
+    return _char_class(cp for lo, hi in ranges for cp in range(lo, hi + 1)
+                       if unicodedata.category(chr(cp))[0] == "L" and chr(cp) not in CONFUSABLES)
+
+
+_DISTINCT_RE = re.compile(f"[{_distinct_letters()}]")
+
+
+def _skeleton_word(match: re.Match) -> str:
+    word = match.group(0)
+    if not _CONFUSABLE_RE.search(word) or not _LATIN_CHAR_RE.search(word):
+        return word
+    mapped = word.translate(_CONFUSABLE_TABLE)
+    # a Latin word with look-alikes typed into it: every letter Latin once they are mapped
+    return mapped if all(ch.isascii() or _LATIN_CHAR_RE.match(ch) for ch in mapped) else word
+
+
 def confusable_skeleton(value: str) -> str:
-    """Rule 5 (on NFKC text, before casefolding)."""
+    """Rule 5 (on NFKC text, before casefolding). A text whose only Cyrillic/Greek letters are
+    look-alikes is Latin text retyped: every look-alike becomes its Latin letter. A text with real
+    Cyrillic or Greek (a letter that looks like no Latin letter) is left as it is, except its
+    words that mix Latin letters and look-alikes. Both decisions are the same before and after
+    the mapping, so the rule is idempotent, and Russian or Greek text is never mapped, whatever
+    its case."""
     if not _CONFUSABLE_RE.search(value):
         return value
+    if not _DISTINCT_RE.search(value):
+        return value.translate(_CONFUSABLE_TABLE)
     return _WORD_RE.sub(_skeleton_word, value)
 
 
