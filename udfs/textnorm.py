@@ -25,15 +25,16 @@ docs/normalization.md tells the story with examples; the rules, in order:
    `café` = `cafe`; marks of other scripts are kept, because there they make the letter
    (Japanese `が` ≠ `か`, Thai tone and vowel marks, Devanagari matras, Hebrew points).
 8. Digits of every script become ASCII digits (`٣`, `३`, `৩` → `3`); every dash-like minus
-   (`−` U+2212, `‐` U+2010, `‑`, `‒`, `–` en dash, `﹣`) becomes `-`; `⋅`/`∙` become `×`;
+   (`−` U+2212, `‐` U+2010, `‑`, `‒`, `–` en dash, `﹣`) becomes `-`; `⋅`/`∙` become `×`, `÷`,
+   `∕`, `⁄` become `/`;
    `<=`, `>=`, `!=` become `≤`, `≥`, `≠`.
 9. Numbers written one way: thousands separators removed when they group correctly ("1,000" and
    "1000"), trailing zeros of a decimal dropped ("2.50" → "2.5", "3.0" → "3"). Linear time.
-10. Operators and comparison signs (`+ - = < > ≤ ≥ ≠ ± × ÷`) are kept as words of their own
-    ("2+2=4" and "2 + 2 = 4" agree; "9 > 4" ≠ "9 < 4"; "12 - 5" ≠ "12 + 5"); a hyphen between two
-    letters is a word break (`well-known` = `well known`); a decimal point between digits is kept
-    (`3.5` ≠ `35` ≠ `3 5`); every other punctuation and symbol character (unicode P*, S*) becomes a
-    space.
+10. Operators and comparison signs (`+ - = < > ≤ ≥ ≠ ± × / ^`; `÷` is `/`, and `*` between
+    numbers is `×`) are kept as words of their own ("2+2=4" and "2 + 2 = 4" agree; "9 > 4" ≠
+    "9 < 4"; "12 - 5" ≠ "12 + 5"; "6 / 3" ≠ "6 * 3"); a hyphen between two letters is a word break
+    (`well-known` = `well known`); a decimal point between digits is kept (`3.5` ≠ `35` ≠ `3 5`);
+    every other punctuation and symbol character (unicode P*, S*) becomes a space.
 11. Scripts written without spaces (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) are split
     into one word per character (with its marks), so word n-grams, edit keys and shingles work on
     them as on spaced text.
@@ -72,9 +73,10 @@ _CONFUSABLE_TABLE = str.maketrans(CONFUSABLES)
 _CONFUSABLE_RE = re.compile("[" + "".join(sorted(CONFUSABLES)) + "]")
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
-OPERATORS = "+-=<>≤≥≠±×÷"
+OPERATORS = "+-=<>≤≥≠±×/^"
 _DASHES = "\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d\u2796"  # all read as the minus sign "-"
 _TIMES = "\u22c5\u2219"  # dot operator, bullet operator → ×
+_DIVIDES = "÷\u2215\u2044"  # division sign, division slash, fraction slash → /
 
 # Latin letters (after casefold), for rule 7; the marks that decorate them in NFKD text
 _LATIN_LETTERS = ("a-z\u00aa\u00ba\u00df-\u00f6\u00f8-\u00ff\u0100-\u024f\u0250-\u02af\u1d00-\u1dbf"
@@ -135,6 +137,12 @@ _LATEX_RULES = (
     (re.compile(r"\\gt(?![A-Za-z])"), ">"),
     (re.compile(r"\\(?:times|cdot)(?![A-Za-z])"), "×"),
     (re.compile(r"\\div(?![A-Za-z])"), "÷"),
+    (re.compile(r"\\frac\s*([0-9])\s*([0-9])"), r"\\frac{\1}{\2}"),
+    (re.compile(r"\\(?:lbrace|\{)"), "{"),
+    (re.compile(r"\\(?:rbrace|\})"), "}"),
+    (re.compile(r"\\(?:[lr]?vert|mid)(?![A-Za-z])"), "|"),
+    (re.compile(r"\\(?:ldots|cdots|dots)(?![A-Za-z])"), "..."),
+    (re.compile(r"\\(?:to|rightarrow)(?![A-Za-z])"), "→"),
     (re.compile(r"\\pm(?![A-Za-z])"), "±"),
     (re.compile(r"\\[,;:! ]"), " "),
 )
@@ -176,6 +184,8 @@ def _fold_char(ch: str) -> int | str:
         return "-"
     if ch in _TIMES:
         return "×"
+    if ch in _DIVIDES:
+        return "/"
     if unicodedata.category(ch) == "Nd":
         return str(unicodedata.digit(ch))
     return ord(ch)
@@ -206,12 +216,7 @@ def _ascii_table(rule) -> bytes:
 _ASCII_FOLD = _ascii_table(lambda ch: 32 if unicodedata.category(ch)[0] in "PSZC" else ord(ch.lower()))
 # the ASCII characters that send a text to the full path: entities, LaTeX, operators, and a
 # digit-[,.]-digit run (the number rules and the kept decimal point), found by a class-mapped copy
-# the full path on ASCII: lower case, P/S/Z/C characters to spaces except the operators, "-", "."
-# and "!" (of "!="), which their context rules decide
-_ASCII_KEEP = _ascii_table(lambda ch: ord(ch) if ch in "+-=<>.!" else 32 if unicodedata.category(ch)[0] in "PSZC"
-                           else ord(ch.lower()))
-_ASCII_OPERATOR_RE = re.compile(r"[+=<>≤≥≠]")
-_ASCII_CLASS = _ascii_table(lambda ch: 48 if ch.isdigit() else 44 if ch in ",." else 33 if ch in "&\\+-=<>" else 32)
+_ASCII_CLASS = _ascii_table(lambda ch: 48 if ch.isdigit() else 44 if ch in ",." else 33 if ch in "&\\+-=<>/^*" else 32)
 
 # ---- numbers (rule 9), linear: each maximal run is looked at once -------------------------------
 
@@ -257,6 +262,7 @@ def number_rules(value: str) -> str:
 
 # ---- the context rules of rule 10 ---------------------------------------------------------------
 
+_TIMES_STAR_RE = re.compile(r"(?:(?<=[0-9])|(?<=[0-9] ))\*(?= ?[0-9])")
 _WORD_HYPHEN_RE = re.compile(r"-(?<=[^\W\d_]-)(?=[^\W\d_])")
 _DIGIT_DOT_RE = re.compile(r"[0-9]\.[0-9]")
 _LONE_DOT_RE = re.compile(r"\.(?:(?<![0-9]\.)|(?![0-9]))")
@@ -306,13 +312,7 @@ def _full(value: str) -> str:
     if "\\" in value:
         value = fold_latex(value)
     if value.isascii():  # rules 3-8 are the identity on ASCII but for case
-        value = number_rules(value)
-        value = value.encode("ascii").translate(_ASCII_KEEP).decode("ascii")
-        if "=" in value:
-            value = value.replace("<=", "≤").replace(">=", "≥").replace("!=", "≠")
-        if "!" in value:
-            value = value.replace("!", " ")
-        value = _ASCII_OPERATOR_RE.sub(r" \g<0> ", value)
+        value = value.lower()
     else:
         value = value.translate(_INVISIBLE)
         value = unicodedata.normalize("NFKC", value)
@@ -322,10 +322,12 @@ def _full(value: str) -> str:
         value = _LATIN_MARKS_RE.sub("", value)
         value = unicodedata.normalize("NFC", value)
         value = value.translate(_FOLD)
-        if "=" in value:
-            value = value.replace("<=", "≤").replace(">=", "≥").replace("!=", "≠")
-        value = number_rules(value)
-        value = value.translate(_SEPARATORS)
+    if "=" in value:
+        value = value.replace("<=", "≤").replace(">=", "≥").replace("!=", "≠")
+    value = number_rules(value)
+    if "*" in value:  # an asterisk between numbers multiplies; elsewhere it is markdown or a footnote
+        value = _TIMES_STAR_RE.sub("×", value)
+    value = value.translate(_SEPARATORS)
     if "-" in value:
         value = _WORD_HYPHEN_RE.sub(" ", value).replace("-", " - ")
     if "." in value:
@@ -356,7 +358,7 @@ def normalize_text(text: object) -> str:
 
 # what sends an ASCII string past the Arrow fast path of `normalize_array` (the rules of the fast
 # path of `normalize_text`, as one regex)
-_ARROW_SLOW_RE = r"\d[,.]\d|[-+=<>&\\]"
+_ARROW_SLOW_RE = r"\d[,.]\d|[-+=<>&\\/^*]"
 
 
 def normalize_array(values) -> list[str]:

@@ -158,6 +158,10 @@ def test_digits_of_every_script_are_ascii_digits(digits, ascii_digits):
     (r"\text{5 cm}", "5 cm"),
     (r"\mathrm{kg}", "kg"),
     (r"\left. x \right|", "x |"),
+    (r"\frac12", r"\frac{1}{2}"),
+    (r"\lbrace 1, 2 \rbrace", r"\{1, 2\}"),
+    (r"1, \ldots, n", "1, ..., n"),
+    (r"3 \div 4", "3 / 4"),
 ])
 def test_latex_spellings_of_one_thing_agree(a, b):
     assert normalize_text(a) == normalize_text(b)
@@ -184,6 +188,9 @@ def test_different_latex_stays_different(a, b):
     ("It costs 3.5 dollars", "It costs 35 dollars"),
     ("It costs 3.5 dollars", "It costs 3 5 dollars"),
     ("The temperature was -5 degrees", "The temperature was 5 degrees"),
+    ("What is 6 / 3?", "What is 6 * 3?"),
+    ("What is 2^3?", "What is 2 * 3?"),
+    ("What is 8 ÷ 2?", "What is 8 × 2?"),
 ])
 def test_operators_signs_and_decimal_points_keep_items_apart(a, b):
     assert normalize_text(a) != normalize_text(b)
@@ -199,6 +206,10 @@ def test_operators_signs_and_decimal_points_keep_items_apart(a, b):
     ("well-known", "well known"),   # a hyphen between letters is a word break
     ("2.50", "2.5"),
     ("1,000,000", "1000000"),
+    ("6*3", "6 × 3"),
+    ("8 ÷ 2", "8 / 2"),
+    ("x^{2}", "x^2"),
+    ("**Bold question?**", "Bold question?"),   # markdown asterisks are not an operator
 ])
 def test_spellings_of_one_operator_or_number_agree(a, b):
     assert normalize_text(a) == normalize_text(b)

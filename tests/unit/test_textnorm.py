@@ -42,16 +42,24 @@ def reference(text) -> str:
             continue  # (the marks already dropped leave the letter last)
         out.append(ch)
     value = unicodedata.normalize("NFC", "".join(out))
-    value = "".join("-" if ch in _DASHES else "×" if ch in "\u22c5\u2219" else
+    value = "".join("-" if ch in _DASHES else "×" if ch in "\u22c5\u2219" else "/" if ch in "÷\u2215\u2044" else
                     str(unicodedata.digit(ch)) if unicodedata.category(ch) == "Nd" else ch for ch in value)
     value = value.replace("<=", "≤").replace(">=", "≥").replace("!=", "≠")
     value = _GROUPED.sub(lambda m: m.group(0).replace(",", ""), value)
     value = _DECIMAL.sub(lambda m: f"{m.group(1)}.{m.group(2).rstrip('0')}".rstrip("."), value)
+    stars = []  # an asterisk with a digit on each side (one space between allowed) multiplies
+    for i, ch in enumerate(value):
+        left = value[i - 1] if i and value[i - 1] != " " else (value[i - 2] if i > 1 else "")
+        right = value[i + 1] if i + 1 < len(value) and value[i + 1] != " " else (
+            value[i + 2] if i + 2 < len(value) else "")
+        stars.append("×" if ch == "*" and left.isdigit() and left.isascii() and right.isdigit() and right.isascii()
+                     else ch)
+    value = "".join(stars)
     letter = lambda c: bool(c) and (c.isalnum() and not c.isdecimal())  # noqa: E731  (a word character, no digit)
     pieces = []
     for i, ch in enumerate(value):
         before, after = value[i - 1] if i else "", value[i + 1] if i + 1 < len(value) else ""
-        if ch in "+=<>≤≥≠±×÷":
+        if ch in "+=<>≤≥≠±×/^":
             pieces.append(f" {ch} ")
         elif ch == "-":
             pieces.append(" " if letter(before) and letter(after) else " - ")
