@@ -68,6 +68,8 @@ CONFUSABLES = {
     # Greek
     "ο": "o", "Ο": "O", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K",
     "Μ": "M", "Ν": "N", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Armenian
+    "օ": "o", "ս": "u", "ց": "g", "հ": "h", "ո": "n", "զ": "q", "Օ": "O", "Ս": "U",
 }
 _CONFUSABLE_TABLE = str.maketrans(CONFUSABLES)
 _CONFUSABLE_RE = re.compile("[" + "".join(sorted(CONFUSABLES)) + "]")
@@ -272,9 +274,9 @@ _LATIN_CHAR_RE = re.compile(f"[{_LATIN_LETTERS}A-Z\u00c0-\u00d6\u00d8-\u00de]")
 
 
 def _distinct_letters() -> str:
-    """Cyrillic and Greek letters that look like no Latin letter (not in CONFUSABLES)."""
+    """Cyrillic, Greek and Armenian letters that look like no Latin letter (not in CONFUSABLES)."""
     ranges = ((0x0370, 0x03FF), (0x1F00, 0x1FFF), (0x0400, 0x052F), (0x1C80, 0x1C8F), (0x2DE0, 0x2DFF),
-              (0xA640, 0xA69F))
+              (0xA640, 0xA69F), (0x0530, 0x058F))
     return _char_class(cp for lo, hi in ranges for cp in range(lo, hi + 1)
                        if unicodedata.category(chr(cp))[0] == "L" and chr(cp) not in CONFUSABLES)
 

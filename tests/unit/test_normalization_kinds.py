@@ -95,6 +95,8 @@ def test_half_width_katakana_with_voicing_is_the_full_width_letter():
     ("НЕLLО WОRLD", "HELLO WORLD"),                                              # Cyrillic capitals
     ("jеllу beans", "jelly beans"),                                              # Cyrillic е, у
     ("сор", "cop"),                                                              # a word of look-alikes only
+    ("Gооgle sеаrch", "Google search"),                                          # Cyrillic о, е, а
+    ("hօuse", "house"),                                                          # Armenian օ
 ])
 def test_look_alike_letters_read_as_latin(retyped, latin):
     assert normalize_text(retyped) == normalize_text(latin)
@@ -116,6 +118,7 @@ def test_words_of_other_scripts_and_symbols_are_not_mapped(a, b):
     ("ВСЕ ТАКИЕ ВОПРОСЫ", "все такие вопросы"),        # words of look-alike capitals only (ВСЕ)
     ("СОР И МУСОР", "сор и мусор"),
     ("ΚΑΙ ΤΟ ΘΕΜΑ", "και το θεμα"),                      # Greek capitals that look Latin
+    ("ՍՈՒՐԲ ՕՐ", "սուրբ օր"),                           # Armenian
 ])
 def test_russian_and_greek_text_is_consistent_in_case(a, b):
     assert normalize_text(a) == normalize_text(b)
