@@ -173,7 +173,9 @@ def _verdict_word(value: Any) -> str | None:
 
 
 _ADVERB = r"(?:(?:actually|really|in fact|indeed|essentially|clearly|basically|truly|then|therefore|still|both)\s+)?"
-_SUBJECT = r"(?:they|these|those|both|the two(?:\s+questions|\s+items)?|the questions|the items|it|this|that)"
+_SUBJECT = (r"(?:they|these|those|both(?:\s+questions|\s+items)?|the two(?:\s+questions|\s+items)?|"
+            r"the (?:candidate|question|questions|item|items|held-?out(?:\s+item|\s+question)?)"
+            r"(?:\s+(?:question|item))?|it|this|that)")
 # A stated conclusion, in the prose around a verdict or in its reason: which verdict it states.
 _CONCLUSION_RES = (
     (DIFFERENT, re.compile(rf"\b{_SUBJECT}\s+(?:are|is|were|'re)\s+{_ADVERB}(?:not\s+(?:the\s+)?same|different|distinct|"
@@ -183,6 +185,8 @@ _CONCLUSION_RES = (
                       rf"number|numbers|format|length|style))", re.IGNORECASE)),
     (DIFFERENT, re.compile(r"(?<!\bnot\s)(?<!\bnot a\s)\bdifferent\s+questions?\b", re.IGNORECASE)),
     (SAME, re.compile(r"(?<!\bnot\s)(?<!\bnot the\s)(?<!\bdifferent\s)\bsame\s+question\b", re.IGNORECASE)),
+    (DIFFERENT, re.compile(rf"\b{_SUBJECT}\s+(?:do\s+not|don't|does\s+not|doesn't)\s+match\b", re.IGNORECASE)),
+    (SAME, re.compile(rf"\b{_SUBJECT}\s+{_ADVERB}match(?:es)?\b", re.IGNORECASE)),
     (None, re.compile(r"[\"']?(?:verdict|answer|decision)[\"']?\s*(?:[:=]|should\s+be|is)\s*[\"'*]*(same|different)\b",
                       re.IGNORECASE)),
 )

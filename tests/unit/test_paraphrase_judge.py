@@ -130,6 +130,9 @@ def test_simulator_judge(candidate, expected):
     '```json\n{"verdict": "different"}\n```\nOn second thought these are identical, just translated.',
     '{"is_same": false}\nThey are really a paraphrase of each other.',
     'Different.\nActually they are the same.',
+    '{"verdict": "different"}\nOn reflection, the candidate is the same question as the held-out item.',
+    '{"verdict": "different"}\nLooking again, they match: only the names changed.',
+    '{"verdict": "same"}\nHowever, the candidate question is different: it asks for the area.',
 ])
 def test_a_verdict_followed_by_a_contrary_conclusion_is_ambiguous(text):
     with pytest.raises(OutputRejected) as err:
@@ -143,6 +146,7 @@ def test_a_verdict_followed_by_a_contrary_conclusion_is_ambiguous(text):
     ('{"verdict": "same"}\nBoth ask the same question; the second is a translation.', "same"),
     ('{"verdict": "different", "reason": "They are not the same question."}', "different"),
     ('{"verdict": "same", "reason": "It is the same question in Chinese."}', "same"),
+    ('{"verdict": "different", "reason": "The held-out item asks for a speed; they do not match."}', "different"),
     ("<think>Are they the same? They are different... no wait, they are the same.</think>{\"verdict\": \"same\"}",
      "same"),
 ])
