@@ -44,6 +44,16 @@ rate on clean training items; PASS/FAIL against the targets; the load average be
     .venv/bin/python bench/bench_contamination.py                    # ~35.6k held-out, 300/dataset
     .venv/bin/python bench/bench_contamination.py --per-dataset 50 --clean 3000   # quicker
     .venv/bin/python bench/bench_contamination.py --keep-index                    # reuse a built index
+    .venv/bin/python bench/bench_contamination.py --multilingual --clean 3000     # per-script rows only
+
+`--multilingual` (issue 25) runs the matcher in this process (no Spark, no Janitor timing) on the
+mirror's held-out items plus the quiz items of tests/data/multilingual_items.json (zh, ja, th, ko,
+ar, hi; written for taskseed, CC0) as held-out items, and prints per script: recall of verbatim
+copies, of copies wrapped in a longer instruction (all, and those of 13 words/characters or more,
+which the n-gram rule covers), of one-word (one-character, in scripts without spaces) edits, and
+false positives on the script's clean items (alone and wrapped); plus the mirror's planted English
+copies (verbatim, wrapped) and the false-positive rate on its clean training questions (clean:
+the Janitor's definition above), by dataset.
 """
 
 from __future__ import annotations
@@ -263,6 +273,159 @@ def taskseed_side(heldout: pd.DataFrame, query: pd.DataFrame, home: Path, partit
             "check_s": check_s, "load_s": load_s, "fixed_s": fixed_s, "core_s": core_s}
 
 
+ML_ITEMS = REPO / "tests" / "data" / "multilingual_items.json"
+EN_WRAP = "Answer the following question. {q} Explain your reasoning."
+
+
+def multilingual_rows(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(held-out rows, query rows) of the per-script benchmark: the quiz items as held-out items, and
+    per script their verbatim copies, wrapped copies, one-unit edits, and the clean items (alone and
+    wrapped)."""
+    data = json.loads(ML_ITEMS.read_text(encoding="utf-8"))
+    rng = random.Random(seed)
+    held, query = [], []
+    for script, block in data.items():
+        if not isinstance(block, dict) or "heldout" not in block:
+            continue
+        for i, (q, a) in enumerate(block["heldout"]):
+            hid = f"quiz_{script}:{i}"
+            held.append({"heldout_id": hid, "task": f"quiz_{script}", "task_family": script, "split": "test",
+                         "question": q, "context": None, "choices": None, "answer_text": a,
+                         "answer_format": "short_text", "decontamination_text": None})
+            units = normalize_text(q).split()
+            base = {"context": None, "choices": None, "answer_text": a, "answer_format": "short_text",
+                    "family": script, "source": hid, "long": len(units) >= SHORT_WORDS}
+            query.append({**base, "item_id": f"verbatim:{hid}", "kind": "verbatim", "question": q})
+            query.append({**base, "item_id": f"wrapped:{hid}", "kind": "wrapped", "question": block["wrap"].format(q=q)})
+            k = rng.randrange(len(units))  # one unit (a word; a character without spaces) replaced
+            other = rng.choice([u for u in units if u != units[k]] or ["x"])
+            query.append({**base, "item_id": f"edit:{hid}", "kind": "one_unit_edit",
+                          "question": " ".join(units[:k] + [other] + units[k + 1:])})
+        for i, q in enumerate(block["clean"]):
+            base = {"context": None, "choices": None, "answer_text": "x", "answer_format": "short_text",
+                    "family": script, "source": None, "long": False}
+            query.append({**base, "item_id": f"clean:{script}:{i}", "kind": "clean", "question": q})
+            query.append({**base, "item_id": f"clean_wrapped:{script}:{i}", "kind": "clean",
+                          "question": block["wrap"].format(q=q)})
+    return pd.DataFrame(held), pd.DataFrame(query)
+
+
+def multilingual_main(args) -> int:
+    """The per-script benchmark (see the module docstring, `--multilingual`)."""
+    from jobs.config import load_config
+    from udfs.decontamination import build_heldout_index, featurize_batch
+
+    started = time.perf_counter()
+    heldout, train = load_records(args.cache / "records")
+    if args.clean:
+        train = train.sample(n=min(args.clean, len(train)), random_state=args.seed)
+    train = train.reset_index(drop=True)
+    ml_held, ml_query = multilingual_rows(args.seed)
+    # English: planted copies of the mirror's held-out items, verbatim and wrapped
+    rng = random.Random(args.seed)
+    en = []
+    for family, group in heldout.groupby("task_family", sort=True):
+        for r in group.sample(n=min(args.per_dataset, len(group)), random_state=args.seed).itertuples():
+            base = {c: getattr(r, c) for c in ITEM_COLUMNS}
+            long = len(normalize_text(r.question).split()) >= SHORT_WORDS
+            en.append({**base, "item_id": f"verbatim:{r.heldout_id}", "kind": "verbatim", "family": "en",
+                       "source": r.heldout_id, "long": long})
+            en.append({**base, "question": EN_WRAP.format(q=r.question), "item_id": f"wrapped:{r.heldout_id}",
+                       "kind": "wrapped", "family": "en", "source": r.heldout_id, "long": long})
+    del rng
+    jan = janitor_clean(heldout, train)
+    clean_train = train[pd.Series(jan)].assign(item_id="train:" + train["seed_id"], kind="clean_train",
+                                               source=None, long=False)
+    clean_train["family"] = clean_train["task_family"]
+    query = pd.concat([ml_query, pd.DataFrame(en), clean_train[["item_id", *ITEM_COLUMNS, "kind", "family",
+                                                                "source", "long"]]], ignore_index=True)
+    params = load_config(overrides=[], home=args.cache / "ml-home").curate.contamination.params()
+    all_held = pd.concat([heldout, ml_held], ignore_index=True)
+    t0 = time.perf_counter()
+    index = build_heldout_index(all_held[["heldout_id", "task", "split", "question", "context", "choices",
+                                          "answer_text", "answer_format", "decontamination_text"]], params)
+    index_s = time.perf_counter() - t0
+    items = query[["item_id", *ITEM_COLUMNS]].copy()
+    items["choices"] = items["choices"].map(lambda c: None if c is None else [str(x) for x in c])
+    rows = pa.RecordBatch.from_pandas(items.rename(columns={"item_id": "id"}), preserve_index=False)
+    t0 = time.perf_counter()
+    found = []
+    for start in range(0, rows.num_rows, 10_000):
+        found += index.match_batch(featurize_batch(rows.slice(start, 10_000), params, heldout=False,
+                                                   defer_passages=True, near_dup_answers=index.near_dup_answers)
+                                   ).to_pylist()
+    match_s = time.perf_counter() - t0
+    matches = {m["item_id"]: m for m in found}
+    query["found"] = query["item_id"].isin(matches)
+    query["right"] = [i in matches and matches[i]["heldout_id"] == s for i, s in zip(query["item_id"], query["source"])]
+    print(f"held-out: {len(heldout):,} mirror items + {len(ml_held)} quiz items in {ml_held['task_family'].nunique()} "
+          f"scripts; index built in memory in {index_s:.1f} s; {len(query):,} query rows matched in {match_s:.1f} s "
+          f"({len(query) / match_s:,.0f} rows/s, one core)")
+    print("\nper script         verbatim  wrapped  wrapped(long)  edit   clean FP (n)")
+    worst_fp, results = 0.0, {}
+    for script in [*sorted(ml_held["task_family"].unique()), "en"]:
+        sub = query[query["family"] == script]
+
+        def rate(mask, column="found"):  # found at all (a held-out duplicate of the planted item counts)
+            part = sub[mask]
+            return (part[column].mean() if len(part) else float("nan")), len(part)
+
+        v, _ = rate(sub["kind"] == "verbatim")
+        w, _ = rate(sub["kind"] == "wrapped")
+        wl, nwl = rate((sub["kind"] == "wrapped") & sub["long"])
+        e, _ = rate(sub["kind"] == "one_unit_edit")
+        fp, nfp = rate(sub["kind"] == "clean", "found")
+        results[script] = (v, wl, fp)
+        worst_fp = max(worst_fp, 0.0 if fp != fp else fp)
+        print(f"  {script:16s} {v:8.3f} {w:8.3f} {wl:8.3f} ({nwl:4d}) {e:6.3f}  "
+              + (f"{fp:.4f} ({nfp:,})" if nfp else "-"))
+    missed = query[((query["kind"] == "verbatim") | (query["kind"] == "wrapped") & query["long"]) & ~query["found"]]
+    for r in missed.head(6).itertuples():
+        m = matches.get(r.item_id)
+        print(f"    missed {r.kind} {r.item_id}: {r.question[:80]!r}"
+              + (f" (matched {m['heldout_id']} by {m['rule']})" if m else ""))
+    trained = query[query["kind"] == "clean_train"]
+    fp_train = trained["found"].mean()
+    rules = Counter(matches[i]["rule"] for i in trained.loc[trained["found"], "item_id"])
+    print(f"\nfalse positives on {len(trained):,} clean English training questions (Janitor-clean): {fp_train:.4f} "
+          f"by rule {dict(rules)}; by dataset: "
+          + "; ".join(f"{k} {v:.4f}" for k, v in trained.groupby("family")["found"].mean().items()))
+    for r in trained[trained["found"]].head(6).itertuples():
+        m = matches[r.item_id]
+        print(f"    {m['rule']:10s} {m['score']:.2f} {r.question[:70]!r} ~ {m['heldout_task']}: {str(m['matched'])[:60]!r}")
+    checks = [
+        ("verbatim recall == 1.0 in every script", all(v == 1.0 for v, _, _ in results.values()),
+         ", ".join(f"{k} {v:.2f}" for k, (v, _, _) in results.items())),
+        ("wrapped (13+ units) recall == 1.0 in every script",
+         all(wl == 1.0 for _, wl, _ in results.values() if wl == wl),
+         ", ".join(f"{k} {wl:.2f}" for k, (_, wl, _) in results.items() if wl == wl)),
+        ("false positives <= 0.5% (clean training questions and every script's clean items)",
+         fp_train <= 0.005 and worst_fp <= 0.005, f"train {fp_train:.4f}, scripts max {worst_fp:.4f}"),
+    ]
+    print()
+    for name, ok, value in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
+    print(f"\nbench done in {time.perf_counter() - started:.0f} s")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def janitor_clean(heldout: pd.DataFrame, train: pd.DataFrame) -> list[bool]:
+    """Per training item: True when lm-eval's Janitor, registered with every held-out text, finds no
+    13-gram in its question, options, answer and passage (the benchmark's definition of clean)."""
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        from lm_eval.decontamination.janitor import Janitor, word_ngrams_indices
+    janitor = Janitor()
+    for r in heldout.itertuples():
+        for t in (item_text(r), r.context, r.decontamination_text):
+            if t:
+                janitor.register_contaminant_python(t)
+    return [not any(janitor.normalize_string(g) in janitor.dirt_ngrams for g, _ in word_ngrams_indices(d, 13))
+            for d in (item_text(r) + (" " + r.context if r.context else "") for r in train.itertuples())]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0] + " Needs the benchmark mirror (../shared/data, or TASKSEED_SHARED_DATA).",
@@ -281,7 +444,12 @@ def main() -> int:
                              "(the first is printed too)")
     parser.add_argument("--keep-index", action="store_true",
                         help="reuse the cached lakehouse's held-out index when it is current (skips timing its build)")
+    parser.add_argument("--multilingual", action="store_true",
+                        help="only the per-script rows (issue 25): recall and false positives per script, in "
+                             "process (no Spark, no Janitor timing)")
     args = parser.parse_args()
+    if args.multilingual:
+        return multilingual_main(args)
     load_before = os.getloadavg()
     started = time.perf_counter()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} on {os.cpu_count()} cores")

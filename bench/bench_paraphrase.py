@@ -38,7 +38,8 @@ from simulator.contract import sim_answer  # noqa: E402
 from simulator.rewording import reword, reworded_share  # noqa: E402
 from simulator.settings import SimSettings  # noqa: E402
 from udfs.embeddings import Embedder, top_k  # noqa: E402
-from udfs.paraphrase import embedding_text, judge_requests, parse_verdict  # noqa: E402
+from udfs.paraphrase import (  # noqa: E402
+    embedding_text, judge_requests, numbers_disagree, parse_verdict, stated_numbers)
 
 HF = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")) / "hf"
 HELDOUT_FILES = [
@@ -156,7 +157,68 @@ def main() -> None:
         mark = "  <- default" if floor == args.floor else ""
         print(f"{floor:>6.2f} {k:>3} {retrieved.mean():>16.3f} {judged.mean():>13.3f} {fp.mean():>9.3f} "
               f"{keep_c.sum(1).mean():>20.3f} {keep_p.sum(1).mean():>18.3f}{mark}")
+    multilingual(embedder, texts, corpus, args,
+                 (p_idx[:, :args.k], p_sim[:, :args.k], [(planted[i], planted_idx[i]) for i in range(n)]))
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
+
+
+ML_ITEMS = REPO / "tests" / "data" / "multilingual_items.json"
+
+
+def args_model_name(embedder) -> str:
+    """The model's name: the packaged all-MiniLM-L6-v2, or the configured directory."""
+    from udfs.embeddings import MODEL_NAME, resolve_model_dir
+
+    return MODEL_NAME if embedder.model_dir == str(resolve_model_dir(None)) else embedder.model_dir
+
+
+def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_pairs) -> None:
+    """Issue 25: translated held-out items and the judge pairs of clean GSM8K questions.
+
+    - translations: the English quiz questions of tests/data/multilingual_items.json (written for
+      taskseed) join the held-out corpus; their translations into zh, ja, th, ko, ar, hi are the
+      queries; recall = the English source among the top k at or above the floor, per language;
+    - judge pairs per clean item: `--clean` GSM8K training questions against the GSM8K and MMLU
+      held-out rows of the corpus, pairs at or above the floor (each pair is one judge request)."""
+    data = json.loads(ML_ITEMS.read_text(encoding="utf-8"))["translations"]
+    english = [t["en"] for t in data]
+    corpus_ml = np.concatenate([corpus, embedder.embed([embedding_text(q) for q in english])])
+    base = len(texts)
+    print(f"\ncross-lingual retrieval ({args_model_name(embedder)}): {len(english)} English held-out "
+          f"questions added to the corpus, their translations as queries; k={args.k}, floor {args.floor}")
+    print(f"  {'language':8s} {'recall@k>=floor':>16s} {'recall@k':>9s} {'median sim to source':>21s}")
+    for lang in ("zh", "ja", "th", "ko", "ar", "hi"):
+        queries = embedder.embed([embedding_text(t[lang]) for t in data])
+        idx, sims = top_k(queries, corpus_ml, args.k)
+        source = (base + np.arange(len(data)))[:, None]
+        own = idx == source
+        at_floor = (own & (sims >= args.floor)).any(1).mean()
+        direct = (queries * corpus_ml[base:]).sum(1)
+        print(f"  {lang:8s} {at_floor:>16.3f} {own.any(1).mean():>9.3f} {np.median(direct):>21.3f}")
+    gsm = [q for _, q in load(["openai/gsm8k/main/train.jsonl"], args.clean)]
+    keep = [i for i, q in enumerate(texts) if i < len(corpus)]
+    heldout_sources = load(HELDOUT_FILES, args.heldout)
+    mask = np.array([("gsm8k" in s or "mmlu" in s) for s, _ in heldout_sources[:len(keep)]])
+    sub = corpus[:len(mask)][mask]
+    idx, sims = top_k(embedder.embed([embedding_text(q) for q in gsm]), sub, args.k)
+    sub_texts = [q for (s, q), m in zip(heldout_sources[:len(mask)], mask) if m]
+    held_numbers = [stated_numbers(q) for q in sub_texts]
+    cand_numbers = [stated_numbers(q) for q in gsm]
+    differ = np.array([[numbers_disagree(cand_numbers[i], held_numbers[j]) for j in row] for i, row in enumerate(idx)])
+    # the planted English rewordings keep their numbers: the filter must not drop their own pair
+    p_idx, p_sim, p_src = planted_pairs
+    p_differ = np.array([[numbers_disagree(stated_numbers(p_src[i][0]), stated_numbers(texts[j])) for j in row]
+                         for i, row in enumerate(p_idx)])
+    own = p_idx == np.array([src for _, src in p_src])[:, None]
+    print(f"judge pairs per clean GSM8K training question against {int(mask.sum())} GSM8K + MMLU held-out "
+          f"questions (k={args.k}), without / with the numbers rule (both state numbers, none shared: not "
+          f"judged); recall of the planted English rewordings with the rule:")
+    for floor in FLOORS:
+        keep = sims >= floor
+        kept_own = (own & (p_sim >= floor)).any(1).mean()
+        kept_own_rule = (own & (p_sim >= floor) & ~p_differ).any(1).mean()
+        print(f"  floor {floor:.2f}: {keep.sum(1).mean():.3f} / {(keep & ~differ).sum(1).mean():.3f} pairs per clean item; "
+              f"rewordings retrieved {kept_own:.3f} / {kept_own_rule:.3f}" + ("  <- default" if floor == args.floor else ""))
 
 
 if __name__ == "__main__":

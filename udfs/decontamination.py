@@ -65,9 +65,10 @@ import pyarrow.compute as pc
 
 from udfs import minhash
 from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHORT_TEXT
+from udfs.parsing import number_in_answer
 from udfs.textnorm import normalize_array, normalize_text
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: normalize_text of issue 25; answers through the answer algebra
 
 STIMULUS, QA, CONTEXT, QUERY = "stimulus", "qa", "context", "query"
 VIEWS = (STIMULUS, QA, CONTEXT, QUERY)
@@ -133,7 +134,7 @@ class DecontaminationParams:
 
     @property
     def tag(self) -> str:
-        """e.g. 'v1/n13/bp10/j0.5/minhash-v1/char5/p128/b42r3/seed1/affine32'."""
+        """e.g. 'v2/n13/bp10/j0.5/minhash-v2/char5/p128/b42r3/seed1/affine32'."""
         return (f"v{INDEX_VERSION}/n{self.ngram_n}/bp{self.boilerplate_min_items}/j{self.near_dup_threshold:g}/"
                 f"minhash-{self.minhash_params.tag}")
 
@@ -169,11 +170,36 @@ def identity_options(choices: Iterable | None, answer_format: str | None,
     return options
 
 
+def answer_form(answer: object) -> str:
+    """An answer as the held-out comparisons see it, the same on both sides: "#<number>" when it
+    states one number under the answer algebra of the verification vote
+    (`udfs.parsing.number_in_answer`: `\\frac{3}{4}`, `0.75`, `3/4` and `75%`... are one number;
+    "seven", "−5" with any minus sign), else its `normalize_text`. "" when missing."""
+    if _is_missing(answer):
+        return ""
+    try:
+        number = number_in_answer(str(answer))
+    except Exception:  # noqa: BLE001 - an odd answer is compared as text, never an error
+        number = None
+    return f"#{number}" if number is not None else normalize_text(answer)
+
+
+class _AnswerMemo(dict):
+    """`answer_form` remembered per string for one batch (answers such as "yes" and small numbers recur)."""
+
+    def __missing__(self, text: str) -> str:
+        value = self[text] = answer_form(text)
+        return value
+
+    def __call__(self, text: object) -> str:
+        return self[text] if isinstance(text, str) else answer_form(text)
+
+
 def accepted_answers(answer_text: object, choices: Iterable | None = None,
-                     answer_format: str | None = None, normalize: Callable[[object], str] = normalize_text) -> list[str]:
-    """Normalized gold answers: the answer text, plus the accepted aliases an open-format held-out
-    item lists as choices (nq_open, webqs). Near-duplicate matches require the item's answer to be
-    one of these."""
+                     answer_format: str | None = None, normalize: Callable[[object], str] = answer_form) -> list[str]:
+    """Gold answers in `answer_form`: the answer text, plus the accepted aliases an open-format
+    held-out item lists as choices (nq_open, webqs). Near-duplicate matches (and whole-text matches
+    over a passage) require the item's answer to be one of these."""
     answers = [] if _is_missing(answer_text) else [normalize(answer_text)]
     if answer_format in OPEN_FORMATS and not _is_missing(choices):
         answers += [normalize(c) for c in choices if not _is_missing(c)]
@@ -550,6 +576,9 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     choices = _normalized_lists(batch.column("choices")) if "choices" in names else [None] * size
     nothing = [None] * size
     rows, texts, answers = [], [], []
+    raw_answers = column("answer_text")
+    raw_choices = batch.column("choices").to_pylist() if "choices" in names else nothing
+    forms = _AnswerMemo()
     for r, (q, c, ch, a, fmt, d) in enumerate(zip(normalized("question"),
                                                    normalized("context") if heldout else nothing, choices,
                                                    normalized("answer_text"), column("answer_format"),
@@ -559,8 +588,8 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
             continue
         rows.append(r)
         texts.append(t)
-        answers.append(accepted_answers(a, ch, fmt, _as_normalized) if heldout
-                       else accepted_answers(a, normalize=_as_normalized))
+        answers.append(accepted_answers(raw_answers[r], raw_choices[r], fmt, forms) if heldout
+                       else accepted_answers(raw_answers[r], normalize=forms))
     m = len(rows)
     ids = column("id")
     stimuli = [t[STIMULUS] for t in texts]
@@ -569,7 +598,7 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     # the stimulus is the first words of qa: its word count is qa's minus the answer's
     n_words = qa_lengths - np.fromiter((len(q) > len(s) and len(q[len(s):].split()) for q, s in zip(qas, stimuli)),
                                        dtype=np.int64, count=m)
-    short = np.flatnonzero(n_words <= params.near_dup_max_words)
+    short = short_any = np.flatnonzero(n_words <= params.near_dup_max_words)
     if near_dup_answers is not None:  # near-dup needs the answer to be a held-out accepted answer
         short = short[np.fromiter((any(a in near_dup_answers for a in answers[i]) for i in short),
                                   dtype=bool, count=len(short))]
@@ -579,7 +608,9 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     elif not defer_passages:  # the item side's passages (deferred: match_batch takes them where needed)
         contexts_raw = column("context")
         normalize = _NormalizeMemo()  # passages repeat within a batch
-        for i in short:
+        # every short item's passage (not only the near-dup ones): a whole-text match over a
+        # held-out passage needs the item's passage when the answers differ
+        for i in short_any:
             text = item_passage(contexts_raw[rows[i]], texts[i].values(), normalize)
             if text:
                 contexts[int(i)] = text
@@ -612,7 +643,7 @@ def featurize_batch(batch: pa.RecordBatch, params: DecontaminationParams, heldou
     take = np.repeat(qa_starts[short], stim_lengths) + (
         np.arange(int(stim_lengths.sum())) - np.repeat(np.cumsum(stim_lengths) - stim_lengths, stim_lengths))
     edit_offsets, edit_values = _edit_keys_of(qa_flat[take], stim_lengths)
-    with_context = np.array([i for i in short if i in contexts], dtype=np.int64)
+    with_context = np.array([i for i in short_any if i in contexts], dtype=np.int64)
     ctx_offsets, ctx_values = minhash.shingle_batch([contexts[i] for i in with_context], "char", mh.shingle_size)
 
     columns = {
@@ -891,6 +922,24 @@ class HeldoutIndex:
         valid[have] = True
         return full, values.view(np.int32), valid
 
+    def _passages_agree(self, item_passages: tuple[np.ndarray, np.ndarray, np.ndarray], items: np.ndarray,
+                        rows: np.ndarray) -> np.ndarray:
+        """Per (item, held-out row) pair whose held-out row has a passage: whether the item has a
+        passage and its shingle Jaccard with the held-out passage reaches the near-dup threshold."""
+        c_off, c_val, c_ok = item_passages
+        hc_off, hc_val, _ = self.context_shingles
+        t = self.params.near_dup_threshold
+        ok = np.zeros(len(items), dtype=bool)
+        check = np.flatnonzero(c_ok[items]) if len(items) else np.empty(0, dtype=np.int64)
+        # |A ∩ B| / |A ∪ B| ≤ min(|A|, |B|) / max(|A|, |B|): passages of too different lengths fail
+        # without their sets compared (exact; a fifth of BoolQ's passage pairs on the benchmark)
+        la = c_off[items[check] + 1] - c_off[items[check]]
+        lb = hc_off[rows[check] + 1] - hc_off[rows[check]]
+        check = check[np.minimum(la, lb) >= t * np.maximum(la, lb)]
+        if len(check):
+            ok[check] = _pair_jaccard((c_off, c_val), items[check], (hc_off, hc_val), rows[check]) >= t
+        return ok
+
     def match_batch(self, features: pa.RecordBatch) -> pa.RecordBatch:
         """The best match of each item of a `featurize_batch(..., heldout=False)` batch, as
         MATCH_ARROW_SCHEMA rows (see MATCH_DOC).
@@ -961,12 +1010,10 @@ class HeldoutIndex:
         # candidate matches: (pair, score, priority), one list per rule
         cand_pair, cand_score, cand_priority = [], [], []
         stimuli = col("stimulus").to_pylist()
+        answers = col("answers")
         same = np.flatnonzero(flags & _SAME_STIMULUS_KEY)
         same = same[np.fromiter((stimuli[i] == self.stimuli[r] for i, r in zip(pi[same].tolist(), pr[same].tolist())),
                                 dtype=bool, count=len(same))]
-        cand_pair.append(same)
-        cand_score.append(np.ones(len(same)))
-        cand_priority.append(np.full(len(same), _PRIORITY["whole_text"]))
         by_ngram = np.flatnonzero(shared)
         n_ngrams = np.asarray(col("n_ngrams").to_numpy(zero_copy_only=False), dtype=np.int64)
         cand_pair.append(by_ngram)
@@ -979,26 +1026,31 @@ class HeldoutIndex:
         hs_off, hs_val, hs_ok = self.shingles
         hc_off, hc_val, hc_ok = self.context_shingles
         t = p.near_dup_threshold
+        # whole text over a passage (a held-out item with a passage: BoolQ, SQuAD-like "What year did
+        # it open?"): the same question is a copy only with the held-out answer or the same passage
+        same_needs = hc_ok[pr[same]]
+        if same_needs.any():
+            same_needs[same_needs] = ~self._answer_ok(pi[same[same_needs]], pr[same[same_needs]], answers)
         near = np.flatnonzero(flags & _NEAR_CANDIDATE)
         near = near[s_ok[pi[near]] & hs_ok[pr[near]]]
-        answers = col("answers")
         near = near[self._answer_ok(pi[near], pr[near], answers)]
         # the stimulus Jaccard (short sets) before the passage Jaccard (long ones): both must hold
         score = _pair_jaccard((s_off, s_val), pi[near], (hs_off, hs_val), pr[near])
         keep = ((flags[near] & _BY_EDIT) > 0) | (score >= t)
         near, score = near[keep], score[keep]
         needs_context = hc_ok[pr[near]]
-        context_ok = ~needs_context
         if deferred:  # the passages of only the items that need one compared, shingled now
-            c_off, c_val, c_ok = self._passage_shingles(features, np.unique(pi[near[needs_context]]))
-        check = np.flatnonzero(needs_context & c_ok[pi[near]])
-        # |A ∩ B| / |A ∪ B| ≤ min(|A|, |B|) / max(|A|, |B|): passages of too different lengths fail
-        # without their sets compared (exact; a fifth of BoolQ's passage pairs on the benchmark)
-        ci_, cr_ = pi[near[check]], pr[near[check]]
-        la, lb = c_off[ci_ + 1] - c_off[ci_], hc_off[cr_ + 1] - hc_off[cr_]
-        check = check[np.minimum(la, lb) >= t * np.maximum(la, lb)]
-        if len(check):
-            context_ok[check] = _pair_jaccard((c_off, c_val), pi[near[check]], (hc_off, hc_val), pr[near[check]]) >= t
+            c_off, c_val, c_ok = self._passage_shingles(
+                features, np.unique(np.concatenate([pi[near[needs_context]], pi[same[same_needs]]])))
+        same_ok = ~same_needs
+        same_ok[same_needs] = self._passages_agree((c_off, c_val, c_ok), pi[same[same_needs]], pr[same[same_needs]])
+        same = same[same_ok]
+        cand_pair.append(same)
+        cand_score.append(np.ones(len(same)))
+        cand_priority.append(np.full(len(same), _PRIORITY["whole_text"]))
+        context_ok = ~needs_context
+        context_ok[needs_context] = self._passages_agree((c_off, c_val, c_ok), pi[near[needs_context]],
+                                                         pr[near[needs_context]])
         cand_pair.append(near[context_ok])
         cand_score.append(score[context_ok])
         cand_priority.append(np.full(int(context_ok.sum()), _PRIORITY["near_dup"]))
@@ -1041,3 +1093,50 @@ class HeldoutIndex:
             "matched": out_matched,
             "score": cs[best].astype(np.float64),
         }, schema=MATCH_ARROW_SCHEMA)
+
+
+def build_heldout_index(heldout: pd.DataFrame, params: DecontaminationParams) -> HeldoutIndex:
+    """The held-out index built in memory, with the keys `jobs.filters.contamination.
+    ensure_heldout_index` stores and `load_heldout_index` loads (benchmarks, notebooks, tests; the
+    job builds it with Spark): n-gram and whole-text keys found in `boilerplate_min_items` or more
+    held-out items are left out, and so are the band and edit keys of a stimulus that many items
+    share. heldout: heldout_id, task, split, question, context, choices, answer_text, answer_format,
+    decontamination_text."""
+    f = featurize_frame(heldout.rename(columns={"heldout_id": "id"}), params, heldout=True,
+                        keep=("task", "split")).sort_values("id", kind="stable").reset_index(drop=True)
+    bp = params.boilerplate_min_items
+    stimulus_items = f.groupby("stimulus_key")["id"].transform("count").to_numpy()
+    kinds, keys, rows = [], [], []
+
+    def add(kind: str, values, row: int) -> None:
+        values = np.asarray(values, dtype=np.int64)
+        kinds.append(np.full(len(values), INDEX_KINDS.index(kind), dtype=np.int8))
+        keys.append(values)
+        rows.append(np.full(len(values), row, dtype=np.int32))
+
+    for row, r in enumerate(f.itertuples()):
+        add(KIND_NGRAM, r.ngrams, row)
+        add(KIND_STIMULUS, [r.stimulus_key], row)
+        if stimulus_items[row] >= bp:
+            continue
+        if r.bands is not None:
+            add(KIND_BAND, r.bands, row)
+        if r.edit_keys is not None:
+            raw = np.asarray(r.edit_keys, dtype=np.int64)
+            for edit_kind, name in EDIT_KIND_NAMES.items():
+                add(name, raw[(raw & 3) == edit_kind] >> 2, row)
+    kind = np.concatenate(kinds) if kinds else np.empty(0, np.int8)
+    key = np.concatenate(keys) if keys else np.empty(0, np.int64)
+    row = np.concatenate(rows) if rows else np.empty(0, np.int32)
+    # boilerplate n-grams and whole texts: keys of `bp` or more items (each item's keys are distinct)
+    frequent = np.zeros(len(key), dtype=bool)
+    for code in (INDEX_KINDS.index(KIND_NGRAM), INDEX_KINDS.index(KIND_STIMULUS)):
+        at = np.flatnonzero(kind == code)
+        _, inverse, counts = np.unique(key[at], return_inverse=True, return_counts=True)
+        frequent[at] = counts[inverse] >= bp
+    keep = ~frequent
+    key_table = pa.table({"kind": pa.array(np.asarray(INDEX_KINDS, dtype=object)[kind[keep]].tolist(), pa.string()),
+                          "key": pa.array(key[keep], pa.int64()), "row": pa.array(row[keep], pa.int32())})
+    items = pa.Table.from_pandas(f.rename(columns={"id": "heldout_id"})[
+        ["heldout_id", "task", "split", "stimulus", "answers", "shingles", "context_shingles"]], preserve_index=False)
+    return HeldoutIndex.from_arrow(key_table, items, params)

@@ -62,7 +62,7 @@ from datasketch import MinHash
 
 from udfs.textnorm import normalize_text
 
-SIGNATURE_VERSION = 1
+SIGNATURE_VERSION = 2  # 2: normalize_text keeps operators, marks of non-Latin scripts, splits CJK/Thai (issue 25)
 SCHEME = "affine32"  # datasketch's permutation scheme (bijective, collision-free; default since 2.0)
 
 _U64 = np.uint64
@@ -143,7 +143,7 @@ class MinHashParams:
 
     @property
     def tag(self) -> str:
-        """e.g. 'v1/char5/p64/b12r5/seed1/affine32'."""
+        """e.g. 'v2/char5/p64/b12r5/seed1/affine32'."""
         return (f"v{SIGNATURE_VERSION}/{self.shingle}{self.shingle_size}/p{self.num_perm}/"
                 f"b{self.bands}r{self.rows}/seed{self.seed}/{SCHEME}")
 
@@ -168,9 +168,13 @@ def stimulus_text(question: str | None, context: str | None = None,
     llama.cpp example), and two different questions whose answers are both "4" or "yes" are not
     duplicates; answers are also short next to the stimulus, so including them would mostly add
     noise to the similarity. Options are included because an MCQ is defined by them as much as by
-    its question ("Which is a mammal?" with different options is a different item).
+    its question ("Which is a mammal?" with different options is a different item), in the order
+    of their normalized text: a copy with shuffled options is the same item (issue 25; the
+    contamination filter's `identity_options` sorts them the same way).
     """
-    parts = [context, question, *(choices if choices is not None else ())]
+    options = [str(c) for c in (choices if choices is not None else ()) if c is not None and str(c).strip()]
+    options.sort(key=lambda c: (normalize_text(c), c))
+    parts = [context, question, *options]
     return "\n".join(str(p) for p in parts if p is not None and str(p).strip())
 
 

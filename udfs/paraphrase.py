@@ -55,6 +55,25 @@ def embedding_text(question: Any, choices: Sequence[Any] | None = None) -> str:
     return "\n".join(parts)
 
 
+def stated_numbers(text: Any) -> frozenset[str]:
+    """The numbers a question states, canonical (`udfs.parsing.numbers_in_text` after
+    `udfs.textnorm.normalize_text`'s digit folding: `1,000` = `1000`, `٣` = `3`); empty for none."""
+    if not isinstance(text, str) or not text:
+        return frozenset()
+    from udfs.parsing import numbers_in_text
+    from udfs.textnorm import normalize_text
+
+    return frozenset(numbers_in_text(normalize_text(text)))
+
+
+def numbers_disagree(candidate_numbers: frozenset[str], heldout_numbers: frozenset[str]) -> bool:
+    """Whether a pair cannot be the same question by the judge's own rule ("the same story with
+    different numbers is different"): both questions state numbers and they share none. Such a
+    pair is not sent to the judge (issue 25: GSM8K's templated word problems are near each other in
+    embedding space; their numbers are not)."""
+    return bool(candidate_numbers) and bool(heldout_numbers) and not (candidate_numbers & heldout_numbers)
+
+
 def pair_id(gen_id: str, heldout_id: str) -> str:
     """The key of one judged (candidate, held-out item) pair."""
     return stable_hash("paraphrase_pair", gen_id, heldout_id)
@@ -153,13 +172,55 @@ def _verdict_word(value: Any) -> str | None:
     return None
 
 
+_ADVERB = r"(?:(?:actually|really|in fact|indeed|essentially|clearly|basically|truly|then|therefore|still|both)\s+)?"
+_SUBJECT = (r"(?:they|these|those|both(?:\s+questions|\s+items)?|the two(?:\s+questions|\s+items)?|"
+            r"the (?:candidate|question|questions|item|items|held-?out(?:\s+item|\s+question)?)"
+            r"(?:\s+(?:question|item))?|it|this|that)")
+# A stated conclusion, in the prose around a verdict or in its reason: which verdict it states.
+_CONCLUSION_RES = (
+    (DIFFERENT, re.compile(rf"\b{_SUBJECT}\s+(?:are|is|were|'re)\s+{_ADVERB}(?:not\s+(?:the\s+)?same|different|distinct|"
+                           rf"unrelated|not\s+(?:a\s+)?paraphrases?)\b", re.IGNORECASE)),
+    (SAME, re.compile(rf"\b{_SUBJECT}\s+(?:are|is|were|'re)\s+{_ADVERB}(?:(?:the\s+)?same|identical|equivalent|"
+                      rf"(?:a\s+)?paraphrases?|(?:a\s+)?(?:translation|rewording)s?)\b(?!\s+(?:topic|subject|"
+                      rf"number|numbers|format|length|style))", re.IGNORECASE)),
+    (DIFFERENT, re.compile(r"(?<!\bnot\s)(?<!\bnot a\s)\bdifferent\s+questions?\b", re.IGNORECASE)),
+    (SAME, re.compile(r"(?<!\bnot\s)(?<!\bnot the\s)(?<!\bdifferent\s)\bsame\s+question\b", re.IGNORECASE)),
+    (DIFFERENT, re.compile(rf"\b{_SUBJECT}\s+(?:do\s+not|don't|does\s+not|doesn't)\s+match\b", re.IGNORECASE)),
+    (SAME, re.compile(rf"\b{_SUBJECT}\s+{_ADVERB}match(?:es)?\b", re.IGNORECASE)),
+    (None, re.compile(r"[\"']?(?:verdict|answer|decision)[\"']?\s*(?:[:=]|should\s+be|is)\s*[\"'*]*(same|different)\b",
+                      re.IGNORECASE)),
+)
+_THINK_RE = re.compile(r"(?is)<(think|thinking|thought|reasoning)\b[^>]*>.*?</\1\s*>")
+
+
+def stated_verdicts(text: str) -> set[str]:
+    """The verdicts that `text` states as conclusions ("they are actually the same question",
+    "the verdict should be different", a second `"verdict": ...`), reasoning blocks left out."""
+    text = _THINK_RE.sub(" ", text)
+    found = set()
+    for verdict, pattern in _CONCLUSION_RES:
+        for match in pattern.finditer(text):
+            found.add(verdict or match.group(1).lower())
+    return found
+
+
 def parse_verdict(text: str | None) -> tuple[str, str | None]:
     """(verdict, reason) from a judge response: verdict "same" or "different", reason the model's
     explanation if it gave one. Reads a JSON object first (udfs.parsing.extract_json_object: fences,
     prose, reasoning blocks), the verdict under any of several keys, as a word or a boolean (keys
     like `is_same` / `contaminated`: true = same); else a bare answer word ("Same.", "**different**").
     Raises OutputRejected: the parser's JSON reasons, `no_verdict`, or `ambiguous_verdict` (both
-    words, or a negated one, in a free-text answer)."""
+    words, or a negated one, in a free-text answer; or a verdict that the response then contradicts:
+    `{"verdict": "different"}` followed by prose, a reason or a second object that concludes they are
+    the same question, so a judge that corrects itself is never read as "clean")."""
+    verdict, reason = _first_verdict(text)
+    contrary = stated_verdicts(str(text)) - {verdict}
+    if contrary:
+        raise ValidationError("ambiguous_verdict", f"{verdict}, then {sorted(contrary)[0]}: {str(text)[:160]}")
+    return verdict, reason
+
+
+def _first_verdict(text: str | None) -> tuple[str, str | None]:
     if text is None or not str(text).strip():
         raise ParseError("empty", "no content")
     try:
@@ -203,5 +264,6 @@ def parse_judge_row(rec: Mapping[str, Any]) -> dict:
 
 
 __all__ = ["DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME", "OutputRejected", "embedding_text",
-           "judge_requests", "judge_template", "pair_id", "parse_judge_row", "parse_verdict",
+           "judge_requests", "judge_template", "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict",
+           "stated_numbers", "stated_verdicts",
            "render_judge_messages"]

@@ -561,6 +561,8 @@ def normalize_number(text: Any) -> str | None:
     if isinstance(text, (int, float)):
         text = repr(text)
     text = str(text)
+    if len(text) > MAX_NUMBER_CHARS:  # not an answer; and Python refuses str() of a 4,300-digit int
+        return None
     if not text.isascii():
         text = re.sub(r"(?<=\d)(?=[\u00bc-\u00be\u2150-\u215e])", " ", text)  # 2½: a mixed number
         text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")
@@ -658,6 +660,71 @@ def _equation_result(text: str) -> str | None | bool:
     return _lead_number(members[-1])
 
 
+MAX_NUMBER_CHARS = 200
+
+# Every dash that is written as a minus sign before a number: hyphen U+2010, non-breaking hyphen,
+# figure dash, en dash, minus sign U+2212, small and full-width hyphen-minus. A dash right after a
+# word or number character is a range or a hyphen ("5–7"), not a sign.
+_MINUS_RE = re.compile(r"(?<![\w.])[\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d](?=\s?[$€£¥₹]?\d)")
+# A unit with an exponent written with ^ ("5 m^2", "9.8 m s^-2", "3 cm^{3}" after LaTeX): the
+# exponent joins the unit word ("m2"), so the unit is a unit and not math left around a number.
+_UNITS = (r"(?:[kcmdnµμ]?m|in|ft|yd|mi|[kmµμ]?s|sec|h|hr|[km]?g|[mµμ]?[lL]|cc|[kM]?Pa|[kM]?N|[kM]?J|[kM]?W|"
+          r"meters?|metres?|feet|foot|inch(?:es)?|units?|seconds?)")
+_UNIT_POWER_RE = re.compile(rf"(?<![A-Za-z^])({_UNITS})\s*\^\s*\(?\s*([-+\u2212]?\d{{1,2}})\s*\)?(?![\w^])")
+_NUMBER_WORD_VALUES = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40,
+    "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+}
+_NUMBER_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+_NUMBER_WORD = "(?:" + "|".join(sorted([*_NUMBER_WORD_VALUES, *_NUMBER_SCALES], key=len, reverse=True)) + ")"
+_NUMBER_WORDS_RE = re.compile(
+    rf"(?<!no )(?<!any )(?<!some )(?<!every )\b(?:(minus|negative)\s+)?{_NUMBER_WORD}(?:(?:[\s-]+|\s+and\s+){_NUMBER_WORD})*\b", re.IGNORECASE)
+
+
+def _number_words_value(phrase: str) -> int | None:
+    """"seven" → 7, "twenty-five" → 25, "one hundred and five" → 105, "two thousand twenty" → 2020."""
+    total, current, seen = 0, 0, False
+    for word in re.findall(r"[a-z]+", phrase.lower()):
+        if word in ("and", "minus", "negative"):
+            continue
+        if word in _NUMBER_WORD_VALUES:
+            current += _NUMBER_WORD_VALUES[word]
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        else:
+            total += max(current, 1) * _NUMBER_SCALES[word]
+            current = 0
+        seen = True
+    if not seen:
+        return None
+    return total + current
+
+
+def _number_words_to_digits(text: str) -> str:
+    """Number words written out as digits, in a text that has no digit ("seven apples" → "7 apples";
+    "minus five" → "-5")."""
+    def repl(match: re.Match) -> str:
+        value = _number_words_value(match.group(0))
+        if value is None:
+            return match.group(0)
+        return f"-{value}" if match.group(1) else str(value)
+
+    return _NUMBER_WORDS_RE.sub(repl, text)
+
+
+def _answer_numbers_text(plain: str) -> str:
+    """The number-reading spellings of issue 25: every minus sign, `^` unit exponents, number words."""
+    if not plain.isascii():
+        plain = _MINUS_RE.sub("-", plain)
+    if "^" in plain:
+        plain = _UNIT_POWER_RE.sub(r"\1\2", plain)
+    if not re.search(r"\d", plain):
+        plain = _number_words_to_digits(plain)
+    return plain
+
+
 def number_in_answer(text: Any, equations: bool = True, after_marker: bool = False) -> str | None:
     """The canonical number a final answer states, or None when it does not state exactly one.
 
@@ -677,7 +744,7 @@ def number_in_answer(text: Any, equations: bool = True, after_marker: bool = Fal
         return None
     if isinstance(text, (int, float)):
         return normalize_number(text)
-    plain = plain_answer(text)
+    plain = _answer_numbers_text(plain_answer(text))
     if not plain:
         return None
     number = normalize_number(plain)

@@ -92,8 +92,17 @@ def answer_key(
     answer_format: one of `schemas.answer_formats.ALL_FORMATS`; answer: the answer text (a generated
     item's `answer_text`, a sample's `final_answer`, or its raw text); answer_index: the option
     index when the record has one (generated `answer_index`, enrichment `final_answer_index`);
-    choices: the item's options (mcq) or label set (label). Never raises on odd input.
+    choices: the item's options (mcq) or label set (label). Never raises on odd input (a reading
+    that fails on pathological input, e.g. a 5,000-digit number, is no key).
     """
+    try:
+        return _answer_key(answer_format, answer, answer_index, choices)
+    except (ValueError, ArithmeticError, RecursionError, TypeError, OverflowError, MemoryError):
+        return None
+
+
+def _answer_key(answer_format: str | None, answer: Any, answer_index: Any,
+                choices: Sequence[str] | None) -> str | None:
     choices = [str(c) for c in (choices or []) if c is not None]
     if answer_format == MCQ:
         index = _valid_index(answer_index, choices)

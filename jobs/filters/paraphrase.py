@@ -11,7 +11,9 @@ udfs/embeddings.py (the model, top-k).
    batch of items and takes the exact top-k by blocked matrix products (`udfs.embeddings.top_k`:
    memory O(batch × 4096), no index to build or tune, exact; at this size an HNSW index would save
    little: the matrix product of a 64-item batch against 35k rows is ~1.7 GFLOP). Pairs at or above
-   `curate.paraphrase.floor` are kept.
+   `curate.paraphrase.floor` are kept, except those whose questions both state numbers and share
+   none (the judge's rule "the same story with different numbers is different", applied without
+   a call: `udfs.paraphrase.numbers_disagree`).
 3. `judge_spec(items)`: an `LLMStageSpec` named `judge` whose items are the pairs: requests go
    through the same plan → ledger → parse machinery as generate and enrich (exactly once per pair
    and prompt version, resumable, `llm.max_requests` / `llm.max_tokens_budget`, quarantine for
@@ -147,11 +149,24 @@ def heldout_matrix(lakehouse: Lakehouse) -> tuple[list[str], np.ndarray]:
     return ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), -1)
 
 
+def heldout_numbers(lakehouse: Lakehouse, ids: Sequence[str]) -> list[frozenset[str]]:
+    """The numbers each held-out question of `ids` states (`udfs.paraphrase.stated_numbers`), in
+    the order of `ids`: what the numbers rule of `neighbours` compares."""
+    from udfs.paraphrase import stated_numbers
+
+    rows = lakehouse.read(HELDOUT.name).select("heldout_id", "question").toPandas()
+    by_id = dict(zip(rows["heldout_id"], rows["question"]))
+    return [stated_numbers(by_id.get(i)) for i in ids]
+
+
 # ---- retrieval ----------------------------------------------------------------------------------
 def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFrame:
     """(gen_id, heldout_id, rank, similarity) for each item's top-k held-out neighbours whose cosine
-    similarity is ≥ `curate.paraphrase.floor` (rank 1 = most similar). `items` has gen_id,
-    question, choices. Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
+    similarity is ≥ `curate.paraphrase.floor` (rank 1 = most similar), except a neighbour whose
+    question states numbers none of which the item's question states while the item states numbers
+    too (`udfs.paraphrase.numbers_disagree`: the judge's own rule, "the same story with different
+    numbers is different", decided without a call; issue 25). `items` has gen_id, question,
+    choices. Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
     p = config.curate.paraphrase
     ids, matrix = heldout_matrix(lakehouse)
     spark = lakehouse.spark
@@ -160,21 +175,26 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFr
     # plain bytes, not the ndarray: with spark.io.encryption.enabled (the local session sets it, see
     # jobs/llm_stage/endpoint.py) PySpark streams the broadcast's pickle to the JVM and cannot write
     # protocol-5 out-of-band buffers (numpy arrays): "PickleBuffer has no len()"
-    shared = spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes()))
+    numbers = heldout_numbers(lakehouse, ids)
+    shared = spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes(),
+                                           numbers))
     model, k, floor = p.model, p.k, float(p.floor)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from udfs.embeddings import Embedder, top_k
+        from udfs.paraphrase import numbers_disagree, stated_numbers
 
         embedder = Embedder.get(model)
-        heldout_ids, shape, raw = shared.value
+        heldout_ids, shape, raw, held_numbers = shared.value
         corpus = np.frombuffer(raw, dtype=np.float32).reshape(shape)
         for batch in batches:
             texts = [embedding_text(q, c) for q, c in zip(batch["question"], batch["choices"])]
             index, sims = top_k(embedder.embed(texts), corpus, k)
             rows = [(gid, heldout_ids[j], r + 1, float(s))
-                    for gid, js, ss in zip(batch["gen_id"], index, sims)
-                    for r, (j, s) in enumerate(zip(js, ss)) if s >= floor]
+                    for gid, q, js, ss in zip(batch["gen_id"], batch["question"], index, sims)
+                    for cand in (stated_numbers(q),)
+                    for r, (j, s) in enumerate(zip(js, ss))
+                    if s >= floor and not numbers_disagree(cand, held_numbers[j])]
             yield pd.DataFrame(rows, columns=["gen_id", "heldout_id", "rank", "similarity"])
 
     return items.select("gen_id", "question", "choices").mapInPandas(run, PAIR_SCHEMA)

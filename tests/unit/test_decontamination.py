@@ -456,7 +456,10 @@ def _reference_matches(index, features: pd.DataFrame) -> dict[str, tuple]:
         options = []
         for r in range(len(index.ids)):
             if f.stimulus_key in by_row.get(("stimulus", r), ()) and f.stimulus == index.stimuli[r]:
-                options.append((1.0, 0, index.ids[r], "whole_text"))
+                held_context = csr_set(index.context_shingles, r)  # over a passage: answer or passage agree
+                if held_context is None or index.answers[r].intersection(f.answers) or (
+                        context is not None and len(context & held_context) / len(context | held_context) >= t):
+                    options.append((1.0, 0, index.ids[r], "whole_text"))
             shared = len(ngrams & by_row.get(("ngram", r), set()))
             if shared:
                 options.append((shared / f.n_ngrams, -1, index.ids[r], "ngram"))
@@ -678,3 +681,18 @@ def test_eager_and_deferred_featurization_agree_on_a_passage_that_is_the_questio
     batch = pa.RecordBatch.from_pylist([row, {**row, "id": "y", "context": "The sky is blue on clear days."}])
     eager = featurize_batch(batch, PARAMS, heldout=False).column("context_shingles").to_pylist()
     assert eager[0] is None and eager[1]
+
+
+def test_build_heldout_index_matches_like_the_stored_index_and_drops_boilerplate():
+    from udfs.decontamination import build_heldout_index
+
+    heldout = _real_heldout(60)
+    items = _real_items(heldout)
+    assert _match(build_heldout_index(heldout, PARAMS), items) == _match(_index_of(heldout), items)
+    # a question shared by `boilerplate_min_items` held-out items is boilerplate: never matched
+    shared = heldout.iloc[:PARAMS.boilerplate_min_items].assign(question="Which of the following is correct?",
+                                                               choices=None, answer_format="short_text")
+    index = build_heldout_index(pd.concat([heldout, shared.assign(heldout_id=shared["heldout_id"] + "b")]), PARAMS)
+    probe = pd.DataFrame([{"item_id": "p", "question": "Which of the following is correct?", "context": None,
+                           "choices": None, "answer_text": "zebra", "answer_format": "short_text"}])
+    assert _match(index, probe) == {}

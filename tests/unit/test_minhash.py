@@ -359,7 +359,7 @@ def test_sign_frame_rows_and_types():
     assert out["shingles"][0].dtype == np.int32 and out["signature"][0].dtype == np.int32
     assert len(out["signature"][0]) == 64 and out["band_hashes"][0].dtype == np.int64
     assert np.array_equal(out["signature"][0], out["signature"][2])  # same stimulus, same signature
-    expected = text_shingles("Which gas do plants absorb?\noxygen\ncarbon dioxide", DEFAULT)
+    expected = text_shingles(stimulus_text("Which gas do plants absorb?", None, ["oxygen", "carbon dioxide"]), DEFAULT)
     assert np.array_equal(out["shingles"][0].view(np.uint32), expected)
     assert np.array_equal(out["signature"][0].view(np.uint32), signature(expected, DEFAULT))
     assert sign_frame(frame.iloc[:0], DEFAULT).empty

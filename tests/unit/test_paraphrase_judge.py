@@ -116,3 +116,78 @@ def test_simulator_judge(candidate, expected):
     body = {"messages": json.loads(row["messages_json"])}
     answer = json.loads(sim_answer(body, SimSettings(), "k", "k"))
     assert answer["verdict"] == expected and parse_verdict(json.dumps(answer))[0] == expected
+
+
+# ---- issue 25, kind 13: a verdict the response then contradicts is ambiguous, never "clean" ----------
+
+
+@pytest.mark.parametrize("text", [
+    '{"verdict": "different"}\nWait, on reflection both ask for the boiling point of water, so they are the same question.',
+    '{"verdict": "different", "reason": "Actually, they are the same question with other words."}',
+    '{"verdict": "different"}\n\nCorrection: the verdict should be "same".',
+    '{"verdict": "different"}\n{"verdict": "same"}',
+    '{"verdict": "same"}\nHmm, no: the two questions are different, one asks for a speed.',
+    '```json\n{"verdict": "different"}\n```\nOn second thought these are identical, just translated.',
+    '{"is_same": false}\nThey are really a paraphrase of each other.',
+    'Different.\nActually they are the same.',
+    '{"verdict": "different"}\nOn reflection, the candidate is the same question as the held-out item.',
+    '{"verdict": "different"}\nLooking again, they match: only the names changed.',
+    '{"verdict": "same"}\nHowever, the candidate question is different: it asks for the area.',
+])
+def test_a_verdict_followed_by_a_contrary_conclusion_is_ambiguous(text):
+    with pytest.raises(OutputRejected) as err:
+        parse_verdict(text)
+    assert err.value.reason == "ambiguous_verdict"
+
+
+@pytest.mark.parametrize("text,verdict", [
+    ('{"verdict": "different"}\nThey are different questions: one asks for a mass, the other for a volume.', "different"),
+    ('{"verdict": "different", "reason": "Same topic and the same numbers, but a different unknown."}', "different"),
+    ('{"verdict": "same"}\nBoth ask the same question; the second is a translation.', "same"),
+    ('{"verdict": "different", "reason": "They are not the same question."}', "different"),
+    ('{"verdict": "same", "reason": "It is the same question in Chinese."}', "same"),
+    ('{"verdict": "different", "reason": "The held-out item asks for a speed; they do not match."}', "different"),
+    ("<think>Are they the same? They are different... no wait, they are the same.</think>{\"verdict\": \"same\"}",
+     "same"),
+])
+def test_a_verdict_with_a_consistent_explanation_stands(text, verdict):
+    assert parse_verdict(text)[0] == verdict
+
+
+def test_a_contradicted_verdict_becomes_a_quarantine_row():
+    (plan,) = judge_requests(PAIR, model="m", max_tokens=64)
+    row = parse_judge_row({**plan, "status": "ok", "run_id": "r",
+                           "content": '{"verdict": "different"}\nActually, they are the same question.'})
+    assert (row["kind"], row["reason"]) == ("quarantine", "ambiguous_verdict")
+
+
+# ---- issue 25, item 15: the numbers rule decides some pairs without a judge call -------------------
+
+
+@pytest.mark.parametrize("candidate,heldout,disagree", [
+    ("Tom has 5 apples and buys 3 more. How many?", "Tom has 7 apples and buys 2 more. How many?", True),
+    ("A train travels 60 km in 2 hours.", "A car travels 45 miles in 3 hours.", True),
+    ("Tom has 5 apples and buys 3 more.", "Tim owns 5 apples and gets 3 more.", False),       # a rewording
+    ("Tom has 1,000 coins.", "Tom has 1000 coins.", False),                                      # one number, written otherwise
+    ("Tom has ٣ cats and 4 dogs.", "Tom has 3 cats and 9 dogs.", False),                         # digits of another script
+    ("汤姆有5个苹果，又买了3个。", "Tom has 5 apples and buys 3 more.", False),                   # a translation keeps digits
+    ("Tom has five apples.", "Tom has 7 apples.", False),                                        # no digits on one side: judged
+    ("Which gas do plants absorb?", "Which gas do animals exhale?", False),                       # no numbers at all
+])
+def test_numbers_disagree(candidate, heldout, disagree):
+    from udfs.paraphrase import numbers_disagree, stated_numbers
+
+    assert numbers_disagree(stated_numbers(candidate), stated_numbers(heldout)) is disagree
+
+
+def test_real_gsm8k_test_items_and_their_rewordings_share_numbers(mirror):
+    """The rule never drops a planted rewording's own pair (rewordings keep numbers), on real items."""
+    from simulator.rewording import reword
+    from udfs.paraphrase import numbers_disagree, stated_numbers
+
+    with (mirror / "openai/gsm8k/main/test.jsonl").open(encoding="utf-8") as fh:
+        questions = [json.loads(line)["question"] for _, line in zip(range(200), fh)]
+    assert not any(numbers_disagree(stated_numbers(reword(q)), stated_numbers(q)) for q in questions)
+    # and most pairs of different test items do disagree (what saves the judge calls)
+    pairs = list(zip(questions, questions[1:]))
+    assert sum(numbers_disagree(stated_numbers(a), stated_numbers(b)) for a, b in pairs) / len(pairs) > 0.5
