@@ -85,3 +85,41 @@ def test_stages_declare_whether_they_call_the_endpoint_curate_when_the_judge_is_
     config.curate.paraphrase.enabled = True
     assert next(s for s in PIPELINE if s.name == "curate").uses_endpoint(config)
     assert not any(s.uses_endpoint(config) for s in select_stages(["catalog", "publish"], config))
+
+
+def test_a_run_opens_one_endpoint_and_every_stage_that_calls_one_gets_it(monkeypatch):
+    """`run_pipeline` opens the endpoint (or starts the simulator) once, only when a selected stage
+    declares it calls one, and hands that one to every stage: three stages that call it (as
+    generate, enrich and curate with the judge on do) share one simulator per `taskseed run`."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import jobs.llm_stage
+    import jobs.pipeline as pipeline
+    from jobs.lakehouse import TableAccess
+
+    opened, seen = [], {}
+
+    @contextlib.contextmanager
+    def endpoint_for(config):
+        opened.append(SimpleNamespace(base_url=f"http://127.0.0.1:{8000 + len(opened)}/v1"))
+        yield opened[-1]
+
+    class Lakehouse:
+        @contextlib.contextmanager
+        def recording(self):
+            yield TableAccess()
+
+    def stage(name, reads, writes, calls):
+        return Stage(name=name, reads=tables(*reads), writes=tables(*writes), uses_endpoint=lambda _c: calls,
+                     run=lambda ctx: seen.setdefault(name, ctx.endpoint))
+
+    fake = (stage("make", (), ("a",), False), stage("ask", ("a",), ("b",), True),
+            stage("ask_more", ("b",), ("c",), True), stage("judge", ("c",), ("d",), True))
+    monkeypatch.setattr(pipeline, "PIPELINE", fake)
+    monkeypatch.setattr(jobs.llm_stage, "endpoint_for", endpoint_for)
+    pipeline.run_pipeline(Lakehouse(), Config(), track=False)
+    assert len(opened) == 1
+    assert [seen[name] for name in ("ask", "ask_more", "judge")] == [opened[0]] * 3
+    pipeline.run_pipeline(Lakehouse(), Config(), ["make"], track=False)
+    assert len(opened) == 1  # no stage that calls it: nothing opened
