@@ -88,15 +88,17 @@ def test_frames_are_measured_from_the_seeds(loader, expected):
     assert set(frame_keys(loader())) == expected
 
 
-def test_a_question_repeated_with_the_same_options_is_a_duplicate_not_a_frame():
+@pytest.mark.parametrize("i", [0, 13, 57])
+def test_a_question_repeated_with_the_same_options_is_a_duplicate_not_a_frame(i):
+    """A real MMLU record present three times (a split with duplicated rows) asks its question of one
+    option set, three times: duplicates of one item, not a frame."""
     seeds = _mmlu_seeds("abstract_algebra")
-    counts = {}
-    for s in seeds:
-        counts[question_key(s["question"])] = counts.get(question_key(s["question"]), 0) + 1
-    repeated = [k for k, n in counts.items() if n >= 3]
-    assert repeated  # the mirror has one question three times, with one option set
-    assert not set(repeated) & frame_keys(seeds)
-    assert frame_keys(seeds, min_seeds=1) >= set(repeated)
+    record = seeds[i]
+    repeated = seeds + [dict(record, seed_id=f"copy-{n}") for n in range(2)]
+    key = question_key(record["question"])
+    assert sum(question_key(s["question"]) == key for s in repeated) >= 3
+    assert key not in frame_keys(repeated)
+    assert key in frame_keys(repeated, min_seeds=1)
 
 
 # ---- the decision on real BoolQ seeds (no frames) -------------------------------------------------
