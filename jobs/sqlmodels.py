@@ -199,12 +199,27 @@ def _document_batch(answer_format: pd.Series, question: pd.Series, context: pd.S
     return pd.Series(out, dtype=object)
 
 
+def _prompt_leak_batch(question: pd.Series, context: pd.Series, choices: pd.Series,
+                       answer_text: pd.Series) -> pd.Series:
+    from udfs.prompt_leak import find_prompt_leaks, item_texts
+
+    out = []
+    for q, c, ch, a in zip(question, context, choices, answer_text):
+        found = find_prompt_leaks(item_texts({"question": to_python(q), "context": to_python(c),
+                                              "choices": to_python(ch), "answer_text": to_python(a)}))
+        out.append(found[0][:200] if found else None)
+    return pd.Series(out, dtype=object)
+
+
 def register_udfs(spark: SparkSession) -> None:
     """Register the SQL functions the models call: normalize_text(s), answer_key(format, answer,
     index, choices), pretraining_document(format, question, context, choices, answer_index,
-    answer_text, knowledge, reasoning, final_answer_raw, final_answer, final_answer_index)."""
+    answer_text, knowledge, reasoning, final_answer_raw, final_answer, final_answer_index),
+    prompt_leak(question, context, choices, answer_text) (the first piece of our own prompt the
+    item's text carries, udfs/prompt_leak.py, or NULL)."""
     from pyspark.sql.functions import pandas_udf
 
+    spark.udf.register("prompt_leak", pandas_udf(_prompt_leak_batch, StringType()))
     spark.udf.register("normalize_text", pandas_udf(_normalize_text_batch, StringType()))
     spark.udf.register("answer_key", pandas_udf(_answer_key_batch, StringType()))
     spark.udf.register("pretraining_document", pandas_udf(_document_batch, StringType()))

@@ -74,6 +74,7 @@ def world(spark, mirror, tmp_path_factory, task_index):
          "simulator.wrong_answer_rate=0.15", "simulator.duplicate_rate=0.25",
          "simulator.heldout_copy_rate=0.15", f"simulator.heldout_file={heldout_file}",
          "simulator.heldout_paraphrase_rate=0.15", "curate.paraphrase.enabled=true",
+         "simulator.seed_copy_rate=0.1", "simulator.prompt_leak_rate=0.1",
          "simulator.latency_ms=1", "simulator.latency_jitter_ms=1"],
         home=root / "lakehouse",
     )
@@ -171,6 +172,28 @@ def test_simulator_wrong_answers_fail_verification(world):
                                                           "missing_votes", "no_valid_votes", "no_samples"}
     curated = {r.gen_id for r in lh.read("curated").select("gen_id").collect()}
     assert not curated & set(outvoted)
+
+
+def test_seed_copies_and_prompt_leaks_fail_and_never_reach_curated(world):
+    """The simulator's issue-29 content faults: an item that is its seed's question again (passage
+    kept or cut, gold changed) fails seed_copy; an item carrying a sentence of our prompt fails
+    validation with prompt_leak. Found from the data with the pure rules' own keys, so the check
+    covers every such item, planted or not."""
+    from udfs.copies import question_key
+    from udfs.prompt_leak import find_prompt_leaks, item_texts
+
+    lh = world["lakehouse"]
+    seed_copy, validation = _decisions(lh, "seed_copy"), _decisions(lh, "validation")
+    seeds = {r.seed_id: question_key(r.question) for r in lh.read("seeds").select("seed_id", "question").collect()}
+    items = lh.read("generated").collect()
+    copies = [r.gen_id for r in items if question_key(r.question) == seeds.get(r.seed_id)]
+    leaks = [r.gen_id for r in items if find_prompt_leaks(item_texts(r.asDict(recursive=True)))]
+    assert copies, "the simulator planted no seed copy: raise simulator.seed_copy_rate"
+    assert leaks, "the simulator planted no prompt leak: raise simulator.prompt_leak_rate"
+    assert {seed_copy[g].reason for g in copies} <= {"copies_seed_question", "seed_with_answer_changed"}
+    assert all("prompt_leak" in json.loads(validation[g].evidence)["problems"] for g in leaks)
+    curated = {r.gen_id for r in lh.read("curated").select("gen_id").collect()}
+    assert not curated & {*copies, *leaks}
 
 
 def test_duplicate_generations_keep_one_survivor(world):

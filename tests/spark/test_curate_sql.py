@@ -18,8 +18,12 @@ from jobs.filters.base import CurateContractError, Filter
 from jobs.filters.registry import FILTERS
 from jobs.sqlmodels import CurateContext, Model, register_udfs, run_model, sql_literal
 from schemas.tables import ENRICHED, GENERATED, LICENSE_POLICY, LLM_CALLS, SEEDS, TableSpec
+from udfs.prompt_leak import prompt_sentences
 
 pytestmark = pytest.mark.spark
+
+# a fixed sentence of our own prompts (udfs/prompt_leak.py reads them from udfs/prompts/*.txt)
+LEAKED = max(prompt_sentences(), key=len)
 
 CANDIDATE_DDL = (
     "gen_id string, item_kind string, seed_id string, task string, task_family string, answer_format string, "
@@ -278,6 +282,9 @@ def test_filter_validation_each_problem_kind(lakehouse):
         cand("chatter", question="Sure! Here is a new question: which material conducts heat best?"),
         cand("role", answer_text="copper", context="assistant: here you go"),
         cand("seed_item", item_kind="seed", seed_id="s1", generation_request_id=None),
+        cand("leak", context=f"Heat moves. {LEAKED.capitalize()}."),
+        cand("seed_leak", item_kind="seed", seed_id="s1", generation_request_id=None,
+             context=f"Heat moves. {LEAKED.capitalize()}."),
     ])
     expected = {"ok": "valid", "fmt": "unknown_format", "noq": "missing_question", "noa": "missing_answer",
                 "orphan": "missing_seed", "no_request": "missing_request", "shortq": "question_too_short",
@@ -286,13 +293,57 @@ def test_filter_validation_each_problem_kind(lakehouse):
                 "idx_text": "answer_not_in_choices", "bool_bad": "answer_not_in_choices",
                 "num_bad": "answer_not_a_number", "long_ans": "answer_too_long", "marker": "template_marker",
                 "inst": "template_marker", "chatter": "template_marker", "role": "template_marker",
-                "seed_item": "valid"}
+                "seed_item": "valid", "leak": "prompt_leak", "seed_leak": "valid"}
     assert {k: r["reason"] for k, r in rows.items()} == expected
-    assert {k for k, r in rows.items() if r["passed"]} == {"ok", "seed_item"}
+    assert {k for k, r in rows.items() if r["passed"]} == {"ok", "seed_item", "seed_leak"}
+    assert json.loads(rows["leak"]["evidence"])["prompt"] == f"sentence: {LEAKED}"[:200]  # cut at 200
     assert all(r["filter"] == "validation" for r in rows.values())
     assert json.loads(rows["inst"]["evidence"])["marker"] == "[INST]"
     assert json.loads(rows["noa"]["evidence"])["problems"][:1] == ["missing_answer"]
     assert json.loads(rows["ok"]["evidence"]) == {"problems": []}
+
+
+def test_filter_seed_copy_reads_every_seed_of_the_items_tasks(lakehouse):
+    """The prepare step (jobs/filters/seed_copy.py) indexes every seed of each candidate's task and
+    decides each generated item; the model gives every candidate one row. Rules: udfs/copies.py
+    (tests/unit/test_copies.py)."""
+    from jobs.filters.seed_copy import FILTER
+
+    passage = ("The Italian alphabet has twenty-one letters. The letters j, k, w, x and y are not part of "
+               "it but appear in loanwords. Accented vowels are written with grave accents.")
+    write(lakehouse, SEEDS, [
+        seed("s1", task="boolq", answer_format="boolean", question="is there a j in the italian alphabet",
+             context=passage, choices=["no", "yes"], answer_index=0, answer_text="no"),
+        seed("s2", task="boolq", answer_format="boolean", question="do italians use the letter k",
+             context="Another passage.", choices=["no", "yes"], answer_index=0, answer_text="no"),
+        seed("s3", task="arc_easy", question="is there a j in the italian alphabet"),  # another task's seed
+    ])
+    boolean = dict(task="boolq", answer_format="boolean", choices=["no", "yes"], answer_index=None)
+    candidates = [
+        cand("flip", seed_id="s1", question="Is there a J in the Italian alphabet?",
+             context=passage.split(". ")[0] + ".", answer_text="yes", **boolean),
+        cand("other", seed_id="s1", question="do Italians use the letter K?", context="New text.",
+             answer_text="no", **boolean),
+        cand("new", seed_id="s1", question="is the italian alphabet shorter than the english one",
+             context=passage, answer_text="yes", **boolean),
+        cand("seed_row", item_kind="seed", seed_id="s2", question="do italians use the letter k",
+             context="Another passage.", answer_text="no", **boolean),
+        cand("arc", seed_id="s9", question="Which material conducts heat best?"),
+    ]
+    config = lakehouse.config
+    ctx = CurateContext(lakehouse, config, None, "r", params=curate_params(config, None, "r"))
+    register_udfs(lakehouse.spark)
+    ctx.register("stg_candidates", frame(lakehouse.spark, CANDIDATE_DDL, candidates))
+    try:
+        FILTER.prepare(ctx, None)
+        rows = by_id([r.asDict() for r in run_model(ctx, FILTER.model).collect()])
+    finally:
+        ctx.drop_views()
+    assert {k: (r["passed"], r["reason"]) for k, r in rows.items()} == {
+        "flip": (False, "seed_with_answer_changed"), "other": (False, "copies_seed_question"),
+        "new": (True, "new_question"), "seed_row": (True, "seed_item"), "arc": (True, "new_question")}
+    assert json.loads(rows["other"]["evidence"])["seed_id"] == "s2"
+    assert all(r["filter"] == "seed_copy" for r in rows.values())
 
 
 def test_filter_validation_bounds_come_from_config(lakehouse, make_config):

@@ -12,7 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.spark
 
-FILTER_ORDER = ["validation", "verification", "exact_dup", "near_dup", "contamination", "paraphrase", "license"]
+FILTER_ORDER = ["validation", "verification", "exact_dup", "seed_copy", "near_dup", "contamination", "paraphrase",
+                "license"]
 
 
 def _curated_row(i: int, family: str, license_: str, commercial: str) -> dict:

@@ -34,10 +34,10 @@ def test_models_sit_in_their_layer():
 
 
 def test_filters_are_the_issues_filters_with_license_gating_the_commercial_subset():
-    # issue 9's six, with issue 15's paraphrase after the cheaper filters it reads (its prepare step
-    # embeds only the items that passed validation, exact_dup, near_dup and contamination)
-    assert [f.name for f in FILTERS] == ["validation", "verification", "exact_dup", "near_dup", "contamination",
-                                         "paraphrase", "license"]
+    # issue 9's six, issue 29's seed_copy, and issue 15's paraphrase after the cheaper filters it reads
+    # (its prepare step embeds only the items that passed validation, exact_dup, near_dup and contamination)
+    assert [f.name for f in FILTERS] == ["validation", "verification", "exact_dup", "seed_copy", "near_dup",
+                                         "contamination", "paraphrase", "license"]
     assert {f.name: f.gate for f in FILTERS if f.gate == GATE_COMMERCIAL} == {"license": GATE_COMMERCIAL}
     assert all(f.gate in (GATE_CURATED, GATE_COMMERCIAL) for f in FILTERS)
     for f in FILTERS:

@@ -7,9 +7,11 @@
 --     numeric: the answer reads as one number;
 --   length bounds (characters): question, context, each option, the answer per format;
 --   no leftover template markers or instruction-following artifacts in any field
---     (udfs/validation.py: `{{`, `<|`, `[INST]`, "Question:"/"Answer:" echoes, role labels, ...).
--- passed = no problem; reason = the first problem (or 'valid'); evidence lists every problem and
--- the first marker text found.
+--     (udfs/validation.py: `{{`, `<|`, `[INST]`, "Question:"/"Answer:" echoes, role labels, ...);
+--   none of our own prompt in any field: a fixed sentence of a template or a marker the renderer
+--     writes (udfs/prompt_leak.py, derived from udfs/prompts/*.txt: injected or looping output).
+-- passed = no problem; reason = the first problem (or 'valid'); evidence lists every problem, the
+-- first marker text found and the first piece of the prompt found.
 WITH lineage AS (
     SELECT c.gen_id,
            s.seed_id IS NOT NULL AS seed_found,
@@ -25,12 +27,14 @@ fields AS (
            coalesce(size(c.choices), 0) AS n_choices,
            coalesce(try_element_at(${max_answer_chars}, c.answer_format), 1000) AS max_answer,
            regexp_extract(concat_ws('\n', c.context, c.question, array_join(c.choices, '\n'), c.answer_text),
-                          ${template_marker_pattern}, 0) AS marker
+                          ${template_marker_pattern}, 0) AS marker,
+           CASE WHEN c.item_kind = 'generated' THEN prompt_leak(c.question, c.context, c.choices, c.answer_text)
+           END AS leak
     FROM stg_candidates c
     JOIN lineage g ON g.gen_id = c.gen_id
 ),
 checked AS (
-    SELECT gen_id, marker, filter(array(
+    SELECT gen_id, marker, leak, filter(array(
         CASE WHEN answer_format IS NULL OR NOT array_contains(${answer_formats}, answer_format)
              THEN 'unknown_format' END,
         CASE WHEN trim(coalesce(question, '')) = '' THEN 'missing_question' END,
@@ -56,7 +60,8 @@ checked AS (
              THEN 'answer_not_in_choices' END,
         CASE WHEN answer_format IN ('boolean', 'label') AND answer_key IS NULL THEN 'answer_not_in_choices' END,
         CASE WHEN answer_format = 'numeric' AND answer_key IS NULL THEN 'answer_not_a_number' END,
-        CASE WHEN marker <> '' THEN 'template_marker' END
+        CASE WHEN marker <> '' THEN 'template_marker' END,
+        CASE WHEN leak IS NOT NULL THEN 'prompt_leak' END
     ), p -> p IS NOT NULL) AS problems
     FROM fields
 )
@@ -65,5 +70,6 @@ SELECT gen_id,
        size(problems) = 0 AS passed,
        coalesce(try_element_at(problems, 1), 'valid') AS reason,
        CAST(NULL AS DOUBLE) AS score,
-       to_json(named_struct('problems', problems, 'marker', nullif(substr(marker, 1, 80), ''))) AS evidence
+       to_json(named_struct('problems', problems, 'marker', nullif(substr(marker, 1, 80), ''), 'prompt', leak))
+           AS evidence
 FROM checked
