@@ -10,8 +10,6 @@ candidate."""
 from __future__ import annotations
 
 import json
-from typing import Iterator
-
 import pandas as pd
 from pyspark.sql import functions as F
 
@@ -37,10 +35,6 @@ def decide_task(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["gen_id", "passed", "reason", "evidence"])
 
 
-def _decide(key, rows: pd.DataFrame) -> pd.DataFrame:  # noqa: ARG001 - applyInPandas passes the group key
-    return decide_task(rows)
-
-
 def prepare(ctx: CurateContext, _engine) -> None:
     """Register `seed_copy_checks` (gen_id, passed, reason, evidence) for this run's generated
     candidates."""
@@ -50,7 +44,7 @@ def prepare(ctx: CurateContext, _engine) -> None:
     seeds = (ctx.lakehouse.read("seeds").join(items.select("task").distinct(), "task", "left_semi")
              .select(F.lit(None).cast("string").alias("gen_id"), F.lit("seed").alias("_kind"),
                      *[F.col(c).cast(items.schema[c].dataType).alias(c) for c in _COLUMNS]))
-    checks = items.unionByName(seeds).groupBy("task").applyInPandas(_decide, CHECKS_SCHEMA)
+    checks = items.unionByName(seeds).groupBy("task").applyInPandas(decide_task, CHECKS_SCHEMA)
     ctx.register("seed_copy_checks", checks)
 
 
