@@ -129,7 +129,7 @@ def llm_stage_command(args, config: Config, spec, run, needs_seeds: bool) -> int
     tasks = parse_tasks(getattr(args, "tasks", None))
     retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
     if not args.dry_run:
-        check_endpoint(config)
+        check_endpoint(config, [spec.name])
     lakehouse = open_lakehouse(config)
     if needs_seeds:
         require_seeds(lakehouse, tasks)
@@ -179,7 +179,7 @@ def cmd_curate(args, config: Config) -> int:
 
     tasks = parse_tasks(getattr(args, "tasks", None))
     if STAGE.uses_endpoint(config):  # the judge calls the endpoint: one line now, not after the filters
-        check_endpoint(config)
+        check_endpoint(config, ["judge"])
     print_lines(run_curate(open_lakehouse(config), config, tasks, progress=progress))
     return 0
 
@@ -187,11 +187,12 @@ def cmd_curate(args, config: Config) -> int:
 # ---- run ---------------------------------------------------------------------------------
 
 def cmd_run(args, config: Config) -> int:
-    from jobs.pipeline import run_pipeline, select_stages
+    from jobs.pipeline import endpoint_stages, run_pipeline, select_stages
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    if any(stage.uses_endpoint(config) for stage in select_stages(stages, config)):
-        check_endpoint(config)
+    calling = endpoint_stages(select_stages(stages, config), config)
+    if calling:
+        check_endpoint(config, calling)
     lakehouse = open_lakehouse(config)
     runs = run_pipeline(lakehouse, config, stages, progress=progress, refresh_catalog=args.refresh_catalog,
                         track=not args.no_mlflow)

@@ -65,10 +65,31 @@ class TasksConfig(_Strict):
     shard_rows: int = Field(20000, ge=100, description="Rows per ingest shard of a large split.")
 
 
+class ReplicaConfig(_Strict):
+    """One server of an endpoint's fleet: its base URL and how many requests it takes at once."""
+
+    base_url: str = Field(description="OpenAI-compatible base URL of this replica (…/v1).")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Requests in flight on this replica across all Spark tasks; None = the "
+                                "endpoint's max_concurrency.")
+
+
 class EndpointConfig(_Strict):
-    """An OpenAI-compatible endpoint. `base_url: null` starts the built-in simulator."""
+    """An OpenAI-compatible endpoint. `base_url: null` (and no replicas) starts the built-in simulator.
+
+    `replicas`: several servers of the same model (docs/llm-stages.md "A fleet of endpoints"); the
+    call step routes each request to a replica with room, backs one off on 429/5xx, takes a dead one
+    out and retries its requests on the others (udfs/llm_router.py). `base_url` and `replicas` are
+    exclusive; with replicas the endpoint's total window is the sum of theirs.
+    """
 
     base_url: str | None = None
+    replicas: list[ReplicaConfig] = Field(
+        default_factory=list, description="Several base URLs serving the same model, each with its own "
+                                          "max_concurrency (instead of base_url).")
+    down_after_failures: int = Field(
+        3, ge=1, description="Consecutive connection failures or timeouts after which a replica is taken "
+                             "out (its requests go to the others; it is probed with GET /models until it answers).")
     model: str = "taskseed-sim"
     api_key_env: str | None = "TASKSEED_API_KEY"
     secret_scope: str | None = None
@@ -96,7 +117,66 @@ class EndpointConfig(_Strict):
     def _scope_and_key_together(self) -> "EndpointConfig":
         if (self.secret_scope is None) != (self.secret_key is None):
             raise ValueError("secret_scope and secret_key must be set together")
+        if self.base_url and self.replicas:
+            raise ValueError("set base_url or replicas, not both")
         return self
+
+    @property
+    def configured(self) -> bool:
+        """True when a server is configured (base_url or replicas); False = the built-in simulator."""
+        return bool(self.base_url or self.replicas)
+
+    def total_concurrency(self) -> int:
+        """Requests in flight across the endpoint: max_concurrency, or with replicas the sum of theirs."""
+        if not self.replicas:
+            return self.max_concurrency
+        return sum(r.max_concurrency or self.max_concurrency for r in self.replicas)
+
+
+# Fields of an endpoint that go together: an override that sets one of a group takes the whole
+# group from the override (unset ones get their defaults), never half from `endpoint`.
+ENDPOINT_FIELD_GROUPS = (("base_url", "replicas"), ("api_key_env", "secret_scope", "secret_key"))
+_KEY_SOURCE_UNSET = {"api_key_env": None, "secret_scope": None, "secret_key": None}
+
+
+class EndpointOverride(_Strict):
+    """A stage's changes to `endpoint` (generate.endpoint, enrich.endpoint,
+    curate.paraphrase.judge_endpoint): every key of EndpointConfig, each optional; what is left out
+    is inherited from `endpoint`. Location (base_url / replicas) and key source (api_key_env /
+    secret_scope + secret_key) are taken as a group: setting one of them replaces the whole group."""
+
+    base_url: str | None = None
+    replicas: list[ReplicaConfig] | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    secret_scope: str | None = None
+    secret_key: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+    max_retries: int | None = Field(None, ge=0)
+    backoff_base_s: float | None = Field(None, gt=0)
+    backoff_max_s: float | None = Field(None, gt=0)
+    structured_output: Literal["json_schema", "json_object", "none"] | None = None
+    down_after_failures: int | None = Field(None, ge=1)
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _legacy_structured_output(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "json_schema" if value else "none"
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def apply(self, base: EndpointConfig) -> EndpointConfig:
+        """`base` with this override's set keys (field groups replaced whole); validated."""
+        values = base.model_dump()
+        overrides = self.model_dump(exclude_unset=True)
+        for group in ENDPOINT_FIELD_GROUPS:
+            if any(name in overrides for name in group):
+                for name in group:
+                    values[name] = ([] if name == "replicas" else _KEY_SOURCE_UNSET.get(name))
+        for name, value in overrides.items():
+            values[name] = [] if name == "replicas" and value is None else value
+        return EndpointConfig.model_validate(values)
 
 
 class SimulatorConfig(_Strict):
@@ -161,6 +241,8 @@ class LLMConfig(_Strict):
 
 
 class GenerateConfig(_Strict):
+    endpoint: EndpointOverride | None = Field(None, description="generate's endpoint: changes to `endpoint` "
+                                                                 "(e.g. another model or base_url); None = `endpoint`.")
     items_per_seed: int = Field(2, ge=1, description="K new items per seed.")
     temperature: float = Field(0.9, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16)
@@ -169,6 +251,8 @@ class GenerateConfig(_Strict):
 
 
 class EnrichConfig(_Strict):
+    endpoint: EndpointOverride | None = Field(None, description="enrich's endpoint: changes to `endpoint`; "
+                                                               "None = `endpoint`.")
     samples_per_item: int = Field(4, ge=1, description="M samples per item for majority voting.")
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16)
@@ -276,6 +360,9 @@ class ParaphraseConfig(_Strict):
     k: int = Field(5, ge=1, le=100, description="Held-out neighbours retrieved per candidate.")
     floor: float = Field(0.7, gt=-1, le=1, description="Cosine similarity at or above which a pair is judged.")
     max_tokens: int = Field(128, ge=8, description="max_tokens of a judge request.")
+    judge_endpoint: EndpointOverride | None = Field(
+        None, description="The judge's endpoint (ledger stage `judge`): changes to `endpoint`, e.g. a small "
+                          "model; None = `endpoint`.")
 
     def marker(self) -> str:
         """What the held-out embeddings depend on besides the heldout version: the model."""
@@ -359,6 +446,12 @@ class Config(_Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
+    @model_validator(mode="after")
+    def _stage_endpoints_valid(self) -> "Config":
+        for stage in LLM_STAGES:
+            self.stage_endpoint(stage)  # ConfigError (a ValueError) naming the override's keys
+        return self
+
     @field_validator("schema_name")
     @classmethod
     def _identifier(cls, value: str) -> str:
@@ -366,10 +459,30 @@ class Config(_Strict):
             raise ValueError("must be letters, digits and underscores")
         return value
 
+    def stage_endpoint(self, stage: str) -> EndpointConfig:
+        """The endpoint a ledger stage calls: `endpoint` with the stage's override applied
+        (generate.endpoint, enrich.endpoint, curate.paraphrase.judge_endpoint for `judge`);
+        `endpoint` itself for a stage without one. ConfigError when the merge is invalid."""
+        override = {"generate": self.generate.endpoint, "enrich": self.enrich.endpoint,
+                    "judge": self.curate.paraphrase.judge_endpoint}.get(stage)
+        if override is None:
+            return self.endpoint
+        try:
+            return override.apply(self.endpoint)
+        except ValidationError as exc:
+            key = STAGE_ENDPOINT_KEYS[stage]
+            raise ConfigError(_format_validation_error(exc).replace("\n  ", f"\n  {key}.")) from None
+
     def fingerprint(self) -> str:
         """Stable hash of the settings that shape outputs (logged to MLflow, never secrets)."""
         payload = self.model_dump(mode="json", by_alias=True, exclude={"home"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The config key of each ledger stage's endpoint override.
+STAGE_ENDPOINT_KEYS = {"generate": "generate.endpoint", "enrich": "enrich.endpoint",
+                       "judge": "curate.paraphrase.judge_endpoint"}
+LLM_STAGES = tuple(STAGE_ENDPOINT_KEYS)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

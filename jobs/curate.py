@@ -327,4 +327,5 @@ STAGE = Stage(
     writes=writes,
     run=lambda ctx: run_curate(ctx.lakehouse, ctx.config, progress=ctx.progress, endpoint=ctx.endpoint),
     uses_endpoint=uses_endpoint,
+    endpoint_stages=("judge",),
 )

@@ -69,7 +69,7 @@ def enrichment_items(lakehouse: Lakehouse, config: Config, tasks: Sequence[str] 
 def enrichment_request_builder(lakehouse: Lakehouse, config: Config,
                                tasks: Sequence[str] | None = None) -> Callable[[dict], list[dict]]:
     """item → its M plan rows."""
-    return partial(enrichment_requests, model=config.endpoint.model, m=config.enrich.samples_per_item,
+    return partial(enrichment_requests, model=config.stage_endpoint("enrich").model, m=config.enrich.samples_per_item,
                    temperature=config.enrich.temperature, max_tokens=config.enrich.max_tokens)
 
 

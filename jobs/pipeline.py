@@ -7,8 +7,9 @@ calls, so a Databricks job (one task per stage, resources/taskseed_job.yml) and 
 same work. Every stage is idempotent, so rerunning `run` after a crash continues where the ledger
 and the MERGEd tables left off.
 
-The endpoint (or the built-in simulator when `endpoint.base_url` is null) is opened once for
-the LLM stages and shared by them.
+The endpoints of the LLM stages (`endpoint`, or a stage's own: generate.endpoint, enrich.endpoint,
+curate.paraphrase.judge_endpoint) are opened once per run; the built-in simulator, started once for
+every stage whose endpoint has no base_url, serves each of their models.
 """
 
 from __future__ import annotations
@@ -93,6 +94,36 @@ def select_stages(names: Sequence[str] | None, config: Config) -> list[Stage]:
     return [stage for stage in dag_order(PIPELINE, config) if stage.name in wanted]
 
 
+def endpoint_stages(selected: Sequence[Stage], config: Config) -> list[str]:
+    """The ledger stages whose endpoints a run of `selected` calls (in order, once each)."""
+    names: list[str] = []
+    for stage in selected:
+        if stage.uses_endpoint(config):
+            names.extend(n for n in stage.endpoint_stages or (stage.name,) if n not in names)
+    return names
+
+
+def endpoint_lines(config: Config, endpoints: dict) -> list[str]:
+    """One progress line per stage endpoint of a run: URL (no credentials) or replicas, model; the
+    simulator said as such. Never a key."""
+    from jobs.tracking import safe_endpoint_url
+
+    lines = []
+    for stage, settings in endpoints.items():
+        ep = config.stage_endpoint(stage) if stage else config.endpoint
+        name = stage or "endpoint"
+        if not ep.configured:
+            lines.append(f"endpoint [{name}]: none configured (no base_url), so the built-in simulator answers at "
+                         f"{settings.base_url} as model {ep.model}: its output is simulator output, not a model's")
+        elif ep.replicas:
+            urls = ", ".join(f"{safe_endpoint_url(r.base_url)} ×{r.max_concurrency or ep.max_concurrency}"
+                             for r in ep.replicas)
+            lines.append(f"endpoint [{name}]: model={ep.model} on {len(ep.replicas)} replicas: {urls}")
+        else:
+            lines.append(f"endpoint [{name}]: {safe_endpoint_url(ep.base_url)} model={ep.model}")
+    return lines
+
+
 def run_pipeline(lakehouse, config: Config, stages: Sequence[str] | None = None,
                  progress: Callable[[str], None] = quiet, refresh_catalog: bool = False,
                  track: bool = True, task_index=None) -> dict[str, StageRun]:
@@ -105,23 +136,20 @@ def run_pipeline(lakehouse, config: Config, stages: Sequence[str] | None = None,
     """
     import mlflow
 
-    from jobs.llm_stage import endpoint_for
+    import jobs.llm_stage
     from jobs.tracking import OUTCOME_TAG, pipeline_run
 
     selected = select_stages(stages, config)
-    needs_endpoint = any(stage.uses_endpoint(config) for stage in selected)
+    ledger_stages = endpoint_stages(selected, config)
     runs: dict[str, StageRun] = {}
     tracking = pipeline_run(config, "taskseed-run") if track else nullcontext()
-    with tracking as run, (endpoint_for(config) if needs_endpoint else nullcontext()) as endpoint:
+    opened = jobs.llm_stage.endpoints_for(config, ledger_stages) if ledger_stages else nullcontext()
+    with tracking as run, opened as endpoint:
         run_id = run.info.run_id if run is not None else uuid.uuid4().hex
         if run is not None:
             progress(f"mlflow: run {run_id} in experiment {run.info.experiment_id} ({mlflow.get_tracking_uri()})")
-        if endpoint is not None:
-            if config.endpoint.base_url:
-                progress(f"endpoint: {endpoint.base_url} model={config.endpoint.model}")
-            else:
-                progress(f"endpoint: none configured (endpoint.base_url is null), so the built-in simulator "
-                         f"answers at {endpoint.base_url}: its output is simulator output, not a model's")
+        for line in endpoint_lines(config, endpoint or {}):
+            progress(line)
         context = StageContext(lakehouse, config, progress, endpoint=endpoint, task_index=task_index,
                                refresh_catalog=refresh_catalog, run_id=run_id, lineage=tuple(lineage_tables(config)))
         current = None

@@ -7,10 +7,11 @@ otherwise surface only after that, deep inside a stage, as a stack trace or as a
 
 - `check_home(home)`: the folder exists or can be created, and a file can be written in it
   (catches read-only mounts, permission errors, a path that is a file, a full disk).
-- `check_endpoint(config)`: only for a configured endpoint (`endpoint.base_url`; the built-in
-  simulator needs no check). Resolves the API key the way the stage will (a missing key is an
-  error), then `GET {base_url}/models` with it through the openai client, once, with a short
-  timeout:
+- `check_endpoint(config, stages)`: the endpoints the ledger stages call (`endpoint`, or a stage's
+  own, `Config.stage_endpoint`), each distinct one once, and each of its replicas; only configured
+  ones (the built-in simulator needs no check). Resolves the API key the way the stage will (a
+  missing key is an error), then `GET {base_url}/models` with it through the openai client, once
+  per replica, with a short timeout (`check_replica`), one line per server:
     connection refused / DNS / timeout → "endpoint ... is unreachable";
     401 / 403 → the same message the stage's fatal-error rule gives (`udfs.llm_client.stage_fatal_reason`);
     a 200 listing models that does not include `endpoint.model` → "model ... is not served by ...",
@@ -18,6 +19,9 @@ otherwise surface only after that, deep inside a stage, as a stack trace or as a
     their models here);
     404 on /models (gateways that do not implement the listing) and 5xx (transient) → no verdict:
     the stage itself classifies what it gets (a 404 on chat completions stops it with one line).
+  A stage's endpoint with no replica that answers and serves its model stops the command (a
+  ConfigError naming each); a replica that is out while others answer is one line on stderr and
+  the run starts without it (the call step probes it and puts it back when it answers).
   The key is sent in the Authorization header only; no message here contains it.
 
 `describe_os_error` words an OS error a user can fix; `os_error_behind` finds one behind a failure
@@ -28,10 +32,13 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
-from jobs.config import Config, ConfigError
+from jobs.config import STAGE_ENDPOINT_KEYS, Config, ConfigError
 
 PREFLIGHT_TIMEOUT_S = 10.0
 _SHOWN_MODELS = 5
@@ -114,39 +121,93 @@ def _os_error_shown_by(exc: BaseException) -> OSError | None:
     return None
 
 
-def check_endpoint(config: Config) -> None:
-    """ConfigError when the configured endpoint is unreachable, rejects the key, or does not serve
-    `endpoint.model` (see the module docstring for what gives no verdict). No-op for the simulator."""
-    if not config.endpoint.base_url:
-        return
+def check_endpoint(config: Config, stages: Sequence[str] | None = None,
+                   report: Callable[[str], None] | None = None) -> list[str]:
+    """Preflight of the endpoints `stages` call (ledger stages: generate, enrich, judge; default
+    all three): `check_stage_endpoints`. ConfigError when a stage's endpoint has no replica that
+    answers; the lines about replicas that are out (the run starts without them) go to `report`
+    (default: stderr) and are returned."""
+    from jobs.config import LLM_STAGES
+
+    lines = check_stage_endpoints(config, LLM_STAGES if stages is None else stages)
+    for line in lines:
+        (report or _to_stderr)(line)
+    return lines
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ReplicaVerdict:
+    """What `GET /models` said about one server: `problem` is None when it answers and serves the
+    model, else one line naming the server and what is wrong (down, key rejected, model not served)."""
+
+    base_url: str
+    problem: str | None
+
+
+def check_stage_endpoints(config: Config, stages: Sequence[str]) -> list[str]:
+    """Check every distinct configured endpoint (and each of its replicas) of `stages` once with
+    `GET /models` (`check_replica`); endpoints without base_url/replicas are the simulator: nothing
+    to check. Raises ConfigError, one line per problem, when some stage's endpoint has no replica
+    that answers and serves its model; returns one line per replica that is out while others of
+    its endpoint answer ("the run starts without it")."""
+    from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key
+
+    seen: dict[tuple, list[ReplicaVerdict]] = {}
+    fatal: list[str] = []
+    out: list[str] = []
+    for stage in dict.fromkeys(stages):
+        ep = config.stage_endpoint(stage)
+        if not ep.configured:
+            continue
+        settings = EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope))
+        where = STAGE_ENDPOINT_KEYS.get(stage, "endpoint") if ep != config.endpoint else "endpoint"
+        try:
+            key = resolve_api_key(settings)
+        except KeyResolutionError as exc:
+            fatal.append(f"{where} ({stage}): {exc}")
+            continue
+        urls = [spec.base_url for spec in settings.replica_specs()]
+        ident = (tuple(urls), settings.model, settings.api_key_env, settings.secret_scope, settings.secret_key)
+        if ident not in seen:
+            seen[ident] = [check_replica(url, settings.model, key, min(PREFLIGHT_TIMEOUT_S, settings.timeout_s), where)
+                           for url in urls]
+        verdicts = seen[ident]
+        problems = [v.problem for v in verdicts if v.problem]
+        if len(problems) == len(verdicts):
+            fatal.extend(problems)
+        else:
+            out.extend(f"{p} — the run starts without it ({len(verdicts) - len(problems)} of {len(verdicts)} "
+                       f"replicas of {where} answer)" for p in problems)
+    if fatal:
+        raise ConfigError("\n".join(dict.fromkeys(fatal)))
+    return list(dict.fromkeys(out))
+
+
+def check_replica(url: str, model: str, key: str | None, timeout_s: float, where: str = "endpoint") -> ReplicaVerdict:
+    """`GET {url}/models` once through the openai client (see the module docstring for the
+    verdicts); `where` names the config key in the line."""
     import openai
 
-    from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key, stage_fatal_reason
+    from udfs.llm_client import stage_fatal_reason
 
-    ep = config.endpoint
-    settings = EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope))
-    try:
-        key = resolve_api_key(settings)
-    except KeyResolutionError as exc:
-        raise ConfigError(str(exc)) from None
-    url = settings.base_url
-    client = openai.OpenAI(api_key=key or "no-key", base_url=url, timeout=min(PREFLIGHT_TIMEOUT_S, settings.timeout_s),
-                           max_retries=1)
+    client = openai.OpenAI(api_key=key or "no-key", base_url=url, timeout=timeout_s, max_retries=1)
     try:
         served = [m.id for m in client.models.list().data]
     except openai.APIConnectionError as exc:  # includes APITimeoutError
         cause = exc.__cause__ or exc.__context__
         reason = "timed out" if isinstance(exc, openai.APITimeoutError) else type(cause or exc).__name__
-        raise ConfigError(f"endpoint {url} is unreachable ({reason}): check endpoint.base_url and that the "
-                          "server is up") from None
+        return ReplicaVerdict(url, f"endpoint {url} is unreachable ({reason}): check {where}.base_url/replicas and "
+                                   "that the server is up")
     except openai.APIStatusError as exc:
         fatal = stage_fatal_reason(f"http_{exc.status_code}") if exc.status_code in (401, 403) else None
-        if fatal:
-            raise ConfigError(f"{url}: {fatal}") from None
-        return  # 404 (no model listing) or a transient error: the stage decides
+        return ReplicaVerdict(url, f"{url}: {fatal}" if fatal else None)  # 404 / 5xx: the stage decides
     finally:
         client.close()
-    if served and settings.model not in served:
+    if served and model not in served:
         shown = ", ".join(served[:_SHOWN_MODELS]) + (f", … ({len(served)} in all)" if len(served) > _SHOWN_MODELS else "")
-        raise ConfigError(f"model {settings.model!r} is not served by {url} (it serves: {shown}): "
-                          "check endpoint.model")
+        return ReplicaVerdict(url, f"model {model!r} is not served by {url} (it serves: {shown}): check {where}.model")
+    return ReplicaVerdict(url, None)

@@ -24,7 +24,8 @@ def quiet(_message: str) -> None:
 @dataclass(frozen=True)
 class StageContext:
     """What the pipeline hands every stage's `run`: the lakehouse, the validated config, where
-    progress lines go, the endpoint opened once for all LLM stages (None if no stage calls one),
+    progress lines go, the endpoints opened once for the run's LLM stages as {ledger stage:
+    EndpointSettings} (jobs.llm_stage.endpoints_for; None if no stage calls one),
     a prebuilt lm-eval task index (tests pass a small one; None = build it), and whether the
     catalog must be rebuilt even when it is current; run_id: the pipeline run's id (its MLflow run
     when tracked), recorded by stages that stamp what they write; lineage: the tables earlier
@@ -50,8 +51,11 @@ class Stage:
     """name: the stage (its MLflow child run, its `--stages` name); reads / writes: config → the
     table names it reads and writes; run: StageContext → a result object (`summary_lines()`,
     `metrics()`); skip: StageContext → a reason to skip this run (checked before the stage is
-    recorded), or None; uses_endpoint: config → whether a run calls the LLM endpoint (the pipeline
-    opens one endpoint, or one simulator, for every stage of a run that does)."""
+    recorded), or None; uses_endpoint: config → whether a run calls an LLM endpoint; endpoint_stages:
+    the ledger stages (`generate`, `enrich`, `judge`) whose endpoints it calls (`Config.stage_endpoint`:
+    each may be another server and model). The pipeline opens, for a run, each distinct endpoint
+    the selected stages call, starting one simulator for all of those without a base_url, and hands
+    every stage the {ledger stage: EndpointSettings} map (`StageContext.endpoint`)."""
 
     name: str
     reads: Callable[[Config], Sequence[str]]
@@ -59,6 +63,7 @@ class Stage:
     run: Callable[[StageContext], Any]
     skip: Callable[[StageContext], str | None] | None = None
     uses_endpoint: Callable[[Config], bool] = lambda _config: False
+    endpoint_stages: tuple[str, ...] = ()  # the ledger stages it calls endpoints as (their Config.stage_endpoint)
 
 
 def dag_order(stages: Iterable[Stage], config: Config) -> list[Stage]:

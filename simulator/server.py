@@ -79,6 +79,7 @@ class SimulatorState:
     """Counters the tests assert on: hits per request id / content, outcomes, peak concurrency."""
 
     def __init__(self) -> None:
+        self.killed = False  # set by SimulatorServer.kill: answers not yet sent are dropped, never counted
         self.reset()
 
     def reset(self) -> None:
@@ -267,6 +268,9 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         finally:
             if not admitted:
                 state.queued -= 1
+        if state.killed:  # the server died while this request was being processed: no answer leaves
+            request.transport.abort()
+            raise asyncio.CancelledError()
 
         if fault == "bad_body":
             state.outcomes["bad_body"] += 1
@@ -324,8 +328,9 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         if expected_auth and request.headers.get("Authorization") != expected_auth:
             return error(401, "invalid API key", "authentication_error")  # as vLLM --api-key, OpenAI
         return web.json_response(
-            {"object": "list", "data": [{"id": settings.model, "object": "model", "created": 0,
-                                         "owned_by": "taskseed-simulator", "description": SIM_LABEL}]},
+            {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
+                                         "owned_by": "taskseed-simulator", "description": SIM_LABEL}
+                                        for model in dict.fromkeys((settings.model, *settings.served_models))]},
             headers=label_headers)
 
     async def stats(_request):
@@ -453,6 +458,24 @@ class SimulatorServer:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(10)
         self._thread = None
+
+    def kill(self) -> None:
+        """Die as a crashed server does: requests being processed get their connection dropped (no
+        answer leaves, none is counted in `replies_200`), the port then refuses connections.
+        `restart()` brings it back on the same port with the same counters."""
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(setattr, self.state, "killed", True)
+        self.stop()
+
+    def restart(self) -> "SimulatorServer":
+        """Start again on the same port (after `kill` or `stop`), keeping the counters."""
+        self.stop()
+        self.state.killed = False
+        return self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> "SimulatorServer":
         return self.start()

@@ -31,6 +31,7 @@ class SimSettings:
 
     seed: int = 0
     model: str = "taskseed-sim"
+    served_models: tuple[str, ...] = ()  # more model ids /v1/models lists (one simulator for several stages' models)
     latency_ms: float = 20.0
     latency_jitter_ms: float = 10.0
     latency_dist: str = "uniform"  # fixed | uniform (± jitter) | lognormal (sigma from jitter)
@@ -105,7 +106,7 @@ class SimSettings:
 
 def settings_from_json(text: str) -> SimSettings:
     values = json.loads(text)
-    for key in ("fault_kinds",):
+    for key in ("fault_kinds", "served_models"):
         if key in values:
             values[key] = tuple(values[key])
     if "fault_rates" in values:

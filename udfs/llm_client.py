@@ -73,7 +73,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from udfs.llm_router import Router
 
 STATUS_OK, STATUS_FAILED = "ok", "failed"
 STATUS_PARSE_ERROR = "parse_error"  # legacy: written by earlier versions, still terminal, never produced
@@ -114,9 +117,21 @@ class EndpointSettings:
     structured_output: str = "json_schema"
     require_key: bool = True
     min_concurrency: int = 1
+    replicas: tuple = ()  # ((base_url, max_concurrency), ...) when the endpoint has several servers
+    down_after_failures: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "structured_output", structured_output_mode(self.structured_output))
+        object.__setattr__(self, "replicas", tuple((str(u), int(c)) for u, c in self.replicas))
+
+    def replica_specs(self) -> list:
+        """The servers of this endpoint (`udfs.llm_router.ReplicaSpec`): the replicas, else
+        `base_url` with `max_concurrency`."""
+        from udfs.llm_router import ReplicaSpec
+
+        if self.replicas:
+            return [ReplicaSpec(u, c) for u, c in self.replicas]
+        return [ReplicaSpec(self.base_url, self.max_concurrency)]
 
     def forwarded_env_name(self) -> str:
         """Env var through which the driver hands a resolved key to Python workers."""
@@ -128,14 +143,18 @@ class EndpointSettings:
     @classmethod
     def from_config(cls, endpoint: Any, base_url: str | None = None, **overrides: Any) -> "EndpointSettings":
         """From `jobs.config.EndpointConfig`; `base_url` overrides (e.g. a started simulator)."""
+        replicas = tuple((r.base_url, r.max_concurrency or endpoint.max_concurrency)
+                         for r in getattr(endpoint, "replicas", None) or ())
         values = dict(
-            base_url=base_url or endpoint.base_url,
+            base_url=base_url or endpoint.base_url or (replicas[0][0] if replicas else None),
+            replicas=() if base_url else replicas,
+            down_after_failures=getattr(endpoint, "down_after_failures", 3),
             model=endpoint.model,
             api_key_env=endpoint.api_key_env,
             secret_scope=endpoint.secret_scope,
             secret_key=endpoint.secret_key,
             timeout_s=endpoint.timeout_s,
-            max_concurrency=endpoint.max_concurrency,
+            max_concurrency=sum(c for _, c in replicas) if replicas and not base_url else endpoint.max_concurrency,
             max_retries=endpoint.max_retries,
             backoff_base_s=endpoint.backoff_base_s,
             backoff_max_s=endpoint.backoff_max_s,
@@ -713,6 +732,14 @@ class AIMDLimiter:
     def _capacity(self) -> int:
         return max(self.min_limit, int(self.limit))
 
+    def capacity(self) -> int:
+        """Requests allowed in flight now (the limit, at least min_limit)."""
+        return self._capacity()
+
+    def take(self) -> None:
+        """Count one more request in flight without waiting (the router checked for room)."""
+        self._take()
+
     async def acquire(self) -> None:
         if not self._waiters and self.in_flight < self._capacity():
             self._take()
@@ -793,49 +820,86 @@ class BatchStats:
     peak_in_flight: int = 0
     wall_s: float = 0.0
     errors: collections.Counter = field(default_factory=collections.Counter)
+    failovers: int = 0  # requests re-sent to another replica after a transport failure on theirs
+    replicas: dict = field(default_factory=dict)  # per replica base URL: udfs.llm_router.Router.stats()
 
 
 class Engine:
-    """One AsyncOpenAI client + its event loop thread, per (process, EndpointSettings)."""
+    """AsyncOpenAI clients (one per replica of the endpoint) + their event loop thread, per
+    (process, EndpointSettings). Requests are routed over the replicas by `udfs.llm_router.Router`."""
 
     def __init__(self, settings: EndpointSettings, api_key: str | None = None):
         self.settings = settings
+        self.replicas = settings.replica_specs()
         key = api_key or resolve_api_key(settings)
         self.redact = Redactor(key)
-        self.learned_limit: float | None = None
+        self.learned_limits: list[float | None] = [None] * len(self.replicas)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="taskseed-llm", daemon=True)
         self._thread.start()
-        self.client = asyncio.run_coroutine_threadsafe(self._build_client(key or "no-key"), self.loop).result()
+        self.clients = [asyncio.run_coroutine_threadsafe(self._build_client(key or "no-key", spec.base_url,
+                                                                            spec.max_concurrency), self.loop).result()
+                        for spec in self.replicas]
+        self.client = self.clients[0]
 
-    async def _build_client(self, key: str):
+    @property
+    def learned_limit(self) -> float | None:
+        """The first replica's learned AIMD limit (the single-server engine's)."""
+        return self.learned_limits[0]
+
+    @learned_limit.setter
+    def learned_limit(self, value: float | None) -> None:
+        self.learned_limits[0] = value
+
+    async def _build_client(self, key: str, base_url: str | None = None, concurrency: int | None = None):
         import httpx2
         import openai
 
-        limits = httpx2.Limits(max_connections=max(100, self.settings.max_concurrency * 2),
-                               max_keepalive_connections=max(100, self.settings.max_concurrency * 2))
+        pool = max(100, (concurrency or self.settings.max_concurrency) * 2)
+        limits = httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)
         return openai.AsyncOpenAI(
             api_key=key,
-            base_url=self.settings.base_url,
+            base_url=base_url or self.settings.base_url,
             timeout=self.settings.timeout_s,
             max_retries=0,
             http_client=openai.DefaultAioHttpClient(limits=limits, timeout=self.settings.timeout_s),
         )
 
     def __repr__(self) -> str:
-        return f"Engine(base_url={self.settings.base_url!r}, model={self.settings.model!r})"
+        return f"Engine(base_url={self.settings.base_url!r}, model={self.settings.model!r}, replicas={len(self.replicas)})"
 
     # -- one request ------------------------------------------------------------------------
-    async def _send(self, body: dict, request_id: str, attempt: int) -> Completion:
+    async def _send(self, body: dict, request_id: str, attempt: int, replica: int = 0) -> Completion:
         import httpx2
 
-        response = await self.client.post(
+        response = await self.clients[replica].post(
             "/chat/completions", body=body, cast_to=httpx2.Response,
             options={"headers": {REQUEST_ID_HEADER: request_id, ATTEMPT_HEADER: str(attempt)}},
         )
         return read_completion(response.content)
 
-    async def call_one(self, req: dict, limiter: AIMDLimiter, stats: BatchStats, rng: random.Random) -> dict:
+    async def _send_to(self, replica: int, body: dict, request_id: str, attempt: int) -> Completion:
+        # one server: the three-argument call (tests replace `_send` with such a function)
+        if len(self.clients) == 1:
+            return await self._send(body, request_id, attempt)
+        return await self._send(body, request_id, attempt, replica=replica)
+
+    async def probe(self, replica: int) -> bool:
+        """Whether a replica answers `GET /models` (any HTTP answer below 500 counts: a gateway
+        without a model listing answers 404 and is up)."""
+        import httpx2
+        import openai
+
+        try:
+            await asyncio.wait_for(self.clients[replica].get("/models", cast_to=httpx2.Response),
+                                   min(10.0, self.settings.timeout_s))
+            return True
+        except openai.APIStatusError as exc:
+            return exc.status_code < 500
+        except Exception:  # noqa: BLE001 - refused, reset, timed out: still down
+            return False
+
+    async def call_one(self, req: dict, router: "Router", stats: BatchStats, rng: random.Random) -> dict:
         request_id = str(req.get("request_id") or "")
         result = empty_result(request_id)
         try:
@@ -849,8 +913,11 @@ class Engine:
         settings = self.settings
         started: float | None = None
         attempts = 0
+        retries = 0  # attempts that count against max_retries (failovers to another replica do not)
+        failovers = 0
+        avoid: int | None = None
         while True:
-            await limiter.acquire()
+            replica = await router.acquire(avoid)
             attempts += 1
             stats.http_attempts += 1
             now = time.perf_counter()
@@ -858,19 +925,31 @@ class Engine:
                 started = now
                 result["sent_at"] = _utcnow()
             try:
-                completion = await self._send(body, request_id, attempts)
+                completion = await self._send_to(replica.index, body, request_id, attempts)
             except asyncio.CancelledError:
-                limiter.release()
+                router.release(replica)
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes data, never a crash
-                limiter.release()
                 failure = classify(exc, structured=structured, redact=self.redact)
                 stats.errors[failure.error_class] += 1
+                if failure.error_class in ("connection", "timeout"):
+                    router.on_transport_failure(replica)
+                elif failure.error_class == "rate_limited" or (failure.status_code or 0) >= 500:
+                    router.on_overloaded(replica, failure.error_class == "rate_limited")
+                else:
+                    router.on_answered_error(replica)
+                router.release(replica)
                 if failure.error_class == "rate_limited":
                     stats.rate_limited += 1
-                    limiter.on_rate_limited()
-                if failure.retryable and attempts <= settings.max_retries:
-                    await asyncio.sleep(backoff_delay(attempts, settings.backoff_base_s,
+                avoid = replica.index
+                if (failure.error_class in ("connection", "timeout") and router.others_up(replica)
+                        and failovers < 2 * len(router.replicas)):
+                    failovers += 1  # its server is failing: send it to another one now, not a retry
+                    stats.failovers += 1
+                    continue
+                retries += 1
+                if failure.retryable and retries <= settings.max_retries:
+                    await asyncio.sleep(backoff_delay(retries, settings.backoff_base_s,
                                                       settings.backoff_max_s, failure.retry_after_s, rng))
                     continue
                 result.update(
@@ -881,8 +960,8 @@ class Engine:
                     completed_at=_utcnow(),
                 )
                 return result
-            limiter.release()
-            limiter.on_success()
+            router.on_success(replica)
+            router.release(replica)
             status, error_class, detail = completion_outcome(completion)
             if status == STATUS_FAILED:
                 stats.errors[error_class] += 1
@@ -895,9 +974,9 @@ class Engine:
             )
             return result
 
-    async def _safe_one(self, req: dict, limiter: AIMDLimiter, stats: BatchStats, rng: random.Random) -> dict:
+    async def _safe_one(self, req: dict, router: "Router", stats: BatchStats, rng: random.Random) -> dict:
         try:
-            return await self.call_one(req, limiter, stats, rng)
+            return await self.call_one(req, router, stats, rng)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not fail the partition
@@ -905,29 +984,46 @@ class Engine:
             result.update(error_class="client_error", error_detail=type(exc).__name__, completed_at=_utcnow())
             return result
 
-    def _limiter(self, concurrency: int) -> tuple[int, "AIMDLimiter"]:
-        """(window, AIMD limiter) for one batch or stream: at least `min_concurrency`, starting
-        from the limit the previous batch ended at (what sustained 429s taught the engine)."""
-        concurrency = max(self.settings.min_concurrency, int(concurrency))
-        return concurrency, AIMDLimiter(concurrency, min_limit=self.settings.min_concurrency,
-                                        start=min(float(concurrency), self.learned_limit or float(concurrency)))
+    def _router(self, concurrency: int) -> tuple[int, "Router"]:
+        """(window, Router) for one batch or stream: `concurrency` (at least `min_concurrency`)
+        split over the replicas (`udfs.llm_router.replica_windows`), each replica's AIMD limiter
+        starting from the limit the previous batch ended at (what sustained 429s taught it)."""
+        from udfs.llm_router import Router
 
-    def _learn(self, limiter: "AIMDLimiter", stats: BatchStats) -> None:
-        """Copy the limiter's history into `stats` and keep its final limit for the next batch."""
-        stats.limiter_decreases = limiter.decreases
-        stats.lowest_limit = limiter.lowest_limit
-        stats.final_limit = limiter.limit
-        stats.peak_in_flight = limiter.peak_in_flight
-        self.learned_limit = limiter.limit
+        concurrency = max(self.settings.min_concurrency, int(concurrency))
+
+        def limiter(index: int, window: int) -> AIMDLimiter:
+            window = max(self.settings.min_concurrency, window)
+            learned = self.learned_limits[index]
+            return AIMDLimiter(window, min_limit=self.settings.min_concurrency,
+                               start=min(float(window), learned or float(window)))
+
+        router = Router.build(self.replicas, concurrency, limiter,
+                              down_after=self.settings.down_after_failures, probe=self.probe)
+        return sum(r.window for r in router.replicas), router
+
+    def _learn(self, router: "Router", stats: BatchStats) -> None:
+        """Copy the router's history into `stats` and keep each replica's final limit for the next batch."""
+        limiters = [r.limiter for r in router.replicas]
+        stats.limiter_decreases = sum(lim.decreases for lim in limiters)
+        stats.lowest_limit = sum(lim.lowest_limit for lim in limiters)
+        stats.final_limit = sum(lim.limit for lim in limiters)
+        stats.peak_in_flight = router.peak_in_flight
+        stats.replicas = router.stats()
+        for r in router.replicas:
+            self.learned_limits[r.index] = r.limiter.limit
+        router.close()
 
     async def run_async(self, requests: Sequence[dict], concurrency: int) -> tuple[list[dict], BatchStats]:
-        concurrency, limiter = self._limiter(concurrency)
+        concurrency, router = self._router(concurrency)
         stats = BatchStats(rows=len(requests))
         rng = random.Random()
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(self._safe_one(r, limiter, stats, rng) for r in requests))
-        stats.wall_s = time.perf_counter() - t0
-        self._learn(limiter, stats)
+        try:
+            results = await asyncio.gather(*(self._safe_one(r, router, stats, rng) for r in requests))
+        finally:
+            stats.wall_s = time.perf_counter() - t0
+            self._learn(router, stats)
         return list(results), stats
 
     def run(self, requests: Sequence[dict], concurrency: int) -> tuple[list[dict], BatchStats]:
@@ -940,9 +1036,11 @@ class Engine:
         """Send `requests` with a constant in-flight window and yield results as they complete.
 
         Unlike `run`, there is no batch barrier: a new request starts as soon as one finishes, so
-        a slow request holds one slot, never the others. The input is pulled lazily (at most
-        `concurrency` requests are taken from the iterator ahead of their completion), which lets
-        a Spark task stream a partition of any size.
+        a slow request holds one slot, never the others. The window is `concurrency` split over
+        the endpoint's replicas (`udfs.llm_router.replica_windows`; one server: `concurrency`), and
+        the router keeps each replica's part full. The input is pulled lazily (at most the
+        window's worth of requests are taken from the iterator ahead of their completion), which
+        lets a Spark task stream a partition of any size.
 
         Yields lists of `(request, result)` pairs (the request dict as given, the result dict of
         `RESULT_KEYS`), in completion order; an empty list every `tick_s` seconds in which
@@ -950,11 +1048,21 @@ class Engine:
         polled before each new request is taken: once it returns true no further request is
         sent, the ones in flight are drained (yielded) and the stream ends; requests never
         taken stay in the iterator. Every request taken yields exactly one result (the engine
-        never raises for a row); an exception from the iterator or from `stop` propagates after
+        never raises for a row, and a request that failed on a dead replica is retried on another
+        inside its one result); an exception from the iterator or from `stop` propagates after
         nothing else is sent (in-flight requests are cancelled).
         `stats`, if given, is filled in as the stream runs (rows = results yielded).
         """
-        concurrency, limiter = self._limiter(concurrency)
+        router_box: list = []
+        window_box: list = []
+
+        async def make() -> None:  # the router's futures and probes belong to the engine's loop
+            window, router = self._router(concurrency)
+            window_box.append(window)
+            router_box.append(router)
+
+        asyncio.run_coroutine_threadsafe(make(), self.loop).result()
+        router, window = router_box[0], window_box[0]
         stats = stats if stats is not None else BatchStats()
         rng = random.Random()
         source = iter(requests)
@@ -963,13 +1071,13 @@ class Engine:
         t0 = time.perf_counter()
         try:
             while True:
-                while not exhausted and len(in_flight) < concurrency and not (stop is not None and stop()):
+                while not exhausted and len(in_flight) < window and not (stop is not None and stop()):
                     try:
                         req = next(source)
                     except StopIteration:
                         exhausted = True
                         break
-                    future = asyncio.run_coroutine_threadsafe(self._safe_one(req, limiter, stats, rng), self.loop)
+                    future = asyncio.run_coroutine_threadsafe(self._safe_one(req, router, stats, rng), self.loop)
                     in_flight[future] = req
                 if not in_flight:
                     return
@@ -984,11 +1092,16 @@ class Engine:
             for future in in_flight:  # only when the consumer stopped early or raised
                 future.cancel()
             stats.wall_s = time.perf_counter() - t0
-            self._learn(limiter, stats)
+
+            async def learn() -> None:
+                self._learn(router, stats)
+
+            asyncio.run_coroutine_threadsafe(learn(), self.loop).result()
 
     def close(self) -> None:
         try:
-            asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(10)
+            for client in self.clients:
+                asyncio.run_coroutine_threadsafe(client.close(), self.loop).result(10)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)

@@ -217,7 +217,7 @@ def judge_items(lakehouse: Lakehouse, pairs: DataFrame, candidates: DataFrame) -
 
 
 def judge_request_builder(lakehouse: Lakehouse, config: Config, tasks=None) -> Callable[[dict], list[dict]]:
-    model, max_tokens = config.endpoint.model, config.curate.paraphrase.max_tokens
+    model, max_tokens = config.stage_endpoint(JUDGE).model, config.curate.paraphrase.max_tokens
     return lambda pair: judge_requests(pair, model=model, max_tokens=max_tokens)
 
 
@@ -294,7 +294,7 @@ def paraphrase_matches(lakehouse: Lakehouse, config: Config, candidates: DataFra
     from udfs.paraphrase import judge_template
 
     current = verdicts.where((F.col("prompt_version") == judge_template().prompt_version)
-                             & (F.col("model") == config.endpoint.model)).drop("prompt_version", "model")
+                             & (F.col("model") == config.stage_endpoint(JUDGE).model)).drop("prompt_version", "model")
     return (pairs.withColumn("pair_id", pid("gen_id", "heldout_id"))
             .join(current, "pair_id", "left")
             .withColumn("similarity", F.coalesce(F.col("_recorded"), F.col("similarity")))

@@ -11,7 +11,8 @@ The row logic a spec plugs in (request builders, row parsers) is pure and lives 
 """
 
 from jobs.llm_stage.call import Progress, RunAccounting, latest_calls, print_progress, run_llm_stage, terminal_statuses
-from jobs.llm_stage.endpoint import call_endpoint, endpoint_for, endpoint_settings, shared_api_key
+from jobs.llm_stage.endpoint import (call_endpoint, endpoint_for, endpoint_settings, endpoints_for, shared_api_key,
+                                    stage_settings)
 from jobs.llm_stage.parse import StageResult, parse_plan
 from jobs.llm_stage.plan import ESTIMATE_COLUMNS, EstimateRow, build_plan, plan_estimate
 from jobs.llm_stage.runner import estimate_stage, pipeline_stage, run_stage
@@ -19,6 +20,6 @@ from jobs.llm_stage.spec import LLMStageSpec, typed_fields
 
 __all__ = [
     "ESTIMATE_COLUMNS", "EstimateRow", "LLMStageSpec", "Progress", "RunAccounting", "StageResult", "build_plan",
-    "call_endpoint", "endpoint_for", "endpoint_settings", "estimate_stage", "latest_calls", "parse_plan",
+    "call_endpoint", "endpoint_for", "endpoint_settings", "endpoints_for", "stage_settings", "estimate_stage", "latest_calls", "parse_plan",
     "pipeline_stage", "plan_estimate", "print_progress", "run_llm_stage", "run_stage", "shared_api_key", "terminal_statuses", "typed_fields",
 ]

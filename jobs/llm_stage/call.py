@@ -43,7 +43,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ from jobs.config import Config, ConfigError
 from jobs.lakehouse import Lakehouse
 from schemas.tables import LLM_CALLS
 from jobs.progress import ProgressLine, progress_line
-from jobs.llm_stage.endpoint import endpoint_for, shared_api_key
+from jobs.llm_stage.endpoint import endpoint_for, shared_api_key, stage_settings
 from udfs.llm_client import (STATUS_FAILED, STATUS_OK, STATUS_PARSE_ERROR, EndpointSettings, is_stage_fatal,
                               stage_fatal_reason)
 from udfs.llm_udf import (PASSTHROUGH_COLUMNS, SPOOL_FILE_SCHEMA, make_spool_partition, per_task_concurrency,
@@ -337,7 +337,7 @@ def run_llm_stage(
     stage: str,
     progress: Callable[[Progress], None] | None = print_progress,
     *,
-    endpoint: EndpointSettings | None = None,
+    endpoint: "EndpointSettings | Mapping[str, EndpointSettings] | None" = None,
     run_id: str | None = None,
     retry_failed: bool | None = None,
     concurrent_tasks: int | None = None,
@@ -346,15 +346,18 @@ def run_llm_stage(
     through one streaming calling job, committing its spool files to the ledger as they appear
     (see the module docstring for the design, the unit of loss and the stops).
 
-    `endpoint` defaults to `endpoint_for(config)` (the simulator when base_url is null).
+    `endpoint`: the stage's EndpointSettings, or the pipeline's {stage: EndpointSettings}; default
+    `endpoint_for(config, stage)` (the stage's endpoint, `Config.stage_endpoint`; the simulator when
+    it has no base_url and no replicas).
     `concurrent_tasks` overrides `llm.call_tasks`. `progress` gets a `Progress` after each
     ledger commit. A stage-fatal stop prints one `[stage] stopped: ...` line on stderr and keeps
     it in `stopped_reason`. An exception (from `progress`, a commit, or Ctrl-C) cancels the
     calling job and propagates; the committed rows stay in the ledger and the spooled ones are
     committed by the next run.
     """
+    endpoint = stage_settings(endpoint, stage)
     if endpoint is None:
-        with endpoint_for(config) as ep:
+        with endpoint_for(config, stage) as ep:
             return run_llm_stage(lakehouse, config, requests_df, stage, progress, endpoint=ep,
                                  run_id=run_id, retry_failed=retry_failed, concurrent_tasks=concurrent_tasks)
     if retry_failed is None:

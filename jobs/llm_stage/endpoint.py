@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
@@ -19,26 +19,54 @@ from udfs.llm_client import EndpointSettings, resolve_api_key
 from udfs.llm_udf import PASSTHROUGH_COLUMNS, SecretBox, make_call_partition, per_task_concurrency, result_schema
 
 
-def endpoint_settings(config: Config, base_url: str | None = None) -> EndpointSettings:
-    """EndpointSettings from `config.endpoint` (a key is required only if a source is named)."""
-    ep = config.endpoint
+def endpoint_settings(config: Config, base_url: str | None = None, stage: str | None = None) -> EndpointSettings:
+    """EndpointSettings of `stage`'s endpoint (`Config.stage_endpoint`; default `config.endpoint`);
+    a key is required only if a source is named."""
+    ep = config.stage_endpoint(stage) if stage else config.endpoint
     return EndpointSettings.from_config(
         ep, base_url=base_url, require_key=bool(ep.api_key_env or ep.secret_scope))
 
 
 @contextlib.contextmanager
-def endpoint_for(config: Config) -> Iterator[EndpointSettings]:
-    """The configured endpoint, or — when `endpoint.base_url` is null — the built-in simulator
-    started on a free loopback port for the duration of the block (local Spark only: executors
-    on other hosts cannot reach it; run `taskseed sim` there and set base_url)."""
-    if config.endpoint.base_url:
-        yield endpoint_settings(config)
+def endpoint_for(config: Config, stage: str | None = None) -> Iterator[EndpointSettings]:
+    """The configured endpoint of `stage` (default: `endpoint`), or — when it has no base_url and
+    no replicas — the built-in simulator started on a free loopback port for the duration of the
+    block (local Spark only: executors on other hosts cannot reach it; run `taskseed sim` there and
+    set base_url)."""
+    with endpoints_for(config, [stage] if stage else [None]) as endpoints:
+        yield endpoints[stage]
+
+
+@contextlib.contextmanager
+def endpoints_for(config: Config, stages: Sequence[str | None]) -> Iterator[dict[str | None, EndpointSettings]]:
+    """{stage: EndpointSettings} for the given ledger stages (None = the default `endpoint`), for
+    the duration of the block. Stages whose endpoint is configured get their own settings; every
+    stage whose endpoint has no base_url and no replicas gets the one built-in simulator started
+    here, which serves (lists in `GET /v1/models`) each of their models."""
+    stages = list(dict.fromkeys(stages))
+    configs = {stage: (config.stage_endpoint(stage) if stage else config.endpoint) for stage in stages}
+    simulated = [stage for stage, ep in configs.items() if not ep.configured]
+    out = {stage: endpoint_settings(config, stage=stage) for stage in stages if stage not in simulated}
+    if not simulated:
+        yield out
         return
     from simulator import SimSettings, SimulatorServer
 
-    sim_settings = SimSettings.from_config(config.simulator, model=config.endpoint.model)
+    models = list(dict.fromkeys(configs[stage].model for stage in simulated))
+    sim_settings = SimSettings.from_config(config.simulator, model=models[0], served_models=tuple(models[1:]))
     with SimulatorServer(sim_settings) as sim:
-        yield replace(endpoint_settings(config, base_url=sim.base_url), require_key=False)
+        for stage in simulated:
+            out[stage] = replace(endpoint_settings(config, base_url=sim.base_url, stage=stage), require_key=False)
+        yield out
+
+
+def stage_settings(endpoint, stage: str) -> EndpointSettings | None:
+    """The endpoint a stage runs on, from what a caller handed over: a {stage: EndpointSettings}
+    mapping (the pipeline's, `endpoints_for`) gives the stage's entry, one EndpointSettings is used
+    as is (a caller that opened one endpoint for the stage), None stays None (open one)."""
+    if isinstance(endpoint, Mapping):
+        return endpoint.get(stage)
+    return endpoint
 
 
 def call_endpoint(df: DataFrame, settings: EndpointSettings, concurrent_tasks: int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from pyspark.sql import functions as F
 
@@ -23,7 +23,7 @@ def run_stage(
     tasks: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
     *,
-    endpoint: EndpointSettings | None = None,
+    endpoint: "EndpointSettings | Mapping[str, EndpointSettings] | None" = None,
     run_id: str | None = None,
     retry_failed: bool | None = None,
 ) -> StageResult:
@@ -33,8 +33,9 @@ def run_stage(
 
     Only one run of a stage works on a lakehouse at a time: a second one raises
     `jobs.lakehouse.WriterConflict` naming the first before it plans anything.
-    tasks: only items of these tasks (default: all). endpoint: default the configured one, or the
-    simulator when `endpoint.base_url` is null. progress: receives one line per ledger commit.
+    tasks: only items of these tasks (default: all). endpoint: EndpointSettings, or a {stage:
+    EndpointSettings} map (the pipeline's); default the stage's configured endpoint
+    (`Config.stage_endpoint`), or the simulator when it has no base_url and no replicas. progress: receives one line per ledger commit.
     """
     with lakehouse.exclusive(f"llm-stage-{spec.name}"):  # one run of a stage per lakehouse at a time
         plan = build_plan(spec, lakehouse, config, tasks)
@@ -52,9 +53,11 @@ def estimate_stage(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, tas
 
 
 def pipeline_stage(spec: LLMStageSpec) -> Stage:
-    """The pipeline's view of an LLM stage: the spec's tables, run with the shared endpoint."""
+    """The pipeline's view of an LLM stage: the spec's tables, run on its endpoint of the run's
+    {ledger stage: EndpointSettings} (`StageContext.endpoint`)."""
 
     def run(ctx: StageContext) -> StageResult:
         return run_stage(spec, ctx.lakehouse, ctx.config, progress=ctx.progress, endpoint=ctx.endpoint)
 
-    return Stage(name=spec.name, reads=spec.reads, writes=spec.writes, run=run, uses_endpoint=lambda _config: True)
+    return Stage(name=spec.name, reads=spec.reads, writes=spec.writes, run=run, uses_endpoint=lambda _config: True,
+                 endpoint_stages=(spec.name,))
