@@ -87,39 +87,49 @@ def test_stages_declare_whether_they_call_the_endpoint_curate_when_the_judge_is_
     assert not any(s.uses_endpoint(config) for s in select_stages(["catalog", "publish"], config))
 
 
-def test_a_run_opens_one_endpoint_and_every_stage_that_calls_one_gets_it(monkeypatch):
-    """`run_pipeline` opens the endpoint (or starts the simulator) once, only when a selected stage
-    declares it calls one, and hands that one to every stage: three stages that call it (as
-    generate, enrich and curate with the judge on do) share one simulator per `taskseed run`."""
+def test_a_run_opens_each_distinct_endpoint_once_and_every_stage_gets_its_own(monkeypatch):
+    """`run_pipeline` opens the endpoints once per run, only when a selected stage declares it calls
+    one, and hands every stage the {ledger stage: EndpointSettings} map: the stages whose endpoint
+    has no base_url share one simulator (serving each of their models), a stage with its own
+    configured endpoint gets that one; with no stage that calls one, nothing is opened."""
     import contextlib
-    from types import SimpleNamespace
 
     import jobs.llm_stage
     import jobs.pipeline as pipeline
     from jobs.lakehouse import TableAccess
+    from simulator import SimulatorServer
 
-    opened, seen = [], {}
+    started, seen = [], {}
+    real_start = SimulatorServer.start
 
-    @contextlib.contextmanager
-    def endpoint_for(config):
-        opened.append(SimpleNamespace(base_url=f"http://127.0.0.1:{8000 + len(opened)}/v1"))
-        yield opened[-1]
+    def counting_start(self):
+        started.append(self.settings)
+        return real_start(self)
+
+    monkeypatch.setattr(SimulatorServer, "start", counting_start)
 
     class Lakehouse:
         @contextlib.contextmanager
         def recording(self):
             yield TableAccess()
 
-    def stage(name, reads, writes, calls):
+    def stage(name, reads, writes, calls, ledger=()):
         return Stage(name=name, reads=tables(*reads), writes=tables(*writes), uses_endpoint=lambda _c: calls,
-                     run=lambda ctx: seen.setdefault(name, ctx.endpoint))
+                     run=lambda ctx: seen.setdefault(name, ctx.endpoint), endpoint_stages=ledger)
 
-    fake = (stage("make", (), ("a",), False), stage("ask", ("a",), ("b",), True),
-            stage("ask_more", ("b",), ("c",), True), stage("judge", ("c",), ("d",), True))
+    fake = (stage("make", (), ("a",), False), stage("gen", ("a",), ("b",), True, ("generate",)),
+            stage("enr", ("b",), ("c",), True, ("enrich",)), stage("cur", ("c",), ("d",), True, ("judge",)))
     monkeypatch.setattr(pipeline, "PIPELINE", fake)
-    monkeypatch.setattr(jobs.llm_stage, "endpoint_for", endpoint_for)
-    pipeline.run_pipeline(Lakehouse(), Config(), track=False)
-    assert len(opened) == 1
-    assert [seen[name] for name in ("ask", "ask_more", "judge")] == [opened[0]] * 3
-    pipeline.run_pipeline(Lakehouse(), Config(), ["make"], track=False)
-    assert len(opened) == 1  # no stage that calls it: nothing opened
+    config = Config.model_validate({
+        "generate": {"endpoint": {"model": "big-gen"}},
+        "enrich": {"endpoint": {"base_url": "http://10.0.0.7:8000/v1", "model": "reasoner", "api_key_env": None}},
+        "curate": {"paraphrase": {"judge_endpoint": {"model": "small-judge"}}}})
+    pipeline.run_pipeline(Lakehouse(), config, track=False)
+    assert len(started) == 1 and (started[0].model, started[0].served_models) == ("big-gen", ("small-judge",))
+    endpoints = seen["gen"]
+    assert all(seen[name] is endpoints for name in ("enr", "cur"))
+    assert endpoints["generate"].base_url == endpoints["judge"].base_url != endpoints["enrich"].base_url
+    assert (endpoints["generate"].model, endpoints["enrich"].model, endpoints["judge"].model) == (
+        "big-gen", "reasoner", "small-judge")
+    pipeline.run_pipeline(Lakehouse(), config, ["make"], track=False)
+    assert len(started) == 1  # no stage that calls one: nothing opened
