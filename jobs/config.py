@@ -471,7 +471,9 @@ class Config(_Strict):
             return override.apply(self.endpoint)
         except ValidationError as exc:
             key = STAGE_ENDPOINT_KEYS[stage]
-            raise ConfigError(_format_validation_error(exc).replace("\n  ", f"\n  {key}.")) from None
+            lines = [f"{key}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
+                     else f"{key}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+            raise ConfigError("\n  ".join(lines)) from None
 
     def fingerprint(self) -> str:
         """Stable hash of the settings that shape outputs (logged to MLflow, never secrets)."""
@@ -514,6 +516,9 @@ def parse_override(item: str) -> tuple[str, Any]:
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
+        if not error["loc"] and isinstance((error.get("ctx") or {}).get("error"), ConfigError):
+            lines.append(str(error["ctx"]["error"]))  # already "key: message" (Config.stage_endpoint)
+            continue
         key = ".".join(str(p) for p in error["loc"]) or "(root)"
         kind = error["type"]
         if kind == "extra_forbidden":

@@ -110,7 +110,7 @@ def print_estimate(stage: str, rows: list, config: Config, out: Callable[[str], 
         out(f"[{stage}] a run would stop cleanly at {' / '.join(limits)}; a rerun continues from there.")
 
 
-STATUS_COLUMNS = ["stage", "tables", "requests", "failed", "quarantined", "last run"]
+STATUS_COLUMNS = ["stage", "tables", "requests", "failed", "quarantined", "last run", "model"]
 
 
 def status_rows(statuses) -> list[list[str]]:
@@ -125,8 +125,10 @@ def status_rows(statuses) -> list[list[str]]:
                   if t["delta_version"] is not None else f"{t['table']} (none)" for t in s.tables] or ["-"]
         last = s.last_run
         run = f"{last['start']} {last['outcome']} (run {last['run_id']})" if last else "never (under MLflow)"
-        rows.append([s.stage, tables[0], dash(s.requests), dash(s.failed), dash(s.quarantined), run])
-        rows += [["", table, "", "", "", ""] for table in tables[1:]]
+        models = getattr(s, "models", None) or {}
+        model = ", ".join(m if name == s.stage else f"{name}: {m}" for name, m in models.items()) or "-"
+        rows.append([s.stage, tables[0], dash(s.requests), dash(s.failed), dash(s.quarantined), run, model])
+        rows += [["", table, "", "", "", "", ""] for table in tables[1:]]
     return rows
 
 

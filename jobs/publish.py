@@ -142,14 +142,31 @@ def _distinct(df: DataFrame, *columns: str) -> list[str]:
     return sorted(values)
 
 
+def stage_endpoints_line(config: Config) -> tuple[str, bool]:
+    """(the endpoint the manifest and card name, whether generation or enrichment ran on the
+    simulator): one URL (no credentials; replicas comma-separated; "simulator") when generate and
+    enrich share an endpoint, else "generate: …; enrich: …" (per-stage endpoints, issue 24)."""
+    from jobs.tracking import safe_endpoint_url
+
+    def url(stage: str) -> str:
+        ep = config.stage_endpoint(stage)
+        return ",".join(safe_endpoint_url(u) for u in ([r.base_url for r in ep.replicas] or [ep.base_url]))
+
+    gen, enr = url("generate"), url("enrich")
+    simulated = "simulator" in (gen, enr)
+    return (gen if gen == enr else f"generate: {gen}; enrich: {enr}"), simulated
+
+
 def base_manifest(lakehouse: Lakehouse, config: Config, dataset: str, version: int, df: DataFrame,
                   run_id: str | None, versions: dict[str, int | None]) -> dict[str, Any]:
     """The caller's part of a manifest (jobs/export.py adds rows, files and counts). Allow-listed
     fields only: no endpoint credentials, no environment."""
-    from jobs.tracking import code_version, safe_endpoint_url
+    from jobs.tracking import code_version
 
     models = {"generation": _distinct(df, "generation_model"), "enrichment": _distinct(df, "enrichment_model")}
-    endpoint = safe_endpoint_url(config.endpoint.base_url)
+    if config.curate.paraphrase.enabled:
+        models["paraphrase judge"] = [config.stage_endpoint("judge").model]
+    endpoint, simulated = stage_endpoints_line(config)
     return {
         "dataset": dataset,
         "table": lakehouse.table_name(dataset),
@@ -159,7 +176,7 @@ def base_manifest(lakehouse: Lakehouse, config: Config, dataset: str, version: i
         "config_fingerprint": config.fingerprint(),
         "code_version": code_version(),
         "endpoint": endpoint,
-        "simulated": endpoint == "simulator" or any(m == SIMULATOR_MODEL for ms in models.values() for m in ms),
+        "simulated": simulated or any(m == SIMULATOR_MODEL for ms in models.values() for m in ms),
         "models": models,
         "prompt_versions": _distinct(df, "generation_prompt_version", "enrichment_prompt_version"),
         "input_versions": versions,

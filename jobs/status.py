@@ -25,6 +25,7 @@ class StageStatus:
     requests: int | None = None      # llm_calls rows of this stage (LLM stages)
     failed: int | None = None        # of which status = 'failed' (LLM stages)
     quarantined: int | None = None   # quarantine rows of this stage (stages that write quarantine)
+    models: dict[str, str] = field(default_factory=dict)  # ledger stage -> model its endpoint names (config)
     last_run: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,6 +41,14 @@ def _counts_by_stage(lakehouse, table: str, where: str | None = None) -> dict[st
     return {r["stage"]: r["count"] for r in df.groupBy("stage").count().collect()}
 
 
+def stage_models(stage, config: Config) -> dict[str, str]:
+    """{ledger stage: model} of the endpoints a pipeline stage calls with this config (generate,
+    enrich; curate's judge when the paraphrase filter is on); empty for a stage that calls none."""
+    if not stage.uses_endpoint(config):
+        return {}
+    return {name: config.stage_endpoint(name).model for name in stage.endpoint_stages or (stage.name,)}
+
+
 def pipeline_status(lakehouse, config: Config) -> list[StageStatus]:
     """One StageStatus per pipeline stage, in DAG order."""
     from jobs.pipeline import select_stages
@@ -53,7 +62,7 @@ def pipeline_status(lakehouse, config: Config) -> list[StageStatus]:
     out = []
     for stage in stages:
         writes = list(stage.writes(config))
-        status = StageStatus(stage.name, last_run=last.get(stage.name))
+        status = StageStatus(stage.name, last_run=last.get(stage.name), models=stage_models(stage, config))
         for table in writes:
             if table in SHARED:
                 continue

@@ -52,6 +52,22 @@ def safe_endpoint_url(url: str | None) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def stage_endpoint_params(config: Config) -> dict[str, str]:
+    """Per ledger stage (generate, enrich, judge): `model.<stage>`, `endpoint_url.<stage>` (the
+    URL without credentials, replicas comma-separated, or "simulator") and
+    `max_concurrency.<stage>` (the endpoint's total window). Names and URLs only, never a key."""
+    from jobs.config import LLM_STAGES
+
+    params: dict[str, str] = {}
+    for stage in LLM_STAGES:
+        ep = config.stage_endpoint(stage)
+        urls = [r.base_url for r in ep.replicas] or [ep.base_url]
+        params[f"model.{stage}"] = ep.model
+        params[f"endpoint_url.{stage}"] = ",".join(safe_endpoint_url(u) for u in urls)
+        params[f"max_concurrency.{stage}"] = str(ep.total_concurrency())
+    return params
+
+
 def code_version() -> str:
     version = metadata.version("taskseed")
     try:
@@ -81,6 +97,7 @@ def run_params(config: Config) -> dict[str, str]:
         "code_version": code_version(),
         "lm_eval_version": metadata.version("lm-eval"),
     }
+    params.update(stage_endpoint_params(config))
     try:
         from udfs.prompts import prompt_versions
 
