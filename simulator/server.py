@@ -18,7 +18,9 @@ how many times that content was seen), so a retried request can succeed where it
 failed, reproducibly. The sample an answer stands for is the body's `seed` (as on a real server:
 same prompt and seed, same item; another seed, another item), else the request-id header.
 
-Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /admin/stats`, `POST /admin/reset`.
+Endpoints: `POST /v1/chat/completions`, `GET /v1/models` (the model and `served_models`),
+`GET /admin/stats`, `POST /admin/reset`, `POST /admin/kill` / `/admin/revive` (play a dead server:
+connections dropped, nothing counted; the fleet tests and bench_replicas).
 Every response is labelled as coming from a simulator (`system_fingerprint`, `/v1/models`,
 `X-Taskseed-Simulator` header, startup log line).
 
@@ -188,6 +190,9 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         return None
 
     async def chat(request: web.Request):
+        if state.killed:  # dead (POST /admin/kill): the connection drops, nothing is counted
+            request.transport.abort()
+            raise asyncio.CancelledError()
         raw = await request.read()
         state.requests += 1
         rid = request.headers.get(REQUEST_ID_HEADER)
@@ -325,6 +330,9 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
                             headers=label_headers)
 
     async def models(request):
+        if state.killed:
+            request.transport.abort()
+            raise asyncio.CancelledError()
         if expected_auth and request.headers.get("Authorization") != expected_auth:
             return error(401, "invalid API key", "authentication_error")  # as vLLM --api-key, OpenAI
         return web.json_response(
@@ -340,11 +348,23 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         state.reset()
         return web.json_response({"reset": True})
 
+    async def kill(_request):
+        # a dead server for clients (chat and /v1/models drop their connections, answers being
+        # processed are never sent) whose counters /admin/stats still reports
+        state.killed = True
+        return web.json_response({"killed": True})
+
+    async def revive(_request):
+        state.killed = False
+        return web.json_response({"killed": False})
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/admin/stats", stats)
     app.router.add_post("/admin/reset", reset)
+    app.router.add_post("/admin/kill", kill)
+    app.router.add_post("/admin/revive", revive)
     return app
 
 
@@ -510,6 +530,22 @@ class SimulatorProcess:
 
         with urllib.request.urlopen(f"http://{self.host}:{self.port}/admin/stats", timeout=10) as resp:
             return json.loads(resp.read())
+
+    def _admin(self, action: str) -> dict:
+        import urllib.request
+
+        request = urllib.request.Request(f"http://{self.host}:{self.port}/admin/{action}", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def kill(self) -> None:
+        """Play dead (`POST /admin/kill`): requests in flight and new ones get their connections
+        dropped, nothing more is counted; `stats()` still answers (what a crashed server had sent)."""
+        self._admin("kill")
+
+    def revive(self) -> None:
+        """Answer again after `kill` (`POST /admin/revive`)."""
+        self._admin("revive")
 
     def start(self) -> "SimulatorProcess":
         payload = json.dumps(asdict(self.settings))

@@ -1038,9 +1038,10 @@ class Engine:
         Unlike `run`, there is no batch barrier: a new request starts as soon as one finishes, so
         a slow request holds one slot, never the others. The window is `concurrency` split over
         the endpoint's replicas (`udfs.llm_router.replica_windows`; one server: `concurrency`), and
-        the router keeps each replica's part full. The input is pulled lazily (at most the
-        window's worth of requests are taken from the iterator ahead of their completion), which
-        lets a Spark task stream a partition of any size.
+        the router keeps each replica's part full (with several replicas, max(replicas, window/8)
+        more requests wait in the router, so a freed slot is refilled on the event loop at once).
+        The input is pulled lazily (at most that many requests are taken from the iterator ahead
+        of their completion), which lets a Spark task stream a partition of any size.
 
         Yields lists of `(request, result)` pairs (the request dict as given, the result dict of
         `RESULT_KEYS`), in completion order; an empty list every `tick_s` seconds in which
@@ -1063,6 +1064,10 @@ class Engine:
 
         asyncio.run_coroutine_threadsafe(make(), self.loop).result()
         router, window = router_box[0], window_box[0]
+        if len(router.replicas) > 1:
+            # a few requests waiting in the router: a freed slot is refilled on the event loop at
+            # once, not after a round trip through this thread (which a loaded machine delays)
+            window += max(len(router.replicas), window // 8)
         stats = stats if stats is not None else BatchStats()
         rng = random.Random()
         source = iter(requests)
