@@ -124,6 +124,13 @@ def cmd_sim(args, config: Config) -> int:
     from simulator import run_simulator
 
     settings = settings_from_args(args, config.simulator, config.endpoint.model)
+    # one `taskseed sim` answers every stage of the config: it lists each stage endpoint's model too
+    from dataclasses import replace
+
+    from jobs.config import LLM_STAGES
+
+    others = tuple(dict.fromkeys(m for m in (config.stage_endpoint(s).model for s in LLM_STAGES) if m != settings.model))
+    settings = replace(settings, served_models=tuple(dict.fromkeys((*settings.served_models, *others))))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     run_simulator(args.host, args.port, settings)
     return 0

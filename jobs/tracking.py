@@ -86,9 +86,10 @@ def run_params(config: Config) -> dict[str, str]:
         "config_fingerprint": config.fingerprint(),
         "runtime": config.runtime,
         "namespace": f"{config.catalog}.{config.schema_name}" if config.catalog else config.schema_name,
-        "endpoint_url": safe_endpoint_url(config.endpoint.base_url),
+        "endpoint_url": ",".join(safe_endpoint_url(u) for u in
+                                 ([r.base_url for r in config.endpoint.replicas] or [config.endpoint.base_url])),
         "model": config.endpoint.model,
-        "max_concurrency": str(config.endpoint.max_concurrency),
+        "max_concurrency": str(config.endpoint.total_concurrency()),
         "items_per_seed": str(config.generate.items_per_seed),
         "samples_per_item": str(config.enrich.samples_per_item),
         "generate_temperature": str(config.generate.temperature),
