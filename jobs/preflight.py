@@ -156,7 +156,7 @@ def check_stage_endpoints(config: Config, stages: Sequence[str]) -> list[str]:
     its endpoint answer ("the run starts without it")."""
     from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key
 
-    seen: dict[tuple, list[ReplicaVerdict]] = {}
+    seen: set[tuple] = set()
     fatal: list[str] = []
     out: list[str] = []
     for stage in dict.fromkeys(stages):
@@ -164,18 +164,19 @@ def check_stage_endpoints(config: Config, stages: Sequence[str]) -> list[str]:
         if not ep.configured:
             continue
         settings = EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope))
+        urls = [spec.base_url for spec in settings.replica_specs()]
+        ident = (tuple(urls), settings.model, settings.api_key_env, settings.secret_scope, settings.secret_key)
+        if ident in seen:  # the same endpoint as an earlier stage's: checked once
+            continue
+        seen.add(ident)
         where = STAGE_ENDPOINT_KEYS.get(stage, "endpoint") if ep != config.endpoint else "endpoint"
         try:
             key = resolve_api_key(settings)
         except KeyResolutionError as exc:
-            fatal.append(f"{where} ({stage}): {exc}")
+            fatal.append(str(exc) if where == "endpoint" else f"{where}: {exc}")
             continue
-        urls = [spec.base_url for spec in settings.replica_specs()]
-        ident = (tuple(urls), settings.model, settings.api_key_env, settings.secret_scope, settings.secret_key)
-        if ident not in seen:
-            seen[ident] = [check_replica(url, settings.model, key, min(PREFLIGHT_TIMEOUT_S, settings.timeout_s), where)
-                           for url in urls]
-        verdicts = seen[ident]
+        verdicts = [check_replica(url, settings.model, key, min(PREFLIGHT_TIMEOUT_S, settings.timeout_s), where)
+                    for url in urls]
         problems = [v.problem for v in verdicts if v.problem]
         if len(problems) == len(verdicts):
             fatal.extend(problems)
