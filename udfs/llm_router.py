@@ -264,7 +264,9 @@ class Router:
 
     # -- reporting ----------------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, int | float | bool]]:
-        """Per replica (by base URL): sent, ok, errors, taken_out, put_back, probes, down, window, limit."""
+        """Per replica (by base URL): sent, ok, errors, taken_out, put_back, probes, down, window, and
+        its AIMD limit now, its lowest and how often it was halved."""
         return {r.base_url: {"sent": r.sent, "ok": r.ok, "errors": r.errors, "taken_out": r.taken_out,
                              "put_back": r.put_back, "probes": r.probes, "down": r.down, "window": r.window,
-                             "limit": float(r.limiter.limit)} for r in self.replicas}
+                             "limit": float(r.limiter.limit), "lowest_limit": float(r.limiter.lowest_limit),
+                             "decreases": int(r.limiter.decreases)} for r in self.replicas}

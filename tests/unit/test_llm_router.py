@@ -145,7 +145,9 @@ def test_a_rate_limited_replica_backs_off_alone(start_sim):
     finally:
         engine.close()
     assert all(r["status"] == "ok" for r in results)
-    assert stats.replicas[limited.base_url]["limit"] < 8 <= stats.replicas[free.base_url]["limit"]
+    backed_off, untouched = stats.replicas[limited.base_url], stats.replicas[free.base_url]
+    assert backed_off["decreases"] >= 1 and backed_off["lowest_limit"] < 8
+    assert untouched["decreases"] == 0 and untouched["lowest_limit"] == untouched["limit"] == 8
     assert stats.rate_limited >= 1
     assert paid_for([limited, free]) == collections.Counter({r["request_id"]: 1 for r in rows})
 
