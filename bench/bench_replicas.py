@@ -74,7 +74,8 @@ def settings(servers, fleet) -> EndpointSettings:
                             replicas=tuple((s.base_url, c) for s, (c, _) in zip(servers, fleet)))
 
 
-def run_taskseed(ep: EndpointSettings, rows: list[dict], on_result=None) -> tuple[float, list[dict], list[float], object]:
+def run_taskseed(ep: EndpointSettings, rows: list[dict],
+                 on_result=None) -> tuple[float, list[dict], list[float], object]:
     """(wall seconds, results, completion times, stats) of streaming `rows` through the engine."""
     from udfs.llm_client import BatchStats
 

@@ -84,7 +84,8 @@ def generation_request_builder(lakehouse: Lakehouse, config: Config,
     """seed → its K plan rows, with the task's exemplar pool collected once and broadcast."""
     broadcast = lakehouse.spark.sparkContext.broadcast(exemplar_pool(lakehouse, config, tasks))
     fewshot, k = config.generate.fewshot, config.generate.items_per_seed
-    model, temperature, max_tokens = config.stage_endpoint("generate").model, config.generate.temperature, config.generate.max_tokens
+    model = config.stage_endpoint("generate").model
+    temperature, max_tokens = config.generate.temperature, config.generate.max_tokens
 
     def requests(seed: dict) -> list[dict]:
         exemplars = choose_exemplars(seed["seed_id"], broadcast.value.get(seed["task"], []), fewshot)

@@ -129,7 +129,8 @@ def cmd_sim(args, config: Config) -> int:
 
     from jobs.config import LLM_STAGES
 
-    others = tuple(dict.fromkeys(m for m in (config.stage_endpoint(s).model for s in LLM_STAGES) if m != settings.model))
+    others = tuple(dict.fromkeys(m for m in (config.stage_endpoint(s).model for s in LLM_STAGES)
+                                 if m != settings.model))
     settings = replace(settings, served_models=tuple(dict.fromkeys((*settings.served_models, *others))))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     run_simulator(args.host, args.port, settings)

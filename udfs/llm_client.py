@@ -13,8 +13,13 @@ Why it looks like this:
 - `max_retries=0` on the client: retries are ours, so they are counted, classified by status
   code / exception type (never message text, with one exception below), honour Retry-After,
   back off exponentially with jitter, and release their concurrency slot while sleeping.
-- An AIMD limiter bounds requests in flight: halves (at most once per cooldown) on 429s,
-  creeps back up by ~1 per window of successes.
+- Requests in flight are bounded per server: an endpoint is one server (`base_url`) or several
+  replicas of the same model (`EndpointSettings.replicas`), one client each, and
+  `udfs.llm_router.Router` hands out slots: each replica's AIMD limiter halves (at most once per
+  cooldown) on 429s (and on 5xx when there are other replicas) and creeps back up by ~1 per
+  window of successes; a replica with repeated connection failures or timeouts is taken out, its
+  failed requests are re-sent to another at once, and it is probed (`GET /models`) until it
+  answers. One server behaves as before replicas existed.
 - The API key is resolved when the client is built (env var, a name forwarded by the driver, or a
   Databricks secret scope), lives only inside the client, and is scrubbed from every error text
   this module produces (server error bodies included). `EndpointSettings` holds names, never the value.
@@ -866,7 +871,8 @@ class Engine:
         )
 
     def __repr__(self) -> str:
-        return f"Engine(base_url={self.settings.base_url!r}, model={self.settings.model!r}, replicas={len(self.replicas)})"
+        return (f"Engine(base_url={self.settings.base_url!r}, model={self.settings.model!r}, "
+                f"replicas={len(self.replicas)})")
 
     # -- one request ------------------------------------------------------------------------
     async def _send(self, body: dict, request_id: str, attempt: int, replica: int = 0) -> Completion:

@@ -3,7 +3,9 @@ per request (the driver side, `call_endpoint` and the key broadcast, is jobs/llm
 
 Each Spark task runs `udfs.llm_client.call_batch` on its pandas batches, so a task keeps up to
 `max_concurrency // concurrent_tasks` requests in flight (the endpoint's budget split over the
-tasks that run at once); the client and its event loop are built once per Python worker.
+tasks that run at once; with replicas, that share is split again over them in proportion to their
+windows, `udfs.llm_router.replica_windows`); the clients and their event loop are built once per
+Python worker.
 
 Input columns (requests): request_id, messages_json, response_format_json (nullable),
 temperature, max_tokens, plus any passthrough columns (stage, source_key, task, task_family,

@@ -20,6 +20,7 @@ from jobs.llm_stage.spec import LLMStageSpec, typed_fields
 
 __all__ = [
     "ESTIMATE_COLUMNS", "EstimateRow", "LLMStageSpec", "Progress", "RunAccounting", "StageResult", "build_plan",
-    "call_endpoint", "endpoint_for", "endpoint_settings", "endpoints_for", "stage_settings", "estimate_stage", "latest_calls", "parse_plan",
+    "call_endpoint", "endpoint_for", "endpoint_settings", "endpoints_for", "stage_settings", "estimate_stage",
+    "latest_calls", "parse_plan",
     "pipeline_stage", "plan_estimate", "print_progress", "run_llm_stage", "run_stage", "shared_api_key", "terminal_statuses", "typed_fields",
 ]

@@ -35,7 +35,8 @@ def run_stage(
     `jobs.lakehouse.WriterConflict` naming the first before it plans anything.
     tasks: only items of these tasks (default: all). endpoint: EndpointSettings, or a {stage:
     EndpointSettings} map (the pipeline's); default the stage's configured endpoint
-    (`Config.stage_endpoint`), or the simulator when it has no base_url and no replicas. progress: receives one line per ledger commit.
+    (`Config.stage_endpoint`), or the simulator when it has no base_url and no replicas.
+    progress: receives one line per ledger commit.
     """
     with lakehouse.exclusive(f"llm-stage-{spec.name}"):  # one run of a stage per lakehouse at a time
         plan = build_plan(spec, lakehouse, config, tasks)

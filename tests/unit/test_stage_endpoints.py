@@ -96,7 +96,8 @@ def test_preflight_stops_when_no_replica_of_a_stage_answers(start_sim, problem, 
     with pytest.raises(ConfigError) as info:
         check_stage_endpoints(config, ["judge"])
     text = str(info.value)
-    expected = {"down": "is unreachable", "model": "'tiny-judge' is not served by", "key": "rejected the API key"}[problem]
+    expected = {"down": "is unreachable", "model": "'tiny-judge' is not served by",
+                "key": "rejected the API key"}[problem]
     assert expected in text and url in text and "sk-" not in text
     assert len(text.splitlines()) == 1
 
@@ -108,3 +109,34 @@ def test_preflight_checks_each_distinct_endpoint_once_and_every_replica(start_si
     assert check_stage_endpoints(config, ["generate", "enrich", "judge"]) == []
     # generate and enrich share the fleet: one GET /models per replica; the judge is the simulator (no check)
     assert all(s.stats()["requests"] == 0 for s in (a, b))  # /models is not a chat request
+
+
+def test_run_lines_params_and_card_name_each_stage_endpoint_without_credentials():
+    """What a run prints, what MLflow records and what the card says about the endpoints: the model
+    per stage, replicas listed, credentials in URLs (userinfo, query) dropped, the simulator named."""
+    from jobs.pipeline import endpoint_lines
+    from jobs.publish import stage_endpoints_line
+    from jobs.tracking import stage_endpoint_params
+
+    config = Config.model_validate({
+        "endpoint": {"model": "sim-default"},
+        "generate": {"endpoint": {"model": "gen-large", "replicas": [
+            {"base_url": "http://user:sk-secret-1@gpu1:8000/v1?token=sk-secret-2", "max_concurrency": 128},
+            {"base_url": "http://gpu2:8000/v1"}]}},
+        "enrich": {"endpoint": {"base_url": "https://nim.example/v1", "model": "reasoner"}}})
+    settings = {stage: EndpointSettings.from_config(config.stage_endpoint(stage), require_key=False,
+                                                    base_url=None if stage != "judge" else "http://127.0.0.1:9/v1")
+                for stage in ("generate", "enrich", "judge")}
+    lines = endpoint_lines(config, settings)
+    params = stage_endpoint_params(config)
+    card, simulated = stage_endpoints_line(config)
+    text = "\n".join([*lines, *params.values(), card])
+    assert "sk-secret" not in text and "user" not in text
+    assert "endpoint [generate]: model=gen-large on 2 replicas: http://gpu1:8000/v1 ×128, http://gpu2:8000/v1 ×64" \
+        in lines
+    assert "endpoint [enrich]: https://nim.example/v1 model=reasoner" in lines
+    assert "built-in simulator" in lines[2] and "sim-default" in lines[2]
+    assert params["model.generate"] == "gen-large" and params["max_concurrency.generate"] == "192"
+    assert params["endpoint_url.judge"] == "simulator" and params["model.judge"] == "sim-default"
+    assert card == "generate: http://gpu1:8000/v1,http://gpu2:8000/v1; enrich: https://nim.example/v1"
+    assert not simulated
