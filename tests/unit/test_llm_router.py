@@ -172,3 +172,28 @@ def test_simulator_lists_every_model_it_serves(start_sim):
     with urllib.request.urlopen(server.base_url + "/models", timeout=5) as resp:
         ids = [m["id"] for m in json.loads(resp.read())["data"]]
     assert ids == ["big-gen", "reasoner", "small-judge"]
+
+
+def test_admin_kill_plays_dead_but_keeps_the_counters(start_sim):
+    """`POST /admin/kill` (what bench_replicas uses on servers in child processes): chat requests
+    and `GET /v1/models` get their connections dropped and nothing is counted; `/admin/stats` still
+    answers; `/admin/revive` serves again."""
+    import urllib.error
+    import urllib.request
+
+    server = start_sim(latency_ms=1, latency_jitter_ms=0)
+    root = server.base_url.rsplit("/v1", 1)[0]
+    engine = Engine(EndpointSettings(base_url=server.base_url, model="taskseed-sim", require_key=False,
+                                     max_retries=0, timeout_s=5.0))
+    try:
+        assert engine.run(make_request_rows(3), 3)[0][0]["status"] == "ok"
+        urllib.request.urlopen(urllib.request.Request(root + "/admin/kill", data=b"", method="POST"), timeout=5)
+        (dead,), _ = engine.run(make_request_rows(1, offset=10), 1)
+        assert (dead["status"], dead["error_class"]) == ("failed", "connection")
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(server.base_url + "/models", timeout=5)
+        assert server.stats()["requests"] == 3 and len(server.stats()["replies_200"]) == 3
+        urllib.request.urlopen(urllib.request.Request(root + "/admin/revive", data=b"", method="POST"), timeout=5)
+        assert engine.run(make_request_rows(1, offset=20), 1)[0][0]["status"] == "ok"
+    finally:
+        engine.close()
