@@ -197,6 +197,12 @@ class Embedder:
         return out
 
 
+def text_hash(text: str | None) -> str:
+    """The embedding cache's key of a text: sha256 of its UTF-8 bytes, hex ('' for None); the same
+    as Spark's `sha2(coalesce(text, ''), 256)` that jobs/filters/embedding_cache.py computes."""
+    return hashlib.sha256((text or "").encode("utf-8")).hexdigest()
+
+
 def embed_texts(texts: Sequence[str | None], model: str | None = None) -> np.ndarray:
     """`Embedder.get(model).embed(texts)`."""
     return Embedder.get(model).embed(texts)
