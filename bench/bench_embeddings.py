@@ -109,16 +109,17 @@ def endpoint(texts: list[str], latency_ms: float, concurrency: int, batch: int) 
                                                    require_key=False, max_concurrency=concurrency), batch)
         client.embed(texts[:batch])  # connections up
         stats = EmbeddingsStats()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         vectors = client.embed(texts, stats=stats)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         client.close()
         served = sim.stats()["embedded_texts"]
     ceiling = expected_rate(concurrency, latency_ms / 1000.0, batch)
     print(f"endpoint (simulator in a child process, fixed latency {latency_ms:.0f} ms, C={concurrency}, "
           f"batch {batch}): {len(texts)} texts in {wall:.2f}s = {len(texts) / wall:,.0f} texts/s vs "
           f"C/L x B = {ceiling:,.0f}: {len(texts) / wall / ceiling:.2f}x; {stats.requests} requests, "
-          f"{stats.http_attempts} attempts, {served} texts served, {vectors.shape[1]} dims")
+          f"{stats.http_attempts} attempts, {served} texts served, {vectors.shape[1]} dims; client CPU "
+          f"{cpu:.1f}s ({cpu / len(texts) * 1e3:.2f} ms/text)")
 
 
 def main() -> None:
@@ -129,12 +130,14 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=200.0)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--skip-local", action="store_true", help="only the endpoint part")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
     pool = [embedding_text(q) for _, q in load(HELDOUT_FILES, max(args.texts, args.endpoint_texts))]
     cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cores)})  # one core for the local part
-    local(pool[:args.texts], args.repeats)
+    if not args.skip_local:
+        local(pool[:args.texts], args.repeats)
     os.sched_setaffinity(0, cores)  # the endpoint part: the simulator child gets its own CPU
     endpoint((pool * (1 + args.endpoint_texts // max(1, len(pool))))[:args.endpoint_texts], args.latency_ms,
              args.concurrency, args.batch)
