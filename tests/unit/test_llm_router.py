@@ -168,10 +168,12 @@ def test_simulator_lists_every_model_it_serves(start_sim):
     import json
     import urllib.request
 
+    from simulator.embeddings import SIM_EMBEDDING_MODEL
+
     server = start_sim(model="big-gen", served_models=("reasoner", "small-judge"))
     with urllib.request.urlopen(server.base_url + "/models", timeout=5) as resp:
         ids = [m["id"] for m in json.loads(resp.read())["data"]]
-    assert ids == ["big-gen", "reasoner", "small-judge"]
+    assert ids == ["big-gen", "reasoner", "small-judge", SIM_EMBEDDING_MODEL]
 
 
 def test_admin_kill_plays_dead_but_keeps_the_counters(start_sim):

@@ -1,0 +1,148 @@
+"""Embedding throughput (issue 24): the local model per core before/after, and endpoint mode vs C/L.
+
+    .venv/bin/python bench/bench_embeddings.py [--texts 512] [--repeats 3] [--endpoint-texts 8000]
+
+Data, all real: `--texts` held-out questions of the benchmark mirror (../shared/data/hf), drawn as
+bench/bench_paraphrase.py draws its corpus (ARC, GSM8K, BoolQ, SciQ, NQ-open, PIQA, WebQuestions,
+WinoGrande, MMLU).
+
+1. Local, per core (one thread each: OMP/OpenBLAS/MKL threads = 1 for numpy, ONNX Runtime
+   intra-op threads = 1, and the process pinned to its first allowed core for this part): the numpy forward pass of
+   before issue 24 (tests/minilm_numpy.py) vs ONNX Runtime (udfs/embeddings.py) on the same
+   texts, interleaved `--repeats` times so machine load hits both alike; texts/s of each, the
+   ratio, and the largest 1 - cosine between their vectors.
+2. What batching buys on ONNX Runtime, same texts: length-sorted batches padded to their own
+   longest text (what `Embedder.embed` does) vs batches in input order padded to their own
+   longest text vs batches in input order padded to the longest text of all.
+3. Endpoint mode: `--endpoint-texts` texts through udfs/embeddings_client.py against the simulator
+   in a child process (its own CPU) at a fixed latency L per request and C concurrent slots,
+   batch B texts per request: texts/s vs the ceiling C / L × B.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before numpy loads BLAS: "per core" for the numpy baseline
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_paraphrase import HELDOUT_FILES, load  # noqa: E402
+
+from udfs.embeddings import Embedder, resolve_model_dir  # noqa: E402
+from udfs.paraphrase import embedding_text  # noqa: E402
+
+
+def run_batches(embedder: Embedder, texts: list[str], order: list[int], pad_to: int | None, batch: int = 64) -> float:
+    """Seconds to run `texts` through the ONNX session in batches of `order`, padded to the batch's
+    longest text (pad_to None) or to `pad_to` tokens."""
+    enc = embedder.tokenizer.encode_batch(texts)
+    start = time.perf_counter()
+    for s in range(0, len(order), batch):
+        chunk = order[s:s + batch]
+        t = pad_to or max(len(enc[i].ids) for i in chunk)
+        ids = np.zeros((len(chunk), t), dtype=np.int64)
+        mask = np.zeros((len(chunk), t), dtype=np.int64)
+        for row, i in enumerate(chunk):
+            ids[row, :len(enc[i].ids)] = enc[i].ids
+            mask[row, :len(enc[i].ids)] = 1
+        embedder.session.run(None, {"input_ids": ids, "attention_mask": mask})
+    return time.perf_counter() - start
+
+
+def local(texts: list[str], repeats: int) -> None:
+    from tests.minilm_numpy import NumpyMiniLM
+
+    model_dir = resolve_model_dir(None)
+    before, after = NumpyMiniLM(model_dir), Embedder.get(None, threads=1)
+    reference, ours = before.embed(texts), after.embed(texts)
+    gap = float(np.max(1.0 - (reference * ours).sum(1)))
+    t_before = t_after = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        before.embed(texts)
+        t_before += time.perf_counter() - start
+        start = time.perf_counter()
+        after.embed(texts)
+        t_after += time.perf_counter() - start
+    n = len(texts) * repeats
+    print(f"local, one thread, {len(texts)} texts x {repeats} (interleaved): numpy forward pass "
+          f"{n / t_before:.1f} texts/s, ONNX Runtime {n / t_after:.1f} texts/s: {t_before / t_after:.2f}x; "
+          f"max 1 - cosine {gap:.1e}")
+
+    enc = after.tokenizer.encode_batch(texts)
+    sorted_order = sorted(range(len(texts)), key=lambda i: (len(enc[i].ids), texts[i]))
+    input_order = list(range(len(texts)))
+    longest = max(len(e.ids) for e in enc)
+    times = {"sorted + dynamic padding": 0.0, "input order + dynamic padding": 0.0,
+             f"input order + padding to the longest ({longest} tokens)": 0.0}
+    for _ in range(repeats):
+        for name, (order, pad) in zip(times, ((sorted_order, None), (input_order, None), (input_order, longest))):
+            times[name] += run_batches(after, texts, order, pad)
+    base = times["sorted + dynamic padding"]
+    mean_len = np.mean([len(e.ids) for e in enc])
+    print(f"batching on ONNX Runtime (batch 64, mean {mean_len:.0f} tokens/text): " + "; ".join(
+        f"{name} {n / t:.1f} texts/s ({t / base:.2f}x the time)" for name, t in times.items()))
+
+
+def endpoint(texts: list[str], latency_ms: float, concurrency: int, batch: int) -> None:
+    from simulator import SimSettings
+    from simulator.embeddings import SIM_EMBEDDING_MODEL
+    from simulator.server import SimulatorProcess
+    from udfs.embeddings_client import EmbeddingsClient, EmbeddingsStats, expected_rate
+    from udfs.llm_client import EndpointSettings
+
+    settings = SimSettings(latency_ms=latency_ms, latency_jitter_ms=0.0, latency_dist="fixed",
+                           max_concurrency=concurrency)
+    with SimulatorProcess(settings) as sim:
+        client = EmbeddingsClient(EndpointSettings(base_url=sim.base_url, model=SIM_EMBEDDING_MODEL, api_key_env=None,
+                                                   require_key=False, max_concurrency=concurrency), batch)
+        client.embed(texts[:batch])  # connections up
+        stats = EmbeddingsStats()
+        start, cpu = time.perf_counter(), time.process_time()
+        vectors = client.embed(texts, stats=stats)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        client.close()
+        served = sim.stats()["embedded_texts"]
+    ceiling = expected_rate(concurrency, latency_ms / 1000.0, batch)
+    print(f"endpoint (simulator in a child process, fixed latency {latency_ms:.0f} ms, C={concurrency}, "
+          f"batch {batch}): {len(texts)} texts in {wall:.2f}s = {len(texts) / wall:,.0f} texts/s vs "
+          f"C/L x B = {ceiling:,.0f}: {len(texts) / wall / ceiling:.2f}x; {stats.requests} requests, "
+          f"{stats.http_attempts} attempts, {served} texts served, {vectors.shape[1]} dims; client CPU "
+          f"{cpu:.1f}s ({cpu / len(texts) * 1e3:.2f} ms/text)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--texts", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--endpoint-texts", type=int, default=8000)
+    ap.add_argument("--latency-ms", type=float, default=200.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--skip-local", action="store_true", help="only the endpoint part")
+    args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
+    pool = [embedding_text(q) for _, q in load(HELDOUT_FILES, max(args.texts, args.endpoint_texts))]
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})  # one core for the local part
+    if not args.skip_local:
+        local(pool[:args.texts], args.repeats)
+    os.sched_setaffinity(0, cores)  # the endpoint part: the simulator child gets its own CPU
+    endpoint((pool * (1 + args.endpoint_texts // max(1, len(pool))))[:args.endpoint_texts], args.latency_ms,
+             args.concurrency, args.batch)
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

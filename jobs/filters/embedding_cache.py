@@ -1,0 +1,150 @@
+"""Embed texts at most once per model across runs: the `text_embeddings` Delta cache and the Spark
+call that fills it, with the local model (udfs/embeddings.py, ONNX Runtime) or an OpenAI-compatible
+`/v1/embeddings` endpoint (udfs/embeddings_client.py), as `curate.paraphrase.embeddings_endpoint`
+says.
+
+Reads `text_embeddings` (model, text_hash, embedding); writes `text_embeddings` (every column).
+
+`embed_cached(lakehouse, config, texts)`: `texts` has a string column `text` (None counts as '').
+Every distinct text is keyed by `text_hash` = sha256 of its UTF-8 bytes, hex (Spark's `sha2(text,
+256)`, the same as `udfs.embeddings.text_hash`); the texts whose (model, text_hash) is not in the
+cache are embedded on executors (`mapInPandas`; the local model loaded once per Python worker, or
+the endpoint's client built once per worker, its `max_concurrency` split over the tasks), the
+result is checkpointed (evaluated once: an endpoint is paid once) and MERGEd insert-only into
+`text_embeddings`. It returns `CacheResult(embedded, cached, seconds)`; `vectors(lakehouse, config)`
+is the cache's (text_hash, embedding) rows of the configured model to join against. A second run
+over the same texts embeds 0 (tests/spark/test_embedding_cache.py counts at the simulator).
+
+Errors: an endpoint batch that fails after its retries raises `EmbeddingsError` in the task (Spark
+retries the task; then the stage fails with the error class and the server's message, redacted):
+no text is left without its vector silently. The API key reaches workers as the LLM stages' does
+(`jobs.llm_stage.endpoint.shared_api_key`: an encrypted broadcast, never on disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType, TimestampType
+
+from jobs.config import Config
+from jobs.lakehouse import Lakehouse
+from schemas.tables import TEXT_EMBEDDINGS
+
+READS = (TEXT_EMBEDDINGS.name,)
+WRITES = (TEXT_EMBEDDINGS.name,)
+_EMBEDDED = StructType([
+    StructField("model", StringType(), False), StructField("text_hash", StringType(), False),
+    StructField("embedding", ArrayType(FloatType()), False), StructField("dim", IntegerType(), False),
+    StructField("source", StringType(), False), StructField("embedded_at", TimestampType(), False),
+])
+
+
+@dataclass
+class CacheResult:
+    embedded: int   # distinct texts embedded now (sent to the model or endpoint)
+    cached: int     # distinct texts found in the cache
+    seconds: float = 0.0
+    source: str = "local"
+
+    def summary(self) -> str:
+        rate = f", {self.embedded / self.seconds:,.0f} texts/s" if self.embedded and self.seconds > 0 else ""
+        return (f"embedded {self.embedded:,} new texts ({self.source}{rate}), "
+                f"{self.cached:,} from the text_embeddings cache")
+
+
+def endpoint_settings(config: Config):
+    """`udfs.llm_client.EndpointSettings` of `curate.paraphrase.embeddings_endpoint` (None: local)."""
+    ep = config.curate.paraphrase.embeddings_endpoint
+    if ep is None:
+        return None
+    from udfs.llm_client import EndpointSettings
+
+    return EndpointSettings(base_url=ep.base_url, model=ep.model, api_key_env=ep.api_key_env,
+                            secret_scope=ep.secret_scope, secret_key=ep.secret_key, timeout_s=ep.timeout_s,
+                            max_concurrency=ep.max_concurrency, max_retries=ep.max_retries,
+                            backoff_base_s=ep.backoff_base_s, backoff_max_s=ep.backoff_max_s,
+                            structured_output="none", require_key=bool(ep.api_key_env or ep.secret_scope))
+
+
+def vectors(lakehouse: Lakehouse, config: Config) -> DataFrame:
+    """(text_hash, embedding) of the configured embedding model from `text_embeddings`."""
+    lakehouse.ensure(TEXT_EMBEDDINGS)
+    model = config.curate.paraphrase.embedding_model()
+    return lakehouse.read(TEXT_EMBEDDINGS.name).where(F.col("model") == model).select("text_hash", "embedding")
+
+
+def with_text_hash(df: DataFrame, column: str = "text") -> DataFrame:
+    """`df` plus `text_hash` (sha256 hex of the column's UTF-8 text, '' for None)."""
+    return df.withColumn("text_hash", F.sha2(F.coalesce(F.col(column), F.lit("")), 256))
+
+
+def _embed_partition(model: str, local_model: str, threads: int, settings, batch_size: int, concurrency: int,
+                     key_handle) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import datetime as dt
+
+        if settings is None:
+            from udfs.embeddings import Embedder
+
+            embed, source = Embedder.get(local_model, threads).embed, "local"
+        else:
+            from dataclasses import replace
+
+            from udfs.embeddings_client import EmbeddingsClient
+
+            key = key_handle.value.reveal() if key_handle is not None else None
+            client = EmbeddingsClient.get(replace(settings, max_concurrency=concurrency), batch_size, key)
+            embed, source = client.embed, "endpoint"
+        for batch in batches:
+            if batch.empty:
+                continue
+            matrix = embed(list(batch["text"]))
+            now = dt.datetime.now(dt.timezone.utc)
+            yield pd.DataFrame({"model": model, "text_hash": batch["text_hash"].values,
+                                "embedding": list(matrix), "dim": matrix.shape[1], "source": source,
+                                "embedded_at": now})
+
+    return run
+
+
+def embed_cached(lakehouse: Lakehouse, config: Config, texts: DataFrame,
+                 progress: Callable[[str], None] | None = None) -> CacheResult:
+    """Embed the distinct texts of `texts.text` not yet in `text_embeddings` for the configured
+    model and MERGE them in (see the module docstring)."""
+    from jobs.llm_stage.endpoint import shared_api_key
+
+    say = progress or (lambda _: None)
+    p = config.curate.paraphrase
+    model = p.embedding_model()
+    settings = endpoint_settings(config)
+    source = "endpoint" if settings is not None else "local"
+    distinct = with_text_hash(texts.select(F.coalesce(F.col("text"), F.lit("")).alias("text"))).dropDuplicates(["text_hash"])
+    missing = distinct.join(vectors(lakehouse, config).select("text_hash"), "text_hash", "left_anti").localCheckpoint(eager=True)
+    todo, total = missing.count(), distinct.count()
+    if not todo:
+        return CacheResult(0, total, 0.0, source)
+    started = time.monotonic()
+    spark = lakehouse.spark
+    cores = max(1, spark.sparkContext.defaultParallelism)
+    batch_size = p.embeddings_endpoint.batch_size if p.embeddings_endpoint else 64
+    partitions = max(1, min(cores, math.ceil(todo / batch_size)))
+    say(f"paraphrase: embedding {todo:,} new texts with {model} ({source}, {partitions} task(s)); "
+        f"{total - todo:,} are in the text_embeddings cache…")
+    with (shared_api_key(spark, settings) if settings is not None else contextlib.nullcontext()) as key_handle:
+        from udfs.llm_udf import per_task_concurrency
+
+        concurrency = per_task_concurrency(settings.max_concurrency, partitions) if settings is not None else 1
+        fn = _embed_partition(model, p.model, p.threads, settings, batch_size, concurrency, key_handle)
+        embedded = missing.repartition(partitions).mapInPandas(fn, _EMBEDDED).localCheckpoint(eager=True)
+    lakehouse.merge(embedded, TEXT_EMBEDDINGS)
+    result = CacheResult(todo, total - todo, time.monotonic() - started, source)
+    say(f"paraphrase: {result.summary()}")
+    return result
