@@ -29,6 +29,13 @@ class ProgressLine(str):
     """A progress update (superseded by the next one), as opposed to a message to keep."""
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 item`, `0 items`, `2,000 items`; `many` for irregular plurals (`plural(2, "family",
+    "families")`). The one plural rule of every line and card taskseed prints (English: n == 1 is
+    singular)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def format_duration(seconds: float | None) -> str:
     """`0:07`, `12:30`, `1:02:03`; `?` when unknown (no rate yet) or not finite."""
     if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
