@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, ConfigError
-from jobs.progress import spark_job_progress
+from jobs.progress import accumulator_progress
 from jobs.stage import Stage, quiet, tables
 from schemas.tables import HELDOUT, QUARANTINE, SEEDS, TASK_CATALOG
 
@@ -321,10 +321,11 @@ def pack_units(units: list[dict], n_bins: int) -> list[list[int]]:
 
 
 def make_mapper(units: list[dict], bins: list[list[int]], mirror: str | None,
-                include_path: tuple[str, ...], batch_rows: int = 2000
+                include_path: tuple[str, ...], batch_rows: int = 2000, rows_done=None,
                 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """mapInPandas function over `spark.range(len(bins))`: each id is a bin of unit indexes; the
-    unit list travels in the closure (small: one dict per shard, no records)."""
+    unit list travels in the closure (small: one dict per shard, no records). rows_done: a Spark
+    accumulator each finished unit adds its source rows (`size`) to (progress in rows)."""
 
     def mapper(batches):
         from udfs.normalize import Unit, process_unit, quiet_libraries
@@ -343,6 +344,8 @@ def make_mapper(units: list[dict], bins: list[list[int]], mirror: str | None,
                             rows = []
                     if rows:
                         yield frame(rows)
+                    if rows_done is not None:
+                        rows_done.add(int(spec["size"]))
 
     def frame(rows):
         # Column by column as object dtype: a key absent from every row must stay None, not
@@ -459,8 +462,11 @@ def run_ingest(
     total_rows = sum(u["size"] for u in units)
     n_bins = max(-(-total_rows // config.tasks.shard_rows), 2 * _parallelism(spark))
     bins = pack_units(units, n_bins)
+    # progress in benchmark rows (the units' source rows), never Spark tasks
+    watch = accumulator_progress(spark, "ingest: normalizing", progress, total_rows, unit="rows")
+    rows_done = watch.__enter__()
     mapped = spark.range(0, len(bins), 1, numPartitions=len(bins)).mapInPandas(
-        make_mapper(units, bins, mirror, include), _output_schema())
+        make_mapper(units, bins, mirror, include, rows_done=rows_done), _output_schema())
 
     # Repeats of a byte-identical record within a run keep the lowest doc_index; the others
     # become quarantine rows (reason duplicate_record), so every source row is accounted for.
@@ -485,11 +491,13 @@ def run_ingest(
     try:
         progress(f"ingest: normalizing on executors ({len(units)} units, {total_rows} rows, "
                  f"in {len(bins)} partitions)…")
-        with spark_job_progress(spark, "ingest: normalizing", progress):
+        try:
             stats = (final.groupBy("task", "split", "kind", "reason")
                      .agg(F.count(F.lit(1)).alias("n"), F.sum("rows_in").alias("rows_in"),
                           F.max(F.when(F.col("reason") == "task_error", F.col("detail"))).alias("error"))
                      .collect())
+        finally:
+            watch.__exit__(None, None, None)
         counts = _apply_stats(stats, summaries)
         progress(f"ingest: normalized {sum(counts.values())} rows ({time.time() - t0:.1f}s)")
         now = F.current_timestamp()
@@ -562,8 +570,8 @@ def _apply_stats(stats, summaries: dict[str, TaskSummary]) -> dict[str, int]:
 def _merge(lakehouse, df, spec, progress) -> int | None:
     before = lakehouse.version(spec.name)
     t0 = time.time()
-    with spark_job_progress(lakehouse.spark, f"ingest: merging into {spec.name}", progress):
-        lakehouse.merge(df, spec)
+    progress(f"ingest: merging into {lakehouse.table_name(spec.name)}…")  # no count: Spark tasks are not the user's unit
+    lakehouse.merge(df, spec)
     progress(f"ingest: merged into {lakehouse.table_name(spec.name)} ({time.time() - t0:.1f}s)")
     return before
 

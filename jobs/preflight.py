@@ -150,3 +150,40 @@ def check_endpoint(config: Config) -> None:
         shown = ", ".join(served[:_SHOWN_MODELS]) + (f", … ({len(served)} in all)" if len(served) > _SHOWN_MODELS else "")
         raise ConfigError(f"model {settings.model!r} is not served by {url} (it serves: {shown}): "
                           "check endpoint.model")
+
+
+def preflight_problems(config: Config) -> list[str]:
+    """Every problem the checks before a real run (`check_home`, `check_endpoint`) would stop it
+    on, all at once, as one line each (for `--dry-run`, which sends nothing and so must say what
+    the run would hit): an unwritable home; an API key that cannot be resolved (e.g.
+    `endpoint.api_key_env` names a variable that is not set); and, checked without the key in that
+    case, an endpoint that is unreachable, rejects the key or does not serve the model (a 401/403
+    is not reported again when the key is already missing). Empty: the real run would pass."""
+    from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key
+
+    problems: list[str] = []
+    try:
+        check_home(config.home)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    ep = config.endpoint
+    if not ep.base_url:
+        return problems
+    probe, key_missing = config, False
+    try:
+        resolve_api_key(EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope)))
+    except KeyResolutionError as exc:
+        problems.append(str(exc))
+        key_missing = True
+        keyless = ep.model_copy(update={"api_key_env": None, "secret_scope": None, "secret_key": None})
+        probe = config.model_copy(update={"endpoint": keyless})
+    try:
+        check_endpoint(probe)
+    except ConfigError as exc:
+        from udfs.llm_client import stage_fatal_reason
+
+        rejected = {f"{EndpointSettings.from_config(ep).base_url}: {stage_fatal_reason(f'http_{code}')}"
+                    for code in (401, 403)}
+        if not (key_missing and str(exc) in rejected):
+            problems.append(str(exc))
+    return problems
