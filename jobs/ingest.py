@@ -272,6 +272,24 @@ def plan_units(planned: list[PlannedTask], config: Config, summaries: dict[str, 
     return units
 
 
+def require_mirror_data(planned: list[PlannedTask], units: list[dict], mirror: str | Path | None,
+                        cwd: Path | None = None) -> None:
+    """ConfigError when `tasks.mirror` is set and holds no split of any planned task: a relative
+    mirror path is read from the working directory, so a run started elsewhere would otherwise
+    find nothing and finish with 0 curated rows and a complete-looking card (issue 29). The
+    message names the path as given, where it was looked for and the tasks."""
+    if not mirror or not planned or units:
+        return
+    cwd = cwd or Path.cwd()
+    given = Path(mirror)
+    where = given if given.is_absolute() else cwd / given
+    exists = "" if where.is_dir() else " (no such folder)"
+    relative = (f"; a relative tasks.mirror is read from the working directory ({cwd}): run taskseed from "
+                "the folder the config expects, or give an absolute path") if not given.is_absolute() else ""
+    raise ConfigError(f"tasks.mirror {mirror} holds none of the selected tasks' data: looked in {where}{exists} "
+                      f"for {', '.join(sorted(p.task for p in planned))}{relative}")
+
+
 def _shards(n_rows: int | None, shard_rows: int) -> list[tuple[int, int | None]]:
     """Row ranges; the last is open-ended so rows beyond the estimate are never lost."""
     if not n_rows or n_rows <= shard_rows:
@@ -448,6 +466,7 @@ def run_ingest(
         }, splits, frozenset(v for k, v in eff.items() if k.endswith("_split") and v)))
 
     units = plan_units(planned, config, summaries)
+    require_mirror_data(planned, units, config.tasks.mirror)
     units.sort(key=lambda u: -u["size"])  # biggest first: better balance across executors
     progress(f"ingest: {len(planned)} task(s), {len(units)} work unit(s); "
              f"{sum(1 for s in summaries.values() if s.skipped)} skipped before reading data "
