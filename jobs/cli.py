@@ -43,6 +43,7 @@ from jobs.console import (
 )
 from jobs.preflight import (USER_FIXABLE_ERRNOS, check_endpoint, describe_os_error, os_error_behind,
                             preflight_problems)
+from jobs.progress import plural
 from jobs.sim_command import add_sim_parser
 
 
@@ -282,7 +283,7 @@ def cmd_sql(args, config: Config) -> int:
             print(format_table(df.columns, values))
             cut = cells_cut(values)
             if cut:
-                progress(f"({cut} value{'s' if cut != 1 else ''} longer than {TABLE_MAX_WIDTH} characters shown cut with …; "
+                progress(f"({plural(cut, 'value')} longer than {TABLE_MAX_WIDTH} characters shown cut with …; "
                          "--json prints every value whole)")
     except (AnalysisException, ParseException) as exc:
         raise ConfigError(f"SQL error: {spark_error_line(exc)}") from None
@@ -290,7 +291,7 @@ def cmd_sql(args, config: Config) -> int:
         progress(f"({printed} rows shown, truncated at --max-rows {limit}: the query has more; raise --max-rows"
                  f"{'' if args.json else ' or use --json, which has no limit by default'})")
     elif not args.json:
-        progress(f"({printed} row{'s' if printed != 1 else ''})")
+        progress(f"({plural(printed, 'row')})")
     return 0
 
 

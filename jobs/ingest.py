@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, ConfigError
-from jobs.progress import accumulator_progress
+from jobs.progress import accumulator_progress, plural
 from jobs.stage import Stage, quiet, tables
 from schemas.tables import HELDOUT, QUARANTINE, SEEDS, TASK_CATALOG
 
@@ -468,7 +468,7 @@ def run_ingest(
     units = plan_units(planned, config, summaries)
     require_mirror_data(planned, units, config.tasks.mirror)
     units.sort(key=lambda u: -u["size"])  # biggest first: better balance across executors
-    progress(f"ingest: {len(planned)} task(s), {len(units)} work unit(s); "
+    progress(f"ingest: {plural(len(planned), 'benchmark task')}, {plural(len(units), 'work unit')}; "
              f"{sum(1 for s in summaries.values() if s.skipped)} skipped before reading data "
              f"(planned in {time.time() - t0:.1f}s)")
     summary = IngestSummary(run_id=run_id, tasks=summaries, units=len(units))
