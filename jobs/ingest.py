@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, ConfigError
-from jobs.progress import accumulator_progress, plural
+from jobs.progress import accumulator_progress, plural, spark_counter
 from jobs.stage import Stage, quiet, tables
 from schemas.tables import HELDOUT, QUARANTINE, SEEDS, TASK_CATALOG
 
@@ -481,9 +481,7 @@ def run_ingest(
     total_rows = sum(u["size"] for u in units)
     n_bins = max(-(-total_rows // config.tasks.shard_rows), 2 * _parallelism(spark))
     bins = pack_units(units, n_bins)
-    # progress in benchmark rows (the units' source rows), never Spark tasks
-    watch = accumulator_progress(spark, "ingest: normalizing", progress, total_rows, unit="rows")
-    rows_done = watch.__enter__()
+    rows_done = spark_counter(spark)  # progress in benchmark rows (the units' source rows), never Spark tasks
     mapped = spark.range(0, len(bins), 1, numPartitions=len(bins)).mapInPandas(
         make_mapper(units, bins, mirror, include, rows_done=rows_done), _output_schema())
 
@@ -510,13 +508,11 @@ def run_ingest(
     try:
         progress(f"ingest: normalizing on executors ({len(units)} units, {total_rows} rows, "
                  f"in {len(bins)} partitions)…")
-        try:
+        with accumulator_progress(rows_done, "ingest: normalizing", progress, total_rows, unit="rows"):
             stats = (final.groupBy("task", "split", "kind", "reason")
                      .agg(F.count(F.lit(1)).alias("n"), F.sum("rows_in").alias("rows_in"),
                           F.max(F.when(F.col("reason") == "task_error", F.col("detail"))).alias("error"))
                      .collect())
-        finally:
-            watch.__exit__(None, None, None)
         counts = _apply_stats(stats, summaries)
         progress(f"ingest: normalized {sum(counts.values())} rows ({time.time() - t0:.1f}s)")
         now = F.current_timestamp()

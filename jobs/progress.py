@@ -7,9 +7,9 @@ default; the CLI's printer writes stderr). This module makes the lines those cal
   tasks (30%), 3.2 tasks/s, ETA 1:27" (pure; the ETA assumes the rate so far holds).
 - `Meter`: the same for a step that reports its own counts (micro-batches of an LLM stage, SQL
   models of curate); it throttles to one line per `interval_s` and always emits the last one.
-- `accumulator_progress(spark, label, progress, total, unit)`: for a step that is one big Spark
-  action (ingest's normalization), counts the user's units (benchmark rows read) that executors
-  add to an accumulator, polled from a daemon thread, and reports them through a Meter. Spark tasks
+- `spark_counter(spark)` + `accumulator_progress(counter, label, progress, total, unit)`: for a step
+  that is one big Spark action (ingest's normalization), counts the user's units (benchmark rows
+  read) that executors add to an accumulator, polled from a daemon thread, through a Meter. Spark tasks
   are never the unit: "0/4 tasks" next to benchmark tasks reads as the wrong thing (issue 29).
   Without a SparkContext (Spark Connect, Databricks serverless) it reports nothing.
 
@@ -128,17 +128,24 @@ class Meter:
         return True
 
 
-@contextlib.contextmanager
-def accumulator_progress(spark, label: str, progress: Callable[[str], None], total: int, unit: str = "rows",
-                         interval_s: float = 5.0, poll_s: float = 0.5) -> Iterator[Any]:
-    """Report `done/total <unit>` of a Spark action in the user's units (benchmark rows, not Spark
-    tasks): yields a Spark accumulator that the executors `add()` their finished units of work
-    to (None without a SparkContext: Spark Connect, Databricks serverless); a daemon thread polls
-    its value (updated on the driver as each Spark task ends) into a Meter. A retried Spark task
-    can add twice, so the count is capped at `total`; the block ends with the complete line."""
+def spark_counter(spark) -> Any:
+    """A Spark accumulator (starting at 0) for executors to `add()` finished units of work to, for
+    `accumulator_progress`; None without a SparkContext (Spark Connect, Databricks serverless)."""
     try:
-        accumulator = spark.sparkContext.accumulator(0)
-    except Exception:  # noqa: BLE001 - Spark Connect / serverless: no SparkContext
+        return spark.sparkContext.accumulator(0)
+    except Exception:  # noqa: BLE001 - no SparkContext: no progress, never a failure
+        return None
+
+
+@contextlib.contextmanager
+def accumulator_progress(counter, label: str, progress: Callable[[str], None], total: int, unit: str = "rows",
+                         interval_s: float = 5.0, poll_s: float = 0.5) -> Iterator[Meter | None]:
+    """Report `done/total <unit>` of the Spark action run inside the block in the user's units
+    (benchmark rows, not Spark tasks): `counter` is a `spark_counter` the executors `add()` their
+    finished units of work to (its value reaches the driver as each Spark task ends); a daemon
+    thread polls it into a Meter. A retried Spark task can add twice, so the count is capped at
+    `total`; a block that printed a line ends with the complete one. counter None: nothing."""
+    if counter is None:
         yield None
         return
     meter = Meter(label, progress, total=total, unit=unit, interval_s=interval_s)
@@ -147,14 +154,14 @@ def accumulator_progress(spark, label: str, progress: Callable[[str], None], tot
     def poll() -> None:
         while not stop.wait(poll_s):
             with contextlib.suppress(Exception):
-                done = min(int(accumulator.value), total)
+                done = min(int(counter.value), total)
                 if done < total:
                     meter.update(done)
 
     watcher = threading.Thread(target=poll, name="taskseed-progress", daemon=True)
     watcher.start()
     try:
-        yield accumulator
+        yield meter
     finally:
         stop.set()
         watcher.join(timeout=5)

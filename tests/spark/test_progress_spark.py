@@ -8,21 +8,21 @@ import time
 
 
 def test_counts_the_rows_executors_report_never_spark_tasks(spark):
-    from jobs.progress import accumulator_progress
+    from jobs.progress import accumulator_progress, spark_counter
 
     lines: list[str] = []
     sizes = [57, 3, 40, 20, 57, 3, 40, 20]  # rows of 8 work units on 4 partitions
+    rows_done = spark_counter(spark)
+    assert rows_done is not None
 
-    with accumulator_progress(spark, "ingest: normalizing", lines.append, total=sum(sizes), unit="rows",
-                              interval_s=0.0, poll_s=0.05) as rows_done:
-        assert rows_done is not None
+    def work(part):
+        for size in part:
+            time.sleep(0.2)
+            rows_done.add(size)
+            yield size
 
-        def work(part):
-            for size in part:
-                time.sleep(0.2)
-                rows_done.add(size)
-                yield size
-
+    with accumulator_progress(rows_done, "ingest: normalizing", lines.append, total=sum(sizes), unit="rows",
+                              interval_s=0.0, poll_s=0.05):
         assert spark.sparkContext.parallelize(sizes, 4).mapPartitions(work).sum() == 240
     assert lines, "a 0.4 s action polled every 50 ms reports something"
     assert not any("task" in line for line in lines), lines
@@ -33,9 +33,9 @@ def test_counts_the_rows_executors_report_never_spark_tasks(spark):
 
 
 def test_a_block_without_work_says_nothing(spark):
-    from jobs.progress import accumulator_progress
+    from jobs.progress import accumulator_progress, spark_counter
 
     lines: list[str] = []
-    with accumulator_progress(spark, "test: idle", lines.append, total=10, interval_s=0.0, poll_s=0.01):
+    with accumulator_progress(spark_counter(spark), "test: idle", lines.append, total=10, interval_s=0.0, poll_s=0.01):
         time.sleep(0.3)
     assert lines == []
