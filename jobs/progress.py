@@ -155,7 +155,7 @@ def accumulator_progress(counter, label: str, progress: Callable[[str], None], t
         while not stop.wait(poll_s):
             with contextlib.suppress(Exception):
                 done = min(int(counter.value), total)
-                if done < total:
+                if 0 < done < total:  # nothing finished yet: nothing to say (the caller announced the step)
                     meter.update(done)
 
     watcher = threading.Thread(target=poll, name="taskseed-progress", daemon=True)
