@@ -41,7 +41,9 @@ from jobs.console import (
     spark_error_line,
     status_rows,
 )
-from jobs.preflight import USER_FIXABLE_ERRNOS, check_endpoint, describe_os_error, os_error_behind
+from jobs.preflight import (USER_FIXABLE_ERRNOS, check_endpoint, describe_os_error, os_error_behind,
+                            preflight_problems)
+from jobs.progress import plural
 from jobs.sim_command import add_sim_parser
 
 
@@ -130,14 +132,28 @@ def llm_stage_command(args, config: Config, spec, run, needs_seeds: bool) -> int
     retry_failed = bool(getattr(args, "retry_failed", False)) or config.llm.retry_failed
     if not args.dry_run:
         check_endpoint(config, [spec.name])
+    problems = dry_run_problems(config, [spec.name]) if args.dry_run else []
     lakehouse = open_lakehouse(config)
     if needs_seeds:
         require_seeds(lakehouse, tasks)
     if args.dry_run:
         print_estimate(spec.name, estimate_stage(spec, lakehouse, config, tasks, retry_failed), config)
-        return 0
+        for problem in problems:  # after the table: the last thing on the terminal
+            progress(f"taskseed: error: the real run would stop on: {problem}")
+        return 2 if problems else 0
     print_lines(run(lakehouse, config, tasks, progress=progress, retry_failed=retry_failed))
     return 0
+
+
+def dry_run_problems(config: Config, stages: list[str] | None = None) -> list[str]:
+    """`--dry-run`: every preflight problem the real run would stop on (jobs.preflight.preflight_problems),
+    checked before Spark starts and said together after the estimate (one stderr line each), the dry
+    run then exiting 2. A home that cannot be written stops here (no estimate without Spark)."""
+    problems = preflight_problems(config, stages)
+    home_problem = next((p for p in problems if p.startswith("lakehouse home ")), None)
+    if home_problem:
+        raise ConfigError(home_problem)
+    return problems
 
 
 def cmd_generate(args, config: Config) -> int:
@@ -268,7 +284,7 @@ def cmd_sql(args, config: Config) -> int:
             print(format_table(df.columns, values))
             cut = cells_cut(values)
             if cut:
-                progress(f"({cut} value{'s' if cut != 1 else ''} longer than {TABLE_MAX_WIDTH} characters shown cut with …; "
+                progress(f"({plural(cut, 'value')} longer than {TABLE_MAX_WIDTH} characters shown cut with …; "
                          "--json prints every value whole)")
     except (AnalysisException, ParseException) as exc:
         raise ConfigError(f"SQL error: {spark_error_line(exc)}") from None
@@ -276,7 +292,7 @@ def cmd_sql(args, config: Config) -> int:
         progress(f"({printed} rows shown, truncated at --max-rows {limit}: the query has more; raise --max-rows"
                  f"{'' if args.json else ' or use --json, which has no limit by default'})")
     elif not args.json:
-        progress(f"({printed} row{'s' if printed != 1 else ''})")
+        progress(f"({plural(printed, 'row')})")
     return 0
 
 

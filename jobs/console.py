@@ -86,9 +86,11 @@ def cells_cut(rows: list[list[Any]], max_width: int = TABLE_MAX_WIDTH) -> int:
     return sum(len(_cell(v)) > max_width for row in rows for v in row)
 
 
-def print_lines(result: Any, out: Callable[[str], None] = print) -> None:
+def print_lines(result: Any, out: Callable[[str], None] | None = None) -> None:
+    """A stage's summary lines (`result.summary_lines()`), to stderr through `progress` by default:
+    summaries are reports, like progress, and stdout carries only the answer (docs/configuration.md)."""
     for line in result.summary_lines():
-        out(line)
+        (out or progress)(line)
 
 
 def print_estimate(stage: str, rows: list, config: Config, out: Callable[[str], None] = print) -> None:
@@ -124,12 +126,25 @@ def status_rows(statuses) -> list[list[str]]:
         tables = [f"{t['table']} {dash(t['rows'])} rows v{dash(t['delta_version'])}"
                   if t["delta_version"] is not None else f"{t['table']} (none)" for t in s.tables] or ["-"]
         last = s.last_run
-        run = f"{last['start']} {last['outcome']} (run {last['run_id']})" if last else "never (under MLflow)"
+        run = last_run_text(last, getattr(s, "last_write", None))
         models = getattr(s, "models", None) or {}
         model = ", ".join(m if name == s.stage else f"{name}: {m}" for name, m in models.items()) or "-"
         rows.append([s.stage, tables[0], dash(s.requests), dash(s.failed), dash(s.quarantined), run, model])
         rows += [["", table, "", "", "", "", ""] for table in tables[1:]]
     return rows
+
+
+def last_run_text(last: dict[str, Any] | None, write: dict[str, Any] | None) -> str:
+    """The `last run` cell of `taskseed status`: the newest MLflow stage run; else, for a stage run
+    on its own without MLflow, its newest write found in the tables (`jobs.status.last_writes`:
+    the ledger's newest row of the stage, or the newest Delta commit of a table it writes); else
+    `never`."""
+    if last:
+        return f"{last['start']} {last['outcome']} (run {last['run_id']})"
+    if write:
+        run = f", run {write['run_id']}" if write.get("run_id") else ""
+        return f"{write['at']} wrote {write['source']}{run} (no MLflow run)"
+    return "never"
 
 
 def program(name: str) -> str:

@@ -30,8 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from jobs.progress import plural
+from udfs.llm_rows import latency_percentiles
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PLOTS_DIR = "plots"
+# the length series of the card: a row's passage (context) and question together, its answer, its document
+LENGTH_SERIES = ("passage + question", "answer", "document")
 HTML_NAME = "datacard.html"
 MD_NAME = "datacard.md"
 
@@ -43,7 +48,9 @@ SIMULATOR_NOTICE = (
 
 @dataclass
 class LLMStageStats:
-    """One LLM stage's ledger totals (all runs): requests by status, tokens, latency in ms."""
+    """One LLM stage's ledger totals (all runs): requests by status, tokens, latency in ms
+    (`udfs.llm_rows.latency_percentiles` of the stage's ledger rows: the function the stage's
+    terminal summary uses, so a single run's card and terminal show the same figures)."""
 
     stage: str
     model: str
@@ -54,8 +61,121 @@ class LLMStageStats:
     prompt_tokens: int
     completion_tokens: int
     latency_p50_ms: float | None
-    latency_p90_ms: float | None
+    latency_p95_ms: float | None
     latency_p99_ms: float | None
+
+
+# ---- issue 29: the run's funnel from requests, sample rows, what verification measured -------
+@dataclass
+class TaskFunnel:
+    """One task's (or, summed, one family's) way from seeds and requests to published rows. Counts:
+    seeds (rows of `seeds`), generate_requests / enrich_requests (distinct request_id of the
+    `llm_calls` ledger of that stage), generate_quarantined / enrich_quarantined (`quarantine`
+    rows of that stage: failed calls and unusable responses, one per request), generated (rows of
+    `generated`), enriched (distinct gen_id of `enriched` with item_kind 'generated': items with
+    at least one usable answer sample), candidates (distinct gen_id of `filter_decisions`: items
+    the filters decided), published (rows of this dataset). `tasks`: how many tasks a family row
+    sums (1 for a task row)."""
+
+    task: str
+    task_family: str
+    seeds: int = 0
+    generate_requests: int = 0
+    generate_quarantined: int = 0
+    generated: int = 0
+    enrich_requests: int = 0
+    enrich_quarantined: int = 0
+    enriched: int = 0
+    candidates: int = 0
+    published: int = 0
+    tasks: int = 1
+
+
+# (column of TaskFunnel, header in the cards), in the order of the pipeline
+FUNNEL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("seeds", "seeds"), ("generate_requests", "generate requests"),
+    ("generate_quarantined", "quarantined at generate"), ("generated", "generated items"),
+    ("enrich_requests", "enrich requests"), ("enrich_quarantined", "quarantined at enrich"),
+    ("enriched", "enriched items"), ("candidates", "decided by the filters"), ("published", "published rows"),
+)
+_FUNNEL_COUNTS = tuple(name for name, _ in FUNNEL_COLUMNS)
+
+
+def task_funnel(families: dict[str, str], counts: dict[str, dict[str, int]]) -> list[TaskFunnel]:
+    """One TaskFunnel per task of `families` ({task: family}: every task that was asked for or
+    appears in any table) from `counts` ({TaskFunnel count column: {task: n}}); a task missing
+    from a count has 0 there, so a task that produced nothing is a row of zeros, never absent.
+    Sorted by family, then task."""
+    rows = [TaskFunnel(task, family or "(none)", **{c: int(counts.get(c, {}).get(task, 0)) for c in _FUNNEL_COUNTS})
+            for task, family in families.items()]
+    return sorted(rows, key=lambda r: (r.task_family, r.task))
+
+
+def family_funnel(tasks: Sequence[TaskFunnel]) -> list[TaskFunnel]:
+    """The task rows summed per task family (task = the family's name, tasks = its task count)."""
+    out: dict[str, TaskFunnel] = {}
+    for row in tasks:
+        total = out.setdefault(row.task_family, TaskFunnel(row.task_family, row.task_family, tasks=0))
+        total.tasks += 1
+        for column in _FUNNEL_COUNTS:
+            setattr(total, column, getattr(total, column) + getattr(row, column))
+    return [out[k] for k in sorted(out)]
+
+
+@dataclass
+class SampleRow:
+    """One item shown as an example: published (`filter` None) or rejected by `filter` for
+    `reason`. Text fields are cut to SAMPLE_TEXT_CHARS characters (`cut_text`)."""
+
+    gen_id: str
+    task: str
+    question: str
+    answer: str
+    filter: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+SAMPLE_TEXT_CHARS = 240  # characters of a sample row's passage + question, answer or evidence
+SAMPLES_PUBLISHED = 3    # published rows shown
+SAMPLES_PER_FILTER = 2   # rejected items shown per filter that rejected any
+
+
+def cut_text(text: str | None, limit: int = SAMPLE_TEXT_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis ("" for None)."""
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+# What verification measured (issue 29): majority voting over the enrichment samples measures the
+# model's agreement with itself, not correctness; only a calibration against gold answers says how
+# often an agreeing majority is right (issue 26 adds it to the card as `CardData.calibration`).
+VERIFICATION_SELF_AGREEMENT = (
+    "Verification measured self-agreement, uncalibrated: an item passed when the majority of {m} "
+    "answer samples from the enrichment model agreed with the item's own answer. That is the model "
+    "agreeing with itself, not correctness against gold answers: a model can agree with itself on "
+    "a wrong answer. No calibration against gold was run for this dataset.")
+VERIFICATION_CALIBRATED = (
+    "Verification measured self-agreement of {m} answer samples, calibrated against gold: {summary}")
+
+
+def verification_meaning(samples_per_item: int | None, calibration: dict[str, Any] | None = None) -> str:
+    """The card's line on what verification measured for this run: self-agreement over M samples,
+    uncalibrated, unless `calibration` (the hook issue 26's gold calibration fills: a dict with a
+    one-line `summary`) is present."""
+    m = "M" if samples_per_item is None else str(samples_per_item)
+    if calibration and calibration.get("summary"):
+        return VERIFICATION_CALIBRATED.format(m=m, summary=calibration["summary"])
+    return VERIFICATION_SELF_AGREEMENT.format(m=m)
+
+
+# the README's query "what each filter alone removed" (docs/curation.md, "Querying curation"): the
+# card runs this text with the table's qualified name, so the card and the query give one number
+FILTER_ALONE_LABEL = "what each filter alone removed"
+FILTER_ALONE_SQL = (
+    "select filter, count(*) as only_this_filter from {filter_decisions} where not passed and filter <> 'license' "
+    "and gen_id in (select gen_id from {filter_decisions} where not passed and filter <> 'license' group by gen_id "
+    "having count(*) = 1) group by filter order by filter")
 
 
 @dataclass
@@ -63,10 +183,13 @@ class CardData:
     """Everything a data card shows. Counts are rows; lengths are characters.
 
     funnel: [(label, items left)] starting with ("candidates", n), one step per gating filter in
-    evaluation order. rejected_alone: {filter: items it rejects on its own}. reasons:
+    evaluation order. rejected_alone: {filter: items rejected by that filter and by no other
+    except license} (FILTER_ALONE_SQL, the README's "what each filter alone removed"); rejected:
+    {filter: every item it rejected}. reasons:
     {filter: {reason: items}} for failed decisions. not_checked: {filter: items recorded
     'not_checked'}. disabled: {filter: items recorded 'disabled'} (turned off by the config: its
-    funnel step is labelled so). lengths: {"question"|"answer"|"document": [chars of each sampled row]};
+    funnel step is labelled so). lengths: {"passage + question"|"answer"|"document": [chars of each
+    sampled row]} (LENGTH_SERIES);
     length_sample: rows the lengths were taken from. agreement: verification agreement of each
     published row (None for not verifiable). contamination: [(heldout_task, rule, items)].
     near_dup_components: {component size: components}. license_mix: [(license, class,
@@ -89,6 +212,7 @@ class CardData:
     files: list[dict[str, Any]] = field(default_factory=list)
     funnel: list[tuple[str, int]] = field(default_factory=list)
     rejected_alone: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     not_checked: dict[str, int] = field(default_factory=dict)
     disabled: dict[str, int] = field(default_factory=dict)
@@ -105,6 +229,16 @@ class CardData:
     quarantine: list[tuple[str, str, int]] = field(default_factory=list)
     llm_failures: list[tuple[str, str, int]] = field(default_factory=list)
     llm: list[LLMStageStats] = field(default_factory=list)
+    # issue 29: the run from its requests, per task and family; examples; what verification means
+    task_funnel: list[TaskFunnel] = field(default_factory=list)
+    samples_published: list[SampleRow] = field(default_factory=list)
+    samples_rejected: list[SampleRow] = field(default_factory=list)
+    samples_per_item: int | None = None
+    calibration: dict[str, Any] | None = None  # issue 26's calibration against gold (None: not run)
+
+    @property
+    def verification_meaning(self) -> str:
+        return verification_meaning(self.samples_per_item, self.calibration)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,6 +389,7 @@ def _environment(autoescape: bool):
     env.filters["ms"] = lambda v: "–" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
     env.filters["pct"] = lambda v, total: f"{100 * v / total:.1f}%" if total else "–"
     env.filters["md"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+    env.filters["plural"] = plural
     return env
 
 
@@ -264,7 +399,7 @@ def _context(data: CardData, images: dict[str, str]) -> dict[str, Any]:
         "completion_tokens": sum(s.completion_tokens for s in data.llm),
     }
     agreement = [v for v in data.agreement if v is not None]
-    return {
+    return {**_run_context(data),
         "d": data, "images": defaultdict(str, images), "notice": SIMULATOR_NOTICE, "llm_totals": llm_totals,
         "not_verifiable": sum(1 for v in data.agreement if v is None),
         "mean_agreement": sum(agreement) / len(agreement) if agreement else None,
@@ -273,6 +408,23 @@ def _context(data: CardData, images: dict[str, str]) -> dict[str, Any]:
         "families": sorted(data.rows_per_family.items(), key=lambda kv: -kv[1]),
         "formats": sorted(data.rows_per_format.items(), key=lambda kv: -kv[1]),
         "licenses": sorted(data.license_mix, key=lambda r: -r[3]),
+    }
+
+
+def _run_context(data: CardData) -> dict[str, Any]:
+    """issue 29's part of the template context: the funnel totals and headline (published rows of
+    the generation requests sent), per-family rows, whether nothing was published, what
+    verification measured."""
+    total = TaskFunnel("all tasks", "", tasks=len(data.task_funnel))
+    for row in data.task_funnel:
+        for column in _FUNNEL_COUNTS:
+            setattr(total, column, getattr(total, column) + getattr(row, column))
+    return {
+        "funnel_columns": FUNNEL_COLUMNS, "task_rows": data.task_funnel, "family_rows": family_funnel(data.task_funnel),
+        "funnel_total": total, "requested": total.generate_requests, "nothing_published": data.rows == 0,
+        "empty_tasks": [r.task for r in data.task_funnel if r.published == 0],
+        "verification_meaning": data.verification_meaning, "filter_alone_label": FILTER_ALONE_LABEL,
+        "sample_filters": list(dict.fromkeys(r.filter for r in data.samples_rejected if r.filter)),
     }
 
 
@@ -345,9 +497,10 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
         left -= first_fail.get(i, 0)
         card.funnel.append((f"{name} (disabled)" if name in card.disabled else name, left))
     failed = decisions.where(~F.col("passed"))
-    card.rejected_alone = {f.name: 0 for f in FILTERS}
+    card.rejected = {f.name: 0 for f in FILTERS}
     for name, n in _collect_counts(failed, "filter"):
-        card.rejected_alone[name] = n
+        card.rejected[name] = n
+    card.rejected_alone = filter_alone_counts(lakehouse, [f.name for f in FILTERS])
     for name, reason, n in _collect_counts(failed, "filter", "reason"):
         card.reasons.setdefault(name, {})[reason] = n
     card.verification_reasons = dict(_collect_counts(decisions.where(F.col("filter") == "verification"), "reason"))
@@ -377,8 +530,8 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
         F.when(F.col("verification") == "not_verifiable", F.lit(None)).otherwise(F.col("agreement")).alias("agreement"),
     ).collect()
     card.length_sample = len(picked)
-    card.lengths = {"question": [r["q"] or 0 for r in picked], "answer": [r["a"] or 0 for r in picked],
-                    "document": [r["d"] or 0 for r in picked]}
+    card.lengths = dict(zip(LENGTH_SERIES, ([r["q"] or 0 for r in picked], [r["a"] or 0 for r in picked],
+                                            [r["d"] or 0 for r in picked])))
     card.agreement = [r["agreement"] for r in picked]
 
     # failures, quarantine, LLM accounting (the whole ledger)
@@ -393,10 +546,99 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
         F.sum(F.when(F.col("status") == "failed", 1).otherwise(0)).alias("failed"),
         F.sum(F.coalesce("prompt_tokens", F.lit(0))).alias("prompt_tokens"),
         F.sum(F.coalesce("completion_tokens", F.lit(0))).alias("completion_tokens"),
-        F.percentile_approx("latency_ms", [0.5, 0.9, 0.99]).alias("latency"),
     ).orderBy("stage", "model").collect())
     card.llm = [LLMStageStats(r["stage"], r["model"] or "(none)", r["requests"], r["ok"], r["parse_error"],
                               r["failed"], r["prompt_tokens"], r["completion_tokens"],
-                              *(list(r["latency"]) if r["latency"] else [None, None, None]))
+                              *(_ledger_latency(calls, r["stage"], r["model"]) or (None, None, None)))
                 for r in stats]
+    gather_run_view(lakehouse, config, card, df, decisions)
     return card
+
+
+def _ledger_latency(calls, stage: str, model: str | None) -> tuple[float, float, float] | None:
+    """`latency_percentiles` of the ledger rows of (stage, model): the values are brought to the
+    driver (one double per request, through Arrow) so the card and the terminal use one function."""
+    from pyspark.sql import functions as F
+
+    rows = calls.where((F.col("stage") == stage) & (F.col("model").eqNullSafe(model))).select("latency_ms")
+    return latency_percentiles(rows.toPandas()["latency_ms"].tolist())
+
+
+def filter_alone_counts(lakehouse, filters: Sequence[str]) -> dict[str, int]:
+    """{filter: items it alone removed}: FILTER_ALONE_SQL (the README's query of that name) over
+    the lakehouse's `filter_decisions`, 0 for a filter the query does not list (license is never
+    listed: the query leaves it out)."""
+    query = FILTER_ALONE_SQL.format(filter_decisions=lakehouse.table_name("filter_decisions"))
+    found = {r["filter"]: int(r["only_this_filter"]) for r in lakehouse.spark.sql(query).collect()}
+    return {name: found.get(name, 0) for name in filters if name != "license"} | \
+        {name: n for name, n in found.items() if name not in filters}
+
+
+def gather_run_view(lakehouse, config, card: CardData, df, decisions) -> None:
+    """issue 29's numbers of `card`: the per-task funnel (TaskFunnel) from `seeds`, `llm_calls`,
+    `quarantine`, `generated`, `enriched`, `filter_decisions` and the dataset `df`; the tasks are
+    every task that was asked for (`tasks.select` entries that name a task of `task_catalog`) or
+    appears in any of those tables, families from `task_catalog` (else the tables' task_family);
+    sample rows (the smallest gen_ids: content hashes, so a stable pseudo-random choice) of the
+    published rows and of each filter's rejections with reason and evidence."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    def by_task(frame, distinct: str | None = None) -> dict[str, int]:
+        frame = frame.where(F.col("task").isNotNull())
+        agg = F.countDistinct(distinct) if distinct else F.count(F.lit(1))
+        return {r["task"]: int(r["n"]) for r in frame.groupBy("task").agg(agg.alias("n")).collect()}
+
+    def table(name: str):
+        return lakehouse.read(name) if lakehouse.exists(name) else None
+
+    counts: dict[str, dict[str, int]] = {}
+    families: dict[str, str | None] = {}
+    seeds, calls, quarantine = table("seeds"), table("llm_calls"), table("quarantine")
+    generated, enriched = table("generated"), table("enriched")
+    if seeds is not None:
+        counts["seeds"] = by_task(seeds)
+    for stage in ("generate", "enrich"):
+        if calls is not None:
+            counts[f"{stage}_requests"] = by_task(calls.where(F.col("stage") == stage), "request_id")
+        if quarantine is not None:
+            counts[f"{stage}_quarantined"] = by_task(quarantine.where(F.col("stage") == stage))
+    if generated is not None:
+        counts["generated"] = by_task(generated)
+    if enriched is not None:
+        counts["enriched"] = by_task(enriched.where(F.col("item_kind") == "generated"), "gen_id")
+    counts["candidates"] = by_task(decisions, "gen_id")
+    counts["published"] = by_task(df)
+    for frame in (seeds, generated, calls):
+        if frame is not None:
+            for r in frame.where(F.col("task").isNotNull()).select("task", "task_family").distinct().collect():
+                families.setdefault(r["task"], r["task_family"])
+    for per_task in counts.values():
+        for task in per_task:
+            families.setdefault(task, None)
+    if lakehouse.exists("task_catalog"):
+        catalog = lakehouse.read("task_catalog")
+        asked = [t for t in (config.tasks.select or []) if isinstance(t, str)]
+        wanted = set(families) | set(asked)
+        for r in catalog.where(F.col("task").isin(list(wanted))).select("task", "family").collect():
+            families[r["task"]] = r["family"]
+    card.task_funnel = task_funnel({t: f or "(none)" for t, f in families.items()}, counts)
+    card.samples_per_item = config.enrich.samples_per_item
+
+    card.samples_published = [
+        SampleRow(r["gen_id"], r["task"] or "", cut_text(r["stimulus"]), cut_text(r["answer_text"]))
+        for r in df.select("gen_id", "task", F.concat_ws("\n", "context", "question").alias("stimulus"), "answer_text")
+        .orderBy("gen_id").limit(SAMPLES_PUBLISHED).collect()]
+    if generated is None:
+        return
+    ranked = decisions.where(~F.col("passed")).select(
+        "gen_id", "filter", "reason", "evidence",
+        F.row_number().over(Window.partitionBy("filter").orderBy("gen_id")).alias("_n")
+    ).where(F.col("_n") <= SAMPLES_PER_FILTER)
+    joined = ranked.join(generated.select("gen_id", "task", "question", "context", "answer_text"), "gen_id", "left")
+    order = {f: i for i, f in enumerate(card.rejected)}
+    picked = sorted(joined.collect(), key=lambda r: (order.get(r["filter"], len(order)), r["filter"], r["gen_id"]))
+    card.samples_rejected = [
+        SampleRow(r["gen_id"], r["task"] or "", cut_text("\n".join(x for x in (r["context"], r["question"]) if x)),
+                  cut_text(r["answer_text"]), r["filter"], r["reason"], cut_text(r["evidence"], 160) or None)
+        for r in picked]

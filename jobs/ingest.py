@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, ConfigError
-from jobs.progress import spark_job_progress
+from jobs.progress import accumulator_progress, plural, spark_counter
 from jobs.stage import Stage, quiet, tables
 from schemas.tables import HELDOUT, QUARANTINE, SEEDS, TASK_CATALOG
 
@@ -272,6 +272,24 @@ def plan_units(planned: list[PlannedTask], config: Config, summaries: dict[str, 
     return units
 
 
+def require_mirror_data(planned: list[PlannedTask], units: list[dict], mirror: str | Path | None,
+                        cwd: Path | None = None) -> None:
+    """ConfigError when `tasks.mirror` is set and holds no split of any planned task: a relative
+    mirror path is read from the working directory, so a run started elsewhere would otherwise
+    find nothing and finish with 0 curated rows and a complete-looking card (issue 29). The
+    message names the path as given, where it was looked for and the tasks."""
+    if not mirror or not planned or units:
+        return
+    cwd = cwd or Path.cwd()
+    given = Path(mirror)
+    where = given if given.is_absolute() else cwd / given
+    exists = "" if where.is_dir() else " (no such folder)"
+    relative = (f"; a relative tasks.mirror is read from the working directory ({cwd}): run taskseed from "
+                "the folder the config expects, or give an absolute path") if not given.is_absolute() else ""
+    raise ConfigError(f"tasks.mirror {mirror} holds none of the selected tasks' data: looked in {where}{exists} "
+                      f"for {', '.join(sorted(p.task for p in planned))}{relative}")
+
+
 def _shards(n_rows: int | None, shard_rows: int) -> list[tuple[int, int | None]]:
     """Row ranges; the last is open-ended so rows beyond the estimate are never lost."""
     if not n_rows or n_rows <= shard_rows:
@@ -321,10 +339,11 @@ def pack_units(units: list[dict], n_bins: int) -> list[list[int]]:
 
 
 def make_mapper(units: list[dict], bins: list[list[int]], mirror: str | None,
-                include_path: tuple[str, ...], batch_rows: int = 2000
+                include_path: tuple[str, ...], batch_rows: int = 2000, rows_done=None,
                 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """mapInPandas function over `spark.range(len(bins))`: each id is a bin of unit indexes; the
-    unit list travels in the closure (small: one dict per shard, no records)."""
+    unit list travels in the closure (small: one dict per shard, no records). rows_done: a Spark
+    accumulator each finished unit adds its source rows (`size`) to (progress in rows)."""
 
     def mapper(batches):
         from udfs.normalize import Unit, process_unit, quiet_libraries
@@ -343,6 +362,8 @@ def make_mapper(units: list[dict], bins: list[list[int]], mirror: str | None,
                             rows = []
                     if rows:
                         yield frame(rows)
+                    if rows_done is not None:
+                        rows_done.add(int(spec["size"]))
 
     def frame(rows):
         # Column by column as object dtype: a key absent from every row must stay None, not
@@ -445,8 +466,9 @@ def run_ingest(
         }, splits, frozenset(v for k, v in eff.items() if k.endswith("_split") and v)))
 
     units = plan_units(planned, config, summaries)
+    require_mirror_data(planned, units, config.tasks.mirror)
     units.sort(key=lambda u: -u["size"])  # biggest first: better balance across executors
-    progress(f"ingest: {len(planned)} task(s), {len(units)} work unit(s); "
+    progress(f"ingest: {plural(len(planned), 'benchmark task')}, {plural(len(units), 'work unit')}; "
              f"{sum(1 for s in summaries.values() if s.skipped)} skipped before reading data "
              f"(planned in {time.time() - t0:.1f}s)")
     summary = IngestSummary(run_id=run_id, tasks=summaries, units=len(units))
@@ -459,8 +481,9 @@ def run_ingest(
     total_rows = sum(u["size"] for u in units)
     n_bins = max(-(-total_rows // config.tasks.shard_rows), 2 * _parallelism(spark))
     bins = pack_units(units, n_bins)
+    rows_done = spark_counter(spark)  # progress in benchmark rows (the units' source rows), never Spark tasks
     mapped = spark.range(0, len(bins), 1, numPartitions=len(bins)).mapInPandas(
-        make_mapper(units, bins, mirror, include), _output_schema())
+        make_mapper(units, bins, mirror, include, rows_done=rows_done), _output_schema())
 
     # Repeats of a byte-identical record within a run keep the lowest doc_index; the others
     # become quarantine rows (reason duplicate_record), so every source row is accounted for.
@@ -485,7 +508,7 @@ def run_ingest(
     try:
         progress(f"ingest: normalizing on executors ({len(units)} units, {total_rows} rows, "
                  f"in {len(bins)} partitions)…")
-        with spark_job_progress(spark, "ingest: normalizing", progress):
+        with accumulator_progress(rows_done, "ingest: normalizing", progress, total_rows, unit="rows"):
             stats = (final.groupBy("task", "split", "kind", "reason")
                      .agg(F.count(F.lit(1)).alias("n"), F.sum("rows_in").alias("rows_in"),
                           F.max(F.when(F.col("reason") == "task_error", F.col("detail"))).alias("error"))
@@ -562,8 +585,8 @@ def _apply_stats(stats, summaries: dict[str, TaskSummary]) -> dict[str, int]:
 def _merge(lakehouse, df, spec, progress) -> int | None:
     before = lakehouse.version(spec.name)
     t0 = time.time()
-    with spark_job_progress(lakehouse.spark, f"ingest: merging into {spec.name}", progress):
-        lakehouse.merge(df, spec)
+    progress(f"ingest: merging into {lakehouse.table_name(spec.name)}…")  # no count: Spark tasks are not the user's unit
+    lakehouse.merge(df, spec)
     progress(f"ingest: merged into {lakehouse.table_name(spec.name)} ({time.time() - t0:.1f}s)")
     return before
 

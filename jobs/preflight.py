@@ -24,6 +24,11 @@ otherwise surface only after that, deep inside a stage, as a stack trace or as a
   the run starts without it (the call step probes it and puts it back when it answers).
   The key is sent in the Authorization header only; no message here contains it.
 
+- `embeddings_endpoint_problems(config)`: the same check of the paraphrase filter's embeddings
+  server (`curate.paraphrase.embeddings_endpoint`) when curate calls it.
+- `preflight_problems(config, stages)`: for `--dry-run`, every problem of the checks above at once
+  (one line each) instead of stopping at the first.
+
 `describe_os_error` words an OS error a user can fix; `os_error_behind` finds one behind a failure
 later in a run (the disk filled, a mount turned read-only), for the CLI's one-line report.
 """
@@ -183,9 +188,38 @@ def check_stage_endpoints(config: Config, stages: Sequence[str]) -> list[str]:
         else:
             out.extend(f"{p} — the run starts without it ({len(verdicts) - len(problems)} of {len(verdicts)} "
                        f"replicas of {where} answer)" for p in problems)
+    if "judge" in stages:
+        fatal.extend(embeddings_endpoint_problems(config))
     if fatal:
         raise ConfigError("\n".join(dict.fromkeys(fatal)))
     return list(dict.fromkeys(out))
+
+
+EMBEDDINGS_KEY = "curate.paraphrase.embeddings_endpoint"
+
+
+def embeddings_endpoint_problems(config: Config) -> list[str]:
+    """The paraphrase filter's embeddings server (`curate.paraphrase.embeddings_endpoint`, called by
+    curate next to the judge) when the filter is on and one is configured: its key resolves and
+    `GET /models` answers and lists its model (`check_replica`). One line per problem; [] when
+    there is none or no server is configured (the local model needs no check)."""
+    from udfs.embeddings_client import embeddings_settings
+    from udfs.llm_client import KeyResolutionError, resolve_api_key
+
+    para = config.curate.paraphrase
+    if not (para.enabled and para.embeddings_endpoint):
+        return []
+    ee = para.embeddings_endpoint
+    problems: list[str] = []
+    key = None
+    try:
+        key = resolve_api_key(embeddings_settings(ee))
+    except KeyResolutionError as exc:
+        problems.append(f"{EMBEDDINGS_KEY}: {exc}")
+    verdict = check_replica(ee.base_url, ee.model, key, min(PREFLIGHT_TIMEOUT_S, ee.timeout_s), EMBEDDINGS_KEY)
+    if verdict.problem and not (problems and _is_key_rejection(verdict.problem)):
+        problems.append(verdict.problem)
+    return problems
 
 
 def check_replica(url: str, model: str, key: str | None, timeout_s: float, where: str = "endpoint") -> ReplicaVerdict:
@@ -212,3 +246,54 @@ def check_replica(url: str, model: str, key: str | None, timeout_s: float, where
         shown = ", ".join(served[:_SHOWN_MODELS]) + (f", … ({len(served)} in all)" if len(served) > _SHOWN_MODELS else "")
         return ReplicaVerdict(url, f"model {model!r} is not served by {url} (it serves: {shown}): check {where}.model")
     return ReplicaVerdict(url, None)
+
+
+def preflight_problems(config: Config, stages: Sequence[str] | None = None) -> list[str]:
+    """Every problem the checks before a real run (`check_home`, `check_endpoint`) would stop it
+    on, all at once, as one line each (for `--dry-run`, which sends nothing and so must say what
+    the run would hit): an unwritable home; for each distinct endpoint the ledger `stages` call
+    (default all), an API key that cannot be resolved (e.g. `api_key_env` names a variable that is
+    not set) and, checked without the key in that case, replicas that are unreachable, reject the
+    key or do not serve the model — a problem only when no replica of that endpoint answers, as
+    for the real run (a 401/403 is not reported again when the key is already missing). Empty: the
+    real run would pass."""
+    from jobs.config import LLM_STAGES
+    from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key
+
+    problems: list[str] = []
+    try:
+        check_home(config.home)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    seen: set[tuple] = set()
+    for stage in dict.fromkeys(LLM_STAGES if stages is None else stages):
+        ep = config.stage_endpoint(stage)
+        if not ep.configured:
+            continue
+        settings = EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope))
+        urls = [spec.base_url for spec in settings.replica_specs()]
+        ident = (tuple(urls), settings.model, settings.api_key_env, settings.secret_scope, settings.secret_key)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        where = STAGE_ENDPOINT_KEYS.get(stage, "endpoint") if ep != config.endpoint else "endpoint"
+        key, key_missing = None, False
+        try:
+            key = resolve_api_key(settings)
+        except KeyResolutionError as exc:
+            problems.append(str(exc) if where == "endpoint" else f"{where}: {exc}")
+            key_missing = True
+        verdicts = [check_replica(url, settings.model, key, min(PREFLIGHT_TIMEOUT_S, settings.timeout_s), where)
+                    for url in urls]
+        if all(v.problem for v in verdicts):
+            problems.extend(v.problem for v in verdicts
+                            if not (key_missing and _is_key_rejection(v.problem)))
+    if "judge" in (LLM_STAGES if stages is None else stages):
+        problems.extend(embeddings_endpoint_problems(config))
+    return list(dict.fromkeys(problems))
+
+
+def _is_key_rejection(problem: str | None) -> bool:
+    from udfs.llm_client import stage_fatal_reason
+
+    return any(problem and problem.endswith(stage_fatal_reason(f"http_{code}")) for code in (401, 403))

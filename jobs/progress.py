@@ -7,9 +7,10 @@ default; the CLI's printer writes stderr). This module makes the lines those cal
   tasks (30%), 3.2 tasks/s, ETA 1:27" (pure; the ETA assumes the rate so far holds).
 - `Meter`: the same for a step that reports its own counts (micro-batches of an LLM stage, SQL
   models of curate); it throttles to one line per `interval_s` and always emits the last one.
-- `spark_job_progress(spark, label, progress)`: for a step that is one big Spark action (ingest's
-  normalization, a MERGE), counts the finished tasks of the Spark jobs started inside the block
-  (SparkContext.statusTracker, polled from a daemon thread) and reports them through a Meter.
+- `spark_counter(spark)` + `accumulator_progress(counter, label, progress, total, unit)`: for a step
+  that is one big Spark action (ingest's normalization), counts the user's units (benchmark rows
+  read) that executors add to an accumulator, polled from a daemon thread, through a Meter. Spark tasks
+  are never the unit: "0/4 tasks" next to benchmark tasks reads as the wrong thing (issue 29).
   Without a SparkContext (Spark Connect, Databricks serverless) it reports nothing.
 
 Lines are `ProgressLine` strings: a printer that knows its terminal may redraw them in place
@@ -21,12 +22,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import uuid
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 
 class ProgressLine(str):
     """A progress update (superseded by the next one), as opposed to a message to keep."""
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 item`, `0 items`, `2,000 items`; `many` for irregular plurals (`plural(2, "family",
+    "families")`). The one plural rule of every line and card taskseed prints (English: n == 1 is
+    singular)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -39,14 +46,23 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
-def eta_seconds(done: float, total: float | None, elapsed_s: float) -> float | None:
+# An ETA is shown only once the rate is known: after ETA_MIN_DONE completions and ETA_MIN_SECONDS
+# seconds. Before that the first completions (a warming JVM, the first micro-batch, a slow start of
+# the endpoint) give wild ETAs ("ETA 42:56" for 18 requests, issue 29).
+ETA_MIN_DONE = 5
+ETA_MIN_SECONDS = 10.0
+
+
+def eta_seconds(done: float, total: float | None, elapsed_s: float, min_done: float = ETA_MIN_DONE,
+                min_seconds: float = ETA_MIN_SECONDS) -> float | None:
     """Seconds left if the mean rate so far holds: (total - done) / (done / elapsed). None when
-    the total is unknown or nothing is done yet; 0 when done >= total."""
+    the total is unknown or the rate is not known yet (fewer than `min_done` done or less than
+    `min_seconds` elapsed); 0 when done >= total."""
     if total is None or elapsed_s <= 0:
         return None
     if done >= total:
         return 0.0
-    if done <= 0:
+    if done <= 0 or done < min_done or elapsed_s < min_seconds:
         return None
     return (total - done) * elapsed_s / done
 
@@ -58,16 +74,18 @@ def _rate_text(rate: float) -> str:
 def progress_line(label: str, done: int, total: int | None, elapsed_s: float, unit: str = "rows",
                   extra: str = "") -> ProgressLine:
     """`<label> <done>/<total> <unit> (<pct>%), <rate> <unit>/s, ETA <h:mm:ss>[, <extra>]`;
-    without a total: `<label> <done> <unit>, <rate> <unit>/s, elapsed <h:mm:ss>`. When done
-    reaches the total the ETA is replaced by the elapsed time."""
+    without a total: `<label> <done> <unit>, <rate> <unit>/s, elapsed <h:mm:ss>`. The ETA is left
+    out until the rate is known (`eta_seconds`); when done reaches the total it is replaced by the
+    elapsed time."""
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     if total is None:
         text = f"{label} {done} {unit}, {_rate_text(rate)} {unit}/s, elapsed {format_duration(elapsed_s)}"
     else:
         pct = 100.0 * done / total if total else 100.0
-        tail = (f"done in {format_duration(elapsed_s)}" if done >= total
-                else f"ETA {format_duration(eta_seconds(done, total, elapsed_s))}")
-        text = f"{label} {done}/{total} {unit} ({pct:.0f}%), {_rate_text(rate)} {unit}/s, {tail}"
+        eta = eta_seconds(done, total, elapsed_s)
+        tail = (f", done in {format_duration(elapsed_s)}" if done >= total
+                else f", ETA {format_duration(eta)}" if eta is not None else "")
+        text = f"{label} {done}/{total} {unit} ({pct:.0f}%), {_rate_text(rate)} {unit}/s{tail}"
     return ProgressLine(f"{text}, {extra}" if extra else text)
 
 
@@ -110,48 +128,35 @@ class Meter:
         return True
 
 
-def _spark_tasks(tracker, group: str) -> tuple[int, int]:
-    """(finished, total) tasks over the stages of the jobs of `group` so far."""
-    done = total = 0
-    for job_id in tracker.getJobIdsForGroup(group):
-        job = tracker.getJobInfo(job_id)
-        if job is None:
-            continue
-        for stage_id in job.stageIds:
-            stage = tracker.getStageInfo(stage_id)
-            if stage is None:
-                continue
-            total += stage.numTasks
-            done += stage.numCompletedTasks
-    return done, total
+def spark_counter(spark) -> Any:
+    """A Spark accumulator (starting at 0) for executors to `add()` finished units of work to, for
+    `accumulator_progress`; None without a SparkContext (Spark Connect, Databricks serverless)."""
+    try:
+        return spark.sparkContext.accumulator(0)
+    except Exception:  # noqa: BLE001 - no SparkContext: no progress, never a failure
+        return None
 
 
 @contextlib.contextmanager
-def spark_job_progress(spark, label: str, progress: Callable[[str], None], interval_s: float = 5.0,
-                       poll_s: float = 0.5) -> Iterator[Meter | None]:
-    """Report finished/total Spark tasks of the jobs run inside the block, with rate and ETA.
-
-    The block's Spark jobs are tagged with a fresh job group (the thread's previous group is put
-    back after). The total grows as later jobs of the block start, so the ETA is for the work
-    Spark has planned so far. Yields the Meter (None when there is no SparkContext to watch)."""
-    try:
-        sc = spark.sparkContext
-        tracker = sc.statusTracker()
-    except Exception:  # noqa: BLE001 - Spark Connect / serverless: no SparkContext
+def accumulator_progress(counter, label: str, progress: Callable[[str], None], total: int, unit: str = "rows",
+                         interval_s: float = 5.0, poll_s: float = 0.5) -> Iterator[Meter | None]:
+    """Report `done/total <unit>` of the Spark action run inside the block in the user's units
+    (benchmark rows, not Spark tasks): `counter` is a `spark_counter` the executors `add()` their
+    finished units of work to (its value reaches the driver as each Spark task ends); a daemon
+    thread polls it into a Meter. A retried Spark task can add twice, so the count is capped at
+    `total`; a block that printed a line ends with the complete one. counter None: nothing."""
+    if counter is None:
         yield None
         return
-    group = f"taskseed-progress-{uuid.uuid4().hex[:12]}"
-    previous = sc.getLocalProperty("spark.jobGroup.id")
-    sc.setLocalProperty("spark.jobGroup.id", group)
-    meter = Meter(label, progress, unit="tasks", interval_s=interval_s)
+    meter = Meter(label, progress, total=total, unit=unit, interval_s=interval_s)
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.wait(poll_s):
-            with contextlib.suppress(Exception):  # the session may be stopping; never fail the step
-                done, total = _spark_tasks(tracker, group)
-                if total and done < total:
-                    meter.update(done, total)
+            with contextlib.suppress(Exception):
+                done = min(int(counter.value), total)
+                if 0 < done < total:  # nothing finished yet: nothing to say (the caller announced the step)
+                    meter.update(done)
 
     watcher = threading.Thread(target=poll, name="taskseed-progress", daemon=True)
     watcher.start()
@@ -160,8 +165,5 @@ def spark_job_progress(spark, label: str, progress: Callable[[str], None], inter
     finally:
         stop.set()
         watcher.join(timeout=5)
-        sc.setLocalProperty("spark.jobGroup.id", previous)
-    # The block's jobs all finished (tasks of stages Spark skipped never report as done): a step
-    # that printed a partial line ends with a complete one.
-    if meter.total and meter.done < meter.total:
-        meter.update(meter.total)
+    if meter._last_line is not None and meter.done < total:
+        meter.update(total)

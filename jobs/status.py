@@ -5,6 +5,11 @@ Per stage (in DAG order): each table it writes with its rows and current Delta v
 failed requests of an LLM stage, and its last run from the tracking store: time, run id, parent
 (pipeline) run id, outcome (done, skipped: why, or the MLflow status FAILED/RUNNING/KILLED).
 
+A stage run on its own without MLflow (`taskseed generate`, `--no-mlflow`) has no tracking run;
+its last write is read from the tables instead (`last_writes`): an LLM stage's newest ledger row
+(`llm_calls.completed_at` and its run_id), else the newest Delta commit (DESCRIBE HISTORY) of a
+table the stage writes, with that table and version.
+
 Read-only: it creates no table and no tracking store (a home that never ran shows empty rows).
 """
 
@@ -27,6 +32,7 @@ class StageStatus:
     quarantined: int | None = None   # quarantine rows of this stage (stages that write quarantine)
     models: dict[str, str] = field(default_factory=dict)  # ledger stage -> model its endpoint names (config)
     last_run: dict[str, Any] | None = None
+    last_write: dict[str, Any] | None = None  # from the tables when MLflow has no run (last_writes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,10 +65,12 @@ def pipeline_status(lakehouse, config: Config) -> list[StageStatus]:
     requests = _counts_by_stage(lakehouse, "llm_calls")
     failed = _counts_by_stage(lakehouse, "llm_calls", "status = 'failed'")
     last = last_stage_runs(config, [s.name for s in stages])
+    writes_seen = last_writes(lakehouse, config, [s for s in stages if s.name not in last])
     out = []
     for stage in stages:
         writes = list(stage.writes(config))
-        status = StageStatus(stage.name, last_run=last.get(stage.name), models=stage_models(stage, config))
+        status = StageStatus(stage.name, last_run=last.get(stage.name), models=stage_models(stage, config),
+                             last_write=writes_seen.get(stage.name))
         for table in writes:
             if table in SHARED:
                 continue
@@ -78,4 +86,34 @@ def pipeline_status(lakehouse, config: Config) -> list[StageStatus]:
         if "quarantine" in writes:
             status.quarantined = quarantined.get(stage.name, 0)
         out.append(status)
+    return out
+
+
+def last_writes(lakehouse, config: Config, stages) -> dict[str, dict[str, Any]]:
+    """{stage: {at (UTC ISO time), source, run_id}} of the newest write each stage left in the
+    tables: for a stage that writes `llm_calls`, its newest ledger row (source `llm_calls`, the row's
+    run_id); otherwise the newest Delta commit of the tables it writes, shared tables left out
+    (source `<table> v<version>`). Stages with nothing written are absent."""
+    from pyspark.sql import functions as F
+
+    out: dict[str, dict[str, Any]] = {}
+    ledger = lakehouse.read("llm_calls") if lakehouse.exists("llm_calls") else None
+    for stage in stages:
+        writes = list(stage.writes(config))
+        if "llm_calls" in writes and ledger is not None:
+            row = (ledger.where(F.col("stage") == stage.name).orderBy(F.col("completed_at").desc_nulls_last())
+                   .select("completed_at", "run_id").first())
+            if row is not None and row["completed_at"] is not None:
+                out[stage.name] = {"at": row["completed_at"].strftime("%Y-%m-%dT%H:%M:%SZ"), "source": "llm_calls",
+                                   "run_id": row["run_id"]}
+                continue
+        newest = None
+        for table in writes:
+            if table in SHARED or not lakehouse.exists(table):
+                continue
+            row = lakehouse.spark.sql(f"DESCRIBE HISTORY {lakehouse.table_name(table)} LIMIT 1").first()
+            if row is not None and (newest is None or row["timestamp"] > newest[0]):
+                newest = (row["timestamp"], f"{table} v{row['version']}")
+        if newest is not None:
+            out[stage.name] = {"at": newest[0].strftime("%Y-%m-%dT%H:%M:%SZ"), "source": newest[1], "run_id": None}
     return out

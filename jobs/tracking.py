@@ -55,7 +55,9 @@ def safe_endpoint_url(url: str | None) -> str:
 def stage_endpoint_params(config: Config) -> dict[str, str]:
     """Per ledger stage (generate, enrich, judge): `model.<stage>`, `endpoint_url.<stage>` (the
     URL without credentials, replicas comma-separated, or "simulator") and
-    `max_concurrency.<stage>` (the endpoint's total window). Names and URLs only, never a key."""
+    `max_concurrency.<stage>` (the endpoint's total window); with the paraphrase filter on,
+    `model.embeddings` and `endpoint_url.embeddings` ("local" for the packaged model). Names and URLs
+    only, never a key."""
     from jobs.config import LLM_STAGES
 
     params: dict[str, str] = {}
@@ -65,6 +67,11 @@ def stage_endpoint_params(config: Config) -> dict[str, str]:
         params[f"model.{stage}"] = ep.model
         params[f"endpoint_url.{stage}"] = ",".join(safe_endpoint_url(u) for u in urls)
         params[f"max_concurrency.{stage}"] = str(ep.total_concurrency())
+    para = config.curate.paraphrase
+    if para.enabled:  # the paraphrase filter's vectors: the local model or an embeddings server
+        params["model.embeddings"] = para.embedding_model()
+        params["endpoint_url.embeddings"] = (safe_endpoint_url(para.embeddings_endpoint.base_url)
+                                             if para.embeddings_endpoint else "local")
     return params
 
 

@@ -54,6 +54,17 @@ from udfs.llm_client import (
 )
 
 
+def embeddings_settings(ep) -> EndpointSettings:
+    """The client's `EndpointSettings` of an embeddings server config (`jobs.config.EmbeddingsEndpointConfig`:
+    base_url, model, the key source, timeout, concurrency, retries); a key is required only when a
+    source is named. Used by the paraphrase filter's cache and by preflight."""
+    return EndpointSettings(base_url=ep.base_url, model=ep.model, api_key_env=ep.api_key_env,
+                            secret_scope=ep.secret_scope, secret_key=ep.secret_key, timeout_s=ep.timeout_s,
+                            max_concurrency=ep.max_concurrency, max_retries=ep.max_retries,
+                            backoff_base_s=ep.backoff_base_s, backoff_max_s=ep.backoff_max_s,
+                            structured_output="none", require_key=bool(ep.api_key_env or ep.secret_scope))
+
+
 class EmbeddingsError(RuntimeError):
     """A batch of texts could not be embedded after every retry (message redacted)."""
 

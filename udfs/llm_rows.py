@@ -56,6 +56,26 @@ from udfs.validation import find_template_markers
 CHARS_PER_TOKEN = 4
 QUARANTINE_KIND = "quarantine"  # `kind` of a parsed row that goes to quarantine
 
+# The latency figures of an LLM stage (ms), everywhere they are shown: the stage's terminal summary
+# (jobs/llm_stage/call.py, the rows a run committed) and the data card (jobs/datacard.py, the
+# ledger rows of the stage). One function, so the two agree on the same rows.
+LATENCY_PERCENTILES = (50, 95, 99)
+
+
+def latency_percentiles(latencies_ms: Sequence[float | None]) -> tuple[float, float, float] | None:
+    """(p50, p95, p99) in ms of the ledger's `latency_ms` values (None values are rows without a
+    measured latency and are left out); None when no value is left. Exact percentiles with linear
+    interpolation between the closest ranks (numpy's default, the "linear" method of Hyndman and
+    Fan's type 7, as Spark's exact `percentile` computes it)."""
+    import numpy as np
+
+    values = np.asarray([float(v) for v in latencies_ms if v is not None and v == v], dtype="d")
+    if not values.size:
+        return None
+    p50, p95, p99 = (float(v) for v in np.percentile(values, LATENCY_PERCENTILES))
+    return p50, p95, p99
+
+
 # Record fields a plan row carries for the parser (and for quarantine's task/split columns).
 GENERATION_RECORD = ("split", "answer_format", "question", "context", "choices", "answer_text", "license",
                      "license_class")

@@ -62,16 +62,10 @@ class CacheResult:
 
 def endpoint_settings(config: Config):
     """`udfs.llm_client.EndpointSettings` of `curate.paraphrase.embeddings_endpoint` (None: local)."""
-    ep = config.curate.paraphrase.embeddings_endpoint
-    if ep is None:
-        return None
-    from udfs.llm_client import EndpointSettings
+    from udfs.embeddings_client import embeddings_settings
 
-    return EndpointSettings(base_url=ep.base_url, model=ep.model, api_key_env=ep.api_key_env,
-                            secret_scope=ep.secret_scope, secret_key=ep.secret_key, timeout_s=ep.timeout_s,
-                            max_concurrency=ep.max_concurrency, max_retries=ep.max_retries,
-                            backoff_base_s=ep.backoff_base_s, backoff_max_s=ep.backoff_max_s,
-                            structured_output="none", require_key=bool(ep.api_key_env or ep.secret_scope))
+    ep = config.curate.paraphrase.embeddings_endpoint
+    return None if ep is None else embeddings_settings(ep)
 
 
 def vectors(lakehouse: Lakehouse, config: Config) -> DataFrame:

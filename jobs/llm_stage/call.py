@@ -45,7 +45,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -58,6 +57,7 @@ from jobs.progress import ProgressLine, progress_line
 from jobs.llm_stage.endpoint import endpoint_for, shared_api_key, stage_settings
 from udfs.llm_client import (STATUS_FAILED, STATUS_OK, STATUS_PARSE_ERROR, EndpointSettings, is_stage_fatal,
                               stage_fatal_reason)
+from udfs.llm_rows import latency_percentiles
 from udfs.llm_udf import (PASSTHROUGH_COLUMNS, SPOOL_FILE_SCHEMA, make_spool_partition, per_task_concurrency,
                           result_schema, spool_files, stop_reason, write_stop_marker)
 
@@ -420,9 +420,9 @@ def run_llm_stage(
     acc.not_sent = acc.pending - acc.sent
     if acc.first_sent_s is not None:
         acc.first_sent_s -= started_wall
-    if latencies:
-        acc.latency_ms_p50, acc.latency_ms_p95, acc.latency_ms_p99 = (
-            float(v) for v in np.percentile(np.frombuffer(latencies, dtype="d"), [50, 95, 99]))
+    figures = latency_percentiles(latencies)  # the data card's function too (one source)
+    if figures is not None:
+        acc.latency_ms_p50, acc.latency_ms_p95, acc.latency_ms_p99 = figures
     acc.elapsed_s = time.monotonic() - started
     return acc
 

@@ -1,5 +1,5 @@
-"""spark_job_progress on the suite's session: it counts the tasks of the jobs run inside the block
-(and only those), ends with a complete line, and puts the thread's job group back."""
+"""accumulator_progress on the suite's session: it counts the user's units that executors add to its
+accumulator (never Spark tasks), caps the count at the total and ends with a complete line."""
 
 from __future__ import annotations
 
@@ -7,38 +7,35 @@ import re
 import time
 
 
-def _slow_partitions(spark, partitions: int, seconds: float):
-    def work(rows):
-        time.sleep(seconds)
-        yield sum(1 for _ in rows)
+def test_counts_the_rows_executors_report_never_spark_tasks(spark):
+    from jobs.progress import accumulator_progress, spark_counter
 
-    return spark.sparkContext.parallelize(range(partitions * 10), partitions).mapPartitions(work)
-
-
-def test_counts_the_blocks_tasks_with_rate_and_eta(spark):
-    from jobs.progress import spark_job_progress
-
-    sc = spark.sparkContext
-    sc.setLocalProperty("spark.jobGroup.id", "callers-group")
     lines: list[str] = []
-    _slow_partitions(spark, 2, 0.0).count()  # warm the Python workers outside the block
-    with spark_job_progress(spark, "test: slow", lines.append, interval_s=0.0, poll_s=0.05) as meter:
-        assert _slow_partitions(spark, 8, 0.4).sum() == 80
-    assert sc.getLocalProperty("spark.jobGroup.id") == "callers-group"
-    sc.setLocalProperty("spark.jobGroup.id", None)
+    sizes = [57, 3, 40, 20, 57, 3, 40, 20]  # rows of 8 work units on 4 partitions
+    rows_done = spark_counter(spark)
+    assert rows_done is not None
 
-    assert meter is not None and lines, "a 1.6 s action polled every 50 ms reports something"
-    counts = [tuple(map(int, re.match(r"test: slow (\d+)/(\d+) tasks", line).groups())) for line in lines]
-    assert all(total == 8 for _, total in counts), counts  # the warm-up job outside the block is not counted
+    def work(part):
+        for size in part:
+            time.sleep(0.2)
+            rows_done.add(size)
+            yield size
+
+    with accumulator_progress(rows_done, "ingest: normalizing", lines.append, total=sum(sizes), unit="rows",
+                              interval_s=0.0, poll_s=0.05):
+        assert spark.sparkContext.parallelize(sizes, 4).mapPartitions(work).sum() == 240
+    assert lines, "a 0.4 s action polled every 50 ms reports something"
+    assert not any("task" in line for line in lines), lines
+    counts = [tuple(map(int, re.match(r"ingest: normalizing (\d+)/(\d+) rows", line).groups())) for line in lines]
+    assert all(total == 240 for _, total in counts)
     assert [done for done, _ in counts] == sorted(done for done, _ in counts)
-    assert any(done < 8 for done, _ in counts) and "ETA " in lines[0]
-    assert lines[-1].startswith("test: slow 8/8 tasks (100%)") and "done in" in lines[-1]
+    assert lines[-1].startswith("ingest: normalizing 240/240 rows (100%)") and "done in" in lines[-1]
 
 
-def test_a_block_without_spark_jobs_says_nothing(spark):
-    from jobs.progress import spark_job_progress
+def test_a_block_without_work_says_nothing(spark):
+    from jobs.progress import accumulator_progress, spark_counter
 
     lines: list[str] = []
-    with spark_job_progress(spark, "test: idle", lines.append, interval_s=0.0, poll_s=0.01) as meter:
+    with accumulator_progress(spark_counter(spark), "test: idle", lines.append, total=10, interval_s=0.0, poll_s=0.01):
         time.sleep(0.3)
-    assert lines == [] and meter.total is None
+    assert lines == []

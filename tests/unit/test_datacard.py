@@ -13,8 +13,14 @@ import shutil
 import subprocess
 
 import pytest
+from pathlib import Path
 
-from jobs.datacard import SIMULATOR_NOTICE, CardData, LLMStageStats, render_html, render_markdown, render_plots, write_card
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+from jobs.datacard import (FILTER_ALONE_LABEL, FILTER_ALONE_SQL, SIMULATOR_NOTICE, CardData, LLMStageStats, SampleRow,
+                           TaskFunnel, cut_text, family_funnel, render_html, render_markdown, render_plots, task_funnel,
+                           verification_meaning, write_card)
+from jobs.progress import plural
 
 
 def sample_card(**changes) -> CardData:
@@ -30,8 +36,9 @@ def sample_card(**changes) -> CardData:
                {"path": "parquet/part-00000.parquet", "format": "parquet", "rows": 83}],
         funnel=[("candidates", 120), ("validation", 117), ("verification", 101), ("exact_dup", 97),
                 ("near_dup", 90), ("contamination", 83)],
-        rejected_alone={"validation": 3, "verification": 16, "exact_dup": 5, "near_dup": 9, "contamination": 7,
-                        "license": 40},
+        rejected={"validation": 3, "verification": 16, "exact_dup": 5, "near_dup": 9, "contamination": 7,
+                  "license": 40},
+        rejected_alone={"validation": 2, "verification": 14, "exact_dup": 5, "near_dup": 6, "contamination": 7},
         reasons={"validation": {"answer_not_in_choices": 2, "template_marker": 1},
                  "verification": {"majority_disagrees": 12, "tie": 4},
                  "contamination": {"heldout_ngram": 5, "heldout_whole_text": 2},
@@ -39,7 +46,7 @@ def sample_card(**changes) -> CardData:
         not_checked={},
         rows_per_family={"arc": 30, "gsm8k": 25, "boolq": 28},
         rows_per_format={"mcq": 30, "numeric": 25, "boolean": 28},
-        lengths={"question": [40 + 7 * i for i in range(83)], "answer": [3 + i % 20 for i in range(83)],
+        lengths={"passage + question": [40 + 7 * i for i in range(83)], "answer": [3 + i % 20 for i in range(83)],
                  "document": [300 + 11 * i for i in range(83)]},
         length_sample=83,
         agreement=[0.75] * 40 + [1.0] * 43,
@@ -53,6 +60,13 @@ def sample_card(**changes) -> CardData:
         llm_failures=[("enrich", "http_503", 1)],
         llm=[LLMStageStats("generate", "taskseed-sim", 120, 118, 2, 0, 60_000, 24_000, 21.0, 29.5, 33.0),
              LLMStageStats("enrich", "taskseed-sim", 480, 470, 9, 1, 190_000, 95_000, 20.0, 28.0, 31.9)],
+        task_funnel=[TaskFunnel("arc_easy", "arc", 20, 40, 1, 39, 156, 3, 39, 39, 30),
+                     TaskFunnel("boolq", "boolq", 20, 40, 1, 39, 156, 1, 39, 39, 28),
+                     TaskFunnel("gsm8k", "gsm8k", 20, 40, 0, 40, 160, 1, 40, 40, 25)],
+        samples_published=[SampleRow("0a1b2c3d4e5f6789", "gsm8k", "Tom has 3 apples and buys 4 more. How many?", "7")],
+        samples_rejected=[SampleRow("00ff00ff00ff00ff", "boolq", "is the sky green", "yes", "verification",
+                                    "majority_disagrees", '{"votes": [false, false]}')],
+        samples_per_item=4,
     )
     for key, value in changes.items():
         setattr(data, key, value)
@@ -166,3 +180,98 @@ def test_the_html_card_renders_in_headless_chromium(tmp_path):
     assert ink > 0.01, f"page looks blank: {ink:.4f} of pixels are dark"
     blue = (abs(pixels - [0x3b / 255, 0x6e / 255, 0xa8 / 255]).max(axis=2) < 0.05).sum()
     assert blue > 2000, f"the embedded plots did not paint ({blue} funnel-blue pixels)"
+
+
+# ---- issue 29: the card tells the truth about a run -----------------------------------------------
+
+def _texts(data: CardData) -> list[str]:
+    plots = render_plots(data)
+    return [html.unescape(re.sub(r"<[^>]+>", "", render_html(data, plots))), render_markdown(data, plots)]
+
+
+@pytest.mark.parametrize("n, word, many, expected", [
+    (0, "item", None, "0 items"), (1, "item", None, "1 item"), (2, "item", None, "2 items"),
+    (1, "task family", "task families", "1 task family"), (3, "task family", "task families", "3 task families"),
+    (12345, "row", None, "12,345 rows"),
+])
+def test_plural_is_one_rule(n, word, many, expected):
+    assert plural(n, word, many) == expected
+
+
+def test_one_family_one_item_reads_in_the_singular():
+    data = sample_card(rows=1, rows_per_family={"boolq": 1}, task_funnel=[TaskFunnel("boolq", "boolq", 4, 4, 0, 4, 12, 0, 4, 1, 1)])
+    for text in _texts(data):
+        assert "1 task family" in text and "1 task families" not in text
+        assert "1 row" in text and "1 rows" not in text
+        assert "1 task " in text or "1 task)" in text or "1 task;" in text
+
+
+def test_a_task_that_produced_nothing_is_a_row_of_zeros_and_families_sum_their_tasks():
+    counts = {"seeds": {"arc_easy": 4, "gsm8k": 4, "boolq": 4}, "generate_requests": {"arc_easy": 4, "gsm8k": 4, "boolq": 4},
+              "generate_quarantined": {"boolq": 4, "gsm8k": 2}, "generated": {"arc_easy": 4, "gsm8k": 2},
+              "published": {"arc_easy": 3, "gsm8k": 1}}
+    rows = task_funnel({"arc_easy": "arc", "gsm8k": "gsm8k", "boolq": "boolq", "winogrande": "winogrande"}, counts)
+    by_task = {r.task: r for r in rows}
+    assert set(by_task) == {"arc_easy", "gsm8k", "boolq", "winogrande"}
+    assert by_task["boolq"].generated == 0 and by_task["boolq"].generate_quarantined == 4
+    assert by_task["winogrande"] == TaskFunnel("winogrande", "winogrande")
+    fams = {r.task: r for r in family_funnel(rows + [TaskFunnel("arc_challenge", "arc", 2, 2, 0, 2, published=2)])}
+    assert fams["arc"].tasks == 2 and fams["arc"].published == 5 and fams["arc"].seeds == 6
+    data = sample_card(task_funnel=rows)
+    page = render_html(data, render_plots(data))
+    assert page.count('class="zero"') == 4  # boolq and winogrande published nothing: task and family rows
+    md = render_markdown(data, render_plots(data))
+    assert "| ✗ boolq |" in md and "| ✗ winogrande |" in md
+
+
+def test_the_headline_is_published_of_requested_from_the_start():
+    # 12 generation requests, 4 published: 33.3%, not "% kept after filters"
+    data = sample_card(rows=4, funnel=[("candidates", 6), ("validation", 4)],
+                       task_funnel=[TaskFunnel("boolq", "boolq", 4, 12, 6, 6, 18, 0, 6, 6, 4)])
+    for text in _texts(data):
+        assert "kept after filters" not in text
+        assert "33.3%" in text and "12 generation requests" in text
+
+
+def test_a_card_with_no_rows_says_so_first_and_does_not_claim_no_model():
+    data = sample_card(dataset="curated_commercial", rows=0, models={"generation": [], "enrichment": []},
+                       rows_per_family={}, rows_per_format={}, lengths={}, length_sample=0, agreement=[],
+                       samples_published=[])
+    for text in _texts(data):
+        assert "Nothing was published: this dataset has 0 rows" in text
+        assert text.index("Nothing was published") < text.index("Provenance")
+        assert "Generation model none" not in text.replace(":", "").replace("|", "").replace("  ", " ")
+        assert "the ledger's models are under LLM stages" in text
+
+
+@pytest.mark.parametrize("calibration, says, never", [
+    (None, ["self-agreement, uncalibrated", "4 answer samples", "not correctness against gold"], ["calibrated against gold:"]),
+    ({"summary": "an agreeing majority was right on 71% of 200 gold items"},
+     ["calibrated against gold: an agreeing majority was right on 71%"], ["uncalibrated"]),
+])
+def test_the_card_says_what_verification_measured(calibration, says, never):
+    assert verification_meaning(4, calibration) == sample_card(calibration=calibration).verification_meaning
+    for text in _texts(sample_card(calibration=calibration)):
+        for fact in says:
+            assert fact in text, fact
+        for fact in never:
+            assert fact not in text, fact
+
+
+def test_filter_alone_is_the_readme_query_under_its_name():
+    curation = (REPO_ROOT / "docs" / "curation.md").read_text()
+    assert f"# {FILTER_ALONE_LABEL}:" in curation
+    assert FILTER_ALONE_SQL.format(filter_decisions="filter_decisions") in curation
+    for text in _texts(sample_card()):
+        assert FILTER_ALONE_LABEL in text and "rejects on its own" not in text
+
+
+def test_sample_rows_and_labels():
+    data = sample_card()
+    for text in _texts(data):
+        assert "Tom has 3 apples" in text and "majority_disagrees" in text and "is the sky green" in text
+        assert "passage + question" in text
+    assert cut_text("a\n b  " + "x" * 300, 20) == "a b " + "x" * 15 + "…"
+    assert cut_text(None) == ""
+    assert render_plots(data)["lengths"]  # the series are labelled as the data card names them
+    assert set(data.lengths) == {"passage + question", "answer", "document"}

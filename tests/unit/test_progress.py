@@ -20,7 +20,10 @@ def test_format_duration(seconds, text):
 
 @pytest.mark.parametrize("done, total, elapsed, eta", [
     (25, 100, 10.0, 30.0),     # 2.5/s, 75 left
-    (1, 3, 60.0, 120.0),
+    (6, 18, 60.0, 120.0),
+    (1, 18, 60.0, None),       # one completion: no rate yet (issue 29's "ETA 42:56" for 18 requests)
+    (4, 18, 60.0, None),       # fewer than ETA_MIN_DONE
+    (9, 18, 9.0, None),        # less than ETA_MIN_SECONDS
     (100, 100, 10.0, 0.0),     # finished
     (120, 100, 10.0, 0.0),     # more than planned (a total that grew late): never negative
     (0, 100, 10.0, None),      # no rate yet
@@ -62,6 +65,21 @@ def test_meter_throttles_but_never_drops_the_last_line():
     assert meter.update(100) is False  # the same final line is not repeated
 
 
+def test_meter_shows_an_eta_only_once_the_rate_is_known():
+    """A fake clock: 18 requests, the first done after 2.3 s (a cold start), then one every 0.5 s."""
+    clock, lines = Clock(), []
+    meter = Meter("[enrich]", lines.append, total=18, unit="requests", interval_s=0, clock=clock)
+    clock.t += 2.3
+    meter.update(1)
+    for done in range(2, 18):
+        clock.t += 0.5
+        meter.update(done)
+    with_eta = [i + 1 for i, line in enumerate(lines) if "ETA" in line]
+    assert "ETA" not in lines[0]  # after one completion the rate is not known
+    # the first ETA comes once ETA_MIN_DONE requests are done and ETA_MIN_SECONDS have passed
+    assert with_eta[0] == 17 and lines[16].endswith("ETA 0:01")  # 10.3 s, 17 done: 1 left at 1.65/s
+
+
 def test_meter_emits_when_the_total_changes():
     clock, lines = Clock(), []
     meter = Meter("m", lines.append, interval_s=60, clock=clock)
@@ -90,9 +108,9 @@ def test_cli_printer_redraws_updates_in_place_on_a_terminal(monkeypatch):
     cli.progress(progress_line("b", 1, 2, 1.0))
     cli.end_update_line()
     out = stream.getvalue()
-    assert out == ("\r\x1b[Ka 1/4 rows (25%), 1.0 rows/s, ETA 0:03"
-                   "\r\x1b[Ka 2/4 rows (50%), 1.0 rows/s, ETA 0:02\na: merged\n"
-                   "\r\x1b[Kb 1/2 rows (50%), 1.0 rows/s, ETA 0:01\n")
+    assert out == ("\r\x1b[Ka 1/4 rows (25%), 1.0 rows/s"
+                   "\r\x1b[Ka 2/4 rows (50%), 1.0 rows/s\na: merged\n"
+                   "\r\x1b[Kb 1/2 rows (50%), 1.0 rows/s\n")
 
 
 def test_cli_printer_writes_one_line_per_update_elsewhere(monkeypatch):
@@ -101,4 +119,4 @@ def test_cli_printer_writes_one_line_per_update_elsewhere(monkeypatch):
     cli.progress(progress_line("a", 2, 4, 2.0))
     cli.progress("a: merged")
     assert stream.getvalue().splitlines() == [
-        "a 1/4 rows (25%), 1.0 rows/s, ETA 0:03", "a 2/4 rows (50%), 1.0 rows/s, ETA 0:02", "a: merged"]
+        "a 1/4 rows (25%), 1.0 rows/s", "a 2/4 rows (50%), 1.0 rows/s", "a: merged"]

@@ -140,3 +140,32 @@ def test_run_lines_params_and_card_name_each_stage_endpoint_without_credentials(
     assert params["endpoint_url.judge"] == "simulator" and params["model.judge"] == "sim-default"
     assert card == "generate: http://gpu1:8000/v1,http://gpu2:8000/v1; enrich: https://nim.example/v1"
     assert not simulated
+    assert "model.embeddings" not in params  # the paraphrase filter is off
+    with_tei = Config.model_validate({"curate": {"paraphrase": {"enabled": True, "embeddings_endpoint": {
+        "base_url": "http://k:sk-secret-3@tei:8080/v1", "model": "bge"}}}})
+    embed_params = stage_endpoint_params(with_tei)
+    assert embed_params["model.embeddings"] == "bge" and embed_params["endpoint_url.embeddings"] == "http://tei:8080/v1"
+    assert "sk-secret" not in "\n".join(embed_params.values())
+
+
+def test_preflight_checks_the_paraphrase_embeddings_server_when_curate_calls_it(start_sim, tmp_path):
+    """`curate.paraphrase.embeddings_endpoint` is checked like a chat endpoint when curate (ledger
+    stage `judge`) runs: a server that does not list the embedding model is one line naming the key;
+    one that does passes; a generate-only run does not look at it."""
+    import pytest as _pytest
+
+    from jobs.config import ConfigError, load_config
+    from jobs.preflight import check_endpoint, preflight_problems
+    from simulator.embeddings import SIM_EMBEDDING_MODEL
+
+    server = start_sim(model="chat")
+    def cfg(model):
+        return load_config(None, ["curate.paraphrase.enabled=true",
+                                  f"curate.paraphrase.embeddings_endpoint={{base_url: '{server.base_url}', "
+                                  f"model: {model}, api_key_env: null}}"], home=tmp_path / "home")
+
+    assert check_endpoint(cfg(SIM_EMBEDDING_MODEL), ["judge"], report=lambda line: None) == []
+    with _pytest.raises(ConfigError, match=r"'no-such-embedder' is not served .*curate\.paraphrase\.embeddings_endpoint"):
+        check_endpoint(cfg("no-such-embedder"), ["judge"], report=lambda line: None)
+    assert check_endpoint(cfg("no-such-embedder"), ["generate"], report=lambda line: None) == []
+    assert any("no-such-embedder" in p for p in preflight_problems(cfg("no-such-embedder")))
