@@ -30,6 +30,7 @@ which is ample for Q&A datasets of millions of rows.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -241,3 +242,70 @@ def latest_publications(lakehouse: Lakehouse) -> dict[str, dict[str, Any]]:
         out.setdefault(row["dataset"], row.asDict())
     return out
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-budget subsets (issue 26; rules in udfs/budget.py)
+# ---------------------------------------------------------------------------------------------
+def budget_folder(exports_root_: Path, dataset: str, version: int, budget: int, tag: str) -> Path:
+    """`<exports>/<dataset>/v<N>-budget<B>-<tag>`; tag: 8 hex of the tokenizer and weights, so
+    another tokenizer or other weights never reuse a folder."""
+    return Path(exports_root_) / dataset / f"v{version}-budget{budget}-{tag}"
+
+
+def run_budget_publish(lakehouse: Lakehouse, config: Config, budget: int, weights: dict[str, float] | None = None,
+                       tokenizer_path: str | Path | None = None, shard_rows: int | None = None,
+                       progress: Callable[[str], None] = quiet) -> list[ExportResult]:
+    """Export a token-budget subset of each dataset of `publish.datasets` at its current Delta
+    version (udfs/budget.py): count every document's tokens with the tokenizer, give each family its
+    budget, keep each family's prefix in sha256(gen_id) order, and write the kept rows (in gen_id
+    order, like a full export) with a manifest whose `budget` section names the tokenizer (path,
+    sha256), budget, weights and per family the budget, tokens and documents kept and available.
+    Nothing is recorded in `publications` (a subset is a view of a published version, named by
+    its folder). ConfigError / BudgetError for a missing dataset or bad options."""
+    from udfs.budget import Doc, cut, file_sha256, load_tokenizer, count_tokens
+
+    shard_rows = shard_rows or config.publish.shard_rows
+    tokenizer, tok_path = load_tokenizer(tokenizer_path)
+    tok_sha = file_sha256(tok_path)
+    tag = hashlib.sha256(json.dumps([tok_sha, sorted((weights or {}).items())]).encode()).hexdigest()[:8]
+    missing = [d for d in config.publish.datasets if not lakehouse.exists(d)]
+    if missing:
+        raise ConfigError(f"publish: no table {', '.join(missing)} yet; run `taskseed curate` (or `taskseed run`) first")
+    out = []
+    for dataset in config.publish.datasets:
+        version = lakehouse.version(dataset)
+        df = lakehouse.read(dataset, version=version)
+        rows = export_rows(df)
+        docs, batch = [], []
+
+        def flush() -> None:
+            counts = count_tokens(tokenizer, [r["text"] for r in batch])
+            docs.extend(Doc(r["gen_id"], r["task_family"] or r["task"], n) for r, n in zip(batch, counts))
+            batch.clear()
+
+        for row in rows.select("gen_id", "task_family", "task", "text").toLocalIterator(prefetchPartitions=True):
+            batch.append(row.asDict())
+            if len(batch) >= 1000:
+                flush()
+        flush()
+        cuts = cut(docs, budget, weights)
+        keep = {g for c in cuts.values() for g in c.gen_ids}
+        folder = budget_folder(exports_root(config), dataset, version, budget, tag)
+        manifest = base_manifest(lakehouse, config, dataset, version, df, None, {})
+        manifest["budget"] = {
+            "tokens": budget, "weights": weights, "mode": "weights" if weights else "proportional",
+            "tokenizer": {"path": tok_path.as_posix(), "sha256": tok_sha},
+            "order": "sha256(gen_id), longest prefix within each family's budget",
+            "full_export": export_folder(exports_root(config), dataset, version).as_posix(),
+            "families": {f: {"budget": c.budget, "tokens": c.tokens, "documents": len(c.gen_ids),
+                             "available_tokens": c.available_tokens, "available_documents": c.available_docs,
+                             "next_document_tokens": c.next_tokens} for f, c in cuts.items()},
+            "total_tokens": sum(c.tokens for c in cuts.values()),
+        }
+        progress(f"[publish] {dataset} v{version}: budget {budget} tokens → {len(keep)} of {len(docs)} documents, "
+                 f"{manifest['budget']['total_tokens']} tokens → {folder}")
+        selected = (r for r in _iter_rows(rows) if r["gen_id"] in keep)
+        out.append(write_export(folder, selected, EXPORT_COLUMNS, shard_rows, manifest, count_by=COUNT_BY,
+                                progress=progress))
+    return out
