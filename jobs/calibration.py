@@ -11,7 +11,8 @@
   `enriched` (the sample's samples), collects them to the driver (families × N × M rows: small)
   and computes each seed's vote, the curve per family and the threshold in use per family
   (`curate.min_agreement`: a number, unset = strict majority, or `{auto: target}`).
-- **The table** `calibration` (schemas/tables.py CALIBRATION): written by curate, read by publish's
+- **The table** `calibration` (schemas/tables.py CALIBRATION): written by curate (`CalibrationResult.rows`,
+  jobs/curate.py), read by publish's
   data card; `in_use` marks the point whose precision estimates the answer accuracy of `curated`.
 
 Errors: `ConfigError` when `min_agreement: {auto: ...}` is set without a calibration sample.
@@ -234,25 +235,6 @@ def verification_params(config: Config, calibration: CalibrationResult | None) -
                                              SOURCE_CONFIG if config.curate.fixed_min_agreement is not None
                                              else SOURCE_MAJORITY),
             "target_precision": target}
-
-
-def write_calibration(lakehouse: Lakehouse, calibration: CalibrationResult, tasks: Sequence[str] | None,
-                      run_id: str) -> None:
-    """MERGE the result's rows into `calibration`: within the measured families when `tasks` narrows
-    the run, else the whole table (families no longer measured are removed)."""
-    from jobs.sqlmodels import sql_literal
-    from schemas.tables import CALIBRATION_CHANGE_COLUMNS
-
-    rows = calibration.rows(run_id)
-    df = lakehouse.spark.createDataFrame([tuple(r.get(c) for c in CALIBRATION.columns) for r in rows],
-                                         CALIBRATION.schema)
-    if tasks:
-        if not calibration.families:
-            return
-        scope = f"task_family IN ({', '.join(sql_literal(f) for f in calibration.families)})"
-    else:
-        scope = "true"
-    lakehouse.merge_in_scope(df, CALIBRATION, CALIBRATION_CHANGE_COLUMNS, scope)
 
 
 def read_calibration(lakehouse: Lakehouse, version: int | None = None) -> list[dict[str, Any]]:

@@ -259,6 +259,10 @@ def cmd_status(args, config: Config) -> int:
         return 0
 
     print(format_table(STATUS_COLUMNS, status_rows(statuses), max_width=None))
+    from jobs.status import cost_lines
+
+    for line in cost_lines(open_lakehouse(config), config):
+        print(line)
     return 0
 
 

@@ -264,6 +264,20 @@ def _tally(ctx: CurateContext, result: CurateResult) -> None:
             fam[r["family"] or "(none)"] = fam.get(r["family"] or "(none)", 0) + r["count"]
 
 
+def write_calibration(lakehouse: Lakehouse, calibration: CalibrationResult, tasks: Sequence[str] | None,
+                      run_id: str) -> None:
+    """MERGE the calibration rows (jobs/calibration.py) into `calibration`: within the measured
+    families when `tasks` narrows the run, else the whole table (families no longer measured go)."""
+    from schemas.tables import CALIBRATION, CALIBRATION_CHANGE_COLUMNS
+
+    if tasks and not calibration.families:
+        return
+    df = lakehouse.spark.createDataFrame([tuple(r.get(c) for c in CALIBRATION.columns)
+                                          for r in calibration.rows(run_id)], CALIBRATION.schema)
+    scope = (f"task_family IN ({', '.join(sql_literal(f) for f in calibration.families)})" if tasks else "true")
+    lakehouse.merge_in_scope(df, CALIBRATION, CALIBRATION_CHANGE_COLUMNS, scope)
+
+
 def scope_predicate(tasks: Sequence[str] | None) -> str:
     """The rows of a curate output a run is responsible for: its tasks, or every row."""
     return f"task IN ({', '.join(sql_literal(t) for t in tasks)})" if tasks else "true"
@@ -330,7 +344,7 @@ def run_curate(
         lakehouse.merge_in_scope(commercial, CURATED_COMMERCIAL, CURATED_CHANGE_COLUMNS, scope)
         step(f"merge {CURATED_COMMERCIAL.name}")
         if result.calibration is not None:
-            calib.write_calibration(lakehouse, result.calibration, tasks, run_id)
+            write_calibration(lakehouse, result.calibration, tasks, run_id)
         result.versions = {t: (before, lakehouse.version(t)) for t, (before, _) in result.versions.items()}
     finally:
         if not keep_views:

@@ -105,6 +105,9 @@ class CardData:
     quarantine: list[tuple[str, str, int]] = field(default_factory=list)
     llm_failures: list[tuple[str, str, int]] = field(default_factory=list)
     llm: list[LLMStageStats] = field(default_factory=list)
+    # issue 26 (gather_calibration_and_cost; template blocks calibration_cost.*.j2)
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # rows of the `calibration` table
+    cost: dict[str, Any] | None = None  # jobs.costs.CostReport.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,6 +226,39 @@ def plot_licenses(data: CardData) -> bytes | None:
     return _png(fig)
 
 
+def plot_calibration(data: CardData) -> bytes | None:
+    """Calibration curve per family: precision (with its 95% Wilson interval) and coverage by
+    agreement threshold; the threshold in use is ringed."""
+    graded = [r for r in data.calibration if r["threshold"] is not None and r["measured"]]
+    if not graded:
+        return None
+    families = sorted({r["task_family"] for r in graded})
+    fig = _figure(7.0, 2.6)
+    ax_p, ax_c = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = [_BLUE, _AMBER, _GREEN, _RED, "#7d3c98", "#117a65", _GREY]
+    for i, family in enumerate(families):
+        pts = sorted((r for r in graded if r["task_family"] == family), key=lambda r: r["threshold"])
+        color = colors[i % len(colors)]
+        with_p = [r for r in pts if r["precision"] is not None]
+        ax_p.errorbar([r["threshold"] for r in with_p], [r["precision"] for r in with_p],
+                      yerr=[[r["precision"] - r["precision_low"] for r in with_p],
+                            [r["precision_high"] - r["precision"] for r in with_p]],
+                      color=color, marker="o", ms=3, capsize=2, label=family)
+        ax_c.plot([r["threshold"] for r in pts], [r["coverage"] for r in pts], color=color, marker="o", ms=3)
+        for r in data.calibration:
+            if r["task_family"] == family and r["in_use"] and r["threshold"] is not None and r["precision"] is not None:
+                ax_p.plot([r["threshold"]], [r["precision"]], marker="o", ms=9, mfc="none", color=color)
+    ax_p.set_xlabel("agreement threshold")
+    ax_p.set_ylabel("precision vs gold")
+    ax_c.set_xlabel("agreement threshold")
+    ax_c.set_ylabel("coverage (share passing)")
+    ax_c.set_ylim(0, 1.02)
+    ax_p.legend(fontsize=7, frameon=False)
+    for ax in (ax_p, ax_c):
+        ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
 PLOTS = {
     "funnel": plot_funnel,
     "families": plot_families,
@@ -230,6 +266,7 @@ PLOTS = {
     "agreement": plot_agreement,
     "near_dup": plot_near_dup,
     "licenses": plot_licenses,
+    "calibration": plot_calibration,
 }
 
 
@@ -273,6 +310,7 @@ def _context(data: CardData, images: dict[str, str]) -> dict[str, Any]:
         "families": sorted(data.rows_per_family.items(), key=lambda kv: -kv[1]),
         "formats": sorted(data.rows_per_format.items(), key=lambda kv: -kv[1]),
         "licenses": sorted(data.license_mix, key=lambda r: -r[3]),
+        "calibration_in_use": [r for r in data.calibration if r["in_use"]],
     }
 
 
@@ -399,4 +437,15 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
                               r["failed"], r["prompt_tokens"], r["completion_tokens"],
                               *(list(r["latency"]) if r["latency"] else [None, None, None]))
                 for r in stats]
+    gather_calibration_and_cost(lakehouse, config, card)
     return card
+
+
+def gather_calibration_and_cost(lakehouse, config, card: CardData) -> None:
+    """Issue 26's numbers into `card`: the `calibration` table (jobs/calibration.py) and the ledger's
+    cost report (jobs/costs.py)."""
+    from jobs.calibration import read_calibration
+    from jobs.costs import cost_report
+
+    card.calibration = read_calibration(lakehouse)
+    card.cost = cost_report(lakehouse, config).to_dict()

@@ -57,7 +57,7 @@ EXPORT_COLUMNS: tuple[Column, ...] = (
 )
 # Counted per value in the manifest (`counts`), from the rows as they are written.
 COUNT_BY = ("task_family", "task", "license", "license_class", "answer_format")
-CARD_READS = ("filter_decisions", "llm_calls", "quarantine")
+CARD_READS = ("filter_decisions", "llm_calls", "quarantine", "generated")  # generated: cost attribution (jobs/costs.py)
 STAGE_NAME = "publish"
 # The simulator's default model id: rows carrying it were answered by the simulator, whatever the
 # config of the publishing run says.
@@ -87,6 +87,7 @@ class PublishResult:
 
     publications: list[Publication] = field(default_factory=list)
     committed: bool = False  # did `publications` get a new Delta version
+    cost: Any = None  # jobs.costs.CostReport of the ledger at publish time (issue 26)
 
     def metrics(self) -> dict[str, float]:
         """`publish.<dataset>.rows`, `.delta_version`, `.shards`, `.written` and rows per task family."""
@@ -99,6 +100,8 @@ class PublishResult:
             m[prefix + "written"] = float(p.export.written)
             for family, n in p.export.manifest["counts"].get("task_family", {}).items():
                 m[f"{prefix}rows.{family}"] = float(n)
+        if self.cost is not None:
+            m.update(self.cost.metrics())
         return m
 
     def summary_lines(self) -> list[str]:
@@ -109,6 +112,8 @@ class PublishResult:
             lines.append(f"[publish] {p.dataset} v{p.delta_version}: {p.export.rows} rows in {shards} shard(s), "
                          f"{state}: {p.folder}")
         lines.append(f"[publish] publications: {'new version' if self.committed else 'unchanged'}")
+        if self.cost is not None and self.cost.calls:
+            lines.extend(self.cost.summary_lines("[publish] cost:"))
         return lines
 
     def artifacts(self) -> dict[str, list[Path]]:
@@ -221,12 +226,16 @@ def run_publish(lakehouse: Lakehouse, config: Config, lineage: Sequence[str], sh
         [tuple(r.get(c) for c in PUBLICATIONS.columns) for r in rows_out], PUBLICATIONS.schema),
         PUBLICATIONS, update_when_changed=PUBLICATION_CHANGE_COLUMNS)
     result.committed = lakehouse.version(PUBLICATIONS.name) != before
+    from jobs.costs import cost_report
+
+    result.cost = cost_report(lakehouse, config)
     return result
 
 
 STAGE = Stage(
     name=STAGE_NAME,
-    reads=lambda config: (*config.publish.datasets, *CARD_READS),
+    reads=lambda config: (*config.publish.datasets, *CARD_READS,
+                          *(("calibration",) if config.enrich.calibration_per_family else ())),
     writes=lambda _config: (PUBLICATIONS.name,),
     run=lambda ctx: run_publish(ctx.lakehouse, ctx.config, ctx.lineage, progress=ctx.progress, run_id=ctx.run_id),
 )

@@ -5,6 +5,8 @@ Per stage (in DAG order): each table it writes with its rows and current Delta v
 failed requests of an LLM stage, and its last run from the tracking store: time, run id, parent
 (pipeline) run id, outcome (done, skipped: why, or the MLflow status FAILED/RUNNING/KILLED).
 
+Then what the ledger's calls cost (`cost_lines`, jobs/costs.py; prices from the `costs` section).
+
 Read-only: it creates no table and no tracking store (a home that never ran shows empty rows).
 """
 
@@ -70,3 +72,12 @@ def pipeline_status(lakehouse, config: Config) -> list[StageStatus]:
             status.quarantined = quarantined.get(stage.name, 0)
         out.append(status)
     return out
+
+
+def cost_lines(lakehouse, config: Config) -> list[str]:
+    """`taskseed status`'s cost lines (issue 26, jobs/costs.py): per stage, task family, curated item
+    and kept token, and the share spent on rejected items by filter; [] when the ledger is empty."""
+    from jobs.costs import cost_report
+
+    report = cost_report(lakehouse, config)
+    return report.summary_lines() if report.calls else []

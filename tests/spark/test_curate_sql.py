@@ -134,14 +134,16 @@ def test_stg_candidates_scope_seed_items_and_keys(lakehouse):
     ])
     write(lakehouse, ENRICHED, [dict(gen_id="s2", sample=0, item_kind="seed", task="gsm8k"),
                                 dict(gen_id="g1", sample=0, item_kind="generated", task="arc_easy")])
-    rows = by_id(run_one(lakehouse, "staging/stg_candidates.sql"))
+    rows = by_id(run_one(lakehouse, "staging/stg_candidates.sql", enrich_seeds=True))
     assert set(rows) == {"g1", "g2", "g3", "g4", "s2"}  # s1 has no enrichment: not an item
+    # without enrich.enrich_seeds an enriched seed is only the calibration sample: no candidate
+    assert set(by_id(run_one(lakehouse, "staging/stg_candidates.sql", enrich_seeds=False))) == {"g1", "g2", "g3", "g4"}
     assert rows["s2"]["item_kind"] == "seed" and rows["s2"]["seed_id"] == "s2"
     assert rows["s2"]["generation_request_id"] is None and rows["s2"]["answer_key"] == "num:1000"
     assert rows["g4"]["answer_key"] == "num:1000" and rows["g1"]["answer_key"] == "option:0"
     assert rows["g1"]["generation_request_id"] == "req-g1"
     assert rows["g1"]["dedup_key"] == rows["g2"]["dedup_key"] != rows["g3"]["dedup_key"]
-    scoped = by_id(run_one(lakehouse, "staging/stg_candidates.sql", tasks=["gsm8k"]))
+    scoped = by_id(run_one(lakehouse, "staging/stg_candidates.sql", tasks=["gsm8k"], enrich_seeds=True))
     assert set(scoped) == {"g4", "s2"}
 
 
