@@ -345,12 +345,20 @@ class CurateConfig(_Strict):
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
     paraphrase: ParaphraseConfig = Field(default_factory=ParaphraseConfig)
 
-    @field_validator("min_agreement")
+    @field_validator("min_agreement", mode="before")
     @classmethod
     def _agreement_share(cls, value: Any) -> Any:
-        if isinstance(value, float) and not 0 < value <= 1:
-            raise ValueError("must be in (0, 1] or {auto: <target precision>}")
-        return value
+        problem = "must be a share in (0, 1], null (strict majority) or {auto: <target precision in (0, 1]>}"
+        if value is None or isinstance(value, AutoAgreement):
+            return value
+        if isinstance(value, dict):
+            if set(value) != {"auto"} or isinstance(value["auto"], bool) or not isinstance(value["auto"], (int, float)) \
+                    or not 0 < value["auto"] <= 1:
+                raise ValueError(problem)
+            return AutoAgreement(auto=float(value["auto"]))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError(problem)
+        return float(value)
 
     @property
     def auto_target(self) -> float | None:
