@@ -401,7 +401,8 @@ def test_filter_verification_min_agreement(lakehouse):
     assert {k: r["reason"] for k, r in rows.items()} == {
         "half": "majority_agrees", "tie": "tie", "three": "majority_agrees", "missing": "majority_agrees"}
     strict = by_id(run_one(lakehouse, "intermediate/filter_verification.sql",
-                           {"int_votes": _votes_view(lakehouse.spark, cases)}, min_agreement=0.8))
+                           {"int_votes": _votes_view(lakehouse.spark, cases)}, min_agreement=0.8,
+                           min_agreement_default_source="config"))  # as jobs.calibration.verification_params says
     assert strict["three"]["reason"] == "below_min_agreement"
     assert json.loads(strict["three"]["evidence"])["min_agreement"] == 0.8
     assert json.loads(strict["three"]["evidence"])["min_agreement_source"] == "config"
