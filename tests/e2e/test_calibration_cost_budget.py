@@ -183,7 +183,7 @@ def test_calibration_sample_goes_through_enrich_and_curate(keyed_demo_run, tmp_p
             for d in decisions:
                 evidence = json.loads(d["evidence"])
                 chosen = in_use[d["task_family"]]
-                assert (evidence["min_agreement"], evidence["min_agreement_source"]) == (
+                assert (evidence.get("min_agreement"), evidence["min_agreement_source"]) == (
                     chosen["threshold"], chosen["source"])
             assert lakehouse.read("curated").where("item_kind = 'seed'").count() == 0
             assert all(f"calibration.{family}.threshold" in result.metrics() for family in in_use)

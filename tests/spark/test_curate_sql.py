@@ -421,7 +421,7 @@ def test_filter_verification_per_family_thresholds_from_calibration(lakehouse):
     assert {k: r["reason"] for k, r in rows.items()} == {
         "arc3": "majority_agrees", "gsm3": "below_min_agreement", "new3": "majority_agrees"}
     evidence = {k: json.loads(r["evidence"]) for k, r in rows.items()}
-    assert [(evidence[k]["min_agreement"], evidence[k]["min_agreement_source"]) for k in ("arc3", "gsm3", "new3")] == [
+    assert [(evidence[k].get("min_agreement"), evidence[k]["min_agreement_source"]) for k in ("arc3", "gsm3", "new3")] == [
         (0.75, "auto"), (1.0, "auto_target_missed"), (None, "no_calibration")]
     assert evidence["arc3"]["target_precision"] == 0.95
 
