@@ -221,7 +221,38 @@ def cmd_run(args, config: Config) -> int:
 
 # ---- publish, status ---------------------------------------------------------------------
 
+def add_budget_arguments(parser) -> None:
+    """`publish --budget/--weights/--tokenizer` (issue 26; docs/publishing.md)."""
+    parser.add_argument("--budget", type=_positive_int,
+                        help="export a subset of about this many tokens per dataset (per family: by --weights, "
+                             "else proportional to what each family has) instead of the full export")
+    parser.add_argument("--weights", help="with --budget: family=weight,... (families left out get nothing)")
+    parser.add_argument("--tokenizer", help="with --budget: a tokenizer.json (tokenizers library) to count with; "
+                                            "default: the packaged all-MiniLM-L6-v2 tokenizer when installed")
+
+
+def cmd_budget_publish(args, config: Config) -> int:
+    """`taskseed publish --budget N [--weights ...] [--tokenizer ...]`: token-budget subsets."""
+    from jobs.publish import run_budget_publish
+    from udfs.budget import BudgetError, parse_weights
+
+    try:
+        results = run_budget_publish(open_lakehouse(config), config, args.budget, parse_weights(args.weights),
+                                     args.tokenizer, shard_rows=args.shard_rows, progress=progress)
+    except BudgetError as exc:
+        raise ConfigError(str(exc)) from None
+    for r in results:
+        b = r.manifest["budget"]
+        print(f"[publish] {r.manifest['dataset']} v{r.manifest['delta_version']}: {r.rows} documents, "
+              f"{b['total_tokens']} tokens of a {b['tokens']}-token budget: {r.folder}")
+    return 0
+
+
 def cmd_publish(args, config: Config) -> int:
+    if getattr(args, "budget", None) is not None:
+        return cmd_budget_publish(args, config)
+    if getattr(args, "weights", None) or getattr(args, "tokenizer", None):
+        raise ConfigError("--weights and --tokenizer go with --budget")
     from jobs.pipeline import lineage_tables
     from jobs.publish import run_publish
 
@@ -245,6 +276,10 @@ def cmd_status(args, config: Config) -> int:
         return 0
 
     print(format_table(STATUS_COLUMNS, status_rows(statuses), max_width=None))
+    from jobs.status import cost_lines
+
+    for line in cost_lines(open_lakehouse(config), config):
+        print(line)
     return 0
 
 
@@ -395,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish = commands.add_parser(
         "publish", help="export curated datasets (JSONL + Parquet shards, manifest, data card) and record them")
     publish.add_argument("--shard-rows", type=int, help="documents per shard (publish.shard_rows, default 10000)")
+    add_budget_arguments(publish)
     publish.set_defaults(handler=cmd_publish)
 
     status = commands.add_parser("status", help="per stage: tables, rows, Delta versions, failures, last MLflow run")

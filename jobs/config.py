@@ -204,6 +204,9 @@ class SimulatorConfig(_Strict):
         0.0, ge=0, le=1, description="Share of generated items that are a trivial self-referential item "
                                      "(docs/prompt-contract.md).")
     heldout_file: str | None = Field(None, description="JSONL of held-out items generation may copy.")
+    known_answers_file: str | None = Field(
+        None, description="JSONL of {question, answer} that enrichment answers with instead of the simulator's own "
+                          "truth (e.g. the gold of calibration seeds), before wrong votes at wrong_answer_rate.")
     rate_limit_rps: float = Field(0.0, ge=0, description="Token-bucket rate; excess gets 429 (0 = off).")
     rate_limit_burst: float | None = Field(None, ge=1)
     retry_after_s: float = Field(1.0, ge=0)
@@ -257,6 +260,10 @@ class EnrichConfig(_Strict):
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16)
     enrich_seeds: bool = False
+    calibration_per_family: int = Field(
+        0, ge=0, description="Seeds per task family enriched as the calibration sample (the first N by sha256 of "
+                             "seed_id, so a smaller sample is a subset of a larger one); 0 = no calibration. "
+                             "They are curated items only with enrich_seeds.")
 
 
 class NearDupConfig(_Strict):
@@ -432,6 +439,13 @@ class ValidationConfig(_Strict):
         return self
 
 
+class AutoAgreement(_Strict):
+    """`curate.min_agreement: {auto: <target precision>}`: per task family, the lowest agreement
+    threshold whose calibrated precision lower bound (95% Wilson) meets the target (udfs/calibration.py)."""
+
+    auto: float = Field(gt=0, le=1, description="Target precision of the verification vote, per task family.")
+
+
 class CurateConfig(_Strict):
     """The curate stage: filters over generated + enriched items (jobs/curate.py).
 
@@ -442,8 +456,9 @@ class CurateConfig(_Strict):
     setting.
     """
 
-    min_agreement: float | None = Field(
-        None, gt=0, le=1, description="Share of enrichment votes that must agree; None = strict majority.")
+    min_agreement: float | AutoAgreement | None = Field(
+        None, description="Share of enrichment votes that must agree; None = strict majority; {auto: <target "
+                          "precision>} = per family from calibration (needs enrich.calibration_per_family).")
     disabled_filters: list[str] = Field(
         default_factory=list,
         description="Filters not to run (e.g. [near_dup] on a first look at a huge batch): every item gets "
@@ -452,6 +467,52 @@ class CurateConfig(_Strict):
     near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
     paraphrase: ParaphraseConfig = Field(default_factory=ParaphraseConfig)
+
+    @field_validator("min_agreement", mode="before")
+    @classmethod
+    def _agreement_share(cls, value: Any) -> Any:
+        problem = "must be a share in (0, 1], null (strict majority) or {auto: <target precision in (0, 1]>}"
+        if value is None or isinstance(value, AutoAgreement):
+            return value
+        if isinstance(value, dict):
+            if set(value) != {"auto"} or isinstance(value["auto"], bool) or not isinstance(value["auto"], (int, float)) \
+                    or not 0 < value["auto"] <= 1:
+                raise ValueError(problem)
+            return AutoAgreement(auto=float(value["auto"]))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError(problem)
+        return float(value)
+
+    @property
+    def auto_target(self) -> float | None:
+        """The target precision of `min_agreement: {auto: ...}`, else None."""
+        return self.min_agreement.auto if isinstance(self.min_agreement, AutoAgreement) else None
+
+    @property
+    def fixed_min_agreement(self) -> float | None:
+        """The configured number, or None (strict majority, or auto)."""
+        return self.min_agreement if isinstance(self.min_agreement, float) else None
+
+
+class ModelPrice(_Strict):
+    """What one model's calls cost: per million input (prompt) and output (completion) tokens, or per
+    GPU-hour of the serving GPUs (`gpu_hour` × `gpus`) at a throughput of `tokens_per_second` (prompt +
+    completion tokens across the deployment), or, when that is unset, the throughput measured from the
+    ledger (tokens / wall-clock span of the model's calls). Currency: whatever the numbers are in."""
+
+    input_per_mtok: float | None = Field(None, ge=0, description="Price per 1,000,000 prompt tokens.")
+    output_per_mtok: float | None = Field(None, ge=0, description="Price per 1,000,000 completion tokens.")
+    gpu_hour: float | None = Field(None, ge=0, description="Price of one GPU-hour (self-hosted endpoints).")
+    gpus: int = Field(1, ge=1, description="GPUs serving the model (with gpu_hour).")
+    tokens_per_second: float | None = Field(
+        None, gt=0, description="Throughput of the deployment (with gpu_hour); None = measured from the ledger.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ModelPrice":
+        per_token = self.input_per_mtok is not None or self.output_per_mtok is not None
+        if per_token == (self.gpu_hour is not None):
+            raise ValueError("set input_per_mtok/output_per_mtok or gpu_hour (one kind of price)")
+        return self
 
 
 class PublishConfig(_Strict):
@@ -478,6 +539,9 @@ class Config(_Strict):
     enrich: EnrichConfig = Field(default_factory=EnrichConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    costs: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Prices keyed by model id (as in llm_calls.model); models without "
+                                          "one are costed at 0 and reported as unpriced.")
     runtime: Literal["local", "databricks"] = "local"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)

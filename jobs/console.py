@@ -110,6 +110,21 @@ def print_estimate(stage: str, rows: list, config: Config, out: Callable[[str], 
         limits.append(f"llm.max_tokens_budget={config.llm.max_tokens_budget}")
     if limits:
         out(f"[{stage}] a run would stop cleanly at {' / '.join(limits)}; a rerun continues from there.")
+    out(projected_cost_line(stage, total, config))
+
+
+def projected_cost_line(stage: str, total, config: Config) -> str:
+    """The dry run's projected cost (issue 26): the estimated tokens still to send at the price of
+    the stage's model in `costs`, with the hard cap (max_completion_tokens) as the upper end."""
+    from jobs.costs import projected_cost
+
+    model = config.stage_endpoint(stage).model
+    low = projected_cost(config, model, total.est_prompt_tokens, total.est_completion_tokens)
+    high = projected_cost(config, model, total.est_prompt_tokens, total.max_completion_tokens)
+    if low is None:
+        why = "no price" if model not in config.costs else "a GPU-hour price needs costs.<model>.tokens_per_second"
+        return f"[{stage}] projected cost: unknown ({why} for model {model}; see the costs section in docs/configuration.md)"
+    return f"[{stage}] projected cost of what would be sent: {low:.4g} (at most {high:.4g} if every answer hit max_tokens)"
 
 
 STATUS_COLUMNS = ["stage", "tables", "requests", "failed", "quarantined", "last run", "model"]

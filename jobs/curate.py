@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs import calibration as calib
+from jobs.calibration import CalibrationResult, verification_params
 from jobs.config import Config, ConfigError
 from jobs.filters.base import Engine, Filter, check_decisions, check_schema
 from jobs.filters.registry import FILTERS
@@ -82,9 +84,11 @@ def reads(config: Config) -> list[str]:
 
 
 def writes(config: Config) -> list[str]:
-    """The three curate tables, plus what the installed engines of enabled filters keep
-    (`minhash_signatures` for near_dup)."""
+    """The three curate tables, `calibration` with a calibration sample (jobs/calibration.py), plus
+    what the installed engines of enabled filters keep (`minhash_signatures` for near_dup)."""
     tables = list(WRITES)
+    if calib.enabled(config):
+        tables.extend(calib.WRITES)
     for engine in _running_engines(config):
         tables.extend(t for t in engine.writes if t not in tables)
     return tables
@@ -106,7 +110,9 @@ def curate_params(config: Config, tasks: Sequence[str] | None, run_id: str) -> d
         "tasks": list(tasks or []),
         "run_id": run_id,
         "samples_per_item": int(config.enrich.samples_per_item),
-        "min_agreement": config.curate.min_agreement,
+        "enrich_seeds": bool(config.enrich.enrich_seeds),
+        # per-family thresholds: none until the calibration is measured (run_curate, jobs/calibration.py)
+        **verification_params(config, None if config.curate.auto_target is None else CalibrationResult()),
         "answer_formats": list(ALL_FORMATS),
         "min_question_chars": v.min_question_chars,
         "max_question_chars": v.max_question_chars,
@@ -184,6 +190,7 @@ class CurateResult:
     curated_commercial: int = 0
     not_checked: dict[str, str] = field(default_factory=dict)
     disabled: list[str] = field(default_factory=list)
+    calibration: CalibrationResult | None = None
     versions: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
     def failed(self, name: str) -> int:
@@ -216,6 +223,8 @@ class CurateResult:
             m[f"curate.not_checked.{name}"] = 1.0
         for table in self.versions:
             m[f"curate.commits.{table}"] = 1.0 if self.committed(table) else 0.0
+        if self.calibration is not None:
+            m.update(self.calibration.metrics())
         return m
 
     def summary_lines(self) -> list[str]:
@@ -236,6 +245,8 @@ class CurateResult:
             f"{t} v{after}" if self.committed(t) else f"{t} unchanged"
             for t, (_, after) in self.versions.items())
         lines.append(f"[curate] tables: {commits}")
+        if self.calibration is not None:
+            lines.extend(self.calibration.summary_lines())
         return lines
 
 
@@ -251,6 +262,20 @@ def _tally(ctx: CurateContext, result: CurateResult) -> None:
         if not r["passed"]:
             fam = result.rejected_by_family.setdefault(r["filter"], {})
             fam[r["family"] or "(none)"] = fam.get(r["family"] or "(none)", 0) + r["count"]
+
+
+def write_calibration(lakehouse: Lakehouse, calibration: CalibrationResult, tasks: Sequence[str] | None,
+                      run_id: str) -> None:
+    """MERGE the calibration rows (jobs/calibration.py) into `calibration`: within the measured
+    families when `tasks` narrows the run, else the whole table (families no longer measured go)."""
+    from schemas.tables import CALIBRATION, CALIBRATION_CHANGE_COLUMNS
+
+    if tasks and not calibration.families:
+        return
+    df = lakehouse.spark.createDataFrame([tuple(r.get(c) for c in CALIBRATION.columns)
+                                          for r in calibration.rows(run_id)], CALIBRATION.schema)
+    scope = (f"task_family IN ({', '.join(sql_literal(f) for f in calibration.families)})" if tasks else "true")
+    lakehouse.merge_in_scope(df, CALIBRATION, CALIBRATION_CHANGE_COLUMNS, scope)
 
 
 def scope_predicate(tasks: Sequence[str] | None) -> str:
@@ -291,6 +316,10 @@ def run_curate(
         meter.update(meter.done + 1, extra=f"done: {name}")
 
     try:
+        if calib.enabled(config):
+            say("[curate] measuring the verification vote against gold on the calibration sample…")
+            result.calibration = calib.measure_calibration(lakehouse, config, tasks)
+        ctx.params.update(verification_params(config, result.calibration))
         say("[curate] staging candidates, enrichment samples, seed keys, licenses…")
         run_models(ctx, STAGING, step)
         result.candidates = ctx.spark.table("stg_candidates").count()
@@ -314,6 +343,8 @@ def run_curate(
         result.curated_commercial = commercial.count()
         lakehouse.merge_in_scope(commercial, CURATED_COMMERCIAL, CURATED_CHANGE_COLUMNS, scope)
         step(f"merge {CURATED_COMMERCIAL.name}")
+        if result.calibration is not None:
+            write_calibration(lakehouse, result.calibration, tasks, run_id)
         result.versions = {t: (before, lakehouse.version(t)) for t, (before, _) in result.versions.items()}
     finally:
         if not keep_views:

@@ -159,13 +159,17 @@ VERIFICATION_CALIBRATED = (
     "Verification measured self-agreement of {m} answer samples, calibrated against gold: {summary}")
 
 
-def verification_meaning(samples_per_item: int | None, calibration: dict[str, Any] | None = None) -> str:
+def verification_meaning(samples_per_item: int | None, calibration: Sequence[dict[str, Any]] | None = None) -> str:
     """The card's line on what verification measured for this run: self-agreement over M samples,
-    uncalibrated, unless `calibration` (the hook issue 26's gold calibration fills: a dict with a
-    one-line `summary`) is present."""
+    uncalibrated, unless the `calibration` table has rows (issue 26, jobs/calibration.py): then the
+    precision against gold at the threshold in use, per task family, with its Wilson interval."""
     m = "M" if samples_per_item is None else str(samples_per_item)
-    if calibration and calibration.get("summary"):
-        return VERIFICATION_CALIBRATED.format(m=m, summary=calibration["summary"])
+    in_use = [r for r in calibration or () if r.get("in_use") and r.get("precision") is not None]
+    if in_use:
+        summary = "; ".join(
+            f"{r['task_family']}: {r['precision']:.1%} of {r['passed']} passing seeds had the gold answer "
+            f"(95% {r['precision_low']:.1%}–{r['precision_high']:.1%})" for r in in_use)
+        return VERIFICATION_CALIBRATED.format(m=m, summary=summary)
     return VERIFICATION_SELF_AGREEMENT.format(m=m)
 
 
@@ -234,7 +238,10 @@ class CardData:
     samples_published: list[SampleRow] = field(default_factory=list)
     samples_rejected: list[SampleRow] = field(default_factory=list)
     samples_per_item: int | None = None
-    calibration: dict[str, Any] | None = None  # issue 26's calibration against gold (None: not run)
+
+    # issue 26 (gather_calibration_and_cost; template blocks calibration_cost.*.j2)
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # rows of the `calibration` table
+    cost: dict[str, Any] | None = None  # jobs.costs.CostReport.to_dict()
 
     @property
     def verification_meaning(self) -> str:
@@ -357,6 +364,39 @@ def plot_licenses(data: CardData) -> bytes | None:
     return _png(fig)
 
 
+def plot_calibration(data: CardData) -> bytes | None:
+    """Calibration curve per family: precision (with its 95% Wilson interval) and coverage by
+    agreement threshold; the threshold in use is ringed."""
+    graded = [r for r in data.calibration if r["threshold"] is not None and r["measured"]]
+    if not graded:
+        return None
+    families = sorted({r["task_family"] for r in graded})
+    fig = _figure(7.0, 2.6)
+    ax_p, ax_c = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = [_BLUE, _AMBER, _GREEN, _RED, "#7d3c98", "#117a65", _GREY]
+    for i, family in enumerate(families):
+        pts = sorted((r for r in graded if r["task_family"] == family), key=lambda r: r["threshold"])
+        color = colors[i % len(colors)]
+        with_p = [r for r in pts if r["precision"] is not None]
+        ax_p.errorbar([r["threshold"] for r in with_p], [r["precision"] for r in with_p],
+                      yerr=[[r["precision"] - r["precision_low"] for r in with_p],
+                            [r["precision_high"] - r["precision"] for r in with_p]],
+                      color=color, marker="o", ms=3, capsize=2, label=family)
+        ax_c.plot([r["threshold"] for r in pts], [r["coverage"] for r in pts], color=color, marker="o", ms=3)
+        for r in data.calibration:
+            if r["task_family"] == family and r["in_use"] and r["threshold"] is not None and r["precision"] is not None:
+                ax_p.plot([r["threshold"]], [r["precision"]], marker="o", ms=9, mfc="none", color=color)
+    ax_p.set_xlabel("agreement threshold")
+    ax_p.set_ylabel("precision vs gold")
+    ax_c.set_xlabel("agreement threshold")
+    ax_c.set_ylabel("coverage (share passing)")
+    ax_c.set_ylim(0, 1.02)
+    ax_p.legend(fontsize=7, frameon=False)
+    for ax in (ax_p, ax_c):
+        ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
 PLOTS = {
     "funnel": plot_funnel,
     "families": plot_families,
@@ -364,6 +404,7 @@ PLOTS = {
     "agreement": plot_agreement,
     "near_dup": plot_near_dup,
     "licenses": plot_licenses,
+    "calibration": plot_calibration,
 }
 
 
@@ -408,6 +449,7 @@ def _context(data: CardData, images: dict[str, str]) -> dict[str, Any]:
         "families": sorted(data.rows_per_family.items(), key=lambda kv: -kv[1]),
         "formats": sorted(data.rows_per_format.items(), key=lambda kv: -kv[1]),
         "licenses": sorted(data.license_mix, key=lambda r: -r[3]),
+        "calibration_in_use": [r for r in data.calibration if r["in_use"]],
     }
 
 
@@ -552,6 +594,7 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
                               *(_ledger_latency(calls, r["stage"], r["model"]) or (None, None, None)))
                 for r in stats]
     gather_run_view(lakehouse, config, card, df, decisions)
+    gather_calibration_and_cost(lakehouse, config, card)
     return card
 
 
@@ -642,3 +685,13 @@ def gather_run_view(lakehouse, config, card: CardData, df, decisions) -> None:
         SampleRow(r["gen_id"], r["task"] or "", cut_text("\n".join(x for x in (r["context"], r["question"]) if x)),
                   cut_text(r["answer_text"]), r["filter"], r["reason"], cut_text(r["evidence"], 160) or None)
         for r in picked]
+
+
+def gather_calibration_and_cost(lakehouse, config, card: CardData) -> None:
+    """Issue 26's numbers into `card`: the `calibration` table (jobs/calibration.py) and the ledger's
+    cost report (jobs/costs.py)."""
+    from jobs.calibration import read_calibration
+    from jobs.costs import cost_report
+
+    card.calibration = read_calibration(lakehouse)
+    card.cost = cost_report(lakehouse, config).to_dict()

@@ -30,6 +30,7 @@ which is ample for Q&A datasets of millions of rows.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -56,7 +57,7 @@ EXPORT_COLUMNS: tuple[Column, ...] = (
 )
 # Counted per value in the manifest (`counts`), from the rows as they are written.
 COUNT_BY = ("task_family", "task", "license", "license_class", "answer_format")
-CARD_READS = ("filter_decisions", "llm_calls", "quarantine")
+CARD_READS = ("filter_decisions", "llm_calls", "quarantine", "generated")  # generated: cost attribution (jobs/costs.py)
 STAGE_NAME = "publish"
 # The simulator's default model id: rows carrying it were answered by the simulator, whatever the
 # config of the publishing run says.
@@ -86,6 +87,7 @@ class PublishResult:
 
     publications: list[Publication] = field(default_factory=list)
     committed: bool = False  # did `publications` get a new Delta version
+    cost: Any = None  # jobs.costs.CostReport of the ledger at publish time (issue 26)
 
     def metrics(self) -> dict[str, float]:
         """`publish.<dataset>.rows`, `.delta_version`, `.shards`, `.written` and rows per task family."""
@@ -98,6 +100,8 @@ class PublishResult:
             m[prefix + "written"] = float(p.export.written)
             for family, n in p.export.manifest["counts"].get("task_family", {}).items():
                 m[f"{prefix}rows.{family}"] = float(n)
+        if self.cost is not None:
+            m.update(self.cost.metrics())
         return m
 
     def summary_lines(self) -> list[str]:
@@ -108,6 +112,8 @@ class PublishResult:
             lines.append(f"[publish] {p.dataset} v{p.delta_version}: {p.export.rows} rows in {shards} shard(s), "
                          f"{state}: {p.folder}")
         lines.append(f"[publish] publications: {'new version' if self.committed else 'unchanged'}")
+        if self.cost is not None and self.cost.calls:
+            lines.extend(self.cost.summary_lines("[publish] cost:"))
         return lines
 
     def artifacts(self) -> dict[str, list[Path]]:
@@ -237,12 +243,16 @@ def run_publish(lakehouse: Lakehouse, config: Config, lineage: Sequence[str], sh
         [tuple(r.get(c) for c in PUBLICATIONS.columns) for r in rows_out], PUBLICATIONS.schema),
         PUBLICATIONS, update_when_changed=PUBLICATION_CHANGE_COLUMNS)
     result.committed = lakehouse.version(PUBLICATIONS.name) != before
+    from jobs.costs import cost_report
+
+    result.cost = cost_report(lakehouse, config)
     return result
 
 
 STAGE = Stage(
     name=STAGE_NAME,
-    reads=lambda config: (*config.publish.datasets, *CARD_READS),
+    reads=lambda config: (*config.publish.datasets, *CARD_READS,
+                          *(("calibration",) if config.enrich.calibration_per_family else ())),
     writes=lambda _config: (PUBLICATIONS.name,),
     run=lambda ctx: run_publish(ctx.lakehouse, ctx.config, ctx.lineage, progress=ctx.progress, run_id=ctx.run_id),
 )
@@ -258,3 +268,70 @@ def latest_publications(lakehouse: Lakehouse) -> dict[str, dict[str, Any]]:
         out.setdefault(row["dataset"], row.asDict())
     return out
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-budget subsets (issue 26; rules in udfs/budget.py)
+# ---------------------------------------------------------------------------------------------
+def budget_folder(exports_root_: Path, dataset: str, version: int, budget: int, tag: str) -> Path:
+    """`<exports>/<dataset>/v<N>-budget<B>-<tag>`; tag: 8 hex of the tokenizer and weights, so
+    another tokenizer or other weights never reuse a folder."""
+    return Path(exports_root_) / dataset / f"v{version}-budget{budget}-{tag}"
+
+
+def run_budget_publish(lakehouse: Lakehouse, config: Config, budget: int, weights: dict[str, float] | None = None,
+                       tokenizer_path: str | Path | None = None, shard_rows: int | None = None,
+                       progress: Callable[[str], None] = quiet) -> list[ExportResult]:
+    """Export a token-budget subset of each dataset of `publish.datasets` at its current Delta
+    version (udfs/budget.py): count every document's tokens with the tokenizer, give each family its
+    budget, keep each family's prefix in sha256(gen_id) order, and write the kept rows (in gen_id
+    order, like a full export) with a manifest whose `budget` section names the tokenizer (path,
+    sha256), budget, weights and per family the budget, tokens and documents kept and available.
+    Nothing is recorded in `publications` (a subset is a view of a published version, named by
+    its folder). ConfigError / BudgetError for a missing dataset or bad options."""
+    from udfs.budget import Doc, cut, file_sha256, load_tokenizer, count_tokens
+
+    shard_rows = shard_rows or config.publish.shard_rows
+    tokenizer, tok_path = load_tokenizer(tokenizer_path)
+    tok_sha = file_sha256(tok_path)
+    tag = hashlib.sha256(json.dumps([tok_sha, sorted((weights or {}).items())]).encode()).hexdigest()[:8]
+    missing = [d for d in config.publish.datasets if not lakehouse.exists(d)]
+    if missing:
+        raise ConfigError(f"publish: no table {', '.join(missing)} yet; run `taskseed curate` (or `taskseed run`) first")
+    out = []
+    for dataset in config.publish.datasets:
+        version = lakehouse.version(dataset)
+        df = lakehouse.read(dataset, version=version)
+        rows = export_rows(df)
+        docs, batch = [], []
+
+        def flush() -> None:
+            counts = count_tokens(tokenizer, [r["text"] for r in batch])
+            docs.extend(Doc(r["gen_id"], r["task_family"] or r["task"], n) for r, n in zip(batch, counts))
+            batch.clear()
+
+        for row in rows.select("gen_id", "task_family", "task", "text").toLocalIterator(prefetchPartitions=True):
+            batch.append(row.asDict())
+            if len(batch) >= 1000:
+                flush()
+        flush()
+        cuts = cut(docs, budget, weights)
+        keep = {g for c in cuts.values() for g in c.gen_ids}
+        folder = budget_folder(exports_root(config), dataset, version, budget, tag)
+        manifest = base_manifest(lakehouse, config, dataset, version, df, None, {})
+        manifest["budget"] = {
+            "tokens": budget, "weights": weights, "mode": "weights" if weights else "proportional",
+            "tokenizer": {"path": tok_path.as_posix(), "sha256": tok_sha},
+            "order": "sha256(gen_id), longest prefix within each family's budget",
+            "full_export": export_folder(exports_root(config), dataset, version).as_posix(),
+            "families": {f: {"budget": c.budget, "tokens": c.tokens, "documents": len(c.gen_ids),
+                             "available_tokens": c.available_tokens, "available_documents": c.available_docs,
+                             "next_document_tokens": c.next_tokens} for f, c in cuts.items()},
+            "total_tokens": sum(c.tokens for c in cuts.values()),
+        }
+        progress(f"[publish] {dataset} v{version}: budget {budget} tokens → {len(keep)} of {len(docs)} documents, "
+                 f"{manifest['budget']['total_tokens']} tokens → {folder}")
+        selected = (r for r in _iter_rows(rows) if r["gen_id"] in keep)
+        out.append(write_export(folder, selected, EXPORT_COLUMNS, shard_rows, manifest, count_by=COUNT_BY,
+                                progress=progress))
+    return out

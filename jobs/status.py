@@ -10,6 +10,8 @@ its last write is read from the tables instead (`last_writes`): an LLM stage's n
 (`llm_calls.completed_at` and its run_id), else the newest Delta commit (DESCRIBE HISTORY) of a
 table the stage writes, with that table and version.
 
+Then what the ledger's calls cost (`cost_lines`, jobs/costs.py; prices from the `costs` section).
+
 Read-only: it creates no table and no tracking store (a home that never ran shows empty rows).
 """
 
@@ -117,3 +119,12 @@ def last_writes(lakehouse, config: Config, stages) -> dict[str, dict[str, Any]]:
         if newest is not None:
             out[stage.name] = {"at": newest[0].strftime("%Y-%m-%dT%H:%M:%SZ"), "source": newest[1], "run_id": None}
     return out
+
+
+def cost_lines(lakehouse, config: Config) -> list[str]:
+    """`taskseed status`'s cost lines (issue 26, jobs/costs.py): per stage, task family, curated item
+    and kept token, and the share spent on rejected items by filter; [] when the ledger is empty."""
+    from jobs.costs import cost_report
+
+    report = cost_report(lakehouse, config)
+    return report.summary_lines() if report.calls else []

@@ -466,6 +466,38 @@ PUBLICATIONS = TableSpec(
         ("published_at", T),
     ),
 )
+CALIBRATION = TableSpec(
+    name="calibration",
+    keys=("task_family", "threshold_label"),
+    description="The verification vote measured against gold on the calibration sample of seeds (issue 26; "
+                "udfs/calibration.py): per task family and agreement threshold, seeds measured, passing and "
+                "right, precision and coverage with 95% Wilson intervals; in_use marks the threshold curate "
+                "applied, whose precision is the estimated answer accuracy of `curated` for that family.",
+    schema=_fields(
+        ("task_family", S, False),
+        ("threshold_label", S, False),  # 'majority' (strict majority) or the threshold, e.g. '0.75'
+        ("threshold", D),               # NULL = strict majority
+        ("measured", L),                # seeds with a readable gold answer of a verifiable format
+        ("passed", L),
+        ("correct", L),
+        ("precision", D),
+        ("precision_low", D),
+        ("precision_high", D),
+        ("coverage", D),
+        ("coverage_low", D),
+        ("coverage_high", D),
+        ("in_use", B),                  # the threshold the verification filter applied to the family
+        ("source", S),                  # of the threshold in use: config | strict_majority | auto | auto_target_missed
+        ("target_precision", D),        # curate.min_agreement.auto, if set
+        ("samples_per_item", I),
+        ("enrichment_model", S),
+        ("run_id", S),
+        ("measured_at", T),
+    ),
+)
+CALIBRATION_CHANGE_COLUMNS = ["threshold", "measured", "passed", "correct", "in_use", "source", "target_precision",
+                              "samples_per_item", "enrichment_model"]
+
 # A re-export of the same version with the same layout changes none of these: nothing is committed.
 PUBLICATION_CHANGE_COLUMNS = ["rows", "shard_rows", "shards", "export_path", "manifest_sha256"]
 
@@ -473,6 +505,6 @@ ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
                  MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
-                 HELDOUT_KEYS, HELDOUT_SHINGLES, HELDOUT_EMBEDDINGS, TEXT_EMBEDDINGS, PARAPHRASE_JUDGMENTS,
+                 HELDOUT_KEYS, HELDOUT_SHINGLES, HELDOUT_EMBEDDINGS, TEXT_EMBEDDINGS, PARAPHRASE_JUDGMENTS, CALIBRATION,
                  PUBLICATIONS)
 }

@@ -179,6 +179,20 @@ def load_heldout(path: str | None) -> list[dict]:
     return items
 
 
+def load_known_answers(path: str | None) -> dict[str, str]:
+    """{normalized question: answer} from a JSONL of {question, answer} (`SimSettings.known_answers_file`):
+    the answers the simulator's enrichment "knows" (the gold of seeds, for calibration, issue 26)."""
+    if not path:
+        return {}
+    known = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("question") and row.get("answer") is not None:
+                known[_norm(row["question"])] = str(row["answer"])
+    return known
+
+
 # ---------------------------------------------------------------------------------------------
 # Content faults of issue 29 (what a small real model got past curation)
 # ---------------------------------------------------------------------------------------------
@@ -322,13 +336,13 @@ def _generate(inp: dict, answer_format: str, settings: SimSettings, variant_key:
 
 
 def _enrich(inp: dict, answer_format: str, settings: SimSettings, variant_key: str,
-            planted: Counter | None = None) -> dict:
+            planted: Counter | None = None, known: dict[str, str] | None = None) -> dict:
     item = inp.get("item") or {}
     fmt = inp.get("answer_format") or answer_format
     label_set = inp.get("label_set")
     question = str(item.get("question") or "")
     choices = item.get("choices") or None
-    final = sim_truth(question, fmt, choices, label_set)
+    final = (known or {}).get(_norm(question)) or sim_truth(question, fmt, choices, label_set)
     if uniform01(settings.seed, "wrong-enrich", variant_key) < settings.wrong_answer_rate:
         final = _other_answer(final, fmt, choices, label_set, hash64(settings.seed, "other", variant_key))
         if planted is not None:
@@ -376,8 +390,10 @@ def _from_schema(schema: Any) -> Any:
 
 
 def sim_answer(body: dict, settings: SimSettings, variant_key: str, content_key: str,
-               heldout: list[dict] | None = None, planted: Counter | None = None) -> str:
+               heldout: list[dict] | None = None, planted: Counter | None = None,
+               known: dict[str, str] | None = None) -> str:
     """The assistant message content for a request body (pure; no transport faults applied here).
+    `known`: {normalized question: answer} enrichment answers with (`load_known_answers`).
 
     `planted`, when given, counts the content faults this answer carries, by kind: "duplicate",
     "heldout_paraphrase", "heldout_copy", "seed_copy", "self_reference", "prompt_leak",
@@ -391,7 +407,7 @@ def sim_answer(body: dict, settings: SimSettings, variant_key: str, content_key:
         elif stage == "judge":
             obj = _judge(inp)
         else:
-            obj = _enrich(inp, answer_format, settings, variant_key, planted)
+            obj = _enrich(inp, answer_format, settings, variant_key, planted, known)
         return json.dumps(obj, ensure_ascii=False)
     response_format = body.get("response_format") or {}
     if response_format.get("type") == "json_schema":

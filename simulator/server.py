@@ -49,8 +49,8 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
+from simulator.contract import approx_tokens, load_heldout, load_known_answers, sim_answer, sim_thought
 from simulator.embeddings import SIM_EMBEDDING_MODEL, add_embeddings_route
-from simulator.contract import approx_tokens, load_heldout, sim_answer, sim_thought
 from simulator.settings import SimSettings, settings_from_json, uniform01
 
 log = logging.getLogger("taskseed.simulator")
@@ -167,6 +167,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
 
     state = state or SimulatorState()
     heldout = load_heldout(settings.heldout_file)
+    known = load_known_answers(settings.known_answers_file)
     kind_rates = settings.kind_rates()
     semaphore = asyncio.Semaphore(settings.max_concurrency)
     # When each busy slot is due to free up, in server time. A queued request starts its service
@@ -298,7 +299,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
             variant_key = f"{prompt_key}:seed={sample_seed}"
         else:
             prompt_key, variant_key = content_key, rid or content_key
-        content = sim_answer(body, settings, variant_key, prompt_key, heldout, state.content_faults)
+        content = sim_answer(body, settings, variant_key, prompt_key, heldout, state.content_faults, known)
         if settings.reasoning == "only":  # vLLM with a reasoning parser, model never closed </think>
             content = sim_thought(body) + "\n" + content
         finish = "stop"

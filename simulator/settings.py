@@ -48,6 +48,10 @@ class SimSettings:
     heldout_copy_rate: float = 0.0
     heldout_paraphrase_rate: float = 0.0  # generation answers a reworded held-out item (simulator/rewording.py)
     heldout_file: str | None = None
+    # JSONL of {question, answer} the simulator "knows" (issue 26): enrichment answers such a
+    # question with its answer instead of `sim_truth`, so seeds enriched for calibration are answered
+    # with their gold (before wrong votes at wrong_answer_rate), like a model that learned them
+    known_answers_file: str | None = None
     # content faults of issue 29 (simulator/contract.py `_generate`): the seed's own question with its
     # gold changed, a sentence of the received prompt in the item, a trivial self-referential item
     seed_copy_rate: float = 0.0

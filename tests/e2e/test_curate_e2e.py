@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from tests.worlds import DEMO_WITHOUT_CALIBRATION
+
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +77,7 @@ def world(spark, mirror, tmp_path_factory, task_index):
          "simulator.heldout_copy_rate=0.15", f"simulator.heldout_file={heldout_file}",
          "simulator.heldout_paraphrase_rate=0.15", "curate.paraphrase.enabled=true",
          "simulator.seed_copy_rate=0.1", "simulator.prompt_leak_rate=0.1",
-         "simulator.latency_ms=1", "simulator.latency_jitter_ms=1"],
+         "simulator.latency_ms=1", "simulator.latency_jitter_ms=1", *DEMO_WITHOUT_CALIBRATION],
         home=root / "lakehouse",
     )
     full = task_index

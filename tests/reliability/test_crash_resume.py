@@ -42,7 +42,8 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.cli_run import TASKSEED, session_pids
-from tests.worlds import KEYED_M, KEYED_SEEDS, KEYED_SIM, KEYED_TASKS, SEEDED_TABLES, copy_seeded
+from tests.worlds import (DEMO_WITHOUT_CALIBRATION, KEYED_M, KEYED_SEEDS, KEYED_SIM, KEYED_TASKS, SEEDED_TABLES,
+                          copy_seeded)
 from udfs.llm_udf import SecretBox
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
@@ -83,7 +84,7 @@ def overrides(schema: str, base_url: str, unit: int = UNIT) -> list[str]:
             f"tasks.select=[{','.join(TASKS)}]", f"tasks.mirror={REPO / 'demo' / 'data' / 'hf'}",
             f"generate.seeds_per_task={SEEDS}", f"generate.items_per_seed={K}", f"enrich.samples_per_item={M}",
             f"endpoint.base_url={base_url}", "endpoint.model=taskseed-sim", f"endpoint.api_key_env={KEY_ENV}",
-            "endpoint.max_concurrency=4", *commit_unit_overrides(unit)]
+            "endpoint.max_concurrency=4", *commit_unit_overrides(unit), *DEMO_WITHOUT_CALIBRATION]
 
 
 def delta_ops(home: Path, table: str) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from tests.worlds import copy_seeded
+from tests.worlds import DEMO_WITHOUT_CALIBRATION, copy_seeded
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.heavy]
 
@@ -55,7 +55,7 @@ def faulty_run(spark, tmp_path_factory, keyed_demo_run):
          "generate.seeds_per_task=6", "generate.items_per_seed=3", "enrich.samples_per_item=2",
          f"endpoint.base_url={server.base_url}", "endpoint.model=taskseed-sim", "endpoint.api_key_env=null",
          "endpoint.timeout_s=2", "endpoint.backoff_base_s=0.05", "endpoint.backoff_max_s=0.5",
-         "llm.micro_batch_rows=64"],
+         "llm.micro_batch_rows=64", *DEMO_WITHOUT_CALIBRATION],
         home=root)
     lakehouse = Lakehouse(spark, config)  # registers the copied seed tables under its own schema
     try:

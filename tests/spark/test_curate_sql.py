@@ -37,7 +37,7 @@ SAMPLE_DDL = (
 VOTES_DDL = (
     "gen_id string, answer_format string, answer_key string, votes_returned bigint, votes_null bigint, "
     "votes_expected int, votes_agree int, votes_top_other int, agreement double, "
-    "vote_counts array<struct<answer:string,votes:bigint>>")
+    "vote_counts array<struct<answer:string,votes:bigint>>, family string")
 DECISION_DDL = "gen_id string, filter string, passed boolean, reason string, score double, evidence string"
 GATED_DDL = DECISION_DDL + ", gate string"
 CURATED_EXISTING_DDL = ("gen_id string, item_kind string, task string, question string, context string, "
@@ -134,14 +134,16 @@ def test_stg_candidates_scope_seed_items_and_keys(lakehouse):
     ])
     write(lakehouse, ENRICHED, [dict(gen_id="s2", sample=0, item_kind="seed", task="gsm8k"),
                                 dict(gen_id="g1", sample=0, item_kind="generated", task="arc_easy")])
-    rows = by_id(run_one(lakehouse, "staging/stg_candidates.sql"))
+    rows = by_id(run_one(lakehouse, "staging/stg_candidates.sql", enrich_seeds=True))
     assert set(rows) == {"g1", "g2", "g3", "g4", "s2"}  # s1 has no enrichment: not an item
+    # without enrich.enrich_seeds an enriched seed is only the calibration sample: no candidate
+    assert set(by_id(run_one(lakehouse, "staging/stg_candidates.sql", enrich_seeds=False))) == {"g1", "g2", "g3", "g4"}
     assert rows["s2"]["item_kind"] == "seed" and rows["s2"]["seed_id"] == "s2"
     assert rows["s2"]["generation_request_id"] is None and rows["s2"]["answer_key"] == "num:1000"
     assert rows["g4"]["answer_key"] == "num:1000" and rows["g1"]["answer_key"] == "option:0"
     assert rows["g1"]["generation_request_id"] == "req-g1"
     assert rows["g1"]["dedup_key"] == rows["g2"]["dedup_key"] != rows["g3"]["dedup_key"]
-    scoped = by_id(run_one(lakehouse, "staging/stg_candidates.sql", tasks=["gsm8k"]))
+    scoped = by_id(run_one(lakehouse, "staging/stg_candidates.sql", tasks=["gsm8k"], enrich_seeds=True))
     assert set(scoped) == {"g4", "s2"}
 
 
@@ -378,7 +380,7 @@ def _votes_view(spark, cases):
     return frame(spark, VOTES_DDL, [
         dict(gen_id=c[0], answer_format=c[1], answer_key=c[2], votes_returned=c[3], votes_null=c[4],
              votes_expected=c[5], votes_agree=c[6], votes_top_other=c[7], agreement=c[6] / c[5],
-             vote_counts=[{"answer": c[2], "votes": c[6]}] if c[6] else [])
+             vote_counts=[{"answer": c[2], "votes": c[6]}] if c[6] else [], family=c[9] if len(c) > 9 else "fam")
         for c in cases])
 
 
@@ -399,9 +401,29 @@ def test_filter_verification_min_agreement(lakehouse):
     assert {k: r["reason"] for k, r in rows.items()} == {
         "half": "majority_agrees", "tie": "tie", "three": "majority_agrees", "missing": "majority_agrees"}
     strict = by_id(run_one(lakehouse, "intermediate/filter_verification.sql",
-                           {"int_votes": _votes_view(lakehouse.spark, cases)}, min_agreement=0.8))
+                           {"int_votes": _votes_view(lakehouse.spark, cases)}, min_agreement=0.8,
+                           min_agreement_default_source="config"))  # as jobs.calibration.verification_params says
     assert strict["three"]["reason"] == "below_min_agreement"
     assert json.loads(strict["three"]["evidence"])["min_agreement"] == 0.8
+    assert json.loads(strict["three"]["evidence"])["min_agreement_source"] == "config"
+
+
+def test_filter_verification_per_family_thresholds_from_calibration(lakehouse):
+    """min_agreement {auto: target}: each family's calibrated threshold; a family without calibration
+    falls back to the strict majority and says so in the evidence."""
+    three = [c for c in VOTE_CASES if c[0] == "three"][0]
+    cases = [("arc3", *three[1:9], "arc"), ("gsm3", *three[1:9], "gsm8k"), ("new3", *three[1:9], "newfam")]
+    rows = by_id(run_one(lakehouse, "intermediate/filter_verification.sql",
+                         {"int_votes": _votes_view(lakehouse.spark, cases)}, min_agreement=None,
+                         min_agreement_by_family=json.dumps({"arc": 0.75, "gsm8k": 1.0}),
+                         min_agreement_source_by_family=json.dumps({"arc": "auto", "gsm8k": "auto_target_missed"}),
+                         min_agreement_default_source="no_calibration", target_precision=0.95))
+    assert {k: r["reason"] for k, r in rows.items()} == {
+        "arc3": "majority_agrees", "gsm3": "below_min_agreement", "new3": "majority_agrees"}
+    evidence = {k: json.loads(r["evidence"]) for k, r in rows.items()}
+    assert [(evidence[k].get("min_agreement"), evidence[k]["min_agreement_source"]) for k in ("arc3", "gsm3", "new3")] == [
+        (0.75, "auto"), (1.0, "auto_target_missed"), (None, "no_calibration")]
+    assert evidence["arc3"]["target_precision"] == 0.95
 
 
 # ---- the dedup filters -----------------------------------------------------------------------

@@ -244,12 +244,13 @@ def test_a_card_with_no_rows_says_so_first_and_does_not_claim_no_model():
         assert "the ledger's models are under LLM stages" in text
 
 
-@pytest.mark.parametrize("calibration, says, never", [
-    (None, ["self-agreement, uncalibrated", "4 answer samples", "not correctness against gold"], ["calibrated against gold:"]),
-    ({"summary": "an agreeing majority was right on 71% of 200 gold items"},
-     ["calibrated against gold: an agreeing majority was right on 71%"], ["uncalibrated"]),
+@pytest.mark.parametrize("calibrated, says, never", [
+    (False, ["self-agreement, uncalibrated", "4 answer samples", "not correctness against gold"], ["calibrated against gold:"]),
+    (True, ["calibrated against gold: arc: 100.0% of 30 passing seeds had the gold answer (95% 88.6%–100.0%)"],
+     ["uncalibrated"]),
 ])
-def test_the_card_says_what_verification_measured(calibration, says, never):
+def test_the_card_says_what_verification_measured(calibrated, says, never):
+    calibration = _calibration_rows() if calibrated else []
     assert verification_meaning(4, calibration) == sample_card(calibration=calibration).verification_meaning
     for text in _texts(sample_card(calibration=calibration)):
         for fact in says:
@@ -275,3 +276,38 @@ def test_sample_rows_and_labels():
     assert cut_text(None) == ""
     assert render_plots(data)["lengths"]  # the series are labelled as the data card names them
     assert set(data.lengths) == {"passage + question", "answer", "document"}
+
+
+def _calibration_rows():
+    """Rows of the `calibration` table as curate writes them (jobs/calibration.py), from real votes."""
+    from udfs.calibration import Vote, calibration_curve
+
+    votes = [Vote("arc", "k", "k", 4, 0, 4, True)] * 30 + [Vote("arc", "k", "w", 3, 1, 4, False)] * 3 \
+        + [Vote("arc", "k", "k", 3, 1, 4, True)] * 10 + [Vote("arc", "k", "k", 2, 1, 4, True)] * 5
+    rows = []
+    for p in calibration_curve(votes, 4)["arc"]:
+        rows.append({**p.to_dict(), "task_family": "arc", "threshold_label": "majority" if p.threshold is None
+                     else str(p.threshold), "in_use": p.threshold == 1.0, "source": "auto" if p.threshold == 1.0 else None,
+                     "target_precision": 0.9, "samples_per_item": 4})
+    return rows
+
+
+def test_card_shows_calibration_and_cost_or_says_they_are_missing():
+    cost = {"calls": 600, "total": 0.42, "per_curated_item": 0.42 / 83, "per_kept_token": 0.42 / 9000,
+            "curated_items": 83, "kept_tokens": 9000.0, "rejected_share": 0.31, "in_tokens": 250_000.0,
+            "out_tokens": 119_000.0, "estimated_calls": 3, "unpriced": [],
+            "by_stage": {"enrich": {"cost": 0.3, "calls": 480, "in_tokens": 190_000.0, "out_tokens": 95_000.0},
+                         "generate": {"cost": 0.12, "calls": 120, "in_tokens": 60_000.0, "out_tokens": 24_000.0}},
+            "by_family": {"arc": {"cost": 0.42, "calls": 600}},
+            "by_outcome": {"curated": {"cost": 0.29}, "rejected": {"cost": 0.13}},
+            "rejected_by_filter": {"verification": {"cost": 0.08}, "near_dup": {"cost": 0.05}}}
+    data = sample_card(calibration=_calibration_rows(), cost=cost)
+    plots = render_plots(data)
+    assert "calibration" in plots
+    page, md = render_html(data, plots), render_markdown(data, plots)
+    assert "estimated answer accuracy" in page and "1.0 (auto, target 0.900)" in page
+    assert "<b>1.000</b>" in page and "0.886 – 1.000" in page  # 30 of 30 passing at 4 of 4 right; Wilson bound
+    assert "per kept token" in page and "31.0%" in page and "verification" in page and "estimated (characters / 4)" in page
+    assert "| arc | 1.0 (auto) | 48 | 1.000 | 0.886 – 1.000 |" in md
+    bare = render_html(sample_card(), render_plots(sample_card()))
+    assert "Not measured" in bare and "No call in the ledger" in bare

@@ -24,8 +24,15 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate_publish():
                                      "minhash_signatures", "heldout", "heldout_keys", "heldout_shingles"}
     assert declared["curate"][1] >= {"filter_decisions", "curated", "curated_commercial", "minhash_signatures",
                                      "heldout_keys", "heldout_shingles"}
-    assert declared["publish"] == ({"curated", "curated_commercial", "filter_decisions", "llm_calls", "quarantine"},
-                                   {"publications"})
+    # generated: the cost report attributes generation calls to the items they made (jobs/costs.py)
+    assert declared["publish"] == ({"curated", "curated_commercial", "filter_decisions", "llm_calls", "quarantine",
+                                    "generated"}, {"publications"})
+    assert "calibration" not in declared["curate"][1]
+    config.enrich.calibration_per_family = 50  # a calibration sample: enrich reads seeds, curate writes calibration
+    assert "seeds" in next(s for s in PIPELINE if s.name == "enrich").reads(config)
+    assert "calibration" in next(s for s in PIPELINE if s.name == "curate").writes(config)
+    assert "calibration" in next(s for s in PIPELINE if s.name == "publish").reads(config)
+    config.enrich.calibration_per_family = 0
     config.enrich.enrich_seeds = True
     assert "seeds" in next(s for s in PIPELINE if s.name == "enrich").reads(config)
     config.curate.disabled_filters = ["near_dup"]  # a disabled filter's engine reads and writes nothing

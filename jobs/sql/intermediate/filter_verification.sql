@@ -13,18 +13,28 @@
 --   agreement below the bar               -> failed, 'missing_votes' when the samples that came back
 --                                            would have cleared it, else 'below_min_agreement'
 --   otherwise                             -> passed, 'majority_agrees'
--- The bar: votes_agree / votes_expected >= ${min_agreement}, or more than half when it is NULL
--- (strict majority, the default). A seed's gold answer is checked the same way (answer-enriched seeds).
--- score = agreement; evidence = the counts and every answer's votes.
-WITH rules AS (
-    SELECT v.*, m.min_agreement,
+-- The bar: votes_agree / votes_expected >= the family's threshold, or more than half when it is NULL
+-- (strict majority, the default). The threshold: with curate.min_agreement {auto: target}, the one
+-- calibration chose for the family (${min_agreement_by_family}, jobs/calibration.py), else
+-- ${min_agreement}; its source (config, strict_majority, auto, auto_target_missed, no_calibration)
+-- and the target precision go into the evidence. A seed's gold answer is checked the same way
+-- (answer-enriched seeds). score = agreement; evidence = the counts and every answer's votes.
+WITH thresholds AS (
+    SELECT v.*,
+           coalesce(try_element_at(from_json(${min_agreement_by_family}, 'map<string,double>'), coalesce(v.family, '')),
+                    CAST(${min_agreement} AS DOUBLE)) AS min_agreement,
+           coalesce(try_element_at(from_json(${min_agreement_source_by_family}, 'map<string,string>'), coalesce(v.family, '')),
+                    ${min_agreement_default_source}) AS min_agreement_source
+    FROM int_votes v
+),
+rules AS (
+    SELECT v.*,
            CASE WHEN min_agreement IS NULL THEN votes_agree * 2 > votes_expected
                 ELSE votes_agree / votes_expected >= min_agreement END AS clears_bar,
            CASE WHEN min_agreement IS NULL THEN votes_agree * 2 > votes_returned
                 ELSE coalesce(try_divide(votes_agree, votes_returned) >= min_agreement, false)
            END AS clears_bar_returned
-    FROM int_votes v
-    CROSS JOIN (SELECT CAST(${min_agreement} AS DOUBLE) AS min_agreement) m
+    FROM thresholds v
 ),
 decided AS (
     SELECT *,
@@ -47,5 +57,6 @@ SELECT gen_id,
        to_json(named_struct(
            'answer', answer_key, 'agree', votes_agree, 'top_other', votes_top_other,
            'returned', votes_returned, 'null_votes', votes_null, 'expected', votes_expected,
-           'min_agreement', min_agreement, 'votes', vote_counts)) AS evidence
+           'min_agreement', min_agreement, 'min_agreement_source', min_agreement_source,
+           'target_precision', CAST(${target_precision} AS DOUBLE), 'votes', vote_counts)) AS evidence
 FROM decided

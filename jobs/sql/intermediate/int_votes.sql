@@ -8,6 +8,7 @@
 --   votes_top_other the largest number of samples agreeing on one *other* answer
 --   agreement       votes_agree / votes_expected
 --   vote_counts     [{answer, votes}] per distinct sample answer key, sorted (evidence)
+--   family          coalesce(task_family, task): the unit of calibration (per-family thresholds)
 WITH per_answer AS (
     SELECT gen_id, sample_key, count(*) AS votes
     FROM stg_enrichment_samples
@@ -20,7 +21,7 @@ returned AS (
     GROUP BY gen_id
 ),
 tallied AS (
-    SELECT c.gen_id, c.answer_format, c.answer_key,
+    SELECT c.gen_id, c.answer_format, c.answer_key, coalesce(c.task_family, c.task) AS family,
            coalesce(first(r.votes_returned, true), 0) AS votes_returned,
            coalesce(first(r.votes_null, true), 0) AS votes_null,
            coalesce(max(CASE WHEN p.sample_key = c.answer_key THEN p.votes END), 0) AS votes_agree,
@@ -32,11 +33,11 @@ tallied AS (
     FROM stg_candidates c
     LEFT JOIN returned r ON r.gen_id = c.gen_id
     LEFT JOIN per_answer p ON p.gen_id = c.gen_id
-    GROUP BY c.gen_id, c.answer_format, c.answer_key
+    GROUP BY c.gen_id, c.answer_format, c.answer_key, coalesce(c.task_family, c.task)
 )
 SELECT gen_id, answer_format, answer_key, votes_returned, votes_null,
        CAST(greatest(votes_returned, ${samples_per_item}) AS INT) AS votes_expected,
        CAST(votes_agree AS INT) AS votes_agree, CAST(votes_top_other AS INT) AS votes_top_other,
        votes_agree / greatest(votes_returned, ${samples_per_item}) AS agreement,
-       vote_counts
+       vote_counts, family
 FROM tallied

@@ -1,7 +1,8 @@
 -- stg_candidates: one row per item the curate stage decides on, limited to the run's tasks.
 --   item_kind 'generated': a row of `generated` (gen_id, linked to its seed and generation request);
 --   item_kind 'seed':      an answer-enriched seed (enrich.enrich_seeds), gen_id = seed_id, its gold
---                          answer as the answer; it has no generation request.
+--                          answer as the answer; it has no generation request. Seeds enriched only as
+--                          the calibration sample (enrich.calibration_per_family) are not candidates.
 -- Adds the keys every filter compares on:
 --   answer_key  the item's own answer as a comparison key (udfs/verification.py; NULL = unreadable
 --               or a format with no comparable answer)
@@ -16,7 +17,7 @@ WITH generated_items AS (
     WHERE ${all_tasks} OR array_contains(${tasks}, task)
 ),
 enriched_seed_ids AS (
-    SELECT DISTINCT gen_id AS seed_id FROM ${table.enriched} WHERE item_kind = 'seed'
+    SELECT DISTINCT gen_id AS seed_id FROM ${table.enriched} WHERE item_kind = 'seed' AND ${enrich_seeds}
 ),
 seed_items AS (
     SELECT s.seed_id AS gen_id, 'seed' AS item_kind, s.seed_id, s.task, s.task_family, s.answer_format,
