@@ -261,8 +261,8 @@ MINHASH_SIGNATURES = TableSpec(
         ("shingles", INTS),  # sorted distinct 32-bit shingle hashes (uint32 stored bit for bit as int)
         ("signature", INTS),  # datasketch MinHash hash values (uint32 as int); null when no shingle
         ("band_hashes", LONGS),  # one per LSH band; null when no shingle
-        ("question_shingles", INTS),  # the question alone: sorted distinct shingle hashes
-        ("question_band_hashes", LONGS),  # the question alone: one per LSH band; null when no shingle
+        ("question_shingles", INTS),  # the question alone (items with a passage; else null)
+        ("question_band_hashes", LONGS),  # the question alone: one per LSH band (items with a passage)
         ("passage_shingles", INTS),  # the passage alone; null when the item has no passage
         ("signed_at", T),
     ),

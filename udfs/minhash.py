@@ -449,8 +449,9 @@ def sign_frame(frame: pd.DataFrame, params: MinHashParams) -> pd.DataFrame:
     source_hash. Output: one row per input row with doc_kind, doc_id, source_hash, params
     (= params.tag), num_shingles (int32), shingles (the sorted shingle hashes of the whole stimulus
     as int32), signature (num_perm values as int32) and band_hashes (`bands` int64 values) of the
-    stimulus; question_shingles and question_band_hashes, the same for the question alone;
-    passage_shingles, the shingles of the passage alone (None when the item has no passage).
+    stimulus; question_shingles and question_band_hashes, the same for the question alone, and
+    passage_shingles, the shingles of the passage alone — all three None when the item has no
+    passage (they only serve pairs of two items with one).
     Signature and band hashes are None for a text without shingles (an empty text). Storage as
     int32 reinterprets the uint32 hashes bit for bit; equality, the only operation used on them,
     is unchanged.
@@ -460,8 +461,12 @@ def sign_frame(frame: pd.DataFrame, params: MinHashParams) -> pd.DataFrame:
     n = len(parts)
     out = {"doc_kind": frame["doc_kind"].to_numpy(), "doc_id": frame["doc_id"].to_numpy(),
            "source_hash": frame["source_hash"].to_numpy(), "params": params.tag}
+    # the question's own shingles and bands serve only pairs of two items with a passage
+    # (`near_duplicate_pair`): an item without one gets none, and costs what it cost before
+    has_passage = [bool(p[2]) for p in parts]
     for column, index in (("", 0), ("question_", 1), ("passage_", 2)):
-        offsets, hashes = shingle_batch([p[index] for p in parts], params.shingle, params.shingle_size)
+        texts = [p[index] if (index == 0 or has_passage[i]) else "" for i, p in enumerate(parts)]
+        offsets, hashes = shingle_batch(texts, params.shingle, params.shingle_size)
         stored = hashes.view(np.int32)
         sets = [stored[offsets[i]:offsets[i + 1]] for i in range(n)]
         if column == "passage_":
@@ -469,9 +474,11 @@ def sign_frame(frame: pd.DataFrame, params: MinHashParams) -> pd.DataFrame:
             continue
         sigs, present = signature_batch(offsets, hashes, params)
         bands = band_hashes(sigs, params.bands, params.rows)
-        out[f"{column}shingles"] = sets
         out[f"{column}band_hashes"] = [bands[i] if present[i] else None for i in range(n)]
-        if not column:
+        if column:
+            out["question_shingles"] = [sets[i] if has_passage[i] else None for i in range(n)]
+        else:
+            out["shingles"] = sets
             out["num_shingles"] = np.diff(offsets).astype(np.int32)
             out["signature"] = [sigs.view(np.int32)[i] if present[i] else None for i in range(n)]
     return pd.DataFrame({c: out[c] for c in SIGN_OUTPUT_COLUMNS})

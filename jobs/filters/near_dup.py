@@ -166,8 +166,9 @@ def _items(df: DataFrame, id_column: str) -> DataFrame:
 
 def stored_bands(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str, ids: DataFrame) -> DataFrame:
     """Band hashes of one kind for the ids in `ids` (column doc_id), at this config's parameters:
-    doc_kind, doc_id, band_hashes — the stimulus's b bands, then the question's b bands (positions
-    b..2b-1, so a question band never meets a stimulus band); null for an item without shingles.
+    doc_kind, doc_id, band_hashes — the stimulus's b bands, then, for an item with a passage, the
+    question's b bands (positions b..2b-1, so a question band never meets a stimulus band); null for
+    an item without shingles.
     Two items whose questions alone are near-duplicates become candidates even when their passages
     differ in length (a passage cut short), which the stimulus bands alone would miss."""
     empty = F.array().cast("array<bigint>")

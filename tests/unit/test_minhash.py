@@ -356,10 +356,15 @@ def test_sign_frame_rows_and_types():
     assert out.columns.tolist() == ["doc_kind", "doc_id", "source_hash", "params", "num_shingles", "shingles",
                                     "signature", "band_hashes", "question_shingles", "question_band_hashes",
                                     "passage_shingles"]
-    assert np.array_equal(out["question_shingles"][0].view(np.uint32),
+    # no passage: no question or passage parts (they only serve pairs of two items with a passage)
+    assert out["question_shingles"].tolist() == out["passage_shingles"].tolist() == [None, None, None]
+    assert out["question_band_hashes"].tolist() == [None, None, None]
+    with_passage = sign_frame(frame.assign(context=["Plants take in air.", None, None]), DEFAULT)
+    assert np.array_equal(with_passage["question_shingles"][0].view(np.uint32),
                           text_shingles("Which gas do plants absorb?", DEFAULT))
-    assert out["passage_shingles"].tolist() == [None, None, None]  # no passage
-    assert out["question_band_hashes"][1] is None
+    assert np.array_equal(with_passage["passage_shingles"][0].view(np.uint32),
+                          text_shingles("Plants take in air.", DEFAULT))
+    assert len(with_passage["question_band_hashes"][0]) == DEFAULT.bands
     assert out["params"].tolist() == [DEFAULT.tag] * 3
     assert out["num_shingles"].tolist()[1] == 0
     assert out["signature"][1] is None and out["band_hashes"][1] is None
