@@ -49,7 +49,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from udfs.minhash import (MinHashParams, item_similarity, jaccard, shingle_batch, signature_batch,  # noqa: E402
+from udfs.minhash import (MinHashParams, item_similarity, shingle_batch, signature_batch,  # noqa: E402
                           stimulus_text)
 from udfs.textnorm import normalize_text  # noqa: E402
 
