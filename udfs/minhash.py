@@ -456,13 +456,14 @@ def sign_frame(frame: pd.DataFrame, params: MinHashParams) -> pd.DataFrame:
     int32 reinterprets the uint32 hashes bit for bit; equality, the only operation used on them,
     is unchanged.
     """
-    parts = [stimulus_parts(q, c, None if _missing(ch) else list(ch))
+    # the question and the passage on their own serve only pairs of two items with a passage
+    # (`near_duplicate_pair`): an item without one is normalized, signed and banded as before
+    parts = [stimulus_parts(q, c, None if _missing(ch) else list(ch)) if _has_text(c)
+             else (normalize_text(stimulus_text(q, c, None if _missing(ch) else list(ch))), "", "")
              for q, c, ch in zip(frame["question"], frame["context"], frame["choices"])]
     n = len(parts)
     out = {"doc_kind": frame["doc_kind"].to_numpy(), "doc_id": frame["doc_id"].to_numpy(),
            "source_hash": frame["source_hash"].to_numpy(), "params": params.tag}
-    # the question's own shingles and bands serve only pairs of two items with a passage
-    # (`near_duplicate_pair`): an item without one gets none, and costs what it cost before
     has_passage = [bool(p[2]) for p in parts]
     for column, index in (("", 0), ("question_", 1), ("passage_", 2)):
         texts = [p[index] if (index == 0 or has_passage[i]) else "" for i, p in enumerate(parts)]
@@ -482,6 +483,10 @@ def sign_frame(frame: pd.DataFrame, params: MinHashParams) -> pd.DataFrame:
             out["num_shingles"] = np.diff(offsets).astype(np.int32)
             out["signature"] = [sigs.view(np.int32)[i] if present[i] else None for i in range(n)]
     return pd.DataFrame({c: out[c] for c in SIGN_OUTPUT_COLUMNS})
+
+
+def _has_text(value: object) -> bool:
+    return not _missing(value) and bool(str(value).strip())
 
 
 def _missing(value: object) -> bool:
