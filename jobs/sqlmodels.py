@@ -211,15 +211,29 @@ def _prompt_leak_batch(question: pd.Series, context: pd.Series, choices: pd.Seri
     return pd.Series(out, dtype=object)
 
 
+def _self_reference_batch(question: pd.Series, context: pd.Series, answer_text: pd.Series) -> pd.Series:
+    from udfs.self_reference import self_reference_decision
+
+    out = []
+    for q, c, a in zip(question, context, answer_text):
+        decision = self_reference_decision({"question": to_python(q), "context": to_python(c),
+                                            "answer_text": to_python(a)})
+        out.append(None if decision.passed else decision.where)
+    return pd.Series(out, dtype=object)
+
+
 def register_udfs(spark: SparkSession) -> None:
     """Register the SQL functions the models call: normalize_text(s), answer_key(format, answer,
     index, choices), pretraining_document(format, question, context, choices, answer_index,
     answer_text, knowledge, reasoning, final_answer_raw, final_answer, final_answer_index),
     prompt_leak(question, context, choices, answer_text) (the first piece of our own prompt the
-    item's text carries, udfs/prompt_leak.py, or NULL)."""
+    item's text carries, udfs/prompt_leak.py, or NULL), self_reference(question, context, answer_text)
+    (where a trivial item about itself shows it: 'question', 'passage' or 'answer_from_question',
+    udfs/self_reference.py, or NULL)."""
     from pyspark.sql.functions import pandas_udf
 
     spark.udf.register("prompt_leak", pandas_udf(_prompt_leak_batch, StringType()))
+    spark.udf.register("self_reference", pandas_udf(_self_reference_batch, StringType()))
     spark.udf.register("normalize_text", pandas_udf(_normalize_text_batch, StringType()))
     spark.udf.register("answer_key", pandas_udf(_answer_key_batch, StringType()))
     spark.udf.register("pretraining_document", pandas_udf(_document_batch, StringType()))

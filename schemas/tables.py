@@ -250,7 +250,8 @@ MINHASH_SIGNATURES = TableSpec(
     name="minhash_signatures",
     keys=("doc_kind", "doc_id"),
     description="MinHash signature, LSH band hashes and shingle-hash set of each item's stimulus "
-                "(context + question + options), for incremental near-duplicate detection.",
+                "(context + question + options), of its question alone and its passage alone, for "
+                "incremental near-duplicate detection.",
     schema=_fields(
         ("doc_kind", S, False),  # generated | seed | heldout
         ("doc_id", S, False),  # gen_id, seed_id or heldout_id
@@ -260,6 +261,9 @@ MINHASH_SIGNATURES = TableSpec(
         ("shingles", INTS),  # sorted distinct 32-bit shingle hashes (uint32 stored bit for bit as int)
         ("signature", INTS),  # datasketch MinHash hash values (uint32 as int); null when no shingle
         ("band_hashes", LONGS),  # one per LSH band; null when no shingle
+        ("question_shingles", INTS),  # the question alone (items with a passage; else null)
+        ("question_band_hashes", LONGS),  # the question alone: one per LSH band (items with a passage)
+        ("passage_shingles", INTS),  # the passage alone; null when the item has no passage
         ("signed_at", T),
     ),
 )

@@ -5,7 +5,9 @@ The method (Broder, "On the resemblance and containment of documents", 1997; Les
 and Ullman, *Mining of Massive Datasets*, ch. 3):
 
 1. **Stimulus.** An item is compared on what it asks, `stimulus_text`: context + question +
-   options, never the answer (see that function for why).
+   options, never the answer (see that function for why); and on its question and its passage
+   each on their own (`stimulus_parts`, `near_duplicate_pair`): a passage many questions share, or
+   a question (a frame) many passages share, must not by itself make two items one (issue 29).
 2. **Shingles.** The stimulus goes through `udfs.textnorm.normalize_text` (the one normalization of
    every curation filter) and becomes the *set* of its character k-grams (default: 5 characters,
    spaces included, so word boundaries count) or word k-grams. Each shingle is hashed to 32 bits
@@ -62,7 +64,8 @@ from datasketch import MinHash
 
 from udfs.textnorm import normalize_text
 
-SIGNATURE_VERSION = 2  # 2: normalize_text keeps operators, marks of non-Latin scripts, splits CJK/Thai (issue 25)
+SIGNATURE_VERSION = 3  # 3: the question and the passage are shingled on their own too (issue 29)
+# 2: normalize_text keeps operators, marks of non-Latin scripts, splits CJK/Thai (issue 25)
 SCHEME = "affine32"  # datasketch's permutation scheme (bijective, collision-free; default since 2.0)
 
 _U64 = np.uint64
@@ -176,6 +179,44 @@ def stimulus_text(question: str | None, context: str | None = None,
     options.sort(key=lambda c: (normalize_text(c), c))
     parts = [context, question, *options]
     return "\n".join(str(p) for p in parts if p is not None and str(p).strip())
+
+
+def stimulus_parts(question: str | None, context: str | None = None,
+                   choices: Sequence[str] | None = None) -> tuple[str, str, str]:
+    """(stimulus, question, passage): `stimulus_text`, the question alone and the passage alone
+    ("" when the item has none), each through `normalize_text` — the three texts an item is
+    shingled on."""
+    return (normalize_text(stimulus_text(question, context, choices)), normalize_text(question),
+            normalize_text(context))
+
+
+def containment(shingles_a: np.ndarray, shingles_b: np.ndarray) -> float:
+    """|A ∩ B| / min(|A|, |B|) of two distinct shingle-hash arrays: 1.0 when one set is inside the
+    other (a passage cut short or padded), 0.0 when either is empty."""
+    if not len(shingles_a) or not len(shingles_b):
+        return 0.0
+    inter = len(np.intersect1d(shingles_a, shingles_b, assume_unique=True))
+    return inter / min(len(shingles_a), len(shingles_b))
+
+
+def near_duplicate_pair(stimulus_jaccard: float, question_jaccard: float, passage_containment: float | None,
+                        threshold: float) -> tuple[bool, float]:
+    """Whether two items are near-duplicates, and the similarity that decided (issue 29).
+
+    `passage_containment` is None unless both items have a passage. Then the question and the
+    passage are compared each on their own: the questions must be near-duplicates (Jaccard ≥
+    threshold) AND the passages must be one taken from the other (containment ≥ threshold: kept,
+    cut short or lightly edited) or the whole stimuli near-duplicates — so a frame question many
+    passages share ("What will Others want to do next?") does not make two items with different
+    passages one, and a passage many questions share (BoolQ: 880 train passages carry 2-8 different
+    questions) does not make two different questions one. The similarity is then the smaller of
+    the question's Jaccard and the passage's best (containment or stimulus Jaccard). Otherwise (at
+    most one passage: question and options are the item) the whole stimulus decides, as before:
+    Jaccard ≥ threshold."""
+    if passage_containment is None:
+        return stimulus_jaccard >= threshold, stimulus_jaccard
+    similarity = min(question_jaccard, max(passage_containment, stimulus_jaccard))
+    return similarity >= threshold, similarity
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -382,11 +423,23 @@ def jaccard(shingles_a: np.ndarray, shingles_b: np.ndarray) -> float:
     return inter / union if union else 0.0
 
 
+def item_similarity(a: Sequence, b: Sequence, params: MinHashParams, threshold: float) -> tuple[bool, float]:
+    """`near_duplicate_pair` of two items given as (question, context, choices), computed exactly
+    from their shingles (what `jobs.filters.near_dup.confirmed_pairs` computes in Spark from the
+    stored sets)."""
+    parts = [stimulus_parts(*x) for x in (a, b)]
+    sets = [[shingle_hashes(p[i], params.shingle, params.shingle_size) for i in range(3)] for p in parts]
+    passages = None
+    if len(sets[0][2]) and len(sets[1][2]):
+        passages = containment(sets[0][2], sets[1][2])
+    return near_duplicate_pair(jaccard(sets[0][0], sets[1][0]), jaccard(sets[0][1], sets[1][1]), passages, threshold)
+
+
 # ---- a batch of rows (what one mapInPandas call sees) -------------------------------------------
 
 SIGN_INPUT_COLUMNS = ("doc_kind", "doc_id", "question", "context", "choices", "source_hash")
 SIGN_OUTPUT_COLUMNS = ("doc_kind", "doc_id", "source_hash", "params", "num_shingles", "shingles",
-                       "signature", "band_hashes")
+                       "signature", "band_hashes", "question_shingles", "question_band_hashes", "passage_shingles")
 
 
 def sign_frame(frame: pd.DataFrame, params: MinHashParams) -> pd.DataFrame:
@@ -394,30 +447,46 @@ def sign_frame(frame: pd.DataFrame, params: MinHashParams) -> pd.DataFrame:
 
     Input columns: doc_kind, doc_id, question, context, choices (sequence of str or None),
     source_hash. Output: one row per input row with doc_kind, doc_id, source_hash, params
-    (= params.tag), num_shingles (int32), shingles (the sorted shingle hashes as int32), signature
-    (num_perm values as int32) and band_hashes (`bands` int64 values); signature and band_hashes are
-    None for an item whose stimulus has no shingle (an empty text). Storage as int32 reinterprets
-    the uint32 hashes bit for bit; equality, the only operation used on them, is unchanged.
+    (= params.tag), num_shingles (int32), shingles (the sorted shingle hashes of the whole stimulus
+    as int32), signature (num_perm values as int32) and band_hashes (`bands` int64 values) of the
+    stimulus; question_shingles and question_band_hashes, the same for the question alone, and
+    passage_shingles, the shingles of the passage alone — all three None when the item has no
+    passage (they only serve pairs of two items with one).
+    Signature and band hashes are None for a text without shingles (an empty text). Storage as
+    int32 reinterprets the uint32 hashes bit for bit; equality, the only operation used on them,
+    is unchanged.
     """
-    texts = [
-        normalize_text(stimulus_text(q, c, None if _missing(ch) else list(ch)))
-        for q, c, ch in zip(frame["question"], frame["context"], frame["choices"])
-    ]
-    offsets, hashes = shingle_batch(texts, params.shingle, params.shingle_size)
-    sigs, present = signature_batch(offsets, hashes, params)
-    bands = band_hashes(sigs, params.bands, params.rows)
-    stored = hashes.view(np.int32)
-    stored_sigs = sigs.view(np.int32)
-    return pd.DataFrame({
-        "doc_kind": frame["doc_kind"].to_numpy(),
-        "doc_id": frame["doc_id"].to_numpy(),
-        "source_hash": frame["source_hash"].to_numpy(),
-        "params": params.tag,
-        "num_shingles": np.diff(offsets).astype(np.int32),
-        "shingles": [stored[offsets[i]:offsets[i + 1]] for i in range(len(texts))],
-        "signature": [stored_sigs[i] if present[i] else None for i in range(len(texts))],
-        "band_hashes": [bands[i] if present[i] else None for i in range(len(texts))],
-    })
+    # the question and the passage on their own serve only pairs of two items with a passage
+    # (`near_duplicate_pair`): an item without one is normalized, signed and banded as before
+    parts = [stimulus_parts(q, c, None if _missing(ch) else list(ch)) if _has_text(c)
+             else (normalize_text(stimulus_text(q, c, None if _missing(ch) else list(ch))), "", "")
+             for q, c, ch in zip(frame["question"], frame["context"], frame["choices"])]
+    n = len(parts)
+    out = {"doc_kind": frame["doc_kind"].to_numpy(), "doc_id": frame["doc_id"].to_numpy(),
+           "source_hash": frame["source_hash"].to_numpy(), "params": params.tag}
+    has_passage = [bool(p[2]) for p in parts]
+    for column, index in (("", 0), ("question_", 1), ("passage_", 2)):
+        texts = [p[index] if (index == 0 or has_passage[i]) else "" for i, p in enumerate(parts)]
+        offsets, hashes = shingle_batch(texts, params.shingle, params.shingle_size)
+        stored = hashes.view(np.int32)
+        sets = [stored[offsets[i]:offsets[i + 1]] for i in range(n)]
+        if column == "passage_":
+            out["passage_shingles"] = [s if len(s) else None for s in sets]
+            continue
+        sigs, present = signature_batch(offsets, hashes, params)
+        bands = band_hashes(sigs, params.bands, params.rows)
+        out[f"{column}band_hashes"] = [bands[i] if present[i] else None for i in range(n)]
+        if column:
+            out["question_shingles"] = [sets[i] if has_passage[i] else None for i in range(n)]
+        else:
+            out["shingles"] = sets
+            out["num_shingles"] = np.diff(offsets).astype(np.int32)
+            out["signature"] = [sigs.view(np.int32)[i] if present[i] else None for i in range(n)]
+    return pd.DataFrame({c: out[c] for c in SIGN_OUTPUT_COLUMNS})
+
+
+def _has_text(value: object) -> bool:
+    return not _missing(value) and bool(str(value).strip())
 
 
 def _missing(value: object) -> bool:

@@ -8,18 +8,24 @@ The pure parts (stimulus text, shingles, signatures, band hashes, the S-curve) a
    choices) or MinHash parameters differ from what `minhash_signatures` holds: new keys are
    appended, changed ones MERGEd, at most `sign_rows_per_commit` rows per Delta commit. A rerun
    over the same items signs nothing and commits nothing.
-2. `candidate_pairs` explodes each item's band hashes into (band, band_hash) rows and groups them
-   into buckets. A bucket of at most `bucket_all_pairs_max` members emits all its pairs (those
+2. `candidate_pairs` explodes each item's band hashes (those of its whole stimulus and those of
+   its question alone, `stored_bands`) into (band, band_hash) rows and groups them into buckets. A bucket of at most `bucket_all_pairs_max` members emits all its pairs (those
    involving a generated item); a bigger bucket links every generated member to the bucket's
    smallest generated id and to its smallest seed id, so a bucket of m members costs O(m) pairs,
    never O(m²). Effect on recall: inside a big bucket, two generated items are only linked through
    the bucket's smallest id, so when that item is not itself a near-duplicate of both, their pair
    is missed *in that band*; each pair at the threshold shares about b·t^r ≈ 3.9 bands on average
    (b = 12, r = 5, t = 0.8), and real big buckets are mostly copies of one text, where the star
-   links everything. The benchmark reports recall with this rule in place.
-3. `confirmed_pairs` keeps candidates whose exact Jaccard of the stored shingle-hash sets reaches the
-   threshold: `size(array_intersect(a, b))` in Spark SQL, no Python UDF, after a free size bound
-   (J ≤ min(|A|, |B|) / max(|A|, |B|)).
+   links everything (a frame question many seeds share, SocialIQA's "What will Others want to
+   do next?", makes such buckets in the question bands; those pairs are then found through the
+   stimulus bands only, when the passage is kept nearly whole). The benchmark reports recall with
+   this rule in place.
+3. `confirmed_pairs` keeps candidates that are near-duplicates by `udfs.minhash.near_duplicate_pair`
+   (issue 29): two items that both have a passage need near-duplicate questions (Jaccard) AND a
+   passage taken from the other's (containment) or near-duplicate whole stimuli; other items need
+   near-duplicate whole stimuli (Jaccard), as before. All exact, from the stored shingle-hash sets:
+   `size(array_intersect(a, b))` in Spark SQL, no Python UDF, after a free size bound
+   (J ≤ min(|A|, |B|) / max(|A|, |B|), of the questions or of the stimuli).
 4. `connected_components` links generated items through confirmed pairs with the large-star /
    small-star alternation of Kiveris et al., "Connected Components in MapReduce and Beyond"
    (SoCC 2014): O(log² n) rounds, each a few shuffles, edges only (no collect), each round
@@ -62,6 +68,9 @@ _SIGNED_SCHEMA = StructType([
     StructField("shingles", ArrayType(IntegerType()), True),
     StructField("signature", ArrayType(IntegerType()), True),
     StructField("band_hashes", ArrayType(LongType()), True),
+    StructField("question_shingles", ArrayType(IntegerType()), True),
+    StructField("question_band_hashes", ArrayType(LongType()), True),
+    StructField("passage_shingles", ArrayType(IntegerType()), True),
 ])
 
 
@@ -157,21 +166,29 @@ def _items(df: DataFrame, id_column: str) -> DataFrame:
 
 def stored_bands(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str, ids: DataFrame) -> DataFrame:
     """Band hashes of one kind for the ids in `ids` (column doc_id), at this config's parameters:
-    doc_kind, doc_id, band_hashes (null for an item without shingles)."""
+    doc_kind, doc_id, band_hashes — the stimulus's b bands, then, for an item with a passage, the
+    question's b bands (positions b..2b-1, so a question band never meets a stimulus band); null for
+    an item without shingles.
+    Two items whose questions alone are near-duplicates become candidates even when their passages
+    differ in length (a passage cut short), which the stimulus bands alone would miss."""
+    empty = F.array().cast("array<bigint>")
     return (
         lakehouse.read(MINHASH_SIGNATURES.name)
         .where((F.col("doc_kind") == doc_kind) & (F.col("params") == minhash_params(config).tag))
-        .select("doc_kind", "doc_id", "band_hashes")
+        .select("doc_kind", "doc_id",
+                F.when(F.col("band_hashes").isNotNull(),
+                       F.concat("band_hashes", F.coalesce("question_band_hashes", empty))).alias("band_hashes"))
         .join(ids.select("doc_id").distinct(), "doc_id", "left_semi")
     )
 
 
 def stored_shingles(lakehouse: Lakehouse, config: NearDupConfig) -> DataFrame:
-    """Shingle-hash sets at this config's parameters: doc_kind, doc_id, num_shingles, shingles."""
+    """Shingle-hash sets at this config's parameters: doc_kind, doc_id, num_shingles, shingles,
+    question_shingles, passage_shingles."""
     return (
         lakehouse.read(MINHASH_SIGNATURES.name)
         .where(F.col("params") == minhash_params(config).tag)
-        .select("doc_kind", "doc_id", "num_shingles", "shingles")
+        .select("doc_kind", "doc_id", "num_shingles", "shingles", "question_shingles", "passage_shingles")
     )
 
 
@@ -220,29 +237,50 @@ def candidate_pairs(signatures: DataFrame, bucket_all_pairs_max: int) -> DataFra
 
 
 def confirmed_pairs(pairs: DataFrame, shingles: DataFrame, threshold: float) -> DataFrame:
-    """Candidate pairs whose exact Jaccard of shingle-hash sets is ≥ threshold.
+    """Candidate pairs that are near-duplicates by `udfs.minhash.near_duplicate_pair`, exactly.
 
-    pairs: gen_id, other_kind, other_id; shingles: doc_kind, doc_id, num_shingles, shingles (any
-    superset of the rows the pairs name: only those are read past a broadcast semi-join, so the
-    big arrays of items in no pair are never shuffled). Returns gen_id, other_kind, other_id,
-    jaccard (double).
+    pairs: gen_id, other_kind, other_id; shingles: doc_kind, doc_id, num_shingles, shingles,
+    question_shingles, passage_shingles (any superset of the rows the pairs name: only those are
+    read past a broadcast semi-join, so the big arrays of items in no pair are never shuffled).
+    When both items have a passage, their questions (Jaccard) and passages (containment) are
+    compared each on their own as well as their whole stimuli; otherwise the whole stimuli
+    (Jaccard). Returns gen_id, other_kind, other_id, jaccard (double: the similarity the rule
+    decided on, ≥ threshold).
     """
     needed = pairs.select(F.lit("generated").alias("doc_kind"), F.col("gen_id").alias("doc_id")).unionByName(
         pairs.select(F.col("other_kind").alias("doc_kind"), F.col("other_id").alias("doc_id"))).distinct()
     sets = shingles.join(F.broadcast(needed), ["doc_kind", "doc_id"], "left_semi")
     mine = sets.where(F.col("doc_kind") == "generated").select(
-        F.col("doc_id").alias("gen_id"), F.col("num_shingles").alias("n_a"), F.col("shingles").alias("s_a"))
+        F.col("doc_id").alias("gen_id"), F.col("num_shingles").alias("n_a"), F.col("shingles").alias("s_a"),
+        F.col("question_shingles").alias("q_a"), F.col("passage_shingles").alias("p_a"))
     theirs = sets.select(
         F.col("doc_kind").alias("other_kind"), F.col("doc_id").alias("other_id"),
-        F.col("num_shingles").alias("n_b"), F.col("shingles").alias("s_b"))
+        F.col("num_shingles").alias("n_b"), F.col("shingles").alias("s_b"),
+        F.col("question_shingles").alias("q_b"), F.col("passage_shingles").alias("p_b"))
+    t = F.lit(threshold)
+    both_passages = F.col("p_a").isNotNull() & F.col("p_b").isNotNull()
+    nq_a, nq_b = F.size(F.coalesce("q_a", F.array())), F.size(F.coalesce("q_b", F.array()))
+
+    def jac(inter: str, n_a: Column, n_b: Column) -> Column:
+        return F.when(n_a + n_b - F.col(inter) > 0, F.col(inter) / (n_a + n_b - F.col(inter))).otherwise(F.lit(0.0))
+
     joined = (
         pairs.join(mine, "gen_id").join(theirs, ["other_kind", "other_id"])
-        # J ≤ min/max of the set sizes: skip the intersection when even that bound is too low
-        .where(F.least("n_a", "n_b") >= F.lit(threshold) * F.greatest("n_a", "n_b"))
+        # free bounds first: J ≤ min/max of the set sizes (of the questions when both items have a
+        # passage, of the whole stimuli otherwise)
+        .where(F.when(both_passages, F.least(nq_a, nq_b) >= t * F.greatest(nq_a, nq_b))
+               .otherwise(F.least("n_a", "n_b") >= t * F.greatest("n_a", "n_b")))
         .withColumn("inter", F.size(F.array_intersect("s_a", "s_b")))
-        .withColumn("jaccard", F.col("inter") / (F.col("n_a") + F.col("n_b") - F.col("inter")))
+        .withColumn("stimulus_j", jac("inter", F.col("n_a"), F.col("n_b")))
+        .withColumn("q_inter", F.when(both_passages, F.size(F.array_intersect("q_a", "q_b"))))
+        .withColumn("question_j", jac("q_inter", nq_a, nq_b))
+        .withColumn("passage_c", F.when(both_passages, F.size(F.array_intersect("p_a", "p_b"))
+                                        / F.least(F.size("p_a"), F.size("p_b"))))
+        .withColumn("jaccard", F.when(both_passages,
+                                      F.least("question_j", F.greatest("passage_c", "stimulus_j")))
+                    .otherwise(F.col("stimulus_j")))
     )
-    return joined.where(F.col("jaccard") >= F.lit(threshold)).select("gen_id", "other_kind", "other_id", "jaccard")
+    return joined.where(F.col("jaccard") >= t).select("gen_id", "other_kind", "other_id", "jaccard")
 
 
 # ---- 4. connected components --------------------------------------------------------------------
@@ -314,11 +352,12 @@ def near_duplicates(lakehouse: Lakehouse, config: NearDupConfig, generated_df: D
     runs Spark jobs before it returns.
 
     Returns gen_id, component_id (the smallest gen_id of the item's component of generated items
-    linked by pairs with Jaccard ≥ config.threshold; its own gen_id when alone), component_size
-    (long, 1 when alone), best_match_id / best_match_jaccard (the most similar other generated item
-    among confirmed pairs, ties to the smallest id; null when none), seed_match_id /
-    seed_match_jaccard (the most similar seed at or above the threshold, same tie rule; else null).
-    Jaccard is exact, over the sets of shingle hashes of the normalized stimuli.
+    linked by confirmed pairs (`confirmed_pairs`, similarity ≥ config.threshold); its own gen_id
+    when alone), component_size (long, 1 when alone), best_match_id / best_match_jaccard (the most
+    similar other generated item among confirmed pairs, ties to the smallest id; null when none),
+    seed_match_id / seed_match_jaccard (the most similar seed at or above the threshold, same tie
+    rule; else null). Similarities are exact, over the sets of shingle hashes of the normalized
+    stimuli, questions and passages (`udfs.minhash.near_duplicate_pair` says which one decides).
     """
     generated = _items(generated_df, "gen_id")
     seeds = _items(seeds_df, "seed_id")

@@ -312,8 +312,9 @@ def paraphrase_matches(lakehouse: Lakehouse, config: Config, candidates: DataFra
 
 # ---- the filter ---------------------------------------------------------------------------------
 # The filters whose rejection makes this filter skip an item (the cheaper ones: embedding and
-# judging an item they already keep out of `curated` would be paid for nothing).
-AFTER = ("validation", "exact_dup", "near_dup", "contamination")
+# judging an item they already keep out of `curated` would be paid for nothing; seed_copy's copies of
+# a seed included, issue 29).
+AFTER = ("validation", "exact_dup", "seed_copy", "near_dup", "contamination")
 
 
 def prepare(ctx: CurateContext, engine) -> None:

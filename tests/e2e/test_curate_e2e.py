@@ -76,7 +76,7 @@ def world(spark, mirror, tmp_path_factory, task_index):
          "simulator.wrong_answer_rate=0.15", "simulator.duplicate_rate=0.25",
          "simulator.heldout_copy_rate=0.15", f"simulator.heldout_file={heldout_file}",
          "simulator.heldout_paraphrase_rate=0.15", "curate.paraphrase.enabled=true",
-         "simulator.seed_copy_rate=0.1", "simulator.prompt_leak_rate=0.1",
+         "simulator.seed_copy_rate=0.1", "simulator.prompt_leak_rate=0.1", "simulator.self_reference_rate=0.05",
          "simulator.latency_ms=1", "simulator.latency_jitter_ms=1", *DEMO_WITHOUT_CALIBRATION],
         home=root / "lakehouse",
     )
@@ -196,6 +196,21 @@ def test_seed_copies_and_prompt_leaks_fail_and_never_reach_curated(world):
     assert all("prompt_leak" in json.loads(validation[g].evidence)["problems"] for g in leaks)
     curated = {r.gen_id for r in lh.read("curated").select("gen_id").collect()}
     assert not curated & {*copies, *leaks}
+
+
+def test_self_referential_items_fail_validation_and_never_reach_curated(world):
+    """The simulator's trivial items about themselves (one example of the kind udfs/self_reference.py
+    rejects) fail validation with self_reference; found from the data with the rule itself."""
+    from udfs.self_reference import self_reference_decision
+
+    lh = world["lakehouse"]
+    validation = _decisions(lh, "validation")
+    items = lh.read("generated").collect()
+    trivial = [r.gen_id for r in items if not self_reference_decision(r.asDict(recursive=True)).passed]
+    assert trivial, "the simulator planted no self-referential item: raise simulator.self_reference_rate"
+    assert all("self_reference" in json.loads(validation[g].evidence)["problems"] for g in trivial)
+    curated = {r.gen_id for r in lh.read("curated").select("gen_id").collect()}
+    assert not curated & set(trivial)
 
 
 def test_duplicate_generations_keep_one_survivor(world):

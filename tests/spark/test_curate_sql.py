@@ -287,6 +287,10 @@ def test_filter_validation_each_problem_kind(lakehouse):
         cand("leak", context=f"Heat moves. {LEAKED.capitalize()}."),
         cand("seed_leak", item_kind="seed", seed_id="s1", generation_request_id=None,
              context=f"Heat moves. {LEAKED.capitalize()}."),
+        cand("self_ref", question="Which option is listed first?"),
+        cand("self_ref_passage", context="This paragraph is the paragraph of this item."),
+        cand("seed_self_ref", item_kind="seed", seed_id="s1", generation_request_id=None,
+             question="Which option is listed first?"),
     ])
     expected = {"ok": "valid", "fmt": "unknown_format", "noq": "missing_question", "noa": "missing_answer",
                 "orphan": "missing_seed", "no_request": "missing_request", "shortq": "question_too_short",
@@ -295,9 +299,12 @@ def test_filter_validation_each_problem_kind(lakehouse):
                 "idx_text": "answer_not_in_choices", "bool_bad": "answer_not_in_choices",
                 "num_bad": "answer_not_a_number", "long_ans": "answer_too_long", "marker": "template_marker",
                 "inst": "template_marker", "chatter": "template_marker", "role": "template_marker",
-                "seed_item": "valid", "leak": "prompt_leak", "seed_leak": "valid"}
+                "seed_item": "valid", "leak": "prompt_leak", "seed_leak": "valid",
+                "self_ref": "self_reference", "self_ref_passage": "self_reference", "seed_self_ref": "valid"}
     assert {k: r["reason"] for k, r in rows.items()} == expected
-    assert {k for k, r in rows.items() if r["passed"]} == {"ok", "seed_item", "seed_leak"}
+    assert {k for k, r in rows.items() if r["passed"]} == {"ok", "seed_item", "seed_leak", "seed_self_ref"}
+    assert json.loads(rows["self_ref"]["evidence"])["self_reference"] == "question"
+    assert json.loads(rows["self_ref_passage"]["evidence"])["self_reference"] == "passage"
     assert json.loads(rows["leak"]["evidence"])["prompt"] == f"sentence: {LEAKED}"[:200]  # cut at 200
     assert all(r["filter"] == "validation" for r in rows.values())
     assert json.loads(rows["inst"]["evidence"])["marker"] == "[INST]"

@@ -23,7 +23,7 @@ from jobs.filters.near_dup import (
     update_signatures,
 )
 from schemas.tables import MINHASH_SIGNATURES
-from udfs.minhash import jaccard, shingle_batch, stimulus_text
+from udfs.minhash import item_similarity, jaccard, shingle_batch, stimulus_text
 from udfs.textnorm import normalize_text
 
 pytestmark = pytest.mark.spark
@@ -255,3 +255,60 @@ def test_real_gsm8k_near_duplicates_equal_brute_force(spark, lakehouse, mirror):
     assert sum(got[f"t{i:04d}"]["seed_match_id"] is None for i in range(150)) == 150
     assert got["g9999"]["component_size"] == 2 and got["g9999"]["best_match_jaccard"] == 1.0
     assert 0 < sum(r["seed_match_id"] is not None for r in got.values()) < n_gen
+
+
+# ---- question and passage each on their own (issue 29) -------------------------------------------
+DANUBE = ("The Danube is Europe's second-longest river. It rises in the Black Forest of Germany and flows "
+          "south-east for about 2,850 kilometres through ten countries, among them Austria, Hungary, Serbia "
+          "and Romania, before it empties into the Black Sea through a wide delta.")
+FRAME = "What will Others want to do next?"
+OPTIONS = ["thank them", "go to sleep", "sell the house"]
+
+
+def test_question_and_passage_each_on_their_own(spark, lakehouse, mirror):
+    """Inline items: a frame question over different passages and different questions over one
+    passage are not near-duplicates; the same question over a lightly edited passage is, and so is a
+    seed's question over its passage cut short (a candidate only through the question's bands).
+    Real BoolQ train items that share a passage with another question are not called copies of it."""
+    config = lakehouse.config.curate.near_dup
+    generated = [
+        ("g-frame-1", FRAME, "Jordan fixed the neighbour's fence after the storm.", OPTIONS),
+        ("g-frame-2", FRAME, "Kai baked bread for everyone at the shelter.", OPTIONS),
+        ("g-passage-1", "Does the Danube flow into the Black Sea?", DANUBE, None),
+        ("g-passage-2", "Does the Danube rise in Germany?", DANUBE, None),
+        ("g-edit", "Does the Danube rise in Germany?",
+         DANUBE.replace("second-longest", "second longest").replace("about", "roughly"), None),
+        ("g-cut", "is there a j in the italian alphabet", "The Italian alphabet has 21 letters.", ["no", "yes"]),
+    ]
+    seeds = [("s-frame", FRAME, "Robin lent Sasha a jacket on the cold walk home.", OPTIONS),
+             ("s-cut", "Is there a J in the Italian alphabet?",
+              "The Italian alphabet has 21 letters. J, K, W, X and Y appear only in loanwords and names.",
+              ["no", "yes"])]
+    rows = {r["gen_id"]: r.asDict() for r in near_duplicates(
+        lakehouse, config, items(spark, generated, "gen_id"), items(spark, seeds, "seed_id")).collect()}
+    for alone in ("g-frame-1", "g-frame-2", "g-passage-1"):
+        assert (rows[alone]["component_size"], rows[alone]["seed_match_id"]) == (1, None), rows[alone]
+    assert rows["g-passage-2"]["component_id"] == rows["g-edit"]["component_id"] == "g-edit"
+    assert rows["g-passage-2"]["component_size"] == 2
+    assert rows["g-cut"]["seed_match_id"] == "s-cut" and rows["g-cut"]["seed_match_jaccard"] == 1.0
+
+    # real: BoolQ train passages that carry two different questions; the whole stimulus called
+    # nearly all of them near-duplicates (udfs.minhash test: 3,311 of 3,470 pairs)
+    with open(mirror / "aps" / "super_glue" / "boolq" / "train.jsonl", encoding="utf-8") as handle:
+        boolq = [json.loads(line) for line in handle]
+    first: dict = {}
+    pairs = []
+    for i, r in enumerate(boolq):
+        key = normalize_text(r["passage"])
+        if key in first and len(pairs) < 60:
+            pairs.append((first[key], i))
+        first.setdefault(key, i)
+    gen = [(f"bq-{j}", boolq[j]["question"], boolq[j]["passage"], None) for _, j in pairs]
+    sds = [(f"bq-seed-{i}", boolq[i]["question"], boolq[i]["passage"], None) for i, _ in pairs]
+    whole = sum(exact(g, s) >= 0.8 for g, s in zip(gen, sds))
+    real = near_duplicates(lakehouse, config, items(spark, gen, "gen_id"), items(spark, sds, "seed_id")).collect()
+    copies = [r["gen_id"] for r in real if r["seed_match_id"] is not None]
+    expected = [g[0] for g, s in zip(gen, sds)
+                if item_similarity(g[1:], s[1:], minhash_params(config), config.threshold)[0]]
+    assert len(gen) == 60 and whole >= 50
+    assert sorted(copies) == sorted(expected) and len(copies) <= 2

@@ -9,9 +9,12 @@
 --   no leftover template markers or instruction-following artifacts in any field
 --     (udfs/validation.py: `{{`, `<|`, `[INST]`, "Question:"/"Answer:" echoes, role labels, ...);
 --   none of our own prompt in any field: a fixed sentence of a template or a marker the renderer
---     writes (udfs/prompt_leak.py, derived from udfs/prompts/*.txt: injected or looping output).
+--     writes (udfs/prompt_leak.py, derived from udfs/prompts/*.txt: injected or looping output);
+--   not a trivial item about itself: a question about the item's own wording, options or answer
+--     ("What is the answer to this question?", "Which option is listed first?"), a passage about
+--     itself, or an answer that is the question's own text (udfs/self_reference.py).
 -- passed = no problem; reason = the first problem (or 'valid'); evidence lists every problem, the
--- first marker text found and the first piece of the prompt found.
+-- first marker text found, the first piece of the prompt found and where the item refers to itself.
 WITH lineage AS (
     SELECT c.gen_id,
            s.seed_id IS NOT NULL AS seed_found,
@@ -29,12 +32,14 @@ fields AS (
            regexp_extract(concat_ws('\n', c.context, c.question, array_join(c.choices, '\n'), c.answer_text),
                           ${template_marker_pattern}, 0) AS marker,
            CASE WHEN c.item_kind = 'generated' THEN prompt_leak(c.question, c.context, c.choices, c.answer_text)
-           END AS leak
+           END AS leak,
+           CASE WHEN c.item_kind = 'generated' THEN self_reference(c.question, c.context, c.answer_text)
+           END AS self_ref
     FROM stg_candidates c
     JOIN lineage g ON g.gen_id = c.gen_id
 ),
 checked AS (
-    SELECT gen_id, marker, leak, filter(array(
+    SELECT gen_id, marker, leak, self_ref, filter(array(
         CASE WHEN answer_format IS NULL OR NOT array_contains(${answer_formats}, answer_format)
              THEN 'unknown_format' END,
         CASE WHEN trim(coalesce(question, '')) = '' THEN 'missing_question' END,
@@ -61,7 +66,8 @@ checked AS (
         CASE WHEN answer_format IN ('boolean', 'label') AND answer_key IS NULL THEN 'answer_not_in_choices' END,
         CASE WHEN answer_format = 'numeric' AND answer_key IS NULL THEN 'answer_not_a_number' END,
         CASE WHEN marker <> '' THEN 'template_marker' END,
-        CASE WHEN leak IS NOT NULL THEN 'prompt_leak' END
+        CASE WHEN leak IS NOT NULL THEN 'prompt_leak' END,
+        CASE WHEN self_ref IS NOT NULL THEN 'self_reference' END
     ), p -> p IS NOT NULL) AS problems
     FROM fields
 )
@@ -70,6 +76,7 @@ SELECT gen_id,
        size(problems) = 0 AS passed,
        coalesce(try_element_at(problems, 1), 'valid') AS reason,
        CAST(NULL AS DOUBLE) AS score,
-       to_json(named_struct('problems', problems, 'marker', nullif(substr(marker, 1, 80), ''), 'prompt', leak))
+       to_json(named_struct('problems', problems, 'marker', nullif(substr(marker, 1, 80), ''), 'prompt', leak,
+                            'self_reference', self_ref))
            AS evidence
 FROM checked
