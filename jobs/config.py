@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,8 +28,29 @@ class _Strict(BaseModel):
 
 
 class SparkConfig(_Strict):
+    """The Spark session taskseed starts when it is not on Databricks (jobs/runtime.py builds it).
+
+    A `local[...]` master runs everything in this process's JVM with this interpreter; any other
+    master (`spark://`, `yarn`, `k8s://`, `local-cluster[...]`) is a cluster, whose executors get
+    their parallelism and Python from here, not from the driver's machine (docs/cluster.md)."""
+
     master: str = "local[*]"
-    shuffle_partitions: int = Field(4, ge=1)
+    shuffle_partitions: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Initial partitions of every shuffle; with `adaptive` Spark coalesces them to "
+                            "the data. auto: 4 x the local cores on a local master, max(200, 4 x "
+                            "default parallelism) on a cluster.")
+    adaptive: bool = Field(True, description="Adaptive query execution: coalesce small shuffle partitions, "
+                                             "split skewed joins (spark.sql.adaptive.*).")
+    default_parallelism: int | None = Field(
+        None, ge=1, description="spark.default.parallelism; None = the local master's cores (at least 2), "
+                                "or on a cluster Spark's own (the executors' total cores).")
+    python: str | None = Field(
+        None, description="The Python executors run (spark.pyspark.python / PYSPARK_PYTHON) on a cluster: a "
+                          "path that exists on every worker, with taskseed's dependencies; None = this "
+                          "interpreter on a local master, PYSPARK_PYTHON or python3 on a cluster.")
+    project_installed: bool = Field(
+        False, description="On a cluster: the taskseed package is installed on the executors already, so "
+                           "the project's own packages are not shipped to them as a zip.")
     ui_enabled: bool = False
     driver_memory: str = "4g"
     # Extra Spark conf entries passed through verbatim (spark.* keys).

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Literal
 
-from jobs.config import Config, ConfigError
+from jobs.config import Config, ConfigError, SparkConfig
 
 REQUIRED_JAVA_MAJOR = 17
 JvmOutput = Literal["log", "console"]
@@ -124,18 +124,96 @@ def start_failure_reason(log_text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-_session: tuple[tuple, object] | None = None  # (settings, session) of the last local start
+_session: tuple[tuple, object] | None = None  # (settings, session) of the last start
 
 
-def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, driver_memory: str,
-                   extra_conf: tuple[tuple[str, str], ...], log_path: str | None = None):
+def is_local_master(master: str) -> bool:
+    """True for `local`, `local[N]`, `local[*]`, `local[N,F]`: one JVM on this machine, Python
+    workers forked from this interpreter. `local-cluster[...]`, `spark://`, `yarn`, `k8s://` are
+    clusters (executors in JVMs of their own)."""
+    return master == "local" or master.startswith("local[")
+
+
+def local_cores(master: str) -> int:
+    """The cores a local master uses: `local` 1, `local[N]`/`local[N,F]` N, `local[*]` this
+    machine's CPU count. ValueError for a cluster master."""
+    if not is_local_master(master):
+        raise ValueError(f"{master!r} is not a local master")
+    if master == "local":
+        return 1
+    n = master[len("local["):].split(",")[0].rstrip("]").strip()
+    return os.cpu_count() or 1 if n == "*" else max(1, int(n))
+
+
+def auto_shuffle_partitions(master: str, parallelism: int) -> int:
+    """`spark.shuffle_partitions: auto`: how many partitions a shuffle starts with before adaptive
+    query execution coalesces the small ones (to ~1 MB or more each, spark.sql.adaptive.*).
+    4 x the local master's cores (local[2] -> 8: every core busy, tiny tables end in one or two
+    partitions); on a cluster max(200, 4 x parallelism) (Spark's own default is 200; 4 tasks a core
+    keeps a slow task from idling the rest), where parallelism is the executors' total cores."""
+    if is_local_master(master):
+        return 4 * local_cores(master)
+    return max(200, 4 * parallelism)
+
+
+def session_conf(spark: SparkConfig, executor_python: str | None) -> dict[str, str]:
+    """The Spark settings taskseed's session starts with (before the user's `spark.conf`, which wins).
+
+    Parallelism and Python come from the local master (this machine's cores, this interpreter) or,
+    on a cluster, from config (`spark.default_parallelism`, `spark.python`; unset = Spark's own).
+    Shuffle partitions: the configured number, or on a local master `auto_shuffle_partitions`;
+    a cluster's auto number is set once the executors are known (`apply_auto_partitions`)."""
+    local = is_local_master(spark.master)
+    parallelism = spark.default_parallelism or (max(2, local_cores(spark.master)) if local else None)
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.adaptive.enabled": str(spark.adaptive).lower(),
+        "spark.sql.adaptive.coalescePartitions.enabled": str(spark.adaptive).lower(),
+        "spark.sql.adaptive.skewJoin.enabled": str(spark.adaptive).lower(),
+        "spark.ui.enabled": str(spark.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": spark.driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Delta rebuilds table state with this many tasks; 50 is meant for big clusters.
+        "spark.databricks.delta.snapshotPartitions": "2" if local else "50",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.python.worker.reuse": "true",
+        # The endpoint's API key reaches the Python workers as a broadcast; with IO encryption
+        # PySpark hands the pickled value to the JVM over a socket and the JVM writes only
+        # ciphertext (key held in memory) — without it the key is a plain pickle in
+        # <spark.local.dir>/spark-*/pyspark-*/ that survives a crash (jobs/llm_stage/endpoint.py).
+        "spark.io.encryption.enabled": "true",
+    }
+    if parallelism:
+        conf["spark.default.parallelism"] = str(parallelism)
+    if spark.shuffle_partitions != "auto":
+        conf["spark.sql.shuffle.partitions"] = str(spark.shuffle_partitions)
+    elif local:
+        conf["spark.sql.shuffle.partitions"] = str(auto_shuffle_partitions(spark.master, parallelism))
+    if executor_python:
+        conf["spark.pyspark.python"] = executor_python
+    return conf
+
+
+def executor_python(spark: SparkConfig) -> str | None:
+    """The interpreter Python workers run: `spark.python` if set; on a local master this one
+    (the venv with pandas, lm-eval, openai — not the `python3` on PATH); on a cluster None
+    (PYSPARK_PYTHON if the environment has it, else Spark's `python3`)."""
+    if spark.python:
+        return spark.python
+    return sys.executable if is_local_master(spark.master) else os.environ.get("PYSPARK_PYTHON")
+
+
+def _local_session(spark_config: SparkConfig, log_path: str | None = None):
     """The cached session for these settings (the log path is not part of the key: the JVM's
     output goes where the call that started it said)."""
     global _session
-    settings = (master, shuffle_partitions, ui_enabled, driver_memory, extra_conf)
+    settings = spark_config.model_dump_json()
     if _session is not None and _session[0] == settings:
         return _session[1]
-    spark = _start_local_session(*settings, log_path=log_path)
+    spark = _start_session(spark_config, log_path=log_path)
     _session = (settings, spark)
     return spark
 
@@ -190,36 +268,22 @@ def remember_jars(packages: str, spark_jars: str | None, own: str | None = None)
         tmp.replace(target)
 
 
-def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool, driver_memory: str,
-                         extra_conf: tuple[tuple[str, str], ...], log_path: str | None):
+def _start_session(spark_config: SparkConfig, log_path: str | None):
     from pyspark.sql import SparkSession
 
     require_java()
-    # Python workers must run this interpreter (the venv with pandas, lm-eval, openai), not the
-    # `python3` on PATH; PySpark reads the variable, not spark.pyspark.python, in local mode.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.master(master)
-        .appName("taskseed")
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-        .config("spark.default.parallelism", str(max(2, os.cpu_count() or 2)))
-        .config("spark.ui.enabled", str(ui_enabled).lower())
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        # Delta rebuilds table state with this many tasks; 50 is meant for big clusters.
-        .config("spark.databricks.delta.snapshotPartitions", "2")
-        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
-        .config("spark.python.worker.reuse", "true")
-        # The endpoint's API key reaches the Python workers as a broadcast; with IO encryption
-        # PySpark hands the pickled value to the JVM over a socket and the JVM writes only
-        # ciphertext (key held in memory) — without it the key is a plain pickle in
-        # <spark.local.dir>/spark-*/pyspark-*/ that survives a crash (jobs/llm_stage/endpoint.py).
-        .config("spark.io.encryption.enabled", "true")
-    )
+    local = is_local_master(spark_config.master)
+    python = executor_python(spark_config)
+    # PySpark's driver reads the workers' interpreter from this variable (not from
+    # spark.pyspark.python) when it is not started by spark-submit.
+    if spark_config.python:
+        os.environ["PYSPARK_PYTHON"] = spark_config.python
+    elif local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(spark_config.master).appName("taskseed")
+    for key, value in session_conf(spark_config, python).items():
+        builder = builder.config(key, value)
+    extra_conf = spark_config.conf
     conf = dict(extra_conf)
     packages = delta_packages(conf.pop("spark.jars.packages", None))
     for key, value in conf.items():
@@ -236,7 +300,19 @@ def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool,
         spark = _started_with_output_to(builder, Path(log_path))
     if jars is None:
         remember_jars(packages, spark.sparkContext.getConf().get("spark.jars"), conf.get("spark.jars"))
+    if not local:
+        apply_auto_partitions(spark, spark_config)
     return spark
+
+
+def apply_auto_partitions(spark, spark_config: SparkConfig) -> None:
+    """On a cluster with `shuffle_partitions: auto` (and no spark.sql.shuffle.partitions of the
+    user's): set the session's shuffle partitions from the executors' total cores
+    (`SparkContext.defaultParallelism`, or `spark.default_parallelism`), a runtime SQL setting."""
+    if spark_config.shuffle_partitions != "auto" or "spark.sql.shuffle.partitions" in spark_config.conf:
+        return
+    parallelism = spark_config.default_parallelism or spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.shuffle.partitions", str(auto_shuffle_partitions(spark_config.master, parallelism)))
 
 
 def _started_with_output_to(builder, path: Path):
@@ -290,11 +366,4 @@ def get_spark(config: Config, jvm_output: JvmOutput = "log"):
         if spark is None:
             raise ConfigError("runtime is databricks but there is no active Spark session")
         return spark
-    return _local_session(
-        config.spark.master,
-        config.spark.shuffle_partitions,
-        config.spark.ui_enabled,
-        config.spark.driver_memory,
-        tuple(sorted(config.spark.conf.items())),
-        str(spark_log_path(config)) if jvm_output == "log" else None,
-    )
+    return _local_session(config.spark, str(spark_log_path(config)) if jvm_output == "log" else None)

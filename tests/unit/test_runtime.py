@@ -132,3 +132,60 @@ def test_an_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
     jar.write_bytes(b"PK")
     remember_jars("p:q:1", jar.as_uri())
     assert remembered_jars("p:q:1") is None
+
+
+# ---- session settings: partitions follow the data, a cluster's settings come from config ------------
+
+@pytest.mark.parametrize("master,cores", [("local", 1), ("local[2]", 2), ("local[3,2]", 3), ("local[16]", 16)])
+def test_a_local_master_starts_4_shuffle_partitions_a_core_and_aqe_coalesces_them(master, cores):
+    from jobs.config import SparkConfig
+    from jobs.runtime import session_conf
+
+    conf = session_conf(SparkConfig(master=master), "/venv/bin/python")
+    assert conf["spark.sql.shuffle.partitions"] == str(4 * cores)
+    assert conf["spark.default.parallelism"] == str(max(2, cores))
+    assert conf["spark.sql.adaptive.enabled"] == conf["spark.sql.adaptive.coalescePartitions.enabled"] == "true"
+    assert conf["spark.pyspark.python"] == "/venv/bin/python"
+
+
+def test_local_star_uses_this_machines_cores(monkeypatch):
+    from jobs.config import SparkConfig
+    from jobs.runtime import session_conf
+
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert session_conf(SparkConfig(master="local[*]"), None)["spark.sql.shuffle.partitions"] == "24"
+
+
+@pytest.mark.parametrize("master", ["spark://10.0.0.5:7077", "yarn", "k8s://https://api:6443", "local-cluster[2,1,1024]"])
+def test_a_cluster_takes_nothing_from_the_drivers_machine(master, monkeypatch):
+    """No parallelism from the driver's CPU count, no driver interpreter path, no fixed partition
+    count: Spark's defaults (the executors' cores) or config."""
+    from jobs.config import SparkConfig
+    from jobs.runtime import auto_shuffle_partitions, executor_python, session_conf
+
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    spark = SparkConfig(master=master)
+    assert executor_python(spark) is None
+    conf = session_conf(spark, executor_python(spark))
+    assert not {"spark.default.parallelism", "spark.pyspark.python", "spark.sql.shuffle.partitions"} & set(conf)
+    configured = SparkConfig(master=master, default_parallelism=96, python="/opt/conda/bin/python", shuffle_partitions=640)
+    conf = session_conf(configured, executor_python(configured))
+    assert (conf["spark.default.parallelism"], conf["spark.pyspark.python"], conf["spark.sql.shuffle.partitions"]) \
+        == ("96", "/opt/conda/bin/python", "640")
+    assert auto_shuffle_partitions(master, 2) == 200 and auto_shuffle_partitions(master, 96) == 384
+
+
+def test_adaptive_execution_can_be_turned_off_and_a_fixed_count_kept():
+    from jobs.config import SparkConfig
+    from jobs.runtime import session_conf
+
+    conf = session_conf(SparkConfig(master="local[2]", adaptive=False, shuffle_partitions=4), None)
+    assert conf["spark.sql.adaptive.enabled"] == "false" and conf["spark.sql.shuffle.partitions"] == "4"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_bad_partition_count_is_a_config_error(value):
+    from jobs.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="spark.shuffle_partitions"):
+        load_config(overrides=[f"spark.shuffle_partitions={value}"])
