@@ -232,11 +232,15 @@ def delta_packages(extra: str | None = None) -> str:
     return builder._options["spark.jars.packages"]
 
 
+def taskseed_cache() -> Path:
+    """This machine's cache of taskseed: `$XDG_CACHE_HOME/taskseed` (default ~/.cache/taskseed)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskseed"
+
+
 def delta_classpath_file(packages: str) -> Path:
     """Where the jar paths resolved for `packages` are remembered: one file per set of
-    coordinates under `$XDG_CACHE_HOME/taskseed` (default ~/.cache/taskseed)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskseed"
-    return cache / f"classpath-{re.sub(r'[^A-Za-z0-9_.-]+', '_', packages)}.txt"
+    coordinates under `taskseed_cache()`."""
+    return taskseed_cache() / f"classpath-{re.sub(r'[^A-Za-z0-9_.-]+', '_', packages)}.txt"
 
 
 def remembered_jars(packages: str) -> list[str] | None:
@@ -302,6 +306,9 @@ def _start_session(spark_config: SparkConfig, log_path: str | None):
         remember_jars(packages, spark.sparkContext.getConf().get("spark.jars"), conf.get("spark.jars"))
     if not local:
         apply_auto_partitions(spark, spark_config)
+        if not spark_config.project_installed:
+            spark.sparkContext.addPyFile(str(project_zip(taskseed_cache() / "pyfiles")))
+        check_executors_import_project(spark, spark_config)
     return spark
 
 
@@ -313,6 +320,97 @@ def apply_auto_partitions(spark, spark_config: SparkConfig) -> None:
         return
     parallelism = spark_config.default_parallelism or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.shuffle.partitions", str(auto_shuffle_partitions(spark_config.master, parallelism)))
+
+
+# ---- shipping the project to a cluster's executors ------------------------------------------------
+
+PROJECT_PACKAGES = ("jobs", "udfs", "schemas", "simulator")  # what executors import from taskseed
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # one timestamp for every entry: same files, same zip bytes
+
+
+def project_files() -> list[tuple[str, Path]]:
+    """(name inside the zip, file) for every file of `PROJECT_PACKAGES` as this interpreter imports
+    them (.py modules and package data: prompts, SQL, templates, the license policy), sorted;
+    no __pycache__."""
+    import importlib
+
+    files = []
+    for package in PROJECT_PACKAGES:
+        root = Path(importlib.import_module(package).__file__).parent
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files.append((f"{package}/{path.relative_to(root).as_posix()}", path))
+    return files
+
+
+def project_zip(directory: Path) -> Path:
+    """`<directory>/taskseed-<sha256 of names and contents, 12 hex>.zip` holding `project_files()`,
+    written once per content (atomic rename): what `sc.addPyFile` ships to a cluster's executors,
+    which import it with zipimport (package data is read through importlib.resources)."""
+    import hashlib
+    import zipfile
+
+    files = project_files()
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    target = directory / f"taskseed-{digest.hexdigest()[:12]}.zip"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, path in files:
+            archive.writestr(zipfile.ZipInfo(name, _ZIP_EPOCH), path.read_bytes(), zipfile.ZIP_DEFLATED)
+    tmp.replace(target)
+    return target
+
+
+PROBE_MODULES = ("jobs.config", "udfs.llm_udf", "udfs.minhash", "schemas.tables", "pandas", "pyarrow")
+
+
+def _probe_imports(modules: tuple[str, ...]):
+    """What one executor says about its Python: (error or "", interpreter, host). Built as a
+    closure so cloudpickle ships it by value: it must run where taskseed cannot be imported."""
+    def probe(_):
+        import importlib
+        import socket
+        import sys as _sys
+
+        error = ""
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - reported, one line
+                error = f"import {name}: {type(exc).__name__}: {exc}"
+                break
+        return error, _sys.executable, socket.gethostname()
+    return probe
+
+
+def check_executors_import_project(spark, spark_config: SparkConfig) -> None:
+    """On a cluster: run a tiny job (one task per executor core, at least 2) that imports the
+    project's packages and its main dependencies (`PROBE_MODULES`) on the executors; ConfigError,
+    one line, naming the first failure, the interpreter and host, and what to set, when one cannot.
+    Costs one Python worker start per executor (about a second)."""
+    sc = spark.sparkContext
+    tasks = max(2, sc.defaultParallelism)
+    try:
+        answers = sc.parallelize(range(tasks), tasks).map(_probe_imports(PROBE_MODULES)).collect()
+    except Exception as exc:  # noqa: BLE001 - a worker that cannot even start Python
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if re.search(r"(Error|Exception):", ln)), lines[0] if lines else "")
+        raise ConfigError(f"executors of {spark_config.master} cannot run taskseed's Python: {reason[:300]}; set "
+                          "spark.python to an interpreter on every worker with taskseed's dependencies "
+                          "(docs/cluster.md)") from None
+    failed = [answer for answer in answers if answer[0]]
+    if failed:
+        error, python, host = failed[0]
+        hint = ("set spark.project_installed=false to ship the project, or install taskseed there"
+                if spark_config.project_installed and error.startswith(tuple(f"import {p}" for p in PROJECT_PACKAGES))
+                else "set spark.python to an interpreter on every worker with taskseed's dependencies")
+        raise ConfigError(f"executors of {spark_config.master} cannot import taskseed: {error} (python {python} on "
+                          f"{host}); {hint} (docs/cluster.md)")
 
 
 def _started_with_output_to(builder, path: Path):
