@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Literal
 
-from jobs.config import Config, ConfigError, SparkConfig
+from jobs.config import Config, ConfigError, SparkConfig, driver_dir, uri_scheme
 
 REQUIRED_JAVA_MAJOR = 17
 JvmOutput = Literal["log", "console"]
@@ -77,9 +77,10 @@ def require_java() -> None:
 
 
 def spark_log_path(config: Config, day: dt.date | None = None) -> Path:
-    """`<home>/logs/spark-<YYYY-MM-DD>.log` (UTC date): where the local JVM's output goes."""
+    """`<home>/logs/spark-<YYYY-MM-DD>.log` (UTC date; on a URI home the driver's folder for it,
+    `driver_dir`): where the driver JVM's output goes."""
     day = day or dt.datetime.now(dt.timezone.utc).date()
-    return Path(config.home) / "logs" / f"spark-{day.isoformat()}.log"
+    return driver_dir(config) / "logs" / f"spark-{day.isoformat()}.log"
 
 
 @contextlib.contextmanager
@@ -206,14 +207,40 @@ def executor_python(spark: SparkConfig) -> str | None:
     return sys.executable if is_local_master(spark.master) else os.environ.get("PYSPARK_PYTHON")
 
 
-def _local_session(spark_config: SparkConfig, log_path: str | None = None):
-    """The cached session for these settings (the log path is not part of the key: the JVM's
-    output goes where the call that started it said)."""
+# Hadoop's own connector for a URI scheme, resolved from Maven Central at the version of the Hadoop
+# client PySpark bundles (the two must match). gs:// needs Google's gcs-connector: the user adds it
+# to spark.conf's spark.jars.packages (docs/cluster.md).
+HADOOP_CONNECTORS = {"s3a": "hadoop-aws", "abfs": "hadoop-azure", "abfss": "hadoop-azure",
+                     "wasb": "hadoop-azure", "wasbs": "hadoop-azure"}
+
+
+def hadoop_version() -> str:
+    """The version of the Hadoop client jars in the installed pyspark (`hadoop-client-api-<v>.jar`)."""
+    import pyspark
+
+    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    if not jars:
+        raise ConfigError("cannot tell the Hadoop version of the installed pyspark (no hadoop-client-api jar)")
+    return jars[-1].name[len("hadoop-client-api-"):-len(".jar")]
+
+
+def connector_packages(locations, user_packages: str | None = None) -> list[str]:
+    """Maven coordinates of the Hadoop connectors the URI `locations` need (`s3a://` ->
+    org.apache.hadoop:hadoop-aws:<hadoop_version()>; the AWS SDK bundle comes with it, ~690 MB on a
+    fresh machine), none for plain paths and none the user's `spark.jars.packages` already names."""
+    artifacts = {HADOOP_CONNECTORS[s] for s in map(uri_scheme, locations) if s in HADOOP_CONNECTORS}
+    named = user_packages or ""
+    return [f"org.apache.hadoop:{a}:{hadoop_version()}" for a in sorted(artifacts) if f":{a}:" not in named]
+
+
+def _local_session(spark_config: SparkConfig, log_path: str | None = None, packages: tuple[str, ...] = ()):
+    """The cached session for these settings and connector `packages` (the log path is not part of
+    the key: the JVM's output goes where the call that started it said)."""
     global _session
-    settings = spark_config.model_dump_json()
+    settings = (spark_config.model_dump_json(), packages)
     if _session is not None and _session[0] == settings:
         return _session[1]
-    spark = _start_session(spark_config, log_path=log_path)
+    spark = _start_session(spark_config, log_path=log_path, packages=packages)
     _session = (settings, spark)
     return spark
 
@@ -272,7 +299,7 @@ def remember_jars(packages: str, spark_jars: str | None, own: str | None = None)
         tmp.replace(target)
 
 
-def _start_session(spark_config: SparkConfig, log_path: str | None):
+def _start_session(spark_config: SparkConfig, log_path: str | None, packages: tuple[str, ...] = ()):
     from pyspark.sql import SparkSession
 
     require_java()
@@ -289,7 +316,7 @@ def _start_session(spark_config: SparkConfig, log_path: str | None):
         builder = builder.config(key, value)
     extra_conf = spark_config.conf
     conf = dict(extra_conf)
-    packages = delta_packages(conf.pop("spark.jars.packages", None))
+    packages = delta_packages(",".join(filter(None, [conf.pop("spark.jars.packages", None), *packages])))
     for key, value in conf.items():
         builder = builder.config(key, value)
     jars = remembered_jars(packages)
@@ -332,11 +359,14 @@ def project_files() -> list[tuple[str, Path]]:
     """(name inside the zip, file) for every file of `PROJECT_PACKAGES` as this interpreter imports
     them (.py modules and package data: prompts, SQL, templates, the license policy), sorted;
     no __pycache__."""
-    import importlib
+    import jobs
+    import schemas
+    import simulator
+    import udfs
 
     files = []
     for package in PROJECT_PACKAGES:
-        root = Path(importlib.import_module(package).__file__).parent
+        root = Path({"jobs": jobs, "udfs": udfs, "schemas": schemas, "simulator": simulator}[package].__file__).parent
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 files.append((f"{package}/{path.relative_to(root).as_posix()}", path))
@@ -366,37 +396,37 @@ def project_zip(directory: Path) -> Path:
     return target
 
 
-PROBE_MODULES = ("jobs.config", "udfs.llm_udf", "udfs.minhash", "schemas.tables", "pandas", "pyarrow")
-
-
-def _probe_imports(modules: tuple[str, ...]):
-    """What one executor says about its Python: (error or "", interpreter, host). Built as a
-    closure so cloudpickle ships it by value: it must run where taskseed cannot be imported."""
+def _probe_imports():
+    """What one executor says about its Python: (error or "", the module it could not find or "",
+    interpreter, host). Built as a closure so cloudpickle ships it by value: it must run where
+    taskseed cannot be imported."""
     def probe(_):
-        import importlib
         import socket
         import sys as _sys
 
-        error = ""
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # noqa: BLE001 - reported, one line
-                error = f"import {name}: {type(exc).__name__}: {exc}"
-                break
-        return error, _sys.executable, socket.gethostname()
+        error = missing = ""
+        try:  # the project's packages and the dependencies executors use most
+            import jobs.config  # noqa: F401
+            import pandas  # noqa: F401
+            import pyarrow  # noqa: F401
+            import schemas.tables  # noqa: F401
+            import udfs.llm_udf  # noqa: F401
+            import udfs.minhash  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - reported, one line
+            error, missing = f"{type(exc).__name__}: {exc}", getattr(exc, "name", None) or ""
+        return error, missing, _sys.executable, socket.gethostname()
     return probe
 
 
 def check_executors_import_project(spark, spark_config: SparkConfig) -> None:
     """On a cluster: run a tiny job (one task per executor core, at least 2) that imports the
-    project's packages and its main dependencies (`PROBE_MODULES`) on the executors; ConfigError,
+    project's packages and its main dependencies (`_probe_imports`) on the executors; ConfigError,
     one line, naming the first failure, the interpreter and host, and what to set, when one cannot.
     Costs one Python worker start per executor (about a second)."""
     sc = spark.sparkContext
     tasks = max(2, sc.defaultParallelism)
     try:
-        answers = sc.parallelize(range(tasks), tasks).map(_probe_imports(PROBE_MODULES)).collect()
+        answers = sc.parallelize(range(tasks), tasks).map(_probe_imports()).collect()
     except Exception as exc:  # noqa: BLE001 - a worker that cannot even start Python
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         reason = next((ln for ln in lines if re.search(r"(Error|Exception):", ln)), lines[0] if lines else "")
@@ -405,9 +435,9 @@ def check_executors_import_project(spark, spark_config: SparkConfig) -> None:
                           "(docs/cluster.md)") from None
     failed = [answer for answer in answers if answer[0]]
     if failed:
-        error, python, host = failed[0]
+        error, missing, python, host = failed[0]
         hint = ("set spark.project_installed=false to ship the project, or install taskseed there"
-                if spark_config.project_installed and error.startswith(tuple(f"import {p}" for p in PROJECT_PACKAGES))
+                if spark_config.project_installed and missing.split(".")[0] in PROJECT_PACKAGES
                 else "set spark.python to an interpreter on every worker with taskseed's dependencies")
         raise ConfigError(f"executors of {spark_config.master} cannot import taskseed: {error} (python {python} on "
                           f"{host}); {hint} (docs/cluster.md)")
@@ -464,4 +494,6 @@ def get_spark(config: Config, jvm_output: JvmOutput = "log"):
         if spark is None:
             raise ConfigError("runtime is databricks but there is no active Spark session")
         return spark
-    return _local_session(config.spark, str(spark_log_path(config)) if jvm_output == "log" else None)
+    connectors = connector_packages([config.home], config.spark.conf.get("spark.jars.packages"))
+    return _local_session(config.spark, str(spark_log_path(config)) if jvm_output == "log" else None,
+                          tuple(connectors))
