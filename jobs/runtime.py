@@ -1,7 +1,12 @@
 """Where the job runs: Java check, the Spark session, and whether we are on Databricks.
 
-Locally we build a `local[*]` session with Delta's SQL extensions and catalog, few shuffle
-partitions and the UI off; Delta's jars come from Maven Central through
+Off Databricks we build a session against `spark.master` with Delta's SQL extensions and catalog,
+shuffle partitions that adaptive query execution coalesces to the data (`session_conf`) and the UI
+off. A local master takes its parallelism and Python from this machine; a cluster master
+(`spark://`, `yarn`, `k8s://`) takes them from config, gets the project shipped as a zip
+(`project_zip`, unless `spark.project_installed`) and a probe job that makes an executor unable to
+import taskseed one line (`check_executors_import_project`); docs/cluster.md. A home on a URI
+adds its Hadoop connector's package (`connector_packages`). Delta's jars come from Maven Central through
 `configure_spark_with_delta_pip` on first start (cached in ~/.ivy2.5.2 afterwards). The jar paths
 that resolution produced are remembered (`delta_classpath_file`), so later starts put them on the
 classpath directly: no Ivy resolution (4–8 s of every start) and no network. On Databricks the
