@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import console
-from jobs.config import Config, ConfigError, TasksConfig, load_config
+from jobs.config import Config, ConfigError, TasksConfig, driver_dir, load_config
 from jobs.console import (
     STATUS_COLUMNS,
     TABLE_MAX_WIDTH,
@@ -55,7 +55,7 @@ def open_lakehouse(config: Config, announce: bool = True):
     from jobs.runtime import get_spark, spark_log_path
 
     verbose = console.verbose()
-    check_home(config.home)
+    check_home(driver_dir(config))  # a URI home is checked by Spark; its driver-local folder here
     if announce or verbose:
         where = "JVM output on this terminal" if verbose else f"JVM output in {spark_log_path(config)}"
         progress(f"starting Spark ({config.spark.master}) with Delta; lakehouse home {config.home}; {where}")

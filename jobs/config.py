@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,8 +30,29 @@ class _Strict(BaseModel):
 
 
 class SparkConfig(_Strict):
+    """The Spark session taskseed starts when it is not on Databricks (jobs/runtime.py builds it).
+
+    A `local[...]` master runs everything in this process's JVM with this interpreter; any other
+    master (`spark://`, `yarn`, `k8s://`, `local-cluster[...]`) is a cluster, whose executors get
+    their parallelism and Python from here, not from the driver's machine (docs/cluster.md)."""
+
     master: str = "local[*]"
-    shuffle_partitions: int = Field(4, ge=1)
+    shuffle_partitions: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Initial partitions of every shuffle; with `adaptive` Spark coalesces them to "
+                            "the data. auto: 4 x the local cores on a local master, max(200, 4 x "
+                            "default parallelism) on a cluster.")
+    adaptive: bool = Field(True, description="Adaptive query execution: coalesce small shuffle partitions, "
+                                             "split skewed joins (spark.sql.adaptive.*).")
+    default_parallelism: int | None = Field(
+        None, ge=1, description="spark.default.parallelism; None = the local master's cores (at least 2), "
+                                "or on a cluster Spark's own (the executors' total cores).")
+    python: str | None = Field(
+        None, description="The Python executors run (spark.pyspark.python / PYSPARK_PYTHON) on a cluster: a "
+                          "path that exists on every worker, with taskseed's dependencies; None = this "
+                          "interpreter on a local master, PYSPARK_PYTHON or python3 on a cluster.")
+    project_installed: bool = Field(
+        False, description="On a cluster: the taskseed package is installed on the executors already, so "
+                           "the project's own packages are not shipped to them as a zip.")
     ui_enabled: bool = False
     driver_memory: str = "4g"
     # Extra Spark conf entries passed through verbatim (spark.* keys).
@@ -230,9 +253,16 @@ class LLMConfig(_Strict):
     call_tasks: int | None = Field(None, ge=1, description="Calling Spark tasks of a run (the endpoint's "
                                                            "max_concurrency is split over them); default: the "
                                                            "cluster's parallel slots minus one.")
-    spool_dir: str | None = Field(None, description="Where calling tasks spool results before the ledger commit; "
-                                                    "default <home>/spool. On Databricks a UC Volume path (required).")
+    spool_dir: str | None = Field(None, description="Where calling tasks spool results before the ledger commit: a "
+                                                    "folder the driver and every executor share; default <home>/spool "
+                                                    "(on a URI home the driver's folder for it). On Databricks a UC "
+                                                    "Volume path (required).")
     micro_batch_rows: int | None = Field(None, ge=1, description="Deprecated name of commit_rows (wins when set).")
+
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _spool_folder(cls, value: Any) -> Any:
+        return local_folder(value)
     max_requests: int | None = Field(None, ge=0, description="Stop a stage cleanly after this many.")
     max_tokens_budget: int | None = Field(None, ge=0)
     retry_failed: bool = Field(False, description="Re-send requests whose ledger row is `failed`.")
@@ -521,13 +551,68 @@ class PublishConfig(_Strict):
     shard_rows: int = Field(10_000, ge=1, description="Rows (documents) per JSONL / Parquet shard.")
     datasets: list[Literal["curated", "curated_commercial"]] = Field(
         default_factory=lambda: ["curated", "curated_commercial"], description="Tables to export.")
-    exports_dir: Path | None = Field(None, description="Where export folders go; None = <home>/exports.")
+    exports_dir: Path | None = Field(None, description="Where export folders go (a folder on this machine); None = "
+                                                       "<home>/exports, or on a URI home the driver's folder for it.")
+    @field_validator("exports_dir", mode="before")
+    @classmethod
+    def _exports_folder(cls, value: Any) -> Any:
+        return local_folder(value)
+
     card_sample_rows: int = Field(
         50_000, ge=100, description="Rows sampled for the data card's length and agreement plots.")
 
 
+# a location with a scheme (`s3a://bucket/x`, `gs://`, `abfss://`, `file:/x`): reached through Hadoop's
+# FileSystem in Spark, not through this machine's file system (a one-letter scheme is a Windows drive)
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def is_uri(location: str | Path | None) -> bool:
+    """True for a location with a URI scheme (`s3a://b/x`, `gs://b`, `abfss://c@a.dfs.core.windows.net/x`,
+    `file:/tmp/x`, `file:///tmp/x`); False for a plain path (str or Path) or None."""
+    return isinstance(location, str) and bool(_URI.match(location))
+
+
+def uri_scheme(location: str | Path | None) -> str | None:
+    """The lower-case scheme of a URI location (`s3a`), None for a plain path."""
+    return location.split(":", 1)[0].lower() if is_uri(location) else None
+
+
+def _path_or_uri(value: Any) -> Any:
+    """Config locations: a URI stays a string (Path would fold `s3a://` into `s3a:/`); a plain path
+    becomes a Path."""
+    if isinstance(value, str) and value and not is_uri(value):
+        return Path(value)
+    return value
+
+
+def local_folder(value: Any) -> Any:
+    """A folder setting that Python code reads and writes with this machine's file system (the LLM
+    spool, exports): a `file:` URI becomes its path; any other scheme is refused (ValueError) until
+    those files go through a file system library (docs/cluster.md)."""
+    if is_uri(value):
+        if uri_scheme(value) != "file":
+            raise ValueError(f"{value}: must be a folder on this machine or a mount every executor shares "
+                             "(/Volumes/..., NFS); object storage URIs are supported for `home` only so far")
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(value).path)
+    return value
+
+
+def driver_dir(config: "Config") -> Path:
+    """Where driver-local things live (the writer locks, the JVM log, MLflow's SQLite store, and by
+    default the LLM spool and exports): the home itself when it is a plain path; for a home on a
+    URI, `$XDG_CACHE_HOME/taskseed/homes/<scheme>-<sha256 of the URI, 12 hex>` on this machine."""
+    if not is_uri(config.home):
+        return Path(config.home)
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskseed" / "homes"
+    return root / f"{uri_scheme(config.home)}-{hashlib.sha256(str(config.home).rstrip('/').encode()).hexdigest()[:12]}"
+
+
 class Config(_Strict):
-    home: Path = Path("lakehouse")
+    home: Path | str = Field(Path("lakehouse"), description="The lakehouse home: a folder, or a URI Spark's Hadoop "
+                                                             "file systems reach (s3a://, gs://, abfss://, file:/).")
     catalog: str | None = Field(None, description="Unity Catalog name; None = spark_catalog.")
     schema_name: str = Field("taskseed", alias="schema")
     spark: SparkConfig = Field(default_factory=SparkConfig)
@@ -551,6 +636,11 @@ class Config(_Strict):
         for stage in LLM_STAGES:
             self.stage_endpoint(stage)  # ConfigError (a ValueError) naming the override's keys
         return self
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_location(cls, value: Any) -> Any:
+        return _path_or_uri(value)
 
     @field_validator("schema_name")
     @classmethod

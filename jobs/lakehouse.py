@@ -1,8 +1,12 @@
 """The lakehouse: Delta tables under `catalog.schema`, created from `schemas.tables` specs.
 
-Locally every table lives at `<home>/tables/<name>` and is registered in the session catalog
-over that path; because the local catalog is in memory, `Lakehouse` re-registers every table
-it finds under the home when it is opened, so SQL by table name works in any new process.
+Off Databricks every table lives at `<home>/tables/<name>` and is registered in the session catalog
+over that location; because that catalog is in memory, `Lakehouse` re-registers every table it
+finds under the home when it is opened, so SQL by table name works in any new process. The home is
+a folder on this machine (found and versioned with this machine's file system: a directory listing
+is milliseconds) or a URI (`s3a://`, `gs://`, `abfss://`, `file:/`), found and versioned through
+Hadoop's FileSystem in the Spark JVM, as Delta itself reaches it. Driver-local things (the writer
+locks) stay on this machine: in the home, or for a URI home in `config.driver_dir`.
 On Databricks (Unity Catalog) tables are managed by name and no paths are involved.
 
 Writes are MERGEs on the spec's key columns, so every stage can be rerun without duplicates.
@@ -47,7 +51,7 @@ from typing import Callable, Iterator
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config
+from jobs.config import Config, driver_dir, is_uri
 from schemas.tables import ALL_TABLES, TableSpec
 
 _DELETE = "__taskseed_delete"
@@ -123,6 +127,44 @@ def latest_commit_version(delta_log: Path) -> int | None:
     return latest
 
 
+def hadoop_fs(spark: SparkSession, location: str):
+    """(Hadoop FileSystem, Hadoop Path) for `location` through the session's JVM and Hadoop
+    configuration (the `spark.hadoop.*` settings: endpoint, credentials provider): what Delta uses."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def latest_commit_version_fs(spark: SparkSession, delta_log: str) -> int | None:
+    """`latest_commit_version` for a Delta log at a URI: one `listStatus` through Hadoop's
+    FileSystem; None when the folder is missing or holds no commit."""
+    fs, path = hadoop_fs(spark, delta_log)
+    try:
+        statuses = fs.listStatus(path)
+    except Exception as exc:  # noqa: BLE001 - py4j wraps java.io.FileNotFoundException
+        if "FileNotFoundException" in str(exc):
+            return None
+        raise
+    latest = None
+    for status in statuses:
+        stem, _, ext = status.getPath().getName().partition(".")
+        if ext == "json" and len(stem) == 20 and stem.isdigit():
+            latest = max(latest if latest is not None else -1, int(stem))
+    return latest
+
+
+def read_text_fs(spark: SparkSession, location: str) -> str | None:
+    """A small UTF-8 file at a URI, read through Hadoop's FileSystem; None when it does not exist."""
+    fs, path = hadoop_fs(spark, location)
+    if not fs.exists(path):
+        return None
+    stream = fs.open(path)
+    try:
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+
+
 @dataclass
 class TableAccess:
     """Tables read and written inside one `Lakehouse.recording()` block."""
@@ -136,12 +178,16 @@ class Lakehouse:
         self.spark = spark
         self.config = config
         self.managed = config.runtime == "databricks"
-        self.home = Path(config.home).resolve()
+        self.remote = is_uri(config.home)
+        # `home`: this machine's folder of the lakehouse (for a URI home the driver's folder for its
+        # locks); `root`: where Spark finds the tables (the resolved folder, or the URI)
+        self.home = driver_dir(config).resolve()
+        self.root = str(config.home).rstrip("/") if self.remote else self.home.as_posix()
         self.namespace = (
             f"{config.catalog}.{config.schema_name}" if config.catalog else config.schema_name
         )
         self._recordings: list[TableAccess] = []
-        if not self.managed:
+        if not self.managed and not self.remote:
             (self.home / "tables").mkdir(parents=True, exist_ok=True)
         self._evolved: set[str] = set()  # tables whose columns were checked against their spec
         spark.conf.set(USER_METADATA_CONF, writer_identity())
@@ -154,16 +200,36 @@ class Lakehouse:
     def table_name(self, name: str) -> str:
         return f"{self.namespace}.{name}"
 
+    def table_location(self, name: str) -> str:
+        """`<home>/tables/<name>` as Spark reads it: a plain absolute path, or a URI."""
+        return f"{self.root}/tables/{name}"
+
     def table_path(self, name: str) -> Path:
+        """The table's folder on this machine; ValueError for a home on a URI (`table_location`)."""
+        if self.remote:
+            raise ValueError(f"{self.root} is not a folder on this machine: use table_location")
         return self.home / "tables" / name
 
     def _register_existing(self) -> None:
-        for delta_log in sorted((self.home / "tables").glob("*/_delta_log")):
-            name = delta_log.parent.name
+        for name in self.table_folders():
             self.spark.sql(
                 f"CREATE TABLE IF NOT EXISTS {self.table_name(name)} USING DELTA "
-                f"LOCATION '{delta_log.parent.as_posix()}'"
+                f"LOCATION '{self.table_location(name)}'"
             )
+
+    def table_folders(self) -> list[str]:
+        """Names of the Delta tables under `<home>/tables` (folders with a `_delta_log`), sorted:
+        a glob on this machine, or Hadoop's `globStatus` for a URI home."""
+        if not self.remote:
+            return [log.parent.name for log in sorted((self.home / "tables").glob("*/_delta_log"))]
+        fs, pattern = hadoop_fs(self.spark, f"{self.root}/tables/*/_delta_log")
+        found = fs.globStatus(pattern) or []
+        return sorted(status.getPath().getParent().getName() for status in found)
+
+    def _latest_commit(self, name: str) -> int | None:
+        if not self.remote:
+            return latest_commit_version(self.table_path(name) / "_delta_log")
+        return latest_commit_version_fs(self.spark, f"{self.table_location(name)}/_delta_log")
 
     # ---- lifecycle ----------------------------------------------------------------------
     def exists(self, name: str) -> bool:
@@ -191,7 +257,7 @@ class Lakehouse:
         for key, value in spec.properties:
             builder = builder.property(key, value)
         if not self.managed:
-            builder = builder.location(self.table_path(spec.name).as_posix())
+            builder = builder.location(self.table_location(spec.name))
         builder.execute()
 
     def set_missing_properties(self, spec: TableSpec) -> dict[str, str]:
@@ -267,11 +333,11 @@ class Lakehouse:
 
     def version(self, name: str) -> int | None:
         """The table's current Delta version (None if it does not exist). A lakehouse under a
-        home folder reads it from the newest commit file in `_delta_log` (one directory listing,
-        milliseconds); a managed (Unity Catalog) table asks Delta (`DESCRIBE HISTORY ... LIMIT 1`,
+        home reads it from the newest commit file in `_delta_log` (one directory listing: milliseconds
+        on this machine, one LIST request on object storage); a managed (Unity Catalog) table asks Delta (`DESCRIBE HISTORY ... LIMIT 1`,
         a Spark query: 0.5-1 s)."""
         if not self.managed:
-            latest = latest_commit_version(self.table_path(name) / "_delta_log")
+            latest = self._latest_commit(name)
             if latest is not None:
                 return latest
         if not self.exists(name):
@@ -362,9 +428,12 @@ class Lakehouse:
     def is_unwritten(self, name: str) -> bool:
         """True when the table under this home holds no rows because nothing was ever written to it:
         its only commit is version 0 and that commit adds no data file (`ensure` created it).
-        Reads one small local JSON file; False for managed tables and anything else."""
-        if self.managed or latest_commit_version(self.table_path(name) / "_delta_log") != 0:
+        Reads one small JSON file; False for managed tables and anything else."""
+        if self.managed or self._latest_commit(name) != 0:
             return False
+        if self.remote:
+            text = read_text_fs(self.spark, f"{self.table_location(name)}/_delta_log/{0:020d}.json")
+            return text is not None and not any(line.startswith('{"add"') for line in text.splitlines())
         try:
             with open(self.table_path(name) / "_delta_log" / f"{0:020d}.json", encoding="utf-8") as commit:
                 return not any(line.startswith('{"add"') for line in commit)

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.config import Config, ConfigError, EndpointConfig
+from jobs.config import Config, ConfigError, EndpointConfig, driver_dir
 from jobs.datacard import HTML_NAME, MD_NAME, gather_card, write_card
 from jobs.export import MANIFEST, Column, ExportResult, export_folder, write_export
 from jobs.lakehouse import Lakehouse
@@ -193,7 +193,7 @@ def base_manifest(lakehouse: Lakehouse, config: Config, dataset: str, version: i
 # The stage
 # ---------------------------------------------------------------------------------------------
 def exports_root(config: Config) -> Path:
-    return Path(config.publish.exports_dir or Path(config.home) / "exports").resolve()
+    return Path(config.publish.exports_dir or driver_dir(config) / "exports").resolve()
 
 
 def run_publish(lakehouse: Lakehouse, config: Config, lineage: Sequence[str], shard_rows: int | None = None,

@@ -1,7 +1,12 @@
 """Where the job runs: Java check, the Spark session, and whether we are on Databricks.
 
-Locally we build a `local[*]` session with Delta's SQL extensions and catalog, few shuffle
-partitions and the UI off; Delta's jars come from Maven Central through
+Off Databricks we build a session against `spark.master` with Delta's SQL extensions and catalog,
+shuffle partitions that adaptive query execution coalesces to the data (`session_conf`) and the UI
+off. A local master takes its parallelism and Python from this machine; a cluster master
+(`spark://`, `yarn`, `k8s://`) takes them from config, gets the project shipped as a zip
+(`project_zip`, unless `spark.project_installed`) and a probe job that makes an executor unable to
+import taskseed one line (`check_executors_import_project`); docs/cluster.md. A home on a URI
+adds its Hadoop connector's package (`connector_packages`). Delta's jars come from Maven Central through
 `configure_spark_with_delta_pip` on first start (cached in ~/.ivy2.5.2 afterwards). The jar paths
 that resolution produced are remembered (`delta_classpath_file`), so later starts put them on the
 classpath directly: no Ivy resolution (4–8 s of every start) and no network. On Databricks the
@@ -28,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Literal
 
-from jobs.config import Config, ConfigError
+from jobs.config import Config, ConfigError, SparkConfig, driver_dir, uri_scheme
 
 REQUIRED_JAVA_MAJOR = 17
 JvmOutput = Literal["log", "console"]
@@ -77,9 +82,10 @@ def require_java() -> None:
 
 
 def spark_log_path(config: Config, day: dt.date | None = None) -> Path:
-    """`<home>/logs/spark-<YYYY-MM-DD>.log` (UTC date): where the local JVM's output goes."""
+    """`<home>/logs/spark-<YYYY-MM-DD>.log` (UTC date; on a URI home the driver's folder for it,
+    `driver_dir`): where the driver JVM's output goes."""
     day = day or dt.datetime.now(dt.timezone.utc).date()
-    return Path(config.home) / "logs" / f"spark-{day.isoformat()}.log"
+    return driver_dir(config) / "logs" / f"spark-{day.isoformat()}.log"
 
 
 @contextlib.contextmanager
@@ -124,18 +130,122 @@ def start_failure_reason(log_text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-_session: tuple[tuple, object] | None = None  # (settings, session) of the last local start
+_session: tuple[tuple, object] | None = None  # (settings, session) of the last start
 
 
-def _local_session(master: str, shuffle_partitions: int, ui_enabled: bool, driver_memory: str,
-                   extra_conf: tuple[tuple[str, str], ...], log_path: str | None = None):
-    """The cached session for these settings (the log path is not part of the key: the JVM's
-    output goes where the call that started it said)."""
+def is_local_master(master: str) -> bool:
+    """True for `local`, `local[N]`, `local[*]`, `local[N,F]`: one JVM on this machine, Python
+    workers forked from this interpreter. `local-cluster[...]`, `spark://`, `yarn`, `k8s://` are
+    clusters (executors in JVMs of their own)."""
+    return master == "local" or master.startswith("local[")
+
+
+def local_cores(master: str) -> int:
+    """The cores a local master uses: `local` 1, `local[N]`/`local[N,F]` N, `local[*]` this
+    machine's CPU count. ValueError for a cluster master."""
+    if not is_local_master(master):
+        raise ValueError(f"{master!r} is not a local master")
+    if master == "local":
+        return 1
+    n = master[len("local["):].split(",")[0].rstrip("]").strip()
+    return os.cpu_count() or 1 if n == "*" else max(1, int(n))
+
+
+def auto_shuffle_partitions(master: str, parallelism: int) -> int:
+    """`spark.shuffle_partitions: auto`: how many partitions a shuffle starts with before adaptive
+    query execution coalesces the small ones (to ~1 MB or more each, spark.sql.adaptive.*).
+    4 x the local master's cores (local[2] -> 8: every core busy, tiny tables end in one or two
+    partitions); on a cluster max(200, 4 x parallelism) (Spark's own default is 200; 4 tasks a core
+    keeps a slow task from idling the rest), where parallelism is the executors' total cores."""
+    if is_local_master(master):
+        return 4 * local_cores(master)
+    return max(200, 4 * parallelism)
+
+
+def session_conf(spark: SparkConfig, executor_python: str | None) -> dict[str, str]:
+    """The Spark settings taskseed's session starts with (before the user's `spark.conf`, which wins).
+
+    Parallelism and Python come from the local master (this machine's cores, this interpreter) or,
+    on a cluster, from config (`spark.default_parallelism`, `spark.python`; unset = Spark's own).
+    Shuffle partitions: the configured number, or on a local master `auto_shuffle_partitions`;
+    a cluster's auto number is set once the executors are known (`apply_auto_partitions`)."""
+    local = is_local_master(spark.master)
+    parallelism = spark.default_parallelism or (max(2, local_cores(spark.master)) if local else None)
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.adaptive.enabled": str(spark.adaptive).lower(),
+        "spark.sql.adaptive.coalescePartitions.enabled": str(spark.adaptive).lower(),
+        "spark.sql.adaptive.skewJoin.enabled": str(spark.adaptive).lower(),
+        "spark.ui.enabled": str(spark.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": spark.driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Delta rebuilds table state with this many tasks; 50 is meant for big clusters.
+        "spark.databricks.delta.snapshotPartitions": "2" if local else "50",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.python.worker.reuse": "true",
+        # The endpoint's API key reaches the Python workers as a broadcast; with IO encryption
+        # PySpark hands the pickled value to the JVM over a socket and the JVM writes only
+        # ciphertext (key held in memory) — without it the key is a plain pickle in
+        # <spark.local.dir>/spark-*/pyspark-*/ that survives a crash (jobs/llm_stage/endpoint.py).
+        "spark.io.encryption.enabled": "true",
+    }
+    if parallelism:
+        conf["spark.default.parallelism"] = str(parallelism)
+    if spark.shuffle_partitions != "auto":
+        conf["spark.sql.shuffle.partitions"] = str(spark.shuffle_partitions)
+    elif local:
+        conf["spark.sql.shuffle.partitions"] = str(auto_shuffle_partitions(spark.master, parallelism))
+    if executor_python:
+        conf["spark.pyspark.python"] = executor_python
+    return conf
+
+
+def executor_python(spark: SparkConfig) -> str | None:
+    """The interpreter Python workers run: `spark.python` if set; on a local master this one
+    (the venv with pandas, lm-eval, openai — not the `python3` on PATH); on a cluster None
+    (PYSPARK_PYTHON if the environment has it, else Spark's `python3`)."""
+    if spark.python:
+        return spark.python
+    return sys.executable if is_local_master(spark.master) else os.environ.get("PYSPARK_PYTHON")
+
+
+# Hadoop's own connector for a URI scheme, resolved from Maven Central at the version of the Hadoop
+# client PySpark bundles (the two must match). gs:// needs Google's gcs-connector: the user adds it
+# to spark.conf's spark.jars.packages (docs/cluster.md).
+HADOOP_CONNECTORS = {"s3a": "hadoop-aws", "abfs": "hadoop-azure", "abfss": "hadoop-azure",
+                     "wasb": "hadoop-azure", "wasbs": "hadoop-azure"}
+
+
+def hadoop_version() -> str:
+    """The version of the Hadoop client jars in the installed pyspark (`hadoop-client-api-<v>.jar`)."""
+    import pyspark
+
+    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    if not jars:
+        raise ConfigError("cannot tell the Hadoop version of the installed pyspark (no hadoop-client-api jar)")
+    return jars[-1].name[len("hadoop-client-api-"):-len(".jar")]
+
+
+def connector_packages(locations, user_packages: str | None = None) -> list[str]:
+    """Maven coordinates of the Hadoop connectors the URI `locations` need (`s3a://` ->
+    org.apache.hadoop:hadoop-aws:<hadoop_version()>; the AWS SDK bundle comes with it, ~690 MB on a
+    fresh machine), none for plain paths and none the user's `spark.jars.packages` already names."""
+    artifacts = {HADOOP_CONNECTORS[s] for s in map(uri_scheme, locations) if s in HADOOP_CONNECTORS}
+    named = user_packages or ""
+    return [f"org.apache.hadoop:{a}:{hadoop_version()}" for a in sorted(artifacts) if f":{a}:" not in named]
+
+
+def _local_session(spark_config: SparkConfig, log_path: str | None = None, packages: tuple[str, ...] = ()):
+    """The cached session for these settings and connector `packages` (the log path is not part of
+    the key: the JVM's output goes where the call that started it said)."""
     global _session
-    settings = (master, shuffle_partitions, ui_enabled, driver_memory, extra_conf)
+    settings = (spark_config.model_dump_json(), packages)
     if _session is not None and _session[0] == settings:
         return _session[1]
-    spark = _start_local_session(*settings, log_path=log_path)
+    spark = _start_session(spark_config, log_path=log_path, packages=packages)
     _session = (settings, spark)
     return spark
 
@@ -154,11 +264,15 @@ def delta_packages(extra: str | None = None) -> str:
     return builder._options["spark.jars.packages"]
 
 
+def taskseed_cache() -> Path:
+    """This machine's cache of taskseed: `$XDG_CACHE_HOME/taskseed` (default ~/.cache/taskseed)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskseed"
+
+
 def delta_classpath_file(packages: str) -> Path:
     """Where the jar paths resolved for `packages` are remembered: one file per set of
-    coordinates under `$XDG_CACHE_HOME/taskseed` (default ~/.cache/taskseed)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taskseed"
-    return cache / f"classpath-{re.sub(r'[^A-Za-z0-9_.-]+', '_', packages)}.txt"
+    coordinates under `taskseed_cache()`."""
+    return taskseed_cache() / f"classpath-{re.sub(r'[^A-Za-z0-9_.-]+', '_', packages)}.txt"
 
 
 def remembered_jars(packages: str) -> list[str] | None:
@@ -190,38 +304,24 @@ def remember_jars(packages: str, spark_jars: str | None, own: str | None = None)
         tmp.replace(target)
 
 
-def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool, driver_memory: str,
-                         extra_conf: tuple[tuple[str, str], ...], log_path: str | None):
+def _start_session(spark_config: SparkConfig, log_path: str | None, packages: tuple[str, ...] = ()):
     from pyspark.sql import SparkSession
 
     require_java()
-    # Python workers must run this interpreter (the venv with pandas, lm-eval, openai), not the
-    # `python3` on PATH; PySpark reads the variable, not spark.pyspark.python, in local mode.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.master(master)
-        .appName("taskseed")
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-        .config("spark.default.parallelism", str(max(2, os.cpu_count() or 2)))
-        .config("spark.ui.enabled", str(ui_enabled).lower())
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        # Delta rebuilds table state with this many tasks; 50 is meant for big clusters.
-        .config("spark.databricks.delta.snapshotPartitions", "2")
-        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
-        .config("spark.python.worker.reuse", "true")
-        # The endpoint's API key reaches the Python workers as a broadcast; with IO encryption
-        # PySpark hands the pickled value to the JVM over a socket and the JVM writes only
-        # ciphertext (key held in memory) — without it the key is a plain pickle in
-        # <spark.local.dir>/spark-*/pyspark-*/ that survives a crash (jobs/llm_stage/endpoint.py).
-        .config("spark.io.encryption.enabled", "true")
-    )
+    local = is_local_master(spark_config.master)
+    python = executor_python(spark_config)
+    # PySpark's driver reads the workers' interpreter from this variable (not from
+    # spark.pyspark.python) when it is not started by spark-submit.
+    if spark_config.python:
+        os.environ["PYSPARK_PYTHON"] = spark_config.python
+    elif local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(spark_config.master).appName("taskseed")
+    for key, value in session_conf(spark_config, python).items():
+        builder = builder.config(key, value)
+    extra_conf = spark_config.conf
     conf = dict(extra_conf)
-    packages = delta_packages(conf.pop("spark.jars.packages", None))
+    packages = delta_packages(",".join(filter(None, [conf.pop("spark.jars.packages", None), *packages])))
     for key, value in conf.items():
         builder = builder.config(key, value)
     jars = remembered_jars(packages)
@@ -236,7 +336,116 @@ def _start_local_session(master: str, shuffle_partitions: int, ui_enabled: bool,
         spark = _started_with_output_to(builder, Path(log_path))
     if jars is None:
         remember_jars(packages, spark.sparkContext.getConf().get("spark.jars"), conf.get("spark.jars"))
+    if not local:
+        apply_auto_partitions(spark, spark_config)
+        if not spark_config.project_installed:
+            spark.sparkContext.addPyFile(str(project_zip(taskseed_cache() / "pyfiles")))
+        check_executors_import_project(spark, spark_config)
     return spark
+
+
+def apply_auto_partitions(spark, spark_config: SparkConfig) -> None:
+    """On a cluster with `shuffle_partitions: auto` (and no spark.sql.shuffle.partitions of the
+    user's): set the session's shuffle partitions from the executors' total cores
+    (`SparkContext.defaultParallelism`, or `spark.default_parallelism`), a runtime SQL setting."""
+    if spark_config.shuffle_partitions != "auto" or "spark.sql.shuffle.partitions" in spark_config.conf:
+        return
+    parallelism = spark_config.default_parallelism or spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.shuffle.partitions", str(auto_shuffle_partitions(spark_config.master, parallelism)))
+
+
+# ---- shipping the project to a cluster's executors ------------------------------------------------
+
+PROJECT_PACKAGES = ("jobs", "udfs", "schemas", "simulator")  # what executors import from taskseed
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # one timestamp for every entry: same files, same zip bytes
+
+
+def project_files() -> list[tuple[str, Path]]:
+    """(name inside the zip, file) for every file of `PROJECT_PACKAGES` as this interpreter imports
+    them (.py modules and package data: prompts, SQL, templates, the license policy), sorted;
+    no __pycache__."""
+    import jobs
+    import schemas
+    import simulator
+    import udfs
+
+    files = []
+    for package in PROJECT_PACKAGES:
+        root = Path({"jobs": jobs, "udfs": udfs, "schemas": schemas, "simulator": simulator}[package].__file__).parent
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files.append((f"{package}/{path.relative_to(root).as_posix()}", path))
+    return files
+
+
+def project_zip(directory: Path) -> Path:
+    """`<directory>/taskseed-<sha256 of names and contents, 12 hex>.zip` holding `project_files()`,
+    written once per content (atomic rename): what `sc.addPyFile` ships to a cluster's executors,
+    which import it with zipimport (package data is read through importlib.resources)."""
+    import hashlib
+    import zipfile
+
+    files = project_files()
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    target = directory / f"taskseed-{digest.hexdigest()[:12]}.zip"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, path in files:
+            archive.writestr(zipfile.ZipInfo(name, _ZIP_EPOCH), path.read_bytes(), zipfile.ZIP_DEFLATED)
+    tmp.replace(target)
+    return target
+
+
+def _probe_imports():
+    """What one executor says about its Python: (error or "", the module it could not find or "",
+    interpreter, host). Built as a closure so cloudpickle ships it by value: it must run where
+    taskseed cannot be imported."""
+    def probe(_):
+        import socket
+        import sys as _sys
+
+        error = missing = ""
+        try:  # the project's packages and the dependencies executors use most
+            import jobs.config  # noqa: F401
+            import pandas  # noqa: F401
+            import pyarrow  # noqa: F401
+            import schemas.tables  # noqa: F401
+            import udfs.llm_udf  # noqa: F401
+            import udfs.minhash  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - reported, one line
+            error, missing = f"{type(exc).__name__}: {exc}", getattr(exc, "name", None) or ""
+        return error, missing, _sys.executable, socket.gethostname()
+    return probe
+
+
+def check_executors_import_project(spark, spark_config: SparkConfig) -> None:
+    """On a cluster: run a tiny job (one task per executor core, at least 2) that imports the
+    project's packages and its main dependencies (`_probe_imports`) on the executors; ConfigError,
+    one line, naming the first failure, the interpreter and host, and what to set, when one cannot.
+    Costs one Python worker start per executor (about a second)."""
+    sc = spark.sparkContext
+    tasks = max(2, sc.defaultParallelism)
+    try:
+        answers = sc.parallelize(range(tasks), tasks).map(_probe_imports()).collect()
+    except Exception as exc:  # noqa: BLE001 - a worker that cannot even start Python
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if re.search(r"(Error|Exception):", ln)), lines[0] if lines else "")
+        raise ConfigError(f"executors of {spark_config.master} cannot run taskseed's Python: {reason[:300]}; set "
+                          "spark.python to an interpreter on every worker with taskseed's dependencies "
+                          "(docs/cluster.md)") from None
+    failed = [answer for answer in answers if answer[0]]
+    if failed:
+        error, missing, python, host = failed[0]
+        hint = ("set spark.project_installed=false to ship the project, or install taskseed there"
+                if spark_config.project_installed and missing.split(".")[0] in PROJECT_PACKAGES
+                else "set spark.python to an interpreter on every worker with taskseed's dependencies")
+        raise ConfigError(f"executors of {spark_config.master} cannot import taskseed: {error} (python {python} on "
+                          f"{host}); {hint} (docs/cluster.md)")
 
 
 def _started_with_output_to(builder, path: Path):
@@ -290,11 +499,6 @@ def get_spark(config: Config, jvm_output: JvmOutput = "log"):
         if spark is None:
             raise ConfigError("runtime is databricks but there is no active Spark session")
         return spark
-    return _local_session(
-        config.spark.master,
-        config.spark.shuffle_partitions,
-        config.spark.ui_enabled,
-        config.spark.driver_memory,
-        tuple(sorted(config.spark.conf.items())),
-        str(spark_log_path(config)) if jvm_output == "log" else None,
-    )
+    connectors = connector_packages([config.home], config.spark.conf.get("spark.jars.packages"))
+    return _local_session(config.spark, str(spark_log_path(config)) if jvm_output == "log" else None,
+                          tuple(connectors))

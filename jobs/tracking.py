@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from jobs.config import Config
+from jobs.config import Config, driver_dir
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def configure_mlflow(config: Config) -> None:
         mlflow.set_tracking_uri("databricks")
         experiment = f"/Shared/{EXPERIMENT}-{config.schema_name}"
     else:
-        home = Path(config.home).resolve()
+        home = driver_dir(config).resolve()  # MLflow's SQLite store is driver-local, also on a URI home
         home.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
         experiment = EXPERIMENT
@@ -164,7 +164,7 @@ def _log_delta_input(lakehouse, name: str, version: int, context: str) -> None:
         if lakehouse.managed:
             dataset = mlflow.data.load_delta(table_name=lakehouse.table_name(name), version=version)
         else:
-            dataset = mlflow.data.load_delta(path=lakehouse.table_path(name).as_posix(), version=version,
+            dataset = mlflow.data.load_delta(path=lakehouse.table_location(name), version=version,
                                              name=name)
         mlflow.log_input(dataset, context=context)
 
@@ -205,7 +205,7 @@ def tracking_store(config: Config) -> str | None:
     "databricks"."""
     if config.runtime == "databricks":
         return "databricks"
-    db = Path(config.home).resolve() / "mlflow.db"
+    db = driver_dir(config).resolve() / "mlflow.db"
     return f"sqlite:///{db}" if db.is_file() else None
 
 

@@ -226,7 +226,7 @@ def _worker_index(broadcast: Broadcast, token: str) -> HeldoutIndex:
 def _loaded_key(lakehouse, heldout_version: int | None, params: DecontaminationParams) -> tuple:
     spark = lakehouse.spark
     return (spark.sparkContext.applicationId, lakehouse.table_name(HELDOUT.name),
-            str(lakehouse.table_path(HELDOUT.name)), heldout_version, params.tag)
+            lakehouse.table_location(HELDOUT.name), heldout_version, params.tag)
 
 
 def load_heldout_index(lakehouse, config: Config, progress: Callable[[str], None] | None = None) -> LoadedIndex:

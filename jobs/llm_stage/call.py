@@ -50,7 +50,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
-from jobs.config import Config, ConfigError
+from jobs.config import Config, ConfigError, driver_dir
 from jobs.lakehouse import Lakehouse
 from schemas.tables import LLM_CALLS
 from jobs.progress import ProgressLine, progress_line
@@ -237,7 +237,7 @@ def spool_root(config: Config) -> Path:
     if config.runtime == "databricks":
         raise ConfigError("llm.spool_dir must be set on Databricks: a Unity Catalog Volume path that the driver "
                           "and every executor can read and write (e.g. /Volumes/<catalog>/<schema>/<volume>/spool)")
-    return Path(config.home) / "spool"
+    return driver_dir(config) / "spool"  # the home, or on a URI home the driver's folder for it
 
 
 def call_tasks(config: Config, spark, endpoint: EndpointSettings, override: int | None = None) -> int:

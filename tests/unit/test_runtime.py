@@ -3,6 +3,7 @@ binaries print real `java -version` outputs, so these test the code's parsing an
 binary, not the machine's Java."""
 
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,127 @@ def test_an_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
     jar.write_bytes(b"PK")
     remember_jars("p:q:1", jar.as_uri())
     assert remembered_jars("p:q:1") is None
+
+
+# ---- session settings: partitions follow the data, a cluster's settings come from config ------------
+
+@pytest.mark.parametrize("master,cores", [("local", 1), ("local[2]", 2), ("local[3,2]", 3), ("local[16]", 16)])
+def test_a_local_master_starts_4_shuffle_partitions_a_core_and_aqe_coalesces_them(master, cores):
+    from jobs.config import SparkConfig
+    from jobs.runtime import session_conf
+
+    conf = session_conf(SparkConfig(master=master), "/venv/bin/python")
+    assert conf["spark.sql.shuffle.partitions"] == str(4 * cores)
+    assert conf["spark.default.parallelism"] == str(max(2, cores))
+    assert conf["spark.sql.adaptive.enabled"] == conf["spark.sql.adaptive.coalescePartitions.enabled"] == "true"
+    assert conf["spark.pyspark.python"] == "/venv/bin/python"
+
+
+def test_local_star_uses_this_machines_cores(monkeypatch):
+    from jobs.config import SparkConfig
+    from jobs.runtime import session_conf
+
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert session_conf(SparkConfig(master="local[*]"), None)["spark.sql.shuffle.partitions"] == "24"
+
+
+@pytest.mark.parametrize("master", ["spark://10.0.0.5:7077", "yarn", "k8s://https://api:6443", "local-cluster[2,1,1024]"])
+def test_a_cluster_takes_nothing_from_the_drivers_machine(master, monkeypatch):
+    """No parallelism from the driver's CPU count, no driver interpreter path, no fixed partition
+    count: Spark's defaults (the executors' cores) or config."""
+    from jobs.config import SparkConfig
+    from jobs.runtime import auto_shuffle_partitions, executor_python, session_conf
+
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    spark = SparkConfig(master=master)
+    assert executor_python(spark) is None
+    conf = session_conf(spark, executor_python(spark))
+    assert not {"spark.default.parallelism", "spark.pyspark.python", "spark.sql.shuffle.partitions"} & set(conf)
+    configured = SparkConfig(master=master, default_parallelism=96, python="/opt/conda/bin/python", shuffle_partitions=640)
+    conf = session_conf(configured, executor_python(configured))
+    assert (conf["spark.default.parallelism"], conf["spark.pyspark.python"], conf["spark.sql.shuffle.partitions"]) \
+        == ("96", "/opt/conda/bin/python", "640")
+    assert auto_shuffle_partitions(master, 2) == 200 and auto_shuffle_partitions(master, 96) == 384
+
+
+def test_adaptive_execution_can_be_turned_off_and_a_fixed_count_kept():
+    from jobs.config import SparkConfig
+    from jobs.runtime import session_conf
+
+    conf = session_conf(SparkConfig(master="local[2]", adaptive=False, shuffle_partitions=4), None)
+    assert conf["spark.sql.adaptive.enabled"] == "false" and conf["spark.sql.shuffle.partitions"] == "4"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_bad_partition_count_is_a_config_error(value):
+    from jobs.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="spark.shuffle_partitions"):
+        load_config(overrides=[f"spark.shuffle_partitions={value}"])
+
+
+# ---- the home as a URI ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("home,uri", [("s3a://lake/taskseed", True), ("gs://b/p", True), ("file:/tmp/h", True),
+                                      ("abfss://c@acct.dfs.core.windows.net/p", True), ("file:///tmp/h", True),
+                                      ("lakehouse", False), ("/data/lake", False), ("C:/lake", False)])
+def test_a_uri_home_is_kept_whole_and_its_driver_files_stay_on_this_machine(home, uri, tmp_path, monkeypatch):
+    from jobs.config import driver_dir, is_uri, load_config
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    config = load_config(home=home)
+    assert is_uri(config.home) is uri
+    if uri:
+        assert config.home == home  # not folded into s3a:/lake by Path
+        local = driver_dir(config)
+        assert local.parent == tmp_path / "taskseed" / "homes" and local.name.startswith(home.split(":")[0] + "-")
+        assert driver_dir(load_config(home=home + "/")) == local and driver_dir(load_config(home=home + "x")) != local
+    else:
+        assert driver_dir(config) == Path(home)
+
+
+@pytest.mark.parametrize("key", ["llm.spool_dir", "publish.exports_dir"])
+def test_spool_and_exports_take_a_folder_or_file_uri_and_refuse_object_storage(key):
+    from jobs.config import ConfigError, load_config
+
+    section, name = key.split(".")
+    assert str(getattr(getattr(load_config(overrides=[f"{key}=file:///tmp/x"]), section), name)) == "/tmp/x"
+    with pytest.raises(ConfigError, match=f"{key}: .*s3a://b/x: must be a folder on this machine or a mount"):
+        load_config(overrides=[f"{key}=s3a://b/x"])
+
+
+def test_only_a_home_on_object_storage_adds_its_hadoop_connector():
+    from jobs.runtime import connector_packages, hadoop_version
+
+    version = hadoop_version()
+    assert version.count(".") == 2
+    assert connector_packages(["/tmp/lake", "file:/tmp/lake", "gs://b/x"]) == []
+    assert connector_packages(["s3a://b/x"]) == [f"org.apache.hadoop:hadoop-aws:{version}"]
+    assert connector_packages(["abfss://c@a.dfs.core.windows.net/x"]) == [f"org.apache.hadoop:hadoop-azure:{version}"]
+    assert connector_packages(["s3a://b/x"], "org.apache.hadoop:hadoop-aws:3.4.1,x:y:1") == []  # the user's wins
+
+
+def test_the_shipped_zip_holds_the_project_and_imports_without_the_installed_one(tmp_path):
+    """The zip an executor gets: every module and data file of the four packages, the same bytes
+    for the same files, importable by a Python that has nothing but the zip (-S -I: no site-packages,
+    no editable install), package data readable through importlib.resources."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from jobs.runtime import PROJECT_PACKAGES, project_files, project_zip
+
+    first = project_zip(tmp_path / "a")
+    assert project_zip(tmp_path / "b").read_bytes() == first.read_bytes()
+    names = set(zipfile.ZipFile(first).namelist())
+    assert names == {name for name, _ in project_files()}
+    assert {"udfs/llm_udf.py", "jobs/sql/curated/curated.sql", "schemas/license_policy.tsv"} <= names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    probe = ("import importlib.resources as r, sys; import " + ", ".join(PROJECT_PACKAGES) +
+             "; print(udfs.__file__); print(sorted(p.name for p in (r.files('udfs') / 'prompts').iterdir())[:1]);"
+             " print(r.files('schemas').joinpath('license_policy.tsv').read_text()[:7])")
+    out = subprocess.run([sys.executable, "-S", "-I", "-c", f"import sys; sys.path.insert(0, {str(first)!r}); {probe}"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    where, prompt, policy = out.stdout.splitlines()
+    assert where.startswith(str(first)) and prompt.endswith(".txt']") and policy
