@@ -118,3 +118,16 @@ def test_the_simulator_s_error_and_dropped_lines_are_classified(tmp_path):
     assert len(got) == counts["ok"] + counts["error"] + counts["http_500"] == 10 - counts["dropped"]
     assert classes == {"http_500"} and counts["error"] and counts["http_500"] and counts["dropped"]
     assert sum(r["error_class"] == "http_500" for r in got) == counts["http_500"] + counts["error"]
+
+
+def test_the_batch_commands_parse_and_a_missing_folder_is_one_line_before_spark(tmp_path, capsys):
+    from jobs.cli import build_parser, main
+
+    parser = build_parser()
+    args = parser.parse_args(["batch", "export", "--stage", "enrich", "--out", "b", "--retry-failed"])
+    assert (args.stage, args.out, args.retry_failed) == ("enrich", "b", True)
+    assert parser.parse_args(["batch", "import", "results"]).folder == "results"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["batch", "export", "--stage", "curate"])
+    assert main(["--home", str(tmp_path / "h"), "batch", "import", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"batch import: folder not found: {tmp_path / 'nowhere'}")
