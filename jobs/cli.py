@@ -359,6 +359,57 @@ def cmd_tables(args, config: Config) -> int:
     return 0
 
 
+# ---- batch (offline batch files, issue 27) ------------------------------------------------
+
+def _batch_specs() -> dict:
+    from jobs.enrich import ENRICH_SPEC
+    from jobs.generate import GENERATE_SPEC
+
+    return {GENERATE_SPEC.name: GENERATE_SPEC, ENRICH_SPEC.name: ENRICH_SPEC}
+
+
+def cmd_batch_export(args, config: Config) -> int:
+    """`taskseed batch export --stage generate|enrich [--out DIR] [--tasks] [--retry-failed]`: the
+    stage's pending requests as OpenAI batch-format JSONL files (default `<home>/batches/<stage>`)."""
+    from jobs.llm_stage.batch import export_batches
+
+    tasks = parse_tasks(getattr(args, "tasks", None))
+    out = Path(args.out) if args.out else Path(config.home) / "batches" / args.stage
+    retry_failed = bool(args.retry_failed) or config.llm.retry_failed
+    result = export_batches(_batch_specs()[args.stage], open_lakehouse(config), config, out, tasks, retry_failed)
+    print_lines(result)
+    return 0
+
+
+def cmd_batch_import(args, config: Config) -> int:
+    """`taskseed batch import <folder> [--tasks]`: batch output and error files into `llm_calls`,
+    then the stages' parse steps."""
+    from jobs.llm_stage.batch import import_batches
+
+    if not Path(args.folder).is_dir():  # before Spark starts
+        raise ConfigError(f"batch import: folder not found: {args.folder}")
+    result = import_batches(open_lakehouse(config), config, args.folder, _batch_specs(),
+                            parse_tasks(getattr(args, "tasks", None)))
+    print_lines(result)
+    return 0
+
+
+def _add_batch_parser(commands) -> None:
+    batch = commands.add_parser("batch", help="offline batch inference: export pending requests as OpenAI "
+                                              "batch JSONL (vllm run-batch input), import the output files")
+    sub = batch.add_subparsers(dest="batch_command", required=True, metavar="<export|import>")
+    export = sub.add_parser("export", help="write a stage's pending requests as batch input files")
+    export.add_argument("--stage", required=True, choices=("generate", "enrich"))
+    export.add_argument("--out", help="folder for the batch files (default <home>/batches/<stage>)")
+    export.add_argument("--tasks", help="comma-separated task names (default: every task)")
+    export.add_argument("--retry-failed", action="store_true", help="export `failed` requests again too")
+    export.set_defaults(handler=cmd_batch_export)
+    imp = sub.add_parser("import", help="reconcile batch output/error files into llm_calls, then parse")
+    imp.add_argument("folder", help="folder of *.jsonl output and error files")
+    imp.add_argument("--tasks", help="comma-separated task names the stages' parse step covers (default: all)")
+    imp.set_defaults(handler=cmd_batch_import)
+
+
 # ---- parser ------------------------------------------------------------------------------
 
 def _add_llm_stage_parser(commands, stage: str, help_text: str, tasks_help: str, handler) -> None:
@@ -438,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     add_sim_parser(commands)
+    _add_batch_parser(commands)
 
     sql = commands.add_parser("sql", help="run a SQL query over the lakehouse tables")
     sql.add_argument("query")

@@ -266,6 +266,8 @@ class LLMConfig(_Strict):
     max_requests: int | None = Field(None, ge=0, description="Stop a stage cleanly after this many.")
     max_tokens_budget: int | None = Field(None, ge=0)
     retry_failed: bool = Field(False, description="Re-send requests whose ledger row is `failed`.")
+    batch_rows: int = Field(50000, ge=1, description="Requests per batch file in batch mode (`taskseed batch "
+                                                     "export`); 50000 is the OpenAI Batch API's limit per batch.")
 
     @property
     def commit_unit_rows(self) -> int:

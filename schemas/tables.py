@@ -193,6 +193,25 @@ LLM_CALLS = TableSpec(
         ("micro_batch", I),
         ("sent_at", T),
         ("completed_at", T),
+        ("batch_id", S),  # the batch that answered it (batch mode, udfs/llm_batch.py); null online
+    ),
+)
+
+LLM_BATCH_REQUESTS = TableSpec(
+    name="llm_batch_requests",
+    keys=("batch_id", "request_id"),
+    description="Batch membership: which batch each request was put in (written before the batch file is "
+                "handed out) and the batch's status; HOLDING statuses keep a request out of every other "
+                "batch, RELEASED ones (expired/cancelled/failed) free its unanswered requests "
+                "(udfs/llm_batch.py).",
+    schema=_fields(
+        ("batch_id", S, False),
+        ("request_id", S, False),
+        ("stage", S, False),
+        ("batch_status", S, False),
+        ("shard", S),  # the batch's input file name
+        ("created_at", T),
+        ("updated_at", T),
     ),
 )
 
@@ -507,7 +526,7 @@ PUBLICATION_CHANGE_COLUMNS = ["rows", "shard_rows", "shards", "export_path", "ma
 
 ALL_TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, GENERATED, ENRICHED,
+    for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, LLM_BATCH_REQUESTS, GENERATED, ENRICHED,
                  MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
                  HELDOUT_KEYS, HELDOUT_SHINGLES, HELDOUT_EMBEDDINGS, TEXT_EMBEDDINGS, PARAPHRASE_JUDGMENTS, CALIBRATION,
                  PUBLICATIONS)

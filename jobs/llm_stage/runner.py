@@ -13,6 +13,8 @@ from jobs.llm_stage.parse import StageResult, parse_plan
 from jobs.llm_stage.plan import EstimateRow, build_plan, plan_estimate
 from jobs.llm_stage.spec import REQUEST_COLUMNS, LLMStageSpec
 from jobs.stage import Stage, StageContext
+from schemas.tables import LLM_BATCH_REQUESTS
+from udfs.llm_batch import HOLDING
 from udfs.llm_client import EndpointSettings
 
 
@@ -29,7 +31,8 @@ def run_stage(
 ) -> StageResult:
     """Plan the stage's requests, send only what the ledger lacks (within `llm.max_requests` /
     `llm.max_tokens_budget`; `retry_failed` re-sends `failed` ones, default `llm.retry_failed`),
-    then parse the whole plan from the ledger into the output table and `quarantine`.
+    then parse the whole plan from the ledger into the output table and `quarantine`. Requests a
+    batch holds (`without_batched`) are left to their batch.
 
     Only one run of a stage works on a lakehouse at a time: a second one raises
     `jobs.lakehouse.WriterConflict` naming the first before it plans anything.
@@ -40,11 +43,22 @@ def run_stage(
     """
     with lakehouse.exclusive(f"llm-stage-{spec.name}"):  # one run of a stage per lakehouse at a time
         plan = build_plan(spec, lakehouse, config, tasks)
-        requests = plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS)
+        requests = without_batched(lakehouse, plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS))
         accounting = run_llm_stage(lakehouse, config, requests, spec.name,
                                    None if progress is None else (lambda p: progress(p.line())),
                                    endpoint=endpoint, run_id=run_id, retry_failed=retry_failed)
         return parse_plan(spec, lakehouse, plan, accounting)
+
+
+def without_batched(lakehouse: Lakehouse, requests):
+    """`requests` without those a batch in a HOLDING status holds (`llm_batch_requests`,
+    udfs/llm_batch.py): a request exported or submitted in a batch is answered by that batch, never
+    online as well. No-op (and no table created) on a lakehouse that never used batch mode."""
+    if not lakehouse.exists(LLM_BATCH_REQUESTS.name):
+        return requests
+    held = (lakehouse.read(LLM_BATCH_REQUESTS.name).where(F.col("batch_status").isin(*HOLDING))
+            .select("request_id").distinct())
+    return requests.join(held, "request_id", "left_anti")
 
 
 def estimate_stage(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, tasks: Sequence[str] | None = None,
