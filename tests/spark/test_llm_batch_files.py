@@ -17,7 +17,7 @@ from schemas.tables import GENERATED, LLM_BATCH_REQUESTS, LLM_CALLS, QUARANTINE,
 from simulator.batch_files import run_batch_file
 from tests.unit.seed_records import seed_rows
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.heavy]  # a whole export → import → retry cycle: ~2 min
 
 
 def test_export_import_round_trip_is_exactly_once(lakehouse, tmp_path):
