@@ -57,7 +57,9 @@ EXPORT_COLUMNS: tuple[Column, ...] = (
 )
 # Counted per value in the manifest (`counts`), from the rows as they are written.
 COUNT_BY = ("task_family", "task", "license", "license_class", "answer_format")
-CARD_READS = ("filter_decisions", "llm_calls", "quarantine", "generated")  # generated: cost attribution (jobs/costs.py)
+# what the data card reads besides the dataset: the ledger, quarantine and filter decisions; generated
+# (cost attribution, jobs/costs.py, and sample rows); seeds, enriched and task_catalog (the per-task funnel)
+CARD_READS = ("filter_decisions", "llm_calls", "quarantine", "generated", "seeds", "enriched", "task_catalog")
 STAGE_NAME = "publish"
 # The simulator's default model id: rows carrying it were answered by the simulator, whatever the
 # config of the publishing run says.
