@@ -44,6 +44,7 @@ from jobs.config import Config, ConfigError, EndpointConfig, driver_dir
 from jobs.datacard import HTML_NAME, MD_NAME, gather_card, write_card
 from jobs.export import MANIFEST, Column, ExportResult, export_folder, write_export
 from jobs.lakehouse import Lakehouse
+from jobs.progress import plural
 from jobs.stage import Stage, quiet
 from schemas.tables import PUBLICATION_CHANGE_COLUMNS, PUBLICATIONS
 
@@ -111,7 +112,8 @@ class PublishResult:
         for p in self.publications:
             shards = sum(1 for f in p.export.manifest["files"] if f["format"] == "parquet")
             state = "exported" if p.export.written else "already exported, unchanged"
-            lines.append(f"[publish] {p.dataset} v{p.delta_version}: {p.export.rows} rows in {shards} shard(s), "
+            lines.append(f"[publish] {p.dataset} v{p.delta_version}: {plural(p.export.rows, 'row')} in "
+                         f"{plural(shards, 'shard')}, "
                          f"{state}: {p.folder}")
         lines.append(f"[publish] publications: {'new version' if self.committed else 'unchanged'}")
         if self.cost is not None and self.cost.calls:
