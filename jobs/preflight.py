@@ -41,7 +41,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from jobs.config import STAGE_ENDPOINT_KEYS, Config, ConfigError
 
@@ -153,17 +153,13 @@ class ReplicaVerdict:
     problem: str | None
 
 
-def check_stage_endpoints(config: Config, stages: Sequence[str]) -> list[str]:
-    """Check every distinct configured endpoint (and each of its replicas) of `stages` once with
-    `GET /models` (`check_replica`); endpoints without base_url/replicas are the simulator: nothing
-    to check. Raises ConfigError, one line per problem, when some stage's endpoint has no replica
-    that answers and serves its model; returns one line per replica that is out while others of
-    its endpoint answer ("the run starts without it")."""
-    from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key
+def distinct_endpoints(config: Config, stages: Sequence[str]) -> Iterator[tuple[Any, list[str], str]]:
+    """(EndpointSettings, replica base URLs, config key naming it) of each distinct configured
+    endpoint the ledger `stages` call, once each (stages sharing an endpoint: the first); endpoints
+    without base_url/replicas are the simulator and are skipped."""
+    from udfs.llm_client import EndpointSettings
 
     seen: set[tuple] = set()
-    fatal: list[str] = []
-    out: list[str] = []
     for stage in dict.fromkeys(stages):
         ep = config.stage_endpoint(stage)
         if not ep.configured:
@@ -171,10 +167,23 @@ def check_stage_endpoints(config: Config, stages: Sequence[str]) -> list[str]:
         settings = EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope))
         urls = [spec.base_url for spec in settings.replica_specs()]
         ident = (tuple(urls), settings.model, settings.api_key_env, settings.secret_scope, settings.secret_key)
-        if ident in seen:  # the same endpoint as an earlier stage's: checked once
+        if ident in seen:
             continue
         seen.add(ident)
-        where = STAGE_ENDPOINT_KEYS.get(stage, "endpoint") if ep != config.endpoint else "endpoint"
+        yield settings, urls, STAGE_ENDPOINT_KEYS.get(stage, "endpoint") if ep != config.endpoint else "endpoint"
+
+
+def check_stage_endpoints(config: Config, stages: Sequence[str]) -> list[str]:
+    """Check every distinct configured endpoint (and each of its replicas) of `stages` once with
+    `GET /models` (`check_replica`); endpoints without base_url/replicas are the simulator: nothing
+    to check. Raises ConfigError, one line per problem, when some stage's endpoint has no replica
+    that answers and serves its model; returns one line per replica that is out while others of
+    its endpoint answer ("the run starts without it")."""
+    from udfs.llm_client import KeyResolutionError, resolve_api_key
+
+    fatal: list[str] = []
+    out: list[str] = []
+    for settings, urls, where in distinct_endpoints(config, stages):
         try:
             key = resolve_api_key(settings)
         except KeyResolutionError as exc:
@@ -258,25 +267,14 @@ def preflight_problems(config: Config, stages: Sequence[str] | None = None) -> l
     for the real run (a 401/403 is not reported again when the key is already missing). Empty: the
     real run would pass."""
     from jobs.config import LLM_STAGES
-    from udfs.llm_client import EndpointSettings, KeyResolutionError, resolve_api_key
+    from udfs.llm_client import KeyResolutionError, resolve_api_key
 
     problems: list[str] = []
     try:
         check_home(config.home)
     except ConfigError as exc:
         problems.append(str(exc))
-    seen: set[tuple] = set()
-    for stage in dict.fromkeys(LLM_STAGES if stages is None else stages):
-        ep = config.stage_endpoint(stage)
-        if not ep.configured:
-            continue
-        settings = EndpointSettings.from_config(ep, require_key=bool(ep.api_key_env or ep.secret_scope))
-        urls = [spec.base_url for spec in settings.replica_specs()]
-        ident = (tuple(urls), settings.model, settings.api_key_env, settings.secret_scope, settings.secret_key)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        where = STAGE_ENDPOINT_KEYS.get(stage, "endpoint") if ep != config.endpoint else "endpoint"
+    for settings, urls, where in distinct_endpoints(config, LLM_STAGES if stages is None else stages):
         key, key_missing = None, False
         try:
             key = resolve_api_key(settings)
