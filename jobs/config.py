@@ -97,6 +97,14 @@ class ReplicaConfig(_Strict):
                                 "endpoint's max_concurrency.")
 
 
+def structured_output_value(value: Any) -> Any:
+    """`structured_output` as written in a config: legacy true/false mean json_schema/none; names
+    are case- and space-insensitive."""
+    if isinstance(value, bool):
+        return "json_schema" if value else "none"
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 class EndpointConfig(_Strict):
     """An OpenAI-compatible endpoint. `base_url: null` (and no replicas) starts the built-in simulator.
 
@@ -132,9 +140,7 @@ class EndpointConfig(_Strict):
     @field_validator("structured_output", mode="before")
     @classmethod
     def _legacy_structured_output(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            return "json_schema" if value else "none"
-        return value.strip().lower() if isinstance(value, str) else value
+        return structured_output_value(value)
 
     @model_validator(mode="after")
     def _scope_and_key_together(self) -> "EndpointConfig":
@@ -185,9 +191,7 @@ class EndpointOverride(_Strict):
     @field_validator("structured_output", mode="before")
     @classmethod
     def _legacy_structured_output(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            return "json_schema" if value else "none"
-        return value.strip().lower() if isinstance(value, str) else value
+        return structured_output_value(value)
 
     def apply(self, base: EndpointConfig) -> EndpointConfig:
         """`base` with this override's set keys (field groups replaced whole); validated."""

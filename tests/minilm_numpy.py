@@ -78,21 +78,11 @@ class NumpyMiniLM:
         return x
 
     def embed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
+        from udfs.embeddings import padded_batches
+
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self.tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            t = max(len(encodings[i].ids) for i in chunk)
-            ids = np.zeros((len(chunk), t), dtype=np.int64)
-            mask = np.zeros((len(chunk), t), dtype=np.float32)
-            for row, i in enumerate(chunk):
-                e = encodings[i].ids
-                ids[row, :len(e)] = e
-                mask[row, :len(e)] = 1.0
+        for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size, mask_dtype=np.float32):
             hidden = self._encode(ids, mask)
             pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
             out[chunk] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

@@ -180,21 +180,30 @@ class Embedder:
         of texts gives bit-identical rows in any order. Rows come back in input order."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self.tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            t = max(len(encodings[i].ids) for i in chunk)
-            ids = np.zeros((len(chunk), t), dtype=np.int64)
-            mask = np.zeros((len(chunk), t), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                e = encodings[i].ids
-                ids[row, :len(e)] = e
-                mask[row, :len(e)] = 1
+        for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size):
             out[chunk] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return out
+
+
+def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, mask_dtype=np.int64):
+    """Yield (row indices, input ids, attention mask) batches of `texts` tokenized with `tokenizer`
+    (a `tokenizers.Tokenizer`): rows sorted by (token length, text), each batch padded with 0 to
+    its own longest text (dynamic padding). ids are int64 (batch, tokens); the mask is 1 on real
+    tokens, of `mask_dtype`."""
+    if not texts:
+        return
+    encodings = tokenizer.encode_batch(list(texts))
+    order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        t = max(len(encodings[i].ids) for i in chunk)
+        ids = np.zeros((len(chunk), t), dtype=np.int64)
+        mask = np.zeros((len(chunk), t), dtype=mask_dtype)
+        for row, i in enumerate(chunk):
+            e = encodings[i].ids
+            ids[row, :len(e)] = e
+            mask[row, :len(e)] = 1
+        yield chunk, ids, mask
 
 
 def text_hash(text: str | None) -> str:
