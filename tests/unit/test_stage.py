@@ -24,9 +24,10 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate_publish():
                                      "minhash_signatures", "heldout", "heldout_keys", "heldout_shingles"}
     assert declared["curate"][1] >= {"filter_decisions", "curated", "curated_commercial", "minhash_signatures",
                                      "heldout_keys", "heldout_shingles"}
-    # generated: the cost report attributes generation calls to the items they made (jobs/costs.py)
+    # generated: the cost report attributes generation calls to the items they made (jobs/costs.py);
+    # seeds, enriched, task_catalog: the card's per-task funnel from requests to rows
     assert declared["publish"] == ({"curated", "curated_commercial", "filter_decisions", "llm_calls", "quarantine",
-                                    "generated"}, {"publications"})
+                                    "generated", "seeds", "enriched", "task_catalog"}, {"publications"})
     assert "calibration" not in declared["curate"][1]
     config.enrich.calibration_per_family = 50  # a calibration sample: enrich reads seeds, curate writes calibration
     assert "seeds" in next(s for s in PIPELINE if s.name == "enrich").reads(config)
