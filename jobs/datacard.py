@@ -164,11 +164,13 @@ def verification_meaning(samples_per_item: int | None, calibration: Sequence[dic
     uncalibrated, unless the `calibration` table has rows (issue 26, jobs/calibration.py): then the
     precision against gold at the threshold in use, per task family, with its Wilson interval."""
     m = "M" if samples_per_item is None else str(samples_per_item)
-    in_use = [r for r in calibration or () if r.get("in_use") and r.get("precision") is not None]
+    in_use = [r for r in calibration or () if r.get("in_use")]
     if in_use:
         summary = "; ".join(
             f"{r['task_family']}: {r['precision']:.1%} of {r['passed']} passing seeds had the gold answer "
-            f"(95% {r['precision_low']:.1%}–{r['precision_high']:.1%})" for r in in_use)
+            f"(95% {r['precision_low']:.1%}–{r['precision_high']:.1%})" if r.get("precision") is not None
+            else f"{r['task_family']}: not measured (none of its {r['measured']} calibration seeds passed)"
+            for r in in_use)
         return VERIFICATION_CALIBRATED.format(m=m, summary=summary)
     return VERIFICATION_SELF_AGREEMENT.format(m=m)
 

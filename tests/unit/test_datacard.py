@@ -252,6 +252,11 @@ def test_a_card_with_no_rows_says_so_first_and_does_not_claim_no_model():
 def test_the_card_says_what_verification_measured(calibrated, says, never):
     calibration = _calibration_rows() if calibrated else []
     assert verification_meaning(4, calibration) == sample_card(calibration=calibration).verification_meaning
+    if calibrated:  # a family none of whose calibration seeds passed is named as not measured, not left out
+        unmeasured = {**calibration[0], "task_family": "gsm8k", "in_use": True, "precision": None, "passed": 0,
+                      "measured": 2}
+        assert "gsm8k: not measured (none of its 2 calibration seeds passed)" in verification_meaning(
+            4, [*calibration, unmeasured])
     for text in _texts(sample_card(calibration=calibration)):
         for fact in says:
             assert fact in text, fact
