@@ -74,6 +74,55 @@ def numbers_disagree(candidate_numbers: frozenset[str], heldout_numbers: frozens
     return bool(candidate_numbers) and bool(heldout_numbers) and not (candidate_numbers & heldout_numbers)
 
 
+# Which rule put a retrieved pair before the judge (`retrieval_rule`; recorded in the evidence).
+BY_FLOOR, BY_MARGIN = "floor", "margin"
+
+
+def ratio_margins(similarities: Any) -> "np.ndarray":
+    """The ratio margin of each retrieved neighbour (Artetxe & Schwenk, "Margin-based Parallel
+    Corpus Mining with Multilingual Sentence Embeddings", ACL 2019, forward direction): its cosine
+    similarity divided by the mean similarity of the candidate's retrieved neighbours.
+
+    `similarities`: (candidates, k') float, one candidate's top-k' similarities per row (as
+    `udfs.embeddings.top_k` returns them). Returns a float64 array of the same shape. A reworded
+    copy of one held-out item stands out from the candidate's other neighbours (0.9 against 0.6:
+    margin ≈ 1.3); a question on a common topic has several neighbours alike (0.72 against 0.68:
+    ≈ 1.05). A row with fewer than 2 neighbours, or whose mean is ≤ 0, has margin 1.0 (nothing to
+    stand out from: the margin rule never applies to it). NaN similarities raise ValueError."""
+    import numpy as np
+
+    sims = np.asarray(similarities, dtype=np.float64)
+    if sims.ndim != 2:
+        raise ValueError(f"similarities must be (candidates, k), got shape {sims.shape}")
+    if np.isnan(sims).any():
+        raise ValueError("similarities contain NaN")
+    out = np.ones_like(sims)
+    if sims.shape[1] < 2:
+        return out
+    mean = sims.mean(axis=1, keepdims=True)
+    rows = mean[:, 0] > 0
+    out[rows] = sims[rows] / mean[rows]
+    return out
+
+
+def retrieval_rule(similarity: float, margin: float, *, floor: float, margin_floor: float | None,
+                   min_margin: float) -> str | None:
+    """Which rule sends a retrieved pair to the judge, if any (issue 25: recall above the floor's
+    at a judge bill below it):
+
+    - `BY_FLOOR` ("floor"): similarity ≥ `floor` (every pair the filter judged before the margin rule);
+    - `BY_MARGIN` ("margin"): `margin_floor` ≤ similarity < `floor` and `margin` ≥ `min_margin` (the
+      neighbour stands out from the candidate's other neighbours, `ratio_margins`: a copy, not a
+      topic; measured in bench/bench_paraphrase.py);
+    - None: not judged. `margin_floor` None turns the margin rule off.
+    The numbers rule (`numbers_disagree`) applies to either, in the caller."""
+    if similarity >= floor:
+        return BY_FLOOR
+    if margin_floor is not None and similarity >= margin_floor and margin >= min_margin:
+        return BY_MARGIN
+    return None
+
+
 def pair_id(gen_id: str, heldout_id: str) -> str:
     """The key of one judged (candidate, held-out item) pair."""
     return stable_hash("paraphrase_pair", gen_id, heldout_id)
@@ -265,5 +314,5 @@ def parse_judge_row(rec: Mapping[str, Any]) -> dict:
 
 __all__ = ["DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME", "OutputRejected", "embedding_text",
            "judge_requests", "judge_template", "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict",
-           "stated_numbers", "stated_verdicts",
+           "ratio_margins", "retrieval_rule", "stated_numbers", "stated_verdicts",
            "render_judge_messages"]

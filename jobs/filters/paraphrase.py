@@ -15,9 +15,11 @@ udfs/embeddings.py (the model, top-k).
    executor task takes the exact top-k by blocked matrix products (`udfs.embeddings.top_k`:
    memory O(batch × 4096), no index to build or tune, exact; at this size an HNSW index would save
    little: the matrix product of a 64-item batch against 35k rows is ~1.7 GFLOP). Pairs at or above
-   `curate.paraphrase.floor` are kept, except those whose questions both state numbers and share
-   none (the judge's rule "the same story with different numbers is different", applied without
-   a call: `udfs.paraphrase.numbers_disagree`).
+   `curate.paraphrase.floor` are kept, and pairs from `margin_floor` up whose ratio margin (their
+   similarity over the mean of the candidate's k neighbours) is ≥ `margin`
+   (`udfs.paraphrase.retrieval_rule`; `retrieved_by` = 'floor' or 'margin'), except those whose
+   questions both state numbers and share none (the judge's rule "the same story with different
+   numbers is different", applied without a call: `udfs.paraphrase.numbers_disagree`).
 3. `judge_spec(items)`: an `LLMStageSpec` named `judge` whose items are the pairs: requests go
    through the same plan → ledger → parse machinery as generate and enrich (exactly once per pair
    and prompt version, resumable, `llm.max_requests` / `llm.max_tokens_budget`, quarantine for
@@ -56,6 +58,7 @@ PAIR_SCHEMA = StructType([
     StructField("heldout_id", StringType(), False),
     StructField("rank", IntegerType(), False),
     StructField("similarity", DoubleType(), False),
+    StructField("retrieved_by", StringType(), False),
 ])
 # what the prepare step registers as `paraphrase_matches`: one row per retrieved pair above the
 # floor, with the judge's verdict (NULL: not judged yet, or the response was unusable)
@@ -67,6 +70,7 @@ MATCH_SCHEMA = StructType([
     StructField("heldout_split", StringType()),
     StructField("similarity", DoubleType()),
     StructField("rank", IntegerType()),
+    StructField("retrieved_by", StringType()),
     StructField("verdict", StringType()),
     StructField("request_id", StringType()),
 ])
@@ -167,8 +171,10 @@ def heldout_numbers(lakehouse: Lakehouse, ids: Sequence[str]) -> list[frozenset[
 # ---- retrieval ----------------------------------------------------------------------------------
 def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
                progress: Callable[[str], None] | None = None) -> DataFrame:
-    """(gen_id, heldout_id, rank, similarity) for each item's top-k held-out neighbours whose cosine
-    similarity is ≥ `curate.paraphrase.floor` (rank 1 = most similar), except a neighbour whose
+    """(gen_id, heldout_id, rank, similarity, retrieved_by) for each item's top-k held-out neighbours
+    (rank 1 = most similar) that `udfs.paraphrase.retrieval_rule` sends to the judge: cosine
+    similarity ≥ `curate.paraphrase.floor` ('floor'), or ≥ `margin_floor` with a ratio margin over
+    the item's k neighbours ≥ `margin` ('margin'; issue 25), except a neighbour whose
     question states numbers none of which the item's question states while the item states numbers
     too (`udfs.paraphrase.numbers_disagree`: the judge's own rule, "the same story with different
     numbers is different", decided without a call; issue 25). `items` has gen_id, question,
@@ -184,11 +190,11 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
     numbers = heldout_numbers(lakehouse, ids)
     shared = spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes(),
                                            numbers))
-    k, floor = p.k, float(p.floor)
+    k, rule = p.k, {"floor": float(p.floor), "margin_floor": p.margin_floor, "min_margin": float(p.margin)}
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from udfs.embeddings import top_k
-        from udfs.paraphrase import numbers_disagree, stated_numbers
+        from udfs.paraphrase import numbers_disagree, ratio_margins, retrieval_rule, stated_numbers
 
         heldout_ids, shape, raw, held_numbers = shared.value
         corpus = np.frombuffer(raw, dtype=np.float32).reshape(shape)
@@ -197,12 +203,14 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
                 continue
             queries = np.stack([np.asarray(v, dtype=np.float32) for v in batch["embedding"]])
             index, sims = top_k(queries, corpus, k)
-            rows = [(gid, heldout_ids[j], r + 1, float(s))
-                    for gid, q, js, ss in zip(batch["gen_id"], batch["question"], index, sims)
+            margins = ratio_margins(sims)
+            rows = [(gid, heldout_ids[j], r + 1, float(s), by)
+                    for gid, q, js, ss, ms in zip(batch["gen_id"], batch["question"], index, sims, margins)
                     for cand in (stated_numbers(q),)
-                    for r, (j, s) in enumerate(zip(js, ss))
-                    if s >= floor and not numbers_disagree(cand, held_numbers[j])]
-            yield pd.DataFrame(rows, columns=["gen_id", "heldout_id", "rank", "similarity"])
+                    for r, (j, s, m) in enumerate(zip(js, ss, ms))
+                    for by in (retrieval_rule(float(s), float(m), **rule),)
+                    if by is not None and not numbers_disagree(cand, held_numbers[j])]
+            yield pd.DataFrame(rows, columns=["gen_id", "heldout_id", "rank", "similarity", "retrieved_by"])
 
     with_vectors, _ = embedded(lakehouse, config, items.select("gen_id", "question", "choices"),
                                ("gen_id", "question"), progress)
@@ -264,14 +272,14 @@ def candidate_pairs(lakehouse: Lakehouse, config: Config, candidates: DataFrame,
     require_extra(config)
     ensure_heldout_embeddings(lakehouse, config, progress)
     pairs = neighbours(lakehouse, config, candidates, progress).localCheckpoint(eager=True)
-    return judge_items(lakehouse, pairs, candidates).join(pairs.select("gen_id", "heldout_id", "rank"),
+    return judge_items(lakehouse, pairs, candidates).join(pairs.select("gen_id", "heldout_id", "rank", "retrieved_by"),
                                                           ["gen_id", "heldout_id"]).localCheckpoint(eager=True)
 
 
 def run_judge(lakehouse: Lakehouse, config: Config, pairs: DataFrame,
               progress: Callable[[str], None] | None = None, **options) -> StageResult:
     """Judge `pairs` (from `candidate_pairs`) through the LLM engine; options as for run_stage."""
-    spec = judge_spec(lambda *_: pairs.drop("rank"))
+    spec = judge_spec(lambda *_: pairs.drop("rank", "retrieved_by"))
     return run_stage(spec, lakehouse, config, None, progress, **options)
 
 
@@ -280,7 +288,7 @@ def estimate_judge(lakehouse: Lakehouse, config: Config, candidates: DataFrame):
     already have a ledger row, the token estimate. Embeds (held-out embeddings are computed and
     kept if stale) but sends nothing."""
     pairs = candidate_pairs(lakehouse, config, candidates)
-    return estimate_stage(judge_spec(lambda *_: pairs.drop("rank")), lakehouse, config)
+    return estimate_stage(judge_spec(lambda *_: pairs.drop("rank", "retrieved_by")), lakehouse, config)
 
 
 def paraphrase_matches(lakehouse: Lakehouse, config: Config, candidates: DataFrame,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from simulator.contract import parse_contract, sim_answer
@@ -191,3 +192,104 @@ def test_real_gsm8k_test_items_and_their_rewordings_share_numbers(mirror):
     # and most pairs of different test items do disagree (what saves the judge calls)
     pairs = list(zip(questions, questions[1:]))
     assert sum(numbers_disagree(stated_numbers(a), stated_numbers(b)) for a, b in pairs) / len(pairs) > 0.5
+
+
+# ---- issue 25: the ratio-margin rule lets pairs below the floor reach the judge ---------------------
+
+
+@pytest.mark.parametrize("similarity,margin,expected", [
+    (0.70, 1.00, "floor"),      # at the floor: judged whatever the margin
+    (0.95, 1.00, "floor"),
+    (0.65, 1.30, "margin"),     # below the floor, stands out from the other neighbours
+    (0.60, 1.25, "margin"),     # both bounds inclusive
+    (0.65, 1.10, None),         # below the floor, one of several alike (a topic, not a copy)
+    (0.59, 2.00, None),         # below margin_floor: never judged
+    (-0.2, 5.00, None),
+])
+def test_retrieval_rule(similarity, margin, expected):
+    from udfs.paraphrase import retrieval_rule
+
+    assert retrieval_rule(similarity, margin, floor=0.7, margin_floor=0.6, min_margin=1.25) == expected
+
+
+@pytest.mark.parametrize("similarity,margin", [(0.65, 3.0), (0.69, 1.3)])
+def test_retrieval_rule_without_margin_floor_is_the_floor_alone(similarity, margin):
+    from udfs.paraphrase import retrieval_rule
+
+    assert retrieval_rule(similarity, margin, floor=0.7, margin_floor=None, min_margin=1.25) is None
+    assert retrieval_rule(0.7, margin, floor=0.7, margin_floor=None, min_margin=1.25) == "floor"
+
+
+@pytest.mark.parametrize("sims,expected", [
+    ([[0.9, 0.6, 0.6, 0.6, 0.6]], [[0.9 / 0.66, 0.6 / 0.66, 0.6 / 0.66, 0.6 / 0.66, 0.6 / 0.66]]),
+    ([[0.5, 0.5]], [[1.0, 1.0]]),
+    ([[0.8]], [[1.0]]),                      # one neighbour: nothing to stand out from
+    ([[0.1, -0.3]], [[1.0, 1.0]]),           # mean <= 0: no margin
+    (np.zeros((0, 5)), np.zeros((0, 5))),    # no candidates
+])
+def test_ratio_margins(sims, expected):
+    from udfs.paraphrase import ratio_margins
+
+    assert np.allclose(ratio_margins(np.asarray(sims, dtype=np.float32)), expected)
+
+
+@pytest.mark.parametrize("bad", [[0.5, 0.4], [[np.nan, 0.4]]])
+def test_ratio_margins_rejects_bad_input(bad):
+    from udfs.paraphrase import ratio_margins
+
+    with pytest.raises(ValueError):
+        ratio_margins(np.asarray(bad, dtype=np.float64))
+
+
+@pytest.fixture(scope="module")
+def arc_retrieval(mirror):
+    """Real ARC-Easy/ARC-Challenge test questions as the held-out corpus (400), rewordings of some of
+    them, and ARC-Easy training questions (clean): their top-5 similarities and margins."""
+    from udfs.embeddings import Embedder, missing_extra_message, top_k
+    from udfs.paraphrase import ratio_margins
+
+    assert missing_extra_message() is None, missing_extra_message()
+    held = []
+    for part in ("ARC-Easy", "ARC-Challenge"):
+        with (mirror / f"allenai/ai2_arc/{part}/test.jsonl").open(encoding="utf-8") as fh:
+            held += [json.loads(line)["question"] for _, line in zip(range(200), fh)]
+    with (mirror / "allenai/ai2_arc/ARC-Easy/train.jsonl").open(encoding="utf-8") as fh:
+        clean = [json.loads(line)["question"] for _, line in zip(range(200), fh)]
+    from simulator.rewording import reworded_share
+
+    sources = [i for i, q in enumerate(held) if reworded_share(q) >= 0.15][::4]
+    embedder = Embedder.get()
+    corpus = embedder.embed([embedding_text(q) for q in held])
+    out = {}
+    for name, queries in (("planted", [reword(held[i]) for i in sources]), ("clean", clean)):
+        idx, sims = top_k(embedder.embed([embedding_text(q) for q in queries]), corpus, 5)
+        out[name] = (idx, sims, ratio_margins(sims))
+    return sources, out
+
+
+@pytest.mark.parametrize("margin_floor", [None, 0.6, 0.55])
+def test_margin_rule_on_real_questions(arc_retrieval, margin_floor):
+    """On real ARC items: the margin rule never loses a rewording the floor finds, finds more, and
+    judges few clean training questions (each judged pair is a request)."""
+    from udfs.paraphrase import retrieval_rule
+
+    sources, out = arc_retrieval
+    rule = dict(floor=0.7, margin_floor=margin_floor, min_margin=1.25)
+
+    def judged(name):
+        idx, sims, margins = out[name]
+        return [[(int(j), retrieval_rule(float(s), float(m), **rule)) for j, s, m in zip(*row)]
+                for row in zip(idx, sims, margins)]
+
+    planted = judged("planted")
+    found = [any(j == src and by for j, by in row) for src, row in zip(sources, planted)]
+    by_floor = [any(j == src and s >= 0.7 for j, s in zip(i, ss)) for src, i, ss in
+                zip(sources, out["planted"][0], out["planted"][1])]
+    assert all(f for f, b in zip(found, by_floor) if b)
+    clean_pairs = sum(1 for row in judged("clean") for _, by in row if by) / len(out["clean"][0])
+    assert sum(found) >= sum(by_floor) and sum(found) / len(found) >= 0.9
+    # ARC train against ARC test is the densest topic overlap of the mirror: 0.16 pairs per clean
+    # question at the floor alone, 0.215 / 0.24 with margin_floor 0.6 / 0.55 (when written)
+    assert clean_pairs <= 0.3, clean_pairs
+    if margin_floor is not None:  # the rule finds rewordings the floor misses, here
+        assert sum(found) > sum(by_floor) and any(by == "margin" for row in planted for _, by in row)

@@ -1,6 +1,7 @@
 -- filter_paraphrase: no held-out item reworded or translated (jobs/filters/paraphrase.py: sentence
 -- embeddings, exact top-k retrieval against `heldout_embeddings`, an LLM judge per pair at or above
--- curate.paraphrase.floor; NeMo-Skills' check, after LMSYS's rephrased-samples study), read from the
+-- curate.paraphrase.floor, or from margin_floor up when the pair's ratio margin is >= margin
+-- (udfs.paraphrase.retrieval_rule); NeMo-Skills' check, after LMSYS's rephrased-samples study), read from the
 -- views the prepare step registers:
 --   paraphrase_eligible  the candidates that passed validation, exact_dup, near_dup and contamination
 --                        (only these are embedded and judged)
@@ -14,7 +15,8 @@
 --   every neighbour judged 'different'           -> passed, 'judged_different'
 --   no neighbour at or above the floor           -> passed, 'no_neighbour'
 -- score = the highest similarity among the neighbours above the floor; evidence = the deciding pair:
--- heldout_id, task, split, cosine similarity, the verdict and the judge's request_id.
+-- heldout_id, task, split, cosine similarity, the rule that sent it to the judge (retrieved_by:
+-- 'floor' or 'margin'), the verdict and the judge's request_id.
 WITH ranked AS (
     SELECT m.*,
            row_number() OVER (
@@ -38,7 +40,8 @@ rejected_by AS (
     GROUP BY gen_id
 ),
 decided AS (
-    SELECT c.gen_id, d.heldout_id, d.heldout_task, d.heldout_split, d.similarity, d.verdict, d.request_id,
+    SELECT c.gen_id, d.heldout_id, d.heldout_task, d.heldout_split, d.similarity, d.retrieved_by, d.verdict,
+           d.request_id,
            d.best_similarity, d.neighbours, r.filters AS rejected_by,
            CASE WHEN e.gen_id IS NULL THEN 'skipped'
                 WHEN d.gen_id IS NULL THEN 'no_neighbour'
@@ -59,6 +62,6 @@ SELECT gen_id,
             WHEN reason = 'no_neighbour' THEN CAST(NULL AS STRING)
             ELSE to_json(named_struct('heldout_id', heldout_id, 'heldout_task', heldout_task,
                                       'heldout_split', heldout_split, 'similarity', similarity,
-                                      'verdict', verdict, 'request_id', request_id,
+                                      'retrieved_by', retrieved_by, 'verdict', verdict, 'request_id', request_id,
                                       'neighbours', neighbours)) END AS evidence
 FROM decided
