@@ -11,9 +11,13 @@ WinoGrande, MMLU).
    before issue 24 (tests/minilm_numpy.py) vs ONNX Runtime (udfs/embeddings.py) on the same
    texts, interleaved `--repeats` times so machine load hits both alike; texts/s of each, the
    ratio, and the largest 1 - cosine between their vectors.
-2. What batching buys on ONNX Runtime, same texts: length-sorted batches padded to their own
-   longest text (what `Embedder.embed` does) vs batches in input order padded to their own
-   longest text vs batches in input order padded to the longest text of all.
+   Then numpy at the ONNX path's token-bounded batches (how much of the gain is batching) and the
+   tokenizer's own cost.
+2. What batching buys on ONNX Runtime, same texts: length-sorted batches of at most 64 texts and
+   BATCH_TOKENS padded tokens (what `Embedder.embed` does), other token bounds, length-sorted
+   batches of 64 texts (before), batches in input order padded to their own longest text, and
+   padded to the longest text of all; padded tokens / real tokens of each. Then ONNX Runtime's
+   transformer optimizer (fused SkipLayerNormalization, BiasGelu, ...) on the same batches.
 3. Endpoint mode: `--endpoint-texts` texts through udfs/embeddings_client.py against the simulator
    in a child process (its own CPU) at a fixed latency L per request and C concurrent slots,
    batch B texts per request: texts/s vs the ceiling C / L × B.
@@ -39,24 +43,28 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_paraphrase import HELDOUT_FILES, load  # noqa: E402
 
-from udfs.embeddings import Embedder, resolve_model_dir  # noqa: E402
+from udfs.embeddings import BATCH_TOKENS, DIM, Embedder, resolve_model_dir  # noqa: E402
 from udfs.paraphrase import embedding_text  # noqa: E402
 
 
-def run_batches(embedder: Embedder, texts: list[str], order: list[int], pad_to: int | None, batch: int = 64) -> float:
-    """Seconds to run `texts` through the ONNX session in batches of `order`, padded to the batch's
-    longest text (pad_to None) or to `pad_to` tokens."""
+def run_batches(embedder: Embedder, texts: list[str], order: list[int], pad_to: int | None, batch: int = 64,
+                max_tokens: int | None = None, session=None) -> float:
+    """Seconds to run `texts` through the ONNX session (or `session`) in batches of `order` (at most
+    `batch` texts and `max_tokens` padded tokens), padded to the batch's longest text (pad_to None)
+    or to `pad_to` tokens."""
+    from udfs.embeddings import _token_bounded
+
     enc = embedder.tokenizer.encode_batch(texts)
+    session = session or embedder.session
     start = time.perf_counter()
-    for s in range(0, len(order), batch):
-        chunk = order[s:s + batch]
+    for chunk in _token_bounded(order, [len(enc[i].ids) for i in order], batch, max_tokens):
         t = pad_to or max(len(enc[i].ids) for i in chunk)
         ids = np.zeros((len(chunk), t), dtype=np.int64)
         mask = np.zeros((len(chunk), t), dtype=np.int64)
         for row, i in enumerate(chunk):
             ids[row, :len(enc[i].ids)] = enc[i].ids
             mask[row, :len(enc[i].ids)] = 1
-        embedder.session.run(None, {"input_ids": ids, "attention_mask": mask})
+        session.run(None, {"input_ids": ids, "attention_mask": mask})
     return time.perf_counter() - start
 
 
@@ -67,7 +75,7 @@ def local(texts: list[str], repeats: int) -> None:
     before, after = NumpyMiniLM(model_dir), Embedder.get(None, threads=1)
     reference, ours = before.embed(texts), after.embed(texts)
     gap = float(np.max(1.0 - (reference * ours).sum(1)))
-    t_before = t_after = 0.0
+    t_before = t_after = t_numpy_bounded = t_tokenize = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         before.embed(texts)
@@ -75,24 +83,82 @@ def local(texts: list[str], repeats: int) -> None:
         start = time.perf_counter()
         after.embed(texts)
         t_after += time.perf_counter() - start
+        start = time.perf_counter()
+        before.embed(texts, max_batch_tokens=BATCH_TOKENS)
+        t_numpy_bounded += time.perf_counter() - start
+        start = time.perf_counter()
+        after.tokenizer.encode_batch(texts)
+        t_tokenize += time.perf_counter() - start
     n = len(texts) * repeats
-    print(f"local, one thread, {len(texts)} texts x {repeats} (interleaved): numpy forward pass "
-          f"{n / t_before:.1f} texts/s, ONNX Runtime {n / t_after:.1f} texts/s: {t_before / t_after:.2f}x; "
+    print(f"local, one thread, {len(texts)} texts x {repeats} (interleaved): numpy forward pass as before issue 24 "
+          f"(batches of 64) {n / t_before:.1f} texts/s, ONNX Runtime (Embedder.embed: batches of <= 64 texts and "
+          f"<= {BATCH_TOKENS} padded tokens) {n / t_after:.1f} texts/s: {t_before / t_after:.2f}x; "
           f"max 1 - cosine {gap:.1e}")
+    print(f"  of which batching: numpy with the same token-bounded batches {n / t_numpy_bounded:.1f} texts/s "
+          f"({t_before / t_numpy_bounded:.2f}x numpy's old batching; ONNX Runtime {t_numpy_bounded / t_after:.2f}x "
+          f"numpy at equal batches); the tokenizer alone {n / t_tokenize:,.0f} texts/s "
+          f"({t_tokenize / t_after:.1%} of the ONNX Runtime time)")
 
     enc = after.tokenizer.encode_batch(texts)
     sorted_order = sorted(range(len(texts)), key=lambda i: (len(enc[i].ids), texts[i]))
     input_order = list(range(len(texts)))
     longest = max(len(e.ids) for e in enc)
-    times = {"sorted + dynamic padding": 0.0, "input order + dynamic padding": 0.0,
-             f"input order + padding to the longest ({longest} tokens)": 0.0}
+    real = sum(len(e.ids) for e in enc)
+    plans = {f"sorted, <= {BATCH_TOKENS} tokens (the default)": (sorted_order, None, BATCH_TOKENS),
+             "sorted, <= 512 tokens": (sorted_order, None, 512), "sorted, <= 2048 tokens": (sorted_order, None, 2048),
+             "sorted, 64 texts, no token bound (before)": (sorted_order, None, None),
+             "input order + dynamic padding": (input_order, None, None),
+             f"input order + padding to the longest ({longest} tokens)": (input_order, longest, None)}
+    times = dict.fromkeys(plans, 0.0)
     for _ in range(repeats):
-        for name, (order, pad) in zip(times, ((sorted_order, None), (input_order, None), (input_order, longest))):
-            times[name] += run_batches(after, texts, order, pad)
-    base = times["sorted + dynamic padding"]
+        for name, (order, pad, bound) in plans.items():
+            times[name] += run_batches(after, texts, order, pad, 64, bound)
+    base = times[next(iter(plans))]
     mean_len = np.mean([len(e.ids) for e in enc])
-    print(f"batching on ONNX Runtime (batch 64, mean {mean_len:.0f} tokens/text): " + "; ".join(
-        f"{name} {n / t:.1f} texts/s ({t / base:.2f}x the time)" for name, t in times.items()))
+
+    def padded(order, pad, bound):
+        lengths = [len(enc[i].ids) for i in order]
+        from udfs.embeddings import _token_bounded
+
+        return sum(len(c) * (pad or max(len(enc[i].ids) for i in c)) for c in _token_bounded(order, lengths, 64, bound))
+
+    print(f"batching on ONNX Runtime (at most 64 texts a batch, mean {mean_len:.0f} tokens/text, {real} real tokens): "
+          + "; ".join(f"{name} {n / t:.1f} texts/s ({t / base:.2f}x the time, padded tokens {padded(*plans[name]) / real:.2f}x)"
+                      for name, t in times.items()))
+    fusions(after, texts, sorted_order, repeats, times[next(iter(plans))])
+
+
+def fusions(embedder: Embedder, texts: list[str], order: list[int], repeats: int, base: float) -> None:
+    """ONNX Runtime's transformer optimizer (`onnxruntime.transformers.optimizer.optimize_model`,
+    model_type 'bert') on the cached graph: which fused operators it finds, and its speed at the same
+    batches as Embedder.embed, one thread (the graph Embedder runs already gets ORT_ENABLE_ALL)."""
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from udfs.embeddings import onnx_graph
+
+    graph = onnx_graph(resolve_model_dir(None))
+    if not isinstance(graph, Path):
+        print("fusions: the graph cache is not writable; skipped")
+        return
+    import logging
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    optimized = optimize_model(str(graph), model_type="bert", num_heads=12, hidden_size=DIM, opt_level=0)
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        optimized.save_model_to_file(path)
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    t = 0.0
+    for _ in range(repeats):
+        t += run_batches(embedder, texts, order, None, 64, BATCH_TOKENS, session)
+    print(f"transformer optimizer (optimize_model bert): fused {fused or 'nothing'}; {len(texts) * repeats / t:.1f} "
+          f"texts/s ({t / base:.2f}x the time of the graph Embedder runs)")
 
 
 def endpoint(texts: list[str], latency_ms: float, concurrency: int, batch: int) -> None:

