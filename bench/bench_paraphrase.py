@@ -39,7 +39,7 @@ from simulator.rewording import reword, reworded_share  # noqa: E402
 from simulator.settings import SimSettings  # noqa: E402
 from udfs.embeddings import Embedder, top_k  # noqa: E402
 from udfs.paraphrase import (  # noqa: E402
-    embedding_text, judge_requests, numbers_disagree, parse_verdict, stated_numbers)
+    embedding_text, judge_requests, numbers_disagree, parse_verdict, ratio_margins, retrieval_rule, stated_numbers)
 
 HF = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")) / "hf"
 HELDOUT_FILES = [
@@ -51,6 +51,7 @@ HELDOUT_FILES = [
 CLEAN_FILES = ["allenai/ai2_arc/ARC-Easy/train.jsonl", "openai/gsm8k/main/train.jsonl",
                "aps/super_glue/boolq/train.jsonl"]
 FLOORS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+WIDTHS = (12, 12, 12, 20, 18)  # the before/after columns of the floor table
 
 
 def _question(row: dict) -> str | None:
@@ -84,6 +85,21 @@ def timed(fn, *args):
     return value, time.perf_counter() - start
 
 
+def number_rule(queries: list[str], idx: np.ndarray, heldout_numbers: list) -> np.ndarray:
+    """(q, k) bool: the numbers rule (`udfs.paraphrase.numbers_disagree`) drops the pair."""
+    return np.array([[numbers_disagree(stated_numbers(q), heldout_numbers[j]) for j in row]
+                     for q, row in zip(queries, idx)], dtype=bool).reshape(idx.shape)
+
+
+def judged_mask(sims: np.ndarray, margins: np.ndarray, differ: np.ndarray, floor: float,
+                margin_floor: float | None, margin: float) -> np.ndarray:
+    """(q, k) bool: the pairs the filter sends to the judge (`udfs.paraphrase.retrieval_rule`, then
+    the numbers rule), as jobs/filters/paraphrase.neighbours does."""
+    rule = np.vectorize(lambda s, m: retrieval_rule(float(s), float(m), floor=floor, margin_floor=margin_floor,
+                                                    min_margin=margin) is not None, otypes=[bool])
+    return (rule(sims, margins) if sims.size else np.zeros(sims.shape, bool)) & ~differ
+
+
 def judge_says_same(candidate: str, heldout: str) -> bool:
     (row,) = judge_requests({"gen_id": "g", "heldout_id": "h", "question": candidate, "heldout_question": heldout,
                              "heldout_task": "bench"}, model="sim", max_tokens=64)
@@ -98,6 +114,8 @@ def main() -> None:
     ap.add_argument("--clean", type=int, default=300)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--floor", type=float, default=0.7)
+    ap.add_argument("--margin-floor", type=float, default=0.6)
+    ap.add_argument("--margin", type=float, default=1.25)
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
 
@@ -143,20 +161,30 @@ def main() -> None:
           f"p10 {np.nanpercentile(own_sim, 10):.3f}; best similarity of a clean question to any held-out: "
           f"median {np.median(c_sim[:, 0]):.3f}, p95 {np.percentile(c_sim[:, 0], 95):.3f}")
 
-    print(f"{'floor':>6} {'k':>3} {'recall@k>=floor':>16} {'recall+judge':>13} {'clean FP':>9} "
-          f"{'judge req/clean row':>20} {'judge req/planted':>18}")
+    k = args.k
+    numbers = [stated_numbers(q) for q in texts]
+    p_differ = number_rule(planted, p_idx[:, :k], numbers)
+    c_differ = number_rule(clean, c_idx[:, :k], numbers)
+    p_margin, c_margin = ratio_margins(p_sim[:, :k]), ratio_margins(c_sim[:, :k])
+    print(f"judged pairs: before = similarity >= floor (and the numbers rule); after = the same OR the margin "
+          f"rule (similarity >= {args.margin_floor}, ratio margin over the k={k} neighbours >= {args.margin}); "
+          f"each cell before / after")
+    print(f"{'floor':>6} {'k':>3} " + " ".join(f"{h:>{w}}" for h, w in zip(
+        ("recall@k", "recall+judge", "clean FP", "judge req/clean row", "judge req/planted"), WIDTHS)))
     for floor in FLOORS:
-        k = args.k
-        keep_p = p_sim[:, :k] >= floor
-        keep_c = c_sim[:, :k] >= floor
-        retrieved = (own[:, :k] & keep_p).any(1)
-        judged = np.array([any(judge_says_same(planted[i], texts[p_idx[i, j]]) for j in range(k) if keep_p[i, j])
-                           for i in range(n)])
-        fp = np.array([any(judge_says_same(clean[i], texts[c_idx[i, j]]) for j in range(k) if keep_c[i, j])
-                       for i in range(len(clean))])
+        cells = []
+        for margin_floor in (None, min(args.margin_floor, floor)):
+            keep_p = judged_mask(p_sim[:, :k], p_margin, p_differ, floor, margin_floor, args.margin)
+            keep_c = judged_mask(c_sim[:, :k], c_margin, c_differ, floor, margin_floor, args.margin)
+            retrieved = (own[:, :k] & keep_p).any(1)
+            judged = np.array([any(judge_says_same(planted[i], texts[p_idx[i, j]]) for j in range(k) if keep_p[i, j])
+                               for i in range(n)])
+            fp = np.array([any(judge_says_same(clean[i], texts[c_idx[i, j]]) for j in range(k) if keep_c[i, j])
+                           for i in range(len(clean))])
+            cells.append((retrieved.mean(), judged.mean(), fp.mean(), keep_c.sum(1).mean(), keep_p.sum(1).mean()))
+        (b, a) = cells
         mark = "  <- default" if floor == args.floor else ""
-        print(f"{floor:>6.2f} {k:>3} {retrieved.mean():>16.3f} {judged.mean():>13.3f} {fp.mean():>9.3f} "
-              f"{keep_c.sum(1).mean():>20.3f} {keep_p.sum(1).mean():>18.3f}{mark}")
+        print(f"{floor:>6.2f} {k:>3} " + " ".join(f"{f'{x:.3f}/{y:.3f}':>{w}}" for x, y, w in zip(b, a, WIDTHS)) + mark)
     multilingual(embedder, texts, corpus, args,
                  (p_idx[:, :args.k], p_sim[:, :args.k], [(planted[i], planted_idx[i]) for i in range(n)]))
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
@@ -205,20 +233,29 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
     held_numbers = [stated_numbers(q) for q in sub_texts]
     cand_numbers = [stated_numbers(q) for q in gsm]
     differ = np.array([[numbers_disagree(cand_numbers[i], held_numbers[j]) for j in row] for i, row in enumerate(idx)])
+    margins = ratio_margins(sims)
     # the planted English rewordings keep their numbers: the filter must not drop their own pair
     p_idx, p_sim, p_src = planted_pairs
     p_differ = np.array([[numbers_disagree(stated_numbers(p_src[i][0]), stated_numbers(texts[j])) for j in row]
                          for i, row in enumerate(p_idx)])
     own = p_idx == np.array([src for _, src in p_src])[:, None]
+    p_margins = ratio_margins(p_sim)
+    none = np.zeros(differ.shape, bool)
     print(f"judge pairs per clean GSM8K training question against {int(mask.sum())} GSM8K + MMLU held-out "
-          f"questions (k={args.k}), without / with the numbers rule (both state numbers, none shared: not "
-          f"judged); recall of the planted English rewordings with the rule:")
+          f"questions (k={args.k}): similarity >= floor alone / + the numbers rule (both state numbers, none "
+          f"shared: not judged) / + the margin rule (>= {args.margin_floor}, margin >= {args.margin}); recall of "
+          f"the planted English rewordings, same three:")
     for floor in FLOORS:
-        keep = sims >= floor
-        kept_own = (own & (p_sim >= floor)).any(1).mean()
-        kept_own_rule = (own & (p_sim >= floor) & ~p_differ).any(1).mean()
-        print(f"  floor {floor:.2f}: {keep.sum(1).mean():.3f} / {(keep & ~differ).sum(1).mean():.3f} pairs per clean item; "
-              f"rewordings retrieved {kept_own:.3f} / {kept_own_rule:.3f}" + ("  <- default" if floor == args.floor else ""))
+        mf = min(args.margin_floor, floor)
+        pairs = [judged_mask(sims, margins, none, floor, None, args.margin),
+                 judged_mask(sims, margins, differ, floor, None, args.margin),
+                 judged_mask(sims, margins, differ, floor, mf, args.margin)]
+        kept = [judged_mask(p_sim, p_margins, np.zeros(p_differ.shape, bool), floor, None, args.margin),
+                judged_mask(p_sim, p_margins, p_differ, floor, None, args.margin),
+                judged_mask(p_sim, p_margins, p_differ, floor, mf, args.margin)]
+        print(f"  floor {floor:.2f}: " + " / ".join(f"{m.sum(1).mean():.3f}" for m in pairs) + " pairs per clean item; "
+              "rewordings retrieved " + " / ".join(f"{(own & m).any(1).mean():.3f}" for m in kept)
+              + ("  <- default" if floor == args.floor else ""))
 
 
 if __name__ == "__main__":
