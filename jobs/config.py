@@ -423,7 +423,8 @@ class ParaphraseConfig(_Strict):
     rewordings and 300 clean training questions, floor 0.7 alone retrieves 97.0% of the rewordings
     (0.067 judge requests per clean candidate, with the numbers rule); adding the margin rule (pairs
     from 0.6 up that stand out from the candidate's other neighbours by a ratio margin ≥ 1.25)
-    retrieves 99.3% for 0.097 requests, and 0.023 per clean GSM8K question against GSM8K + MMLU.
+    retrieves 99.3% for 0.097 requests, and 0.023 per clean GSM8K question against GSM8K + MMLU
+    (on 4,204 held-out questions: 98.3%, 0.250 and 0.073).
     """
 
     enabled: bool = Field(False, description="Run the paraphrase filter (needs pip install 'taskseed[paraphrase]').")

@@ -86,6 +86,7 @@ def test_retrieval_judge_and_ledger(lakehouse):
     assert matches[("g_reworded_arc", "h_arc2")].verdict == "same"
     assert matches[("g_reworded_gsm", "h_gsm")].similarity >= lakehouse.config.curate.paraphrase.floor
     assert all(r.request_id for r in matches.values())
+    assert matches[("g_reworded_gsm", "h_gsm")].retrieved_by == "floor"
     # the clean training question has no held-out neighbour above the floor, or one judged different
     assert all(r.verdict == "different" for (gid, _), r in matches.items() if gid == "g_clean")
     judged = lakehouse.read(LLM_CALLS.name).where("stage = 'judge'").count()
@@ -114,3 +115,24 @@ def test_a_judged_pair_keeps_its_recorded_similarity(lakehouse):
     again = {(r.gen_id, r.heldout_id): r.similarity for r in paraphrase_matches(lakehouse, lakehouse.config, items).collect()}
     assert again == recorded and again != first
     assert lakehouse.version(PARAPHRASE_JUDGMENTS.name) == version
+
+
+def _with_rule(config, floor, margin_floor):
+    p = config.curate.paraphrase.model_copy(update={"floor": floor, "margin_floor": margin_floor})
+    return config.model_copy(update={"curate": config.curate.model_copy(update={"paraphrase": p})})
+
+
+@pytest.mark.parametrize("floor,margin_floor,expected", [
+    (0.7, 0.6, "floor"),    # the defaults: a word-by-word rewording sits above the floor
+    (0.99, 0.6, "margin"),  # below the floor, it stands out from the other held-out items
+    (0.99, None, None),     # the margin rule off: nothing retrieved
+])
+def test_neighbours_record_the_rule_that_retrieved_a_pair(lakehouse, floor, margin_floor, expected):
+    from jobs.filters.paraphrase import neighbours
+
+    write_heldout(lakehouse, HELDOUT_ROWS)
+    config = _with_rule(lakehouse.config, floor, margin_floor)
+    ensure_heldout_embeddings(lakehouse, config)
+    pairs = {(r.gen_id, r.heldout_id): r.retrieved_by for r in neighbours(lakehouse, config, candidates(lakehouse)).collect()}
+    assert pairs.get(("g_reworded_gsm", "h_gsm")) == expected
+    assert set(pairs.values()) <= {"floor", "margin"}
