@@ -415,8 +415,9 @@ def run_curate(
             lakehouse.ensure(ALL_TABLES[name])
     before = {t: lakehouse.version(t) for t in tables}
     current = CurateFingerprint(scope_id, before, digest(curate_settings(config)), code_digest(config))
-    previous = None if force else last_run(lakehouse, scope_id)
     mark("fingerprint")
+    previous = None if force else last_run(lakehouse, scope_id)
+    mark("last run")
     if force:
         result.evaluated_because = ["--force"]
     else:
