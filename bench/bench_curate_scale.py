@@ -71,8 +71,9 @@ def _record(task: str, raw: dict) -> dict:
         index = labels.index(raw["answerKey"]) if raw["answerKey"] in labels else 0
         return {"question": raw["question"], "context": None, "choices": list(texts), "answer_index": index,
                 "answer_text": texts[index]}
-    return {"question": raw["question"], "context": raw["passage"], "choices": None, "answer_index": None,
-            "answer_text": "yes" if raw["label"] in (True, 1, "true", "True") else "no"}
+    yes = raw["label"] in (True, 1, "true", "True")  # as lm-eval's boolq: choices no / yes
+    return {"question": raw["question"], "context": raw["passage"], "choices": ["no", "yes"],
+            "answer_index": int(yes), "answer_text": "yes" if yes else "no"}
 
 
 def load_sources() -> dict[str, dict[str, list[dict]]]:
@@ -191,8 +192,9 @@ def plant(home: str, start: int, count: int, samples: int, master: str) -> dict:
         if item["_disagree"] and k > 0:  # the majority names something else
             if item["answer_format"] == "mcq":
                 return None, (item["answer_index"] + 1) % len(item["choices"])
-            return ("no" if item["answer_text"] == "yes" else "yes") if item["answer_format"] == "boolean" \
-                else str(int(float(item["answer_text"] or 0)) + 1), None
+            if item["answer_format"] == "boolean":
+                return ("no", 0) if item["answer_text"] == "yes" else ("yes", 1)
+            return str(int(float(item["answer_text"] or 0)) + 1), None
         return item["answer_text"], item["answer_index"]
 
     enriched = []

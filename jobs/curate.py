@@ -162,9 +162,55 @@ def fingerprint_tables(config: Config) -> list[str]:
 
 
 def last_run(lakehouse: Lakehouse, scope: str) -> Any:
-    """The newest `curate_runs` row of `scope` (a Row), or None."""
+    """The newest `curate_runs` row of `scope` (a mapping of its columns), or None. Read from the
+    table's latest commit when that is one run's append of this scope (`_last_appended_run`: no
+    Spark job), else with a query."""
+    row = _last_appended_run(lakehouse, scope)
+    if row is not None:
+        lakehouse._note("reads", CURATE_RUNS.name)  # the access log of the stage, as `read` notes it
+        return row
     return (lakehouse.read(CURATE_RUNS.name).where(F.col("scope") == scope)
             .orderBy(F.col("finished_at").desc(), F.col("run_id").desc()).limit(1).first())
+
+
+def _last_appended_run(lakehouse: Lakehouse, scope: str) -> dict[str, Any] | None:
+    """The row the latest Delta commit of `curate_runs` appended, when that commit is a plain
+    append (operation WRITE, Append mode) of one data file and no removal whose rows include
+    `scope` (the newest of them); None otherwise (a home on a URI, any other commit, another
+    scope, an unreadable log): the caller queries instead. Delta protocol: the newest commit file
+    `<version>.json` holds one JSON action per line; an append adds files and removes none, so its
+    rows are the newest of the table."""
+    import pyarrow.parquet as pq
+
+    if lakehouse.remote or lakehouse.managed:
+        return None
+    log = lakehouse.table_path(CURATE_RUNS.name) / "_delta_log"
+    from jobs.lakehouse import latest_commit_version
+
+    version = latest_commit_version(log)
+    if version is None:
+        return None
+    try:
+        actions = [json.loads(line) for line in (log / f"{version:020d}.json").read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+    except (OSError, ValueError):
+        return None
+    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    adds = [a["add"] for a in actions if "add" in a]
+    if info.get("operation") != "WRITE" or (info.get("operationParameters") or {}).get("mode") != "Append" \
+            or len(adds) != 1 or any(k in a for a in actions for k in ("remove", "metaData", "protocol")) \
+            or adds[0].get("deletionVector"):
+        return None
+    from urllib.parse import unquote
+
+    try:
+        rows = pq.read_table(lakehouse.table_path(CURATE_RUNS.name) / unquote(adds[0]["path"])).to_pylist()
+    except (OSError, ValueError):
+        return None
+    rows = [r for r in rows if r.get("scope") == scope]
+    if not rows or not set(CURATE_RUNS.columns) <= set(rows[0]):
+        return None
+    return max(rows, key=lambda r: (r["finished_at"], r["run_id"]))
 
 
 def curate_params(config: Config, tasks: Sequence[str] | None, run_id: str) -> dict[str, Any]:

@@ -824,6 +824,11 @@ def test_a_rerun_with_nothing_new_evaluates_nothing_and_a_change_says_what_chang
     versions = {t: lakehouse.version(t) for t in lakehouse.list_tables()}
     recorded = lakehouse.read("curate_runs").collect()
     assert [(r.run_id, r.scope, r.candidates, r.curated) for r in recorded] == [(first.run_id, "*", 3, first.curated)]
+    # the lookup reads the last append from the Delta log without a query, and declines another scope
+    appended = curate._last_appended_run(lakehouse, "*")
+    assert {c: appended[c] for c in ("run_id", "inputs", "tally")} == {c: recorded[0][c] for c in ("run_id", "inputs",
+                                                                                                 "tally")}
+    assert curate._last_appended_run(lakehouse, "arc_easy") is None
 
     lines: list[str] = []
     again = curate.run_curate(lakehouse, config, progress=lines.append)
