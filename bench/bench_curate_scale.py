@@ -317,7 +317,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="9,5000,20000", help="comma-separated item counts")
     parser.add_argument("--samples", type=int, default=3, help="M enrichment samples per item")
-    parser.add_argument("--plus", type=float, default=0.01, help="share of new items for the incremental rerun")
+    parser.add_argument("--plus", type=float, default=0.01, help="share of new items for the incremental rerun (0: no such rerun)")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--keep", action="store_true", help="keep the homes (printed)")
     parser.add_argument("--reruns-from", type=int, default=0,
@@ -352,9 +352,10 @@ def main() -> None:
             runs = [("first run", run_cli(home, args.master, args.samples, "curate"))]
             if n >= args.reruns_from:
                 runs.append(("nothing new", run_cli(home, args.master, args.samples, "curate")))
-                extra = max(1, math.ceil(n * args.plus))
-                _plant_child(home, n, extra, args.samples, args.master)
-                runs.append((f"+{extra} new items", run_cli(home, args.master, args.samples, "curate")))
+                if args.plus > 0:
+                    extra = max(1, math.ceil(n * args.plus))
+                    _plant_child(home, n, extra, args.samples, args.master)
+                    runs.append((f"+{extra} new items", run_cli(home, args.master, args.samples, "curate")))
             first, cpu_first = runs[0][1]["wall"], runs[0][1]["cpu"]
             firsts[n] = first
             cpus[n] = cpu_first
