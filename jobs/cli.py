@@ -196,7 +196,8 @@ def cmd_curate(args, config: Config) -> int:
     tasks = parse_tasks(getattr(args, "tasks", None))
     if STAGE.uses_endpoint(config):  # the judge calls the endpoint: one line now, not after the filters
         check_endpoint(config, ["judge"])
-    print_lines(run_curate(open_lakehouse(config), config, tasks, progress=progress))
+    print_lines(run_curate(open_lakehouse(config), config, tasks, progress=progress,
+                           force=bool(getattr(args, "force", False))))
     return 0
 
 
@@ -463,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "curated and curated_commercial")
     curate.add_argument("--tasks", help="comma-separated task names (default: every task); rows of other tasks "
                                         "are left as they are")
+    curate.add_argument("--force", action="store_true",
+                        help="evaluate every item even when nothing changed since the last curate of these tasks")
     curate.set_defaults(handler=cmd_curate)
     judge = commands.add_parser(
         "judge", help="dry run of the paraphrase filter's judge: pairs above the similarity floor and their "

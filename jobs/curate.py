@@ -17,7 +17,11 @@ that it uses the endpoint and runs on the one the pipeline opened. docs/curation
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any, Callable, Sequence
@@ -36,11 +40,23 @@ from jobs.sqlmodels import CurateContext, Model, bind_sql, register_udfs, run_mo
 from jobs.stage import Stage
 from schemas.answer_formats import ALL_FORMATS
 from schemas.tables import (
+    ALL_TABLES,
+    CURATE_RUNS,
     CURATED,
     CURATED_CHANGE_COLUMNS,
     CURATED_COMMERCIAL,
     FILTER_DECISION_CHANGE_COLUMNS,
     FILTER_DECISIONS,
+)
+from udfs.curate_state import (
+    CURATE_CODE_VERSION,
+    CurateFingerprint,
+    digest,
+    retry_pending,
+    scope_key,
+    source_digest,
+    versions_text,
+    what_changed,
 )
 
 # The models in evaluation order (the filters' models run between INTERMEDIATE and CURATED_MODELS).
@@ -73,8 +89,9 @@ def _running_engines(config: Config) -> list[Engine]:
 
 def reads(config: Config) -> list[str]:
     """Tables this stage reads with this config: the staging models' sources, each enabled
-    filter's own reads, and the tables of the engines that are installed."""
-    tables = list(READS)
+    filter's own reads, the tables of the engines that are installed, and `curate_runs` (the last
+    run's fingerprint)."""
+    tables = [*READS, CURATE_RUNS.name]
     for f in FILTERS:
         if f.is_enabled(config):
             tables.extend(t for t in f.reads if t not in tables)
@@ -86,7 +103,7 @@ def reads(config: Config) -> list[str]:
 def writes(config: Config) -> list[str]:
     """The three curate tables, `calibration` with a calibration sample (jobs/calibration.py), plus
     what the installed engines of enabled filters keep (`minhash_signatures` for near_dup)."""
-    tables = list(WRITES)
+    tables = [*WRITES, CURATE_RUNS.name]
     if calib.enabled(config):
         tables.extend(calib.WRITES)
     for engine in _running_engines(config):
@@ -98,6 +115,102 @@ def uses_endpoint(config: Config) -> bool:
     """Whether a run with this config calls the LLM endpoint: an enabled filter's engine does (the
     paraphrase judge)."""
     return any(engine.uses_endpoint for engine in _running_engines(config))
+
+
+# ---- the fingerprint of a run (issue 28: a rerun with nothing new evaluates nothing) -------------
+
+_ROOT = Path(__file__).resolve().parent.parent
+# The source the filters' decisions come from: the SQL models, the filters, this stage and its
+# runner, the calibration, and the pure functions under udfs/.
+CODE_GLOBS = ("jobs/sql/**/*.sql", "jobs/filters/*.py", "jobs/curate.py", "jobs/sqlmodels.py", "jobs/calibration.py",
+              "udfs/*.py")
+
+
+@lru_cache(maxsize=1)
+def _source_digest() -> str:
+    files = {p for pattern in CODE_GLOBS for p in _ROOT.glob(pattern) if p.is_file()}
+    return source_digest((p.relative_to(_ROOT).as_posix(), p.read_bytes()) for p in files)
+
+
+def code_digest(config: Config, filters: Sequence[Filter] | None = None) -> str:
+    """sha256 of `CURATE_CODE_VERSION`, the source digest of `CODE_GLOBS` and the declared filters
+    (name, model path, gate, engine and whether it is installed): a filter plugged in, an engine
+    installed, or an edited rule each change it."""
+    filters = FILTERS if filters is None else filters
+    declared = [[f.name, f.model.path, f.gate, f.engine.name if f.engine else None,
+                 bool(f.engine and f.is_enabled(config) and f.engine.available())] for f in filters]
+    return digest({"version": CURATE_CODE_VERSION, "source": _source_digest(), "filters": declared})
+
+
+def curate_settings(config: Config) -> dict[str, Any]:
+    """The settings curate's decisions depend on: every `curate.*` key, the `enrich` keys staging,
+    the vote and calibration read, and the judge's model when the paraphrase filter runs (its
+    verdicts are looked up by model). Names of secrets' sources only, never a secret."""
+    settings: dict[str, Any] = {
+        "curate": config.curate.model_dump(mode="json"),
+        "enrich": {k: getattr(config.enrich, k) for k in ("samples_per_item", "enrich_seeds", "calibration_per_family")},
+    }
+    if config.curate.paraphrase.enabled:
+        settings["judge_model"] = config.stage_endpoint("judge").model
+    return settings
+
+
+def fingerprint_tables(config: Config) -> list[str]:
+    """The tables a run's decisions are a function of: what it reads and what it keeps itself
+    (`reads`, `writes`), but not `curate_runs`."""
+    return sorted((set(reads(config)) | set(writes(config))) - {CURATE_RUNS.name})
+
+
+def last_run(lakehouse: Lakehouse, scope: str) -> Any:
+    """The newest `curate_runs` row of `scope` (a mapping of its columns), or None. Read from the
+    table's latest commit when that is one run's append of this scope (`_last_appended_run`: no
+    Spark job), else with a query."""
+    row = _last_appended_run(lakehouse, scope)
+    if row is not None:
+        lakehouse._note("reads", CURATE_RUNS.name)  # the access log of the stage, as `read` notes it
+        return row
+    return (lakehouse.read(CURATE_RUNS.name).where(F.col("scope") == scope)
+            .orderBy(F.col("finished_at").desc(), F.col("run_id").desc()).limit(1).first())
+
+
+def _last_appended_run(lakehouse: Lakehouse, scope: str) -> dict[str, Any] | None:
+    """The row the latest Delta commit of `curate_runs` appended, when that commit is a plain
+    append (operation WRITE, Append mode) of one data file and no removal whose rows include
+    `scope` (the newest of them); None otherwise (a home on a URI, any other commit, another
+    scope, an unreadable log): the caller queries instead. Delta protocol: the newest commit file
+    `<version>.json` holds one JSON action per line; an append adds files and removes none, so its
+    rows are the newest of the table."""
+    import pyarrow.parquet as pq
+
+    if lakehouse.remote or lakehouse.managed:
+        return None
+    log = lakehouse.table_path(CURATE_RUNS.name) / "_delta_log"
+    from jobs.lakehouse import latest_commit_version
+
+    version = latest_commit_version(log)
+    if version is None:
+        return None
+    try:
+        actions = [json.loads(line) for line in (log / f"{version:020d}.json").read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+    except (OSError, ValueError):
+        return None
+    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    adds = [a["add"] for a in actions if "add" in a]
+    if info.get("operation") != "WRITE" or (info.get("operationParameters") or {}).get("mode") != "Append" \
+            or len(adds) != 1 or any(k in a for a in actions for k in ("remove", "metaData", "protocol")) \
+            or adds[0].get("deletionVector"):
+        return None
+    from urllib.parse import unquote
+
+    try:
+        rows = pq.read_table(lakehouse.table_path(CURATE_RUNS.name) / unquote(adds[0]["path"])).to_pylist()
+    except (OSError, ValueError):
+        return None
+    rows = [r for r in rows if r.get("scope") == scope]
+    if not rows or not set(CURATE_RUNS.columns) <= set(rows[0]):
+        return None
+    return max(rows, key=lambda r: (r["finished_at"], r["run_id"]))
 
 
 def curate_params(config: Config, tasks: Sequence[str] | None, run_id: str) -> dict[str, Any]:
@@ -192,6 +305,12 @@ class CurateResult:
     disabled: list[str] = field(default_factory=list)
     calibration: CalibrationResult | None = None
     versions: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    # the fingerprint check (issue 28): why every item was evaluated, or the run nothing changed since
+    evaluated_because: list[str] = field(default_factory=list)
+    unchanged_since: str | None = None
+    inputs: dict[str, int | None] = field(default_factory=dict)
+    tally_rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per step, in run order
 
     def failed(self, name: str) -> int:
         return sum(n for (passed, _), n in self.by_filter.get(name, {}).items() if not passed)
@@ -210,7 +329,8 @@ class CurateResult:
         """Flat numeric metrics for MLflow: candidates, curated sizes, per filter passed/failed and
         per reason, rejections per filter per task family, unchecked filters, commits per table."""
         m = {"curate.candidates": float(self.candidates), "curate.curated": float(self.curated),
-             "curate.curated_commercial": float(self.curated_commercial)}
+             "curate.curated_commercial": float(self.curated_commercial),
+             "curate.items_evaluated": 0.0 if self.unchanged_since else float(self.candidates)}
         for name, counts in self.by_filter.items():
             m[f"curate.{name}.failed"] = float(self.failed(name))
             m[f"curate.{name}.passed"] = float(self.candidates - self.failed(name))
@@ -229,8 +349,14 @@ class CurateResult:
 
     def summary_lines(self) -> list[str]:
         scope = ",".join(self.tasks) if self.tasks else "all tasks"
-        lines = [f"[curate] {self.candidates} candidate items ({scope}): curated={self.curated}, "
-                 f"curated_commercial={self.curated_commercial}"]
+        lines = []
+        if self.unchanged_since:
+            lines.append(f"[curate] nothing new since run {self.unchanged_since} (inputs at versions "
+                         f"{versions_text(self.inputs)}); 0 items evaluated; its decisions:")
+        elif self.evaluated_because:
+            lines.append(f"[curate] evaluated every item: {'; '.join(self.evaluated_because)}")
+        lines.append(f"[curate] {self.candidates} candidate items ({scope}): curated={self.curated}, "
+                     f"curated_commercial={self.curated_commercial}")
         for name in self.by_filter:
             failed = {r: n for (p, r), n in self.by_filter[name].items() if not p}
             passed = {r: n for (p, r), n in self.by_filter[name].items() if p}
@@ -247,6 +373,8 @@ class CurateResult:
         lines.append(f"[curate] tables: {commits}")
         if self.calibration is not None:
             lines.extend(self.calibration.summary_lines())
+        if self.seconds:
+            lines.append("[curate] seconds by step: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
         return lines
 
 
@@ -255,6 +383,12 @@ def _tally(ctx: CurateContext, result: CurateResult) -> None:
                                                                                           "task"), "gen_id")
             .groupBy("filter", "passed", "reason", F.coalesce("task_family", "task").alias("family"))
             .count().collect())
+    _apply_tally(result, [r.asDict() for r in rows])
+
+
+def _apply_tally(result: CurateResult, rows: list[dict[str, Any]]) -> None:
+    """Fill `by_filter` and `rejected_by_family` from tally rows (filter, passed, reason, family, count)."""
+    result.tally_rows = sorted(rows, key=lambda r: (r["filter"], r["passed"], r["reason"], r["family"] or ""))
     result.by_filter = {f.name: {} for f in FILTERS}
     for r in rows:
         counts = result.by_filter.setdefault(r["filter"], {})
@@ -292,19 +426,59 @@ def run_curate(
     run_id: str | None = None,
     endpoint: Any = None,
     keep_views: bool = False,
+    force: bool = False,
 ) -> CurateResult:
     """Run every model and filter for the items of `tasks` (None = every task), MERGE the three
-    output tables within that scope, and return what was decided and written.
+    output tables within that scope, record the run's fingerprint in `curate_runs`, and return what
+    was decided and written.
+
+    First the fingerprint check (udfs/curate_state.py): when the last recorded run of the same scope
+    has the same input table versions, settings and filter code, and left no decision a retry could
+    change, nothing is evaluated or written and the result carries that run's tally
+    (`unchanged_since`); otherwise `evaluated_because` says what changed. force: evaluate anyway.
 
     endpoint: the endpoint the pipeline opened for the run (the paraphrase judge calls it; None:
     the judge opens the configured one, or a simulator). keep_views: leave the models' temp views
     registered (tests and interactive inspection)."""
     say = progress or (lambda _line: None)
+    started = last = time.monotonic()
     tasks = list(tasks) if tasks else None
     run_id = run_id or uuid.uuid4().hex
+    result = CurateResult(run_id=run_id, tasks=tasks)
+
+    def mark(name: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        result.seconds[name] = result.seconds.get(name, 0.0) + round(now - last, 3)
+        last = now
+
+    # the fingerprint: tables a run may create empty are created first, so a run that created one
+    # reads the same version as the next run will
+    scope_id = scope_key(tasks)
+    tables = fingerprint_tables(config)
+    for name in tables:
+        if name in ALL_TABLES and not lakehouse.exists(name):
+            lakehouse.ensure(ALL_TABLES[name])
+    before = {t: lakehouse.version(t) for t in tables}
+    current = CurateFingerprint(scope_id, before, digest(curate_settings(config)), code_digest(config))
+    mark("fingerprint")
+    previous = None if force else last_run(lakehouse, scope_id)
+    mark("last run")
+    if force:
+        result.evaluated_because = ["--force"]
+    else:
+        stored = None if previous is None else CurateFingerprint(
+            scope_id, CurateFingerprint.parse_inputs(previous["inputs"]), previous["config_digest"],
+            previous["code_digest"])
+        result.evaluated_because = what_changed(stored, current)
+        pending = retry_pending(json.loads(previous["tally"] or "[]")) if previous is not None else {}
+        result.evaluated_because += [f"{n} '{reason}' decisions to retry" for reason, n in sorted(pending.items())]
+        if not result.evaluated_because:
+            return _unchanged(result, previous, before, config, say)
+    say(f"[curate] evaluating every item: {'; '.join(result.evaluated_because)}")
+
     ctx = CurateContext(lakehouse, config, tasks, run_id, params=curate_params(config, tasks, run_id), progress=say,
                         endpoint=endpoint)
-    result = CurateResult(run_id=run_id, tasks=tasks)
     result.versions = {t: (lakehouse.version(t), None) for t in WRITES}
     register_udfs(lakehouse.spark)
     # Progress by step (each SQL model, each filter, each MERGE), with rate and ETA; steps differ
@@ -313,22 +487,26 @@ def run_curate(
                   unit="steps")
 
     def step(name: str) -> None:
+        mark(name)
         meter.update(meter.done + 1, extra=f"done: {name}")
 
     try:
         if calib.enabled(config):
             say("[curate] measuring the verification vote against gold on the calibration sample…")
             result.calibration = calib.measure_calibration(lakehouse, config, tasks)
+            mark("calibration")
         ctx.params.update(verification_params(config, result.calibration))
         say("[curate] staging candidates, enrichment samples, seed keys, licenses…")
         run_models(ctx, STAGING, step)
         result.candidates = ctx.spark.table("stg_candidates").count()
+        mark("count candidates")
         run_models(ctx, INTERMEDIATE, step)
         say(f"[curate] {result.candidates} candidates; evaluating {len(FILTERS)} filters on every item…")
         run_filters(ctx, FILTERS, on_done=step)
         result.not_checked = dict(ctx.not_checked)
         result.disabled = [f.name for f in FILTERS if not f.is_enabled(config)]
         _tally(ctx, result)
+        mark("tally")
         run_models(ctx, CURATED_MODELS, step)
         scope = scope_predicate(tasks)
         say("[curate] writing filter_decisions, curated, curated_commercial…")
@@ -345,10 +523,49 @@ def run_curate(
         step(f"merge {CURATED_COMMERCIAL.name}")
         if result.calibration is not None:
             write_calibration(lakehouse, result.calibration, tasks, run_id)
-        result.versions = {t: (before, lakehouse.version(t)) for t, (before, _) in result.versions.items()}
+            mark("write calibration")
+        result.versions = {t: (before_, lakehouse.version(t)) for t, (before_, _) in result.versions.items()}
+        _record(lakehouse, config, result, current, time.monotonic() - started)
+        mark("record run")
     finally:
         if not keep_views:
             ctx.drop_views()
+    return result
+
+
+def _record(lakehouse: Lakehouse, config: Config, result: CurateResult, fingerprint: CurateFingerprint,
+            seconds: float) -> None:
+    """Append the run's row to `curate_runs`. Its `inputs`: the versions after the run of the
+    tables the run writes (its outputs, signatures, held-out index, judge verdicts), the versions
+    before it of the tables it only reads (one written meanwhile by someone else then differs at
+    the next run, which evaluates again)."""
+    written = set(writes(config))
+    result.inputs = {t: (lakehouse.version(t) if t in written else v) for t, v in fingerprint.inputs.items()}
+    row = {
+        "run_id": result.run_id, "scope": fingerprint.scope, "inputs": json.dumps(result.inputs, sort_keys=True),
+        "config_digest": fingerprint.config, "code_digest": fingerprint.code, "candidates": result.candidates,
+        "curated": result.curated, "curated_commercial": result.curated_commercial,
+        "tally": json.dumps(result.tally_rows, sort_keys=True), "not_checked": json.dumps(result.not_checked,
+                                                                                          sort_keys=True),
+        "seconds": round(seconds, 3), "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
+    }
+    lakehouse.append(lakehouse.spark.createDataFrame([tuple(row[c] for c in CURATE_RUNS.columns)], CURATE_RUNS.schema),
+                     CURATE_RUNS)
+
+
+def _unchanged(result: CurateResult, previous: Any, inputs: dict[str, int | None], config: Config,
+               say: Callable[[str], None]) -> CurateResult:
+    """The result of a run with nothing new: `previous`'s counts and tally, no table written."""
+    result.unchanged_since = previous["run_id"]
+    result.inputs = dict(inputs)
+    result.candidates, result.curated = int(previous["candidates"] or 0), int(previous["curated"] or 0)
+    result.curated_commercial = int(previous["curated_commercial"] or 0)
+    _apply_tally(result, json.loads(previous["tally"] or "[]"))
+    result.not_checked = json.loads(previous["not_checked"] or "{}")
+    result.disabled = [f.name for f in FILTERS if not f.is_enabled(config)]
+    result.versions = {t: (inputs.get(t), inputs.get(t)) for t in WRITES}
+    say(f"[curate] nothing new since run {result.unchanged_since} (inputs at versions {versions_text(inputs)}); "
+        f"0 items evaluated")
     return result
 
 

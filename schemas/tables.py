@@ -518,6 +518,28 @@ CALIBRATION = TableSpec(
         ("measured_at", T),
     ),
 )
+CURATE_RUNS = TableSpec(
+    name="curate_runs",
+    keys=("run_id",),
+    description="One row per curate run that evaluated its items (issue 28; jobs/curate.py, udfs/curate_state.py): "
+                "its task scope, the Delta versions of the tables its decisions are a function of, digests of "
+                "its settings and filter code, and its tally, so a rerun with none of these changed evaluates "
+                "nothing and says so.",
+    schema=_fields(
+        ("run_id", S, False),
+        ("scope", S, False),             # '*' (every task) or the sorted task names, comma-separated
+        ("inputs", S),                   # JSON {table: Delta version or null}
+        ("config_digest", S),            # sha256 of the curate settings (udfs/curate_state.py)
+        ("code_digest", S),              # sha256 of the code version, filter sources and declared filters
+        ("candidates", L),
+        ("curated", L),
+        ("curated_commercial", L),
+        ("tally", S),                    # JSON [{filter, passed, reason, family, count}]
+        ("not_checked", S),              # JSON {filter: why}
+        ("seconds", D),                  # wall time of the run
+        ("finished_at", T),
+    ),
+)
 CALIBRATION_CHANGE_COLUMNS = ["threshold", "measured", "passed", "correct", "in_use", "source", "target_precision",
                               "samples_per_item", "enrichment_model"]
 
@@ -529,5 +551,5 @@ ALL_TABLES: dict[str, TableSpec] = {
     for spec in (TASK_CATALOG, LICENSE_POLICY, SEEDS, HELDOUT, QUARANTINE, LLM_CALLS, LLM_BATCH_REQUESTS, GENERATED, ENRICHED,
                  MINHASH_SIGNATURES, FILTER_DECISIONS, CURATED, CURATED_COMMERCIAL,
                  HELDOUT_KEYS, HELDOUT_SHINGLES, HELDOUT_EMBEDDINGS, TEXT_EMBEDDINGS, PARAPHRASE_JUDGMENTS, CALIBRATION,
-                 PUBLICATIONS)
+                 PUBLICATIONS, CURATE_RUNS)
 }

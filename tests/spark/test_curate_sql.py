@@ -790,6 +790,72 @@ def test_run_curate_end_to_end_rerun_commits_nothing_and_scope_deletes(lakehouse
     assert (n1.passed, n1.reason) == (False, "majority_disagrees")
 
 
+class _Evaluating(Exception):
+    """Raised by a progress callback at the line that says why every item is evaluated."""
+
+
+def _why_evaluated(lakehouse, config, **kwargs) -> list[str]:
+    """What `run_curate` says it evaluates every item for, stopping the run right there (nothing
+    is written)."""
+    from jobs.curate import run_curate
+
+    def progress(line: str) -> None:
+        if line.startswith("[curate] evaluating every item: "):
+            raise _Evaluating(line.split(": ", 1)[1])
+
+    with pytest.raises(_Evaluating) as stopped:
+        run_curate(lakehouse, config, progress=progress, **kwargs)
+    return str(stopped.value).split("; ")
+
+
+@pytest.mark.heavy  # a whole curate run
+def test_a_rerun_with_nothing_new_evaluates_nothing_and_a_change_says_what_changed(lakehouse, monkeypatch):
+    """Issue 28: the second curate of the same inputs, settings and filter code evaluates nothing,
+    writes nothing and reports the first run's decisions; a changed heldout table, setting, filter
+    declaration or scope, or --force, evaluates again and names why."""
+    import jobs.curate as curate
+    from schemas.tables import HELDOUT
+
+    _small_world(lakehouse)
+    config = lakehouse.config
+    first = curate.run_curate(lakehouse, config)
+    assert first.evaluated_because == ["no earlier curate run of this scope"] and first.committed("curated")
+    assert set(first.seconds) >= {"fingerprint", "filter near_dup", "merge filter_decisions", "record run"}
+    versions = {t: lakehouse.version(t) for t in lakehouse.list_tables()}
+    recorded = lakehouse.read("curate_runs").collect()
+    assert [(r.run_id, r.scope, r.candidates, r.curated) for r in recorded] == [(first.run_id, "*", 3, first.curated)]
+    # the lookup reads the last append from the Delta log without a query, and declines another scope
+    appended = curate._last_appended_run(lakehouse, "*")
+    assert {c: appended[c] for c in ("run_id", "inputs", "tally")} == {c: recorded[0][c] for c in ("run_id", "inputs",
+                                                                                                 "tally")}
+    assert curate._last_appended_run(lakehouse, "arc_easy") is None
+
+    lines: list[str] = []
+    again = curate.run_curate(lakehouse, config, progress=lines.append)
+    assert again.unchanged_since == first.run_id and not again.evaluated_because
+    assert {t: lakehouse.version(t) for t in lakehouse.list_tables()} == versions  # nothing written
+    assert (again.by_filter, again.rejected_by_family) == (first.by_filter, first.rejected_by_family)
+    assert (again.candidates, again.curated, again.curated_commercial) == (
+        first.candidates, first.curated, first.curated_commercial)
+    assert not any(again.committed(t) for t in again.versions) and again.metrics()["curate.items_evaluated"] == 0
+    assert lines == [again.summary_lines()[0].removesuffix("; its decisions:")]
+    assert lines[0].startswith(f"[curate] nothing new since run {first.run_id} (inputs at versions ")
+    assert "0 items evaluated" in lines[0] and f"generated v{versions['generated']}" in lines[0]
+
+    # what changed is named; each check stops before anything is evaluated
+    fewer = config.model_copy(update={"enrich": config.enrich.model_copy(update={"samples_per_item": 3})})
+    assert _why_evaluated(lakehouse, fewer) == ["curate settings"]
+    assert _why_evaluated(lakehouse, config, force=True) == ["--force"]
+    assert _why_evaluated(lakehouse, config, tasks=["arc_easy"]) == ["no earlier curate run of this scope"]
+    monkeypatch.setattr(curate, "FILTERS", (*curate.FILTERS, Filter("extra", Model("intermediate/extra.sql"))))
+    assert _why_evaluated(lakehouse, config) == ["filter code"]
+    monkeypatch.undo()
+    heldout_before = lakehouse.version("heldout")
+    write(lakehouse, HELDOUT, [dict(heldout_id="h1", task="arc_easy", split="test", doc_index=0, question="What is 2+2?",
+                                    answer_text="4")])
+    assert _why_evaluated(lakehouse, config) == [f"heldout v{heldout_before} → v{lakehouse.version('heldout')}"]
+
+
 @pytest.mark.heavy  # reads a whole curate run (small_curated)
 def test_readme_curation_queries_run_and_count_rejections_from_filter_decisions_alone(small_curated):
     """The `taskseed sql` queries of docs/curation.md's "Querying curation" block run on a curated lakehouse;

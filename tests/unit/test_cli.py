@@ -71,8 +71,8 @@ def test_curate_command_passes_the_task_scope_and_prints_the_summary(monkeypatch
         def summary_lines(self):
             return ["[curate] 3 candidate items (gsm8k,arc_easy): curated=2, curated_commercial=1"]
 
-    def fake_run_curate(lakehouse, config, tasks, progress):
-        calls.append((lakehouse, tasks, progress))
+    def fake_run_curate(lakehouse, config, tasks, progress, force=False):
+        calls.append((lakehouse, tasks, progress, force))
         return Result()
 
     monkeypatch.setattr(cli, "open_lakehouse", lambda config: "the-lakehouse")
@@ -80,11 +80,13 @@ def test_curate_command_passes_the_task_scope_and_prints_the_summary(monkeypatch
     args = cli.build_parser().parse_args(["curate", "--tasks", "gsm8k, arc_easy"])
     assert args.handler is cli.cmd_curate
     assert args.handler(args, load_config()) == 0
-    assert calls == [("the-lakehouse", ["gsm8k", "arc_easy"], cli.progress)]
+    assert calls == [("the-lakehouse", ["gsm8k", "arc_easy"], cli.progress, False)]
     printed = capsys.readouterr()
     # a stage summary is a report: stderr, as docs/configuration.md says (issue 29); stdout stays the answer
     assert "curated=2, curated_commercial=1" in printed.err and printed.out == ""
     assert cli.build_parser().parse_args(["curate"]).tasks is None
+    forced = cli.build_parser().parse_args(["curate", "--force"])  # evaluate although nothing changed
+    assert forced.handler(forced, load_config()) == 0 and calls[-1][1:] == (None, cli.progress, True)
 
 def test_publish_and_status_commands_parse():
     from jobs.cli import build_parser
