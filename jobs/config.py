@@ -243,6 +243,13 @@ class SimulatorConfig(_Strict):
         "off", description="Reasoning output as vLLM/SGLang reasoning parsers return it: split = thoughts in "
                            "the reasoning field, the answer in content; only = everything there, content null.")
     reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
+    batch_seconds: float = Field(2.0, ge=0, description="Batch API (/v1/batches): simulated seconds from a batch's "
+                                                        "creation to completed (validating, in_progress, finalizing "
+                                                        "on the way); a completion_window shorter than this expires it.")
+    batch_expire_rate: float = Field(0.0, ge=0, le=1, description="Batch API: share of batches that expire half way "
+                                                                   "(seeded per input file content).")
+    batch_error_rate: float = Field(0.0, ge=0, le=1, description="Batch API: share of a batch's lines that go to its "
+                                                                 "error file (code server_error).")
     reject_json_schema: int = Field(0, description="Answer requests with response_format json_schema with this "
                                                    "HTTP error status (400-599, as llama.cpp servers do; 0 = accept).")
 
