@@ -18,7 +18,8 @@ with a custom_id, or a custom_id twice, makes it `failed` with `errors`), `in_pr
 `output_file_id` and, when some lines failed, an `error_file_id` (lines chosen by
 `batch_error_rate`, seeded per custom_id). A batch expires when its `completion_window`
 (`<n>s|m|h`; the API's only value is `24h`) is shorter than T, or when chosen by
-`batch_expire_rate` (seeded per batch content; it then expires at 0.5·T): requests done by then are
+`batch_expire_rate` (seeded per input content and how many batches were made from that content, so
+a resubmission can succeed; it then expires at 0.5·T): requests done by then are
 in its output file, the rest in its error file with code `batch_expired`. `cancel` makes it
 `cancelling` and, 0.05·T later, `cancelled` the same way (`batch_cancelled`). Same seed, same
 outcomes; only the clock is real.
@@ -91,6 +92,7 @@ class BatchAPIState:
         self.submitted: Counter[str] = Counter()  # custom_id -> lines submitted in batches
         self.batches_of: dict[str, list[str]] = {}  # custom_id -> batch ids it was submitted in
         self.planted: Counter[str] = Counter()
+        self.contents: Counter[str] = Counter()  # input file content hash -> batches created from it
 
     def snapshot(self) -> dict:
         return {"files": len(self.files), "batches": {b.id: b.final or "live" for b in self.batches.values()},
@@ -277,11 +279,12 @@ def add_batch_routes(app, settings: SimSettings, state, label_headers: dict, exp
             invalid.append({"code": "empty_file", "line": None, "message": "the input file has no lines"})
         bid = new_id("batch", api().batches)
         content = hashlib.blake2b(f.data, digest_size=12).hexdigest()
+        api().contents[content] += 1
         window_frac = window_seconds(window) / max(settings.batch_seconds, 1e-6)
         expire_at = None
         if window_frac < 1.0:
             expire_at = max(0.1, window_frac)
-        elif uniform01(settings.seed, "batch_expire", content) < settings.batch_expire_rate:
+        elif uniform01(settings.seed, "batch_expire", content, api().contents[content]) < settings.batch_expire_rate:
             expire_at = 0.5
         meta = body.get("metadata")
         batch = SimBatch(bid, f.id, CHAT_URL, window, meta if isinstance(meta, dict) else None, time.time(),
