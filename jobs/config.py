@@ -562,8 +562,8 @@ class ModelPrice(_Strict):
     tokens_per_second: float | None = Field(
         None, gt=0, description="Throughput of the deployment (with gpu_hour); None = measured from the ledger.")
     batch_discount: float = Field(
-        0.5, ge=0, le=1, description="Share of the per-token price the Batch API bills (OpenAI: 0.5); used for "
-                                     "calls made in batch mode and the batch-vs-online projection.")
+        0.5, ge=0, le=1, description="Share taken off the per-token price for calls made through a Batch API "
+                                     "(OpenAI: 0.5, half the online rate); not applied to gpu_hour prices.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "ModelPrice":
