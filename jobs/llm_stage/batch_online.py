@@ -54,7 +54,7 @@ from jobs.llm_stage.call import RunAccounting, terminal_statuses
 from jobs.llm_stage.spec import REQUEST_COLUMNS, LLMStageSpec
 from jobs.progress import format_duration
 from schemas.tables import LLM_BATCH_REQUESTS, LLM_CALLS
-from udfs.llm_batch import (CHAT_URL, COMPLETED, EXPORTED, HOLDING, METADATA_KEY, PROVIDER_TERMINAL, RELEASED,
+from udfs.llm_batch import (CHAT_URL, COMPLETED, EXPORTED, HOLDING, METADATA_KEY, PROVIDER_TERMINAL,
                             SUBMITTING, BatchFileError, assign_batches, batch_filename, batch_line, batches_eta,
                             find_provider_batch, membership_status, poll_delay, read_output_line, unrun)
 from udfs.llm_client import EndpointSettings, resolve_api_key
