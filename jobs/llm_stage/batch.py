@@ -135,7 +135,7 @@ def export_batches(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, out
         now = _now()
         rows = pd.DataFrame({"batch_id": list(assignment.values()), "request_id": list(assignment.keys())})
         rows = rows.assign(stage=spec.name, batch_status=EXPORTED, shard=rows["batch_id"] + ".jsonl",
-                           created_at=now, updated_at=now)
+                           created_at=now, updated_at=now, provider_batch_id=None, provider_file_id=None)
         spark = lakehouse.spark
         membership = spark.createDataFrame(rows[LLM_BATCH_REQUESTS.columns], LLM_BATCH_REQUESTS.schema)
         lakehouse.merge(membership, LLM_BATCH_REQUESTS)  # insert-only: kept rows are unchanged
