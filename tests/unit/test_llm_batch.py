@@ -200,3 +200,14 @@ def test_the_eta_comes_from_the_providers_request_counts():
     assert batches_eta([(100, 25, 10.0), (100, 25, 10.0)]) == pytest.approx(30.0)  # 150 left at 5/s
     assert batches_eta([(100, 0, 10.0)]) is None
     assert batches_eta([]) is None
+
+
+def test_the_crash_hook_names_its_points_and_is_a_no_op_when_unset(monkeypatch):
+    from jobs.llm_stage.batch_online import CRASH_ENV, CRASH_POINTS, crash_point
+
+    monkeypatch.delenv(CRASH_ENV, raising=False)
+    for point in CRASH_POINTS:
+        crash_point(point)  # returns: nothing set
+    monkeypatch.setenv(CRASH_ENV, "after_lunch")
+    with pytest.raises(ValueError, match="before_upload, after_upload, after_submit, polling, before_reconcile"):
+        crash_point("polling")
