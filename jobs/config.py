@@ -130,6 +130,10 @@ class EndpointConfig(_Strict):
     max_retries: int = Field(6, ge=0)
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+    mode: Literal["online", "batch"] = Field(
+        "online", description="online: stream requests to /v1/chat/completions; batch: submit them as OpenAI "
+                              "Batch API jobs (/v1/files + /v1/batches), poll, reconcile (docs/llm-stages.md "
+                              "\"Batch mode\"; needs base_url, not replicas).")
     structured_output: Literal["json_schema", "json_object", "none"] = Field(
         "json_schema",
         description="How responses are constrained to JSON: json_schema (response_format with the "
@@ -148,6 +152,8 @@ class EndpointConfig(_Strict):
             raise ValueError("secret_scope and secret_key must be set together")
         if self.base_url and self.replicas:
             raise ValueError("set base_url or replicas, not both")
+        if self.mode == "batch" and self.replicas:
+            raise ValueError("mode: batch submits to one Batch API (base_url); replicas are for online mode")
         return self
 
     @property
@@ -187,6 +193,7 @@ class EndpointOverride(_Strict):
     backoff_max_s: float | None = Field(None, gt=0)
     structured_output: Literal["json_schema", "json_object", "none"] | None = None
     down_after_failures: int | None = Field(None, ge=1)
+    mode: Literal["online", "batch"] | None = None
 
     @field_validator("structured_output", mode="before")
     @classmethod
@@ -243,6 +250,13 @@ class SimulatorConfig(_Strict):
         "off", description="Reasoning output as vLLM/SGLang reasoning parsers return it: split = thoughts in "
                            "the reasoning field, the answer in content; only = everything there, content null.")
     reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
+    batch_seconds: float = Field(2.0, ge=0, description="Batch API (/v1/batches): simulated seconds from a batch's "
+                                                        "creation to completed (validating, in_progress, finalizing "
+                                                        "on the way); a completion_window shorter than this expires it.")
+    batch_expire_rate: float = Field(0.0, ge=0, le=1, description="Batch API: share of batches that expire half way "
+                                                                   "(seeded per input file content).")
+    batch_error_rate: float = Field(0.0, ge=0, le=1, description="Batch API: share of a batch's lines that go to its "
+                                                                 "error file (code server_error).")
     reject_json_schema: int = Field(0, description="Answer requests with response_format json_schema with this "
                                                    "HTTP error status (400-599, as llama.cpp servers do; 0 = accept).")
 
@@ -272,6 +286,11 @@ class LLMConfig(_Strict):
     retry_failed: bool = Field(False, description="Re-send requests whose ledger row is `failed`.")
     batch_rows: int = Field(50000, ge=1, description="Requests per batch file in batch mode (`taskseed batch "
                                                      "export`); 50000 is the OpenAI Batch API's limit per batch.")
+    batch_completion_window: str = Field("24h", description="completion_window of submitted batches (endpoint.mode: "
+                                                            "batch); the OpenAI Batch API accepts 24h.")
+    batch_poll_seconds: float = Field(5.0, gt=0, description="First wait between polls of submitted batches; "
+                                                             "doubles per poll up to batch_poll_max_seconds.")
+    batch_poll_max_seconds: float = Field(300.0, gt=0, description="Longest wait between polls of submitted batches.")
 
     @property
     def commit_unit_rows(self) -> int:
@@ -556,6 +575,9 @@ class ModelPrice(_Strict):
     gpus: int = Field(1, ge=1, description="GPUs serving the model (with gpu_hour).")
     tokens_per_second: float | None = Field(
         None, gt=0, description="Throughput of the deployment (with gpu_hour); None = measured from the ledger.")
+    batch_discount: float = Field(
+        0.5, ge=0, le=1, description="Share taken off the per-token price for calls made through a Batch API "
+                                     "(OpenAI: 0.5, half the online rate); not applied to gpu_hour prices.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "ModelPrice":

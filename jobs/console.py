@@ -119,8 +119,9 @@ def projected_cost_line(stage: str, total, config: Config) -> str:
     from jobs.costs import projected_cost
 
     model = config.stage_endpoint(stage).model
-    low = projected_cost(config, model, total.est_prompt_tokens, total.est_completion_tokens)
-    high = projected_cost(config, model, total.est_prompt_tokens, total.max_completion_tokens)
+    batch = config.stage_endpoint(stage).mode == "batch"  # billed at the Batch API's price
+    low = projected_cost(config, model, total.est_prompt_tokens, total.est_completion_tokens, batch)
+    high = projected_cost(config, model, total.est_prompt_tokens, total.max_completion_tokens, batch)
     if low is None:
         why = "no price" if model not in config.costs else "a GPU-hour price needs costs.<model>.tokens_per_second"
         return f"[{stage}] projected cost: unknown ({why} for model {model}; see the costs section in docs/configuration.md)"

@@ -143,11 +143,13 @@ class CostReport:
 
 
 def _group(rows, key: str, price_of, rates) -> dict[str, dict[str, float]]:
+    """Rows (with model, in/out tokens, calls and, when present, `batched`) summed and priced per `key`."""
     out: dict[str, dict[str, float]] = {}
     for r in rows:
         g = out.setdefault(r[key] if r[key] is not None else "(none)", {"cost": 0.0, "in_tokens": 0.0,
                                                                          "out_tokens": 0.0, "calls": 0})
-        cost = tokens_cost(r["in_tokens"], r["out_tokens"], price_of(r["model"]), rates.get(r["model"])) or 0.0
+        batched = bool((r.asDict() if hasattr(r, "asDict") else r).get("batched"))
+        cost = tokens_cost(r["in_tokens"], r["out_tokens"], price_of(r["model"]), rates.get(r["model"]), batched) or 0.0
         g["cost"] += cost
         g["in_tokens"] += r["in_tokens"]
         g["out_tokens"] += r["out_tokens"]
@@ -210,7 +212,8 @@ def cost_report(lakehouse: Lakehouse, config: Config) -> CostReport:
     report.rates = measured_rates(calls)
     sums = [F.sum("in_tokens").alias("in_tokens"), F.sum("out_tokens").alias("out_tokens"),
             F.count(F.lit(1)).alias("calls")]
-    grouped = calls.groupBy("stage", "family", "outcome", "model").agg(
+    calls = calls.withColumn("batched", F.col("batch_id").isNotNull())  # a Batch API call: batch price
+    grouped = calls.groupBy("stage", "family", "outcome", "model", "batched").agg(
         *sums, F.count_if(F.col("estimated")).alias("estimated")).collect()
     models = sorted({r["model"] for r in grouped if r["model"]})
     report.models = models
@@ -228,7 +231,7 @@ def cost_report(lakehouse: Lakehouse, config: Config) -> CostReport:
         failed = (lakehouse.read(FILTER_DECISIONS.name).where(~F.col("passed") & ~F.col("filter").isin(*NOT_A_REJECTION))
                   .select("gen_id", "filter"))
         by_filter = (calls.where(F.col("outcome") == "rejected").join(failed, "gen_id")
-                     .groupBy("filter", "model").agg(*sums).collect())
+                     .groupBy("filter", "model", "batched").agg(*sums).collect())
         report.rejected_by_filter = _group(by_filter, "filter", price_of, report.rates)
     if lakehouse.exists(CURATED.name):
         kept = lakehouse.read(CURATED.name).agg(F.count(F.lit(1)).alias("n"),
@@ -237,7 +240,9 @@ def cost_report(lakehouse: Lakehouse, config: Config) -> CostReport:
     return report
 
 
-def projected_cost(config: Config, model: str, prompt_tokens: float, completion_tokens: float) -> float | None:
+def projected_cost(config: Config, model: str, prompt_tokens: float, completion_tokens: float,
+                   batch: bool = False) -> float | None:
     """What a dry-run plan's estimated tokens would cost at `config.costs[model]` (None: no price, or
-    a GPU-hour price without `tokens_per_second`, since a plan has no measured rate)."""
-    return tokens_cost(prompt_tokens, completion_tokens, config.costs.get(model))
+    a GPU-hour price without `tokens_per_second`, since a plan has no measured rate); `batch`: sent
+    through a Batch API (`endpoint.mode: batch`: the price less its `batch_discount`)."""
+    return tokens_cost(prompt_tokens, completion_tokens, config.costs.get(model), batch=batch)

@@ -82,6 +82,9 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
                 choices=("reasoning_content", "reasoning"))
     config_flag("--reject-json-schema", "answer requests with response_format json_schema with this HTTP error "
                                         "status (e.g. 400 or 500, as llama.cpp servers do; 0 = accept)", type=int)
+    config_flag("--batch-seconds", "Batch API: simulated seconds from a batch's creation to completed", type=float)
+    config_flag("--batch-expire-rate", "Batch API: share of batches that expire (seeded per input file)", type=_rate)
+    config_flag("--batch-error-rate", "Batch API: share of a batch's lines that go to its error file", type=_rate)
     p.add_argument("--require-key-env", default=None,
                    help="answer 401 unless requests carry the key held in this environment variable")
     p.set_defaults(handler=cmd_sim)
@@ -91,7 +94,8 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
 _SIM_FLAGS = ("seed", "latency_ms", "latency_jitter_ms", "latency_dist", "max_concurrency", "rate_limit_rps",
               "rate_limit_burst", "retry_after_s", "fault_rate", "hang_s", "wrong_answer_rate", "duplicate_rate",
               "heldout_copy_rate", "seed_copy_rate", "prompt_leak_rate", "self_reference_rate", "heldout_file",
-              "reasoning", "reasoning_field", "reject_json_schema")
+              "reasoning", "reasoning_field", "reject_json_schema", "batch_seconds", "batch_expire_rate",
+              "batch_error_rate")
 
 
 def settings_from_args(args: argparse.Namespace, sim_config: SimulatorConfig | None = None,

@@ -212,6 +212,8 @@ LLM_BATCH_REQUESTS = TableSpec(
         ("shard", S),  # the batch's input file name
         ("created_at", T),
         ("updated_at", T),
+        ("provider_batch_id", S),  # online mode: the Batch API's batch id (null until submitted)
+        ("provider_file_id", S),  # online mode: the uploaded input file's id (null until uploaded)
     ),
 )
 

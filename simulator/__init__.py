@@ -3,7 +3,8 @@
 - settings.py  `SimSettings` (latency, concurrency, rate limits, fault rates) and the seeded hashes
                every random decision comes from;
 - contract.py  what it answers: deterministic JSON for taskseed's prompts (pure functions);
-- server.py    how it serves: aiohttp app, queueing, faults, in-thread / child-process servers.
+- server.py    how it serves: aiohttp app, queueing, faults, in-thread / child-process servers;
+- batch_files.py / batch_api.py  `vllm run-batch` over files, and the OpenAI Batch API (/v1/files, /v1/batches).
 """
 
 from simulator.contract import approx_tokens, parse_contract, sim_answer, sim_thought, sim_truth

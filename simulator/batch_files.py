@@ -21,19 +21,44 @@ from simulator.contract import approx_tokens, sim_answer
 from simulator.settings import SimSettings, uniform01
 
 
-def answer_body(body: dict, settings: SimSettings) -> dict:
-    """The chat.completion body the simulator answers `body` with (no transport faults)."""
+def answer_body(body: dict, settings: SimSettings, heldout: list[dict] | None = None,
+                known: dict[str, str] | None = None, planted: Counter | None = None) -> dict:
+    """The chat.completion body the simulator answers `body` with (no transport faults); `heldout`,
+    `known` and `planted` as the HTTP server passes them to `sim_answer` (held-out items generation
+    may copy, answers enrichment knows, the content-fault counter)."""
     seed = body.get("seed")
     unseeded = json.dumps({k: v for k, v in body.items() if k != "seed"}, sort_keys=True)
     prompt_key = hashlib.blake2b(unseeded.encode(), digest_size=12).hexdigest()
     variant_key = f"{prompt_key}:seed={seed}" if isinstance(seed, int) else prompt_key
-    content = sim_answer(body, settings, variant_key, prompt_key, None, Counter())
+    content = sim_answer(body, settings, variant_key, prompt_key, heldout, Counter() if planted is None else planted, known)
     prompt_chars = sum(len(str(m.get("content") or "")) for m in body.get("messages") or [] if isinstance(m, dict))
     usage = {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": approx_tokens(content)}
     return {"id": f"chatcmpl-batch-{prompt_key}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model") or settings.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}}
+
+
+def answer_line(request: dict, number: int, settings: SimSettings, *, error_rate: float = 0.0,
+                http_error_rate: float = 0.0, drop_rate: float = 0.0, heldout: list[dict] | None = None,
+                known: dict[str, str] | None = None, planted: Counter | None = None) -> tuple[str, dict | None]:
+    """(outcome, result line) for one decoded input line (`number` = its 1-based line number):
+    outcome `ok` / `http_500` (an output-file line), `error` (an error-file line), `dropped` (None)."""
+    cid = request["custom_id"]
+    u = uniform01(settings.seed, "batch", cid)
+    line = {"id": f"batch_req_{number}", "custom_id": cid, "response": None, "error": None}
+    if u < drop_rate:
+        return "dropped", None
+    if u < drop_rate + error_rate:
+        line["error"] = {"code": "server_error", "message": "the batch worker failed on this request"}
+        return "error", line
+    if u < drop_rate + error_rate + http_error_rate:
+        line["response"] = {"status_code": 500, "request_id": line["id"],
+                            "body": {"error": {"message": "internal error", "type": "server_error"}}}
+        return "http_500", line
+    line["response"] = {"status_code": 200, "request_id": line["id"],
+                        "body": answer_body(request["body"], settings, heldout, known, planted)}
+    return "ok", line
 
 
 def run_batch_file(input_path: Path | str, output_path: Path | str, error_path: Path | str | None = None,
@@ -47,27 +72,11 @@ def run_batch_file(input_path: Path | str, output_path: Path | str, error_path: 
     for number, text in enumerate(Path(input_path).read_text(encoding="utf-8").splitlines(), 1):
         if not text.strip():
             continue
-        request = json.loads(text)
-        cid = request["custom_id"]
-        u = uniform01(settings.seed, "batch", cid)
-        line = {"id": f"batch_req_{number}", "custom_id": cid, "response": None, "error": None}
-        if u < drop_rate:
-            counts["dropped"] += 1
-            continue
-        if u < drop_rate + error_rate:
-            line["error"] = {"code": "server_error", "message": "the batch worker failed on this request"}
-            err_lines.append(line)
-            counts["error"] += 1
-            continue
-        if u < drop_rate + error_rate + http_error_rate:
-            line["response"] = {"status_code": 500, "request_id": line["id"],
-                                "body": {"error": {"message": "internal error", "type": "server_error"}}}
-            counts["http_500"] += 1
-        else:
-            line["response"] = {"status_code": 200, "request_id": line["id"],
-                                "body": answer_body(request["body"], settings)}
-            counts["ok"] += 1
-        out_lines.append(line)
+        outcome, line = answer_line(json.loads(text), number, settings, error_rate=error_rate,
+                                    http_error_rate=http_error_rate, drop_rate=drop_rate)
+        counts[outcome] += 1
+        if line is not None:
+            (err_lines if outcome == "error" else out_lines).append(line)
     if error_path is None:
         out_lines += err_lines
     else:

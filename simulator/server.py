@@ -18,7 +18,8 @@ how many times that content was seen), so a retried request can succeed where it
 failed, reproducibly. The sample an answer stands for is the body's `seed` (as on a real server:
 same prompt and seed, same item; another seed, another item), else the request-id header.
 
-Endpoints: `POST /v1/chat/completions`, `POST /v1/embeddings` (simulator/embeddings.py),
+Endpoints: `POST /v1/chat/completions`, `POST /v1/embeddings` (simulator/embeddings.py), the Batch
+API's `/v1/files` and `/v1/batches` and `GET /admin/batches` (simulator/batch_api.py),
 `GET /v1/models` (the chat model, `served_models` and the embedding model), `GET /admin/stats`,
 `POST /admin/reset`, `POST /admin/kill` / `/admin/revive` (play a dead server:
 connections dropped, nothing counted; the fleet tests and bench_replicas).
@@ -49,6 +50,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
+from simulator.batch_api import BatchAPIState, add_batch_routes
 from simulator.contract import approx_tokens, load_heldout, load_known_answers, sim_answer, sim_thought
 from simulator.embeddings import SIM_EMBEDDING_MODEL, add_embeddings_route
 from simulator.settings import SimSettings, settings_from_json, uniform01
@@ -107,6 +109,8 @@ class SimulatorState:
         # POST /v1/embeddings (simulator/embeddings.py): HTTP requests, texts in answered requests
         self.embedding_requests = 0
         self.embedded_texts = 0
+        # the Batch API (simulator/batch_api.py): files, batches, lines submitted per custom_id
+        self.batch_api = BatchAPIState()
 
     def count_200(self, rid: str | None, kind: str) -> None:
         if rid:
@@ -129,6 +133,7 @@ class SimulatorState:
             "content_faults": dict(self.content_faults),
             "embedding_requests": self.embedding_requests,
             "embedded_texts": self.embedded_texts,
+            "batch_api": self.batch_api.snapshot(),
         }
 
 
@@ -371,6 +376,7 @@ def build_app(settings: SimSettings, state: SimulatorState | None = None):
     app.router.add_get("/v1/models", models)
     app.router.add_get("/admin/stats", stats)
     add_embeddings_route(app, settings, state, label_headers, _latency_s, expected_auth)
+    add_batch_routes(app, settings, state, label_headers, expected_auth, heldout, known)
     app.router.add_post("/admin/reset", reset)
     app.router.add_post("/admin/kill", kill)
     app.router.add_post("/admin/revive", revive)

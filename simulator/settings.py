@@ -61,6 +61,11 @@ class SimSettings:
     reasoning: str = "off"  # off | split | only (see simulator/server.py's docstring)
     reasoning_field: str = "reasoning_content"  # or "reasoning" (newer vLLM, OpenRouter)
     reject_json_schema: int = 0  # HTTP status for requests with response_format json_schema; 0 = accept
+    # the Batch API (simulator/batch_api.py): simulated seconds from a batch's creation to `completed`,
+    # share of batches that expire (seeded per input file content), share of lines in the error file
+    batch_seconds: float = 2.0
+    batch_expire_rate: float = 0.0
+    batch_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = [k for k in (*self.fault_kinds, *dict(self.fault_rates)) if k not in FAULT_KINDS]
@@ -73,13 +78,16 @@ class SimSettings:
         if self.reasoning not in REASONING_MODES or self.reasoning_field not in REASONING_FIELDS:
             raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}; "
                              f"reasoning_field one of {', '.join(REASONING_FIELDS)}")
+        if self.batch_seconds < 0:
+            raise ValueError("batch_seconds must be >= 0")
         if self.reject_json_schema and not 400 <= self.reject_json_schema <= 599:
             raise ValueError("reject_json_schema must be 0 or an HTTP error status (400-599)")
 
     def validated(self) -> "SimSettings":
         """Self, after checking every probability and the fault-rate total (ValueError)."""
         for name in ("fault_rate", "wrong_answer_rate", "duplicate_rate", "heldout_copy_rate",
-                     "heldout_paraphrase_rate", "seed_copy_rate", "prompt_leak_rate", "self_reference_rate"):
+                     "heldout_paraphrase_rate", "seed_copy_rate", "prompt_leak_rate", "self_reference_rate",
+                     "batch_expire_rate", "batch_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if any(not 0.0 <= r <= 1.0 for _, r in self.fault_rates):

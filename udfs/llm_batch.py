@@ -11,9 +11,10 @@ Formats (OpenAI Batch API, https://platform.openai.com/docs/api-reference/batch;
   `error: {"code", "message"}`.
 
 Batch statuses (`llm_batch_requests.batch_status`; the provider's names plus taskseed's own
-`exported` and `reconciled`):
+`exported`, `submitting` and `reconciled`):
 
-- HOLDING (`exported`, `validating`, `in_progress`, `finalizing`, `completed`): a request in such a
+- HOLDING (`exported`, `submitting` (online mode: recorded before the upload, no provider batch id
+  yet), `validating`, `in_progress`, `finalizing`, `completed`): a request in such a
   batch is never put in another batch — its answer is on its way or waiting to be reconciled.
 - RELEASED (`expired`, `cancelled`, `failed`): the batch's requests without a ledger row are
   pending again and go into the next batch.
@@ -35,8 +36,9 @@ from udfs.llm_client import (STATUS_FAILED, ErrorObject, InvalidResponse, body_e
 
 CHAT_URL = "/v1/chat/completions"
 EXPORTED, VALIDATING, IN_PROGRESS, FINALIZING, COMPLETED = "exported", "validating", "in_progress", "finalizing", "completed"
+SUBMITTING = "submitting"
 EXPIRED, CANCELLED, FAILED, RECONCILED = "expired", "cancelled", "failed", "reconciled"
-LIVE = (EXPORTED, VALIDATING, IN_PROGRESS, FINALIZING)
+LIVE = (EXPORTED, SUBMITTING, VALIDATING, IN_PROGRESS, FINALIZING)
 HOLDING = (*LIVE, COMPLETED)
 RELEASED = (EXPIRED, CANCELLED, FAILED)
 BATCH_STATUSES = (*HOLDING, *RELEASED, RECONCILED)
@@ -55,19 +57,24 @@ def holds(status: str) -> bool:
     return status in HOLDING
 
 
-def batch_id_for(stage: str, request_ids: Sequence[str]) -> str:
+def batch_id_for(stage: str, request_ids: Sequence[str], salt: str = "") -> str:
     """A batch's id: `<stage>-` + 16 hex of the hash of its sorted request ids, so exporting the same
-    pending set again gives the same batches (and files), never new ones."""
-    return f"{stage}-{stable_hash('llm_batch', stage, *sorted(request_ids))[:16]}"
+    pending set again gives the same batches (and files), never new ones. `salt` (online mode: how
+    many memberships the stage had before) makes a batch of requests released by an expired one a
+    new batch, not the old id again."""
+    parts = ("llm_batch", stage, *sorted(request_ids)) if not salt else ("llm_batch", stage, salt, *sorted(request_ids))
+    return f"{stage}-{stable_hash(*parts)[:16]}"
 
 
-def assign_batches(stage: str, pending: Iterable[str], kept: Mapping[str, str], batch_rows: int) -> dict[str, str]:
+def assign_batches(stage: str, pending: Iterable[str], kept: Mapping[str, str], batch_rows: int,
+                   salt: str = "") -> dict[str, str]:
     """{request_id: batch_id} for a stage's pending requests.
 
     pending: request ids without a terminal ledger row that no HOLDING batch holds, plus those of
     `kept` (requests of `exported` batches that were never imported: they keep their batch, so a
     second export writes the same files again). New requests are cut, in request_id order, into
-    batches of at most `batch_rows` (the `llm.batch_rows` limit). ValueError if batch_rows < 1.
+    batches of at most `batch_rows` (the `llm.batch_rows` limit); `salt` as in `batch_id_for`.
+    ValueError if batch_rows < 1.
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
@@ -75,7 +82,7 @@ def assign_batches(stage: str, pending: Iterable[str], kept: Mapping[str, str], 
     new = sorted({rid for rid in pending if rid not in kept})
     for start in range(0, len(new), batch_rows):
         chunk = new[start:start + batch_rows]
-        bid = batch_id_for(stage, chunk)
+        bid = batch_id_for(stage, chunk, salt)
         out.update(dict.fromkeys(chunk, bid))
     return out
 
@@ -169,3 +176,60 @@ def to_record(results: Iterable[dict], answered: set[str]) -> list[dict]:
         seen.add(rid)
         out.append(result)
     return out
+
+
+# ---- the online path (OpenAI Batch API: /v1/files, /v1/batches) -----------------------------
+
+PROVIDER_LIVE = ("validating", "in_progress", "finalizing", "cancelling")
+PROVIDER_TERMINAL = (COMPLETED, EXPIRED, CANCELLED, FAILED)
+UNRUN_CODES = ("batch_expired", "batch_cancelled")  # error-file lines of requests the provider never ran
+METADATA_KEY = "taskseed_batch_id"  # the batch's taskseed id, in the provider batch's metadata
+
+
+def batch_filename(batch_id: str) -> str:
+    """The uploaded input file's name: `<batch_id>.jsonl` (how a rerun finds an upload it did not record)."""
+    return f"{batch_id}.jsonl"
+
+
+def membership_status(provider_status: str) -> str:
+    """The `llm_batch_requests.batch_status` a provider batch status is recorded as (`cancelling` is
+    still live: recorded as `in_progress`). ValueError for a status the Batch API does not have."""
+    if provider_status == "cancelling":
+        return IN_PROGRESS
+    if provider_status not in (VALIDATING, IN_PROGRESS, FINALIZING, *PROVIDER_TERMINAL):
+        raise ValueError(f"unknown provider batch status {provider_status!r}")
+    return provider_status
+
+
+def poll_delay(polls: int, start_s: float, max_s: float) -> float:
+    """Seconds to wait before poll number `polls` + 1: `start_s` doubling per poll, capped at `max_s`
+    (`llm.batch_poll_seconds`, `llm.batch_poll_max_seconds`)."""
+    return min(max_s, start_s * (2.0 ** max(0, polls)))
+
+
+def unrun(line: Mapping[str, Any]) -> bool:
+    """Whether an error-file line stands for a request the provider never ran (its batch expired or
+    was cancelled first): such a request is released for the next batch, not recorded as failed."""
+    error = line.get("error")
+    return line.get("response") is None and isinstance(error, dict) and error.get("code") in UNRUN_CODES
+
+
+def find_provider_batch(batches: Iterable[Any], batch_id: str) -> Any | None:
+    """The provider batch whose metadata names `batch_id` (the newest first, as `batches.list`
+    returns them); None when there is none. Items: objects with a `metadata` attribute or dicts."""
+    for batch in batches:
+        meta = batch.get("metadata") if isinstance(batch, Mapping) else getattr(batch, "metadata", None)
+        if isinstance(meta, Mapping) and meta.get(METADATA_KEY) == batch_id:
+            return batch
+    return None
+
+
+def batches_eta(counts: Sequence[tuple[int, int, float]]) -> float | None:
+    """Seconds until the live batches finish, from the provider's `request_counts`: `counts` holds
+    (total, done = completed + failed, seconds since the batch was created) per live batch; the
+    rate is done requests per second over all of them. None before any request is done."""
+    done = sum(d for _, d, _ in counts)
+    elapsed = max((e for _, _, e in counts), default=0.0)
+    if done <= 0 or elapsed <= 0:
+        return None
+    return max(0.0, (sum(t for t, _, _ in counts) - done) / (done / elapsed))

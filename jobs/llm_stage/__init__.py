@@ -7,6 +7,7 @@ runs plan → call → parse for any spec (`run_stage`, `estimate_stage` in runn
 - endpoint.py  the endpoint (or the built-in simulator), the key broadcast, the lazy call
 - parse.py     the plan joined with the ledger → output table + quarantine; `StageResult`
 - batch.py     batch mode, offline: pending requests → OpenAI batch JSONL files, output files → the ledger (rules: udfs/llm_batch.py)
+- batch_online.py  batch mode through a Batch API (`endpoint.mode: batch`): submit, poll, reconcile, resume after a crash
 
 The row logic a spec plugs in (request builders, row parsers) is pure and lives in udfs/llm_rows.py.
 """

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
@@ -134,7 +135,7 @@ def export_batches(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, out
         now = _now()
         rows = pd.DataFrame({"batch_id": list(assignment.values()), "request_id": list(assignment.keys())})
         rows = rows.assign(stage=spec.name, batch_status=EXPORTED, shard=rows["batch_id"] + ".jsonl",
-                           created_at=now, updated_at=now)
+                           created_at=now, updated_at=now, provider_batch_id=None, provider_file_id=None)
         spark = lakehouse.spark
         membership = spark.createDataFrame(rows[LLM_BATCH_REQUESTS.columns], LLM_BATCH_REQUESTS.schema)
         lakehouse.merge(membership, LLM_BATCH_REQUESTS)  # insert-only: kept rows are unchanged
@@ -211,70 +212,92 @@ def import_batches(lakehouse: Lakehouse, config: Config, folder: Path | str,
     (`missing_from_batch_output`). specs: {stage name: spec} of the stages that may appear.
     """
     lines, bad, n = read_batch_folder(folder)
-    result = BatchImport(lines=n, unreadable=bad)
-    spark = lakehouse.spark
-    run_id = f"batch-import-{uuid.uuid4().hex[:12]}"
-    stages = sorted(specs)
     with contextlib.ExitStack() as locks:
-        for stage in stages:
+        for stage in sorted(specs):
             locks.enter_context(lakehouse.exclusive(f"llm-stage-{stage}"))
-        members = lakehouse.read(LLM_BATCH_REQUESTS.name).where(F.col("stage").isin(*stages)).localCheckpoint(eager=True)
-        rank = F.when(F.col("batch_status").isin(*HOLDING), 0).when(F.col("batch_status") == RECONCILED, 1).otherwise(2)
-        line_ids = spark.createDataFrame(pd.DataFrame({"request_id": sorted({ln["custom_id"] for ln in lines})}),
-                                         "request_id string")
-        owners = (members.join(line_ids, "request_id", "left_semi").withColumn("_rank", rank).where("_rank < 2")
-                  .orderBy("request_id", "_rank", "batch_id").collect())
-        owner: dict[str, tuple[str, str]] = {}
-        for r in owners:  # the best-ranked batch of each request (HOLDING, else reconciled)
-            owner.setdefault(r.request_id, (r.batch_id, r.stage))
-        seen_batches = sorted({owner[ln["custom_id"]][0] for ln in lines if ln["custom_id"] in owner})
-        batch_members = (members.where(F.col("batch_id").isin(*seen_batches)).select("request_id", "batch_id", "stage")
-                         .collect() if seen_batches else [])
-        involved = spark.createDataFrame(
-            pd.DataFrame({"request_id": sorted(set(owner) | {m.request_id for m in batch_members})}),
-            "request_id string")
-        ledger = lakehouse.read(LLM_CALLS.name).join(involved, "request_id", "left_semi")
-        answered = {r.request_id for r in ledger.where(F.col("status").isin(STATUS_OK, STATUS_PARSE_ERROR))
-                    .select("request_id").collect()}
-        in_batch = {(r.request_id, r.batch_id) for r in ledger.where(F.col("batch_id").isNotNull())
-                    .select("request_id", "batch_id").collect()}
-        results = []
-        for line in lines:
-            rid = line["custom_id"]
-            if rid not in owner:
-                result.unknown += 1
-                continue
-            batch_id, stage = owner[rid]
-            structured = config.stage_endpoint(stage).structured_output != "none"
-            results.append({**line_result(line, structured), "batch_id": batch_id, "stage": stage})
-        got = {r["request_id"] for r in results}
-        for m in batch_members:  # requests of the batches seen here that no line answered
-            if m.request_id not in got and m.request_id not in answered and (m.request_id, m.batch_id) not in in_batch:
-                results.append({**missing_result(m.request_id, m.batch_id), "batch_id": m.batch_id, "stage": m.stage})
-                result.missing += 1
-        fresh = [r for r in results if (r["request_id"], r["batch_id"]) not in in_batch]
-        keep = to_record(fresh, answered)
-        result.already_answered = len(results) - len(keep)
-        if keep:
-            _append_results(lakehouse, keep, run_id, specs, config, tasks)
-        for r in keep:
-            result.recorded[r["status"]] = result.recorded.get(r["status"], 0) + 1
-        if seen_batches:
-            done = (members.where(F.col("batch_id").isin(*seen_batches) & (F.col("batch_status") != RECONCILED))
-                    .withColumn("batch_status", F.lit(RECONCILED)).withColumn("updated_at", F.lit(_now())))
-            result.batches = done.select("batch_id").distinct().count()
-            if result.batches:
-                lakehouse.merge(done, LLM_BATCH_REQUESTS, update_when_changed=["batch_status"])
-        for stage in sorted({r["stage"] for r in results}):
-            spec = specs[stage]
-            result.parsed[stage] = parse_plan(spec, lakehouse, build_plan(spec, lakehouse, config, tasks))
-        return result
+        return reconcile_lines(lakehouse, config, lines, specs, tasks, BatchImport(lines=n, unreadable=bad))
+
+
+def reconcile_lines(lakehouse: Lakehouse, config: Config, lines: list[dict], specs: Mapping[str, LLMStageSpec],
+                    tasks: Sequence[str] | None, result: BatchImport, *, batches: Sequence[str] = (),
+                    release_missing: Sequence[str] = (), parse: bool = True,
+                    run_id: str | None = None, final_status: Mapping[str, str] | None = None,
+                    metas: "DataFrame | None" = None) -> BatchImport:
+    """`import_batches`' work on decoded output/error lines, for a caller that holds the stages'
+    locks (the batch-mode runner, jobs/llm_stage/batch_online.py). `batches`: batch ids to reconcile
+    even if no line names them (a completed batch whose files came back empty); `release_missing`:
+    batch ids (expired / cancelled) whose unanswered requests are released for the next batch rather
+    than recorded `failed`; `parse`: run the stages' parse step after. `run_id` of the ledger rows
+    (default `batch-import-<uuid>`). `final_status`: {batch_id: status} a reconciled batch ends with
+    instead of `reconciled` (a released batch keeps its provider status). `metas`: the request
+    columns of the ledger rows (`_append_results`), instead of planning the stages again."""
+    spark = lakehouse.spark
+    run_id = run_id or f"batch-import-{uuid.uuid4().hex[:12]}"
+    stages = sorted(specs)
+    members = lakehouse.read(LLM_BATCH_REQUESTS.name).where(F.col("stage").isin(*stages)).localCheckpoint(eager=True)
+    rank = F.when(F.col("batch_status").isin(*HOLDING), 0).when(F.col("batch_status") == RECONCILED, 1).otherwise(2)
+    line_ids = spark.createDataFrame(pd.DataFrame({"request_id": sorted({ln["custom_id"] for ln in lines})}),
+                                     "request_id string")
+    owners = (members.join(line_ids, "request_id", "left_semi").withColumn("_rank", rank).where("_rank < 2")
+              .orderBy("request_id", "_rank", "batch_id").collect())
+    owner: dict[str, tuple[str, str]] = {}
+    for r in owners:  # the best-ranked batch of each request (HOLDING, else reconciled)
+        owner.setdefault(r.request_id, (r.batch_id, r.stage))
+    seen_batches = sorted({owner[ln["custom_id"]][0] for ln in lines if ln["custom_id"] in owner} | set(batches))
+    batch_members = (members.where(F.col("batch_id").isin(*seen_batches)).select("request_id", "batch_id", "stage")
+                     .collect() if seen_batches else [])
+    involved = spark.createDataFrame(
+        pd.DataFrame({"request_id": sorted(set(owner) | {m.request_id for m in batch_members})}),
+        "request_id string")
+    ledger = lakehouse.read(LLM_CALLS.name).join(involved, "request_id", "left_semi")
+    answered = {r.request_id for r in ledger.where(F.col("status").isin(STATUS_OK, STATUS_PARSE_ERROR))
+                .select("request_id").collect()}
+    in_batch = {(r.request_id, r.batch_id) for r in ledger.where(F.col("batch_id").isNotNull())
+                .select("request_id", "batch_id").collect()}
+    results = []
+    for line in lines:
+        rid = line["custom_id"]
+        if rid not in owner:
+            result.unknown += 1
+            continue
+        batch_id, stage = owner[rid]
+        structured = config.stage_endpoint(stage).structured_output != "none"
+        results.append({**line_result(line, structured), "batch_id": batch_id, "stage": stage})
+    got = {r["request_id"] for r in results}
+    released = set(release_missing)
+    for m in batch_members:  # requests of the batches seen here that no line answered
+        if m.batch_id in released:
+            continue
+        if m.request_id not in got and m.request_id not in answered and (m.request_id, m.batch_id) not in in_batch:
+            results.append({**missing_result(m.request_id, m.batch_id), "batch_id": m.batch_id, "stage": m.stage})
+            result.missing += 1
+    fresh = [r for r in results if (r["request_id"], r["batch_id"]) not in in_batch]
+    keep = to_record(fresh, answered)
+    result.already_answered = len(results) - len(keep)
+    if keep:
+        _append_results(lakehouse, keep, run_id, specs, config, tasks, metas)
+    for r in keep:
+        result.recorded[r["status"]] = result.recorded.get(r["status"], 0) + 1
+    if seen_batches:
+        final = F.lit(RECONCILED)
+        for bid, status in sorted((final_status or {}).items()):
+            final = F.when(F.col("batch_id") == bid, F.lit(status)).otherwise(final)
+        done = (members.where(F.col("batch_id").isin(*seen_batches) & (F.col("batch_status") != RECONCILED))
+                .withColumn("batch_status", final).withColumn("updated_at", F.lit(_now())))
+        result.batches = done.select("batch_id").distinct().count()
+        if result.batches:
+            lakehouse.merge(done, LLM_BATCH_REQUESTS, update_when_changed=["batch_status"])
+    for stage in sorted({r["stage"] for r in results}) if parse else ():
+        spec = specs[stage]
+        result.parsed[stage] = parse_plan(spec, lakehouse, build_plan(spec, lakehouse, config, tasks))
+    return result
 
 
 def _append_results(lakehouse: Lakehouse, results: list[dict], run_id: str, specs: Mapping[str, LLMStageSpec],
-                    config: Config, tasks: Sequence[str] | None) -> None:
+                    config: Config, tasks: Sequence[str] | None, metas: "DataFrame | None" = None) -> None:
     """Append result rows to the ledger with the plan's request columns (source_key, task, ...,
-    sampling_seed from the body the export wrote = `sampling_seed(request_id)`)."""
+    sampling_seed from the body the export wrote = `sampling_seed(request_id)`); `metas`: a frame
+    with those columns (the caller's plan), else the stages are planned here."""
     spark = lakehouse.spark
     now = _now()
     records = [{**r, "run_id": run_id, "completed_at": now, "sampling_seed": sampling_seed(r["request_id"])}
@@ -282,10 +305,11 @@ def _append_results(lakehouse: Lakehouse, results: list[dict], run_id: str, spec
     fields = [StructField(f.name, f.dataType, True) for f in LLM_CALLS.schema.fields if f.name in records[0]]
     rows = spark.createDataFrame([tuple(r.get(f.name) for f in fields) for r in records], StructType(fields))
     meta_cols = ["request_id", "source_key", "task", "task_family", "sample_index", "model", "prompt_version"]
-    metas = None
-    for stage in sorted({r["stage"] for r in records}):
+    for stage in sorted({r["stage"] for r in records}) if metas is None else ():
         plan = build_plan(specs[stage], lakehouse, config, tasks).where(F.col("render_error").isNull())
         part = plan.select(*meta_cols).dropDuplicates(["request_id"])
         metas = part if metas is None else metas.unionByName(part)
+    if metas is not None:
+        metas = metas.select(*meta_cols).dropDuplicates(["request_id"])
     ledger_rows = rows.join(metas, "request_id", "left") if metas is not None else rows
     lakehouse.append(ledger_rows, LLM_CALLS)

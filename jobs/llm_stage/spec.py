@@ -17,7 +17,7 @@ from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, 
 
 from jobs.config import Config
 from jobs.lakehouse import Lakehouse
-from schemas.tables import LLM_CALLS, QUARANTINE, TableSpec
+from schemas.tables import LLM_BATCH_REQUESTS, LLM_CALLS, QUARANTINE, TableSpec
 
 # The request columns of a plan row: what the call step sends and records in the ledger.
 REQUEST_COLUMNS = ("request_id", "stage", "source_key", "task", "task_family", "sample_index", "model",
@@ -111,7 +111,10 @@ class LLMStageSpec:
                            StructField("raw", StringType())])
 
     def reads(self, config: Config) -> tuple[str, ...]:
-        return (*self.inputs(config), LLM_CALLS.name)
+        """The plan's inputs, the ledger and the batch memberships (requests a batch holds are left to it)."""
+        return (*self.inputs(config), LLM_CALLS.name, LLM_BATCH_REQUESTS.name)
 
     def writes(self, config: Config) -> tuple[str, ...]:
-        return (LLM_CALLS.name, self.output.name, QUARANTINE.name)
+        """The ledger, the output, quarantine and, in `endpoint.mode: batch`, the batch memberships."""
+        batch = (LLM_BATCH_REQUESTS.name,) if config.stage_endpoint(self.name).mode == "batch" else ()
+        return (LLM_CALLS.name, self.output.name, QUARANTINE.name, *batch)

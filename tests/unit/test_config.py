@@ -76,3 +76,15 @@ def test_example_config_in_repo_is_valid():
 
     example = Path(__file__).resolve().parents[2] / "taskseed.example.yaml"
     assert isinstance(load_config(example), Config)
+
+
+def test_endpoint_mode_is_per_stage_and_batch_mode_refuses_replicas():
+    config = load_config(overrides=["generate.endpoint.mode=batch"])
+    assert config.endpoint.mode == "online" and config.stage_endpoint("generate").mode == "batch"
+    assert config.stage_endpoint("enrich").mode == "online"
+    assert load_config(overrides=["endpoint.mode=batch"]).stage_endpoint("enrich").mode == "batch"
+    assert config.llm.batch_completion_window == "24h"
+    with pytest.raises(ConfigError, match="mode"):
+        load_config(overrides=["endpoint.mode=nightly"])
+    with pytest.raises(ConfigError, match="replicas"):
+        load_config(overrides=["endpoint.mode=batch", 'endpoint.replicas=[{base_url: "http://a:8000/v1"}]'])

@@ -56,3 +56,20 @@ def test_config_min_agreement_forms():
     fixed = load_config(overrides=["curate.min_agreement=0.75"]).curate
     assert (fixed.fixed_min_agreement, fixed.auto_target) == (0.75, None)
     assert load_config().curate.fixed_min_agreement is None
+
+
+@pytest.mark.parametrize("discount,expected", [(0.5, 0.5), (0.0, 1.0), (1.0, 0.0), (0.25, 0.75)])
+def test_a_batch_call_costs_the_per_token_price_less_the_batch_discount(discount, expected):
+    from jobs.config import ModelPrice
+
+    price = ModelPrice(input_per_mtok=2.0, output_per_mtok=8.0, batch_discount=discount)
+    online = tokens_cost(1_000_000, 500_000, price)
+    assert online == pytest.approx(6.0)
+    assert tokens_cost(1_000_000, 500_000, price, batch=True) == pytest.approx(6.0 * expected)
+
+
+def test_a_gpu_hour_price_has_no_batch_discount():
+    from jobs.config import ModelPrice
+
+    price = ModelPrice(gpu_hour=3.6, tokens_per_second=1000.0)
+    assert tokens_cost(1_000_000, 0, price, batch=True) == tokens_cost(1_000_000, 0, price) == pytest.approx(1.0)

@@ -27,7 +27,8 @@ def _requests() -> list[dict]:
 
 @pytest.mark.parametrize("status", BATCH_STATUSES)
 def test_live_and_completed_batches_hold_their_requests_released_and_reconciled_do_not(status):
-    assert holds(status) == (status in ("exported", "validating", "in_progress", "finalizing", "completed"))
+    assert holds(status) == (status in ("exported", "submitting", "validating", "in_progress", "finalizing",
+                                        "completed"))
     assert holds(status) != (status in RELEASED or status == "reconciled")
 
 
@@ -131,3 +132,82 @@ def test_the_batch_commands_parse_and_a_missing_folder_is_one_line_before_spark(
         parser.parse_args(["batch", "export", "--stage", "curate"])
     assert main(["--home", str(tmp_path / "h"), "batch", "import", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip().endswith(f"batch import: folder not found: {tmp_path / 'nowhere'}")
+
+
+# ---- the online path's pure rules (jobs/llm_stage/batch_online.py) ---------------------------
+
+def test_submitting_holds_its_requests_and_a_salt_gives_new_batch_ids():
+    from udfs.llm_batch import SUBMITTING
+
+    assert holds(SUBMITTING)
+    ids = [r["request_id"] for r in _requests()]
+    plain, salted = assign_batches("generate", ids, {}, 4), assign_batches("generate", ids, {}, 4, salt="run1-1")
+    assert plain == assign_batches("generate", ids, {}, 4, salt="")  # the offline export's ids are unchanged
+    assert set(plain.values()).isdisjoint(salted.values())
+    assert assign_batches("generate", ids, {}, 4, salt="run1-1") == salted
+
+
+@pytest.mark.parametrize("provider,recorded", [("validating", "validating"), ("in_progress", "in_progress"),
+                                               ("finalizing", "finalizing"), ("cancelling", "in_progress"),
+                                               ("completed", "completed"), ("expired", "expired"),
+                                               ("cancelled", "cancelled"), ("failed", "failed")])
+def test_provider_statuses_map_to_membership_statuses(provider, recorded):
+    from udfs.llm_batch import membership_status
+
+    assert membership_status(provider) == recorded
+    assert holds(recorded) == (provider not in ("expired", "cancelled", "failed"))
+
+
+def test_an_unknown_provider_status_is_an_error():
+    from udfs.llm_batch import membership_status
+
+    with pytest.raises(ValueError, match="unknown provider batch status"):
+        membership_status("paused")
+
+
+def test_poll_delay_doubles_up_to_the_cap():
+    from udfs.llm_batch import poll_delay
+
+    assert [poll_delay(n, 5.0, 60.0) for n in range(6)] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+
+
+@pytest.mark.parametrize("line,released", [
+    ({"custom_id": "a", "response": None, "error": {"code": "batch_expired", "message": "m"}}, True),
+    ({"custom_id": "a", "response": None, "error": {"code": "batch_cancelled", "message": "m"}}, True),
+    ({"custom_id": "a", "response": None, "error": {"code": "server_error", "message": "m"}}, False),
+    ({"custom_id": "a", "response": {"status_code": 200, "body": {}}, "error": None}, False)])
+def test_only_unrun_lines_of_expired_or_cancelled_batches_are_released(line, released):
+    from udfs.llm_batch import unrun
+
+    assert unrun(line) == released
+
+
+def test_a_provider_batch_is_found_by_its_taskseed_id_in_metadata():
+    from types import SimpleNamespace
+
+    from udfs.llm_batch import find_provider_batch
+
+    listed = [SimpleNamespace(id="b3", metadata=None), SimpleNamespace(id="b2", metadata={"taskseed_batch_id": "x"}),
+              {"id": "b1", "metadata": {"taskseed_batch_id": "generate-1"}}]
+    assert find_provider_batch(listed, "generate-1")["id"] == "b1"
+    assert find_provider_batch(listed, "x").id == "b2"
+    assert find_provider_batch(listed, "generate-2") is None
+
+
+def test_the_eta_comes_from_the_providers_request_counts():
+    from udfs.llm_batch import batches_eta
+
+    assert batches_eta([(100, 25, 10.0), (100, 25, 10.0)]) == pytest.approx(30.0)  # 150 left at 5/s
+    assert batches_eta([(100, 0, 10.0)]) is None
+    assert batches_eta([]) is None
+
+
+def test_the_crash_hook_names_its_points_and_is_a_no_op_when_unset(monkeypatch):
+    from jobs.llm_stage.batch_online import CRASH_ENV, CRASH_POINTS, crash_point
+
+    monkeypatch.delenv(CRASH_ENV, raising=False)
+    for point in CRASH_POINTS:
+        crash_point(point)  # returns: nothing set
+    monkeypatch.setenv(CRASH_ENV, "after_lunch")
+    with pytest.raises(ValueError, match="before_upload, after_upload, after_submit, polling, before_reconcile"):
+        crash_point("polling")

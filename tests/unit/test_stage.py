@@ -17,8 +17,12 @@ def test_the_pipeline_runs_catalog_ingest_generate_enrich_curate_publish():
     assert STAGES == ("catalog", "ingest", "generate", "enrich", "curate", "publish")
     config = Config()
     declared = {stage.name: (set(stage.reads(config)), set(stage.writes(config))) for stage in PIPELINE}
-    assert declared["generate"] == ({"seeds", "llm_calls"}, {"llm_calls", "generated", "quarantine"})
-    assert declared["enrich"] == ({"generated", "llm_calls"}, {"llm_calls", "enriched", "quarantine"})
+    # llm_batch_requests: requests a batch holds are left to it; batch mode writes the memberships
+    assert declared["generate"] == ({"seeds", "llm_calls", "llm_batch_requests"}, {"llm_calls", "generated", "quarantine"})
+    assert declared["enrich"] == ({"generated", "llm_calls", "llm_batch_requests"}, {"llm_calls", "enriched", "quarantine"})
+    batch = Config.model_validate({"enrich": {"endpoint": {"mode": "batch"}}})
+    assert "llm_batch_requests" in next(s for s in PIPELINE if s.name == "enrich").writes(batch)
+    assert "llm_batch_requests" not in next(s for s in PIPELINE if s.name == "generate").writes(batch)
     # curate: the staging sources, the validation filter's ledger lookup, the near-dup engine's signatures
     assert declared["curate"][0] >= {"generated", "enriched", "seeds", "license_policy", "curated", "llm_calls",
                                      "minhash_signatures", "heldout", "heldout_keys", "heldout_shingles"}
