@@ -42,11 +42,21 @@ def spark_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark(spark_home):
+def spark(spark_home, tmp_path_factory):
+    import fcntl
+
     from jobs.runtime import get_spark
 
     config = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=2"], home=spark_home)
-    return get_spark(config)
+    # pytest-xdist workers start their sessions at the same moment: one at a time, so that on a fresh
+    # machine only the first resolves Delta's jars into the Ivy cache and the others reuse them
+    lock = tmp_path_factory.getbasetemp().parent / "spark-start.lock"
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            return get_spark(config)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture
@@ -74,7 +84,7 @@ def lakehouse(spark, make_config, request):
     spark.sql(f"DROP SCHEMA IF EXISTS {lh.namespace} CASCADE")
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers and xdist reads its groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
@@ -82,3 +92,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.spark)
         if used & HEAVY_WORLDS:
             item.add_marker(pytest.mark.heavy)
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid, used)))
+
+
+def xdist_group(nodeid: str, fixtures: set[str]) -> str:
+    """The pytest-xdist group (`--dist loadgroup`, pyproject's addopts) a test runs in, so that no
+    world is built twice: every test of a session world (HEAVY_WORLDS) in that world's group, every
+    other test with its module (module-scoped fixtures). The group is the suffix after `@` in the
+    node ids xdist reports."""
+    worlds = sorted(fixtures & HEAVY_WORLDS)
+    return "+".join(worlds) if worlds else Path(nodeid.split("::")[0]).stem
