@@ -758,7 +758,7 @@ def _format_validation_error(exc: ValidationError) -> str:
         elif kind == "missing":
             message = "missing value"
         else:
-            message = error["msg"]
+            message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
             if "input" in error and not isinstance(error["input"], dict):
                 message += f" (got {error['input']!r})"
         lines.append(f"{key}: {message}")

@@ -90,6 +90,9 @@ class BatchRun:
     stage: str
     run_id: str
     planned: int = 0  # distinct renderable requests of the plan
+    already_done: int = 0  # of those, requests the ledger answered before this run (terminal rows)
+    prompt_tokens: int = 0  # usage of the ledger rows this run recorded
+    completion_tokens: int = 0
     submitted: int = 0
     resumed: int = 0
     finished: dict[str, int] = field(default_factory=dict)
@@ -104,7 +107,12 @@ class BatchRun:
         """The run as the call step's accounting (requested, sent = lines recorded, ok/parse_error/
         failed by the ledger rows it wrote), for the stage's summary and MLflow metrics."""
         return RunAccounting(stage=self.stage, run_id=self.run_id, requested=self.planned,
-                             sent=sum(self.recorded.values()), ok=self.recorded.get("ok", 0),
+                             already_done=self.already_done, pending=self.planned - self.already_done,
+                             sent=sum(self.recorded.values()),
+                             not_sent=max(0, self.planned - self.already_done - sum(self.recorded.values())),
+                             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                             ok=self.recorded.get("ok", 0),
+                             parse_error=self.recorded.get("parse_error", 0),
                              failed=self.recorded.get("failed", 0), stopped_reason=self.stopped_reason,
                              elapsed_s=self.elapsed_s)
 
@@ -241,6 +249,10 @@ def run_batch_stage(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, pl
     requests = (plan.where(F.col("render_error").isNull()).select(*REQUEST_COLUMNS).dropDuplicates(["request_id"])
                 .localCheckpoint(eager=True))
     run.planned = requests.count()
+    if lakehouse.exists(LLM_CALLS.name):
+        answered = (lakehouse.read(LLM_CALLS.name).where(F.col("status").isin(*terminal_statuses(retry_failed)))
+                    .select("request_id").distinct())
+        run.already_done = requests.join(answered, "request_id", "left_semi").count()
     lakehouse.ensure(LLM_BATCH_REQUESTS)
     folder = driver_dir(config) / "batches" / spec.name
     say = progress or (lambda _line: None)
@@ -258,6 +270,10 @@ def run_batch_stage(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, pl
         left = [b for b in _batches(lakehouse, spec.name).values() if b["status"] in HOLDING and b["status"] != EXPORTED]
         if left:
             run.stopped_reason = f"{len(left)} batch(es) still open after {MAX_ROUNDS} rounds; rerun to continue"
+    if run.recorded:
+        usage = (lakehouse.read(LLM_CALLS.name).where(F.col("run_id") == run.run_id)
+                 .agg(F.sum("prompt_tokens"), F.sum("completion_tokens")).first())
+        run.prompt_tokens, run.completion_tokens = int(usage[0] or 0), int(usage[1] or 0)
     run.elapsed_s = time.monotonic() - started
     return run
 

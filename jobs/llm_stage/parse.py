@@ -149,8 +149,11 @@ def write_parsed(spec: LLMStageSpec, lakehouse: Lakehouse, parsed: DataFrame) ->
 def parse_plan(spec: LLMStageSpec, lakehouse: Lakehouse, plan: DataFrame,
                accounting: RunAccounting | None = None) -> StageResult:
     """Parse every ledger row of the plan into the output table and `quarantine`, and count (no
-    endpoint calls)."""
+    endpoint calls). `accounting`: the call step's, whose `requested` is the plan's size; without
+    one (a batch import) the plan's distinct renderable request ids are counted."""
     parsed = parse_ledger(spec, lakehouse, plan)
     result = tally(spec.name, parsed, accounting, spec.noun)
+    if accounting is None:  # parsed without a call step (batch import): the plan's renderable requests
+        result.planned = plan.where(F.col("render_error").isNull()).select("request_id").distinct().count()
     write_parsed(spec, lakehouse, parsed)
     return result

@@ -80,11 +80,18 @@ def test_expired_batches_release_their_unrun_requests_and_every_request_is_answe
     assert errors and "missing_from_batch_output" not in errors
     assert any(line.startswith("[generate] batches: submitted=") for line in lines)
     assert any("batch mode:" in line and "expired=" in line for line in lines), lines
-    # a second run finds nothing pending and submits nothing
+    # the stage's accounting is the ledger's: every request sent once, the usage of the rows recorded
+    calls = lakehouse.read(LLM_CALLS.name)
+    usage = calls.agg(F.sum("prompt_tokens"), F.sum("completion_tokens")).first()
+    first = result.accounting
+    assert (first.requested, first.already_done, first.sent, first.not_sent) == (12, 0, 12, 0)
+    assert (first.prompt_tokens, first.completion_tokens) == (usage[0], usage[1]) and first.tokens > 0
+    # a second run finds nothing pending and submits nothing, and says so
     with SimulatorServer(settings) as sim:
         config.endpoint = config.endpoint.model_copy(update={"base_url": sim.base_url})
-        run_stage(GENERATE_SPEC, lakehouse, config, progress=lambda _l: None)
+        again = run_stage(GENERATE_SPEC, lakehouse, config, progress=lambda _l: None)
         assert sim.stats()["batch_api"]["submitted"] == {}
+    assert (again.accounting.already_done, again.accounting.sent, again.unsent) == (12, 0, 0)
 
 
 @pytest.mark.heavy

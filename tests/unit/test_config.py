@@ -86,5 +86,6 @@ def test_endpoint_mode_is_per_stage_and_batch_mode_refuses_replicas():
     assert config.llm.batch_completion_window == "24h"
     with pytest.raises(ConfigError, match="mode"):
         load_config(overrides=["endpoint.mode=nightly"])
-    with pytest.raises(ConfigError, match="replicas"):
+    with pytest.raises(ConfigError, match="replicas") as refused:
         load_config(overrides=["endpoint.mode=batch", 'endpoint.replicas=[{base_url: "http://a:8000/v1"}]'])
+    assert "Value error" not in str(refused.value)  # the key and our message, not pydantic's wording
