@@ -81,6 +81,7 @@ class BatchImport:
     recorded: dict[str, int] = field(default_factory=dict)
     already_answered: int = 0
     unknown: int = 0
+    unknown_ids: list[str] = field(default_factory=list)  # the first 20 of them, named in the summary
     unreadable: list[str] = field(default_factory=list)
     missing: int = 0
     batches: int = 0
@@ -92,6 +93,8 @@ class BatchImport:
                  f"unreadable_lines={len(self.unreadable)} missing_from_output={self.missing} "
                  f"batches_reconciled={self.batches}"]
         lines += [f"[batch import] unreadable: {where}" for where in self.unreadable[:20]]
+        lines += [f"[batch import] custom_id {rid!r} names no exported request (line left out)"
+                  for rid in self.unknown_ids]
         for result in self.parsed.values():
             lines += result.summary_lines()
         return lines
@@ -259,6 +262,8 @@ def reconcile_lines(lakehouse: Lakehouse, config: Config, lines: list[dict], spe
         rid = line["custom_id"]
         if rid not in owner:
             result.unknown += 1
+            if len(result.unknown_ids) < 20:
+                result.unknown_ids.append(str(rid))
             continue
         batch_id, stage = owner[rid]
         structured = config.stage_endpoint(stage).structured_output != "none"

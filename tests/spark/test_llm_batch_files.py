@@ -56,6 +56,8 @@ def test_export_import_round_trip_is_exactly_once(lakehouse, tmp_path):
                                         "{cut off\n")
     imported = import_batches(lakehouse, config, results, specs)
     assert imported.unknown == 1 and len(imported.unreadable) == 1 and imported.batches == 3
+    assert imported.unknown_ids == ["not-a-request"]
+    assert "[batch import] custom_id 'not-a-request' names no exported request (line left out)" in imported.summary_lines()
     assert imported.missing == counts.get("dropped", 0) and imported.recorded.get("ok") == counts["ok"]
     ledger = lakehouse.read(LLM_CALLS.name)
     assert ledger.count() == 12 == ledger.select("request_id").distinct().count()
