@@ -121,6 +121,8 @@ def endpoint_lines(config: Config, endpoints: dict) -> list[str]:
             lines.append(f"endpoint [{name}]: model={ep.model} on {len(ep.replicas)} replicas: {urls}")
         else:
             lines.append(f"endpoint [{name}]: {safe_endpoint_url(ep.base_url)} model={ep.model}")
+        if ep.mode == "batch" and stage in ("generate", "enrich"):  # the stages run_stage sends (the judge stays online)
+            lines[-1] += "; batch mode: requests go through the Batch API (/v1/files, /v1/batches), polled until done"
     return lines
 
 

@@ -136,6 +136,9 @@ def test_run_lines_params_and_card_name_each_stage_endpoint_without_credentials(
         in lines
     assert "endpoint [enrich]: https://nim.example/v1 model=reasoner" in lines
     assert "built-in simulator" in lines[2] and "sim-default" in lines[2]
+    batch = Config.model_validate({"endpoint": {"mode": "batch"}})
+    said = endpoint_lines(batch, {stage: settings[stage] for stage in ("enrich", "judge")})
+    assert "batch mode" in said[0] and "batch mode" not in said[1]  # the judge calls online
     assert params["model.generate"] == "gen-large" and params["max_concurrency.generate"] == "192"
     assert params["endpoint_url.judge"] == "simulator" and params["model.judge"] == "sim-default"
     assert card == "generate: http://gpu1:8000/v1,http://gpu2:8000/v1; enrich: https://nim.example/v1"
