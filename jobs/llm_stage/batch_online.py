@@ -169,14 +169,19 @@ def _update_batches(lakehouse: Lakehouse, stage: str, changes: dict[str, dict]) 
                                                                      "provider_file_id"])
 
 
+def _answered(lakehouse: Lakehouse, retry_failed: bool) -> DataFrame:
+    """request_id of every request with a terminal ledger row (`terminal_statuses`)."""
+    return (lakehouse.read(LLM_CALLS.name).where(F.col("status").isin(*terminal_statuses(retry_failed)))
+            .select("request_id").distinct())
+
+
 def _assign(lakehouse: Lakehouse, config: Config, spec: LLMStageSpec, requests: DataFrame,
             retry_failed: bool, salt: str) -> int:
     """MERGE the stage's pending requests (no terminal ledger row, in no HOLDING batch) into new
     batches of at most `llm.batch_rows` with status `submitting`; returns how many requests.
     `salt` (the run id and round) makes the batch ids new: a released request's next batch, or the
     same requests in another lakehouse sharing the provider account, never reuses an id."""
-    done = (lakehouse.read(LLM_CALLS.name).where(F.col("status").isin(*terminal_statuses(retry_failed)))
-            .select("request_id").distinct())
+    done = _answered(lakehouse, retry_failed)
     members = lakehouse.read(LLM_BATCH_REQUESTS.name).where(F.col("stage") == spec.name)
     held = members.where(F.col("batch_status").isin(*HOLDING)).select("request_id").distinct()
     ids = [r.request_id for r in requests.join(done, "request_id", "left_anti")
@@ -250,9 +255,7 @@ def run_batch_stage(spec: LLMStageSpec, lakehouse: Lakehouse, config: Config, pl
                 .localCheckpoint(eager=True))
     run.planned = requests.count()
     if lakehouse.exists(LLM_CALLS.name):
-        answered = (lakehouse.read(LLM_CALLS.name).where(F.col("status").isin(*terminal_statuses(retry_failed)))
-                    .select("request_id").distinct())
-        run.already_done = requests.join(answered, "request_id", "left_semi").count()
+        run.already_done = requests.join(_answered(lakehouse, retry_failed), "request_id", "left_semi").count()
     lakehouse.ensure(LLM_BATCH_REQUESTS)
     folder = driver_dir(config) / "batches" / spec.name
     say = progress or (lambda _line: None)
