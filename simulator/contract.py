@@ -22,6 +22,7 @@ from typing import Any
 
 from schemas.answer_formats import BOOLEAN, CODE, LABEL, MCQ, NUMERIC, SHORT_TEXT
 from simulator.rewording import reword
+from simulator.translations import is_translation
 from simulator.settings import SimSettings, hash64, uniform01
 
 
@@ -359,11 +360,13 @@ def _enrich(inp: dict, answer_format: str, settings: SimSettings, variant_key: s
 def _judge(inp: dict) -> dict:
     """The paraphrase judge: "same" when the candidate's question is the held-out question, or the
     held-out question reworded by `simulator.rewording.reword` (the rewording this simulator plants
-    and the benchmark builds), compared after case and whitespace normalization; "different"
-    otherwise. A stand-in: it recognises only these rewordings, never a free paraphrase."""
+    and the benchmark builds), compared after case and whitespace normalization, or one of the
+    translations `simulator.translations` knows; "different" otherwise. A stand-in: it recognises
+    only these rewordings and translations, never a free paraphrase."""
     candidate = str((inp.get("candidate") or {}).get("question") or "")
     heldout = str((inp.get("heldout") or {}).get("question") or "")
-    same = bool(candidate.strip()) and _norm(candidate) in {_norm(heldout), _norm(reword(heldout))}
+    same = bool(candidate.strip()) and (_norm(candidate) in {_norm(heldout), _norm(reword(heldout))}
+                                        or is_translation(candidate, heldout))
     if same:
         return {"verdict": "same", "reason": "The candidate asks the held-out question in other words."}
     return {"verdict": "different", "reason": "The two items ask different things."}

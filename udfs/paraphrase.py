@@ -74,8 +74,28 @@ def numbers_disagree(candidate_numbers: frozenset[str], heldout_numbers: frozens
     return bool(candidate_numbers) and bool(heldout_numbers) and not (candidate_numbers & heldout_numbers)
 
 
-# Which rule put a retrieved pair before the judge (`retrieval_rule`; recorded in the evidence).
-BY_FLOOR, BY_MARGIN = "floor", "margin"
+# Which rule put a retrieved pair before the judge (`retrieval_rule`, `multilingual_rule`; recorded
+# in the evidence as `retrieved_by`).
+BY_FLOOR, BY_MARGIN, BY_MULTILINGUAL = "floor", "margin", "multilingual"
+
+
+def cross_lingual(text: Any) -> bool:
+    """Whether an item (its `embedding_text`) also goes through the cross-lingual retrieval: at least
+    half of its letters are of a script other than Latin (`udfs.scripts.mostly_non_latin`; issue 25,
+    item 15: the English model retrieves no translation of a held-out item). Latin-script text,
+    text without letters and non-strings: False."""
+    from udfs.scripts import mostly_non_latin
+
+    return mostly_non_latin(text)
+
+
+def multilingual_rule(similarity: float, *, floor: float) -> str | None:
+    """`BY_MULTILINGUAL` when a pair the cross-lingual retrieval found (cosine similarity of the
+    multilingual model) is at or above `floor` (`curate.paraphrase.multilingual_floor`), else None.
+    No margin rule here: with USE multilingual v3 the ratio margin did not tell translations from
+    topical neighbours (bench/bench_paraphrase.py: Thai translations of ARC-like questions have
+    margins 0.95-1.02, below clean neighbours'). The numbers rule applies, in the caller."""
+    return BY_MULTILINGUAL if similarity >= floor else None
 
 
 def ratio_margins(similarities: Any) -> "np.ndarray":
@@ -312,7 +332,7 @@ def parse_judge_row(rec: Mapping[str, Any]) -> dict:
     return _parse_row(rec, parse_verdict, verdict_row)
 
 
-__all__ = ["DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME", "OutputRejected", "embedding_text",
-           "judge_requests", "judge_template", "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict",
-           "ratio_margins", "retrieval_rule", "stated_numbers", "stated_verdicts",
-           "render_judge_messages"]
+__all__ = ["BY_FLOOR", "BY_MARGIN", "BY_MULTILINGUAL", "DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME",
+           "OutputRejected", "cross_lingual", "embedding_text", "judge_requests", "judge_template", "multilingual_rule",
+           "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict", "ratio_margins", "retrieval_rule",
+           "render_judge_messages", "stated_numbers", "stated_verdicts"]

@@ -15,6 +15,10 @@ result is checkpointed (evaluated once: an endpoint is paid once) and MERGEd ins
 is the cache's (text_hash, embedding) rows of the configured model to join against. A second run
 over the same texts embeds 0 (tests/spark/test_embedding_cache.py counts at the simulator).
 
+The paraphrase filter's cross-lingual retrieval caches its vectors here too, under its own model
+name (`MULTILINGUAL_MODEL`, embedded locally by udfs/embeddings_multilingual.py): `embed_cached(...,
+model=MULTILINGUAL_MODEL)`, `vectors(..., model=MULTILINGUAL_MODEL)`.
+
 Errors: an endpoint batch that fails after its retries raises `EmbeddingsError` in the task (Spark
 retries the task; then the stage fails with the error class and the server's message, redacted):
 no text is left without its vector silently. The API key reaches workers as the LLM stages' does
@@ -37,6 +41,9 @@ from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, Str
 from jobs.config import Config
 from jobs.lakehouse import Lakehouse
 from schemas.tables import TEXT_EMBEDDINGS
+
+# the multilingual model's name (udfs.embeddings_multilingual.MODEL_NAME; the config's only value)
+MULTILINGUAL_MODEL = "universal-sentence-encoder-multilingual-3"
 
 READS = (TEXT_EMBEDDINGS.name,)
 WRITES = (TEXT_EMBEDDINGS.name,)
@@ -68,10 +75,10 @@ def endpoint_settings(config: Config):
     return None if ep is None else embeddings_settings(ep)
 
 
-def vectors(lakehouse: Lakehouse, config: Config) -> DataFrame:
-    """(text_hash, embedding) of the configured embedding model from `text_embeddings`."""
+def vectors(lakehouse: Lakehouse, config: Config, model: str | None = None) -> DataFrame:
+    """(text_hash, embedding) of `model` (default: the configured embedding model) from `text_embeddings`."""
     lakehouse.ensure(TEXT_EMBEDDINGS)
-    model = config.curate.paraphrase.embedding_model()
+    model = model or config.curate.paraphrase.embedding_model()
     return lakehouse.read(TEXT_EMBEDDINGS.name).where(F.col("model") == model).select("text_hash", "embedding")
 
 
@@ -85,7 +92,11 @@ def _embed_partition(model: str, local_model: str, threads: int, settings, batch
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import datetime as dt
 
-        if settings is None:
+        if settings is None and local_model == MULTILINGUAL_MODEL:
+            from udfs.embeddings_multilingual import MultilingualEmbedder
+
+            embed, source = MultilingualEmbedder.get(threads).embed, "local"
+        elif settings is None:
             from udfs.embeddings import Embedder
 
             embed, source = Embedder.get(local_model, threads).embed, "local"
@@ -110,25 +121,28 @@ def _embed_partition(model: str, local_model: str, threads: int, settings, batch
 
 
 def embed_cached(lakehouse: Lakehouse, config: Config, texts: DataFrame,
-                 progress: Callable[[str], None] | None = None) -> CacheResult:
+                 progress: Callable[[str], None] | None = None, model: str | None = None) -> CacheResult:
     """Embed the distinct texts of `texts.text` not yet in `text_embeddings` for the configured
-    model and MERGE them in (see the module docstring)."""
+    model and MERGE them in (see the module docstring). `model` = MULTILINGUAL_MODEL: the
+    multilingual model (udfs/embeddings_multilingual.py), always local, whatever
+    `embeddings_endpoint` says; None: the configured model."""
     from jobs.llm_stage.endpoint import shared_api_key
 
     say = progress or (lambda _: None)
     p = config.curate.paraphrase
-    model = p.embedding_model()
-    settings = endpoint_settings(config)
+    multilingual = model == MULTILINGUAL_MODEL
+    model = model or p.embedding_model()
+    settings = None if multilingual else endpoint_settings(config)
     source = "endpoint" if settings is not None else "local"
     distinct = with_text_hash(texts.select(F.coalesce(F.col("text"), F.lit("")).alias("text"))).dropDuplicates(["text_hash"])
-    missing = distinct.join(vectors(lakehouse, config).select("text_hash"), "text_hash", "left_anti").localCheckpoint(eager=True)
+    missing = distinct.join(vectors(lakehouse, config, model).select("text_hash"), "text_hash", "left_anti").localCheckpoint(eager=True)
     todo, total = missing.count(), distinct.count()
     if not todo:
         return CacheResult(0, total, 0.0, source)
     started = time.monotonic()
     spark = lakehouse.spark
     cores = max(1, spark.sparkContext.defaultParallelism)
-    batch_size = p.embeddings_endpoint.batch_size if p.embeddings_endpoint else 64
+    batch_size = p.embeddings_endpoint.batch_size if p.embeddings_endpoint and not multilingual else 64
     partitions = max(1, min(cores, math.ceil(todo / batch_size)))
     say(f"paraphrase: embedding {todo:,} new texts with {model} ({source}, {partitions} task(s)); "
         f"{total - todo:,} are in the text_embeddings cache…")
@@ -136,7 +150,8 @@ def embed_cached(lakehouse: Lakehouse, config: Config, texts: DataFrame,
         from udfs.llm_udf import per_task_concurrency
 
         concurrency = per_task_concurrency(settings.max_concurrency, partitions) if settings is not None else 1
-        fn = _embed_partition(model, p.model, p.threads, settings, batch_size, concurrency, key_handle)
+        fn = _embed_partition(model, model if multilingual else p.model, p.threads, settings, batch_size, concurrency,
+                              key_handle)
         embedded = missing.repartition(partitions).mapInPandas(fn, _EMBEDDED).localCheckpoint(eager=True)
     lakehouse.merge(embedded, TEXT_EMBEDDINGS)
     result = CacheResult(todo, total - todo, time.monotonic() - started, source)

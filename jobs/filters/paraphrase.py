@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StringType, StructField, StructType
 
 from jobs.config import Config, ConfigError
 from jobs.filters.base import Engine, Filter, conformed
@@ -99,13 +99,15 @@ def _embedding_text(question: pd.Series, choices: pd.Series) -> pd.Series:
 
 
 def embedded(lakehouse: Lakehouse, config: Config, items: DataFrame, keep: Sequence[str],
-             progress: Callable[[str], None] | None = None) -> tuple[DataFrame, CacheResult]:
+             progress: Callable[[str], None] | None = None,
+             model: str | None = None) -> tuple[DataFrame, CacheResult]:
     """`items` (question, choices and the `keep` columns) with their `embedding` (float array, unit
     norm) from the `text_embeddings` cache, after embedding the texts it lacks
-    (jobs/filters/embedding_cache.py); and what that cost."""
+    (jobs/filters/embedding_cache.py); and what that cost. `model`: None = the configured English
+    model (or endpoint), else the multilingual model's name."""
     texts = with_text_hash(items.select(*keep, _embedding_text("question", "choices").alias("text")))
-    result = embed_cached(lakehouse, config, texts, progress)
-    return texts.join(vectors(lakehouse, config), "text_hash").select(*keep, "embedding"), result
+    result = embed_cached(lakehouse, config, texts, progress, model=model)
+    return texts.join(vectors(lakehouse, config, model), "text_hash").select(*keep, "embedding"), result
 
 
 @dataclass
@@ -169,32 +171,53 @@ def heldout_numbers(lakehouse: Lakehouse, ids: Sequence[str]) -> list[frozenset[
 
 
 # ---- retrieval ----------------------------------------------------------------------------------
-def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
-               progress: Callable[[str], None] | None = None) -> DataFrame:
-    """(gen_id, heldout_id, rank, similarity, retrieved_by) for each item's top-k held-out neighbours
-    (rank 1 = most similar) that `udfs.paraphrase.retrieval_rule` sends to the judge: cosine
-    similarity ≥ `curate.paraphrase.floor` ('floor'), or ≥ `margin_floor` with a ratio margin over
-    the item's k neighbours ≥ `margin` ('margin'; issue 25), except a neighbour whose
-    question states numbers none of which the item's question states while the item states numbers
-    too (`udfs.paraphrase.numbers_disagree`: the judge's own rule, "the same story with different
-    numbers is different", decided without a call; issue 25). `items` has gen_id, question,
-    choices. Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
-    p = config.curate.paraphrase
-    ids, matrix = heldout_matrix(lakehouse)
-    spark = lakehouse.spark
+def multilingual_model(config: Config, progress: Callable[[str], None] | None = None) -> str | None:
+    """The cross-lingual retrieval's model (`curate.paraphrase.multilingual_model`), or None: off
+    (null), or its package is not installed; then `progress` hears it once, with the install command,
+    and the filter retrieves with the English model only (the run goes on)."""
+    from udfs.embeddings_multilingual import missing_message
+
+    model = config.curate.paraphrase.multilingual_model
+    message = missing_message(model)
+    if message:
+        (progress or (lambda _: None))(f"paraphrase: {message}")
+        return None
+    return model
+
+
+@F.pandas_udf(BooleanType())
+def _cross_lingual(text: pd.Series) -> pd.Series:
+    """`udfs.paraphrase.cross_lingual` per row: the item goes to the cross-lingual retrieval too."""
+    from udfs.paraphrase import cross_lingual
+
+    return pd.Series([cross_lingual(t) for t in text], dtype=bool)
+
+
+def multilingual_heldout_matrix(lakehouse: Lakehouse, config: Config, model: str,
+                                progress: Callable[[str], None] | None = None) -> tuple[list[str], np.ndarray]:
+    """(heldout ids, n × dim float32) of the current `heldout` embedded with the multilingual `model`,
+    sorted by heldout_id. The vectors go through `text_embeddings` under the model's name (a held-out
+    text is embedded once per model across runs); they are not kept in `heldout_embeddings`, whose
+    key is heldout_id alone."""
+    lakehouse.ensure(HELDOUT)
+    heldout = lakehouse.read(HELDOUT.name).select("heldout_id", "question", "choices")
+    rows, _ = embedded(lakehouse, config, heldout, ("heldout_id",), progress, model=model)
+    table = rows.orderBy("heldout_id").toArrow()
+    ids = table.column("heldout_id").to_pylist()
     if not ids:
-        return spark.createDataFrame([], PAIR_SCHEMA)
-    # plain bytes, not the ndarray: with spark.io.encryption.enabled (the local session sets it, see
-    # jobs/llm_stage/endpoint.py) PySpark streams the broadcast's pickle to the JVM and cannot write
-    # protocol-5 out-of-band buffers (numpy arrays): "PickleBuffer has no len()"
-    numbers = heldout_numbers(lakehouse, ids)
-    shared = spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes(),
-                                           numbers))
-    k, rule = p.k, {"floor": float(p.floor), "margin_floor": p.margin_floor, "min_margin": float(p.margin)}
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), -1)
+
+
+def _retriever(shared, k: int, rule: Callable[[float, float], str | None]):
+    """mapInPandas body: (gen_id, question, embedding) batches → PAIR_SCHEMA rows of the top-k
+    neighbours in the broadcast held-out matrix that `rule(similarity, margin)` sends to the judge,
+    the numbers rule applied."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from udfs.embeddings import top_k
-        from udfs.paraphrase import numbers_disagree, ratio_margins, retrieval_rule, stated_numbers
+        from udfs.paraphrase import numbers_disagree, ratio_margins, stated_numbers
 
         heldout_ids, shape, raw, held_numbers = shared.value
         corpus = np.frombuffer(raw, dtype=np.float32).reshape(shape)
@@ -208,13 +231,76 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
                     for gid, q, js, ss, ms in zip(batch["gen_id"], batch["question"], index, sims, margins)
                     for cand in (stated_numbers(q),)
                     for r, (j, s, m) in enumerate(zip(js, ss, ms))
-                    for by in (retrieval_rule(float(s), float(m), **rule),)
+                    for by in (rule(float(s), float(m)),)
                     if by is not None and not numbers_disagree(cand, held_numbers[j])]
             yield pd.DataFrame(rows, columns=["gen_id", "heldout_id", "rank", "similarity", "retrieved_by"])
 
+    return run
+
+
+def _broadcast(spark, ids: list[str], matrix: np.ndarray, numbers: list):
+    # plain bytes, not the ndarray: with spark.io.encryption.enabled (the local session sets it, see
+    # jobs/llm_stage/endpoint.py) PySpark streams the broadcast's pickle to the JVM and cannot write
+    # protocol-5 out-of-band buffers (numpy arrays): "PickleBuffer has no len()"
+    return spark.sparkContext.broadcast((ids, matrix.shape, np.ascontiguousarray(matrix, dtype=np.float32).tobytes(),
+                                         numbers))
+
+
+def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
+               progress: Callable[[str], None] | None = None) -> DataFrame:
+    """(gen_id, heldout_id, rank, similarity, retrieved_by) for each item's top-k held-out neighbours
+    (rank 1 = most similar) that go to the judge, from two retrievals:
+
+    - every item, with the English model against `heldout_embeddings`: pairs that
+      `udfs.paraphrase.retrieval_rule` sends: cosine similarity ≥ `curate.paraphrase.floor`
+      ('floor'), or ≥ `margin_floor` with a ratio margin over the item's k neighbours ≥ `margin`
+      ('margin'; issue 25);
+    - items mostly in a non-Latin script (`udfs.paraphrase.cross_lingual`), when
+      `multilingual_model` is set and installed (`multilingual_model`): with the multilingual model
+      against the held-out items embedded with it (`multilingual_heldout_matrix`, only when the
+      run has such items), pairs at or above `multilingual_floor` ('multilingual',
+      `udfs.paraphrase.multilingual_rule`; issue 25, item 15: translated held-out items). A pair
+      both retrievals find is reported once, as the English retrieval's.
+
+    Either way a neighbour whose question states numbers none of which the item's question states,
+    while the item states numbers too, is dropped (`udfs.paraphrase.numbers_disagree`: the judge's
+    own rule, "the same story with different numbers is different", decided without a call).
+    `similarity` is the cosine of the model that retrieved the pair. `items` has gen_id, question,
+    choices. Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
+    from udfs.paraphrase import multilingual_rule, retrieval_rule
+
+    p = config.curate.paraphrase
+    ids, matrix = heldout_matrix(lakehouse)
+    spark = lakehouse.spark
+    if not ids:
+        return spark.createDataFrame([], PAIR_SCHEMA)
+    numbers = heldout_numbers(lakehouse, ids)
+    k = p.k
+    floor, margin_floor, min_margin = float(p.floor), p.margin_floor, float(p.margin)
+    english_rule = (lambda s, m: retrieval_rule(s, m, floor=floor, margin_floor=margin_floor, min_margin=min_margin))
     with_vectors, _ = embedded(lakehouse, config, items.select("gen_id", "question", "choices"),
                                ("gen_id", "question"), progress)
-    return with_vectors.mapInPandas(run, PAIR_SCHEMA)
+    pairs = with_vectors.mapInPandas(_retriever(_broadcast(spark, ids, matrix, numbers), k, english_rule), PAIR_SCHEMA)
+
+    model = multilingual_model(config, progress)
+    if model is None:
+        return pairs
+    foreign = (items.select("gen_id", "question", "choices")
+               .where(_cross_lingual(_embedding_text("question", "choices"))).localCheckpoint(eager=True))
+    count = foreign.count()
+    if not count:
+        return pairs
+    (progress or (lambda _: None))(f"paraphrase: {count:,} item(s) mostly in a non-Latin script: cross-lingual "
+                                   f"retrieval with {model}")
+    ml_ids, ml_matrix = multilingual_heldout_matrix(lakehouse, config, model, progress)
+    ml_numbers = numbers if ml_ids == ids else heldout_numbers(lakehouse, ml_ids)
+    ml_floor = float(p.multilingual_floor)
+    ml_vectors, _ = embedded(lakehouse, config, foreign, ("gen_id", "question"), progress, model=model)
+    ml_pairs = ml_vectors.mapInPandas(
+        _retriever(_broadcast(spark, ml_ids, ml_matrix, ml_numbers), k, lambda s, m: multilingual_rule(s, floor=ml_floor)),
+        PAIR_SCHEMA).localCheckpoint(eager=True)
+    pairs = pairs.localCheckpoint(eager=True)
+    return pairs.unionByName(ml_pairs.join(pairs.select("gen_id", "heldout_id"), ["gen_id", "heldout_id"], "left_anti"))
 
 
 # ---- the judge as an LLM stage ------------------------------------------------------------------
