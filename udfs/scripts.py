@@ -12,7 +12,9 @@ its letters, whatever digits or signs it states.
 
 Used by the paraphrase filter (issue 25, item 15) to route an item to the multilingual embedding
 model: `mostly_non_latin(text)` is True when at least half of the text's letters are of a script
-other than Latin (Chinese, Japanese, Korean, Thai, Arabic, Hindi, Russian, Greek, Hebrew …).
+other than Latin (Chinese, Japanese, Korean, Thai, Arabic, Hindi, Russian, Greek, Hebrew …), and
+`non_latin_script(text)` names that script (udfs.paraphrase.cross_lingual routes only the scripts
+the multilingual model was trained on).
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ def non_latin_share(text: object) -> float:
     return 0.0 if not total else (total - counts.get(LATIN, 0)) / total
 
 
+def non_latin_script(text: object) -> str | None:
+    """The most frequent script of `text` other than Latin (ties: alphabetical), None when it has
+    only Latin letters or none. Japanese kanji and kana are each their own script here."""
+    counts = script_counts(text)
+    counts.pop(LATIN, None)
+    return min(counts, key=lambda s: (-counts[s], s)) if counts else None
+
+
 MOSTLY = 0.5  # share of non-Latin letters from which a text counts as written in another script
 
 
@@ -95,5 +105,5 @@ def mostly_non_latin(text: object, share: float = MOSTLY) -> bool:
     return non_latin_share(text) >= share and bool(script_counts(text))
 
 
-__all__ = ["LATIN", "MOSTLY", "char_script", "dominant_script", "mostly_non_latin", "non_latin_share",
+__all__ = ["LATIN", "MOSTLY", "char_script", "dominant_script", "mostly_non_latin", "non_latin_script", "non_latin_share",
            "script_counts"]

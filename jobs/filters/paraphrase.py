@@ -20,6 +20,10 @@ udfs/embeddings.py (the model, top-k).
    (`udfs.paraphrase.retrieval_rule`; `retrieved_by` = 'floor' or 'margin'), except those whose
    questions both state numbers and share none (the judge's rule "the same story with different
    numbers is different", applied without a call: `udfs.paraphrase.numbers_disagree`).
+   Items mostly in a non-Latin script that `curate.paraphrase.multilingual_model` (USE multilingual
+   v3, udfs/embeddings_multilingual.py) was trained on are retrieved with that model instead,
+   against the held-out items embedded with it (through `text_embeddings` under its name, only in
+   a run that has such items), pairs ≥ `multilingual_floor` ('multilingual'); issue 25, item 15.
 3. `judge_spec(items)`: an `LLMStageSpec` named `judge` whose items are the pairs: requests go
    through the same plan → ledger → parse machinery as generate and enrich (exactly once per pair
    and prompt version, resumable, `llm.max_requests` / `llm.max_tokens_budget`, quarantine for
@@ -249,18 +253,19 @@ def _broadcast(spark, ids: list[str], matrix: np.ndarray, numbers: list):
 def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
                progress: Callable[[str], None] | None = None) -> DataFrame:
     """(gen_id, heldout_id, rank, similarity, retrieved_by) for each item's top-k held-out neighbours
-    (rank 1 = most similar) that go to the judge, from two retrievals:
+    (rank 1 = most similar) that go to the judge, by one of two retrievals:
 
-    - every item, with the English model against `heldout_embeddings`: pairs that
-      `udfs.paraphrase.retrieval_rule` sends: cosine similarity ≥ `curate.paraphrase.floor`
-      ('floor'), or ≥ `margin_floor` with a ratio margin over the item's k neighbours ≥ `margin`
-      ('margin'; issue 25);
-    - items mostly in a non-Latin script (`udfs.paraphrase.cross_lingual`), when
-      `multilingual_model` is set and installed (`multilingual_model`): with the multilingual model
-      against the held-out items embedded with it (`multilingual_heldout_matrix`, only when the
-      run has such items), pairs at or above `multilingual_floor` ('multilingual',
-      `udfs.paraphrase.multilingual_rule`; issue 25, item 15: translated held-out items). A pair
-      both retrievals find is reported once, as the English retrieval's.
+    - items mostly in a non-Latin script the multilingual model was trained on
+      (`udfs.paraphrase.cross_lingual`), when `multilingual_model` is set and installed
+      (`multilingual_model`): the multilingual model against the held-out items embedded with it
+      (`multilingual_heldout_matrix`, only when the run has such items); pairs at or above
+      `multilingual_floor` ('multilingual', `udfs.paraphrase.multilingual_rule`; issue 25, item 15:
+      translated held-out items). The English model is not asked about them: it retrieves no
+      translation and embeds every Thai, Korean or Arabic text near every other;
+    - every other item (all items when the multilingual model is off or missing): the English
+      model against `heldout_embeddings`, pairs that `udfs.paraphrase.retrieval_rule` sends: cosine
+      similarity ≥ `curate.paraphrase.floor` ('floor'), or ≥ `margin_floor` with a ratio margin
+      over the item's k neighbours ≥ `margin` ('margin'; issue 25).
 
     Either way a neighbour whose question states numbers none of which the item's question states,
     while the item states numbers too, is dropped (`udfs.paraphrase.numbers_disagree`: the judge's
@@ -274,33 +279,34 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
     spark = lakehouse.spark
     if not ids:
         return spark.createDataFrame([], PAIR_SCHEMA)
+    say = progress or (lambda _: None)
     numbers = heldout_numbers(lakehouse, ids)
     k = p.k
     floor, margin_floor, min_margin = float(p.floor), p.margin_floor, float(p.margin)
     english_rule = (lambda s, m: retrieval_rule(s, m, floor=floor, margin_floor=margin_floor, min_margin=min_margin))
-    with_vectors, _ = embedded(lakehouse, config, items.select("gen_id", "question", "choices"),
-                               ("gen_id", "question"), progress)
-    pairs = with_vectors.mapInPandas(_retriever(_broadcast(spark, ids, matrix, numbers), k, english_rule), PAIR_SCHEMA)
-
+    items = items.select("gen_id", "question", "choices")
     model = multilingual_model(config, progress)
-    if model is None:
-        return pairs
-    foreign = (items.select("gen_id", "question", "choices")
-               .where(_cross_lingual(_embedding_text("question", "choices"))).localCheckpoint(eager=True))
-    count = foreign.count()
+    foreign = None
+    if model is not None:
+        routed = (items.withColumn("_cross_lingual", _cross_lingual(_embedding_text("question", "choices")))
+                  .localCheckpoint(eager=True))
+        foreign = routed.where("_cross_lingual").drop("_cross_lingual")
+        items = routed.where("NOT _cross_lingual").drop("_cross_lingual")
+    with_vectors, _ = embedded(lakehouse, config, items, ("gen_id", "question"), progress)
+    pairs = with_vectors.mapInPandas(_retriever(_broadcast(spark, ids, matrix, numbers), k, english_rule), PAIR_SCHEMA)
+    count = foreign.count() if foreign is not None else 0
     if not count:
         return pairs
-    (progress or (lambda _: None))(f"paraphrase: {count:,} item(s) mostly in a non-Latin script: cross-lingual "
-                                   f"retrieval with {model}")
+    say(f"paraphrase: {count:,} item(s) mostly in a non-Latin script the multilingual model knows: "
+        f"cross-lingual retrieval with {model}")
     ml_ids, ml_matrix = multilingual_heldout_matrix(lakehouse, config, model, progress)
     ml_numbers = numbers if ml_ids == ids else heldout_numbers(lakehouse, ml_ids)
     ml_floor = float(p.multilingual_floor)
     ml_vectors, _ = embedded(lakehouse, config, foreign, ("gen_id", "question"), progress, model=model)
     ml_pairs = ml_vectors.mapInPandas(
         _retriever(_broadcast(spark, ml_ids, ml_matrix, ml_numbers), k, lambda s, m: multilingual_rule(s, floor=ml_floor)),
-        PAIR_SCHEMA).localCheckpoint(eager=True)
-    pairs = pairs.localCheckpoint(eager=True)
-    return pairs.unionByName(ml_pairs.join(pairs.select("gen_id", "heldout_id"), ["gen_id", "heldout_id"], "left_anti"))
+        PAIR_SCHEMA)
+    return pairs.unionByName(ml_pairs)
 
 
 # ---- the judge as an LLM stage ------------------------------------------------------------------
