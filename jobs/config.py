@@ -444,6 +444,10 @@ class ParaphraseConfig(_Strict):
     from 0.6 up that stand out from the candidate's other neighbours by a ratio margin ≥ 1.25)
     retrieves 99.3% for 0.097 requests, and 0.023 per clean GSM8K question against GSM8K + MMLU
     (on 4,204 held-out questions: 98.3%, 0.250 and 0.073).
+
+    Cross-lingual (issue 25, item 15): items mostly in a script of `multilingual_model` (USE
+    multilingual v3: Chinese, Japanese, Korean, Thai, Arabic, Russian) are retrieved with it,
+    pairs ≥ `multilingual_floor` 0.6 judged; numbers in bench/README.md and docs/curation.md.
     """
 
     enabled: bool = Field(False, description="Run the paraphrase filter (needs pip install 'taskseed[paraphrase]').")

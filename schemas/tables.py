@@ -432,7 +432,8 @@ TEXT_EMBEDDINGS = TableSpec(
         "The embedding cache: one L2-normalized vector per (embedding model, sha256 of the exact text "
         "embedded), written by MERGE (insert-only, so a rerun commits nothing) by "
         "jobs/filters/embedding_cache.py: a text is embedded once per model across runs, by the local "
-        "model (source 'local') or a /v1/embeddings endpoint (source 'endpoint')."
+        "model (source 'local') or a /v1/embeddings endpoint (source 'endpoint'); the cross-lingual "
+        "retrieval's vectors (model 'universal-sentence-encoder-multilingual-3', 512 dims) too."
     ),
     schema=_fields(
         ("model", S, False),
