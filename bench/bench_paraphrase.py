@@ -18,6 +18,13 @@ baseline in the same run (a full similarity matrix + full argsort), recall of re
 simulator's judge (which recognises exactly these rewordings: an upper bound for a real judge),
 false positives on clean questions, and judge requests per candidate (the pairs at or above the
 floor: what a user pays), for a sweep of floors. The load average says how noisy the timings are.
+
+Then (issue 25) the cross-lingual rows: translations of held-out questions into zh, ja, th, ko, ar
+and hi (tests/data/multilingual_items.json: quiz questions written for taskseed and ARC-Easy
+questions translated for taskseed), recall per script and judge pairs per clean item of each
+script, before (the English model for every item) and after (the routing of
+jobs/filters/paraphrase.neighbours: USE multilingual v3 for the scripts it knows), a sweep of
+`--multilingual-floor`, cheap second signals, and the judge pairs of clean GSM8K questions.
 """
 
 from __future__ import annotations
@@ -262,7 +269,7 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
     print(f"English texts routed to the cross-lingual retrieval: {routed_en} (the English rows above are unchanged)")
     print(f"  {'lang':4s} {'planted':>7s} {'routed':>6s} {'recall before/after':>20s} {'clean':>5s} "
           f"{'judge pairs/clean item before/after':>36s} {'median sim to source (multilingual)':>36s}")
-    per_lang, sweep = {}, {f: ([], []) for f in ML_FLOORS}
+    per_lang, sweep, signals = {}, {f: ([], []) for f in ML_FLOORS}, {}
     for lang in LANGS:
         planted = [t[lang] for t in planted_rows]
         source = np.array([position[t["en"]] for t in planted_rows])
@@ -288,6 +295,8 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
             if lang != "hi":  # Devanagari: not a script of the multilingual model, never routed
                 sweep[floor][0].append(rec)
                 sweep[floor][1].append(cost)
+        if lang != "hi":
+            signals[lang] = (idx_ml, sims_ml, source, n)
         rb, ra, cb, ca = per_lang[lang]
         print(f"  {lang:4s} {n:>7d} {int(routed.sum()):>6d} {f'{rb:.3f} / {ra:.3f}':>20s} {len(clean):>5d} "
               f"{f'{cb:.3f} / {ca:.3f}':>36s} {np.median(direct):>36.3f}")
@@ -298,6 +307,37 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
         mark = "  <- default" if floor == args.multilingual_floor else ""
         print(f"  floor {floor:.2f}: recall min {min(recs):.3f} (mean {np.mean(recs):.3f}); "
               f"{np.mean(costs):.3f} pairs per clean item ({' '.join(f'{c:.2f}' for c in costs)}){mark}")
+    second_signals(corpus_ml, signals)
+
+
+def second_signals(corpus_ml: np.ndarray, signals: dict) -> None:
+    """Cheap signals after the multilingual retrieval, before the judge, that might cut its pairs on
+    clean items (issue 25: ≤ 0.1 per item) without losing translations: rank 1 only; the ratio
+    margin (Artetxe & Schwenk 2019); the gap to the second neighbour; a hubness correction (CSLS,
+    Conneau et al. 2018, one-sided: the similarity minus the held-out item's mean similarity to its 5
+    nearest held-out items). `signals`: per language (top-k indices, similarities, source rows,
+    number of planted rows; the rest are clean). Numbers rule not applied (a bound on both sides)."""
+    _, near = top_k(corpus_ml, corpus_ml, 6)
+    hub = near[:, 1:].mean(1)
+    rules = [("floor 0.60", lambda j, s, m, r, row: s >= 0.6),
+             ("floor 0.55", lambda j, s, m, r, row: s >= 0.55)]
+    for f in (0.55, 0.6):
+        rules += [(f"floor {f:.2f}, rank 1 only", lambda j, s, m, r, row, f=f: s >= f and r == 0),
+                  (f"floor {f:.2f} and margin >= 1.15, or >= 0.75", lambda j, s, m, r, row, f=f: s >= 0.75 or (s >= f and m >= 1.15)),
+                  (f"floor {f:.2f}, rank 1, gap to 2nd >= 0.05, or >= 0.75",
+                   lambda j, s, m, r, row, f=f: s >= 0.75 or (s >= f and r == 0 and row[0] - row[1] >= 0.05)),
+                  (f"floor {f:.2f} and similarity - hub >= 0.05", lambda j, s, m, r, row, f=f: s >= f and s - hub[j] >= 0.05)]
+    print("second signals after the multilingual retrieval (k=5; zh, ja, th, ko, ar): recall (lowest, mean) / judge "
+          "pairs per clean item")
+    for name, keep in rules:
+        recs, costs = [], []
+        for idx, sims, source, n in signals.values():
+            margins = ratio_margins(sims)
+            kept = np.array([[keep(int(idx[i, r]), float(sims[i, r]), float(margins[i, r]), r, sims[i])
+                              for r in range(idx.shape[1])] for i in range(len(idx))], dtype=bool)
+            recs.append(np.mean([(kept[i] & (idx[i] == source[i])).any() for i in range(n)]))
+            costs.append(kept[n:].sum(1).mean())
+        print(f"  {name:52s} recall {min(recs):.3f} / {np.mean(recs):.3f}; {np.mean(costs):.3f} pairs per clean item")
 
 
 def gsm_judge_pairs(embedder, texts: list[str], corpus: np.ndarray, args, planted_pairs) -> None:

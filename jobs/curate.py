@@ -145,13 +145,20 @@ def code_digest(config: Config, filters: Sequence[Filter] | None = None) -> str:
 def curate_settings(config: Config) -> dict[str, Any]:
     """The settings curate's decisions depend on: every `curate.*` key, the `enrich` keys staging,
     the vote and calibration read, and the judge's model when the paraphrase filter runs (its
-    verdicts are looked up by model). Names of secrets' sources only, never a secret."""
+    verdicts are looked up by model) with its cross-lingual model when that is installed (None when
+    off or missing). Names of secrets' sources only, never a secret."""
     settings: dict[str, Any] = {
         "curate": config.curate.model_dump(mode="json"),
         "enrich": {k: getattr(config.enrich, k) for k in ("samples_per_item", "enrich_seeds", "calibration_per_family")},
     }
     if config.curate.paraphrase.enabled:
         settings["judge_model"] = config.stage_endpoint("judge").model
+        # the cross-lingual retrieval runs only when its package is installed (else English-only,
+        # said once): installing it changes what the filter can find, so it changes the fingerprint
+        from udfs.embeddings_multilingual import missing_message
+
+        ml = config.curate.paraphrase.multilingual_model
+        settings["multilingual_retrieval"] = ml if ml is not None and missing_message(ml) is None else None
     return settings
 
 

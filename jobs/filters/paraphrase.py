@@ -191,7 +191,7 @@ def multilingual_model(config: Config, progress: Callable[[str], None] | None = 
 
 @F.pandas_udf(BooleanType())
 def _cross_lingual(text: pd.Series) -> pd.Series:
-    """`udfs.paraphrase.cross_lingual` per row: the item goes to the cross-lingual retrieval too."""
+    """`udfs.paraphrase.cross_lingual` per row: the item goes to the cross-lingual retrieval instead."""
     from udfs.paraphrase import cross_lingual
 
     return pd.Series([cross_lingual(t) for t in text], dtype=bool)

