@@ -171,7 +171,8 @@ def int8_variants(texts: list[str], repeats: int) -> None:
                "per tensor, reduce_range": {"reduce_range": True},
                "per channel, reduce_range": {"per_channel": True, "reduce_range": True},
                "per tensor, MatMul only": {"op_types_to_quantize": ["MatMul"]},
-               "per channel, MatMul only (the int8 model)": {"op_types_to_quantize": ["MatMul"], "per_channel": True}}
+               "per channel, MatMul only (all-MiniLM-L6-v2-int8)": {"op_types_to_quantize": ["MatMul"],
+                                                                    "per_channel": True}}
 
     def session(path, disabled=()):
         options = ort.SessionOptions()

@@ -445,9 +445,9 @@ class ParaphraseConfig(_Strict):
     retrieves 99.3% for 0.097 requests, and 0.023 per clean GSM8K question against GSM8K + MMLU
     (on 4,204 held-out questions: 98.3%, 0.250 and 0.073).
 
-    `model` defaults to the packaged model's int8 graph (issue 24): in the same bench_paraphrase
-    run it retrieves the same 99.3% of rewordings for 0.090 / 0.017 judge requests per clean
-    candidate (fp32: 0.097 / 0.023), at 10.1x the old numpy pass per core (fp32 graph: 4.0x);
+    `model` defaults to the packaged model's int8 graph (issue 24): on the same data it retrieves
+    the same 99.3% of rewordings for 0.090 / 0.017 judge requests per clean candidate (fp32:
+    0.097 / 0.023) at 2.0-2.55x the fp32 graph's rate per core (8.3-10.8x the old numpy pass);
     its vectors are within 0.011-0.02 cosine of fp32's, so the two are cached as two models.
     """
 

