@@ -1,6 +1,6 @@
 """Embedding throughput (issue 24): the local model per core before/after, and endpoint mode vs C/L.
 
-    .venv/bin/python bench/bench_embeddings.py [--texts 512] [--repeats 3] [--endpoint-texts 8000]
+    .venv/bin/python bench/bench_embeddings.py [--texts 512] [--repeats 3] [--endpoint-texts 8000] [--int8-variants]
 
 Data, all real: `--texts` held-out questions of the benchmark mirror (../shared/data/hf), drawn as
 bench/bench_paraphrase.py draws its corpus (ARC, GSM8K, BoolQ, SciQ, NQ-open, PIQA, WebQuestions,
@@ -11,8 +11,11 @@ WinoGrande, MMLU).
    before issue 24 (tests/minilm_numpy.py) vs ONNX Runtime (udfs/embeddings.py) on the same
    texts, interleaved `--repeats` times so machine load hits both alike; texts/s of each, the
    ratio, and the largest 1 - cosine between their vectors.
-   Then numpy at the ONNX path's token-bounded batches (how much of the gain is batching) and the
-   tokenizer's own cost.
+   Then numpy at the ONNX path's token-bounded batches (how much of the gain is batching), the
+   tokenizer's own cost, and the int8 model (all-MiniLM-L6-v2-int8, interleaved with the others):
+   texts/s, 1 - cosine to the fp32 vectors and how often each text's nearest neighbour among the
+   texts is the same. `--int8-variants`: ONNX Runtime's int8 recipes (per tensor / per channel,
+   reduce_range, MatMul only or every op, the SkipLayerNormalization fusion) side by side.
 2. What batching buys on ONNX Runtime, same texts: length-sorted batches of at most 64 texts and
    BATCH_TOKENS padded tokens (what `Embedder.embed` does), other token bounds, length-sorted
    batches of 64 texts (before), batches in input order padded to their own longest text, and
@@ -43,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_paraphrase import HELDOUT_FILES, load  # noqa: E402
 
-from udfs.embeddings import BATCH_TOKENS, DIM, Embedder, resolve_model_dir  # noqa: E402
+from udfs.embeddings import BATCH_TOKENS, DIM, INT8_MODEL_NAME, Embedder, resolve_model_dir  # noqa: E402
 from udfs.paraphrase import embedding_text  # noqa: E402
 
 
@@ -73,10 +76,14 @@ def local(texts: list[str], repeats: int) -> None:
 
     model_dir = resolve_model_dir(None)
     before, after = NumpyMiniLM(model_dir), Embedder.get(None, threads=1)
-    reference, ours = before.embed(texts), after.embed(texts)
+    int8 = Embedder.get(INT8_MODEL_NAME, threads=1)
+    reference, ours, quantized = before.embed(texts), after.embed(texts), int8.embed(texts)
     gap = float(np.max(1.0 - (reference * ours).sum(1)))
-    t_before = t_after = t_numpy_bounded = t_tokenize = 0.0
+    t_before = t_after = t_numpy_bounded = t_tokenize = t_int8 = 0.0
     for _ in range(repeats):
+        start = time.perf_counter()
+        int8.embed(texts)
+        t_int8 += time.perf_counter() - start
         start = time.perf_counter()
         before.embed(texts)
         t_before += time.perf_counter() - start
@@ -98,6 +105,12 @@ def local(texts: list[str], repeats: int) -> None:
           f"({t_before / t_numpy_bounded:.2f}x numpy's old batching; ONNX Runtime {t_numpy_bounded / t_after:.2f}x "
           f"numpy at equal batches); the tokenizer alone {n / t_tokenize:,.0f} texts/s "
           f"({t_tokenize / t_after:.1%} of the ONNX Runtime time)")
+    drift = 1.0 - (ours * quantized).sum(1)
+    same_top1 = float(np.mean(top1_neighbours(ours) == top1_neighbours(quantized)))
+    print(f"  int8 ({INT8_MODEL_NAME}, same batches, interleaved): {n / t_int8:.1f} texts/s: "
+          f"{t_before / t_int8:.2f}x numpy, {t_after / t_int8:.2f}x fp32 ONNX Runtime; 1 - cosine to fp32: max "
+          f"{drift.max():.4f}, p99 {np.percentile(drift, 99):.4f}, median {np.median(drift):.4f}; same nearest "
+          f"neighbour among the {len(texts)} texts as fp32 for {same_top1:.1%} of them")
 
     enc = after.tokenizer.encode_batch(texts)
     sorted_order = sorted(range(len(texts)), key=lambda i: (len(enc[i].ids), texts[i]))
@@ -127,6 +140,75 @@ def local(texts: list[str], repeats: int) -> None:
           + "; ".join(f"{name} {n / t:.1f} texts/s ({t / base:.2f}x the time, padded tokens {padded(*plans[name]) / real:.2f}x)"
                       for name, t in times.items()))
     fusions(after, texts, sorted_order, repeats)
+
+
+def top1_neighbours(vectors: np.ndarray) -> np.ndarray:
+    """Each row's most similar other row (cosine; rows are unit vectors)."""
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -2.0)
+    return sims.argmax(1)
+
+
+def int8_variants(texts: list[str], repeats: int) -> None:
+    """ONNX Runtime's dynamic int8 quantization recipes on the fp32 graph, one thread, the same
+    batches as Embedder.embed, interleaved: texts/s against the fp32 graph and 1 - cosine to its
+    vectors. What `udfs.embeddings.quantize_int8` chose among (issue 24)."""
+    import logging
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import quantize_dynamic
+
+    from udfs.embeddings import INT8_DISABLED_OPTIMIZERS, onnx_graph
+
+    logging.getLogger().setLevel(logging.ERROR)
+    fp32 = Embedder.get(None, threads=1)
+    graph = onnx_graph(resolve_model_dir(None))
+    if not isinstance(graph, Path):
+        print("int8 variants: the graph cache is not writable; skipped")
+        return
+    recipes = {"per tensor, every op (Gather too)": {},
+               "per channel, every op": {"per_channel": True},
+               "per tensor, reduce_range": {"reduce_range": True},
+               "per channel, reduce_range": {"per_channel": True, "reduce_range": True},
+               "per tensor, MatMul only": {"op_types_to_quantize": ["MatMul"]},
+               "per channel, MatMul only (all-MiniLM-L6-v2-int8)": {"op_types_to_quantize": ["MatMul"],
+                                                                    "per_channel": True}}
+
+    def session(path, disabled=()):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled))
+
+    import tempfile
+
+    sessions = {"fp32 (Embedder)": fp32.session}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kwargs in recipes.items():
+            out = os.path.join(tmp, f"{len(sessions)}.onnx")
+            quantize_dynamic(str(graph), out, extra_options={"MatMulConstBOnly": True}, **kwargs)
+            sessions[name] = session(out, INT8_DISABLED_OPTIMIZERS)
+        sessions["per channel, MatMul only, with SkipLayerNormFusion"] = session(out)
+    vectors, times = {}, dict.fromkeys(sessions, 0.0)
+    for name, s in sessions.items():
+        fp32.session = s
+        vectors[name] = fp32.embed(texts)
+    try:
+        for _ in range(repeats):
+            for name, s in sessions.items():
+                fp32.session = s
+                start = time.perf_counter()
+                fp32.embed(texts)
+                times[name] += time.perf_counter() - start
+    finally:
+        fp32.session = sessions["fp32 (Embedder)"]
+    base, ref = times["fp32 (Embedder)"], vectors["fp32 (Embedder)"]
+    print(f"int8 recipes (quantize_dynamic, one thread, {len(texts)} texts x {repeats}, interleaved; SkipLayerNormFusion "
+          f"off unless said):")
+    for name, t in times.items():
+        drift = 1.0 - (ref * vectors[name]).sum(1)
+        print(f"  {name}: {len(texts) * repeats / t:.1f} texts/s, {base / t:.2f}x fp32; 1 - cosine max "
+              f"{drift.max():.4f}, median {np.median(drift):.4f}")
 
 
 def fusions(embedder: Embedder, texts: list[str], order: list[int], repeats: int) -> None:
@@ -200,6 +282,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--skip-local", action="store_true", help="only the endpoint part")
+    ap.add_argument("--int8-variants", action="store_true", help="also time ONNX Runtime's int8 quantization recipes")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
     pool = [embedding_text(q) for _, q in load(HELDOUT_FILES, max(args.texts, args.endpoint_texts))]
@@ -207,6 +290,8 @@ def main() -> None:
     os.sched_setaffinity(0, {min(cores)})  # one core for the local part
     if not args.skip_local:
         local(pool[:args.texts], args.repeats)
+        if args.int8_variants:
+            int8_variants(pool[:args.texts], args.repeats)
     os.sched_setaffinity(0, cores)  # the endpoint part: the simulator child gets its own CPU
     endpoint((pool * (1 + args.endpoint_texts // max(1, len(pool))))[:args.endpoint_texts], args.latency_ms,
              args.concurrency, args.batch)

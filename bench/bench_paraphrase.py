@@ -1,6 +1,7 @@
 """Paraphrase-level contamination: recall and cost of embedding retrieval + the judge.
 
     .venv/bin/python bench/bench_paraphrase.py [--heldout 2000] [--planted 300] [--clean 300] [--k 5 --floor 0.7]
+        [--model all-MiniLM-L6-v2-int8]
 
 Data, all real, from the benchmark mirror (../shared/data/hf):
 - held-out corpus: `--heldout` questions drawn deterministically (every n-th row) from the held-out
@@ -124,6 +125,8 @@ def main() -> None:
     ap.add_argument("--margin-floor", type=float, default=0.6)
     ap.add_argument("--margin", type=float, default=1.25)
     ap.add_argument("--multilingual-floor", type=float, default=0.6)
+    ap.add_argument("--model", default=None, help="curate.paraphrase.model's value (default: all-MiniLM-L6-v2; "
+                                                  "all-MiniLM-L6-v2-int8: its int8 graph, issue 24)")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
 
@@ -137,10 +140,10 @@ def main() -> None:
           f"planted paraphrases {len(planted)} (mean share of words changed "
           f"{np.mean([reworded_share(texts[i]) for i in planted_idx]):.2f}); clean training questions {len(clean)}")
 
-    embedder, load_s = timed(Embedder.get)
+    embedder, load_s = timed(Embedder.get, args.model)
     corpus, embed_s = timed(embedder.embed, [embedding_text(q) for q in texts])
     queries = embedder.embed([embedding_text(q) for q in planted + clean])
-    print(f"model load {load_s:.1f}s; embedding: {len(texts) / embed_s:.1f} rows/s "
+    print(f"model {args_model_name(embedder)}: load {load_s:.1f}s; embedding: {len(texts) / embed_s:.1f} rows/s "
           f"({len(texts)} held-out questions in {embed_s:.1f}s, load {os.getloadavg()[0]:.1f})")
 
     # retrieval: blocked exact top-k vs a full similarity matrix + full argsort (baseline)
@@ -204,8 +207,10 @@ ML_ITEMS = REPO / "tests" / "data" / "multilingual_items.json"
 
 def args_model_name(embedder) -> str:
     """The model's name: the packaged all-MiniLM-L6-v2, or the configured directory."""
-    from udfs.embeddings import MODEL_NAME, resolve_model_dir
+    from udfs.embeddings import INT8_MODEL_NAME, MODEL_NAME, resolve_model_dir
 
+    if getattr(embedder, "int8", False):
+        return INT8_MODEL_NAME
     return MODEL_NAME if embedder.model_dir == str(resolve_model_dir(None)) else embedder.model_dir
 
 

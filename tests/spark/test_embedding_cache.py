@@ -91,4 +91,5 @@ def test_the_local_model_and_an_endpoint_keep_separate_cache_rows(lakehouse, mak
     assert (remote.embedded, remote.source) == (4, "endpoint")
     by_model = {(r.model, r.source): r.n for r in
                 lakehouse.read(TEXT_EMBEDDINGS.name).groupBy("model", "source").count().withColumnRenamed("count", "n").collect()}
-    assert by_model == {("all-MiniLM-L6-v2", "local"): 4, (SIM_EMBEDDING_MODEL, "endpoint"): 4}
+    assert by_model == {(lakehouse.config.curate.paraphrase.model, "local"): 4, (SIM_EMBEDDING_MODEL, "endpoint"): 4}
+    assert lakehouse.config.curate.paraphrase.model == "all-MiniLM-L6-v2-int8"  # the default (issue 24)
