@@ -58,16 +58,28 @@ def demo_index(task_index):
 DEMO_WITHOUT_CALIBRATION = ("enrich.calibration_per_family=0", "simulator.known_answers_file=null")
 
 
-# what catalog + ingest write: a copy of these from the keyed demo run is a lakehouse ready to generate
-SEEDED_TABLES = ("task_catalog", "license_policy", "seeds", "heldout")
+# what catalog + ingest write, and the held-out index the first curate builds from `heldout`
+# (jobs/filters/contamination.py; its commits name the heldout version, which the copy keeps): a copy
+# of these from the keyed demo run is a lakehouse ready to generate whose curate finds its index built
+SEEDED_TABLES = ("task_catalog", "license_policy", "seeds", "heldout", "heldout_keys", "heldout_shingles")
+# and the MinHash signatures near_dup keeps of every seed and held-out item (~26k for the demo's
+# three tasks, the bulk of a first curate's signing); the generated items' are left to the run
+SIGNED_KINDS = ("seed", "heldout")
 
 
 def copy_seeded(world: dict, dest: Path) -> Path:
-    """Copy what the keyed demo run's catalog + ingest wrote (`SEEDED_TABLES`: the demo config's
-    three tasks, every training record as a seed) to `dest` (a new home) and return `dest`: the
-    start of a run that generates from the same seeds without cataloguing and ingesting again."""
+    """Copy what the keyed demo run's catalog + ingest (and its first curate's held-out index and
+    seed/held-out signatures) wrote to `dest` (a new home) and return `dest`: the start of a run
+    that generates from the same seeds (the demo config's three tasks, every training record a seed)
+    without cataloguing, ingesting, indexing or signing them again. Tables: `SEEDED_TABLES` and
+    `minhash_signatures` (the rows of `SIGNED_KINDS`)."""
+    from pyspark.sql import functions as F
+
+    lakehouse = world["lakehouse"]
     for table in SEEDED_TABLES:
-        shutil.copytree(world["lakehouse"].table_path(table), dest / "tables" / table)
+        shutil.copytree(lakehouse.table_path(table), dest / "tables" / table)
+    (lakehouse.read("minhash_signatures").where(F.col("doc_kind").isin(*SIGNED_KINDS))
+     .write.format("delta").save(str(dest / "tables" / "minhash_signatures")))
     return dest
 
 
