@@ -21,7 +21,7 @@ from jobs.config import Config, load_config
 pytest_plugins = ["tests.fixtures_sim", "tests.worlds"]
 
 # session worlds that run a whole pipeline: a test reading one is `heavy`
-HEAVY_WORLDS = {"keyed_demo_run"}
+HEAVY_WORLDS = {"keyed_demo_run", "small_demo_run"}
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()

@@ -8,6 +8,8 @@ every test that needs it.
   demands a distinctive API key, watched for the key while it runs, then run again: the world of
   tests/e2e/test_pipeline_run.py and tests/reliability/test_secrets_and_idempotence.py, and the
   uninterrupted reference of tests/reliability/test_crash_resume.py.
+- `small_demo_run`: a small run (2 tasks, 12 items) of the demo config in this session's Spark: the
+  local reference of tests/e2e/test_cluster.py and tests/e2e/test_object_storage.py.
 
 A world is read-only for its readers; a test that writes gets its own copy (`copy_home`), so tests
 stay independent of their order. Tests that read a pipeline world are marked `heavy` (conftest).
@@ -203,4 +205,52 @@ def keyed_demo_run(spark, tmp_path_factory, demo_index):
             watcher.stop.set()
             logging.getLogger().removeHandler(handler)
             server.stop()
+            spark.sql(f"DROP SCHEMA IF EXISTS {lakehouse.namespace} CASCADE")
+
+
+# ---- the small demo run: the local reference of the cluster tests ----------------------------------
+
+SMALL_TASKS = ("arc_easy", "boolq")  # two of the demo config's tasks: multiple choice and yes/no
+SMALL_SEEDS, SMALL_K, SMALL_M = 3, 2, 2  # seeds per task, items per seed, enrichment samples per item
+
+
+def small_demo_sets(base_url: str) -> list[str]:
+    """The `--set` overrides (on DEMO_CONFIG) of the small demo run against the simulator at
+    `base_url`: SMALL_TASKS from the demo mirror, SMALL_SEEDS seeds per task, K = SMALL_K,
+    M = SMALL_M, no calibration sample, the key from KEY_ENV. Spark settings are the caller's."""
+    return [f"tasks.select=[{','.join(SMALL_TASKS)}]", f"tasks.mirror={DEMO_MIRROR}",
+            f"generate.seeds_per_task={SMALL_SEEDS}", f"generate.items_per_seed={SMALL_K}",
+            f"enrich.samples_per_item={SMALL_M}", *DEMO_WITHOUT_CALIBRATION, f"endpoint.base_url={base_url}",
+            "endpoint.model=taskseed-sim", f"endpoint.api_key_env={KEY_ENV}"]
+
+
+@pytest.fixture(scope="session")
+def small_demo_run(spark, tmp_path_factory, demo_index):
+    """`run_pipeline` (no MLflow) of the small demo config (`small_demo_sets`: 2 tasks x 3 seeds x
+    K = 2, M = 2; 12 items) in this session's local Spark, against a simulator with KEYED_SIM's
+    behaviour that demands SECRET: the local reference that tests/e2e/test_cluster.py and
+    test_object_storage.py compare a cluster's and an object-storage home's curated gen_ids with.
+
+    Yields {"curated": sorted gen_ids, "base_url": the simulator's URL (it serves until the session
+    ends, for the runs that are compared with this one)}. Read-only."""
+    from jobs.config import load_config
+    from jobs.lakehouse import Lakehouse
+    from jobs.pipeline import run_pipeline
+    from simulator import SimSettings, SimulatorServer
+
+    server = SimulatorServer(SimSettings(**KEYED_SIM, require_api_key=SECRET, latency_ms=1,
+                                         latency_jitter_ms=0)).start()
+    lakehouse = None
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setenv(KEY_ENV, SECRET)
+            config = load_config(DEMO_CONFIG, ["schema=small_demo", *LOCAL_SPARK, *small_demo_sets(server.base_url)],
+                                 home=tmp_path_factory.mktemp("small-demo") / "lakehouse")
+            lakehouse = Lakehouse(spark, config)
+            run_pipeline(lakehouse, config, track=False, task_index=demo_index(SMALL_TASKS))
+        curated = sorted(r.gen_id for r in lakehouse.read("curated").select("gen_id").collect())
+        yield {"curated": curated, "base_url": server.base_url}
+    finally:
+        server.stop()
+        if lakehouse is not None:
             spark.sql(f"DROP SCHEMA IF EXISTS {lakehouse.namespace} CASCADE")

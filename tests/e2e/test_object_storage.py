@@ -1,8 +1,8 @@
-"""The demo pipeline with its home on object storage (issue 28): an S3-compatible server process
+"""A small demo pipeline with its home on object storage (issue 28): an S3-compatible server process
 (`moto_server`, from moto on PyPI) on this machine, reached by Spark's s3a connector over the S3
 wire protocol (hadoop-aws from Maven Central, added to the session only because the home is s3a://).
-Same config, simulator and key as the keyed demo world (tests/worlds.py): the curated gen_ids equal
-the local run's, the tables are objects in the bucket and the driver-local files (lock, log, MLflow)
+Same config, simulator and key as the small demo world (tests/worlds.py `small_demo_run`): the curated
+gen_ids equal the local run's, the tables are objects in the bucket and the driver-local files (lock, log, MLflow)
 are not. The server and every process the CLI starts are killed, also on failure.
 """
 
@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_cluster import _kill_session, _run_cli
-from tests.worlds import DEMO_CONFIG, DEMO_MIRROR, KEY_ENV, KEYED_M, KEYED_SEEDS, KEYED_SIM, KEYED_TASKS, SECRET
+from tests.worlds import DEMO_CONFIG, KEY_ENV, SECRET, small_demo_sets
 
-# opt-in (`TASKSEED_CLUSTER_TESTS=1 .venv/bin/pytest tests/e2e/test_object_storage.py`): it needs an S3 server and s3a's jars (hadoop-aws + the AWS SDK bundle: 690 MB from Maven Central on a fresh machine); not yet part of
-# the default suite, which keeps within its time on 2 cores (issue 28 is open)
-pytestmark = [pytest.mark.heavy, pytest.mark.skipif(
-    not os.environ.get("TASKSEED_CLUSTER_TESTS"), reason="opt-in: set TASKSEED_CLUSTER_TESTS=1 (issue 28)")]
+# an S3 server process and two drivers with s3a's jars (hadoop-aws + the AWS SDK bundle, from Maven
+# Central on a fresh machine: docs/cluster.md says what that costs)
+pytestmark = pytest.mark.heavy
 
 BUCKET = "lake"
 # moto accepts any credentials; these are in the CLI's environment only, where s3a's chain finds them
@@ -72,9 +71,7 @@ def _objects(url: str) -> list[str]:
         token = page["NextContinuationToken"]
 
 
-def test_the_demo_with_its_home_on_s3_curates_what_a_local_run_curates(s3_server, keyed_demo_run, tmp_path):
-    from simulator import SimSettings, SimulatorServer
-
+def test_the_demo_with_its_home_on_s3_curates_what_a_local_run_curates(s3_server, small_demo_run, tmp_path):
     cache = tmp_path / "cache"  # the driver-local folder of the URI home lands under it
     env = {**os.environ, **S3_ENV, KEY_ENV: SECRET, "XDG_CACHE_HOME": str(cache)}
     # the remembered Delta jar paths live in the cache: share the user's, so only hadoop-aws resolves
@@ -86,24 +83,17 @@ def test_the_demo_with_its_home_on_s3_curates_what_a_local_run_curates(s3_server
     s3a = ("spark.conf={spark.hadoop.fs.s3a.endpoint: '" + s3_server + "', spark.hadoop.fs.s3a.path.style.access: "
            "'true', spark.hadoop.fs.s3a.connection.ssl.enabled: 'false', spark.hadoop.fs.s3a.endpoint.region: us-east-1}")
     home = f"s3a://{BUCKET}/taskseed"
-    server = SimulatorServer(SimSettings(**KEYED_SIM, require_api_key=SECRET, latency_ms=1,
-                                         latency_jitter_ms=0)).start()
     sets = ["spark.master=local[2]", "spark.shuffle_partitions=2", "spark.driver_memory=1g", s3a,
-            f"tasks.select=[{','.join(KEYED_TASKS)}]", f"tasks.mirror={DEMO_MIRROR}",
-            f"generate.seeds_per_task={KEYED_SEEDS}", f"enrich.samples_per_item={KEYED_M}",
-            f"endpoint.base_url={server.base_url}", "endpoint.model=taskseed-sim", f"endpoint.api_key_env={KEY_ENV}",
-            "llm.commit_rows=12"]
+            *small_demo_sets(small_demo_run["base_url"])]
     argv = ["--config", str(DEMO_CONFIG), "--home", home, *[a for s in sets for a in ("--set", s)]]
-    try:
-        result = _run_cli([*argv, "run"], env, timeout=1800)
-        assert result.returncode == 0, result.stderr[-5000:]
-        query = _run_cli([*argv, "sql", "--json", "SELECT gen_id FROM curated ORDER BY gen_id"], env, timeout=600)
-        assert query.returncode == 0, query.stderr[-3000:]
-    finally:
-        server.stop()
+    result = _run_cli([*argv, "run"], env, timeout=1800)
+    assert result.returncode == 0, result.stderr[-5000:]
+    # a new process (a new JVM) finds the tables in the bucket and reads them
+    query = _run_cli([*argv, "sql", "--json", "SELECT gen_id FROM curated ORDER BY gen_id"], env, timeout=600)
+    assert query.returncode == 0, query.stderr[-3000:]
 
-    local = keyed_demo_run["curated"]
-    assert local, "the local world curated nothing: the comparison would prove nothing"
+    local = small_demo_run["curated"]
+    assert local, "the local run curated nothing: the comparison would prove nothing"
     assert [json.loads(line)["gen_id"] for line in query.stdout.splitlines()] == local
 
     keys = _objects(s3_server)
@@ -112,3 +102,4 @@ def test_the_demo_with_its_home_on_s3_curates_what_a_local_run_curates(s3_server
     assert not [k for k in keys if "/locks/" in k or "/logs/" in k or "mlflow" in k]
     driver = next((cache / "taskseed" / "homes").glob("s3a-*"))  # lock, log and MLflow stay on this machine
     assert (driver / "locks").is_dir() and list((driver / "logs").glob("spark-*.log"))
+    assert (driver / "mlflow.db").is_file()
