@@ -28,7 +28,10 @@ from tests.reliability.cli_run import TASKSEED, session_pids
 from tests.worlds import DEMO_CONFIG, KEY_ENV, SECRET, small_demo_sets
 
 # three more JVMs (a master, two workers), the executors they start, and two drivers
-pytestmark = pytest.mark.heavy
+# Opt-in (`TASKSEED_CLUSTER_TESTS=1`) until it fits the suite's 25 minutes: a whole pipeline run
+# plus the small reference world costs minutes on 2 cores (docs/cluster.md has the measured runs)
+pytestmark = [pytest.mark.heavy, pytest.mark.skipif(
+    not os.environ.get("TASKSEED_CLUSTER_TESTS"), reason="opt-in: set TASKSEED_CLUSTER_TESTS=1 (issue 28)")]
 
 # an interpreter for the executors: this venv's Python, but taskseed's packages import only from a
 # zip on sys.path (what addPyFile ships), never from the editable install: a worker without taskseed

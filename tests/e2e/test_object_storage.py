@@ -24,7 +24,10 @@ from tests.worlds import DEMO_CONFIG, KEY_ENV, SECRET, small_demo_sets
 
 # an S3 server process and two drivers with s3a's jars (hadoop-aws + the AWS SDK bundle, from Maven
 # Central on a fresh machine: docs/cluster.md says what that costs)
-pytestmark = pytest.mark.heavy
+# Opt-in (`TASKSEED_CLUSTER_TESTS=1`) until it fits the suite's 25 minutes: a whole pipeline run
+# plus the small reference world costs minutes on 2 cores (docs/cluster.md has the measured runs)
+pytestmark = [pytest.mark.heavy, pytest.mark.skipif(
+    not os.environ.get("TASKSEED_CLUSTER_TESTS"), reason="opt-in: set TASKSEED_CLUSTER_TESTS=1 (issue 28)")]
 
 BUCKET = "lake"
 # moto accepts any credentials; these are in the CLI's environment only, where s3a's chain finds them
