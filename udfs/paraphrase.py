@@ -31,10 +31,12 @@ from importlib import resources
 from typing import Any, Mapping, Sequence
 
 from schemas.llm_outputs import JUDGE_OUTPUT_SCHEMA, JUDGE_VERDICTS, response_format
+from udfs.embeddings_multilingual import SCRIPTS as MULTILINGUAL_SCRIPTS
 from udfs.hashing import stable_hash
 from udfs.llm_rows import _lineage, _parse_row, approx_prompt_tokens
 from udfs.parsing import OutputRejected, ParseError, ValidationError, extract_json_object
 from udfs.prompts import PromptTemplate, _input_block, compute_request_id, parse_template
+from udfs.scripts import mostly_non_latin, non_latin_script
 
 JUDGE = "judge"
 JUDGE_FORMAT = "paraphrase"
@@ -89,11 +91,7 @@ def cross_lingual(text: Any, scripts: frozenset[str] | None = None) -> bool:
     mostly [UNK] there; bench/bench_paraphrase.py: 1.9 to 4.7 judge pairs per clean item of
     those scripts). Latin-script text, text without letters, scripts outside `scripts`
     (Devanagari, Hebrew, Greek, …): False."""
-    from udfs.scripts import mostly_non_latin, non_latin_script
-
-    if scripts is None:
-        from udfs.embeddings_multilingual import SCRIPTS as scripts
-    return mostly_non_latin(text) and non_latin_script(text) in scripts
+    return mostly_non_latin(text) and non_latin_script(text) in (MULTILINGUAL_SCRIPTS if scripts is None else scripts)
 
 
 def multilingual_rule(similarity: float, *, floor: float) -> str | None:

@@ -41,9 +41,7 @@ from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, Str
 from jobs.config import Config
 from jobs.lakehouse import Lakehouse
 from schemas.tables import TEXT_EMBEDDINGS
-
-# the multilingual model's name (udfs.embeddings_multilingual.MODEL_NAME; the config's only value)
-MULTILINGUAL_MODEL = "universal-sentence-encoder-multilingual-3"
+from udfs.embeddings_multilingual import MODEL_NAME as MULTILINGUAL_MODEL  # its only configurable value
 
 READS = (TEXT_EMBEDDINGS.name,)
 WRITES = (TEXT_EMBEDDINGS.name,)
