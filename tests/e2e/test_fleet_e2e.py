@@ -2,8 +2,9 @@
 two replicas for enrich, one of which is killed while enrich runs; the accounting at the servers
 proves that nothing was lost and nothing paid twice.
 
-The demo config's three tasks (arc_easy, gsm8k, boolq) from the bundled demo sample, 3 seeds per
-task, K = 2, M = 3; generate on its own simulator serving `gen-large`, enrich on two simulator
+The demo config's three tasks (arc_easy, gsm8k, boolq), from a copy of the keyed demo world's
+catalogued and ingested home (`tests/worlds.copy_seeded`: seeds, held-out index and signatures;
+generate → enrich → curate → publish run here), 3 seeds per task, K = 2, M = 3; generate on its own simulator serving `gen-large`, enrich on two simulator
 replicas serving `reasoner` (a window of 3 each, 150 ms per answer so the stage runs a few seconds),
 MLflow on. A watcher kills replica B once it has taken 6 enrichment requests (the connections of
 its in-flight requests drop, the port refuses after). Checked: every stage ran, the ledger holds
@@ -34,14 +35,14 @@ def paid(server) -> Counter:
 
 
 def test_a_run_with_a_model_per_stage_and_two_enrich_replicas_survives_a_killed_replica(
-        spark, tmp_path, demo_index, start_sim):
+        spark, tmp_path, keyed_demo_run, start_sim):
     import mlflow
 
     from jobs.config import load_config
     from jobs.lakehouse import Lakehouse
     from jobs.pipeline import run_pipeline
     from jobs.status import pipeline_status
-    from tests.worlds import DEMO_CONFIG, DEMO_MIRROR, LOCAL_SPARK
+    from tests.worlds import DEMO_CONFIG, DEMO_MIRROR, KEYED_TASKS, LOCAL_SPARK, copy_seeded
 
     gen = start_sim(seed=3, model="gen-large", latency_ms=5, latency_jitter_ms=0, wrong_answer_rate=0.1)
     replica_a = start_sim(seed=3, model="reasoner", latency_ms=150, latency_jitter_ms=0, latency_dist="fixed")
@@ -52,8 +53,9 @@ def test_a_run_with_a_model_per_stage_and_two_enrich_replicas_survives_a_killed_
         f"generate.endpoint={{base_url: '{gen.base_url}', model: gen-large}}",
         f"enrich.endpoint={{model: reasoner, replicas: [{{base_url: '{replica_a.base_url}', max_concurrency: 3}}, "
         f"{{base_url: '{replica_b.base_url}', max_concurrency: 3}}]}}",
-    ], home=tmp_path / "lakehouse")
-    lakehouse = Lakehouse(spark, config)
+    ], home=copy_seeded(keyed_demo_run, tmp_path / "lakehouse"))
+    assert tuple(config.tasks.select) == KEYED_TASKS == TASKS
+    lakehouse = Lakehouse(spark, config)  # registers the copied seed tables under its own schema
     lines: list[str] = []
     killed: dict[str, int] = {}
 
@@ -68,7 +70,7 @@ def test_a_run_with_a_model_per_stage_and_two_enrich_replicas_survives_a_killed_
     watcher = threading.Thread(target=kill_b_mid_enrich, daemon=True)
     watcher.start()
     try:
-        runs = run_pipeline(lakehouse, config, progress=lines.append, task_index=demo_index(TASKS))
+        runs = run_pipeline(lakehouse, config, ("generate", "enrich", "curate", "publish"), progress=lines.append)
         killed.setdefault("never", 1)
         watcher.join(5)
         assert "at" in killed, "replica B was never killed: enrich did not reach it"
