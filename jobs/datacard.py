@@ -1,6 +1,9 @@
 """The data card of a published dataset: HTML (self-contained) and Markdown, from its numbers
 (`CardData`). `gather_card` counts them with Spark from the dataset, `filter_decisions`, `llm_calls`
-and `quarantine`; rendering needs no Spark: tests/unit/test_datacard.py renders cards from plain data.
+and `quarantine`; what does not depend on the dataset (`RunNumbers`) is gathered once per publish
+run for all its cards (`gather_run_numbers`: 214 Spark jobs for the demo's two cards before, 103
+after, identical cards); rendering needs no Spark: tests/unit/test_datacard.py renders cards from
+plain data.
 
 What it shows, in the order a reviewer asks: what this is and where it came from (Delta versions,
 models, prompt versions, code version, config fingerprint, whether the endpoint was the simulator),
@@ -507,15 +510,43 @@ def _collect_counts(df, *columns: str) -> list[tuple]:
     return [tuple(r) for r in df.groupBy(*columns).count().orderBy(F.desc("count"), *columns).collect()]
 
 
+@dataclass
+class RunNumbers:
+    """The numbers every data card of one publish run shares: they come from `filter_decisions`,
+    `llm_calls`, `quarantine`, `seeds`, `generated`, `enriched`, `task_catalog`, `calibration` and
+    the cost report, not from the dataset, so `run_publish` gathers them once for all its datasets.
+
+    card: CardData fields (rejected, rejected_alone, reasons, not_checked, disabled,
+    verification_reasons, contamination, near_dup_components, near_dup_of_seed, quarantine,
+    llm_failures, llm, samples_rejected, samples_per_item, calibration, cost). candidates: distinct
+    gen_id of `filter_decisions` (the funnel's first step). counts: the per-task funnel's counts
+    but `published` ({TaskFunnel count: {task: n}}); families: {task: family or None}.
+    cost_report: the `jobs.costs.CostReport` the card's cost section shows."""
+
+    candidates: int
+    card: dict[str, Any]
+    counts: dict[str, dict[str, int]]
+    families: dict[str, str | None]
+    cost_report: Any = None
+
+
+def _ordered(rows: Sequence[tuple]) -> list[tuple]:
+    """`rows` (columns..., count) in `_collect_counts`' order: count descending, then the columns."""
+    return sorted(rows, key=lambda r: (-r[-1], *r[:-1]))
+
+
 def gather_card(lakehouse, config, dataset: str, df, rows: int,
-                manifest: dict[str, Any]) -> CardData:
-    """The data card's numbers for `df` (the dataset at its pinned version) and the current
-    `filter_decisions`, `llm_calls` and `quarantine`; `manifest` the dataset's manifest."""
+                manifest: dict[str, Any], run: RunNumbers | None = None) -> CardData:
+    """The data card's numbers for `df` (the dataset at its pinned version): what depends on the
+    dataset (its funnel through its gating filters, rows per family / format / license, lengths,
+    agreement, published rows per task, sample rows), plus `run` (`gather_run_numbers`; gathered
+    here when None); `manifest` the dataset's manifest."""
     from pyspark.sql import functions as F
 
     from jobs.filters.base import GATE_CURATED
     from jobs.filters.registry import FILTERS
 
+    run = run if run is not None else gather_run_numbers(lakehouse, config)
     gating = [f.name for f in FILTERS if dataset != "curated" or f.gate == GATE_CURATED]
     decisions = lakehouse.read("filter_decisions")
     card = CardData(
@@ -523,42 +554,19 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
         created_at=manifest["created_at"], code_version=manifest["code_version"],
         config_fingerprint=manifest["config_fingerprint"], endpoint=manifest["endpoint"],
         simulated=manifest["simulated"], models=manifest["models"], prompt_versions=manifest["prompt_versions"],
-        input_versions=manifest["input_versions"], files=manifest["files"],
+        input_versions=manifest["input_versions"], files=manifest["files"], **run.card,
     )
     # funnel: items left after each gating filter in evaluation order
-    total = decisions.select("gen_id").distinct().count()
     rank = F.create_map(*[x for i, name in enumerate(gating) for x in (F.lit(name), F.lit(i))])
     first_fail = dict(
         decisions.where(~F.col("passed") & F.col("filter").isin(gating))
         .groupBy("gen_id").agg(F.min(rank[F.col("filter")]).alias("step"))
         .groupBy("step").count().collect())
-    unchecked = _collect_counts(decisions.where(F.col("reason").isin("not_checked", "disabled")), "reason", "filter")
-    card.not_checked = {name: n for reason, name, n in unchecked if reason == "not_checked"}
-    card.disabled = {name: n for reason, name, n in unchecked if reason == "disabled"}
-    left = total
-    card.funnel = [("candidates", total)]
+    left = run.candidates
+    card.funnel = [("candidates", left)]
     for i, name in enumerate(gating):
         left -= first_fail.get(i, 0)
         card.funnel.append((f"{name} (disabled)" if name in card.disabled else name, left))
-    failed = decisions.where(~F.col("passed"))
-    card.rejected = {f.name: 0 for f in FILTERS}
-    for name, n in _collect_counts(failed, "filter"):
-        card.rejected[name] = n
-    card.rejected_alone = filter_alone_counts(lakehouse, [f.name for f in FILTERS])
-    for name, reason, n in _collect_counts(failed, "filter", "reason"):
-        card.reasons.setdefault(name, {})[reason] = n
-    card.verification_reasons = dict(_collect_counts(decisions.where(F.col("filter") == "verification"), "reason"))
-    # paraphrase hits (reworded/translated held-out items) count as contamination by held-out
-    # benchmark too, under their reason ('paraphrase_of_heldout', 'judge_unanswered') as the rule
-    contaminated = failed.where(F.col("filter").isin("contamination", "paraphrase")).select(
-        F.coalesce(F.get_json_object("evidence", "$.heldout_task"), F.lit("(unknown)")).alias("heldout_task"),
-        F.coalesce(F.get_json_object("evidence", "$.rule"), F.col("reason")).alias("rule"))
-    card.contamination = _collect_counts(contaminated, "heldout_task", "rule")
-    near = decisions.where((F.col("filter") == "near_dup") & F.col("evidence").isNotNull()).select(
-        F.get_json_object("evidence", "$.component_id").alias("component"),
-        F.get_json_object("evidence", "$.component_size").cast("int").alias("size")).distinct()
-    card.near_dup_components = {size: n for size, n in _collect_counts(near.where("size IS NOT NULL"), "size")}
-    card.near_dup_of_seed = decisions.where(F.col("reason") == "near_dup_of_seed").count()
 
     # the dataset itself
     card.rows_per_family = dict(_collect_counts(df.fillna({"task_family": "(none)"}), "task_family"))
@@ -577,11 +585,67 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
     card.lengths = dict(zip(LENGTH_SERIES, ([r["q"] or 0 for r in picked], [r["a"] or 0 for r in picked],
                                             [r["d"] or 0 for r in picked])))
     card.agreement = [r["agreement"] for r in picked]
+    published = {r["task"]: int(r["n"]) for r in df.where(F.col("task").isNotNull()).groupBy("task")
+                 .agg(F.count(F.lit(1)).alias("n")).collect()}
+    families = {**{t: None for t in published}, **run.families}
+    card.task_funnel = task_funnel({t: f or "(none)" for t, f in families.items()},
+                                   {**run.counts, "published": published})
+    card.samples_published = [
+        SampleRow(r["gen_id"], r["task"] or "", cut_text(r["stimulus"]), cut_text(r["answer_text"]))
+        for r in df.select("gen_id", "task", F.concat_ws("\n", "context", "question").alias("stimulus"), "answer_text")
+        .orderBy("gen_id").limit(SAMPLES_PUBLISHED).collect()]
+    return card
+
+
+def gather_run_numbers(lakehouse, config) -> RunNumbers:
+    """`RunNumbers` from the current `filter_decisions`, `llm_calls`, `quarantine` and the other
+    tables the per-task funnel, calibration and cost sections read."""
+    from pyspark.sql import functions as F
+
+    from jobs.filters.registry import FILTERS
+
+    decisions = lakehouse.read("filter_decisions")
+    card: dict[str, Any] = {}
+    candidates = decisions.select("gen_id").distinct().count()
+    # every count by (filter, passed, reason) in one query: rejections, reasons, unchecked, verification
+    tally = [(r["filter"], r["passed"], r["reason"], int(r["count"]))
+             for r in decisions.groupBy("filter", "passed", "reason").count().collect()]
+
+    def summed(keep, key) -> list[tuple]:
+        out: dict[tuple, int] = defaultdict(int)
+        for f, passed, reason, n in tally:
+            if keep(f, passed, reason):
+                out[key(f, passed, reason)] += n
+        return _ordered([(*k, n) for k, n in out.items()])
+
+    unchecked = summed(lambda f, p, r: r in ("not_checked", "disabled"), lambda f, p, r: (r, f))
+    card["not_checked"] = {name: n for reason, name, n in unchecked if reason == "not_checked"}
+    card["disabled"] = {name: n for reason, name, n in unchecked if reason == "disabled"}
+    card["rejected"] = {f.name: 0 for f in FILTERS}
+    for name, n in summed(lambda f, p, r: not p, lambda f, p, r: (f,)):
+        card["rejected"][name] = n
+    card["rejected_alone"] = filter_alone_counts(lakehouse, [f.name for f in FILTERS])
+    card["reasons"] = {}
+    for name, reason, n in summed(lambda f, p, r: not p, lambda f, p, r: (f, r)):
+        card["reasons"].setdefault(name, {})[reason] = n
+    card["verification_reasons"] = dict(summed(lambda f, p, r: f == "verification", lambda f, p, r: (r,)))
+    card["near_dup_of_seed"] = sum(n for _f, _p, r, n in tally if r == "near_dup_of_seed")
+    failed = decisions.where(~F.col("passed"))
+    # paraphrase hits (reworded/translated held-out items) count as contamination by held-out
+    # benchmark too, under their reason ('paraphrase_of_heldout', 'judge_unanswered') as the rule
+    contaminated = failed.where(F.col("filter").isin("contamination", "paraphrase")).select(
+        F.coalesce(F.get_json_object("evidence", "$.heldout_task"), F.lit("(unknown)")).alias("heldout_task"),
+        F.coalesce(F.get_json_object("evidence", "$.rule"), F.col("reason")).alias("rule"))
+    card["contamination"] = _collect_counts(contaminated, "heldout_task", "rule")
+    near = decisions.where((F.col("filter") == "near_dup") & F.col("evidence").isNotNull()).select(
+        F.get_json_object("evidence", "$.component_id").alias("component"),
+        F.get_json_object("evidence", "$.component_size").cast("int").alias("size")).distinct()
+    card["near_dup_components"] = {size: n for size, n in _collect_counts(near.where("size IS NOT NULL"), "size")}
 
     # failures, quarantine, LLM accounting (the whole ledger)
-    card.quarantine = _collect_counts(lakehouse.read("quarantine"), "stage", "reason")
+    card["quarantine"] = _collect_counts(lakehouse.read("quarantine"), "stage", "reason")
     calls = lakehouse.read("llm_calls")
-    card.llm_failures = _collect_counts(
+    card["llm_failures"] = _collect_counts(
         calls.where(F.col("status") == "failed").fillna({"error_class": "(none)"}), "stage", "error_class")
     stats = (calls.groupBy("stage", "model").agg(
         F.count(F.lit(1)).alias("requests"),
@@ -591,22 +655,23 @@ def gather_card(lakehouse, config, dataset: str, df, rows: int,
         F.sum(F.coalesce("prompt_tokens", F.lit(0))).alias("prompt_tokens"),
         F.sum(F.coalesce("completion_tokens", F.lit(0))).alias("completion_tokens"),
     ).orderBy("stage", "model").collect())
-    card.llm = [LLMStageStats(r["stage"], r["model"] or "(none)", r["requests"], r["ok"], r["parse_error"],
-                              r["failed"], r["prompt_tokens"], r["completion_tokens"],
-                              *(_ledger_latency(calls, r["stage"], r["model"]) or (None, None, None)))
-                for r in stats]
-    gather_run_view(lakehouse, config, card, df, decisions)
-    gather_calibration_and_cost(lakehouse, config, card)
-    return card
+    latencies = _ledger_latencies(calls)
+    card["llm"] = [LLMStageStats(r["stage"], r["model"] or "(none)", r["requests"], r["ok"], r["parse_error"],
+                                 r["failed"], r["prompt_tokens"], r["completion_tokens"],
+                                 *(latencies.get((r["stage"], r["model"])) or (None, None, None)))
+                   for r in stats]
+    counts, families = gather_run_view(lakehouse, config, card, decisions)
+    cost = gather_calibration_and_cost(lakehouse, config, card)
+    return RunNumbers(candidates=candidates, card=card, counts=counts, families=families, cost_report=cost)
 
 
-def _ledger_latency(calls, stage: str, model: str | None) -> tuple[float, float, float] | None:
-    """`latency_percentiles` of the ledger rows of (stage, model): the values are brought to the
-    driver (one double per request, through Arrow) so the card and the terminal use one function."""
-    from pyspark.sql import functions as F
-
-    rows = calls.where((F.col("stage") == stage) & (F.col("model").eqNullSafe(model))).select("latency_ms")
-    return latency_percentiles(rows.toPandas()["latency_ms"].tolist())
+def _ledger_latencies(calls) -> dict[tuple[str, str | None], tuple[float, float, float] | None]:
+    """{(stage, model): `latency_percentiles` of its ledger rows}: the values are brought to the
+    driver (stage, model and one double per request, through Arrow, in one query) so the card and
+    the terminal use one function."""
+    frame = calls.select("stage", "model", "latency_ms").toPandas()
+    return {(stage, None if model != model else model): latency_percentiles(group["latency_ms"].tolist())
+            for (stage, model), group in frame.groupby(["stage", "model"], dropna=False, sort=False)}
 
 
 def filter_alone_counts(lakehouse, filters: Sequence[str]) -> dict[str, int]:
@@ -619,20 +684,26 @@ def filter_alone_counts(lakehouse, filters: Sequence[str]) -> dict[str, int]:
         {name: n for name, n in found.items() if name not in filters}
 
 
-def gather_run_view(lakehouse, config, card: CardData, df, decisions) -> None:
-    """issue 29's numbers of `card`: the per-task funnel (TaskFunnel) from `seeds`, `llm_calls`,
-    `quarantine`, `generated`, `enriched`, `filter_decisions` and the dataset `df`; the tasks are
-    every task that was asked for (`tasks.select` entries that name a task of `task_catalog`) or
-    appears in any of those tables, families from `task_catalog` (else the tables' task_family);
-    sample rows (the smallest gen_ids: content hashes, so a stable pseudo-random choice) of the
-    published rows and of each filter's rejections with reason and evidence."""
+def gather_run_view(lakehouse, config, card: dict[str, Any], decisions) -> tuple[dict, dict]:
+    """issue 29's numbers that do not depend on the dataset: the per-task funnel's counts (TaskFunnel,
+    all but `published`) from `seeds`, `llm_calls`, `quarantine`, `generated`, `enriched` and
+    `filter_decisions`, and the families of every task that was asked for (`tasks.select` entries
+    that name a task of `task_catalog`) or appears in any of those tables (from `task_catalog`,
+    else the tables' task_family); returned as (counts, families). Into `card` (CardData fields):
+    samples_per_item and the sample rows of each filter's rejections with reason and evidence (the
+    smallest gen_ids: content hashes, so a stable pseudo-random choice)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    def by_task(frame, distinct: str | None = None) -> dict[str, int]:
+    def by_task(frame, distinct: str | None = None, split: str | None = None) -> dict:
+        """{task: n}, or with `split` {value of split: {task: n}} in one query."""
         frame = frame.where(F.col("task").isNotNull())
         agg = F.countDistinct(distinct) if distinct else F.count(F.lit(1))
-        return {r["task"]: int(r["n"]) for r in frame.groupBy("task").agg(agg.alias("n")).collect()}
+        keys = [split, "task"] if split else ["task"]
+        out: dict = {}
+        for r in frame.groupBy(*keys).agg(agg.alias("n")).collect():
+            (out.setdefault(r[split], {}) if split else out)[r["task"]] = int(r["n"])
+        return out
 
     def table(name: str):
         return lakehouse.read(name) if lakehouse.exists(name) else None
@@ -643,17 +714,18 @@ def gather_run_view(lakehouse, config, card: CardData, df, decisions) -> None:
     generated, enriched = table("generated"), table("enriched")
     if seeds is not None:
         counts["seeds"] = by_task(seeds)
-    for stage in ("generate", "enrich"):
-        if calls is not None:
-            counts[f"{stage}_requests"] = by_task(calls.where(F.col("stage") == stage), "request_id")
-        if quarantine is not None:
-            counts[f"{stage}_quarantined"] = by_task(quarantine.where(F.col("stage") == stage))
+    stages = ("generate", "enrich")
+    if calls is not None:
+        requests = by_task(calls.where(F.col("stage").isin(*stages)), "request_id", split="stage")
+        counts.update({f"{stage}_requests": requests.get(stage, {}) for stage in stages})
+    if quarantine is not None:
+        held = by_task(quarantine.where(F.col("stage").isin(*stages)), split="stage")
+        counts.update({f"{stage}_quarantined": held.get(stage, {}) for stage in stages})
     if generated is not None:
         counts["generated"] = by_task(generated)
     if enriched is not None:
         counts["enriched"] = by_task(enriched.where(F.col("item_kind") == "generated"), "gen_id")
     counts["candidates"] = by_task(decisions, "gen_id")
-    counts["published"] = by_task(df)
     for frame in (seeds, generated, calls):
         if frame is not None:
             for r in frame.where(F.col("task").isNotNull()).select("task", "task_family").distinct().collect():
@@ -667,33 +739,31 @@ def gather_run_view(lakehouse, config, card: CardData, df, decisions) -> None:
         wanted = set(families) | set(asked)
         for r in catalog.where(F.col("task").isin(list(wanted))).select("task", "family").collect():
             families[r["task"]] = r["family"]
-    card.task_funnel = task_funnel({t: f or "(none)" for t, f in families.items()}, counts)
-    card.samples_per_item = config.enrich.samples_per_item
-
-    card.samples_published = [
-        SampleRow(r["gen_id"], r["task"] or "", cut_text(r["stimulus"]), cut_text(r["answer_text"]))
-        for r in df.select("gen_id", "task", F.concat_ws("\n", "context", "question").alias("stimulus"), "answer_text")
-        .orderBy("gen_id").limit(SAMPLES_PUBLISHED).collect()]
+    card["samples_per_item"] = config.enrich.samples_per_item
+    card["samples_rejected"] = []
     if generated is None:
-        return
+        return counts, families
     ranked = decisions.where(~F.col("passed")).select(
         "gen_id", "filter", "reason", "evidence",
         F.row_number().over(Window.partitionBy("filter").orderBy("gen_id")).alias("_n")
     ).where(F.col("_n") <= SAMPLES_PER_FILTER)
     joined = ranked.join(generated.select("gen_id", "task", "question", "context", "answer_text"), "gen_id", "left")
-    order = {f: i for i, f in enumerate(card.rejected)}
+    order = {f: i for i, f in enumerate(card["rejected"])}
     picked = sorted(joined.collect(), key=lambda r: (order.get(r["filter"], len(order)), r["filter"], r["gen_id"]))
-    card.samples_rejected = [
+    card["samples_rejected"] = [
         SampleRow(r["gen_id"], r["task"] or "", cut_text("\n".join(x for x in (r["context"], r["question"]) if x)),
                   cut_text(r["answer_text"]), r["filter"], r["reason"], cut_text(r["evidence"], 160) or None)
         for r in picked]
+    return counts, families
 
 
-def gather_calibration_and_cost(lakehouse, config, card: CardData) -> None:
-    """Issue 26's numbers into `card`: the `calibration` table (jobs/calibration.py) and the ledger's
-    cost report (jobs/costs.py)."""
+def gather_calibration_and_cost(lakehouse, config, card: dict[str, Any]):
+    """Issue 26's numbers into `card` (CardData fields `calibration`, `cost`): the `calibration`
+    table (jobs/calibration.py) and the ledger's cost report (jobs/costs.py), which it returns."""
     from jobs.calibration import read_calibration
     from jobs.costs import cost_report
 
-    card.calibration = read_calibration(lakehouse)
-    card.cost = cost_report(lakehouse, config).to_dict()
+    card["calibration"] = read_calibration(lakehouse)
+    report = cost_report(lakehouse, config)
+    card["cost"] = report.to_dict()
+    return report

@@ -41,7 +41,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.config import Config, ConfigError, EndpointConfig, driver_dir
-from jobs.datacard import HTML_NAME, MD_NAME, gather_card, write_card
+from jobs.datacard import HTML_NAME, MD_NAME, RunNumbers, gather_card, gather_run_numbers, write_card
 from jobs.export import MANIFEST, Column, ExportResult, export_folder, write_export
 from jobs.lakehouse import Lakehouse
 from jobs.progress import plural
@@ -218,6 +218,13 @@ def run_publish(lakehouse: Lakehouse, config: Config, lineage: Sequence[str], sh
     versions = input_versions(lakehouse, lineage)
     result = PublishResult()
     rows_out = []
+    shared: list[RunNumbers] = []  # what every card of this run shows alike: gathered once, at the first card
+
+    def run_numbers() -> RunNumbers:
+        if not shared:
+            shared.append(gather_run_numbers(lakehouse, config))
+        return shared[0]
+
     for dataset in config.publish.datasets:
         version = lakehouse.version(dataset)
         df = lakehouse.read(dataset, version=version)
@@ -227,7 +234,7 @@ def run_publish(lakehouse: Lakehouse, config: Config, lineage: Sequence[str], sh
         progress(f"[publish] {dataset} v{version}: {rows} rows → {folder}")
 
         def card(tmp: Path, full: dict[str, Any], dataset=dataset, df=df, rows=rows) -> list[str]:
-            return write_card(tmp, gather_card(lakehouse, config, dataset, df, rows, full))
+            return write_card(tmp, gather_card(lakehouse, config, dataset, df, rows, full, run_numbers()))
 
         export = write_export(folder, _iter_rows(export_rows(df)), EXPORT_COLUMNS, shard_rows, manifest,
                               count_by=COUNT_BY, extra=card, progress=progress)
@@ -247,9 +254,12 @@ def run_publish(lakehouse: Lakehouse, config: Config, lineage: Sequence[str], sh
         [tuple(r.get(c) for c in PUBLICATIONS.columns) for r in rows_out], PUBLICATIONS.schema),
         PUBLICATIONS, update_when_changed=PUBLICATION_CHANGE_COLUMNS)
     result.committed = lakehouse.version(PUBLICATIONS.name) != before
-    from jobs.costs import cost_report
+    if shared:
+        result.cost = shared[0].cost_report
+    else:  # every export was complete already: no card was gathered
+        from jobs.costs import cost_report
 
-    result.cost = cost_report(lakehouse, config)
+        result.cost = cost_report(lakehouse, config)
     return result
 
 
