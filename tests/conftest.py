@@ -28,6 +28,14 @@ SHARED_DATA = Path(os.environ.get("TASKSEED_SHARED_DATA", REPO.parent / "shared"
 MIRROR = SHARED_DATA / "hf"
 REFERENCE = SHARED_DATA.parent / "reference"
 
+# The `taskseed` runs the tests start in subprocesses (tests/reliability/cli_run.py and the crash,
+# batch-kill, catalog and console tests) are short JVMs on a few rows: they start theirs with C1
+# JIT only (no C2 compiles competing for the two cores), through the variable PySpark's
+# launch_gateway reads. `taskseed status` on a demo home, alternated: 0.67x and 0.64x the wall time
+# (load average 7). This process's own session (`spark`) starts without it. A user's setting wins.
+CHILD_SUBMIT_ARGS = "--driver-java-options -XX:TieredStopAtLevel=1 pyspark-shell"
+os.environ.setdefault("PYSPARK_SUBMIT_ARGS", CHILD_SUBMIT_ARGS)
+
 
 @pytest.fixture(scope="session")
 def mirror() -> Path:
@@ -55,7 +63,9 @@ def spark(spark_home, tmp_path_factory):
     # pytest-xdist workers start their sessions at the same moment: one at a time, so that on a fresh
     # machine only the first resolves Delta's jars into the Ivy cache and the others reuse them
     lock = tmp_path_factory.getbasetemp().parent / "spark-start.lock"
-    with open(lock, "w") as handle:
+    with open(lock, "w") as handle, pytest.MonkeyPatch.context() as env:
+        if os.environ.get("PYSPARK_SUBMIT_ARGS") == CHILD_SUBMIT_ARGS:
+            env.delenv("PYSPARK_SUBMIT_ARGS")  # the children's JVM options, not this long-lived session's
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             return get_spark(config)
