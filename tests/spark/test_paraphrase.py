@@ -154,6 +154,8 @@ def _translation_rows():
     zh_clean = data["zh"]["clean"][4]  # a discount question: nothing like any held-out item here
     rows = [("g_zh_translation", "quiz", "quiz", pair["zh"], None, None, "二氧化碳"),
             ("g_zh_unrelated", "quiz", "quiz", zh_clean, None, None, "160"),
+            # the translated question with another answer (Jupiter): the answer signal keeps it from the judge
+            ("g_zh_other_answer", "quiz", "quiz", pair["zh"], None, None, "木星"),
             ("g_en_reworded", "arc_easy", "arc", reword(HELDOUT_ROWS[1]["question"]), None,
              HELDOUT_ROWS[1]["choices"], "breathing mask")]
     return heldout, rows
@@ -171,6 +173,8 @@ def test_a_chinese_translation_is_retrieved_cross_lingually_and_judged_same(lake
     assert hit.retrieved_by == "multilingual" and hit.verdict == "same"
     assert hit.similarity >= lakehouse.config.curate.paraphrase.multilingual_floor
     assert not any(gid == "g_zh_unrelated" and r.verdict == "same" for (gid, _), r in matches.items())
+    # issue 25, the answer signal: same question text, an answer that cannot be "carbon dioxide"
+    assert not any(gid == "g_zh_other_answer" for gid, _ in matches)
     # the English rewording is still found by the English retrieval, not the cross-lingual one
     assert matches[("g_en_reworded", "h_arc2")].retrieved_by in {"floor", "margin"}
     assert not any(r.retrieved_by == "multilingual" for (gid, _), r in matches.items() if gid.startswith("g_en"))
