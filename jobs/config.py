@@ -491,6 +491,10 @@ class ParaphraseConfig(_Strict):
                                       "(udfs.paraphrase.answers_agree: shared numbers in any digit script, the same "
                                       "Latin text, or a translated answer whose cosine under the multilingual model "
                                       "is at or above this); null: off (every pair >= multilingual_floor is judged).")
+    joint_floor: float | None = Field(
+        None, gt=0, le=2, description="With `answer_floor`: a translated answer must also bring the pair's question "
+                                      "cosine + answer cosine (both of the multilingual model) to at least this "
+                                      "(udfs.paraphrase.answers_agree); null: off.")
 
     @model_validator(mode="after")
     def _margin_floor_below_floor(self) -> "ParaphraseConfig":

@@ -77,7 +77,8 @@ def numbers_disagree(candidate_numbers: frozenset[str], heldout_numbers: frozens
 
 
 def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float | None = None, *,
-                  floor: float) -> bool | None:
+                  floor: float, question_similarity: float | None = None,
+                  joint_floor: float | None = None) -> bool | None:
     """Whether a retrieved pair's answers can be one answer, in any script: the second signal of the
     cross-lingual retrieval (issue 25), after the similarity of the questions and before the judge.
     A translated copy of a held-out item carries its answer (translated: `二氧化碳` for "carbon
@@ -96,7 +97,11 @@ def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float 
       words (`Mg` in "Mg (magnesium)"): True; both without non-Latin letters otherwise: False
       (`Au` against `Mg`: nothing a model should be asked);
     - otherwise (a non-Latin side: a translated answer): `similarity` ≥ `floor`
-      (`curate.paraphrase.answer_floor`)."""
+      (`curate.paraphrase.answer_floor`) and, when `joint_floor` is given, `question_similarity` (the
+      pair's cosine, of the same model) + `similarity` ≥ `joint_floor`
+      (`curate.paraphrase.joint_floor`: a pair whose questions are only just similar needs answers
+      that are clearly one; measured in bench/bench_paraphrase.py). ValueError when `joint_floor`
+      is given without `question_similarity`."""
     if not (isinstance(candidate_answer, str) and candidate_answer.strip()
             and isinstance(heldout_answer, str) and heldout_answer.strip()):
         return None
@@ -115,6 +120,11 @@ def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float 
         return f" {shorter} " in f" {longer} "
     if similarity is None:
         return None
+    if joint_floor is not None:
+        if question_similarity is None:
+            raise ValueError("answers_agree: joint_floor needs the question similarity")
+        if float(question_similarity) + float(similarity) < joint_floor:
+            return False
     return float(similarity) >= floor
 
 

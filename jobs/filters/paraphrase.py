@@ -245,10 +245,11 @@ def _retriever(shared, k: int, rule: Callable[[float, float], str | None]):
     return run
 
 
-def _answer_signal(answer_floor: float):
+def _answer_signal(answer_floor: float, joint_floor: float | None):
     """mapInPandas body: PAIR_SCHEMA rows of the cross-lingual retrieval plus `answer_text` (the
     item's) and `heldout_answer_text` → the PAIR_SCHEMA rows whose answers can be one answer
-    (`udfs.paraphrase.answers_agree` is not False; None, no signal, keeps the pair). Both answers
+    (`udfs.paraphrase.answers_agree` at `answer_floor` and, if set, `joint_floor` with the pair's
+    `similarity` as the question similarity, is not False; None, no signal, keeps the pair). Both answers
     are embedded with the multilingual model (loaded once per Python worker), only for pairs the
     text rules of `answers_agree` leave to the model; issue 25."""
 
@@ -262,6 +263,7 @@ def _answer_signal(answer_floor: float):
                 continue
             cand, held = list(batch["answer_text"]), list(batch["heldout_answer_text"])
             # the text rules first: only pairs they cannot decide are embedded
+            sims_q = [float(x) for x in batch["similarity"]]
             verdicts = [answers_agree(a, b, None, floor=answer_floor) for a, b in zip(cand, held)]
             ask = [i for i, v in enumerate(verdicts) if v is None and isinstance(cand[i], str) and cand[i].strip()
                    and isinstance(held[i], str) and held[i].strip()]
@@ -269,7 +271,8 @@ def _answer_signal(answer_floor: float):
                 model = MultilingualEmbedder.get()
                 sims = (model.embed([cand[i] for i in ask]) * model.embed([held[i] for i in ask])).sum(axis=1)
                 for i, sim in zip(ask, sims):
-                    verdicts[i] = answers_agree(cand[i], held[i], float(sim), floor=answer_floor)
+                    verdicts[i] = answers_agree(cand[i], held[i], float(sim), floor=answer_floor,
+                                                question_similarity=sims_q[i], joint_floor=joint_floor)
             keep = np.array([v is not False for v in verdicts], dtype=bool)
             yield batch.loc[keep, columns]
 
@@ -347,7 +350,7 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
     if p.answer_floor is not None and answers is not None:
         held_answers = lakehouse.read(HELDOUT.name).select("heldout_id", F.col("answer_text").alias("heldout_answer_text"))
         ml_pairs = (ml_pairs.join(answers, "gen_id", "left").join(held_answers, "heldout_id", "left")
-                    .mapInPandas(_answer_signal(float(p.answer_floor)), PAIR_SCHEMA))
+                    .mapInPandas(_answer_signal(float(p.answer_floor), p.joint_floor), PAIR_SCHEMA))
     return pairs.unionByName(ml_pairs)
 
 

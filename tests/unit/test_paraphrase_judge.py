@@ -485,3 +485,28 @@ def test_the_answer_signal_keeps_translated_copies_and_drops_most_other_answers(
     kept = [answers_agree(r[lang], r["en"], float(s), floor=floor) is not False for r, s in zip(rows, own[lang])]
     assert sum(kept) / len(kept) >= 0.8, [r[lang] for r, k in zip(rows, kept) if not k]
     assert float(np.mean(other[lang] >= floor)) <= 0.2
+
+
+@pytest.mark.parametrize("question_similarity,answer_similarity,expected", [
+    (0.90, 0.45, True),    # a close question with a fair answer match: a translated copy
+    (0.62, 0.58, True),    # above the joint floor 1.18 (1.2)
+    (0.58, 0.45, False),   # a topical neighbour: questions only just similar, answers fair
+    (0.90, 0.35, False),   # the answer floor still applies
+])
+def test_the_joint_floor_asks_more_of_the_answers_when_the_questions_are_only_just_similar(
+        question_similarity, answer_similarity, expected):
+    from udfs.paraphrase import answers_agree
+
+    got = answers_agree("木星", "Jupiter", answer_similarity, floor=0.4, question_similarity=question_similarity,
+                        joint_floor=1.18)
+    assert got is expected
+
+
+def test_the_joint_floor_needs_the_question_similarity_and_leaves_text_rules_alone():
+    from udfs.paraphrase import answers_agree
+
+    with pytest.raises(ValueError, match="question similarity"):
+        answers_agree("木星", "Jupiter", 0.9, floor=0.4, joint_floor=1.1)
+    # numbers and Latin text decide without the model: the joint floor does not apply
+    assert answers_agree("१००", "100", None, floor=0.4, question_similarity=0.0, joint_floor=1.9) is True
+    assert answers_agree("Mg", "Mg", None, floor=0.4, question_similarity=0.0, joint_floor=1.9) is True
