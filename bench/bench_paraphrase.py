@@ -21,11 +21,16 @@ false positives on clean questions, and judge requests per candidate (the pairs 
 floor: what a user pays), for a sweep of floors. The load average says how noisy the timings are.
 
 Then (issue 25) the cross-lingual rows: translations of held-out questions into zh, ja, th, ko, ar
-and hi (tests/data/multilingual_items.json: quiz questions written for taskseed and ARC-Easy
-questions translated for taskseed), recall per script and judge pairs per clean item of each
-script, before (the English model for every item) and after (the routing of
-jobs/filters/paraphrase.neighbours: USE multilingual v3 for the scripts it knows), a sweep of
-`--multilingual-floor`, cheap second signals, and the judge pairs of clean GSM8K questions.
+and hi (simulator/data/translations.json: quiz questions written for taskseed; ARC-Easy questions
+translated for taskseed in tests/data/multilingual_items.json; each with its translated answer),
+recall per script and judge pairs per clean item of each script, before (USE multilingual v3 at
+`--before-floor`, main before the answer signal) and after (`--multilingual-floor` + the answer
+signal at `--answer-floor`, as jobs/filters/paraphrase.neighbours does), a sweep of the floors,
+other second signals measured for the record, optionally (`--hindi-e5`) the Hindi rows with
+multilingual-e5-small, and the judge pairs of clean GSM8K questions.
+
+    .venv/bin/python bench/bench_paraphrase.py [--multilingual-floor 0.55 --answer-floor 0.4
+        --joint-floor 1.15 --before-floor 0.6] [--hindi-e5]
 """
 
 from __future__ import annotations
