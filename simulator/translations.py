@@ -1,21 +1,35 @@
 """Translations the simulator's paraphrase judge recognises (issue 25, item 15): a candidate that is
-a translation of the held-out question, from the `translations` of tests/data/multilingual_items.json
-(English quiz questions written for taskseed, CC0, with their translations into zh, ja, th, ko, ar
-and hi by the same authors).
+a translation of the held-out question, from the simulator's own data file
+simulator/data/translations.json (English quiz questions written for taskseed, CC0 1.0, with their
+translations into zh, ja, th, ko, ar and hi by the same authors; packaged with the simulator).
 
 Like `simulator.rewording`, this is what lets the cross-lingual half of the paraphrase filter run
 end to end against the simulator: the judge says "same" for exactly these translations, never for
-a free one. Outside a source checkout (the file is not packaged) the table is empty and the judge
-recognises no translation.
+a free one. The benchmark (bench/bench_paraphrase.py) and the tests plant the same rows
+(`translation_rows`), so what the judge knows and what they plant cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "multilingual_items.json"
+LANGUAGES = ("zh", "ja", "th", "ko", "ar", "hi")
+
+
+@lru_cache(maxsize=1)
+def translation_rows() -> tuple[dict[str, str], ...]:
+    """The rows of simulator/data/translations.json: each {"en": question, "zh": …, "ja": …, "th": …,
+    "ko": …, "ar": …, "hi": …}. ValueError when a row lacks a language (a broken data file is an
+    error, not a judge that silently knows fewer translations)."""
+    text = (resources.files("simulator") / "data" / "translations.json").read_text("utf-8")
+    rows = tuple(json.loads(text)["translations"])
+    for row in rows:
+        missing = [lang for lang in ("en",) + LANGUAGES if not str(row.get(lang) or "").strip()]
+        if missing:
+            raise ValueError(f"simulator/data/translations.json: row {row.get('en')!r} lacks {missing}")
+    return rows
 
 
 def _key(text: str) -> str:
@@ -24,11 +38,8 @@ def _key(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def translation_pairs() -> frozenset[tuple[str, str]]:
-    """(translated text, English text) pairs, whitespace- and case-normalized; empty without the file."""
-    if not DATA.is_file():
-        return frozenset()
-    rows = json.loads(DATA.read_text(encoding="utf-8")).get("translations", [])
-    return frozenset((_key(text), _key(row["en"])) for row in rows for lang, text in row.items() if lang != "en")
+    """(translated text, English text) pairs, whitespace- and case-normalized."""
+    return frozenset((_key(row[lang]), _key(row["en"])) for row in translation_rows() for lang in LANGUAGES)
 
 
 def is_translation(candidate: str, heldout: str) -> bool:

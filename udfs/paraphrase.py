@@ -76,6 +76,58 @@ def numbers_disagree(candidate_numbers: frozenset[str], heldout_numbers: frozens
     return bool(candidate_numbers) and bool(heldout_numbers) and not (candidate_numbers & heldout_numbers)
 
 
+def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float | None = None, *,
+                  floor: float, question_similarity: float | None = None,
+                  joint_floor: float | None = None) -> bool | None:
+    """Whether a retrieved pair's answers can be one answer, in any script: the second signal of the
+    cross-lingual retrieval (issue 25), after the similarity of the questions and before the judge.
+    A translated copy of a held-out item carries its answer (translated: `二氧化碳` for "carbon
+    dioxide", `१००` for 100); a clean item on the same topic asks something else and has another
+    answer (`Mg` against "Au", `水` against "hydrogen"). Measured in bench/bench_paraphrase.py.
+
+    `candidate_answer`, `heldout_answer`: the two `answer_text`s. `similarity`: the cosine of the two
+    answers' vectors from the multilingual model (the caller embeds them; None when it did not).
+    Returns, in this order:
+    - None (no signal: the caller keeps the pair for the judge) when either answer is missing or
+      blank, or when the answers need the model and `similarity` is None;
+    - both answers state numbers (`stated_numbers`: digits of every script folded, `1,000` = `1000`):
+      True iff they share one (a translation keeps its numbers; units and words around them differ);
+    - the same text after `udfs.textnorm.normalize_text` (case, width, marks of Latin letters), or
+      both answers without letters of a non-Latin script and one containing the other as whole
+      words (`Mg` in "Mg (magnesium)"): True; both without non-Latin letters otherwise: False
+      (`Au` against `Mg`: nothing a model should be asked);
+    - otherwise (a non-Latin side: a translated answer): `similarity` ≥ `floor`
+      (`curate.paraphrase.answer_floor`) and, when `joint_floor` is given, `question_similarity` (the
+      pair's cosine, of the same model) + `similarity` ≥ `joint_floor`
+      (`curate.paraphrase.joint_floor`: a pair whose questions are only just similar needs answers
+      that are clearly one; measured in bench/bench_paraphrase.py). ValueError when `joint_floor`
+      is given without `question_similarity`."""
+    if not (isinstance(candidate_answer, str) and candidate_answer.strip()
+            and isinstance(heldout_answer, str) and heldout_answer.strip()):
+        return None
+    cand_numbers, held_numbers = stated_numbers(candidate_answer), stated_numbers(heldout_answer)
+    if cand_numbers and held_numbers:
+        return bool(cand_numbers & held_numbers)
+    from udfs.textnorm import normalize_text
+
+    a, b = normalize_text(candidate_answer), normalize_text(heldout_answer)
+    if a and a == b:
+        return True
+    if not (mostly_non_latin(candidate_answer, share=1e-9) or mostly_non_latin(heldout_answer, share=1e-9)):
+        if not (a and b):
+            return None
+        shorter, longer = sorted((a, b), key=len)
+        return f" {shorter} " in f" {longer} "
+    if similarity is None:
+        return None
+    if joint_floor is not None:
+        if question_similarity is None:
+            raise ValueError("answers_agree: joint_floor needs the question similarity")
+        if float(question_similarity) + float(similarity) < joint_floor:
+            return False
+    return float(similarity) >= floor
+
+
 # Which rule put a retrieved pair before the judge (`retrieval_rule`, `multilingual_rule`; recorded
 # in the evidence as `retrieved_by`).
 BY_FLOOR, BY_MARGIN, BY_MULTILINGUAL = "floor", "margin", "multilingual"
@@ -338,6 +390,6 @@ def parse_judge_row(rec: Mapping[str, Any]) -> dict:
 
 
 __all__ = ["BY_FLOOR", "BY_MARGIN", "BY_MULTILINGUAL", "DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME",
-           "OutputRejected", "cross_lingual", "embedding_text", "judge_requests", "judge_template", "multilingual_rule",
+           "OutputRejected", "answers_agree", "cross_lingual", "embedding_text", "judge_requests", "judge_template", "multilingual_rule",
            "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict", "ratio_margins", "retrieval_rule",
            "render_judge_messages", "stated_numbers", "stated_verdicts"]

@@ -23,7 +23,10 @@ udfs/embeddings.py (the model, top-k).
    Items mostly in a non-Latin script that `curate.paraphrase.multilingual_model` (USE multilingual
    v3, udfs/embeddings_multilingual.py) was trained on are retrieved with that model instead,
    against the held-out items embedded with it (through `text_embeddings` under its name, only in
-   a run that has such items), pairs ≥ `multilingual_floor` ('multilingual'); issue 25, item 15.
+   a run that has such items), pairs ≥ `multilingual_floor` ('multilingual') whose answers can be
+   one answer (`udfs.paraphrase.answers_agree` at `answer_floor`: shared numbers in any digit script,
+   the same Latin text, or translated answers the multilingual model puts ≥ `answer_floor` apart:
+   the answer signal, issue 25); issue 25, item 15.
 3. `judge_spec(items)`: an `LLMStageSpec` named `judge` whose items are the pairs: requests go
    through the same plan → ledger → parse machinery as generate and enrich (exactly once per pair
    and prompt version, resumable, `llm.max_requests` / `llm.max_tokens_budget`, quarantine for
@@ -242,6 +245,40 @@ def _retriever(shared, k: int, rule: Callable[[float, float], str | None]):
     return run
 
 
+def _answer_signal(answer_floor: float, joint_floor: float | None):
+    """mapInPandas body: PAIR_SCHEMA rows of the cross-lingual retrieval plus `answer_text` (the
+    item's) and `heldout_answer_text` → the PAIR_SCHEMA rows whose answers can be one answer
+    (`udfs.paraphrase.answers_agree` at `answer_floor` and, if set, `joint_floor` with the pair's
+    `similarity` as the question similarity, is not False; None, no signal, keeps the pair). Both answers
+    are embedded with the multilingual model (loaded once per Python worker), only for pairs the
+    text rules of `answers_agree` leave to the model; issue 25."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from udfs.embeddings_multilingual import MultilingualEmbedder
+        from udfs.paraphrase import answers_agree
+
+        columns = [f.name for f in PAIR_SCHEMA.fields]
+        for batch in batches:
+            if batch.empty:
+                continue
+            cand, held = list(batch["answer_text"]), list(batch["heldout_answer_text"])
+            # the text rules first: only pairs they cannot decide are embedded
+            sims_q = [float(x) for x in batch["similarity"]]
+            verdicts = [answers_agree(a, b, None, floor=answer_floor) for a, b in zip(cand, held)]
+            ask = [i for i, v in enumerate(verdicts) if v is None and isinstance(cand[i], str) and cand[i].strip()
+                   and isinstance(held[i], str) and held[i].strip()]
+            if ask:
+                model = MultilingualEmbedder.get()
+                sims = (model.embed([cand[i] for i in ask]) * model.embed([held[i] for i in ask])).sum(axis=1)
+                for i, sim in zip(ask, sims):
+                    verdicts[i] = answers_agree(cand[i], held[i], float(sim), floor=answer_floor,
+                                                question_similarity=sims_q[i], joint_floor=joint_floor)
+            keep = np.array([v is not False for v in verdicts], dtype=bool)
+            yield batch.loc[keep, columns]
+
+    return run
+
+
 def _broadcast(spark, ids: list[str], matrix: np.ndarray, numbers: list):
     # plain bytes, not the ndarray: with spark.io.encryption.enabled (the local session sets it, see
     # jobs/llm_stage/endpoint.py) PySpark streams the broadcast's pickle to the JVM and cannot write
@@ -260,8 +297,11 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
       (`multilingual_model`): the multilingual model against the held-out items embedded with it
       (`multilingual_heldout_matrix`, only when the run has such items); pairs at or above
       `multilingual_floor` ('multilingual', `udfs.paraphrase.multilingual_rule`; issue 25, item 15:
-      translated held-out items). The English model is not asked about them: it retrieves no
-      translation and embeds every Thai, Korean or Arabic text near every other;
+      translated held-out items), then the answer signal (`_answer_signal`: the item's and the
+      held-out item's `answer_text` must be able to be one answer, `udfs.paraphrase.answers_agree`
+      at `answer_floor`; off when it is null or `items` has no `answer_text`). The English model is
+      not asked about them: it retrieves no translation and embeds every Thai, Korean or Arabic
+      text near every other;
     - every other item (all items when the multilingual model is off or missing): the English
       model against `heldout_embeddings`, pairs that `udfs.paraphrase.retrieval_rule` sends: cosine
       similarity ≥ `curate.paraphrase.floor` ('floor'), or ≥ `margin_floor` with a ratio margin
@@ -271,7 +311,7 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
     while the item states numbers too, is dropped (`udfs.paraphrase.numbers_disagree`: the judge's
     own rule, "the same story with different numbers is different", decided without a call).
     `similarity` is the cosine of the model that retrieved the pair. `items` has gen_id, question,
-    choices. Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
+    choices (and answer_text, for the answer signal). Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
     from udfs.paraphrase import multilingual_rule, retrieval_rule
 
     p = config.curate.paraphrase
@@ -284,6 +324,7 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
     k = p.k
     floor, margin_floor, min_margin = float(p.floor), p.margin_floor, float(p.margin)
     english_rule = (lambda s, m: retrieval_rule(s, m, floor=floor, margin_floor=margin_floor, min_margin=min_margin))
+    answers = items.select("gen_id", "answer_text") if "answer_text" in items.columns else None
     items = items.select("gen_id", "question", "choices")
     model = multilingual_model(config, progress)
     foreign = None
@@ -306,6 +347,10 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
     ml_pairs = ml_vectors.mapInPandas(
         _retriever(_broadcast(spark, ml_ids, ml_matrix, ml_numbers), k, lambda s, m: multilingual_rule(s, floor=ml_floor)),
         PAIR_SCHEMA)
+    if p.answer_floor is not None and answers is not None:
+        held_answers = lakehouse.read(HELDOUT.name).select("heldout_id", F.col("answer_text").alias("heldout_answer_text"))
+        ml_pairs = (ml_pairs.join(answers, "gen_id", "left").join(held_answers, "heldout_id", "left")
+                    .mapInPandas(_answer_signal(float(p.answer_floor), p.joint_floor), PAIR_SCHEMA))
     return pairs.unionByName(ml_pairs)
 
 

@@ -139,19 +139,23 @@ def test_neighbours_record_the_rule_that_retrieved_a_pair(lakehouse, floor, marg
 
 
 # issue 25, item 15: a translated held-out item. The English question and its Chinese translation
-# are the first pair of tests/data/multilingual_items.json (written for taskseed, CC0); the
+# are the first row of simulator/data/translations.json (written for taskseed, CC0); the
 # simulator's judge knows these translations (simulator/translations.py), as it knows rewordings.
 def _translation_rows():
     import json
     from pathlib import Path
 
+    from simulator.translations import translation_rows
+
     data = json.loads((Path(__file__).resolve().parents[1] / "data" / "multilingual_items.json").read_text("utf-8"))
-    pair = data["translations"][0]
+    pair = translation_rows()[0]
     heldout = dict(heldout_id="h_en_gas", task="quiz", split="test", answer_format="short_text",
                    question=pair["en"], answer_text="carbon dioxide")
     zh_clean = data["zh"]["clean"][4]  # a discount question: nothing like any held-out item here
     rows = [("g_zh_translation", "quiz", "quiz", pair["zh"], None, None, "二氧化碳"),
             ("g_zh_unrelated", "quiz", "quiz", zh_clean, None, None, "160"),
+            # the translated question with another answer (Jupiter): the answer signal keeps it from the judge
+            ("g_zh_other_answer", "quiz", "quiz", pair["zh"], None, None, "木星"),
             ("g_en_reworded", "arc_easy", "arc", reword(HELDOUT_ROWS[1]["question"]), None,
              HELDOUT_ROWS[1]["choices"], "breathing mask")]
     return heldout, rows
@@ -169,6 +173,8 @@ def test_a_chinese_translation_is_retrieved_cross_lingually_and_judged_same(lake
     assert hit.retrieved_by == "multilingual" and hit.verdict == "same"
     assert hit.similarity >= lakehouse.config.curate.paraphrase.multilingual_floor
     assert not any(gid == "g_zh_unrelated" and r.verdict == "same" for (gid, _), r in matches.items())
+    # issue 25, the answer signal: same question text, an answer that cannot be "carbon dioxide"
+    assert not any(gid == "g_zh_other_answer" for gid, _ in matches)
     # the English rewording is still found by the English retrieval, not the cross-lingual one
     assert matches[("g_en_reworded", "h_arc2")].retrieved_by in {"floor", "margin"}
     assert not any(r.retrieved_by == "multilingual" for (gid, _), r in matches.items() if gid.startswith("g_en"))

