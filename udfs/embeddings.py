@@ -137,19 +137,22 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _build_graph(model_dir: Path) -> bytes:
+def _build_graph(model_dir: Path, padded: bool = True) -> bytes:
     from safetensors.numpy import load_file
 
     from udfs.bert_onnx import build_sentence_encoder
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config).SerializeToString()
+    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config,
+                                  padded=padded).SerializeToString()
 
 
 def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = False) -> Path | bytes:
     """The cached ONNX graph's path for `model_dir` (built and written on first use), or the
-    serialized graph itself when the cache directory cannot be written. `int8`: the fp32 graph
-    (cached too) quantized by `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`."""
+    serialized graph itself when the cache directory cannot be written. `int8`: the unpadded fp32
+    graph (`udfs.bert_onnx`, padded=False; built in memory, not cached) quantized by
+    `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`; it takes `input_ids` only and
+    must be fed batches of equal token length (`unpadded_batches`)."""
     directory = directory or cache_dir()
     path = directory / (f"minilm-{weights_digest(model_dir)}" + (f"-{int8_tag()}" if int8 else "") + ".onnx")
     if path.is_file():
@@ -157,8 +160,7 @@ def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = Fals
     if int8:
         import onnx
 
-        fp32 = onnx_graph(model_dir, directory)
-        graph = quantize_int8(fp32 if isinstance(fp32, Path) else onnx.load_from_string(fp32))
+        graph = quantize_int8(onnx.load_from_string(_build_graph(model_dir, padded=False)))
     else:
         graph = _build_graph(model_dir)
     try:
@@ -174,19 +176,20 @@ def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = Fals
 
 
 # what quantize_int8 does (bump when it changes: a new cache file name, never a stale graph)
-INT8_RECIPE = "int8-matmul-perchannel-1"
+INT8_RECIPE = "int8-matmul-perchannel-mha-2"
 
 
 def int8_tag() -> str:
     """The int8 graph's cache tag: INT8_RECIPE and onnxruntime's major.minor version (its quantizer
-    writes the graph), e.g. 'int8-matmul-perchannel-1-ort1.32'."""
+    writes the graph), e.g. 'int8-matmul-perchannel-mha-2-ort1.32'."""
     import onnxruntime
 
     return f"{INT8_RECIPE}-ort{'.'.join(onnxruntime.__version__.split('.')[:2])}"
 
 
 def quantize_int8(fp32_graph) -> bytes:
-    """The fp32 sentence encoder (a path or an `onnx.ModelProto`) with ONNX Runtime's dynamic int8
+    """The fp32 sentence encoder (a path or an `onnx.ModelProto`; padded or unpadded, whose contrib
+    MultiHeadAttention the quantizer leaves fp32) with ONNX Runtime's dynamic int8
     quantization (`onnxruntime.quantization.quantize_dynamic`): the weights of the linear layers'
     MatMuls stored as signed int8 with one scale per output channel (`per_channel`), their inputs
     quantized to uint8 per batch at run time; embeddings, LayerNorm, GELU, softmax and the two
@@ -198,6 +201,7 @@ def quantize_int8(fp32_graph) -> bytes:
     drifted 20x more per tensor. Serialized ONNX bytes."""
     import logging
 
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     previous = logging.getLogger().level
@@ -205,9 +209,11 @@ def quantize_int8(fp32_graph) -> bytes:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "int8.onnx"
+            # DefaultTensorType: ONNX shape inference gives contrib operators' outputs no type
             quantize_dynamic(fp32_graph, out,
                              op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=False,
-                             weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+                             weight_type=QuantType.QInt8,
+                             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
             return out.read_bytes()
     finally:
         logging.getLogger().setLevel(previous)
@@ -264,9 +270,14 @@ class Embedder:
         text (dynamic padding) and the batches are the same whatever the input order: the same set
         of texts gives bit-identical rows in any order. A batch holds at most `batch_size` texts and
         at most `max_batch_tokens` padded tokens (rows × its longest text; None: no token bound).
-        Rows come back in input order."""
+        The int8 model's unpadded graph gets batches of texts of one token length each
+        (`unpadded_batches`, same bounds, no padding). Rows come back in input order."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if self.int8:
+            for chunk, ids in unpadded_batches(self.tokenizer, texts, batch_size, max_batch_tokens=max_batch_tokens):
+                out[chunk] = self.session.run(None, {"input_ids": ids})[0]
+            return out
         for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size,
                                                max_batch_tokens=max_batch_tokens):
             out[chunk] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -296,6 +307,32 @@ def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, mask_dtype=
             ids[row, :len(e)] = e
             mask[row, :len(e)] = 1
         yield chunk, ids, mask
+
+
+def unpadded_batches(tokenizer, texts: Sequence[str], batch_size: int, max_batch_tokens: int | None = None):
+    """Yield (row indices, input ids) batches of `texts` tokenized with `tokenizer` in which every
+    row has the same token length, so nothing is padded (the int8 model's unpadded graph needs it:
+    `udfs.bert_onnx`, padded=False): rows sorted by (token length, text), split at each new length
+    and at `batch_size` rows or, when `max_batch_tokens` is set, at that many tokens (a single
+    longer text is a batch of its own). ids are int64 (batch, tokens). Same batches for the same
+    set of texts in any order. ValueError when batch_size or max_batch_tokens is below 1."""
+    if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
+        raise ValueError(f"batch_size {batch_size} and max_batch_tokens {max_batch_tokens} must be >= 1")
+    if not texts:
+        return
+    encodings = tokenizer.encode_batch(list(texts))
+    order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
+    start = 0
+    while start < len(order):
+        n = len(encodings[order[start]].ids)
+        end = start + 1
+        while end < len(order) and len(encodings[order[end]].ids) == n:
+            end += 1
+        per = batch_size if max_batch_tokens is None else max(1, min(batch_size, max_batch_tokens // max(n, 1)))
+        for first in range(start, end, per):
+            chunk = order[first:min(first + per, end)]
+            yield chunk, np.array([encodings[i].ids for i in chunk], dtype=np.int64).reshape(len(chunk), n)
+        start = end
 
 
 def _token_bounded(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None):
