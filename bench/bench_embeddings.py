@@ -1,6 +1,7 @@
 """Embedding throughput (issue 24): the local model per core before/after, and endpoint mode vs C/L.
 
     .venv/bin/python bench/bench_embeddings.py [--texts 512] [--repeats 3] [--endpoint-texts 8000] [--int8-variants]
+        [--skip-local | --skip-batching]
 
 Data, all real: `--texts` held-out questions of the benchmark mirror (../shared/data/hf), drawn as
 bench/bench_paraphrase.py draws its corpus (ARC, GSM8K, BoolQ, SciQ, NQ-open, PIQA, WebQuestions,
@@ -12,9 +13,11 @@ WinoGrande, MMLU).
    texts, interleaved `--repeats` times so machine load hits both alike; texts/s of each, the
    ratio, and the largest 1 - cosine between their vectors.
    Then numpy at the ONNX path's token-bounded batches (how much of the gain is batching), the
-   tokenizer's own cost, and the int8 model (all-MiniLM-L6-v2-int8, interleaved with the others):
-   texts/s, 1 - cosine to the fp32 vectors and how often each text's nearest neighbour among the
-   texts is the same. `--int8-variants`: ONNX Runtime's int8 recipes (per tensor / per channel,
+   tokenizer's own cost, and the int8 model (all-MiniLM-L6-v2-int8: the unpadded graph with
+   MultiHeadAttention, batches of one token length) and the int8 model as it was before that
+   (padded graph, padded batches), interleaved with the others: texts/s, 1 - cosine to the fp32
+   vectors and how often each text's nearest neighbour among the texts is the same; then the
+   same runs' ratios by process CPU time (per core without the time other processes take). `--int8-variants`: ONNX Runtime's int8 recipes (per tensor / per channel,
    reduce_range, MatMul only or every op, the SkipLayerNormalization fusion) side by side.
 2. What batching buys on ONNX Runtime, same texts: length-sorted batches of at most 64 texts and
    BATCH_TOKENS padded tokens (what `Embedder.embed` does), other token bounds, length-sorted
@@ -71,31 +74,55 @@ def run_batches(embedder: Embedder, texts: list[str], order: list[int], pad_to: 
     return time.perf_counter() - start
 
 
-def local(texts: list[str], repeats: int) -> None:
+def padded_int8(model_dir: Path) -> Embedder:
+    """The int8 model as it was before the unpadded graph (issue 24, first int8 recipe): the padded
+    fp32 graph quantized by `quantize_int8`, fed padded batches (an fp32 Embedder whose session is
+    swapped), for the interleaved comparison."""
+    import onnx
+    import onnxruntime as ort
+
+    from udfs.embeddings import INT8_DISABLED_OPTIMIZERS, onnx_graph, quantize_int8
+
+    graph = onnx_graph(model_dir)
+    quantized = quantize_int8(graph if isinstance(graph, Path) else onnx.load_from_string(graph))
+    embedder = Embedder(model_dir, threads=1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
+    embedder.session = ort.InferenceSession(quantized, options, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS))
+    return embedder
+
+
+def local(texts: list[str], repeats: int, batching: bool = True) -> None:
     from tests.minilm_numpy import NumpyMiniLM
 
     model_dir = resolve_model_dir(None)
     before, after = NumpyMiniLM(model_dir), Embedder.get(None, threads=1)
-    int8 = Embedder.get(INT8_MODEL_NAME, threads=1)
+    int8, int8_padded = Embedder.get(INT8_MODEL_NAME, threads=1), padded_int8(model_dir)
     reference, ours, quantized = before.embed(texts), after.embed(texts), int8.embed(texts)
+    quantized_padded = int8_padded.embed(texts)
     gap = float(np.max(1.0 - (reference * ours).sum(1)))
-    t_before = t_after = t_numpy_bounded = t_tokenize = t_int8 = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        int8.embed(texts)
-        t_int8 += time.perf_counter() - start
-        start = time.perf_counter()
-        before.embed(texts)
-        t_before += time.perf_counter() - start
-        start = time.perf_counter()
-        after.embed(texts)
-        t_after += time.perf_counter() - start
+    t_numpy_bounded = t_tokenize = 0.0
+    cpu = dict.fromkeys(("numpy", "fp32", "int8", "int8 padded"), 0.0)  # process CPU seconds, same runs
+
+    def timed(embed, name):
+        started, used = time.perf_counter(), time.process_time()
+        embed(texts)
+        cpu[name] += time.process_time() - used
+        return time.perf_counter() - started
+
+    wall = dict.fromkeys(cpu, 0.0)
+    runs = [("int8", int8.embed), ("numpy", before.embed), ("int8 padded", int8_padded.embed), ("fp32", after.embed)]
+    for r in range(repeats):
+        for name, embed in runs[r % 4:] + runs[:r % 4]:  # each repeat starts with the next one: no fixed order
+            wall[name] += timed(embed, name)
         start = time.perf_counter()
         before.embed(texts, max_batch_tokens=BATCH_TOKENS)
         t_numpy_bounded += time.perf_counter() - start
         start = time.perf_counter()
         after.tokenizer.encode_batch(texts)
         t_tokenize += time.perf_counter() - start
+    t_int8, t_before, t_int8_padded, t_after = wall["int8"], wall["numpy"], wall["int8 padded"], wall["fp32"]
     n = len(texts) * repeats
     print(f"local, one thread, {len(texts)} texts x {repeats} (interleaved): numpy forward pass as before issue 24 "
           f"(batches of 64) {n / t_before:.1f} texts/s, ONNX Runtime (Embedder.embed: batches of <= 64 texts and "
@@ -105,12 +132,22 @@ def local(texts: list[str], repeats: int) -> None:
           f"({t_before / t_numpy_bounded:.2f}x numpy's old batching; ONNX Runtime {t_numpy_bounded / t_after:.2f}x "
           f"numpy at equal batches); the tokenizer alone {n / t_tokenize:,.0f} texts/s "
           f"({t_tokenize / t_after:.1%} of the ONNX Runtime time)")
-    drift = 1.0 - (ours * quantized).sum(1)
-    same_top1 = float(np.mean(top1_neighbours(ours) == top1_neighbours(quantized)))
-    print(f"  int8 ({INT8_MODEL_NAME}, same batches, interleaved): {n / t_int8:.1f} texts/s: "
-          f"{t_before / t_int8:.2f}x numpy, {t_after / t_int8:.2f}x fp32 ONNX Runtime; 1 - cosine to fp32: max "
-          f"{drift.max():.4f}, p99 {np.percentile(drift, 99):.4f}, median {np.median(drift):.4f}; same nearest "
-          f"neighbour among the {len(texts)} texts as fp32 for {same_top1:.1%} of them")
+    for label, vectors, t, name in (
+            (f"int8 ({INT8_MODEL_NAME}: unpadded graph with MultiHeadAttention, batches of one length)",
+             quantized, t_int8, "int8"),
+            ("int8 as before (padded graph, padded batches)", quantized_padded, t_int8_padded, "int8 padded")):
+        drift = 1.0 - (ours * vectors).sum(1)
+        same_top1 = float(np.mean(top1_neighbours(ours) == top1_neighbours(vectors)))
+        print(f"  {label}, interleaved: {n / t:.1f} texts/s: {t_before / t:.2f}x numpy, {t_after / t:.2f}x fp32 "
+              f"ONNX Runtime; 1 - cosine to fp32: max {drift.max():.4f}, p99 {np.percentile(drift, 99):.4f}, median "
+              f"{np.median(drift):.4f}; same nearest neighbour among the {len(texts)} texts as fp32 for "
+              f"{same_top1:.1%} of them")
+    print(f"  per core by CPU time (process seconds of the same runs; what other processes take is not "
+          f"counted): numpy {n / cpu['numpy']:.1f} texts/s, fp32 {cpu['numpy'] / cpu['fp32']:.2f}x numpy, "
+          f"int8 {cpu['numpy'] / cpu['int8']:.2f}x numpy, int8 as before {cpu['numpy'] / cpu['int8 padded']:.2f}x "
+          f"numpy; int8 / int8 as before {cpu['int8 padded'] / cpu['int8']:.2f}x (wall {t_int8_padded / t_int8:.2f}x)")
+    if not batching:
+        return
 
     enc = after.tokenizer.encode_batch(texts)
     sorted_order = sorted(range(len(texts)), key=lambda i: (len(enc[i].ids), texts[i]))
@@ -282,6 +319,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--skip-local", action="store_true", help="only the endpoint part")
+    ap.add_argument("--skip-batching", action="store_true", help="local part: skip the batching plans and the optimizer")
     ap.add_argument("--int8-variants", action="store_true", help="also time ONNX Runtime's int8 quantization recipes")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
@@ -289,7 +327,7 @@ def main() -> None:
     cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cores)})  # one core for the local part
     if not args.skip_local:
-        local(pool[:args.texts], args.repeats)
+        local(pool[:args.texts], args.repeats, batching=not args.skip_batching)
         if args.int8_variants:
             int8_variants(pool[:args.texts], args.repeats)
     os.sched_setaffinity(0, cores)  # the endpoint part: the simulator child gets its own CPU

@@ -13,6 +13,15 @@ Graph signature (ONNX opset 17):
 - output  `sentence_embedding` float32 (batch, hidden_size), rows of unit L2 norm (a row whose
   mask is all zero is the zero vector's normalization guard: divided by max(norm, 1e-12)).
 
+`padded=False` builds the unpadded variant (issue 24, the int8 model's source graph): every row of a
+batch is a real text of the same length, so there is no padding to mask. Its only input is
+`input_ids` int64 (batch, tokens); self-attention is ONNX Runtime's contrib operator
+`com.microsoft::MultiHeadAttention` (query, key, value (batch, tokens, hidden_size), `num_heads`, no
+mask: the CPU kernel's fused path, no additive-mask Add or separate Softmax and head transposes) and
+pooling is the plain mean over the tokens. Same vectors as the padded graph on such batches (within
+1e-6 cosine; tests/unit/test_embeddings.py); on a batch with padding it would attend to the padding,
+so its caller must batch texts of equal token length (`udfs.embeddings.unpadded_batches`).
+
 `weights` maps the Hugging Face `BertModel` parameter names (`embeddings.word_embeddings.weight`,
 `encoder.layer.{i}.attention.self.query.weight`, …; an optional `bert.` prefix is accepted) to
 float32 numpy arrays, as `safetensors.numpy.load_file` returns them; `config` is the model's
@@ -27,6 +36,7 @@ from typing import Mapping
 import numpy as np
 
 OPSET = 17
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators (MultiHeadAttention), opset 1
 INPUT_IDS, ATTENTION_MASK, OUTPUT = "input_ids", "attention_mask", "sentence_embedding"
 
 
@@ -58,8 +68,10 @@ def _param(weights: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     raise KeyError(f"BERT weights have no {name!r}")
 
 
-def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping) -> "onnx.ModelProto":  # noqa: F821
-    """The ONNX model described in the module docstring (checked with `onnx.checker`)."""
+def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
+                           padded: bool = True) -> "onnx.ModelProto":  # noqa: F821
+    """The ONNX model described in the module docstring (checked with `onnx.checker`); `padded`
+    False: the unpadded variant (input_ids only, MultiHeadAttention without a mask)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -90,21 +102,29 @@ def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping) -
     token_type = g.const("token_type_0", p("embeddings.token_type_embeddings.weight")[0])
     x = layer_norm(g.op("Add", g.op("Add", word, pos), token_type), "embeddings.LayerNorm")
 
-    # additive attention bias (batch, 1, 1, tokens): 0 on real tokens, -1e9 on padding
-    mask = g.op("Cast", ATTENTION_MASK, to=TensorProto.FLOAT)
-    bias = g.op("Unsqueeze", g.op("Mul", g.op("Sub", f32("f_one", 1.0), mask), f32("neg_big", -1e9)),
-                i64("axes12", [1, 2]))
-    split_heads = i64("split_heads", [0, 0, heads, head_dim])
-    merge_heads = i64("merge_heads", [0, 0, hidden])
-    scale = f32("scale", 1.0 / np.sqrt(head_dim))
+    if padded:
+        # additive attention bias (batch, 1, 1, tokens): 0 on real tokens, -1e9 on padding
+        mask = g.op("Cast", ATTENTION_MASK, to=TensorProto.FLOAT)
+        bias = g.op("Unsqueeze", g.op("Mul", g.op("Sub", f32("f_one", 1.0), mask), f32("neg_big", -1e9)),
+                    i64("axes12", [1, 2]))
+        split_heads = i64("split_heads", [0, 0, heads, head_dim])
+        merge_heads = i64("merge_heads", [0, 0, hidden])
+        scale = f32("scale", 1.0 / np.sqrt(head_dim))
     for i in range(layers):
         pre = f"encoder.layer.{i}."
-        q = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.query"), split_heads), perm=[0, 2, 1, 3])
-        k = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.key"), split_heads), perm=[0, 2, 3, 1])
-        v = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.value"), split_heads), perm=[0, 2, 1, 3])
-        scores = g.op("Add", g.op("Mul", g.op("MatMul", q, k), scale), bias)
-        context = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
-        context = g.op("Reshape", g.op("Transpose", context, perm=[0, 2, 1, 3]), merge_heads)
+        if padded:
+            q = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.query"), split_heads),
+                     perm=[0, 2, 1, 3])
+            k = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.key"), split_heads),
+                     perm=[0, 2, 3, 1])
+            v = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.value"), split_heads),
+                     perm=[0, 2, 1, 3])
+            scores = g.op("Add", g.op("Mul", g.op("MatMul", q, k), scale), bias)
+            context = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
+            context = g.op("Reshape", g.op("Transpose", context, perm=[0, 2, 1, 3]), merge_heads)
+        else:  # scale defaults to 1/sqrt(head_dim), as above
+            qkv = [linear(x, pre + f"attention.self.{n}") for n in ("query", "key", "value")]
+            context = g.op("MultiHeadAttention", *qkv, domain=MS_DOMAIN, num_heads=heads)
         x = layer_norm(g.op("Add", x, linear(context, pre + "attention.output.dense")),
                        pre + "attention.output.LayerNorm")
         h = linear(x, pre + "intermediate.dense")
@@ -113,20 +133,24 @@ def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping) -
         x = layer_norm(g.op("Add", x, linear(gelu, pre + "output.dense")), pre + "output.LayerNorm")
 
     # mean pooling over real tokens, then L2 normalization
-    summed = g.op("ReduceSum", g.op("Mul", x, g.op("Unsqueeze", mask, i64("axis2", [2]))), i64("axis1", [1]),
-                  keepdims=0)
-    count = g.op("Max", g.op("ReduceSum", mask, i64("axis1_", [1]), keepdims=1), f32("min_count", 1.0))
-    pooled = g.op("Div", summed, count)
+    if padded:
+        summed = g.op("ReduceSum", g.op("Mul", x, g.op("Unsqueeze", mask, i64("axis2", [2]))), i64("axis1", [1]),
+                      keepdims=0)
+        count = g.op("Max", g.op("ReduceSum", mask, i64("axis1_", [1]), keepdims=1), f32("min_count", 1.0))
+        pooled = g.op("Div", summed, count)
+    else:
+        pooled = g.op("ReduceMean", x, axes=[1], keepdims=0)  # opset 17: axes is an attribute
     norm = g.op("Max", g.op("ReduceL2", pooled, axes=[1], keepdims=1), f32("min_norm", 1e-12))
     g.nodes.append(helper.make_node("Div", [pooled, norm], [OUTPUT], name="normalize"))
 
-    graph = helper.make_graph(
-        g.nodes, "sentence_encoder",
-        [helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "tokens"]),
-         helper.make_tensor_value_info(ATTENTION_MASK, TensorProto.INT64, ["batch", "tokens"])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", hidden])],
-        initializer=g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+    inputs = [helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "tokens"])]
+    if padded:
+        inputs.append(helper.make_tensor_value_info(ATTENTION_MASK, TensorProto.INT64, ["batch", "tokens"]))
+    graph = helper.make_graph(g.nodes, "sentence_encoder", inputs,
+                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", hidden])],
+                              initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]
+                              + ([] if padded else [helper.make_opsetid(MS_DOMAIN, 1)]),
                               producer_name="taskseed.udfs.bert_onnx")
     model.ir_version = 8  # readable by every onnxruntime since 1.10
     onnx.checker.check_model(model)

