@@ -24,6 +24,13 @@ the first-run wall times, with and without the fixed cost of the smallest size.
 
     .venv/bin/python bench/bench_curate_scale.py                       # sizes 9, 5000, 20000
     .venv/bin/python bench/bench_curate_scale.py --sizes 100000,400000 # the issue's sizes (hours here)
+    .venv/bin/python bench/bench_curate_scale.py --handful 4           # the fixed cost, by step
+
+`--handful N` measures the fixed cost of a run in one process (`run_curate`, not the CLI): it plants
+N items, builds the held-out index, curates once (which signs the seeds), then curates again with
+`--force` (everything evaluated, on a home whose index and signatures exist), and, with `--plus K`
+(K ≥ 1, an item count here), plants K new items and curates once more. Per run it prints the Spark
+jobs and wall seconds of each step (`CurateResult.spark_jobs`, `.seconds`) and the load average.
 """
 
 from __future__ import annotations
@@ -313,6 +320,46 @@ def _plant_child(home: str, start: int, count: int, samples: int, master: str) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _steps_table(label: str, result) -> None:
+    jobs, seconds = result.spark_jobs, result.seconds
+    print(f"  {label}: {sum(jobs.values())} Spark jobs, {sum(seconds.values()):.1f} s "
+          f"(load {os.getloadavg()[0]:.1f}); evaluated because: {'; '.join(result.evaluated_because) or '-'}",
+          flush=True)
+    for step in seconds:
+        print(f"    {step:<28} {jobs.get(step, 0):>4} jobs {seconds[step]:7.2f} s", flush=True)
+
+
+def handful(n: int, plus: int, samples: int, master: str, sets: list[str], keep: bool) -> None:
+    """The fixed cost of a curate run on `n` items, by step, in this process (module docstring)."""
+    from jobs.config import load_config
+    from jobs.curate import run_curate
+    from jobs.filters.contamination import ensure_heldout_index
+    from jobs.lakehouse import Lakehouse
+    from jobs.runtime import get_spark
+
+    home = tempfile.mkdtemp(prefix=f"bench-curate-handful-{n}-")
+    try:
+        kinds = _plant_child(home, 0, n, samples, master)
+        print(f"N = {n}: planted {kinds}; load {os.getloadavg()[0]:.1f}", flush=True)
+        config = load_config(overrides=[f"spark.master={master}", f"enrich.samples_per_item={samples}", *sets],
+                             home=home)
+        spark = get_spark(config)
+        lakehouse = Lakehouse(spark, config)
+        t0 = time.perf_counter()
+        print(f"  {ensure_heldout_index(lakehouse, config).summary()} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        _steps_table("first run (signs the seeds)", run_curate(lakehouse, config))
+        _steps_table("--force (index and signatures exist)", run_curate(lakehouse, config, force=True))
+        if plus > 0:
+            _plant_child(home, n, plus, samples, master)
+            _steps_table(f"+{plus} new items", run_curate(lakehouse, config))
+        spark.stop()
+    finally:
+        if keep:
+            print(f"  home kept: {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="9,5000,20000", help="comma-separated item counts")
@@ -323,6 +370,10 @@ def main() -> None:
     parser.add_argument("--reruns-from", type=int, default=0,
                         help="measure the two reruns only for sizes from this one on (default: every size)")
     parser.add_argument("--verbose", action="store_true", help="echo the CLI runs' lines with their times")
+    parser.add_argument("--handful", type=int, default=0,
+                        help="measure the fixed cost by step on this many items, in-process (module docstring)")
+    parser.add_argument("--set", action="append", default=[], dest="sets",
+                        help="--handful: a config override key=value (repeatable), e.g. spark.adaptive=false")
     parser.add_argument("--plant", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -331,6 +382,10 @@ def main() -> None:
         print(json.dumps(plant(args.plant, args.start, args.count, args.samples, args.master)))
         return
 
+    if args.handful:
+        handful(args.handful, int(args.plus) if args.plus >= 1 else 0, args.samples, args.master, args.sets,
+                args.keep)
+        return
     global VERBOSE
     VERBOSE = args.verbose
     sizes = [int(s) for s in args.sizes.split(",")]

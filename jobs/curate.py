@@ -318,6 +318,7 @@ class CurateResult:
     inputs: dict[str, int | None] = field(default_factory=dict)
     tally_rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per step, in run order
+    spark_jobs: dict[str, int] = field(default_factory=dict)  # Spark jobs started per step (`spark_job_count`)
 
     def failed(self, name: str) -> int:
         return sum(n for (passed, _), n in self.by_filter.get(name, {}).items() if not passed)
@@ -382,6 +383,9 @@ class CurateResult:
             lines.extend(self.calibration.summary_lines())
         if self.seconds:
             lines.append("[curate] seconds by step: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
+        if self.spark_jobs:
+            lines.append(f"[curate] Spark jobs by step ({sum(self.spark_jobs.values())}): "
+                         + ", ".join(f"{k} {v}" for k, v in self.spark_jobs.items() if v))
         return lines
 
 
@@ -419,6 +423,14 @@ def write_calibration(lakehouse: Lakehouse, calibration: CalibrationResult, task
     lakehouse.merge_in_scope(df, CALIBRATION, CALIBRATION_CHANGE_COLUMNS, scope)
 
 
+def spark_job_count(spark) -> int:
+    """How many Spark jobs this application has started so far that belong to no job group (curate
+    sets none; the paraphrase judge's calls run in their own group): the highest such job id + 1,
+    from the status tracker (which keeps the last `spark.ui.retainedJobs` jobs), 0 before any job."""
+    ids = spark.sparkContext.statusTracker().getJobIdsForGroup(None)
+    return max(ids) + 1 if ids else 0
+
+
 def scope_predicate(tasks: Sequence[str] | None) -> str:
     """The rows of a curate output a run is responsible for: its tasks, or every row."""
     return f"task IN ({', '.join(sql_literal(t) for t in tasks)})" if tasks else "true"
@@ -453,11 +465,14 @@ def run_curate(
     run_id = run_id or uuid.uuid4().hex
     result = CurateResult(run_id=run_id, tasks=tasks)
 
+    jobs_before = spark_job_count(lakehouse.spark)
+
     def mark(name: str) -> None:
-        nonlocal last
-        now = time.monotonic()
+        nonlocal last, jobs_before
+        now, jobs = time.monotonic(), spark_job_count(lakehouse.spark)
         result.seconds[name] = result.seconds.get(name, 0.0) + round(now - last, 3)
-        last = now
+        result.spark_jobs[name] = result.spark_jobs.get(name, 0) + jobs - jobs_before
+        last, jobs_before = now, jobs
 
     # the fingerprint: tables a run may create empty are created first, so a run that created one
     # reads the same version as the next run will
