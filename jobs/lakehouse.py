@@ -60,6 +60,19 @@ COMMIT_RETRIES = 4  # a write that loses Delta's concurrency check is retried th
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 
 
+MERGE_SOURCE_ROWS_PER_PARTITION = 1_000_000  # rows per partition of a MERGE's persisted source
+
+
+def merge_source_partitions(rows: int, per_partition: int = MERGE_SOURCE_ROWS_PER_PARTITION) -> int:
+    """How many partitions `Lakehouse.merge` coalesces its source of `rows` rows to: one per
+    `per_partition` rows (at least one). Without it the source keeps the partitions of the shuffle
+    before it (`spark.sql.shuffle.partitions`: 200 or more on a cluster, where adaptive execution
+    cannot coalesce a cached plan's output), and an insert-only MERGE writes one file per partition."""
+    if rows < 0 or per_partition < 1:
+        raise ValueError(f"rows must be >= 0 and per_partition >= 1, got {rows}, {per_partition}")
+    return max(1, -(-rows // per_partition))
+
+
 class WriterConflict(RuntimeError):
     """Another writer is working on the same table or stage; the message names it (one line)."""
 
@@ -404,11 +417,15 @@ class Lakehouse:
                                            "left_anti")
             if deletes:
                 todo = todo.unionByName(source.where(F.col(_DELETE)).join(target.select(*keys), keys, "left_semi"))
-        # persisted: the emptiness check and the MERGE must not each recompute the comparison
-        todo = todo.persist()
+        # persisted: the row count and the MERGE must not each recompute the comparison
+        persisted = todo.persist()
         try:
-            if todo.isEmpty():
+            rows = persisted.count()
+            if rows == 0:
                 return
+            # as many partitions as its rows need (`merge_source_partitions`), whatever the shuffle
+            # before it left: a MERGE writes a file per partition of what it inserts
+            todo = persisted.coalesce(merge_source_partitions(rows))
             columns = {c: f"s.`{c}`" for c in spec.columns}
             keep = f"NOT s.`{_DELETE}`" if deletes else None
             merge = (
@@ -423,7 +440,7 @@ class Lakehouse:
                 merge = merge.whenMatchedUpdate(condition=f"{keep} AND ({changed})" if keep else changed, set=columns)
             merge.whenNotMatchedInsert(condition=keep, values=columns).execute()
         finally:
-            todo.unpersist()
+            persisted.unpersist()
 
     def is_unwritten(self, name: str) -> bool:
         """True when the table under this home holds no rows because nothing was ever written to it:

@@ -367,17 +367,26 @@ def near_duplicates(lakehouse: Lakehouse, config: NearDupConfig, generated_df: D
 
     bands = stored_bands(lakehouse, config, "generated", generated).unionByName(
         stored_bands(lakehouse, config, "seed", seeds))
+    ids = generated.where(F.col("doc_id").isNotNull()).select(F.col("doc_id").alias("gen_id")).distinct()
     # checkpointed (eagerly): small, and read twice by the confirmation
     pairs = candidate_pairs(bands, config.bucket_all_pairs_max).localCheckpoint()
+    if pairs.isEmpty():  # no shared bucket: every item is alone (a handful of new items usually is)
+        log.info("near_dup: no candidate pairs (%.1f s)", time.perf_counter() - started)
+        return _alone(ids)
     # checkpointed: feeds both the components and the closest matches
     confirmed = confirmed_pairs(pairs, stored_shingles(lakehouse, config), config.threshold).localCheckpoint()
     if log.isEnabledFor(logging.INFO):
         log.info("near_dup: %d candidate pairs, %d confirmed, in %.1f s", pairs.count(), confirmed.count(),
                  time.perf_counter() - started)
+    if confirmed.isEmpty():
+        return _alone(ids)
     started = time.perf_counter()
 
     gen_pairs = confirmed.where(F.col("other_kind") == "generated")
-    components = connected_components(gen_pairs.select(F.col("gen_id").alias("src"), F.col("other_id").alias("dst")))
+    edges = gen_pairs.select(F.col("gen_id").alias("src"), F.col("other_id").alias("dst"))
+    # no pair of generated items: no component to find (its rounds are jobs of their own)
+    components = (connected_components(edges) if not gen_pairs.isEmpty()
+                  else edges.select(F.col("src").alias("node"), F.col("dst").alias("component")))
     log.info("near_dup: connected components in %.1f s", time.perf_counter() - started)
 
     # everything below but the list of ids is as small as the set of linked items
@@ -386,7 +395,6 @@ def near_duplicates(lakehouse: Lakehouse, config: NearDupConfig, generated_df: D
         F.col("node").alias("gen_id"), F.col("component").alias("component_id"), "component_size")
     both_ways = gen_pairs.select("gen_id", "other_id", "jaccard").unionByName(
         gen_pairs.select(F.col("other_id").alias("gen_id"), F.col("gen_id").alias("other_id"), "jaccard"))
-    ids = generated.where(F.col("doc_id").isNotNull()).select(F.col("doc_id").alias("gen_id")).distinct()
     return (
         ids.join(linked, "gen_id", "left")
         .join(_closest(both_ways, "best_match"), "gen_id", "left")
@@ -395,6 +403,15 @@ def near_duplicates(lakehouse: Lakehouse, config: NearDupConfig, generated_df: D
                 F.coalesce("component_size", F.lit(1).cast("long")).alias("component_size"),
                 "best_match_id", "best_match_jaccard", "seed_match_id", "seed_match_jaccard")
     )
+
+
+def _alone(ids: DataFrame) -> DataFrame:
+    """`near_duplicates`' rows when no pair was confirmed: every item its own component of one."""
+    return ids.select("gen_id", F.col("gen_id").alias("component_id"), F.lit(1).cast("long").alias("component_size"),
+                      F.lit(None).cast("string").alias("best_match_id"),
+                      F.lit(None).cast("double").alias("best_match_jaccard"),
+                      F.lit(None).cast("string").alias("seed_match_id"),
+                      F.lit(None).cast("double").alias("seed_match_jaccard"))
 
 
 def _closest(pairs: DataFrame, prefix: str) -> DataFrame:

@@ -39,6 +39,30 @@ def test_merge_inserts_updates_deletes_healed_rows_and_skips_no_ops(lakehouse):
     assert lakehouse.version(QUARANTINE.name) == version + 1  # one MERGE for all three changes
 
 
+@pytest.mark.parametrize("shuffle_partitions", [8, 200])
+def test_a_merge_writes_files_by_its_row_count_not_by_the_shuffle_before_it(lakehouse, shuffle_partitions):
+    """Issue 28: with 200 shuffle partitions (a cluster's default) a first MERGE of 50 rows wrote 45
+    files; the persisted source is coalesced to `merge_source_partitions(rows)` first: one file."""
+    import json
+
+    from jobs.lakehouse import merge_source_partitions
+
+    spark = lakehouse.spark
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    try:
+        rows = spark.createDataFrame([("generate", f"k{i}", "r", None, False) for i in range(50)], SCHEMA)
+        lakehouse.merge(rows.repartition(shuffle_partitions).distinct(), QUARANTINE, update_when_changed=["reason"])
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+    log = lakehouse.table_path(QUARANTINE.name) / "_delta_log" / f"{lakehouse.version(QUARANTINE.name):020d}.json"
+    adds = [a for a in map(json.loads, log.read_text().splitlines()) if "add" in a]
+    assert len(adds) == merge_source_partitions(50) == 1 and len(_rows(lakehouse)) == 50
+    assert [merge_source_partitions(n, 10) for n in (0, 1, 10, 11, 95)] == [1, 1, 1, 2, 10]
+    with pytest.raises(ValueError):
+        merge_source_partitions(-1)
+
+
 def test_version_from_the_log_folder_is_what_delta_history_says(lakehouse):
     """`Lakehouse.version` lists `_delta_log` instead of querying DESCRIBE HISTORY: after a
     create, MERGEs, a no-op MERGE and a compaction, both say the same number."""
