@@ -417,15 +417,14 @@ class Lakehouse:
                                            "left_anti")
             if deletes:
                 todo = todo.unionByName(source.where(F.col(_DELETE)).join(target.select(*keys), keys, "left_semi"))
-        # persisted: the row count and the MERGE must not each recompute the comparison
+        # persisted: the emptiness check, the row count and the MERGE must not each recompute the comparison
         persisted = todo.persist()
         try:
-            rows = persisted.count()
-            if rows == 0:
+            if persisted.isEmpty():  # an unchanged rerun stops here, one job
                 return
             # as many partitions as its rows need (`merge_source_partitions`), whatever the shuffle
             # before it left: a MERGE writes a file per partition of what it inserts
-            todo = persisted.coalesce(merge_source_partitions(rows))
+            todo = persisted.coalesce(merge_source_partitions(persisted.count()))
             columns = {c: f"s.`{c}`" for c in spec.columns}
             keep = f"NOT s.`{_DELETE}`" if deletes else None
             merge = (
