@@ -298,12 +298,7 @@ def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, mask_dtype=
     is set, at most that many padded tokens (rows × longest; a single longer text is a batch of
     its own). ids are int64 (batch, tokens); the mask is 1 on real tokens, of `mask_dtype`.
     ValueError when batch_size or max_batch_tokens is below 1."""
-    if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
-        raise ValueError(f"batch_size {batch_size} and max_batch_tokens {max_batch_tokens} must be >= 1")
-    if not texts:
-        return
-    encodings = tokenizer.encode_batch(list(texts))
-    order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
+    encodings, order = _sorted_encodings(tokenizer, texts, batch_size, max_batch_tokens)
     for chunk in _token_bounded(order, [len(encodings[i].ids) for i in order], batch_size, max_batch_tokens):
         t = max(len(encodings[i].ids) for i in chunk)
         ids = np.zeros((len(chunk), t), dtype=np.int64)
@@ -322,12 +317,7 @@ def unpadded_batches(tokenizer, texts: Sequence[str], batch_size: int, max_batch
     and at `batch_size` rows or, when `max_batch_tokens` is set, at that many tokens (a single
     longer text is a batch of its own). ids are int64 (batch, tokens). Same batches for the same
     set of texts in any order. ValueError when batch_size or max_batch_tokens is below 1."""
-    if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
-        raise ValueError(f"batch_size {batch_size} and max_batch_tokens {max_batch_tokens} must be >= 1")
-    if not texts:
-        return
-    encodings = tokenizer.encode_batch(list(texts))
-    order = sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
+    encodings, order = _sorted_encodings(tokenizer, texts, batch_size, max_batch_tokens)
     start = 0
     while start < len(order):
         n = len(encodings[order[start]].ids)
@@ -339,6 +329,15 @@ def unpadded_batches(tokenizer, texts: Sequence[str], batch_size: int, max_batch
             chunk = order[first:min(first + per, end)]
             yield chunk, np.array([encodings[i].ids for i in chunk], dtype=np.int64).reshape(len(chunk), n)
         start = end
+
+
+def _sorted_encodings(tokenizer, texts: Sequence[str], batch_size: int, max_batch_tokens: int | None):
+    """The batchers' common start: (encodings of `texts`, row indices sorted by (token length,
+    text)); ValueError when batch_size or max_batch_tokens is below 1."""
+    if batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
+        raise ValueError(f"batch_size {batch_size} and max_batch_tokens {max_batch_tokens} must be >= 1")
+    encodings = tokenizer.encode_batch(list(texts)) if texts else []
+    return encodings, sorted(range(len(texts)), key=lambda i: (len(encodings[i].ids), texts[i]))
 
 
 def _token_bounded(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None):
