@@ -531,8 +531,9 @@ class RunNumbers:
 
 
 def _ordered(rows: Sequence[tuple]) -> list[tuple]:
-    """`rows` (columns..., count) in `_collect_counts`' order: count descending, then the columns."""
-    return sorted(rows, key=lambda r: (-r[-1], *r[:-1]))
+    """`rows` (columns..., count) in `_collect_counts`' order: count descending, then the columns
+    (nulls first, as Spark's ascending order puts them)."""
+    return sorted(rows, key=lambda r: (-r[-1], *[(x is not None, x) for x in r[:-1]]))
 
 
 def gather_card(lakehouse, config, dataset: str, df, rows: int,
@@ -622,11 +623,11 @@ def gather_run_numbers(lakehouse, config) -> RunNumbers:
     card["not_checked"] = {name: n for reason, name, n in unchecked if reason == "not_checked"}
     card["disabled"] = {name: n for reason, name, n in unchecked if reason == "disabled"}
     card["rejected"] = {f.name: 0 for f in FILTERS}
-    for name, n in summed(lambda f, p, r: not p, lambda f, p, r: (f,)):
+    for name, n in summed(lambda f, p, r: p is False, lambda f, p, r: (f,)):
         card["rejected"][name] = n
     card["rejected_alone"] = filter_alone_counts(lakehouse, [f.name for f in FILTERS])
     card["reasons"] = {}
-    for name, reason, n in summed(lambda f, p, r: not p, lambda f, p, r: (f, r)):
+    for name, reason, n in summed(lambda f, p, r: p is False, lambda f, p, r: (f, r)):
         card["reasons"].setdefault(name, {})[reason] = n
     card["verification_reasons"] = dict(summed(lambda f, p, r: f == "verification", lambda f, p, r: (r,)))
     card["near_dup_of_seed"] = sum(n for _f, _p, r, n in tally if r == "near_dup_of_seed")
