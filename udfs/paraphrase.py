@@ -90,6 +90,8 @@ def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float 
     Returns, in this order:
     - None (no signal: the caller keeps the pair for the judge) when either answer is missing or
       blank, or when the answers need the model and `similarity` is None;
+    - True when both read as the same number under the vote's answer algebra
+      (`udfs.verification.answer_key`, numeric: `\\frac{3}{4}` = `0.75` = `3/4`, `seven` = `7`);
     - both answers state numbers (`stated_numbers`: digits of every script folded, `1,000` = `1000`):
       True iff they share one (a translation keeps its numbers; units and words around them differ);
     - the same text after `udfs.textnorm.normalize_text` (case, width, marks of Latin letters), or
@@ -105,6 +107,12 @@ def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float 
     if not (isinstance(candidate_answer, str) and candidate_answer.strip()
             and isinstance(heldout_answer, str) and heldout_answer.strip()):
         return None
+    from udfs.verification import answer_key
+
+    # the vote's answer algebra first (issue 25, item 10): `\frac{3}{4}` = `0.75`, `seven` = `7`
+    cand_key, held_key = answer_key("numeric", candidate_answer), answer_key("numeric", heldout_answer)
+    if cand_key is not None and cand_key == held_key:
+        return True
     cand_numbers, held_numbers = stated_numbers(candidate_answer), stated_numbers(heldout_answer)
     if cand_numbers and held_numbers:
         return bool(cand_numbers & held_numbers)

@@ -414,6 +414,21 @@ def test_answers_that_state_numbers_agree_by_their_numbers_in_any_digit_script(c
     assert answers_agree(candidate, heldout, 0.99 if not expected else 0.0, floor=0.5) is expected
 
 
+@pytest.mark.parametrize("candidate,heldout", [
+    (r"\frac{3}{4}", "0.75"),            # LaTeX fraction and decimal (issue 25, item 10)
+    (r"\dfrac{1}{2}", "0.5"),
+    ("3/4", "0.75"),
+    ("seven", "7"),                      # a number word
+    ("١٢", "twelve"),                    # Arabic-Indic digits against a number word
+    ("−5", "-5"),                        # U+2212 minus
+])
+def test_answers_that_are_one_number_under_the_votes_algebra_agree(candidate, heldout):
+    from udfs.paraphrase import answers_agree
+
+    # decided by udfs.verification.answer_key, the vote's algebra: no similarity consulted
+    assert answers_agree(candidate, heldout, 0.0, floor=0.5) is True
+
+
 @pytest.mark.parametrize("candidate,heldout,expected", [
     ("Mg", "Mg", True),                 # a chemical symbol stays Latin in every translation
     ("Au", "Au", True),
