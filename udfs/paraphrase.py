@@ -155,7 +155,7 @@ def cross_lingual(text: Any, scripts: frozenset[str] | None = None) -> bool:
     item, and it embeds every Thai, Korean or Hindi text near every other (its word pieces are
     mostly [UNK] there; bench/bench_paraphrase.py: 1.9 to 4.7 judge pairs per clean item of
     those scripts). Latin-script text, text without letters, scripts outside `scripts`
-    (Devanagari, Hebrew, Greek, …): False."""
+    (Devanagari, Hebrew, Greek, …): False (Devanagari takes the e5 route: `retrieval_route`)."""
     return mostly_non_latin(text) and non_latin_script(text) in (MULTILINGUAL_SCRIPTS if scripts is None else scripts)
 
 

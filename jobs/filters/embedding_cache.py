@@ -167,8 +167,9 @@ def embed_cached(lakehouse: Lakehouse, config: Config, texts: DataFrame,
     if model == E5_MODEL:
         from udfs.embeddings_e5 import TEXTS_PER_SECOND_PER_CORE, estimate_seconds
 
+        core_hours = todo / TEXTS_PER_SECOND_PER_CORE / 3600
         say(f"paraphrase: {model} embeds ~{TEXTS_PER_SECOND_PER_CORE} texts/s per core: about "
-            f"{estimate_seconds(todo, partitions) / 60:,.1f} min on {partitions} core(s) ({todo / TEXTS_PER_SECOND_PER_CORE / 3600:,.2f} "
+            f"{estimate_seconds(todo, partitions) / 60:,.1f} min on {partitions} core(s) ({core_hours:,.2f} "
             f"core-hours), once: later runs read them from text_embeddings")
     with (shared_api_key(spark, settings) if settings is not None else contextlib.nullcontext()) as key_handle:
         from udfs.llm_udf import per_task_concurrency
