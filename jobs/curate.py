@@ -145,7 +145,7 @@ def code_digest(config: Config, filters: Sequence[Filter] | None = None) -> str:
 def curate_settings(config: Config) -> dict[str, Any]:
     """The settings curate's decisions depend on: every `curate.*` key, the `enrich` keys staging,
     the vote and calibration read, and the judge's model when the paraphrase filter runs (its
-    verdicts are looked up by model) with its cross-lingual model when that is installed (None when
+    verdicts are looked up by model) with its cross-lingual models when they are installed (None when
     off or missing). Names of secrets' sources only, never a secret."""
     settings: dict[str, Any] = {
         "curate": config.curate.model_dump(mode="json"),
@@ -155,10 +155,13 @@ def curate_settings(config: Config) -> dict[str, Any]:
         settings["judge_model"] = config.stage_endpoint("judge").model
         # the cross-lingual retrieval runs only when its package is installed (else English-only,
         # said once): installing it changes what the filter can find, so it changes the fingerprint
+        from udfs.embeddings_e5 import missing_message as e5_missing
         from udfs.embeddings_multilingual import missing_message
 
         ml = config.curate.paraphrase.multilingual_model
         settings["multilingual_retrieval"] = ml if ml is not None and missing_message(ml) is None else None
+        e5 = config.curate.paraphrase.e5_model  # the same for the e5 retrieval (Devanagari)
+        settings["e5_retrieval"] = e5 if e5 is not None and e5_missing(e5) is None else None
     return settings
 
 

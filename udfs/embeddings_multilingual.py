@@ -14,8 +14,9 @@ numpy only: a pure-Python SentencePiece port and a numpy forward pass that repro
 model at cosine ≥ 0.99 as its README states). Nothing is fetched at run time.
 
 Not covered: Hindi and the other languages outside the 16 (Devanagari text gets word pieces but
-no trained alignment to English; bench/bench_paraphrase.py measures it, docs/curation.md states
-the gap).
+no trained alignment to English; bench/bench_paraphrase.py measures it). Devanagari items go to
+multilingual-e5-small instead (udfs/embeddings_e5.py, `udfs.paraphrase.retrieval_route`); the
+other scripts are a gap docs/curation.md states.
 
 `MultilingualEmbedder.get(threads)` loads the model once per Python process (≈ 5 s, 65 MB of
 uint8 embedding table resident); `embed(texts)` returns an (n, 512) float32 array of unit rows,

@@ -31,6 +31,7 @@ from importlib import resources
 from typing import Any, Mapping, Sequence
 
 from schemas.llm_outputs import JUDGE_OUTPUT_SCHEMA, JUDGE_VERDICTS, response_format
+from udfs.embeddings_e5 import SCRIPTS as E5_SCRIPTS
 from udfs.embeddings_multilingual import SCRIPTS as MULTILINGUAL_SCRIPTS
 from udfs.hashing import stable_hash
 from udfs.llm_rows import _lineage, _parse_row, approx_prompt_tokens
@@ -86,7 +87,8 @@ def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float 
     answer (`Mg` against "Au", `水` against "hydrogen"). Measured in bench/bench_paraphrase.py.
 
     `candidate_answer`, `heldout_answer`: the two `answer_text`s. `similarity`: the cosine of the two
-    answers' vectors from the multilingual model (the caller embeds them; None when it did not).
+    answers' vectors from the cross-lingual model that retrieved the pair (USE multilingual v3, or
+    multilingual-e5-small for the e5 route; the caller embeds them; None when it did not).
     Returns, in this order:
     - None (no signal: the caller keeps the pair for the judge) when either answer is missing or
       blank, or when the answers need the model and `similarity` is None;
@@ -138,7 +140,10 @@ def answers_agree(candidate_answer: Any, heldout_answer: Any, similarity: float 
 
 # Which rule put a retrieved pair before the judge (`retrieval_rule`, `multilingual_rule`; recorded
 # in the evidence as `retrieved_by`).
-BY_FLOOR, BY_MARGIN, BY_MULTILINGUAL = "floor", "margin", "multilingual"
+BY_FLOOR, BY_MARGIN, BY_MULTILINGUAL, BY_E5 = "floor", "margin", "multilingual", "e5"
+# Which retrieval an item goes to (`retrieval_route`): the English model, USE multilingual v3, or
+# multilingual-e5-small.
+ROUTE_ENGLISH, ROUTE_MULTILINGUAL, ROUTE_E5 = "english", "multilingual", "e5"
 
 
 def cross_lingual(text: Any, scripts: frozenset[str] | None = None) -> bool:
@@ -150,17 +155,44 @@ def cross_lingual(text: Any, scripts: frozenset[str] | None = None) -> bool:
     item, and it embeds every Thai, Korean or Hindi text near every other (its word pieces are
     mostly [UNK] there; bench/bench_paraphrase.py: 1.9 to 4.7 judge pairs per clean item of
     those scripts). Latin-script text, text without letters, scripts outside `scripts`
-    (Devanagari, Hebrew, Greek, …): False."""
+    (Devanagari, Hebrew, Greek, …): False (Devanagari takes the e5 route: `retrieval_route`)."""
     return mostly_non_latin(text) and non_latin_script(text) in (MULTILINGUAL_SCRIPTS if scripts is None else scripts)
 
 
-def multilingual_rule(similarity: float, *, floor: float) -> str | None:
-    """`BY_MULTILINGUAL` when a pair the cross-lingual retrieval found (cosine similarity of the
-    multilingual model) is at or above `floor` (`curate.paraphrase.multilingual_floor`), else None.
+def retrieval_route(text: Any, *, multilingual: bool = True, e5: bool = True,
+                    multilingual_scripts: frozenset[str] | None = None,
+                    e5_scripts: frozenset[str] | None = None) -> str:
+    """Which retrieval an item (its `embedding_text`) goes to, as jobs/filters/paraphrase.neighbours
+    routes it (issue 25):
+
+    - `ROUTE_MULTILINGUAL` ("multilingual"): `cross_lingual(text, multilingual_scripts)` (mostly
+      letters of a non-Latin script USE multilingual v3 was trained on: Arabic, Han, kana, Hangul,
+      Thai, Cyrillic), when `multilingual` (the model is configured and installed);
+    - `ROUTE_E5` ("e5"): mostly letters of a non-Latin script whose most frequent one is in
+      `e5_scripts` (default `udfs.embeddings_e5.SCRIPTS`: Devanagari, the one measured), when `e5`
+      (multilingual-e5-small configured and installed). USE's scripts go to USE first: on them it
+      retrieves better than e5 (bench/README.md);
+    - `ROUTE_ENGLISH` ("english"): everything else: Latin-script text, text without letters, a
+      script neither model covers (Hebrew, Greek, Bengali, …), or a script whose model is off or
+      missing."""
+    if not mostly_non_latin(text):
+        return ROUTE_ENGLISH
+    script = non_latin_script(text)
+    if multilingual and script in (MULTILINGUAL_SCRIPTS if multilingual_scripts is None else multilingual_scripts):
+        return ROUTE_MULTILINGUAL
+    if e5 and script in (E5_SCRIPTS if e5_scripts is None else e5_scripts):
+        return ROUTE_E5
+    return ROUTE_ENGLISH
+
+
+def multilingual_rule(similarity: float, *, floor: float, by: str = BY_MULTILINGUAL) -> str | None:
+    """`by` (default `BY_MULTILINGUAL`; `BY_E5` for the e5 retrieval) when a pair a cross-lingual
+    retrieval found (cosine similarity of its model) is at or above `floor`
+    (`curate.paraphrase.multilingual_floor`, or `e5_floor`), else None.
     No margin rule here: with USE multilingual v3 the ratio margin did not tell translations from
     topical neighbours (bench/bench_paraphrase.py: Thai translations of ARC-like questions have
     margins 0.95-1.02, below clean neighbours'). The numbers rule applies, in the caller."""
-    return BY_MULTILINGUAL if similarity >= floor else None
+    return by if similarity >= floor else None
 
 
 def ratio_margins(similarities: Any) -> "np.ndarray":
@@ -397,7 +429,8 @@ def parse_judge_row(rec: Mapping[str, Any]) -> dict:
     return _parse_row(rec, parse_verdict, verdict_row)
 
 
-__all__ = ["BY_FLOOR", "BY_MARGIN", "BY_MULTILINGUAL", "DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME",
+__all__ = ["BY_E5", "BY_FLOOR", "BY_MARGIN", "BY_MULTILINGUAL", "DIFFERENT", "JUDGE", "JUDGE_FORMAT", "JUDGE_RECORD", "SAME",
            "OutputRejected", "answers_agree", "cross_lingual", "embedding_text", "judge_requests", "judge_template", "multilingual_rule",
-           "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict", "ratio_margins", "retrieval_rule",
+           "numbers_disagree", "pair_id", "parse_judge_row", "parse_verdict", "ratio_margins", "retrieval_route",
+           "retrieval_rule", "ROUTE_E5", "ROUTE_ENGLISH", "ROUTE_MULTILINGUAL",
            "render_judge_messages", "stated_numbers", "stated_verdicts"]

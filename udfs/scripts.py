@@ -13,8 +13,9 @@ its letters, whatever digits or signs it states.
 Used by the paraphrase filter (issue 25, item 15) to route an item to the multilingual embedding
 model: `mostly_non_latin(text)` is True when at least half of the text's letters are of a script
 other than Latin (Chinese, Japanese, Korean, Thai, Arabic, Hindi, Russian, Greek, Hebrew …), and
-`non_latin_script(text)` names that script (udfs.paraphrase.cross_lingual routes only the scripts
-the multilingual model was trained on).
+`non_latin_script(text)` names that script (udfs.paraphrase.retrieval_route sends the scripts USE
+multilingual v3 was trained on to it, Devanagari to multilingual-e5-small, the rest to the English
+model).
 """
 
 from __future__ import annotations

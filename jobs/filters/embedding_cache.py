@@ -15,9 +15,11 @@ result is checkpointed (evaluated once: an endpoint is paid once) and MERGEd ins
 is the cache's (text_hash, embedding) rows of the configured model to join against. A second run
 over the same texts embeds 0 (tests/spark/test_embedding_cache.py counts at the simulator).
 
-The paraphrase filter's cross-lingual retrieval caches its vectors here too, under its own model
-name (`MULTILINGUAL_MODEL`, embedded locally by udfs/embeddings_multilingual.py): `embed_cached(...,
-model=MULTILINGUAL_MODEL)`, `vectors(..., model=MULTILINGUAL_MODEL)`.
+The paraphrase filter's cross-lingual retrievals cache their vectors here too, each under its own
+model name (`MULTILINGUAL_MODEL`, embedded locally by udfs/embeddings_multilingual.py; `E5_MODEL`,
+by udfs/embeddings_e5.py): `embed_cached(..., model=MULTILINGUAL_MODEL)`, `vectors(...,
+model=E5_MODEL)`. e5 is slow (~10 texts/s per core): before embedding with it, `embed_cached` says
+how many texts and roughly how long (`udfs.embeddings_e5.estimate_seconds`).
 
 Errors: an endpoint batch that fails after its retries raises `EmbeddingsError` in the task (Spark
 retries the task; then the stage fails with the error class and the server's message, redacted):
@@ -41,7 +43,11 @@ from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, Str
 from jobs.config import Config
 from jobs.lakehouse import Lakehouse
 from schemas.tables import TEXT_EMBEDDINGS
+from udfs.embeddings_e5 import MODEL_NAME as E5_MODEL  # its only configurable value
 from udfs.embeddings_multilingual import MODEL_NAME as MULTILINGUAL_MODEL  # its only configurable value
+
+# the cross-lingual models: always embedded locally, whatever `embeddings_endpoint` says
+LOCAL_CROSS_LINGUAL = (MULTILINGUAL_MODEL, E5_MODEL)
 
 READS = (TEXT_EMBEDDINGS.name,)
 WRITES = (TEXT_EMBEDDINGS.name,)
@@ -85,15 +91,28 @@ def with_text_hash(df: DataFrame, column: str = "text") -> DataFrame:
     return df.withColumn("text_hash", F.sha2(F.coalesce(F.col(column), F.lit("")), 256))
 
 
+def local_cross_lingual_embedder(model: str, threads: int = 1) -> Callable[[list], "np.ndarray"]:
+    """The `embed(texts) -> (n, dim) unit rows` of a cross-lingual model, loaded once per Python
+    process: USE multilingual v3 (MULTILINGUAL_MODEL) or multilingual-e5-small (E5_MODEL).
+    ValueError for another name; the model's *Unavailable error when its package is missing."""
+    if model == MULTILINGUAL_MODEL:
+        from udfs.embeddings_multilingual import MultilingualEmbedder
+
+        return MultilingualEmbedder.get(threads).embed
+    if model == E5_MODEL:
+        from udfs.embeddings_e5 import E5Embedder
+
+        return E5Embedder.get(threads).embed
+    raise ValueError(f"not a cross-lingual model: {model!r} (one of {LOCAL_CROSS_LINGUAL})")
+
+
 def _embed_partition(model: str, local_model: str, threads: int, settings, batch_size: int, concurrency: int,
                      key_handle) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import datetime as dt
 
-        if settings is None and local_model == MULTILINGUAL_MODEL:
-            from udfs.embeddings_multilingual import MultilingualEmbedder
-
-            embed, source = MultilingualEmbedder.get(threads).embed, "local"
+        if settings is None and local_model in LOCAL_CROSS_LINGUAL:
+            embed, source = local_cross_lingual_embedder(local_model, threads), "local"
         elif settings is None:
             from udfs.embeddings import Embedder
 
@@ -121,14 +140,15 @@ def _embed_partition(model: str, local_model: str, threads: int, settings, batch
 def embed_cached(lakehouse: Lakehouse, config: Config, texts: DataFrame,
                  progress: Callable[[str], None] | None = None, model: str | None = None) -> CacheResult:
     """Embed the distinct texts of `texts.text` not yet in `text_embeddings` for the configured
-    model and MERGE them in (see the module docstring). `model` = MULTILINGUAL_MODEL: the
-    multilingual model (udfs/embeddings_multilingual.py), always local, whatever
-    `embeddings_endpoint` says; None: the configured model."""
+    model and MERGE them in (see the module docstring). `model` = MULTILINGUAL_MODEL or E5_MODEL:
+    that cross-lingual model (udfs/embeddings_multilingual.py, udfs/embeddings_e5.py), always
+    local, whatever `embeddings_endpoint` says; None: the configured model. With E5_MODEL,
+    `progress` also hears the rough time it will take before it starts."""
     from jobs.llm_stage.endpoint import shared_api_key
 
     say = progress or (lambda _: None)
     p = config.curate.paraphrase
-    multilingual = model == MULTILINGUAL_MODEL
+    multilingual = model in LOCAL_CROSS_LINGUAL
     model = model or p.embedding_model()
     settings = None if multilingual else endpoint_settings(config)
     source = "endpoint" if settings is not None else "local"
@@ -144,6 +164,13 @@ def embed_cached(lakehouse: Lakehouse, config: Config, texts: DataFrame,
     partitions = max(1, min(cores, math.ceil(todo / batch_size)))
     say(f"paraphrase: embedding {todo:,} new texts with {model} ({source}, {partitions} task(s)); "
         f"{total - todo:,} are in the text_embeddings cache…")
+    if model == E5_MODEL:
+        from udfs.embeddings_e5 import TEXTS_PER_SECOND_PER_CORE, estimate_seconds
+
+        core_hours = todo / TEXTS_PER_SECOND_PER_CORE / 3600
+        say(f"paraphrase: {model} embeds ~{TEXTS_PER_SECOND_PER_CORE} texts/s per core: about "
+            f"{estimate_seconds(todo, partitions) / 60:,.1f} min on {partitions} core(s) ({core_hours:,.2f} "
+            f"core-hours), once: later runs read them from text_embeddings")
     with (shared_api_key(spark, settings) if settings is not None else contextlib.nullcontext()) as key_handle:
         from udfs.llm_udf import per_task_concurrency
 

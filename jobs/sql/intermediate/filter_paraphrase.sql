@@ -17,7 +17,8 @@
 -- score = the highest similarity among the neighbours above the floor; evidence = the deciding pair:
 -- heldout_id, task, split, cosine similarity, the rule that sent it to the judge (retrieved_by:
 -- 'floor' or 'margin' from the English model, 'multilingual' from the cross-lingual retrieval of an
--- item in a non-Latin script), the verdict and the judge's request_id.
+-- item in a non-Latin script, 'e5' from that of an item in Devanagari), the verdict and the judge's
+-- request_id.
 WITH ranked AS (
     SELECT m.*,
            row_number() OVER (
