@@ -1,7 +1,10 @@
 """Embedding throughput (issue 24): the local model per core before/after, and endpoint mode vs C/L.
 
     .venv/bin/python bench/bench_embeddings.py [--texts 512] [--repeats 3] [--endpoint-texts 8000] [--int8-variants]
-        [--skip-local | --skip-batching]
+        [--tries [--l3 DIR]] [--skip-local | --skip-batching]
+
+The texts are the first `--texts` of max(--texts, --endpoint-texts) drawn from the mirror, so the
+local numbers of two runs compare only at the same max (2000 or more: the same 512 texts).
 
 Data, all real: `--texts` held-out questions of the benchmark mirror (../shared/data/hf), drawn as
 bench/bench_paraphrase.py draws its corpus (ARC, GSM8K, BoolQ, SciQ, NQ-open, PIQA, WebQuestions,
@@ -19,6 +22,9 @@ WinoGrande, MMLU).
    vectors and how often each text's nearest neighbour among the texts is the same; then the
    same runs' ratios by process CPU time (per core without the time other processes take). `--int8-variants`: ONNX Runtime's int8 recipes (per tensor / per channel,
    reduce_range, MatMul only or every op, the SkipLayerNormalization fusion) side by side.
+   `--tries [--l3 DIR]`: the levers tried for the last 1.15x to issue 24's 10x against the int8
+   model, by CPU time (`tries`; CTranslate2 and OpenVINO only when installed, they are not
+   dependencies: `pip install ctranslate2==4.8.5 openvino==2026.4.1`).
 2. What batching buys on ONNX Runtime, same texts: length-sorted batches of at most 64 texts and
    BATCH_TOKENS padded tokens (what `Embedder.embed` does), other token bounds, length-sorted
    batches of 64 texts (before), batches in input order padded to their own longest text, and
@@ -37,6 +43,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy loads BLAS: "per core" for the numpy baseline
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -248,6 +255,217 @@ def int8_variants(texts: list[str], repeats: int) -> None:
               f"{drift.max():.4f}, median {np.median(drift):.4f}")
 
 
+def _ct2_int8(model_dir: Path, directory: str):
+    """The packaged model converted to CTranslate2's TransformerEncoderSpec from the same safetensors
+    (as CTranslate2's own Transformers converter maps BertModel, without PyTorch), int8 weights per
+    output channel: an embed(texts) over Embedder.embed's padded batches, mean pooling in numpy."""
+    import json
+
+    import ctranslate2
+    from ctranslate2.converters import utils
+    from ctranslate2.specs import common_spec, transformer_spec
+    from safetensors.numpy import load_file
+
+    w = load_file(str(model_dir / "model.safetensors"))
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    spec = transformer_spec.TransformerEncoderModelSpec(
+        transformer_spec.TransformerEncoderSpec(config["num_hidden_layers"], config["num_attention_heads"],
+                                                pre_norm=False, activation=common_spec.Activation.GELU,
+                                                layernorm_embedding=True, num_source_embeddings=2,
+                                                embeddings_merge=common_spec.EmbeddingsMerge.ADD),
+        pooling_layer=True, pooling_activation=common_spec.Activation.Tanh)
+    enc = spec.encoder
+    enc.scale_embeddings = False
+
+    def linear(target, name):
+        target.weight, target.bias = w[name + ".weight"], w[name + ".bias"]
+
+    def norm(target, name):
+        target.gamma, target.beta = w[name + ".weight"], w[name + ".bias"]
+
+    enc.embeddings[0].weight = w["embeddings.word_embeddings.weight"]
+    enc.embeddings[1].weight = w["embeddings.token_type_embeddings.weight"]
+    enc.position_encodings.encodings = w["embeddings.position_embeddings.weight"]
+    norm(enc.layernorm_embedding, "embeddings.LayerNorm")
+    linear(spec.pooler_dense, "pooler.dense")
+    for i, layer in enumerate(enc.layer):
+        pre = f"encoder.layer.{i}."
+        qkv = [common_spec.LinearSpec() for _ in range(3)]
+        for part, name in zip(qkv, ("query", "key", "value")):
+            linear(part, pre + "attention.self." + name)
+        utils.fuse_linear(layer.self_attention.linear[0], qkv)
+        linear(layer.self_attention.linear[1], pre + "attention.output.dense")
+        norm(layer.self_attention.layer_norm, pre + "attention.output.LayerNorm")
+        linear(layer.ffn.linear_0, pre + "intermediate.dense")
+        linear(layer.ffn.linear_1, pre + "output.dense")
+        norm(layer.ffn.layer_norm, pre + "output.LayerNorm")
+    vocab = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    spec.register_vocabulary(sorted(vocab, key=vocab.get))
+    spec.validate()
+    spec.optimize(quantization="int8")
+    spec.save(directory)
+    encoder = ctranslate2.Encoder(directory, device="cpu", compute_type="int8", intra_threads=1, inter_threads=1)
+    tokenizer = Embedder.get(None, threads=1).tokenizer
+
+    def embed(texts):
+        from udfs.embeddings import padded_batches
+
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for chunk, ids, mask in padded_batches(tokenizer, texts, 64, max_batch_tokens=BATCH_TOKENS):
+            hidden = np.asarray(encoder.forward_batch([row[m == 1].tolist() for row, m in zip(ids, mask)])
+                                .last_hidden_state)
+            pooled = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+            out[chunk] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
+
+    return embed
+
+
+def _openvino_w8(model_dir: Path, group_size: str):
+    """OpenVINO's CPU plugin (one thread, f32 precision hint) on the padded fp32 graph whose MatMul
+    weights are int8 per output channel behind DequantizeLinear (OpenVINO reads them as compressed
+    weights) with its dynamic quantization of activations (`DYNAMIC_QUANTIZATION_GROUP_SIZE`)."""
+    import onnx
+    import openvino
+    from onnx import helper, numpy_helper
+
+    from udfs.embeddings import onnx_graph, padded_batches
+
+    model = onnx.load(str(onnx_graph(model_dir)))
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+            name = node.input[1]
+            weight = numpy_helper.to_array(inits[name])
+            scale = np.where(np.abs(weight).max(0) > 0, np.abs(weight).max(0) / 127.0, 1.0).astype(np.float32)
+            model.graph.initializer.remove(inits[name])
+            model.graph.initializer.extend([
+                numpy_helper.from_array(np.clip(np.rint(weight / scale), -127, 127).astype(np.int8), name + ".q"),
+                numpy_helper.from_array(scale, name + ".scale")])
+            nodes.append(helper.make_node("DequantizeLinear", [name + ".q", name + ".scale"], [name], axis=1))
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", {
+        "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY", "DYNAMIC_QUANTIZATION_GROUP_SIZE": group_size})
+    request, tokenizer = compiled.create_infer_request(), Embedder.get(None, threads=1).tokenizer
+
+    def embed(texts):
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for chunk, ids, mask in padded_batches(tokenizer, texts, 64, max_batch_tokens=BATCH_TOKENS):
+            out[chunk] = request.infer({"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    return embed
+
+
+def tries(texts: list[str], repeats: int, l3_dir: str | None = None) -> None:
+    """Issue 24's last 1.15x (`--tries`): levers for the int8 model tried against it and the numpy
+    pass, one thread, the same 512 texts, interleaved (order rotated every repeat), by process CPU
+    time: ONNX Runtime session variants (MultiHeadAttention's flash path off, no memory arena / memory
+    pattern), the padded graph with MultiHeadAttention and a key-length mask (padded batches, so
+    larger matrix products), other token bounds, CTranslate2 int8 and OpenVINO (weights int8 +
+    dynamic activation quantization) when installed. 1 - cosine to the fp32 vectors for each. `l3_dir`:
+    also paraphrase-MiniLM-L3-v2 (a directory written by bench/minilm_l3_weights.py) as an unpadded
+    int8 graph, a model change whose vectors are not comparable (its recall: bench_paraphrase.py)."""
+    import importlib.util
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+    from safetensors.numpy import load_file
+
+    from tests.minilm_numpy import NumpyMiniLM
+    from udfs.bert_onnx import build_sentence_encoder
+    from udfs.embeddings import INT8_DISABLED_OPTIMIZERS, onnx_graph, padded_batches, quantize_int8, unpadded_batches
+
+    model_dir = resolve_model_dir(None)
+    fp32, int8 = Embedder.get(None, threads=1), Embedder.get(INT8_MODEL_NAME, threads=1)
+    tokenizer = fp32.tokenizer
+
+    def session(graph, env=None, **options):
+        saved = {k: os.environ.get(k) for k in env or {}}
+        os.environ.update(env or {})  # read when the session's kernels are created
+        o = ort.SessionOptions()
+        o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = 1, 1, 3
+        for k, v in options.items():
+            setattr(o, k, v)
+        try:
+            return ort.InferenceSession(graph, o, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=list(INT8_DISABLED_OPTIMIZERS))
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+    def unpadded(s, bound=BATCH_TOKENS):
+        def embed(texts):
+            out = np.zeros((len(texts), DIM), dtype=np.float32)
+            for chunk, ids in unpadded_batches(tokenizer, texts, 64, bound):
+                out[chunk] = s.run(None, {"input_ids": ids})[0]
+            return out
+        return embed
+
+    def padded(s, bound=BATCH_TOKENS):
+        def embed(texts):
+            out = np.zeros((len(texts), DIM), dtype=np.float32)
+            for chunk, ids, mask in padded_batches(tokenizer, texts, 64, max_batch_tokens=bound):
+                out[chunk] = s.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            return out
+        return embed
+
+    graph = str(onnx_graph(model_dir, int8=True))
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    masked = quantize_int8(onnx.load_from_string(build_sentence_encoder(
+        load_file(str(model_dir / "model.safetensors")), config, fused_attention=True).SerializeToString()))
+    runs = {"numpy": NumpyMiniLM(model_dir).embed, INT8_MODEL_NAME: int8.embed,
+            "int8, MultiHeadAttention flash path off (ORT_DISABLE_FLASH_ATTENTION=1)":
+                unpadded(session(graph, {"ORT_DISABLE_FLASH_ATTENTION": "1"})),
+            "int8, no memory pattern": unpadded(session(graph, enable_mem_pattern=False)),
+            "int8, no CPU memory arena": unpadded(session(graph, enable_cpu_mem_arena=False)),
+            "int8, batches of <= 1024 tokens": unpadded(session(graph), 1024),
+            "int8 padded graph + MultiHeadAttention with key lengths, padded batches <= 512 tokens":
+                padded(session(masked)),
+            "the same, <= 1024 tokens": padded(session(masked), 1024)}
+    tmp = tempfile.TemporaryDirectory()
+    if importlib.util.find_spec("ctranslate2"):
+        os.environ.setdefault("CT2_FORCE_CPU_ISA", "AVX512")  # it picks AVX2 on AMD CPUs otherwise
+        runs["CTranslate2 int8 (AVX512, oneDNN), padded batches"] = _ct2_int8(model_dir, tmp.name)
+    else:
+        print("tries: ctranslate2 is not installed; skipped")
+    if importlib.util.find_spec("openvino"):
+        for group in ("128", "32"):
+            runs[f"OpenVINO, weights int8 + dynamic quantization group {group}, padded batches"] = \
+                _openvino_w8(model_dir, group)
+    else:
+        print("tries: openvino is not installed; skipped")
+    reference = fp32.embed(texts)
+    drift = {name: 1.0 - (reference * embed(texts)).sum(1) for name, embed in runs.items()}
+    if l3_dir:
+        l3 = Path(l3_dir)
+        runs["paraphrase-MiniLM-L3-v2 int8, unpadded (another model)"] = unpadded(session(quantize_int8(
+            build_sentence_encoder(load_file(str(l3 / "model.safetensors")),
+                                   json.loads((l3 / "config.json").read_text(encoding="utf-8")), padded=False))))
+    names, cpu = list(runs), dict.fromkeys(runs, 0.0)
+    print(f"tries, one thread, {len(texts)} texts x {repeats}, interleaved by CPU time "
+          f"(load average {os.getloadavg()[0]:.1f} at start):")
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            used = time.process_time()
+            runs[name](texts)
+            cpu[name] += time.process_time() - used
+    n = len(texts) * repeats
+    for name in names:
+        gap = (f"; 1 - cosine to fp32 max {drift[name].max():.4f}, median {np.median(drift[name]):.4f}"
+               if name in drift else "")
+        print(f"  {name}: {n / cpu[name]:.1f} texts/s CPU, {cpu['numpy'] / cpu[name]:.2f}x numpy, "
+              f"{cpu[INT8_MODEL_NAME] / cpu[name]:.2f}x the int8 model{gap}")
+    print(f"  (load average {os.getloadavg()[0]:.1f} at end)")
+    tmp.cleanup()
+
+
 def fusions(embedder: Embedder, texts: list[str], order: list[int], repeats: int) -> None:
     """ONNX Runtime's transformer optimizer (`onnxruntime.transformers.optimizer.optimize_model`,
     model_type 'bert') on the cached graph: which fused operators it finds, and its time against the
@@ -321,6 +539,10 @@ def main() -> None:
     ap.add_argument("--skip-local", action="store_true", help="only the endpoint part")
     ap.add_argument("--skip-batching", action="store_true", help="local part: skip the batching plans and the optimizer")
     ap.add_argument("--int8-variants", action="store_true", help="also time ONNX Runtime's int8 quantization recipes")
+    ap.add_argument("--tries", action="store_true",
+                    help="also time the levers tried for issue 24's last 1.15x against the int8 model (bench/README.md)")
+    ap.add_argument("--l3", default=None, metavar="DIR",
+                    help="--tries: also paraphrase-MiniLM-L3-v2 from DIR (bench/minilm_l3_weights.py)")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
     pool = [embedding_text(q) for _, q in load(HELDOUT_FILES, max(args.texts, args.endpoint_texts))]
@@ -330,6 +552,8 @@ def main() -> None:
         local(pool[:args.texts], args.repeats, batching=not args.skip_batching)
         if args.int8_variants:
             int8_variants(pool[:args.texts], args.repeats)
+        if args.tries:
+            tries(pool[:args.texts], args.repeats, args.l3)
     os.sched_setaffinity(0, cores)  # the endpoint part: the simulator child gets its own CPU
     endpoint((pool * (1 + args.endpoint_texts // max(1, len(pool))))[:args.endpoint_texts], args.latency_ms,
              args.concurrency, args.batch)

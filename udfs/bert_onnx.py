@@ -69,9 +69,13 @@ def _param(weights: Mapping[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
-                           padded: bool = True) -> "onnx.ModelProto":  # noqa: F821
+                           padded: bool = True, fused_attention: bool = False) -> "onnx.ModelProto":  # noqa: F821
     """The ONNX model described in the module docstring (checked with `onnx.checker`); `padded`
-    False: the unpadded variant (input_ids only, MultiHeadAttention without a mask)."""
+    False: the unpadded variant (input_ids only, MultiHeadAttention without a mask). `fused_attention`
+    (padded only): same inputs and output as the padded graph, but self-attention as
+    MultiHeadAttention with the batch's key lengths (the sum of each mask row, int32) as its
+    right-padding key mask; same vectors within 1e-6 cosine. Not used by `udfs.embeddings`: measured
+    for issue 24 (bench_embeddings.py --tries, bench/README.md: 0.87-0.94x the unpadded int8 graph)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -102,7 +106,12 @@ def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
     token_type = g.const("token_type_0", p("embeddings.token_type_embeddings.weight")[0])
     x = layer_norm(g.op("Add", g.op("Add", word, pos), token_type), "embeddings.LayerNorm")
 
-    if padded:
+    if padded and fused_attention:
+        # key lengths (batch,) int32: MultiHeadAttention's right-padding key mask
+        mask = g.op("Cast", ATTENTION_MASK, to=TensorProto.FLOAT)
+        key_lengths = g.op("Cast", g.op("ReduceSum", ATTENTION_MASK, i64("axis1_len", [1]), keepdims=0),
+                           to=TensorProto.INT32)
+    elif padded:
         # additive attention bias (batch, 1, 1, tokens): 0 on real tokens, -1e9 on padding
         mask = g.op("Cast", ATTENTION_MASK, to=TensorProto.FLOAT)
         bias = g.op("Unsqueeze", g.op("Mul", g.op("Sub", f32("f_one", 1.0), mask), f32("neg_big", -1e9)),
@@ -112,7 +121,7 @@ def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
         scale = f32("scale", 1.0 / np.sqrt(head_dim))
     for i in range(layers):
         pre = f"encoder.layer.{i}."
-        if padded:
+        if padded and not fused_attention:
             q = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.query"), split_heads),
                      perm=[0, 2, 1, 3])
             k = g.op("Transpose", g.op("Reshape", linear(x, pre + "attention.self.key"), split_heads),
@@ -124,7 +133,8 @@ def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
             context = g.op("Reshape", g.op("Transpose", context, perm=[0, 2, 1, 3]), merge_heads)
         else:  # scale defaults to 1/sqrt(head_dim), as above
             qkv = [linear(x, pre + f"attention.self.{n}") for n in ("query", "key", "value")]
-            context = g.op("MultiHeadAttention", *qkv, domain=MS_DOMAIN, num_heads=heads)
+            context = g.op("MultiHeadAttention", *qkv, *(["", key_lengths] if padded else []), domain=MS_DOMAIN,
+                           num_heads=heads)
         x = layer_norm(g.op("Add", x, linear(context, pre + "attention.output.dense")),
                        pre + "attention.output.LayerNorm")
         h = linear(x, pre + "intermediate.dense")
@@ -150,7 +160,7 @@ def build_sentence_encoder(weights: Mapping[str, np.ndarray], config: Mapping,
                               [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", hidden])],
                               initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]
-                              + ([] if padded else [helper.make_opsetid(MS_DOMAIN, 1)]),
+                              + ([helper.make_opsetid(MS_DOMAIN, 1)] if fused_attention or not padded else []),
                               producer_name="taskseed.udfs.bert_onnx")
     model.ir_version = 8  # readable by every onnxruntime since 1.10
     onnx.checker.check_model(model)

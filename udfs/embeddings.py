@@ -29,7 +29,9 @@ quantized by ONNX Runtime (`quantize_int8`: int8 weights per output channel, act
 per batch at run time), cached as `minilm-<digest>-<int8_tag()>.onnx`. It is fed batches of texts
 of one token length each (`unpadded_batches`), so nothing is padded or masked: 1.09-1.16x the
 first int8 recipe (the padded graph, padded batches) by CPU time, interleaved, under load 10
-(bench/README.md); with it ~9x the old numpy pass per core, short of issue 24's 10x. Vectors
+(bench/README.md); with it ~9x the old numpy pass per core, short of issue 24's 10x (the
+levers tried after it, CTranslate2 and OpenVINO among them, and a 3-layer model whose recall
+does not hold: bench/README.md, "The last 1.15x"). Vectors
 0.011-0.02 off fp32's in cosine (median 0.005), as far as the int8 vectors of one text already
 move with the batch it lands in (activations are quantized per batch): a model change, chosen
 because bench_paraphrase's numbers hold (planted rewordings retrieved 0.993 as with fp32, judge
