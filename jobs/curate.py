@@ -34,7 +34,7 @@ from jobs.calibration import CalibrationResult, verification_params
 from jobs.config import Config, ConfigError
 from jobs.filters.base import Engine, Filter, check_decisions, check_schema
 from jobs.filters.registry import FILTERS
-from jobs.lakehouse import Lakehouse
+from jobs.lakehouse import Lakehouse, row_count
 from jobs.progress import Meter
 from jobs.sqlmodels import CurateContext, Model, bind_sql, register_udfs, run_models, sql_literal
 from jobs.stage import Stage
@@ -74,7 +74,7 @@ INTERMEDIATE: tuple[Model, ...] = (
 CURATED_MODELS: tuple[Model, ...] = (
     Model("curated/filter_decisions.sql"),
     Model("curated/curated.sql", materialize=True),
-    Model("curated/curated_commercial.sql"),
+    Model("curated/curated_commercial.sql", materialize=True),
 )
 DECISIONS_VIEW = "int_filter_decisions"
 
@@ -272,10 +272,11 @@ def evaluate_filter(ctx: CurateContext, f: Filter) -> DataFrame:
 
 
 def run_filters(ctx: CurateContext, filters: Sequence[Filter] | None = None,
-                on_done: Callable[[str], None] | None = None) -> DataFrame:
+                on_done: Callable[[str], None] | None = None, candidates: int | None = None) -> DataFrame:
     """Evaluate every filter (default: `FILTERS`) on every candidate; register and return the
     checked union (`int_filter_decisions`: the decision columns plus `gate`). `on_done(name)`
-    after each filter is materialized (progress)."""
+    after each filter is materialized (progress); `candidates`: the row count of `stg_candidates`
+    when the caller has it (else the check counts them)."""
     filters = FILTERS if filters is None else filters
     unknown = sorted(set(ctx.config.curate.disabled_filters) - {f.name for f in filters})
     if unknown:
@@ -296,7 +297,7 @@ def run_filters(ctx: CurateContext, filters: Sequence[Filter] | None = None,
     # checkpointed as one relation: plans downstream see no Union (whose constraint propagation
     # over checkpointed children trips Spark 4.x's optimizer: "key not found" in rewriteConstraints)
     union = reduce(DataFrame.unionByName, parts).localCheckpoint(eager=True)
-    check_decisions(ctx, union, filters)
+    check_decisions(ctx, union, filters, candidates)
     return ctx.register(DECISIONS_VIEW, union.drop("_declared"))
 
 
@@ -523,11 +524,11 @@ def run_curate(
         ctx.params.update(verification_params(config, result.calibration))
         say("[curate] staging candidates, enrichment samples, seed keys, licenses…")
         run_models(ctx, STAGING, step)
-        result.candidates = ctx.spark.table("stg_candidates").count()
+        result.candidates = row_count(ctx.spark.table("stg_candidates"))  # checkpointed: one job
         mark("count candidates")
         run_models(ctx, INTERMEDIATE, step)
         say(f"[curate] {result.candidates} candidates; evaluating {len(FILTERS)} filters on every item…")
-        run_filters(ctx, FILTERS, on_done=step)
+        run_filters(ctx, FILTERS, on_done=step, candidates=result.candidates)
         result.not_checked = dict(ctx.not_checked)
         result.disabled = [f.name for f in FILTERS if not f.is_enabled(config)]
         _tally(ctx, result)
@@ -539,11 +540,11 @@ def run_curate(
                                  FILTER_DECISION_CHANGE_COLUMNS, scope)
         step(f"merge {FILTER_DECISIONS.name}")
         curated = ctx.spark.table(CURATED.name)
-        result.curated = curated.count()
+        result.curated = row_count(curated)
         lakehouse.merge_in_scope(curated, CURATED, CURATED_CHANGE_COLUMNS, scope)
         step(f"merge {CURATED.name}")
         commercial = ctx.spark.table(CURATED_COMMERCIAL.name)
-        result.curated_commercial = commercial.count()
+        result.curated_commercial = row_count(commercial)
         lakehouse.merge_in_scope(commercial, CURATED_COMMERCIAL, CURATED_CHANGE_COLUMNS, scope)
         step(f"merge {CURATED_COMMERCIAL.name}")
         if result.calibration is not None:

@@ -55,7 +55,6 @@ from jobs.config import Config, driver_dir, is_uri
 from schemas.tables import ALL_TABLES, TableSpec
 
 _DELETE = "__taskseed_delete"
-_STALE = "_stale"  # merge_in_scope: a target row of the scope that the source no longer has
 COMMIT_RETRIES = 4  # a write that loses Delta's concurrency check is retried this many times
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 
@@ -71,6 +70,28 @@ def merge_source_partitions(rows: int, per_partition: int = MERGE_SOURCE_ROWS_PE
     if rows < 0 or per_partition < 1:
         raise ValueError(f"rows must be >= 0 and per_partition >= 1, got {rows}, {per_partition}")
     return max(1, -(-rows // per_partition))
+
+
+# A MERGE source of at most this many rows is collected into the JVM driver and read back as a
+# local relation (`local_copy`): the MERGE's joins then broadcast it (no shuffle, fewer Spark jobs).
+MERGE_LOCAL_SOURCE_ROWS = 10_000
+
+
+def row_count(df: DataFrame) -> int:
+    """How many rows `df` has, counted on its physical plan's RDD (`QueryExecution.toRdd`): one
+    Spark job over a persisted or checkpointed relation (no shuffle), where `DataFrame.count`
+    aggregates through an exchange (two jobs under adaptive execution) and `isEmpty` may take
+    several (it scans partitions a few at a time)."""
+    return int(df._jdf.queryExecution().toRdd().count())
+
+
+def local_copy(df: DataFrame) -> DataFrame:
+    """`df`'s rows collected into the JVM driver (one Spark job; never through Python) and returned
+    as a DataFrame over a local relation of the same schema: its size is known to the planner, so
+    joins broadcast it. Only for small frames (the caller bounds the rows)."""
+    jdf = df._jdf
+    local = df.sparkSession._jsparkSession.createDataFrame(jdf.collectAsList(), jdf.schema())
+    return DataFrame(local, df.sparkSession)
 
 
 class WriterConflict(RuntimeError):
@@ -397,8 +418,6 @@ class Lakehouse:
 
     def _merge_once(self, df: DataFrame, spec: TableSpec, update_when_changed: list[str] | None,
                     delete_when: Column | str | None) -> None:
-        from delta.tables import DeltaTable
-
         keys = list(spec.keys)
         deletes = delete_when is not None
         if deletes:
@@ -417,14 +436,27 @@ class Lakehouse:
                                            "left_anti")
             if deletes:
                 todo = todo.unionByName(source.where(F.col(_DELETE)).join(target.select(*keys), keys, "left_semi"))
-        # persisted: the emptiness check, the row count and the MERGE must not each recompute the comparison
+        self._merge_todo(todo, spec, update_when_changed, deletes)
+
+    def _merge_todo(self, todo: DataFrame, spec: TableSpec, update_when_changed: list[str] | None,
+                    deletes: bool) -> None:
+        """MERGE the rows that change the table (`todo`: the spec's columns, plus `_DELETE` when
+        `deletes`; what `_merge_once` or `_merge_in_scope_once` found to differ); nothing when empty."""
+        from delta.tables import DeltaTable
+
+        keys = list(spec.keys)
+        # persisted: the row count and the MERGE must not each recompute the comparison
         persisted = todo.persist()
         try:
-            if persisted.isEmpty():  # an unchanged rerun stops here, one job
+            rows = row_count(persisted)  # one job over the comparison's result
+            if rows == 0:  # an unchanged rerun stops here
                 return
-            # as many partitions as its rows need (`merge_source_partitions`), whatever the shuffle
-            # before it left: a MERGE writes a file per partition of what it inserts
-            todo = persisted.coalesce(merge_source_partitions(persisted.count()))
+            # a few rows: the MERGE reads them as a local relation (`local_copy`), so its joins with
+            # the target broadcast them. Either way as many partitions as its rows need
+            # (`merge_source_partitions`), whatever the shuffle before it left: a MERGE writes a file
+            # per partition of what it inserts
+            todo = (local_copy(persisted) if rows <= MERGE_LOCAL_SOURCE_ROWS else persisted).coalesce(
+                merge_source_partitions(rows))
             columns = {c: f"s.`{c}`" for c in spec.columns}
             keep = f"NOT s.`{_DELETE}`" if deletes else None
             merge = (
@@ -525,11 +557,33 @@ class Lakehouse:
         columns), the table ends up holding exactly `df`'s rows: new keys inserted, changed rows
         updated, and rows of the scope whose key `df` lacks deleted, in one MERGE (one Delta
         version; none when nothing differs). Rows outside the scope are never touched. The
-        target's keys are read as the MERGE's own look at its target, not as a stage input."""
+        target's keys are read as the MERGE's own look at its target, not as a stage input.
+
+        What differs is found with one full outer join of `df` (deduplicated on the keys, as
+        `merge` does) and the target on the keys (null-safe), the target read once: a source row
+        is new or changed when no target row has its key or its `change_columns` differ
+        (null-safe); a target row of the scope that no source row matches is stale."""
+        self.ensure(spec)
+        self._note("writes", spec.name)
+        self._committing(spec.name, lambda: self._merge_in_scope_once(df, spec, change_columns, scope))
+
+    def _merge_in_scope_once(self, df: DataFrame, spec: TableSpec, change_columns: list[str], scope: str) -> None:
         keys = list(spec.keys)
-        target = self.spark.table(self.table_name(spec.name)) if self.exists(spec.name) else None
-        source = df.withColumn(_STALE, F.lit(False))
-        if target is not None:
-            stale = target.where(scope).select(*keys).join(df.select(*keys), keys, "left_anti")
-            source = source.unionByName(stale.withColumn(_STALE, F.lit(True)), allowMissingColumns=True)
-        self.merge(source, spec, update_when_changed=change_columns, delete_when=F.col(_STALE))
+        source = df.select(*self._conformed(df, spec)).dropDuplicates(keys)
+        if self.is_unwritten(spec.name):  # nothing to compare with, nothing to delete
+            self._merge_todo(source.withColumn(_DELETE, F.lit(False)), spec, change_columns, True)
+            return
+        compared = list(dict.fromkeys([*keys, *change_columns]))
+        target = self._table(spec.name).select(
+            *[F.col(f"`{c}`").alias(f"_t_{c}") for c in compared],
+            F.coalesce(F.expr(scope), F.lit(False)).alias("_t_in_scope"), F.lit(True).alias("_t_present"))
+        joined = source.withColumn("_s_present", F.lit(True)).join(
+            target, reduce(operator.and_, [F.col(f"`{k}`").eqNullSafe(F.col(f"_t_{k}")) for k in keys]), "full_outer")
+        in_source, in_target = F.col("_s_present").isNotNull(), F.col("_t_present").isNotNull()
+        same = reduce(operator.and_, [F.col(f"`{c}`").eqNullSafe(F.col(f"_t_{c}")) for c in compared])
+        stale = ~in_source & F.col("_t_in_scope")
+        todo = (joined.where((in_source & (~in_target | ~same)) | stale)
+                .select(*[(F.when(stale, F.col(f"_t_{c}")).otherwise(F.col(f"`{c}`")) if c in keys else F.col(f"`{c}`"))
+                          .alias(c) for c in spec.columns],
+                        stale.alias(_DELETE)))
+        self._merge_todo(todo, spec, change_columns, True)

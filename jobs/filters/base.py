@@ -123,11 +123,13 @@ def check_schema(f: Filter, df: DataFrame) -> None:
             f"it returned: {pretty}")
 
 
-def check_decisions(ctx: CurateContext, decisions: DataFrame, filters: Sequence[Filter]) -> None:
+def check_decisions(ctx: CurateContext, decisions: DataFrame, filters: Sequence[Filter],
+                    candidates_count: int | None = None) -> None:
     """Every filter decided every candidate exactly once, with a non-null `passed` and `reason`,
-    under its declared name, and about no other item. Raises CurateContractError naming the filter."""
+    under its declared name, and about no other item. Raises CurateContractError naming the filter.
+    candidates_count: the row count of `stg_candidates` when the caller has it (else counted here)."""
     candidates = ctx.spark.table("stg_candidates").select("gen_id")
-    n = candidates.count()
+    n = candidates.count() if candidates_count is None else candidates_count
     stats = {
         r["_declared"]: r
         for r in decisions.join(candidates.withColumn("_known", F.lit(True)), "gen_id", "left")

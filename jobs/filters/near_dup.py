@@ -41,6 +41,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from functools import reduce
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame
@@ -99,26 +100,38 @@ def update_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str
     columns are ignored, rows with a null doc_id are skipped, a duplicated doc_id is signed once.
     Writes `minhash_signatures`: keys it does not hold are appended, changed rows are MERGEd on
     (doc_kind, doc_id); one Delta commit per `sign_rows_per_commit` rows, none when nothing changed.
-    Raises ValueError for an unknown doc_kind.
+    Raises ValueError for an unknown doc_kind. `update_all_signatures` does several kinds at once.
     """
-    if doc_kind not in DOC_KINDS:
-        raise ValueError(f"doc_kind must be one of {DOC_KINDS}, got {doc_kind!r}")
+    return update_all_signatures(lakehouse, config, {doc_kind: items})[doc_kind]
+
+
+def update_all_signatures(lakehouse: Lakehouse, config: NearDupConfig, items: dict[str, DataFrame]) -> dict[str, int]:
+    """`update_signatures` for several kinds at once (`items`: doc_kind → its items, as there):
+    one comparison with the stored signatures and one count for all of them (one set of Spark jobs
+    instead of one per kind), new keys of every kind in the same append. Returns doc_kind → how
+    many were signed. Raises ValueError for an unknown doc_kind."""
+    unknown = [k for k in items if k not in DOC_KINDS]
+    if unknown:
+        raise ValueError(f"doc_kind must be one of {DOC_KINDS}, got {unknown[0]!r}")
     params = minhash_params(config)
-    source = (
-        items.where(F.col("doc_id").isNotNull())
-        .select(F.lit(doc_kind).alias("doc_kind"), F.col("doc_id").cast("string").alias("doc_id"),
+    kinds = list(items)
+    sources = [
+        df.where(F.col("doc_id").isNotNull())
+        .select(F.lit(kind).alias("doc_kind"), F.col("doc_id").cast("string").alias("doc_id"),
                 F.col("question").cast("string").alias("question"), F.col("context").cast("string").alias("context"),
                 F.col("choices").cast("array<string>").alias("choices"))
         .withColumn("source_hash", source_hash())
         .dropDuplicates(["doc_id"])
-    )
+        for kind, df in items.items()
+    ]
+    source = reduce(DataFrame.unionByName, sources)
     stored = (
         lakehouse.read(MINHASH_SIGNATURES.name)
-        .where(F.col("doc_kind") == doc_kind)
-        .select("doc_id", F.col("source_hash").alias("stored_hash"), F.col("params").alias("stored_params"))
+        .where(F.col("doc_kind").isin(kinds))
+        .select("doc_kind", "doc_id", F.col("source_hash").alias("stored_hash"), F.col("params").alias("stored_params"))
     )
     todo = (
-        source.join(stored, "doc_id", "left")
+        source.join(stored, ["doc_kind", "doc_id"], "left")
         .where(F.col("stored_hash").isNull() | (F.col("stored_hash") != F.col("source_hash"))
                | (F.col("stored_params") != params.tag))
         .withColumn("is_new", F.col("stored_hash").isNull())
@@ -127,17 +140,22 @@ def update_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str
     )
     started = time.perf_counter()
     try:
-        counts = todo.agg(F.count(F.lit(1)).alias("pending"), F.count(F.when(F.col("is_new"), 1)).alias("new")).first()
-        if counts["pending"] == 0:
-            log.info("near_dup: %s signatures up to date (%s)", doc_kind, params.tag)
-            return 0
-        chunks = math.ceil(counts["pending"] / config.sign_rows_per_commit)
+        counts = todo.agg(*[F.count(F.when(F.col("doc_kind") == k, 1)).alias(f"pending_{i}") for i, k in enumerate(kinds)],
+                          *[F.count(F.when((F.col("doc_kind") == k) & F.col("is_new"), 1)).alias(f"new_{i}")
+                            for i, k in enumerate(kinds)]).first()
+        pending = {k: counts[f"pending_{i}"] for i, k in enumerate(kinds)}
+        new = sum(counts[f"new_{i}"] for i in range(len(kinds)))
+        total = sum(pending.values())
+        if total == 0:
+            log.info("near_dup: %s signatures up to date (%s)", ", ".join(kinds), params.tag)
+            return pending
+        chunks = math.ceil(total / config.sign_rows_per_commit)
         for chunk in range(chunks):
             part = todo if chunks == 1 else todo.where(F.pmod(F.xxhash64("doc_id"), F.lit(chunks)) == chunk)
-            if counts["new"]:
+            if new:
                 # keys the table does not hold yet: a plain append, one pass of the Python signing
                 lakehouse.append(_signed(part.where("is_new"), params), MINHASH_SIGNATURES)
-            if counts["new"] < counts["pending"]:
+            if new < total:
                 # changed text or parameters: MERGE; persisted so that the MERGE's change check and
                 # its write do not each run the Python signing
                 changed = _signed(part.where(~F.col("is_new")), params).persist()
@@ -145,9 +163,10 @@ def update_signatures(lakehouse: Lakehouse, config: NearDupConfig, doc_kind: str
                     lakehouse.merge(changed, MINHASH_SIGNATURES, update_when_changed=["source_hash", "params"])
                 finally:
                     changed.unpersist()
-        log.info("near_dup: signed %d %s items (%d new) in %.1f s", counts["pending"], doc_kind, counts["new"],
-                 time.perf_counter() - started)
-        return counts["pending"]
+        for i, kind in enumerate(kinds):
+            log.info("near_dup: signed %d %s items (%d new) in %.1f s", pending[kind], kind, counts[f"new_{i}"],
+                     time.perf_counter() - started)
+        return pending
     finally:
         todo.unpersist()
 
@@ -361,8 +380,7 @@ def near_duplicates(lakehouse: Lakehouse, config: NearDupConfig, generated_df: D
     """
     generated = _items(generated_df, "gen_id")
     seeds = _items(seeds_df, "seed_id")
-    update_signatures(lakehouse, config, "generated", generated)
-    update_signatures(lakehouse, config, "seed", seeds)
+    update_all_signatures(lakehouse, config, {"generated": generated, "seed": seeds})
     started = time.perf_counter()
 
     bands = stored_bands(lakehouse, config, "generated", generated).unionByName(

@@ -39,6 +39,45 @@ def test_merge_inserts_updates_deletes_healed_rows_and_skips_no_ops(lakehouse):
     assert lakehouse.version(QUARANTINE.name) == version + 1  # one MERGE for all three changes
 
 
+def test_merge_in_scope_inserts_updates_deletes_stale_rows_of_the_scope_only_and_skips_no_ops(lakehouse):
+    """`merge_in_scope` (one full outer join with the target): inside the scope the table ends up
+    holding exactly the source's rows (new inserted, changed updated, missing deleted), rows outside
+    the scope are untouched, an unchanged rerun commits nothing, and a duplicated source key is
+    merged once."""
+    spark = lakehouse.spark
+    merge = lambda rows, scope: lakehouse.merge_in_scope(  # noqa: E731
+        spark.createDataFrame(rows, SCHEMA), QUARANTINE, ["reason", "detail"], scope)
+    merge([("generate", "a", "r1", None, False), ("generate", "b", "r2", None, False),
+           ("enrich", "x", "r3", None, False)], "true")
+    assert _rows(lakehouse) == {"a": "r1", "b": "r2", "x": "r3"}
+    version = lakehouse.version(QUARANTINE.name)
+    merge([("generate", "a", "r1", None, False), ("generate", "b", "r2", None, False)], "stage = 'generate'")
+    assert lakehouse.version(QUARANTINE.name) == version  # the scope holds exactly these rows: no commit
+    # within generate: a gone (deleted), b changed detail (updated), c new (inserted, twice in the source)
+    merge([("generate", "b", "r2", "d", False), ("generate", "c", "r4", None, False),
+           ("generate", "c", "r4", None, False)], "stage = 'generate'")
+    assert _rows(lakehouse) == {"b": "r2", "c": "r4", "x": "r3"}  # enrich's x is outside the scope
+    assert lakehouse.version(QUARANTINE.name) == version + 1
+    assert {r.source_key: r.detail for r in lakehouse.read(QUARANTINE.name).collect()}["b"] == "d"
+    merge([], "stage = 'enrich'")  # an empty source empties its scope only
+    assert _rows(lakehouse) == {"b": "r2", "c": "r4"}
+
+
+def test_row_count_and_local_copy_keep_every_row(spark):
+    """The MERGE source helpers: `row_count` counts what `count` counts, `local_copy` holds the same
+    rows and schema over a local relation (whose size the planner knows)."""
+    from jobs.lakehouse import local_copy, row_count
+
+    df = spark.range(37).selectExpr("id", "CAST(id % 5 AS STRING) AS k").where("id % 3 <> 0").distinct().persist()
+    try:
+        copy = local_copy(df)
+        assert row_count(df) == df.count() == 24
+        assert copy.schema == df.schema and sorted(copy.collect()) == sorted(df.collect())
+        assert "LocalRelation" in copy._jdf.queryExecution().analyzed().toString()
+    finally:
+        df.unpersist()
+
+
 @pytest.mark.parametrize("shuffle_partitions", [8, 200])
 def test_a_merge_writes_files_by_its_row_count_not_by_the_shuffle_before_it(lakehouse, shuffle_partitions):
     """Issue 28: with 200 shuffle partitions (a cluster's default) a first MERGE of 50 rows wrote 45
