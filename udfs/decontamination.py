@@ -68,7 +68,7 @@ from schemas.answer_formats import BOOLEAN, CODE, FREEFORM, LABEL, NUMERIC, SHOR
 from udfs.parsing import number_in_answer
 from udfs.textnorm import normalize_array, normalize_text
 
-INDEX_VERSION = 2  # 2: normalize_text of issue 25; answers through the answer algebra
+INDEX_VERSION = 3  # 2: normalize_text of issue 25; answers through the answer algebra; 3: superscripts, Arabic separators, sign and fraction words
 
 STIMULUS, QA, CONTEXT, QUERY = "stimulus", "qa", "context", "query"
 VIEWS = (STIMULUS, QA, CONTEXT, QUERY)

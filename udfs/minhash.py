@@ -64,7 +64,7 @@ from datasketch import MinHash
 
 from udfs.textnorm import normalize_text
 
-SIGNATURE_VERSION = 3  # 3: the question and the passage are shingled on their own too (issue 29)
+SIGNATURE_VERSION = 4  # 3: the question and the passage are shingled on their own too (issue 29); 4: normalize_text reads superscripts and Arabic separators
 # 2: normalize_text keeps operators, marks of non-Latin scripts, splits CJK/Thai (issue 25)
 SCHEME = "affine32"  # datasketch's permutation scheme (bijective, collision-free; default since 2.0)
 

@@ -564,6 +564,7 @@ def normalize_number(text: Any) -> str | None:
     if len(text) > MAX_NUMBER_CHARS:  # not an answer; and Python refuses str() of a 4,300-digit int
         return None
     if not text.isascii():
+        text = text.translate(_ARABIC_SEPARATORS)  # ٣٫٥ = 3.5, ١٢٬٥٠٠ = 12500
         text = re.sub(r"(?<=\d)(?=[\u00bc-\u00be\u2150-\u215e])", " ", text)  # 2½: a mixed number
         text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")
     match = _STRICT_NUMBER_RE.match(text)
@@ -714,12 +715,68 @@ def _number_words_to_digits(text: str) -> str:
     return _NUMBER_WORDS_RE.sub(repl, text)
 
 
+# The Arabic decimal separator U+066B and thousands separator U+066C (`٣٫٥` = 3.5, `١٢٬٥٠٠` = 12500).
+_ARABIC_SEPARATORS = str.maketrans({"\u066b": ".", "\u066c": ","})
+# A fraction in words ("three quarters", "a half", "seven and a half", "2 and three quarters"): the
+# numerator (a number word, "a"/"an", or digits) and the denominator word, with an optional whole part.
+_DENOMINATORS = {"half": 2, "halve": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6,
+                 "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10}
+_FRACTION_WORDS_RE = re.compile(
+    rf"\b(?:(?P<whole>\d+|{_NUMBER_WORD}(?:[\s-]+{_NUMBER_WORD})*)\s+and\s+)?"
+    rf"(?P<num>\d+|an?|{_NUMBER_WORD})[\s-]+(?P<den>halves|half|(?:third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)s?)\b",
+    re.IGNORECASE)
+# "minus 3", "negative 3": a sign written as a word before digits (not the binary "10 minus 3").
+_SIGN_WORD_RE = re.compile(r"\b(?:minus|negative)\s+(?=[$€£¥₹]?\d)", re.IGNORECASE)
+
+
+def _words_number(phrase: str) -> int | None:
+    """Digits or number words ("7", "seven", "a") as an int; None when neither."""
+    phrase = phrase.strip()
+    if phrase.isdigit():
+        return int(phrase) if len(phrase) <= 12 else None
+    if phrase.lower() in ("a", "an"):
+        return 1
+    return _number_words_value(phrase)
+
+
+def _fraction_words(match: re.Match) -> str:
+    """"three quarters" → "3/4", "seven and a half" → "7 1/2" (a mixed number `normalize_number` reads)."""
+    num = _words_number(match.group("num"))
+    den_word = match.group("den").lower()
+    den = _DENOMINATORS.get(den_word.rstrip("s"))  # "quarters" → quarter, "halves" → halve
+    whole = _words_number(match.group("whole")) if match.group("whole") else None
+    if num is None or den is None or (match.group("whole") and whole is None):
+        return match.group(0)
+    fraction = f"{num}/{den}"
+    return f"{whole} {fraction}" if whole is not None else fraction
+
+
+def _sign_word(match: re.Match) -> str:
+    """A sign word becomes "-" unless an operand ends the text right before it: a number, a bracket
+    or a lone letter ("10 minus 3", "x minus 3" are differences). Looks back a bounded window: linear
+    time on any input."""
+    before = match.string[max(0, match.start() - 16):match.start()].rstrip()
+    operand = before and (before[-1].isdigit() or before[-1] in ")]}" or _LONE_LETTER_END_RE.search(before))
+    return match.group(0) if operand else "-"
+
+
+_LONE_LETTER_END_RE = re.compile(r"(?:^|[^\w])[^\W\d_]$")
+
+
 def _answer_numbers_text(plain: str) -> str:
-    """The number-reading spellings of issue 25: every minus sign, `^` unit exponents, number words."""
+    """The number-reading spellings of issue 25: every minus sign (and "minus"/"negative" before
+    digits), Arabic decimal and thousands separators, `^` unit exponents, fractions in words
+    ("three quarters" = 3/4, "seven and a half" = 7 1/2: never the whole number alone), number words."""
     if not plain.isascii():
-        plain = _MINUS_RE.sub("-", plain)
+        plain = _MINUS_RE.sub("-", plain).translate(_ARABIC_SEPARATORS)
     if "^" in plain:
         plain = _UNIT_POWER_RE.sub(r"\1\2", plain)
+    lowered = plain.lower()
+    if any(word in lowered for word in ("half", "halves", "third", "quarter", "fourth", "fifth", "sixth",
+                                         "seventh", "eighth", "ninth", "tenth")):
+        plain = _FRACTION_WORDS_RE.sub(_fraction_words, plain)
+    if "minus" in lowered or "negative" in lowered:
+        plain = _SIGN_WORD_RE.sub(_sign_word, plain)
     if not re.search(r"\d", plain):
         plain = _number_words_to_digits(plain)
     return plain

@@ -14,7 +14,8 @@ docs/normalization.md tells the story with examples; the rules, in order:
    `\\div`, `\\pm` become the signs they print.
 3. Invisible format characters deleted, not made spaces (unicode category Cf: soft hyphen, zero-width
    space/joiners, BOM, word joiner; and the variation selectors), so `photo\\u00ADsynthesis` is one word.
-4. NFKC (full-width forms, ligatures, superscripts become plain characters).
+4. Superscript digits and signs become an exponent (`x²` → `x^2`, `m⁻¹` → `m^-1`), then NFKC
+   (full-width forms, ligatures, other compatibility characters become plain ones).
 5. Look-alike letters of Cyrillic and Greek in Latin text become the Latin letter (a compact table
    of Unicode TR39 confusables, `CONFUSABLES`): in a text whose only Cyrillic/Greek letters are
    look-alikes, all of them (`Whаt is thе` → `What is the`); in a text with real Cyrillic or Greek,
@@ -24,7 +25,8 @@ docs/normalization.md tells the story with examples; the rules, in order:
 7. Accents of Latin letters dropped (NFKD, combining marks after a Latin letter removed, NFC):
    `café` = `cafe`; marks of other scripts are kept, because there they make the letter
    (Japanese `が` ≠ `か`, Thai tone and vowel marks, Devanagari matras, Hebrew points).
-8. Digits of every script become ASCII digits (`٣`, `३`, `৩` → `3`); every dash-like minus
+8. Digits of every script become ASCII digits (`٣`, `३`, `৩` → `3`), and the Arabic decimal and
+   thousands separators (U+066B, U+066C) `.` and `,` (`٣٫٥` → `3.5`); every dash-like minus
    (`−` U+2212, `‐` U+2010, `‑`, `‒`, `–` en dash, `﹣`) becomes `-`; `⋅`/`∙` become `×`, `÷`,
    `∕`, `⁄` become `/`;
    `<=`, `>=`, `!=` become `≤`, `≥`, `≠`.
@@ -79,6 +81,10 @@ OPERATORS = "+-=<>≤≥≠±×/^"
 _DASHES = "\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d\u2796"  # all read as the minus sign "-"
 _TIMES = "\u22c5\u2219"  # dot operator, bullet operator → ×
 _DIVIDES = "÷\u2215\u2044"  # division sign, division slash, fraction slash → /
+_ARABIC_SEPARATORS = {"\u066b": ".", "\u066c": ","}  # Arabic decimal and thousands separators (٣٫٥ = 3.5)
+# Superscript digits and signs: an exponent, written `^` before NFKC would make `x²` the word `x2`
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-")
+_SUPERSCRIPT_RE = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+")
 
 # Latin letters (after casefold), for rule 7; the marks that decorate them in NFKD text
 _LATIN_LETTERS = ("a-z\u00aa\u00ba\u00df-\u00f6\u00f8-\u00ff\u0100-\u024f\u0250-\u02af\u1d00-\u1dbf"
@@ -188,6 +194,8 @@ def _fold_char(ch: str) -> int | str:
         return "×"
     if ch in _DIVIDES:
         return "/"
+    if ch in _ARABIC_SEPARATORS:
+        return _ARABIC_SEPARATORS[ch]
     if unicodedata.category(ch) == "Nd":
         return str(unicodedata.digit(ch))
     return ord(ch)
@@ -317,6 +325,8 @@ def _full(value: str) -> str:
         value = value.lower()
     else:
         value = value.translate(_INVISIBLE)
+        if _SUPERSCRIPT_RE.search(value):
+            value = _SUPERSCRIPT_RE.sub(lambda m: "^" + m.group(0).translate(_SUPERSCRIPTS), value)
         value = unicodedata.normalize("NFKC", value)
         value = confusable_skeleton(value)
         value = value.casefold()

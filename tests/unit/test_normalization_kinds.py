@@ -144,6 +144,21 @@ def test_digits_of_every_script_are_ascii_digits(digits, ascii_digits):
     assert normalize_text(digits) == normalize_text(ascii_digits)
 
 
+@pytest.mark.parametrize("arabic, latin, not_latin", [
+    ("٧٫٢٥ كغ", "7.25 كغ", "725 كغ"), ("٣٬٥٠٠ ريال", "3500 ريال", "3 500 ريال"), ("٠٫٥", "0.5", "0 5"),
+])
+def test_arabic_decimal_and_thousands_separators_are_the_number(arabic, latin, not_latin):
+    assert normalize_text(arabic) == normalize_text(latin) != normalize_text(not_latin)
+
+
+@pytest.mark.parametrize("superscript, caret, not_same", [
+    ("y³ + 1", "y^3 + 1", "y3 + 1"), ("area 9 cm²", "area 9 cm^2", "area 9 cm2"), ("2⁵", "2^5", "25"),
+    ("s⁻²", "s^-2", "s-2"), ("10¹⁰", "10^10", "1010"),
+])
+def test_superscripts_are_exponents(superscript, caret, not_same):
+    assert normalize_text(superscript) == normalize_text(caret) != normalize_text(not_same)
+
+
 # ---- kind 7: LaTeX spellings of one thing --------------------------------------------------------------
 
 

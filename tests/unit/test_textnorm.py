@@ -34,6 +34,8 @@ def reference(text) -> str:
     value = textnorm.fold_latex(value) if "\\" in value else value
     value = "".join(ch for ch in value if unicodedata.category(ch) != "Cf" and not 0xFE00 <= ord(ch) <= 0xFE0F
                     and not 0xE0100 <= ord(ch) <= 0xE01EF)
+    value = re.sub("[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+", lambda m: "^" + "".join("0123456789+-"["⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻".index(c)] for c in m.group(0)),
+                   value)  # superscripts are an exponent
     value = unicodedata.normalize("NFKC", value)
     value = textnorm.confusable_skeleton(value).casefold()
     decomposed, out = unicodedata.normalize("NFKD", value), []
@@ -43,6 +45,7 @@ def reference(text) -> str:
         out.append(ch)
     value = unicodedata.normalize("NFC", "".join(out))
     value = "".join("-" if ch in _DASHES else "×" if ch in "\u22c5\u2219" else "/" if ch in "÷\u2215\u2044" else
+                    "." if ch == "\u066b" else "," if ch == "\u066c" else
                     str(unicodedata.digit(ch)) if unicodedata.category(ch) == "Nd" else ch for ch in value)
     value = value.replace("<=", "≤").replace(">=", "≥").replace("!=", "≠")
     value = _GROUPED.sub(lambda m: m.group(0).replace(",", ""), value)

@@ -66,3 +66,40 @@ def test_answer_key_time_is_linear(unit):
     small = unit * (1_000 // len(unit))
     big = small * GROWTH
     assert time_ratio(lambda a: answer_key("numeric", a), small, big) < 4 * GROWTH
+
+
+# ---- a sign or a fraction written in words is that number, never a whole number without it -------------
+
+
+@pytest.mark.parametrize("signed, value", [
+    ("minus 4", "-4"), ("Negative 12.5", "-12.5"), ("The result is negative 8 degrees.", "-8"),
+    ("It drops to minus 40", "-40"), ("so the answer is minus $3", "-3"),
+])
+def test_a_sign_word_before_digits_keeps_the_sign(signed, value):
+    assert answer_key("numeric", signed) == f"num:{value}"
+
+
+@pytest.mark.parametrize("difference", ["20 minus 4", "(a + b) minus 6", "y minus 2"])
+def test_minus_between_operands_is_not_a_sign(difference):
+    assert answer_key("numeric", difference) != "num:-" + difference.split()[-1]
+
+
+@pytest.mark.parametrize("words, same_as", [
+    ("nine and a half", "9.5"), ("12 and a half", "12.5"), ("two quarters", "0.5"), ("a quarter", "0.25"),
+    ("one fifth", "0.2"), ("three tenths", "0.3"), ("five halves", "2.5"), ("4 and three quarters", "4.75"),
+    ("minus one half", "-0.5"), ("one third", "1/3"),
+])
+def test_fractions_in_words_are_their_value(words, same_as):
+    assert answer_key("numeric", words) is not None
+    assert answer_key("numeric", words) == answer_key("numeric", same_as)
+
+
+@pytest.mark.parametrize("words, whole", [("nine and a half", "9"), ("three quarters", "3"), ("one half", "1"),
+                                          ("12 and a half", "12")])
+def test_a_fraction_in_words_never_agrees_with_its_whole_number(words, whole):
+    assert answer_key("numeric", words) != answer_key("numeric", whole)
+
+
+@pytest.mark.parametrize("arabic, latin", [("٢٫٧٥", "2.75"), ("٤٬٢٠٠", "4200"), ("١٬٠٠٠٫٥", "1000.5")])
+def test_arabic_decimal_and_thousands_separators(arabic, latin):
+    assert answer_key("numeric", arabic) == answer_key("numeric", latin) is not None
