@@ -355,6 +355,25 @@ _CONCLUSION_RES = (
     (SAME, re.compile(rf"\b{_SUBJECT}\s+{_ADVERB}match(?:es)?\b", re.IGNORECASE)),
     (None, re.compile(r"[\"']?(?:verdict|answer|decision)[\"']?\s*(?:[:=]|should\s+be|is)\s*[\"'*]*(same|different)\b",
                       re.IGNORECASE)),
+    # a labelled conclusion: "Conclusion: same.", "In conclusion: identical questions", "Final answer - different"
+    (SAME, re.compile(r"\b(?:conclusion|final\s+(?:answer|verdict|decision)|overall|in\s+short|in\s+summary)\s*[:,\-–—]\s*"
+                      r"[\"'*]*(?:they\s+are\s+|it\s+is\s+)?(?:the\s+)?(?:same|identical|equivalent|duplicates?|"
+                      r"paraphrases?|translations?)\b", re.IGNORECASE)),
+    (DIFFERENT, re.compile(r"\b(?:conclusion|final\s+(?:answer|verdict|decision)|overall|in\s+short|in\s+summary)\s*[:,\-–—]\s*"
+                           r"[\"'*]*(?:they\s+are\s+|it\s+is\s+)?(?:different|distinct|unrelated|not\s+the\s+same)\b",
+                           re.IGNORECASE)),
+    # one item stated as a copy of the other, any subject: "B is a translation of A", "it is a rewording of the held-out item"
+    (SAME, re.compile(rf"(?<!\bnot\s)\b(?:is|are|was|were|'s|'re)\s+{_ADVERB}(?:just\s+|simply\s+|merely\s+)?(?:an?\s+|the\s+)?"
+                      r"(?:(?:direct|literal|close|exact|near|mere)\s+)?(?:translations?|paraphrases?|rewordings?|rephrasings?|"
+                      r"duplicates?|cop(?:y|ies)|restatements?)\s+of\b", re.IGNORECASE)),
+    # "They are duplicates.", "identical questions", "the questions are copies"
+    (SAME, re.compile(rf"\b{_SUBJECT}\s+(?:are|is|were|'re)\s+{_ADVERB}(?:duplicates?|cop(?:y|ies)|the\s+same\s+thing)\b",
+                      re.IGNORECASE)),
+    (SAME, re.compile(r"(?<!\bnot\s)(?<!\bnot\sthe\s)(?<!n't\s)\b(?:identical|equivalent|duplicate)\s+(?:questions?|items?)\b",
+                      re.IGNORECASE)),
+    # Chinese, Japanese, Korean conclusions that they are one question (the negated forms are not)
+    (SAME, re.compile(r"(?<!不)(?<!不是)(?:是同一(?:个|道)?问题|是相同的问题|是一样的问题|是重复的|同一(?:个|道)问题)|"
+                      r"同じ(?:質問|問題)(?:です|だ|である)|(?:같은|동일한)\s*(?:질문|문제)(?:이다|입니다|예요|이에요)")),
 )
 _THINK_RE = re.compile(r"(?is)<(think|thinking|thought|reasoning)\b[^>]*>.*?</\1\s*>")
 

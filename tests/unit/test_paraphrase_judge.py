@@ -135,6 +135,16 @@ def test_simulator_judge(candidate, expected):
     '{"verdict": "different"}\nOn reflection, the candidate is the same question as the held-out item.',
     '{"verdict": "different"}\nLooking again, they match: only the names changed.',
     '{"verdict": "same"}\nHowever, the candidate question is different: it asks for the area.',
+    # labelled conclusions, any subject stated as a copy of the other, other words, other languages
+    '{"verdict": "different"}\nSummary - verdict revised.\nConclusion: identical.',
+    '{"verdict": "different", "reason": "n/a"}\nFinal verdict: the same.',
+    '{"verdict": "different"}\nRe-reading it, question 2 is a literal translation of question 1.',
+    '{"verdict": "different"}\nHmm, the candidate is just a rewording of the held-out item.',
+    '{"verdict": "different"}\nThe two items are copies.',
+    '{"verdict": "different"}\nThese are equivalent questions after all.',
+    '{"verdict": "different"}\n综上所述，它们是同一道问题。',
+    '{"verdict": "different"}\n見直すと、これは同じ問題です。',
+    '{"verdict": "different"}\n다시 보니 동일한 문제입니다.',
 ])
 def test_a_verdict_followed_by_a_contrary_conclusion_is_ambiguous(text):
     with pytest.raises(OutputRejected) as err:
@@ -151,6 +161,11 @@ def test_a_verdict_followed_by_a_contrary_conclusion_is_ambiguous(text):
     ('{"verdict": "different", "reason": "The held-out item asks for a speed; they do not match."}', "different"),
     ("<think>Are they the same? They are different... no wait, they are the same.</think>{\"verdict\": \"same\"}",
      "same"),
+    ('{"verdict": "different"}\nConclusion: different, one asks for a perimeter.', "different"),
+    ('{"verdict": "different", "reason": "The candidate is not a translation of the held-out item."}', "different"),
+    ('{"verdict": "different", "reason": "These are not equivalent questions: other numbers."}', "different"),
+    ('{"verdict": "different"}\n这两道题不是同一道问题。', "different"),
+    ('{"verdict": "same", "reason": "The candidate is a close paraphrase of the held-out question."}', "same"),
 ])
 def test_a_verdict_with_a_consistent_explanation_stands(text, verdict):
     assert parse_verdict(text)[0] == verdict
