@@ -722,7 +722,7 @@ _ARABIC_SEPARATORS = str.maketrans({"\u066b": ".", "\u066c": ","})
 _DENOMINATORS = {"half": 2, "halve": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6,
                  "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10}
 _FRACTION_WORDS_RE = re.compile(
-    rf"\b(?:(?P<whole>\d+|{_NUMBER_WORD}(?:[\s-]+{_NUMBER_WORD})*)\s+and\s+)?"
+    rf"\b(?:(?P<whole>\d+|{_NUMBER_WORD}(?:(?:[\s-]+|\s+and\s+){_NUMBER_WORD}){{0,5}})\s+and\s+)?"  # bounded: linear time
     rf"(?P<num>\d+|an?|{_NUMBER_WORD})[\s-]+(?P<den>halves|half|(?:third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)s?)\b",
     re.IGNORECASE)
 # "minus 3", "negative 3": a sign written as a word before digits (not the binary "10 minus 3").

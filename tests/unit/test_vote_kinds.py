@@ -61,7 +61,8 @@ def test_answer_key_never_raises_on_pathological_answers(answer, fmt):
     answer_key(fmt, answer, None, ["a", "b"])
 
 
-@pytest.mark.parametrize("unit", ["1,11", "1 ", "- 1", "seven ", "5 m^2 ", "{", "\\frac{1}{2}", "a" * 7 + " "])
+@pytest.mark.parametrize("unit", ["1,11", "1 ", "- 1", "seven ", "5 m^2 ", "{", "\\frac{1}{2}", "a" * 7 + " ",
+                                  "seven half ", "twenty-one and a quarter ", "negative 3 "])
 def test_answer_key_time_is_linear(unit):
     small = unit * (1_000 // len(unit))
     big = small * GROWTH
@@ -87,7 +88,7 @@ def test_minus_between_operands_is_not_a_sign(difference):
 @pytest.mark.parametrize("words, same_as", [
     ("nine and a half", "9.5"), ("12 and a half", "12.5"), ("two quarters", "0.5"), ("a quarter", "0.25"),
     ("one fifth", "0.2"), ("three tenths", "0.3"), ("five halves", "2.5"), ("4 and three quarters", "4.75"),
-    ("minus one half", "-0.5"), ("one third", "1/3"),
+    ("minus one half", "-0.5"), ("one third", "1/3"), ("one hundred and twenty-five and a half", "125.5"),
 ])
 def test_fractions_in_words_are_their_value(words, same_as):
     assert answer_key("numeric", words) is not None
